@@ -1,0 +1,321 @@
+"""The architecture rules of docs/architecture.md, checked on the source tree.
+
+- ``core/`` is a pure state machine: standard library only, and none of the standard modules
+  that do I/O, read clocks, draw entropy or start threads. Time arrives as ticks and an RNG is
+  passed in, so every run of the simulator is reproducible from its seed.
+- ``core/``, ``transport/``, ``runtime/`` and ``sim/`` never import Salt: only the loader
+  modules and ``storage/`` touch Salt.
+- No package is named after a Salt loader type unless we mean Salt to load it: Salt loads every
+  ``saltext_raft/<loader type>/`` directory through the ``salt.loader`` entry point.
+
+Imports are read with ``ast``, so imports inside functions and ``try`` blocks count too.
+Directories that do not exist yet are skipped, not failed.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import pathlib
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+PACKAGE = "saltext_raft"
+SRC_DIR = pathlib.Path(__file__).resolve().parents[2] / "src"
+PACKAGE_DIR = SRC_DIR / PACKAGE
+
+#: Standard-library modules that the core must not import, and why.
+CORE_FORBIDDEN_STDLIB = {
+    "asyncio": "the event loop belongs to runtime/",
+    "socket": "network I/O belongs to transport/",
+    "selectors": "I/O multiplexing belongs to runtime/ and transport/",
+    "subprocess": "the core starts no processes",
+    "threading": "the core is single-threaded; the driver serializes every call",
+    "os": "file and process I/O belong to storage/ and runtime/",
+    "time": "time arrives as ticks; the core reads no clock",
+    "datetime": "time arrives as ticks; the core reads no clock",
+    "random": "an RNG is passed in (import it under TYPE_CHECKING for annotations only)",
+    "secrets": "an RNG is passed in",
+    "uuid": "ids come from the caller; uuid1/uuid4 read clocks and entropy",
+    "importlib": "dynamic imports would hide dependencies from this test",
+}
+
+#: Standard-library modules the core may import only under ``if TYPE_CHECKING:``.
+CORE_TYPE_CHECKING_ONLY = {"random"}
+
+#: Packages that must never import Salt.
+SALT_FREE_PACKAGES = ("core", "transport", "runtime", "sim")
+
+#: Every directory name Salt's loader looks for inside an extension package (from the
+#: ``_module_dirs(opts, "<name>", ...)`` calls in salt/loader/__init__.py, 3007.16 and 3008.4).
+SALT_LOADER_DIR_NAMES = {
+    "auth",
+    "beacons",
+    "cache",
+    "clouds",
+    "engines",
+    "executors",
+    "fileserver",
+    "grains",
+    "log_handlers",
+    "matchers",
+    "metaproxy",
+    "modules",
+    "netapi",
+    "output",
+    "pillar",
+    "pkgdb",
+    "pkgfiles",
+    "proxy",
+    "queues",
+    "renderers",
+    "resources",
+    "returners",
+    "roster",
+    "runners",
+    "sdb",
+    "serializers",
+    "spm",
+    "states",
+    "thorium",
+    "tokens",
+    "tops",
+    "utils",
+    "wheel",
+    "wrapper",
+}
+
+#: The loader directories we intend Salt to load.
+INTENDED_LOADER_DIRS = {"engines", "runners", "modules", "cache"}
+
+
+@dataclass(frozen=True)
+class Import:
+    path: pathlib.Path
+    lineno: int
+    module: str  # absolute dotted name
+    type_checking_only: bool
+
+    def __str__(self):
+        return f"{self.path}:{self.lineno}: imports {self.module}"
+
+
+def _module_name(path: pathlib.Path, src_dir: pathlib.Path) -> str:
+    parts = list(path.relative_to(src_dir).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_type_checking_test(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(path: pathlib.Path, src_dir: pathlib.Path = SRC_DIR) -> list[Import]:
+    """Every import statement in ``path``, at any depth, with relative imports made absolute."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    this_module = _module_name(path, src_dir)
+    # The package a relative import is resolved against.
+    package = this_module if path.name == "__init__.py" else this_module.rpartition(".")[0]
+    found: list[Import] = []
+
+    def visit(node: ast.AST, type_checking: bool) -> None:
+        if isinstance(node, ast.If) and _is_type_checking_test(node.test):
+            for child in node.body:
+                visit(child, True)
+            for child in node.orelse:
+                visit(child, type_checking)
+            return
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.append(Import(path, node.lineno, alias.name, type_checking))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".")
+                if node.level > 1:
+                    base_parts = base_parts[: -(node.level - 1)]
+                base = ".".join(base_parts)
+                module = f"{base}.{node.module}" if node.module else base
+                if not node.module:
+                    # ``from . import x`` imports the submodule x (or a name from base).
+                    for alias in node.names:
+                        found.append(
+                            Import(path, node.lineno, f"{base}.{alias.name}", type_checking)
+                        )
+                    return
+            else:
+                module = node.module or ""
+            found.append(Import(path, node.lineno, module, type_checking))
+        for child in ast.iter_child_nodes(node):
+            visit(child, type_checking)
+
+    visit(tree, False)
+    return found
+
+
+def _python_files(directory: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(p for p in directory.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _top(module: str) -> str:
+    return module.partition(".")[0]
+
+
+def _existing_package_dir(name: str) -> pathlib.Path:
+    directory = PACKAGE_DIR / name
+    if not directory.is_dir() or not _python_files(directory):
+        pytest.skip(f"src/{PACKAGE}/{name}/ does not exist yet")
+    return directory
+
+
+def test_core_exists():
+    """The core is the one package that must be there; the other checks may skip."""
+    assert _python_files(PACKAGE_DIR / "core"), f"no Python files under {PACKAGE_DIR / 'core'}"
+
+
+def test_core_imports_only_the_standard_library_and_itself():
+    directory = _existing_package_dir("core")
+    stdlib = set(sys.stdlib_module_names)
+    problems = []
+    for path in _python_files(directory):
+        for imp in _imports(path):
+            top = _top(imp.module)
+            if imp.module == "__future__":
+                continue
+            if top == PACKAGE:
+                if not (imp.module == f"{PACKAGE}.core" or imp.module.startswith(f"{PACKAGE}.core.")):
+                    problems.append(f"{imp} (only {PACKAGE}.core may be imported from core/)")
+                continue
+            if top not in stdlib:
+                problems.append(f"{imp} (not in the standard library)")
+                continue
+            if top in CORE_FORBIDDEN_STDLIB:
+                if top in CORE_TYPE_CHECKING_ONLY and imp.type_checking_only:
+                    continue
+                problems.append(f"{imp} ({CORE_FORBIDDEN_STDLIB[top]})")
+    assert not problems, "core/ must stay a pure state machine:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", SALT_FREE_PACKAGES)
+def test_package_never_imports_salt(name):
+    directory = _existing_package_dir(name)
+    problems = [
+        str(imp)
+        for path in _python_files(directory)
+        for imp in _imports(path)
+        if _top(imp.module) == "salt"
+    ]
+    assert not problems, (
+        f"{name}/ must not import Salt (only loader modules and storage/ do):\n"
+        + "\n".join(problems)
+    )
+
+
+def test_package_init_imports_nothing_heavy():
+    """Salt imports ``saltext_raft`` for every loader it builds: keep ``__init__`` light."""
+    allowed = {"__future__", f"{PACKAGE}.version"}
+    problems = [str(imp) for imp in _imports(PACKAGE_DIR / "__init__.py") if imp.module not in allowed]
+    assert not problems, "\n".join(problems)
+
+
+def test_importing_core_loads_no_io_and_no_salt():
+    """Checked in a fresh interpreter: what ``import saltext_raft.core`` really drags in."""
+    _existing_package_dir("core")
+    forbidden = ["salt", "asyncio", "socket", "zmq", "msgpack", "selectors", "subprocess"]
+    code = (
+        "import json, sys\n"
+        f"import {PACKAGE}.core\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    env = dict(os.environ)
+    # Test the source tree, whether or not (and wherever) the package is installed.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC_DIR), env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=SRC_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, f"import {PACKAGE}.core failed:\n{proc.stderr}"
+    loaded = set(json.loads(proc.stdout.strip().splitlines()[-1]))
+    leaked = sorted(m for m in loaded if _top(m) in forbidden)
+    assert not leaked, f"import {PACKAGE}.core loaded {leaked}"
+    outside_core = sorted(
+        m
+        for m in loaded
+        if _top(m) == PACKAGE
+        and m not in {PACKAGE, f"{PACKAGE}.version"}
+        and not m.startswith(f"{PACKAGE}.core")
+    )
+    assert not outside_core, f"import {PACKAGE}.core loaded {outside_core}"
+
+
+def test_only_intended_packages_are_named_after_salt_loader_types():
+    """Salt would try to load any ``saltext_raft/<loader type>/`` directory."""
+    subdirs = {p.name for p in PACKAGE_DIR.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    loader_named = subdirs & SALT_LOADER_DIR_NAMES
+    unexpected = loader_named - INTENDED_LOADER_DIRS
+    assert not unexpected, (
+        f"{sorted(unexpected)} under src/{PACKAGE}/ would be loaded by Salt as loader "
+        f"directories; rename them (intended loader dirs: {sorted(INTENDED_LOADER_DIRS)})"
+    )
+    empty = sorted(
+        name
+        for name in loader_named
+        if not [p for p in (PACKAGE_DIR / name).glob("*.py") if p.name != "__init__.py"]
+    )
+    assert not empty, f"loader directories without a loader module: {empty}"
+
+
+def test_import_scanner_sees_nested_relative_and_type_checking_imports(tmp_path):
+    """The scanner itself: a rule it cannot see is a rule nobody enforces."""
+    src = tmp_path / "src"
+    pkg = src / PACKAGE / "core"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from . import log\n")
+    module = pkg / "mod.py"
+    module.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "from .types import Entry\n"
+        "from .. import version\n"
+        "if TYPE_CHECKING:\n"
+        "    import random\n"
+        "def f():\n"
+        "    try:\n"
+        "        import socket\n"
+        "    except ImportError:\n"
+        "        pass\n"
+    )
+    found = {(imp.module, imp.type_checking_only) for imp in _imports(module, src)}
+    assert found == {
+        ("typing", False),
+        (f"{PACKAGE}.core.types", False),
+        (f"{PACKAGE}.version", False),
+        ("random", True),
+        ("socket", False),
+    }
+    assert {imp.module for imp in _imports(pkg / "__init__.py", src)} == {f"{PACKAGE}.core.log"}
+
+
+def test_every_test_directory_is_a_package():
+    """Without ``__init__.py``, two test files with the same name in different directories
+    collide at collection time (pytest's default import mode)."""
+    tests_dir = pathlib.Path(__file__).resolve().parents[1]
+    missing = sorted(
+        str(directory.relative_to(tests_dir.parent))
+        for directory in [tests_dir, *tests_dir.rglob("*")]
+        if directory.is_dir()
+        and not directory.name.startswith((".", "__"))
+        and any(directory.glob("*.py"))
+        and not (directory / "__init__.py").exists()
+    )
+    assert not missing, f"add an __init__.py to: {missing}"
