@@ -1,0 +1,1106 @@
+"""The Raft state machine: one node's roles, elections, replication, membership and reads.
+
+Theory of operation
+-------------------
+``RaftNode`` does no I/O. Its inputs are ``tick()`` (time), ``step(message)`` (the network) and
+the client calls (``propose``, ``propose_conf_change``, ``read_index``, ``transfer_leader``,
+``create_snapshot``). Its output is a ``Ready`` batch: what to persist, what to send, what to
+apply. The driver persists, then sends, then applies, then calls ``advance(ready)``
+(see ``types.Ready``). Sending only ever queues a message inside the node; nothing leaves
+until the driver takes a Ready, so nothing that depends on unpersisted state can be sent early.
+
+Rules that differ from a naive Raft, each with its reason:
+- Pre-vote (thesis §9.6) and check-quorum (§6.2) are on by default. A node that heard from a
+  live leader within an election timeout ignores vote requests (leader lease, §4.2.3) unless
+  the candidate campaigns on a leader transfer. A pre-vote with a lower term is answered with
+  a rejection carrying our term, so a node left behind in term cannot stall pre-vote forever.
+  A pre-candidate forgets its leader, so pre-candidates do not refuse each other.
+- A new leader appends an empty entry (§8): earlier entries then commit without a client write,
+  and no membership change is accepted until that entry commits (the 2015 single-server change
+  fix: a leader changes membership only after committing an entry of its own term).
+- Entries commit by counting replicas only in the leader's current term (§5.4.2), only among
+  voters, and the leader counts its own copy only once it is on stable storage.
+- A follower commits at most up to the last entry of the append it just accepted, never to its
+  own last index (Salt core defect 3).
+- Membership is single-server change (thesis §4.1): a node uses the latest configuration in its
+  log, committed or not; a configuration entry that is truncated rolls back to the previous
+  one; at most one change is uncommitted at a time.
+- A leader removed from the voters keeps leading until the change commits (it no longer counts
+  itself), then hands leadership to the most up-to-date voter with TimeoutNow and steps down.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Sequence
+
+from saltext_raft.core import quorum
+from saltext_raft.core.config import Config
+from saltext_raft.core.log import RaftLog
+from saltext_raft.core.progress import Progress
+from saltext_raft.core.progress import ProgressState
+from saltext_raft.core.types import NONE
+from saltext_raft.core.types import ConfChange
+from saltext_raft.core.types import ConfOp
+from saltext_raft.core.types import Entry
+from saltext_raft.core.types import EntryKind
+from saltext_raft.core.types import HardState
+from saltext_raft.core.types import Membership
+from saltext_raft.core.types import Message
+from saltext_raft.core.types import MsgType
+from saltext_raft.core.types import NotLeader
+from saltext_raft.core.types import ProposalDropped
+from saltext_raft.core.types import RaftError
+from saltext_raft.core.types import Ready
+from saltext_raft.core.types import ReadState
+from saltext_raft.core.types import Role
+from saltext_raft.core.types import Snapshot
+from saltext_raft.core.types import SnapshotChunk
+from saltext_raft.core.types import SnapshotMeta
+from saltext_raft.core.types import SoftState
+
+CAMPAIGN_TRANSFER = b"transfer"
+SNAPSHOT_WINDOW = 4  # InstallSnapshot chunks in flight per follower
+
+_RESPONSE_TYPES = frozenset(
+    {
+        MsgType.APPEND_RESP,
+        MsgType.HEARTBEAT_RESP,
+        MsgType.VOTE_RESP,
+        MsgType.PRE_VOTE_RESP,
+        MsgType.SNAPSHOT_RESP,
+    }
+)
+# Messages a client forwards through a follower: they carry term 0 and skip term checks.
+_FORWARDED_TYPES = frozenset({MsgType.PROPOSE, MsgType.READ_INDEX, MsgType.TRANSFER_LEADER})
+
+
+class _ReadRound:
+    """One ReadIndex confirmation round (thesis §6.4): a heartbeat quorum proves leadership."""
+
+    __slots__ = ("round_id", "index", "requests", "acks")
+
+    def __init__(self, round_id: int, index: int, requests: list[tuple[str, bytes]], me: str):
+        self.round_id = round_id
+        self.index = index
+        self.requests = requests  # (requester id, context)
+        self.acks = {me}
+
+
+class RaftNode:
+    # ------------------------------------------------------------------------------------------
+    # construction
+    # ------------------------------------------------------------------------------------------
+    def __init__(
+        self,
+        config: Config,
+        rng,
+        *,
+        hard_state: HardState = HardState(),
+        snapshot: Snapshot | None = None,
+        entries: Sequence[Entry] = (),
+        applied: int | None = None,
+    ):
+        """Restart a node from what storage holds (or a fresh joining node with nothing).
+
+        ``rng`` is any object with ``randrange`` (a seeded ``random.Random`` in tests).
+        ``applied`` is how far the application's state machine already is (default: the
+        snapshot index; everything committed after it is handed out again).
+        """
+        self.cfg = config.validate()
+        self.id = config.id
+        self._rng = rng
+        meta = snapshot.meta if snapshot is not None else SnapshotMeta()
+        if entries and entries[0].index != meta.index + 1:
+            raise RaftError(
+                f"stored entries start at {entries[0].index} but the snapshot ends at {meta.index}"
+            )
+        self.log = RaftLog(meta.index, meta.term, entries, hard_state.commit)
+        self.snapshot = snapshot
+        self.applied_index = meta.index if applied is None else max(meta.index, applied)
+        self._pending_snapshot: Snapshot | None = None
+        self.term = hard_state.term
+        self.vote = hard_state.vote
+        self._persisted_hs = HardState(hard_state.term, hard_state.vote, self.log.committed)
+        # membership history: (index, membership) for the snapshot and every CONF entry in log
+        self._conf: list[tuple[int, Membership]] = [(meta.index, meta.membership)]
+        self._conf_index: list[int] = [meta.index]
+        for e in entries:
+            if e.kind == EntryKind.CONF:
+                self._push_conf(e)
+        self.membership = self._conf[-1][1]
+        self.role = Role.FOLLOWER
+        self.leader = NONE
+        self.progress: dict[str, Progress] = {}
+        self._votes: dict[str, bool] = {}
+        self._msgs: list[Message] = []
+        self._read_states: list[ReadState] = []
+        self._read_batch: list[tuple[str, bytes]] = []  # requests waiting for the next round
+        self._read_waiting: list[tuple[str, bytes]] = []  # before the first commit of our term
+        self._read_rounds: deque[_ReadRound] = deque()
+        self._read_seq = 0
+        self.pending_conf_index = 0
+        self.lead_transferee = NONE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._randomized_timeout = self.cfg.election_ticks
+        self._incoming_snapshot: tuple[SnapshotMeta, int, bytearray] | None = None
+        self._outstanding: Ready | None = None
+        self._prev_soft = SoftState(NONE, Role.FOLLOWER)
+        self._counters = {"elections": 0, "dropped": 0}
+        self._become_follower(self.term, NONE)
+
+    @classmethod
+    def bootstrap(cls, config: Config, rng, voters: dict[str, str]) -> RaftNode:
+        """A founding node of a new cluster (etcd's "initial cluster").
+
+        Every founding node writes the same entry 1 (term 1): a CONF entry carrying the founding
+        voters. Identical (index, term, data) on every founder keeps log matching intact; a
+        node that joins later receives it from the leader like any other entry.
+        """
+        if config.id not in voters:
+            raise RaftError(f"bootstrap: {config.id} is not among the founding voters {sorted(voters)}")
+        founding = Membership(
+            voters=frozenset(voters),
+            addresses=tuple(sorted((k, v) for k, v in voters.items() if v)),
+        )
+        data = ConfChange(ConfOp.BOOTSTRAP, NONE, result=founding).encode()
+        node = cls(config, rng)
+        node.log.append([Entry(1, 1, EntryKind.CONF, data)])
+        node._push_conf(node.log.entry(1))
+        node.membership = founding
+        node.term = 1
+        node.log.commit_to(1)
+        node._become_follower(1, NONE)
+        return node
+
+    # ------------------------------------------------------------------------------------------
+    # observation
+    # ------------------------------------------------------------------------------------------
+    @property
+    def commit_index(self) -> int:
+        return self.log.committed
+
+    @property
+    def first_index(self) -> int:
+        return self.log.first_index
+
+    @property
+    def last_index(self) -> int:
+        return self.log.last_index
+
+    def term_at(self, index: int) -> int | None:
+        return self.log.term_at(index)
+
+    def entries(self, lo: int, hi: int) -> list[Entry]:
+        return self.log.slice(lo, hi)
+
+    @property
+    def snapshot_meta(self) -> SnapshotMeta:
+        return self.snapshot.meta if self.snapshot is not None else SnapshotMeta()
+
+    def membership_at(self, index: int) -> tuple[int, Membership]:
+        """The configuration in force at ``index`` and the index of the entry that set it."""
+        k = bisect.bisect_right(self._conf_index, index) - 1
+        if k < 0:
+            raise RaftError(f"no configuration known at index {index}")
+        return self._conf[k]
+
+    @property
+    def committed_membership(self) -> Membership:
+        return self.membership_at(self.log.committed)[1]
+
+    @property
+    def is_voter(self) -> bool:
+        return self.id in self.membership.voters
+
+    def status(self) -> dict:
+        conf_index, committed = self.membership_at(self.log.committed)
+        out = {
+            "id": self.id,
+            "role": self.role.value,
+            "term": self.term,
+            "vote": self.vote,
+            "leader": self.leader,
+            "commit_index": self.log.committed,
+            "applied_index": self.applied_index,
+            "first_index": self.log.first_index,
+            "last_index": self.log.last_index,
+            "snapshot_index": self.snapshot_meta.index,
+            "membership": self.membership.to_dict(),
+            "membership_index": self._conf[-1][0],
+            "committed_membership": committed.to_dict(),
+            "committed_membership_index": conf_index,
+            "pending_conf_index": self.pending_conf_index,
+            "lead_transferee": self.lead_transferee,
+            "elections": self._counters["elections"],
+        }
+        if self.role is Role.LEADER:
+            out["progress"] = {
+                nid: dict(pr.to_dict(), learner=nid in self.membership.learners)
+                for nid, pr in self.progress.items()
+                if nid != self.id
+            }
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    # membership bookkeeping
+    # ------------------------------------------------------------------------------------------
+    def _push_conf(self, entry: Entry) -> None:
+        cc = ConfChange.decode(entry.data)
+        if cc.result is None:
+            raise RaftError(f"configuration entry {entry.index} carries no resulting membership")
+        self._conf.append((entry.index, cc.result))
+        self._conf_index.append(entry.index)
+
+    def _rollback_conf(self, from_index: int) -> None:
+        """Entries from ``from_index`` on were truncated: forget the configurations they set."""
+        changed = False
+        while len(self._conf) > 1 and self._conf_index[-1] >= from_index:
+            self._conf.pop()
+            self._conf_index.pop()
+            changed = True
+        if changed:
+            self._set_membership(self._conf[-1][1])
+
+    def _note_appended(self, entries: Sequence[Entry]) -> None:
+        latest = None
+        for e in entries:
+            if e.kind == EntryKind.CONF:
+                self._push_conf(e)
+                latest = self._conf[-1][1]
+        if latest is not None:
+            self._set_membership(latest)
+
+    def _set_membership(self, membership: Membership) -> None:
+        self.membership = membership
+        if self.role is not Role.LEADER:
+            return
+        last = self.log.last_index
+        for nid in membership.members:
+            if nid not in self.progress:
+                self.progress[nid] = Progress(last + 1, self.cfg.max_inflight)
+        for nid in list(self.progress):
+            if nid != self.id and nid not in membership.members:
+                del self.progress[nid]
+        if self.lead_transferee and self.lead_transferee not in membership.voters:
+            self.lead_transferee = NONE
+
+    # ------------------------------------------------------------------------------------------
+    # role changes
+    # ------------------------------------------------------------------------------------------
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = NONE
+        self.leader = NONE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._randomized_timeout = self.cfg.election_ticks + self._rng.randrange(self.cfg.election_ticks)
+        self.lead_transferee = NONE
+        self._votes = {}
+        self.progress = {}
+        self._read_batch = []
+        self._read_waiting = []
+        self._read_rounds.clear()
+
+    def _become_follower(self, term: int, leader: str) -> None:
+        self._reset(term)
+        self.role = Role.FOLLOWER
+        self.leader = leader
+
+    def _become_pre_candidate(self) -> None:
+        # Pre-vote does not change term or vote; forgetting the leader lets pre-candidates
+        # grant each other's pre-votes instead of all waiting on a dead leader's lease.
+        self._votes = {}
+        self.leader = NONE
+        self.role = Role.PRE_CANDIDATE
+
+    def _become_candidate(self) -> None:
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+
+    def _become_leader(self) -> None:
+        self._reset(self.term)
+        self.role = Role.LEADER
+        self.leader = self.id
+        last = self.log.last_index
+        for nid in self.membership.members | {self.id}:
+            self.progress[nid] = Progress(last + 1, self.cfg.max_inflight)
+        me = self.progress[self.id]
+        me.match = self.log.stable
+        me.become_replicate()
+        me.recent_active = True
+        # §8: an empty entry of our own term; until it commits, no membership change
+        # (pending_conf_index) and no ReadIndex (reads wait in _read_waiting).
+        self._append_local([b""])
+        self.pending_conf_index = self.log.last_index
+        self._counters["elections"] += 1
+
+    # ------------------------------------------------------------------------------------------
+    # time
+    # ------------------------------------------------------------------------------------------
+    def tick(self) -> None:
+        if self.role is Role.LEADER:
+            self._tick_heartbeat()
+        else:
+            self._tick_election()
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.election_elapsed >= self._randomized_timeout and self.is_voter:
+            self.election_elapsed = 0
+            self.campaign()
+
+    def _tick_heartbeat(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.cfg.election_ticks:
+            self.election_elapsed = 0
+            if self.cfg.check_quorum:
+                active = {nid for nid, pr in self.progress.items() if pr.recent_active}
+                active.add(self.id)
+                if not quorum.has_quorum(self.membership.voters, active):
+                    self._become_follower(self.term, NONE)
+                    return
+                for nid, pr in self.progress.items():
+                    pr.recent_active = nid == self.id
+            self.lead_transferee = NONE  # a transfer must finish within an election timeout
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            self._bcast_heartbeat(b"")
+
+    # ------------------------------------------------------------------------------------------
+    # elections
+    # ------------------------------------------------------------------------------------------
+    def campaign(self, transfer: bool = False) -> None:
+        """Start an election now (a pre-vote first, unless campaigning on a leader transfer)."""
+        if not self.is_voter or self.role is Role.LEADER:
+            return
+        if self.cfg.pre_vote and not transfer:
+            self._become_pre_candidate()
+            self._solicit_votes(MsgType.PRE_VOTE, self.term + 1, b"")
+        else:
+            self._become_candidate()
+            self._solicit_votes(MsgType.VOTE, self.term, CAMPAIGN_TRANSFER if transfer else b"")
+
+    def _solicit_votes(self, vote_type: MsgType, vote_term: int, ctx: bytes) -> None:
+        self._votes[self.id] = True
+        if self._poll_votes():
+            return
+        last_index, last_term = self.log.last_index, self.log.last_term
+        for nid in sorted(self.membership.voters):
+            if nid != self.id:
+                self._send(
+                    Message(vote_type, nid, self.id, vote_term, log_term=last_term, index=last_index, context=ctx)
+                )
+
+    def _poll_votes(self) -> bool:
+        """Act on the votes so far. Returns True if the election is decided."""
+        res = quorum.vote_result(self.membership.voters, self._votes)
+        if res is quorum.VoteResult.WON:
+            if self.role is Role.PRE_CANDIDATE:
+                self._become_candidate()
+                self._solicit_votes(MsgType.VOTE, self.term, b"")
+            else:
+                self._become_leader()
+                self._bcast_append()
+            return True
+        if res is quorum.VoteResult.LOST:
+            self._become_follower(self.term, NONE)
+            return True
+        return False
+
+    def _handle_vote_request(self, m: Message) -> None:
+        pre = m.type is MsgType.PRE_VOTE
+        resp_type = MsgType.PRE_VOTE_RESP if pre else MsgType.VOTE_RESP
+        can_vote = (
+            self.vote == m.frm
+            or (self.vote == NONE and self.leader == NONE)
+            or (pre and m.term > self.term)
+        )
+        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            # Reply with the term of the request: a granted pre-vote is for the future term.
+            self._send(Message(resp_type, m.frm, self.id, m.term))
+            if not pre:
+                self.election_elapsed = 0
+                self.vote = m.frm
+        else:
+            self._send(Message(resp_type, m.frm, self.id, self.term, reject=True))
+
+    # ------------------------------------------------------------------------------------------
+    # input: messages
+    # ------------------------------------------------------------------------------------------
+    def step(self, m: Message) -> None:
+        """Feed one message from the network (or a forwarded client request)."""
+        if m.to != self.id or m.frm == self.id:
+            self._counters["dropped"] += 1
+            return
+        if m.type in _FORWARDED_TYPES and m.term == 0:
+            pass  # client requests forwarded by a follower: not subject to term rules
+        elif m.term > self.term:
+            if m.type in (MsgType.VOTE, MsgType.PRE_VOTE):
+                in_lease = (
+                    self.cfg.check_quorum
+                    and self.leader != NONE
+                    and self.election_elapsed < self.cfg.election_ticks
+                )
+                if in_lease and m.context != CAMPAIGN_TRANSFER:
+                    return  # §4.2.3: we heard from a live leader recently
+            if m.type is MsgType.PRE_VOTE or (m.type is MsgType.PRE_VOTE_RESP and not m.reject):
+                pass  # pre-votes never change our term; a granted one carries the future term
+            elif m.type in (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT):
+                self._become_follower(m.term, m.frm)
+            else:
+                self._become_follower(m.term, NONE)
+        elif m.term < self.term:
+            if (self.cfg.check_quorum or self.cfg.pre_vote) and m.type in (MsgType.APPEND, MsgType.HEARTBEAT):
+                # A stale leader (e.g. just healed from a partition) learns our term and steps
+                # down; without this it could keep a lease-holding cluster from electing.
+                self._send(Message(MsgType.APPEND_RESP, m.frm, self.id, self.term))
+            elif m.type is MsgType.PRE_VOTE:
+                # Tell a pre-candidate with a lower term about ours, or it could ask forever.
+                self._send(Message(MsgType.PRE_VOTE_RESP, m.frm, self.id, self.term, reject=True))
+            return  # everything else from an older term is stale: ignore it
+
+        t = m.type
+        if t is MsgType.VOTE or t is MsgType.PRE_VOTE:
+            self._handle_vote_request(m)
+            return
+        if self.role is Role.LEADER:
+            self._step_leader(m)
+        elif self.role is Role.FOLLOWER:
+            self._step_follower(m)
+        else:
+            self._step_candidate(m)
+
+    def _step_follower(self, m: Message) -> None:
+        t = m.type
+        if t is MsgType.APPEND:
+            self.election_elapsed = 0
+            self.leader = m.frm
+            self._handle_append(m)
+        elif t is MsgType.HEARTBEAT:
+            self.election_elapsed = 0
+            self.leader = m.frm
+            self.log.commit_to(m.commit)
+            self._send(Message(MsgType.HEARTBEAT_RESP, m.frm, self.id, self.term, context=m.context))
+        elif t is MsgType.SNAPSHOT:
+            self.election_elapsed = 0
+            self.leader = m.frm
+            self._handle_snapshot_chunk(m)
+        elif t is MsgType.TIMEOUT_NOW:
+            if self.is_voter:
+                self.campaign(transfer=True)
+        elif t is MsgType.READ_INDEX_RESP:
+            self._read_states.append(ReadState(m.index, m.context))
+        elif t in _FORWARDED_TYPES:
+            if self.leader == NONE or self.leader == m.frm:
+                self._counters["dropped"] += 1
+                return
+            m.to = self.leader
+            m.term = 0
+            self._msgs.append(m)
+        # responses to a leadership we no longer hold are stale: ignore them
+
+    def _step_candidate(self, m: Message) -> None:
+        t = m.type
+        if t in (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT):
+            # a leader exists in our term (the term check made them equal)
+            self._become_follower(self.term, m.frm)
+            self._step_follower(m)
+        elif (t is MsgType.PRE_VOTE_RESP and self.role is Role.PRE_CANDIDATE) or (
+            t is MsgType.VOTE_RESP and self.role is Role.CANDIDATE
+        ):
+            if t is MsgType.PRE_VOTE_RESP and not m.reject and m.term != self.term + 1:
+                return  # a grant from an earlier pre-vote round
+            self._votes[m.frm] = not m.reject
+            self._poll_votes()
+        elif t in _FORWARDED_TYPES:
+            self._counters["dropped"] += 1
+
+    def _step_leader(self, m: Message) -> None:
+        t = m.type
+        if t is MsgType.APPEND_RESP:
+            self._handle_append_resp(m)
+        elif t is MsgType.HEARTBEAT_RESP:
+            self._handle_heartbeat_resp(m)
+        elif t is MsgType.SNAPSHOT_RESP:
+            self._handle_snapshot_resp(m)
+        elif t is MsgType.PROPOSE:
+            if self.lead_transferee:
+                self._counters["dropped"] += 1
+                return
+            datas = [e.data for e in m.entries if e.kind == EntryKind.NORMAL]
+            if datas:
+                self._append_local(datas)
+                self._bcast_append()
+        elif t is MsgType.READ_INDEX:
+            self._queue_read(m.frm, m.context)
+        elif t is MsgType.TRANSFER_LEADER:
+            target = m.context.decode(errors="replace")
+            try:
+                self.transfer_leader(target)
+            except RaftError:
+                self._counters["dropped"] += 1
+
+    # --- follower side of replication -----------------------------------------------------------
+    def _handle_append(self, m: Message) -> None:
+        log = self.log
+        if m.index < log.committed:
+            self._send(Message(MsgType.APPEND_RESP, m.frm, self.id, self.term, index=log.committed))
+            return
+        if log.match_term(m.index, m.log_term):
+            entries = m.entries
+            last_new = m.index + len(entries)
+            if entries:
+                ci = log.find_conflict(entries)
+                if ci:
+                    k = ci - entries[0].index
+                    new = entries[k:]
+                    if ci <= log.last_index:
+                        log.truncate_and_append(new)
+                        self._rollback_conf(ci)
+                    else:
+                        log.append(new)
+                    self._note_appended(new)
+            # commit no further than what this append proves we share with the leader
+            log.commit_to(min(m.commit, last_new))
+            self._send(Message(MsgType.APPEND_RESP, m.frm, self.id, self.term, index=last_new))
+            return
+        hint_index, hint_term = log.find_conflict_by_term(min(m.index, log.last_index), m.log_term)
+        self._send(
+            Message(
+                MsgType.APPEND_RESP,
+                m.frm,
+                self.id,
+                self.term,
+                index=m.index,
+                reject=True,
+                hint_index=hint_index,
+                hint_term=hint_term,
+            )
+        )
+
+    def _handle_snapshot_chunk(self, m: Message) -> None:
+        c = m.snapshot
+        if c is None:
+            return
+        meta = c.meta
+        ack = Message(MsgType.SNAPSHOT_RESP, m.frm, self.id, self.term, log_term=meta.index)
+        if meta.index <= self.log.committed or self.log.match_term(meta.index, meta.term):
+            # we already have everything the snapshot covers
+            self.log.commit_to(meta.index)
+            self._incoming_snapshot = None
+            ack.index = c.total
+            self._send(ack)
+            return
+        inc = self._incoming_snapshot
+        if inc is None or inc[0] != meta or inc[1] != c.total:
+            if c.offset != 0:
+                ack.reject = True  # we hold no transfer for this snapshot: start again
+                self._send(ack)
+                return
+            inc = self._incoming_snapshot = (meta, c.total, bytearray())
+        buf = inc[2]
+        if c.offset == len(buf):
+            buf += c.data
+        if len(buf) > c.total:
+            self._incoming_snapshot = None
+            ack.reject = True
+            self._send(ack)
+            return
+        if len(buf) == c.total and (c.done or c.offset + len(c.data) >= c.total):
+            self._incoming_snapshot = None
+            self._restore(Snapshot(meta, bytes(buf)))
+            ack.index = c.total
+        else:
+            ack.index = len(buf)
+        self._send(ack)
+
+    def _restore(self, snap: Snapshot) -> None:
+        meta = snap.meta
+        self.log.reset_to(meta.index, meta.term)
+        self._pending_snapshot = snap
+        self.snapshot = snap
+        self._conf = [(meta.index, meta.membership)]
+        self._conf_index = [meta.index]
+        self._set_membership(meta.membership)
+
+    # --- leader side of replication -----------------------------------------------------------
+    def _append_local(self, datas: Sequence[bytes], kind: int = EntryKind.NORMAL) -> int:
+        term = self.term
+        idx = self.log.last_index
+        ents = []
+        for d in datas:
+            idx += 1
+            ents.append(Entry(term, idx, kind, d))
+        self.log.append(ents)
+        if kind == EntryKind.CONF:
+            self._note_appended(ents)
+        return idx
+
+    def _send_append(self, to: str, send_if_empty: bool = True) -> bool:
+        pr = self.progress[to]
+        if pr.is_paused():
+            return False
+        log = self.log
+        prev = pr.next - 1
+        prev_term = log.term_at(prev)
+        if prev_term is None:
+            if prev < log.offset:
+                self._start_snapshot(to, pr)
+                return True
+            # next is beyond our log (should not happen); probe from the end
+            pr.next = log.last_index + 1
+            prev = log.last_index
+            prev_term = log.last_term
+        ents = log.slice(pr.next, log.last_index + 1, self.cfg.max_msg_bytes) if pr.next <= log.last_index else []
+        if not ents and not send_if_empty:
+            return False
+        self._send(
+            Message(
+                MsgType.APPEND,
+                to,
+                self.id,
+                self.term,
+                log_term=prev_term,
+                index=prev,
+                entries=ents,
+                commit=log.committed,
+            )
+        )
+        pr.sent_commit = log.committed
+        if ents:
+            pr.sent_entries(ents[-1].index)
+        elif pr.state is ProgressState.PROBE:
+            pr.probe_sent = True
+        return True
+
+    def _bcast_append(self) -> None:
+        for nid in self.progress:
+            if nid != self.id:
+                self._send_append(nid, send_if_empty=False)
+
+    def _bcast_heartbeat(self, ctx: bytes) -> None:
+        committed = self.log.committed
+        for nid, pr in self.progress.items():
+            if nid == self.id:
+                continue
+            self._send(
+                Message(MsgType.HEARTBEAT, nid, self.id, self.term, commit=min(pr.match, committed), context=ctx)
+            )
+
+    def _handle_append_resp(self, m: Message) -> None:
+        pr = self.progress.get(m.frm)
+        if pr is None:
+            return
+        pr.recent_active = True
+        if m.reject:
+            hint = m.hint_index
+            if m.hint_term > 0:
+                hint, _ = self.log.find_conflict_by_term(m.hint_index, m.hint_term)
+            if pr.maybe_decr_to(m.index, hint):
+                if pr.state is ProgressState.REPLICATE:
+                    pr.become_probe()
+                self._send_append(m.frm)
+            return
+        was_paused = pr.is_paused()
+        if pr.maybe_update(m.index):
+            if pr.state is ProgressState.PROBE:
+                pr.become_replicate()
+            elif pr.state is ProgressState.SNAPSHOT and pr.match >= pr.snap_index:
+                pr.become_probe()
+                pr.become_replicate()
+            if self._maybe_commit():
+                self._on_commit_advanced()
+                if self.role is not Role.LEADER:
+                    return
+            elif was_paused:
+                self._send_append(m.frm)
+            # stream what remains, window permitting
+            while pr.next <= self.log.last_index and self._send_append(m.frm, send_if_empty=False):
+                pass
+            if m.frm == self.lead_transferee and pr.match == self.log.last_index:
+                self._send(Message(MsgType.TIMEOUT_NOW, m.frm, self.id, self.term))
+            self._maybe_auto_promote(m.frm, pr)
+        elif was_paused and not pr.is_paused():
+            self._send_append(m.frm)
+
+    def _handle_heartbeat_resp(self, m: Message) -> None:
+        pr = self.progress.get(m.frm)
+        if pr is None:
+            return
+        pr.recent_active = True
+        pr.probe_sent = False
+        if pr.state is ProgressState.SNAPSHOT:
+            # resend from the last acknowledged byte if the transfer made no progress
+            if pr.snap_acked == pr.snap_acked_at_heartbeat:
+                pr.snap_offset = pr.snap_acked
+                self._send_snapshot_chunks(m.frm, pr)
+            pr.snap_acked_at_heartbeat = pr.snap_acked
+        elif pr.match < self.log.last_index:
+            self._send_append(m.frm)
+        if m.context and m.frm in self.membership.voters:
+            self._ack_read_round(m.frm, m.context)
+
+    def _maybe_commit(self) -> bool:
+        voters = self.membership.voters
+        match = {nid: pr.match for nid, pr in self.progress.items()}
+        match[self.id] = self.log.stable if self.id in voters else 0
+        mci = quorum.committed_index(voters, match)
+        # §5.4.2: only entries of the current term are committed by counting replicas
+        if mci > self.log.committed and self.log.term_at(mci) == self.term:
+            self.log.commit_to(mci)
+            return True
+        return False
+
+    def _on_commit_advanced(self) -> None:
+        committed = self.log.committed
+        if self._read_waiting and self.log.term_at(committed) == self.term:
+            self._read_batch.extend(self._read_waiting)
+            self._read_waiting = []
+        if self.id not in self.membership.voters and self._conf_index[-1] <= committed:
+            self._step_down_removed()
+
+    def _step_down_removed(self) -> None:
+        """We are no longer a voter and that is committed: hand over and step down."""
+        best, best_match = NONE, -1
+        for nid in sorted(self.membership.voters):
+            pr = self.progress.get(nid)
+            if pr is not None and pr.match > best_match:
+                best, best_match = nid, pr.match
+        term = self.term
+        self._become_follower(term, NONE)
+        if best and best_match == self.log.last_index:
+            self._send(Message(MsgType.TIMEOUT_NOW, best, self.id, term))
+
+    # --- InstallSnapshot ----------------------------------------------------------------------
+    def _start_snapshot(self, to: str, pr: Progress) -> None:
+        if self.snapshot is None:
+            raise RaftError("log is compacted but no snapshot is available")
+        pr.become_snapshot(self.snapshot.meta.index)
+        self._send_snapshot_chunks(to, pr)
+
+    def _send_snapshot_chunks(self, to: str, pr: Progress) -> None:
+        snap = self.snapshot
+        if snap is None or snap.meta.index != pr.snap_index:
+            pr.become_probe()
+            return
+        data = snap.data
+        total = len(data)
+        size = self.cfg.snapshot_chunk_bytes
+        window_end = pr.snap_acked + SNAPSHOT_WINDOW * size
+        first = True
+        while first or (pr.snap_offset < total and pr.snap_offset < window_end):
+            first = False
+            off = pr.snap_offset
+            chunk = data[off : off + size]
+            done = off + len(chunk) >= total
+            self._send(
+                Message(
+                    MsgType.SNAPSHOT,
+                    to,
+                    self.id,
+                    self.term,
+                    snapshot=SnapshotChunk(snap.meta, off, chunk, done, total),
+                )
+            )
+            pr.snap_offset = off + len(chunk)
+            if done:
+                break
+
+    def _handle_snapshot_resp(self, m: Message) -> None:
+        pr = self.progress.get(m.frm)
+        if pr is None:
+            return
+        pr.recent_active = True
+        if pr.state is not ProgressState.SNAPSHOT or m.log_term != pr.snap_index:
+            return  # stale
+        if m.reject:
+            pr.snap_offset = pr.snap_acked = 0
+            self._send_snapshot_chunks(m.frm, pr)
+            return
+        total = len(self.snapshot.data) if self.snapshot is not None else 0
+        if m.index >= total:
+            pr.match = max(pr.match, pr.snap_index)
+            pr.become_probe()
+            self._send_append(m.frm)
+            return
+        if m.index > pr.snap_acked:
+            pr.snap_acked = m.index
+            self._send_snapshot_chunks(m.frm, pr)
+
+    # ------------------------------------------------------------------------------------------
+    # input: client requests
+    # ------------------------------------------------------------------------------------------
+    def propose(self, data: bytes) -> int | None:
+        """Propose one entry. Leader: returns its index. Follower: forwards it, returns None."""
+        return self.propose_batch([data])
+
+    def propose_batch(self, datas: Sequence[bytes]) -> int | None:
+        """Propose several entries at once. Leader: returns the index of the last one."""
+        if self.role is Role.LEADER:
+            if self.lead_transferee:
+                raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
+            last = self._append_local(datas)
+            self._bcast_append()
+            return last
+        if self.leader == NONE:
+            raise NotLeader(NONE)
+        ents = tuple(Entry(0, 0, EntryKind.NORMAL, d) for d in datas)
+        self._msgs.append(Message(MsgType.PROPOSE, self.leader, self.id, 0, entries=ents))
+        return None
+
+    def propose_conf_change(self, op: ConfOp, node_id: str, address: str = "") -> int:
+        """Propose a single-server membership change. Leader only. Returns the entry index."""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        if self.lead_transferee:
+            raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
+        if self.pending_conf_index > self.log.committed:
+            raise ProposalDropped(
+                f"a membership change is pending (entry {self.pending_conf_index} not yet committed)"
+            )
+        op = ConfOp(op)
+        cur = self.membership
+        voters, learners = set(cur.voters), set(cur.learners)
+        addresses = cur.addresses
+        if not node_id:
+            raise ProposalDropped("node id is empty")
+        if op is ConfOp.ADD_LEARNER:
+            if node_id in cur.members:
+                raise ProposalDropped(f"{node_id} is already a member")
+            learners.add(node_id)
+            addresses = cur.with_address(node_id, address)
+        elif op is ConfOp.PROMOTE:
+            if node_id not in learners:
+                raise ProposalDropped(f"{node_id} is not a learner")
+            learners.discard(node_id)
+            voters.add(node_id)
+        elif op is ConfOp.DEMOTE:
+            if node_id not in voters:
+                raise ProposalDropped(f"{node_id} is not a voter")
+            if len(voters) == 1:
+                raise ProposalDropped("cannot demote the last voter")
+            voters.discard(node_id)
+            learners.add(node_id)
+        elif op is ConfOp.REMOVE:
+            if node_id not in cur.members:
+                raise ProposalDropped(f"{node_id} is not a member")
+            if node_id in voters and len(voters) == 1:
+                raise ProposalDropped("cannot remove the last voter")
+            voters.discard(node_id)
+            learners.discard(node_id)
+            addresses = cur.with_address(node_id, "")
+        else:
+            raise ProposalDropped(f"unsupported membership operation {op.value}")
+        result = Membership(frozenset(voters), frozenset(learners), addresses)
+        data = ConfChange(op, node_id, address, result).encode()
+        idx = self._append_local([data], EntryKind.CONF)
+        self.pending_conf_index = idx
+        self._bcast_append()
+        return idx
+
+    def _maybe_auto_promote(self, nid: str, pr: Progress) -> None:
+        if (
+            self.cfg.auto_promote
+            and nid in self.membership.learners
+            and pr.match + self.cfg.promote_lag >= self.log.last_index
+            and self.pending_conf_index <= self.log.committed
+            and not self.lead_transferee
+        ):
+            self.propose_conf_change(ConfOp.PROMOTE, nid)
+
+    def transfer_leader(self, target: str) -> None:
+        """Hand leadership to ``target``: it catches up, then is told to campaign at once."""
+        if self.role is not Role.LEADER:
+            if self.leader == NONE:
+                raise NotLeader(NONE)
+            self._msgs.append(
+                Message(MsgType.TRANSFER_LEADER, self.leader, self.id, 0, context=target.encode())
+            )
+            return
+        if target == self.id:
+            return
+        if target not in self.membership.voters:
+            raise ProposalDropped(f"{target} is not a voter")
+        if self.lead_transferee == target:
+            return
+        self.lead_transferee = target
+        self.election_elapsed = 0
+        pr = self.progress[target]
+        if pr.match == self.log.last_index:
+            self._send(Message(MsgType.TIMEOUT_NOW, target, self.id, self.term))
+        else:
+            self._send_append(target)
+
+    def read_index(self, context: bytes) -> None:
+        """Ask for a linearizable read point; the answer is a ReadState in a later Ready."""
+        if self.role is Role.LEADER:
+            self._queue_read(self.id, context)
+            return
+        if self.leader == NONE:
+            raise NotLeader(NONE)
+        self._msgs.append(Message(MsgType.READ_INDEX, self.leader, self.id, 0, context=context))
+
+    def _queue_read(self, requester: str, context: bytes) -> None:
+        if self.log.term_at(self.log.committed) != self.term:
+            # §6.4: the read index is only safe once an entry of our term has committed
+            self._read_waiting.append((requester, context))
+        else:
+            self._read_batch.append((requester, context))
+
+    def _start_read_round(self) -> None:
+        requests, self._read_batch = self._read_batch, []
+        if self.membership.voters == {self.id}:
+            self._release_reads(self.log.committed, requests)
+            return
+        self._read_seq += 1
+        rnd = _ReadRound(self._read_seq, self.log.committed, requests, self.id)
+        self._read_rounds.append(rnd)
+        self._bcast_heartbeat(str(rnd.round_id).encode())
+
+    def _ack_read_round(self, voter: str, ctx: bytes) -> None:
+        try:
+            rid = int(ctx)
+        except ValueError:
+            return
+        # a heartbeat answered for round r also proves leadership for every earlier round
+        for rnd in self._read_rounds:
+            if rnd.round_id > rid:
+                break
+            rnd.acks.add(voter)
+        while self._read_rounds and quorum.has_quorum(self.membership.voters, self._read_rounds[0].acks):
+            rnd = self._read_rounds.popleft()
+            self._release_reads(rnd.index, rnd.requests)
+
+    def _release_reads(self, index: int, requests: list[tuple[str, bytes]]) -> None:
+        for requester, ctx in requests:
+            if requester == self.id:
+                self._read_states.append(ReadState(index, ctx))
+            else:
+                self._send(Message(MsgType.READ_INDEX_RESP, requester, self.id, self.term, index=index, context=ctx))
+
+    def create_snapshot(self, index: int, data: bytes, keep: int = 0) -> Snapshot:
+        """Record a snapshot of the state machine at ``index`` (<= applied) and compact the log.
+
+        ``keep`` entries before ``index`` stay in memory so slightly slow followers can still be
+        served entries instead of the whole snapshot. The caller stores the snapshot durably.
+        """
+        if index > self.applied_index:
+            raise RaftError(f"cannot snapshot at {index}: only {self.applied_index} is applied")
+        if index <= self.snapshot_meta.index:
+            raise RaftError(f"snapshot at {index} is not newer than {self.snapshot_meta.index}")
+        term = self.log.term_at(index)
+        if term is None:
+            raise RaftError(f"entry {index} is not in the log")
+        _, membership = self.membership_at(index)
+        snap = Snapshot(SnapshotMeta(index, term, membership), data)
+        self.snapshot = snap
+        self.log.compact(max(self.log.offset, index - keep))
+        # keep the configuration in force at the new log start, and everything after it
+        k = bisect.bisect_right(self._conf_index, self.log.offset) - 1
+        if k > 0:
+            del self._conf[:k]
+            del self._conf_index[:k]
+        return snap
+
+    # ------------------------------------------------------------------------------------------
+    # output
+    # ------------------------------------------------------------------------------------------
+    def _send(self, m: Message) -> None:
+        self._msgs.append(m)
+
+    def _flush_coalesced(self) -> None:
+        """Work deferred to the next Ready so that it is done once per batch, not per message."""
+        if self.role is not Role.LEADER:
+            return
+        if self._read_batch:
+            self._start_read_round()
+        committed = self.log.committed
+        for nid, pr in self.progress.items():
+            if nid != self.id and pr.sent_commit < committed:
+                self._send_append(nid, send_if_empty=True)
+
+    def _soft_state(self) -> SoftState:
+        return SoftState(self.leader, self.role)
+
+    def _hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
+
+    def has_ready(self) -> bool:
+        if self._outstanding is not None:
+            return False
+        if self._msgs or self._read_states or self._pending_snapshot is not None:
+            return True
+        log = self.log
+        if log.last_index > max(log.stable, log.offset):
+            return True
+        if self._hard_state() != self._persisted_hs or self._soft_state() != self._prev_soft:
+            return True
+        if self.applied_index < min(log.committed, log.last_index):
+            return True
+        if self.role is Role.LEADER:
+            if self._read_batch:
+                return True
+            committed = log.committed
+            for nid, pr in self.progress.items():
+                if nid != self.id and pr.sent_commit < committed and not pr.is_paused():
+                    return True
+        return False
+
+    def ready(self) -> Ready:
+        if self._outstanding is not None:
+            raise RaftError("ready() called again before advance() of the previous Ready")
+        self._flush_coalesced()
+        log = self.log
+        rd = Ready()
+        soft = self._soft_state()
+        if soft != self._prev_soft:
+            rd.soft_state = soft
+            self._prev_soft = soft
+        hs = self._hard_state()
+        if hs != self._persisted_hs:
+            rd.hard_state = hs
+        rd.snapshot = self._pending_snapshot
+        rd.entries = log.unstable()
+        lo = self._pending_snapshot.meta.index if self._pending_snapshot is not None else self.applied_index
+        hi = min(log.committed, log.last_index)
+        if hi > lo and lo >= log.offset:
+            rd.committed_entries = log.slice(lo + 1, hi + 1, self.cfg.max_apply_bytes)
+        rd.messages, self._msgs = self._msgs, []
+        rd.read_states, self._read_states = self._read_states, []
+        self._outstanding = rd
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """The driver has persisted, sent and applied ``rd``."""
+        if rd is not self._outstanding:
+            raise RaftError("advance() called with a Ready that is not the outstanding one")
+        self._outstanding = None
+        log = self.log
+        if rd.hard_state is not None:
+            self._persisted_hs = rd.hard_state
+        if rd.snapshot is not None:
+            log.stable = max(log.stable, rd.snapshot.meta.index)
+            self.applied_index = max(self.applied_index, rd.snapshot.meta.index)
+            if self._pending_snapshot is rd.snapshot:
+                self._pending_snapshot = None
+        if rd.entries:
+            last = rd.entries[-1]
+            # Entries may have been truncated while the Ready was being persisted. If the last
+            # one still matches, log matching says all of them do; otherwise keep the stable
+            # index the truncation set (the next Ready persists the new suffix again).
+            if log.term_at(last.index) == last.term:
+                log.stable = max(log.stable, last.index)
+        if rd.committed_entries:
+            self.applied_index = max(self.applied_index, rd.committed_entries[-1].index)
+        if self.role is Role.LEADER:
+            me = self.progress.get(self.id)
+            if me is not None:
+                me.match = log.stable
+            if self._maybe_commit():
+                self._on_commit_advanced()

@@ -1,0 +1,278 @@
+"""Value types shared by the Raft core and everything around it.
+
+Lives here: log entries, hard state, membership, snapshots, messages, the ``Ready`` batch the
+core hands out, and the exceptions the core raises. All are plain values: no I/O, no Salt,
+no clocks. The codec in ``saltext_raft.transport`` and the stores in ``saltext_raft.storage``
+serialize these types; nothing else should invent its own wire or disk shape for them.
+
+Node ids are strings (Salt master ids). ``""`` means "nobody" (no vote, no leader).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from dataclasses import field
+from typing import NamedTuple
+
+NONE = ""  # the id of nobody: no vote cast, no leader known
+
+
+class EntryKind(enum.IntEnum):
+    """What an entry's ``data`` means. Normal entries are opaque to the core."""
+
+    NORMAL = 0
+    CONF = 1  # data is an encoded ConfChange (see ConfChange.encode)
+
+
+class Entry(NamedTuple):
+    """One log entry. A NamedTuple: cheap to build, compare and serialize."""
+
+    term: int
+    index: int
+    kind: int = EntryKind.NORMAL
+    data: bytes = b""
+
+
+class HardState(NamedTuple):
+    """What must be on stable storage before any message that depends on it is sent.
+
+    ``commit`` is persisted too, so that after a full-cluster restart a node knows what was
+    committed without waiting for a new leader (Salt core defect 2).
+    """
+
+    term: int = 0
+    vote: str = NONE
+    commit: int = 0
+
+
+@dataclass(frozen=True)
+class Membership:
+    """A cluster configuration: voters, learners and each member's address (opaque to the core).
+
+    Learners receive the log but never vote and never count toward any quorum.
+    """
+
+    voters: frozenset[str] = frozenset()
+    learners: frozenset[str] = frozenset()
+    addresses: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self):
+        overlap = self.voters & self.learners
+        if overlap:
+            raise ValueError(f"members cannot be both voter and learner: {sorted(overlap)}")
+
+    @property
+    def members(self) -> frozenset[str]:
+        return self.voters | self.learners
+
+    def address_of(self, node_id: str) -> str:
+        for nid, addr in self.addresses:
+            if nid == node_id:
+                return addr
+        return ""
+
+    def to_dict(self) -> dict:
+        return {
+            "voters": sorted(self.voters),
+            "learners": sorted(self.learners),
+            "addresses": dict(sorted(self.addresses)),
+        }
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> Membership:
+        addrs = obj.get("addresses") or {}
+        return cls(
+            voters=frozenset(obj.get("voters") or ()),
+            learners=frozenset(obj.get("learners") or ()),
+            addresses=tuple(sorted((str(k), str(v)) for k, v in addrs.items())),
+        )
+
+    def with_address(self, node_id: str, address: str) -> tuple[tuple[str, str], ...]:
+        kept = [(n, a) for n, a in self.addresses if n != node_id]
+        if address:
+            kept.append((node_id, address))
+        return tuple(sorted(kept))
+
+
+class ConfOp(str, enum.Enum):
+    """Single-server membership changes (Raft thesis §4.1)."""
+
+    BOOTSTRAP = "bootstrap"  # entry 1 of a founding node: the founding voter set
+    ADD_LEARNER = "add_learner"
+    PROMOTE = "promote"  # learner -> voter
+    DEMOTE = "demote"  # voter -> learner
+    REMOVE = "remove"  # voter or learner -> gone
+
+
+@dataclass(frozen=True)
+class ConfChange:
+    """A membership change as carried in a CONF entry.
+
+    The entry carries the *resulting* membership as well as the operation, so any node can
+    rebuild its configuration from the latest CONF entry alone (no replay, no static peer list:
+    Salt core defect 4). Encoded as JSON: the core uses the standard library only.
+    """
+
+    op: ConfOp
+    node_id: str
+    address: str = ""
+    result: Membership | None = None
+
+    def encode(self) -> bytes:
+        obj = {"op": self.op.value, "node": self.node_id, "address": self.address}
+        if self.result is not None:
+            obj["result"] = self.result.to_dict()
+        return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> ConfChange:
+        obj = json.loads(data)
+        result = obj.get("result")
+        return cls(
+            op=ConfOp(obj["op"]),
+            node_id=obj["node"],
+            address=obj.get("address", ""),
+            result=Membership.from_dict(result) if result is not None else None,
+        )
+
+
+class SnapshotMeta(NamedTuple):
+    """Where a snapshot stands in the log, and the membership in force at that index."""
+
+    index: int = 0
+    term: int = 0
+    membership: Membership = Membership()
+
+
+class Snapshot(NamedTuple):
+    meta: SnapshotMeta
+    data: bytes = b""
+
+
+class MsgType(enum.IntEnum):
+    APPEND = 1  # AppendEntries
+    APPEND_RESP = 2
+    HEARTBEAT = 3
+    HEARTBEAT_RESP = 4
+    VOTE = 5  # RequestVote
+    VOTE_RESP = 6
+    PRE_VOTE = 7  # thesis §9.6
+    PRE_VOTE_RESP = 8
+    SNAPSHOT = 9  # InstallSnapshot, one bounded chunk per message
+    SNAPSHOT_RESP = 10
+    TIMEOUT_NOW = 11  # leader transfer: campaign now (thesis §3.10)
+    READ_INDEX = 12  # follower asks the leader for a read index (thesis §6.4)
+    READ_INDEX_RESP = 13
+    PROPOSE = 14  # follower forwards a proposal to the leader
+    TRANSFER_LEADER = 15  # follower forwards a transfer request to the leader
+
+
+@dataclass(slots=True)
+class SnapshotChunk:
+    """One piece of an InstallSnapshot transfer. ``offset`` counts bytes of snapshot data."""
+
+    meta: SnapshotMeta
+    offset: int
+    data: bytes
+    done: bool
+    total: int = 0
+
+
+@dataclass(slots=True)
+class Message:
+    """A Raft message. Field meaning depends on ``type``:
+
+    APPEND:        index/log_term = the entry before ``entries``; commit = leader commit.
+    APPEND_RESP:   index = last index now matching (accept) or the rejected index (reject);
+                   hint_index/hint_term = conflict hint for fast backtracking (§5.3).
+    VOTE/PRE_VOTE: index/log_term = candidate's last log index/term; context = b"transfer"
+                   when campaigning on a leader transfer (voters then ignore their lease).
+    HEARTBEAT:     commit = min(leader commit, follower match); context = read-index round.
+    SNAPSHOT:      snapshot = the chunk. SNAPSHOT_RESP: index = bytes received so far,
+                   reject = restart from 0; log_term = snapshot index acknowledged.
+    READ_INDEX(_RESP): context = the caller's request id; index = the read index.
+    PROPOSE:       entries = the proposed entries (term/index 0, assigned by the leader).
+    """
+
+    type: MsgType
+    to: str
+    frm: str
+    term: int
+    log_term: int = 0
+    index: int = 0
+    entries: tuple[Entry, ...] | list[Entry] = ()
+    commit: int = 0
+    reject: bool = False
+    hint_index: int = 0
+    hint_term: int = 0
+    context: bytes = b""
+    snapshot: SnapshotChunk | None = None
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+class SoftState(NamedTuple):
+    """Volatile state that observers care about; reported in Ready when it changes."""
+
+    leader: str
+    role: Role
+
+
+class ReadState(NamedTuple):
+    """A ReadIndex result: once ``applied >= index`` a read for ``context`` is linearizable."""
+
+    index: int
+    context: bytes
+
+
+@dataclass
+class Ready:
+    """One batch of work from the core. The driver must, in this order:
+
+    1. persist ``snapshot`` (if any), then ``entries``, then ``hard_state`` (if any) — durably;
+    2. send ``messages``;
+    3. restore ``snapshot`` into the state machine, then apply ``committed_entries``;
+    4. call ``RaftNode.advance(ready)``.
+
+    Nothing in ``messages`` may reach a peer before step 1 completes: votes and
+    acknowledgements promise that the state behind them is on disk.
+    """
+
+    soft_state: SoftState | None = None
+    hard_state: HardState | None = None
+    snapshot: Snapshot | None = None
+    entries: list[Entry] = field(default_factory=list)
+    committed_entries: list[Entry] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    read_states: list[ReadState] = field(default_factory=list)
+
+    @property
+    def must_sync(self) -> bool:
+        return bool(self.entries) or self.hard_state is not None or self.snapshot is not None
+
+
+class RaftError(Exception):
+    """Base class for errors the core reports to its caller."""
+
+
+class NotLeader(RaftError):
+    """The operation needs the leader. ``leader`` is who this node believes leads ("" if none)."""
+
+    def __init__(self, leader: str, msg: str = ""):
+        super().__init__(msg or (f"not the leader; leader is {leader}" if leader else "no leader"))
+        self.leader = leader
+
+
+class ProposalDropped(RaftError):
+    """The proposal was refused (leader transfer in progress, change pending, bad change...)."""
+
+
+class ConfigError(RaftError, ValueError):
+    """A core Config value is invalid."""
