@@ -167,6 +167,7 @@ class MsgType(enum.IntEnum):
     READ_INDEX_RESP = 13
     PROPOSE = 14  # follower forwards a proposal to the leader
     TRANSFER_LEADER = 15  # follower forwards a transfer request to the leader
+    APP = 16  # runtime-to-runtime request/reply (admin forwarding, join); the core ignores it
 
 
 @dataclass(slots=True)
@@ -194,6 +195,7 @@ class Message:
                    reject = restart from 0; log_term = snapshot index acknowledged.
     READ_INDEX(_RESP): context = the caller's request id; index = the read index.
     PROPOSE:       entries = the proposed entries (term/index 0, assigned by the leader).
+    APP:           context = an opaque runtime payload; never stepped into the core.
     """
 
     type: MsgType
