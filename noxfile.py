@@ -1,0 +1,125 @@
+"""Development sessions for saltext-raft.
+
+Run from a plain Python with only nox installed (``python3 dev.py <session>`` sets that up).
+Each session gets its own virtualenv under ``.nox/``; venvs are reused between runs and pip
+skips what is already installed.
+
+    nox -s ci                      what CI runs: the tests on both Salt lines, then the short sim
+    nox -s tests                   the test suite against each supported Salt version
+    nox -s "tests(3007.16)" -- -k x  one Salt version; arguments after -- go to pytest
+    nox -s sim / sim-long          the deterministic simulator, 500 / 20000 seeds
+    nox -s lint / docs / bench / demo
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import nox
+
+nox.options.reuse_venv = "yes"
+nox.options.error_on_external_run = True
+nox.options.sessions = ["ci"]
+
+#: The Salt releases we test against, newest first: the 3008 line (ships its own Raft, which we
+#: must coexist with) and the 3007 line (clustering without consensus).
+SALT_VERSIONS = ["3008.4", "3007.16"]
+
+ROOT = pathlib.Path(__file__).resolve().parent
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+SIM_PACKAGE = ROOT / "src" / "saltext_raft" / "sim"
+
+
+def _optional(extra: str) -> list[str]:
+    return PYPROJECT["project"]["optional-dependencies"][extra]
+
+
+def _dependencies_without_salt() -> list[str]:
+    return [
+        dep
+        for dep in PYPROJECT["project"]["dependencies"]
+        if not dep.replace("_", "-").lower().startswith("salt")
+    ]
+
+
+def _install_with_salt(session: nox.Session, salt_version: str, extras: str = "") -> None:
+    # Pinned in the same resolve: ``salt>=3007`` alone takes whatever the index offers.
+    target = f".[{extras}]" if extras else "."
+    session.install(f"salt=={salt_version}", "-e", target)
+
+
+def _install_without_salt(session: nox.Session) -> None:
+    """For code that must not need Salt (core, sim): skips the ~70 s Salt install."""
+    session.install(*_dependencies_without_salt())
+    session.install("--no-deps", "-e", ".")
+
+
+@nox.session
+@nox.parametrize("salt", SALT_VERSIONS, ids=SALT_VERSIONS)
+def tests(session: nox.Session, salt: str) -> None:
+    """Run the test suite against one Salt version (arguments after -- go to pytest)."""
+    _install_with_salt(session, salt, extras="tests")
+    session.run("pytest", "tests", "-ra", "-s", *session.posargs)
+
+
+def _run_sim(session: nox.Session, seeds: int) -> None:
+    if not SIM_PACKAGE.is_dir():
+        # Until the simulator lands there is nothing to run. Once the package exists, a missing
+        # ``__main__`` is a failure, not a skip.
+        session.skip(f"{SIM_PACKAGE} does not exist yet")
+    _install_without_salt(session)
+    session.run("python", "-m", "saltext_raft.sim", "--seeds", str(seeds), *session.posargs)
+
+
+@nox.session
+def sim(session: nox.Session) -> None:
+    """The deterministic simulator over 500 seeds (a few seconds to minutes)."""
+    _run_sim(session, 500)
+
+
+@nox.session(name="sim-long")
+def sim_long(session: nox.Session) -> None:
+    """The deterministic simulator over 20000 seeds (not part of CI)."""
+    _run_sim(session, 20000)
+
+
+@nox.session(venv_backend="none")
+def ci(session: nox.Session) -> None:
+    """Everything CI checks: the tests on every supported Salt version, then the short sim.
+
+    This session only queues the others; nox runs each one even if an earlier one failed, and
+    exits non-zero if any of them failed. Arguments after -- go to pytest.
+    """
+    for salt in SALT_VERSIONS:
+        session.notify(f"tests({salt})", posargs=session.posargs)
+    session.notify("sim", posargs=[])
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check (pass paths after -- to lint only those)."""
+    session.install(*_optional("lint"))
+    paths = session.posargs or ["."]
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", "--diff", *paths)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the HTML docs; any Sphinx warning is an error."""
+    session.install(*_optional("docs"))
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (arguments after -- go to ``python -m saltext_raft.bench``)."""
+    _install_with_salt(session, SALT_VERSIONS[0], extras="bench")
+    session.run("python", "-m", "saltext_raft.bench", *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The demo (arguments after -- go to ``python -m saltext_raft.demo``)."""
+    _install_with_salt(session, SALT_VERSIONS[0])
+    session.run("python", "-m", "saltext_raft.demo", *session.posargs)
