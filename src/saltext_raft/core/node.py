@@ -708,7 +708,9 @@ class RaftNode:
                 self._send_append(m.frm)
             return
         was_paused = pr.is_paused()
-        if pr.maybe_update(m.index):
+        # An ack equal to match while probing also proves where the logs match (e.g. right
+        # after a snapshot install): switch to streaming instead of waiting for a heartbeat.
+        if pr.maybe_update(m.index) or (pr.state is ProgressState.PROBE and m.index == pr.match):
             if pr.state is ProgressState.PROBE:
                 pr.become_replicate()
             elif pr.state is ProgressState.SNAPSHOT and pr.match >= pr.snap_index:
