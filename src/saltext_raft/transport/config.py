@@ -1,0 +1,105 @@
+"""Transport configuration: one dataclass with defaults and ``validate()``.
+
+Lives here: every transport option, its default and its bounds. Must not live here: parsing of
+Salt master opts (the engine does that and builds a ``TransportConfig``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field
+
+from saltext_raft.transport.codec import MAX_ID_LEN
+from saltext_raft.transport.crypto import MIN_SECRET_BYTES
+
+
+class TransportConfigError(ValueError):
+    """A transport option is invalid; the message names it and says why."""
+
+
+@dataclass
+class TransportConfig:
+    #: This cluster's id (bound into every frame and into the key derivation).
+    cluster_id: str
+    #: This node's id (Salt master id).
+    node_id: str
+    #: Shared cluster secret, at least 16 bytes (32 random bytes recommended).
+    secret: bytes = field(repr=False)
+    #: Where to bind: "host:port" ("0.0.0.0:4606", "[::1]:4606") or a zmq endpoint "tcp://...".
+    listen: str = "127.0.0.1:4606"
+    #: Largest frame accepted or sent, header and tag included.
+    max_frame_bytes: int = 16 << 20
+    #: Frames queued per peer before send() drops (counted as queue_full).
+    send_hwm: int = 1000
+    #: Frames queued by zmq on the listening socket before it stops reading from peers.
+    recv_hwm: int = 10000
+    #: Decoded messages buffered for recv() before new ones are dropped (inbound_full).
+    max_inbound: int = 100_000
+    #: Reconnect backoff: first retry after reconnect_ivl_ms, doubling up to reconnect_ivl_max_ms.
+    reconnect_ivl_ms: int = 100
+    reconnect_ivl_max_ms: int = 2000
+    #: ZMTP heartbeats: detect a dead connection (peer host gone) within heartbeat_timeout_ms.
+    heartbeat_ivl_ms: int = 1000
+    heartbeat_timeout_ms: int = 3000
+    #: Queue only to connected peers (zmq IMMEDIATE): a down peer drops at once instead of
+    #: filling its queue with heartbeats that are stale by the time it returns.
+    immediate: bool = True
+    #: "chacha20poly1305" (constant time everywhere) or "aesgcm" (faster with AES-NI).
+    aead: str = "chacha20poly1305"
+    #: Frames of reordering tolerated per sender.
+    replay_window: int = 64
+    #: Seconds a sender's current epoch must be silent before an older epoch is adopted.
+    epoch_stale_after: float = 30.0
+    #: At most one log line per peer per this many seconds about dropped frames.
+    log_interval: float = 60.0
+    #: Frames read per wake-up before yielding to the event loop.
+    drain_max: int = 1024
+
+    def validate(self) -> TransportConfig:
+        def bad(name, why):
+            raise TransportConfigError(f"transport option {name}: {why}")
+
+        for name in ("cluster_id", "node_id"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not 0 < len(value.encode()) <= MAX_ID_LEN:
+                bad(name, f"must be a non-empty string of at most {MAX_ID_LEN} bytes")
+        secret = self.secret.encode() if isinstance(self.secret, str) else self.secret
+        if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_BYTES:
+            bad("secret", f"must be at least {MIN_SECRET_BYTES} bytes")
+        if not isinstance(self.listen, str) or not self.listen:
+            bad("listen", "must be 'host:port'")
+        ints = {
+            "max_frame_bytes": (1024, 1 << 30),
+            "send_hwm": (1, 1 << 24),
+            "recv_hwm": (1, 1 << 24),
+            "max_inbound": (1, 1 << 26),
+            "reconnect_ivl_ms": (1, 600_000),
+            "reconnect_ivl_max_ms": (0, 3_600_000),
+            "heartbeat_ivl_ms": (0, 600_000),
+            "heartbeat_timeout_ms": (0, 3_600_000),
+            "replay_window": (1, 1024),
+            "drain_max": (1, 1 << 20),
+        }
+        for name, (low, high) in ints.items():
+            value = getattr(self, name)
+            if type(value) is not int or not low <= value <= high:
+                bad(name, f"must be an integer in [{low}, {high}]")
+        if self.reconnect_ivl_max_ms and self.reconnect_ivl_max_ms < self.reconnect_ivl_ms:
+            bad("reconnect_ivl_max_ms", "must be 0 or at least reconnect_ivl_ms")
+        if self.aead not in ("chacha20poly1305", "aesgcm"):
+            bad("aead", "must be 'chacha20poly1305' or 'aesgcm'")
+        for name in ("epoch_stale_after", "log_interval"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                bad(name, "must be a number >= 0")
+        return self
+
+
+def endpoint(address: str) -> str:
+    """"host:port" -> "tcp://host:port"; zmq endpoints ("tcp://...", "ipc://...") pass through."""
+    if "://" in address:
+        return address
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise TransportConfigError(f"address {address!r} is not 'host:port'")
+    return f"tcp://{host}:{port}"

@@ -1,0 +1,301 @@
+"""Frame authentication, encryption and replay protection between masters.
+
+Lives here: key derivation from the cluster secret, the frame header, sealing (encrypt +
+authenticate) and opening (parse, check, authenticate, decrypt, replay-check) of frames.
+Must not live here: sockets, message encoding (``codec``), Salt.
+
+Theory of operation
+-------------------
+Frame (version 1)::
+
+    "SRF" | version u8 | epoch u64 | counter u64 |
+    len u8 | cluster id | len u8 | sender id | len u8 | receiver id | AEAD ciphertext+tag
+
+Everything before the ciphertext is the header and is the AEAD's associated data, so the
+cluster id, sender, receiver, protocol version, epoch and counter are all authenticated.
+
+Keys (HKDF-SHA256)::
+
+    cluster_key = HKDF(secret, salt="saltext-raft/v1", info="cluster" | cluster_id)
+    frame_key   = HKDF(cluster_key, info="frame" | sender | receiver | epoch)
+
+One key per (direction, sender boot epoch), so the 96-bit AEAD nonce is just the 64-bit
+counter: the pair (epoch, counter) is the logical 128-bit nonce the design asks for, and a
+(key, nonce) pair is never reused as long as a sender never reuses an epoch. The epoch is the
+boot time in milliseconds shifted left 22 bits plus 22 random bits: unique per boot and, with
+a sane clock, increasing across restarts.
+
+Receiver checks, in order (cheapest first, nothing stateful before authentication):
+size → magic/version → cluster id → receiver id → sender known → replay pre-check →
+AEAD open → commit replay state. Replay state per sender: the current epoch, the highest
+counter seen in it and a 64-frame sliding window (tolerates reordering). A higher epoch is
+adopted once a frame in it authenticates (the sender restarted). A lower epoch is refused as
+a replay, unless the current epoch has been silent for ``epoch_stale_after`` seconds (the
+sender restarted with a clock that went backwards); docs/transport.md argues why that is safe.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from collections.abc import Callable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+from saltext_raft.transport.codec import CodecError
+
+__all__ = [
+    "FRAME_MAGIC",
+    "FRAME_VERSION",
+    "FrameCrypto",
+    "FrameRejected",
+    "MIN_SECRET_BYTES",
+    "new_epoch",
+]
+
+FRAME_MAGIC = b"SRF"
+FRAME_VERSION = 1
+MIN_SECRET_BYTES = 16
+TAG_BYTES = 16
+REPLAY_WINDOW = 64
+_FIXED = struct.Struct(">3sBQQ")  # magic, version, epoch, counter
+_FIXED_SIZE = _FIXED.size
+_EPOCH_COUNTER = struct.Struct(">QQ")
+_NONCE_PAD = b"\x00\x00\x00\x00"
+_MAX_COUNTER = (1 << 64) - 1
+_AEADS = {"chacha20poly1305": ChaCha20Poly1305, "aesgcm": AESGCM}
+
+
+class FrameRejected(CodecError):
+    """A frame failed a check. ``reason`` is one of: malformed, version, oversize, wrong_cluster,
+    wrong_receiver, unknown_sender, replay, auth. ``sender`` is the id the header claims ("" if
+    the header did not get that far): unauthenticated, use it for rate-limited logging only."""
+
+    def __init__(self, reason: str, detail: str = "", sender: str = ""):
+        super().__init__(reason, detail)
+        self.sender = sender
+
+
+def new_epoch() -> int:
+    """A fresh boot epoch: milliseconds since 1970 << 22 | 22 random bits (< 2**63 until 2248)."""
+    ms = time.time_ns() // 1_000_000
+    return ((ms << 22) | int.from_bytes(os.urandom(3), "big") & 0x3FFFFF) & ((1 << 63) - 1)
+
+
+def _peek_sender(frame: bytes, pos: int) -> str:
+    """The sender id a header claims (for logging a frame we reject before parsing it all)."""
+    try:
+        return frame[pos + 1 : pos + 1 + frame[pos]].decode()
+    except Exception:  # noqa: BLE001 - best effort, for a log line
+        return ""
+
+
+def _lp(value: bytes) -> bytes:
+    return len(value).to_bytes(2, "big") + value
+
+
+def _derive_cluster_key(secret: bytes, cluster_id: str) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=b"saltext-raft/v1",
+        info=b"cluster" + _lp(cluster_id.encode()),
+    ).derive(secret)
+
+
+def _derive_frame_key(cluster_key: bytes, sender: bytes, receiver: bytes, epoch: int) -> bytes:
+    info = b"frame" + _lp(sender) + _lp(receiver) + epoch.to_bytes(8, "big")
+    return HKDFExpand(algorithm=hashes.SHA256(), length=32, info=info).derive(cluster_key)
+
+
+class _Replay:
+    """Replay state for one sender: current epoch, highest counter, window bitmap."""
+
+    __slots__ = ("epoch", "high", "mask", "last_seen")
+
+    def __init__(self, epoch: int, counter: int, now: float):
+        self.epoch = epoch
+        self.high = counter
+        self.mask = 1
+        self.last_seen = now
+
+
+class FrameCrypto:
+    """Seals frames from ``node_id`` and opens frames addressed to it, for one cluster.
+
+    ``known_senders`` (a set the owner keeps current) limits who may send; ``None`` accepts any
+    sender that authenticates. Not thread-safe: use from one thread (the event loop).
+    """
+
+    def __init__(
+        self,
+        secret: bytes | str,
+        cluster_id: str,
+        node_id: str,
+        *,
+        epoch: int | None = None,
+        aead: str = "chacha20poly1305",
+        replay_window: int = REPLAY_WINDOW,
+        epoch_stale_after: float = 30.0,
+        max_frame_bytes: int = 16 << 20,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if isinstance(secret, str):
+            secret = secret.encode()
+        if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_BYTES:
+            raise ValueError(f"the cluster secret must be at least {MIN_SECRET_BYTES} bytes")
+        if aead not in _AEADS:
+            raise ValueError(f"aead must be one of {sorted(_AEADS)}")
+        if not 1 <= replay_window <= 1024:
+            raise ValueError("replay_window must be in [1, 1024]")
+        self.cluster_id = cluster_id
+        self.node_id = node_id
+        self._cluster_b = cluster_id.encode()
+        self._node_b = node_id.encode()
+        for name, value in (("cluster_id", self._cluster_b), ("node_id", self._node_b)):
+            if not 0 < len(value) <= 255:
+                raise ValueError(f"{name} must be 1 to 255 bytes of UTF-8")
+        self.epoch = new_epoch() if epoch is None else epoch
+        if not 0 <= self.epoch <= _MAX_COUNTER:
+            raise ValueError("epoch must fit in 64 bits")
+        self._aead_cls = _AEADS[aead]
+        self._cluster_key = _derive_cluster_key(secret, cluster_id)
+        self._counter = 0
+        self._window = replay_window
+        self._window_mask = (1 << replay_window) - 1
+        self._stale_after = epoch_stale_after
+        self._max_frame = max_frame_bytes
+        self._clock = clock
+        # sender side: receiver id -> (header tail bytes, AEAD) for our epoch
+        self._cluster_tail = bytes([len(self._cluster_b)]) + self._cluster_b
+        self._receiver_tail = bytes([len(self._node_b)]) + self._node_b
+        self._seal_cache: dict[str, tuple[bytes, object]] = {}
+        # receiver side: (sender bytes, epoch) -> AEAD, only for authenticated epochs
+        self._open_cache: dict[tuple[bytes, int], object] = {}
+        self._replay: dict[bytes, _Replay] = {}
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def seal(self, receiver: str, plaintext: bytes) -> bytes:
+        """Encrypt and authenticate ``plaintext`` for ``receiver``; returns the whole frame."""
+        cached = self._seal_cache.get(receiver)
+        if cached is None:
+            recv_b = receiver.encode()
+            if not 0 < len(recv_b) <= 255:
+                raise ValueError("receiver id must be 1 to 255 bytes of UTF-8")
+            tail = (
+                bytes([len(self._cluster_b)])
+                + self._cluster_b
+                + bytes([len(self._node_b)])
+                + self._node_b
+                + bytes([len(recv_b)])
+                + recv_b
+            )
+            key = _derive_frame_key(self._cluster_key, self._node_b, recv_b, self.epoch)
+            cached = (tail, self._aead_cls(key))
+            self._seal_cache[receiver] = cached
+        tail, aead = cached
+        counter = self._counter = self._counter + 1
+        if counter > _MAX_COUNTER:  # pragma: no cover - 2**64 frames
+            raise RuntimeError("frame counter exhausted; restart the transport for a new epoch")
+        header = _FIXED.pack(FRAME_MAGIC, FRAME_VERSION, self.epoch, counter) + tail
+        return header + aead.encrypt(_NONCE_PAD + header[12:20], plaintext, header)
+
+    # --- receiving ----------------------------------------------------------------------------
+
+    def open(self, frame: bytes, known_senders=None) -> tuple[str, bytes]:
+        """Check and decrypt ``frame``; returns ``(sender id, plaintext)``.
+
+        Raises only :class:`FrameRejected` (a :class:`CodecError`) with the reason.
+        """
+        if type(frame) is not bytes:
+            try:
+                frame = bytes(frame)
+            except Exception:
+                raise FrameRejected("malformed", "frame is not bytes") from None
+        size = len(frame)
+        if size > self._max_frame:
+            raise FrameRejected("oversize", f"frame of {size} bytes")
+        if size < _FIXED.size + 3 + TAG_BYTES:
+            raise FrameRejected("malformed", "frame too short")
+        if frame[3] != FRAME_VERSION or frame[:3] != FRAME_MAGIC:
+            if frame[:3] != FRAME_MAGIC:
+                raise FrameRejected("malformed", "bad magic")
+            raise FrameRejected("version", f"frame version {frame[3]}")
+        pos = _FIXED_SIZE
+        n = frame[pos]
+        end = pos + 1 + n
+        if frame[pos:end] != self._cluster_tail:
+            if end >= size:
+                raise FrameRejected("malformed", "truncated header")
+            raise FrameRejected("wrong_cluster", "frame for another cluster", _peek_sender(frame, end))
+        n = frame[end]
+        pos = end + 1 + n
+        sender = frame[end + 1 : pos]
+        n = frame[pos] if pos < size else 0
+        end = pos + 1 + n
+        if size - end < TAG_BYTES or len(sender) == 0:
+            raise FrameRejected("malformed", "truncated header")
+        try:
+            sender_id = sender.decode()
+        except UnicodeDecodeError:
+            raise FrameRejected("malformed", "sender id is not UTF-8") from None
+        if frame[pos:end] != self._receiver_tail:
+            raise FrameRejected("wrong_receiver", "frame addressed to another node", sender_id)
+        if known_senders is not None and sender_id not in known_senders:
+            raise FrameRejected("unknown_sender", f"sender {sender_id!r} is not a peer", sender_id)
+        epoch, counter = _EPOCH_COUNTER.unpack_from(frame, 4)
+        pos = end
+        now = self._clock()
+        state = self._replay.get(sender)
+        if state is not None and not self._fresh(state, epoch, counter, now):
+            raise FrameRejected("replay", f"epoch {epoch} counter {counter}", sender_id)
+        aead = self._open_cache.get((sender, epoch))
+        cache_it = aead is None
+        if cache_it:
+            aead = self._aead_cls(_derive_frame_key(self._cluster_key, sender, self._node_b, epoch))
+        try:
+            plaintext = aead.decrypt(_NONCE_PAD + frame[12:20], frame[pos:], frame[:pos])
+        except InvalidTag:
+            raise FrameRejected("auth", "authentication failed", sender_id) from None
+        if cache_it:
+            self._open_cache[(sender, epoch)] = aead
+            if state is not None and state.epoch != epoch:
+                self._open_cache.pop((sender, state.epoch), None)
+        self._commit(sender, state, epoch, counter, now)
+        return sender_id, plaintext
+
+    def _fresh(self, state: _Replay, epoch: int, counter: int, now: float) -> bool:
+        if epoch == state.epoch:
+            if counter > state.high:
+                return True
+            offset = state.high - counter
+            return offset < self._window and not (state.mask >> offset) & 1
+        if epoch > state.epoch:
+            return True  # a restarted sender; adopted only if the frame authenticates
+        # An older epoch: a replay, unless the current epoch has gone quiet (clock stepped back).
+        return now - state.last_seen >= self._stale_after
+
+    def _commit(self, sender: bytes, state: _Replay | None, epoch: int, counter: int, now: float):
+        if state is None or state.epoch != epoch:
+            self._replay[sender] = _Replay(epoch, counter, now)
+            return
+        if counter > state.high:
+            state.mask = ((state.mask << (counter - state.high)) | 1) & self._window_mask
+            state.high = counter
+        else:
+            state.mask |= 1 << (state.high - counter)
+        state.last_seen = now
+
+    def forget(self, sender: str) -> None:
+        """Drop replay state and cached keys for ``sender`` (tests; never needed in service)."""
+        sender_b = sender.encode()
+        self._replay.pop(sender_b, None)
+        for key in [k for k in self._open_cache if k[0] == sender_b]:
+            del self._open_cache[key]
