@@ -1,0 +1,169 @@
+"""The engine configuration: defaults from Salt's options, and errors that name the option."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from saltext_raft.integration import config as cfgmod
+from saltext_raft.integration.config import DEFAULT_PORT
+from saltext_raft.integration.config import EngineConfigError
+from saltext_raft.integration.config import engine_options
+from saltext_raft.integration.config import from_opts
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def secret_file(tmp_path):
+    path = tmp_path / "raft.secret"
+    path.write_bytes(SECRET + b"\n")
+    return str(path)
+
+
+def opts(tmp_path, **extra):
+    base = {"id": "m1", "interface": "127.0.0.1", "cachedir": str(tmp_path / "cache")}
+    base.update(extra)
+    return base
+
+
+def test_single_master_defaults(tmp_path, secret_file):
+    cfg = from_opts(opts(tmp_path), {"secret_file": secret_file})
+    assert cfg.node_id == "m1"
+    assert cfg.cluster_id == cfgmod.DEFAULT_CLUSTER_ID
+    assert cfg.port == DEFAULT_PORT
+    assert cfg.peers == {"m1": f"127.0.0.1:{DEFAULT_PORT}"}
+    assert cfg.advertise == f"127.0.0.1:{DEFAULT_PORT}"
+    assert cfg.secret == SECRET  # surrounding whitespace stripped
+    assert cfg.gate is True and cfg.gate_learners is False
+    assert cfg.readiness_path.endswith("saltext_raft/ready")
+
+
+def test_default_port_is_clear_of_salt_ports():
+    assert DEFAULT_PORT not in (4505, 4506, 4520, 55596)
+
+
+def test_defaults_come_from_salt_clustering_options(tmp_path):
+    pki = tmp_path / "cpki"
+    pki.mkdir()
+    (pki / "cluster.pem").write_bytes(b"-----BEGIN PRIVATE KEY-----\nabc\n")
+    o = opts(
+        tmp_path,
+        id="127.0.0.1",
+        cluster_id="clu",
+        cluster_peers=["127.0.0.2", "127.0.0.3"],
+        cluster_pki_dir=str(pki),
+    )
+    cfg = from_opts(o, {"port": 4700})
+    assert cfg.cluster_id == "clu"
+    assert cfg.peers == {
+        "127.0.0.1": "127.0.0.1:4700",
+        "127.0.0.2": "127.0.0.2:4700",
+        "127.0.0.3": "127.0.0.3:4700",
+    }
+    assert len(cfg.secret) == 32
+    assert cfg.secret_source.startswith("derived from")
+    # Same key material -> same secret on every master; different material -> different secret.
+    assert cfg.secret == cfgmod.derive_secret(b"-----BEGIN PRIVATE KEY-----\nabc\n")
+    assert cfg.secret != cfgmod.derive_secret(b"other")
+    assert b"abc" not in cfg.secret
+
+
+def test_explicit_peers_as_mapping_and_list(tmp_path, secret_file):
+    cfg = from_opts(
+        opts(tmp_path),
+        {"secret_file": secret_file, "peers": {"m1": "127.0.0.1", "m2": "10.0.0.2:4700"}},
+    )
+    assert cfg.peers == {"m1": f"127.0.0.1:{DEFAULT_PORT}", "m2": "10.0.0.2:4700"}
+    cfg = from_opts(
+        opts(tmp_path, id="127.0.0.1"),
+        {"secret_file": secret_file, "peers": ["127.0.0.1:4701", "[::1]:4702"]},
+    )
+    assert cfg.peers == {"127.0.0.1": "127.0.0.1:4701", "::1": "[::1]:4702"}
+    assert cfg.advertise == "127.0.0.1:4701"
+
+
+@pytest.mark.parametrize(
+    "options,option,fragment",
+    [
+        ({"bogus": 1}, "bogus", "unknown option"),
+        ({"port": 4506}, "port", "ret_port"),
+        ({"port": 4520}, "port", "core consensus"),
+        ({"port": 55596}, "port", "core consensus"),
+        ({"port": 70000}, "port", "1..65535"),
+        ({"peers": {"m1": "127.0.0.1:x"}}, "peers[m1]", "not a number"),
+        ({"peers": {"m1": "tcp://1.2.3.4:5"}}, "peers[m1]", "not a URL"),
+        ({"peers": {"m1": "0.0.0.0:4700"}}, "peers[m1]", "wildcard"),
+        ({"advertise": "0.0.0.0:4700"}, "advertise", "wildcard"),
+        ({"gate_hold": -1}, "gate_hold", ">= 0"),
+        ({"gate": "yes"}, "gate", "true or false"),
+        ({"election_ticks": 1, "heartbeat_ticks": 1}, "election_ticks", "greater than"),
+        ({"aead": "rot13"}, "aead", "chacha20poly1305"),
+    ],
+)
+def test_bad_options_are_named(tmp_path, secret_file, options, option, fragment):
+    with pytest.raises(EngineConfigError) as excinfo:
+        from_opts(opts(tmp_path), {"secret_file": secret_file, **options})
+    assert excinfo.value.option == option
+    assert fragment in str(excinfo.value)
+    assert option in str(excinfo.value)
+
+
+def test_wildcard_bind_needs_an_advertised_address(tmp_path, secret_file):
+    with pytest.raises(EngineConfigError) as excinfo:
+        from_opts(opts(tmp_path, interface="0.0.0.0"), {"secret_file": secret_file})
+    assert excinfo.value.option == "advertise"
+    assert "wildcard" in str(excinfo.value)
+    with pytest.raises(EngineConfigError, match="advertise"):
+        from_opts(opts(tmp_path), {"secret_file": secret_file, "bind": "::"})
+    cfg = from_opts(
+        opts(tmp_path, interface="0.0.0.0"),
+        {"secret_file": secret_file, "advertise": "10.1.1.1:4700"},
+    )
+    assert cfg.listen == f"0.0.0.0:{DEFAULT_PORT}"
+    assert cfg.peers == {"m1": "10.1.1.1:4700"}
+    # Listed in peers: that entry is the advertised address.
+    cfg = from_opts(
+        opts(tmp_path, interface="0.0.0.0"),
+        {"secret_file": secret_file, "peers": {"m1": "10.1.1.1", "m2": "10.1.1.2"}},
+    )
+    assert cfg.advertise == f"10.1.1.1:{DEFAULT_PORT}"
+
+
+def test_missing_secret_says_what_to_do(tmp_path):
+    with pytest.raises(EngineConfigError) as excinfo:
+        from_opts(opts(tmp_path), {})
+    assert excinfo.value.option == "secret_file"
+    assert "openssl rand" in str(excinfo.value)
+
+
+def test_unreadable_or_short_secret(tmp_path):
+    with pytest.raises(EngineConfigError, match="cannot read .*nope"):
+        from_opts(opts(tmp_path), {"secret_file": str(tmp_path / "nope")})
+    short = tmp_path / "short"
+    short.write_bytes(b"abc")
+    with pytest.raises(EngineConfigError, match="at least 16"):
+        from_opts(opts(tmp_path), {"secret_file": str(short)})
+    with pytest.raises(EngineConfigError, match="cluster.pem"):
+        from_opts(opts(tmp_path, cluster_pki_dir=str(tmp_path / "nopki")), {})
+
+
+def test_secret_never_in_repr_or_public_dict(tmp_path, secret_file, caplog):
+    caplog.set_level(logging.DEBUG)
+    cfg = from_opts(opts(tmp_path), {"secret_file": secret_file})
+    assert SECRET.decode() not in repr(cfg)
+    assert "secret" not in cfg.public_dict()
+    assert SECRET.decode() not in str(cfg.public_dict())
+    assert SECRET.decode() not in caplog.text
+
+
+def test_engine_options_finds_the_raft_entry():
+    assert engine_options({}) is None
+    assert engine_options({"engines": [{"other": {}}]}) is None
+    assert engine_options({"engines": ["raft"]}) == {}
+    assert engine_options({"engines": [{"x": {}}, {"raft": {"port": 1}}]}) == {"port": 1}
+    assert engine_options({"engines": {"raft": None}}) == {}
+    assert engine_options({"engines": [{"r2": {"engine_module": "raft", "gate": False}}]}) == {
+        "gate": False
+    }
