@@ -105,3 +105,11 @@ def check_entries(entries: Sequence[Entry]) -> None:
                 f"entry terms must not decrease: term {cur.term} at index {cur.index} "
                 f"follows term {prev.term}"
             )
+
+
+def check_commit(hard_state: HardState | None, last_index: int) -> None:
+    """A commit index past the log would claim committed entries the node does not hold."""
+    if hard_state is not None and hard_state.commit > last_index:
+        raise StorageError(
+            f"hard state commit {hard_state.commit} is beyond the last log index {last_index}"
+        )

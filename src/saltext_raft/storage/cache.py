@@ -34,6 +34,7 @@ from saltext_raft.storage.base import LogStore
 from saltext_raft.storage.base import RestoredState
 from saltext_raft.storage.base import StorageCorruption
 from saltext_raft.storage.base import StorageError
+from saltext_raft.storage.base import check_commit
 from saltext_raft.storage.base import check_entries
 from saltext_raft.storage.records import DamagedRecord
 from saltext_raft.storage.records import Op
@@ -416,6 +417,8 @@ class CacheStore(LogStore):
                 )
             op.first = first
             op.entries = records.entry_triples(entries)
+            last = first + len(entries) - 1
+        check_commit(hard_state, last)
         if hard_state is not None:
             op.hard_state = hard_state
         if op.snap is not None:

@@ -17,6 +17,7 @@ from saltext_raft.core.types import Snapshot
 from saltext_raft.storage.base import LogStore
 from saltext_raft.storage.base import RestoredState
 from saltext_raft.storage.base import StorageError
+from saltext_raft.storage.base import check_commit
 from saltext_raft.storage.base import check_entries
 
 
@@ -65,6 +66,7 @@ class MemoryStore(LogStore):
         base = snap.meta.index if snap else 0
         if entries:
             log = splice(base, log, entries)
+        check_commit(hard_state, base + len(log))
         # Commit all at once: a failure above leaves the disk untouched.
         d.snapshot, d.entries = snap, log
         if hard_state is not None:

@@ -1,0 +1,12 @@
+"""Fixtures for the storage contract and crash tests."""
+
+import pytest
+
+from tests.functional.storage.backends import make_backend
+from tests.functional.storage.backends import redis_server  # noqa: F401  pylint: disable=unused-import
+
+
+@pytest.fixture(params=["memory", "localfs", "redis"])
+def backend(request, tmp_path):
+    """Each contract test runs against every store: in memory, localfs, and a real Redis."""
+    return make_backend(request.param, request, tmp_path)
