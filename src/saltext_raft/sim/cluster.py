@@ -1,0 +1,622 @@
+"""One seeded simulation run: a cluster of ``RaftNode``s on a simulated clock and network.
+
+Lives here: ``SimOptions``, ``FaultMix`` (which fault kinds a seed uses, and how hard),
+``Slot`` (one node id: its live ``RaftNode`` or None while crashed, its disk, its state
+machine) and ``Simulation`` (the event loop, the client workload, the fault actions, the heal
+phase and the liveness check). Invariants live in ``checkers``; the Ready contract in
+``driver``; nothing here may import Salt, asyncio or sockets.
+
+A step is one event: a tick of every live node, the delivery of one message, or one action
+(client write, ReadIndex read, partition, crash, restart, membership change, leader transfer,
+campaign). After every step the driver drains the Readys of the nodes the step touched, then
+the checkers look at those nodes. Every random choice comes from RNGs derived from the seed,
+and no set is ever iterated unsorted, so a seed replays exactly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass
+from dataclasses import field
+
+from saltext_raft.core.config import Config
+from saltext_raft.core.node import RaftNode
+from saltext_raft.core.types import ConfChange
+from saltext_raft.core.types import ConfOp
+from saltext_raft.core.types import EntryKind
+from saltext_raft.core.types import Message
+from saltext_raft.core.types import RaftError
+from saltext_raft.core.types import Role
+from saltext_raft.sim.checkers import Checkers
+from saltext_raft.sim.checkers import Violation
+from saltext_raft.sim.driver import Driver
+from saltext_raft.sim.model import Disk
+from saltext_raft.sim.model import StateMachine
+from saltext_raft.sim.network import TICK
+from saltext_raft.sim.network import NetFaults
+from saltext_raft.sim.network import Network
+from saltext_raft.sim.trace import fmt_entry
+from saltext_raft.sim.trace import fmt_msg
+from saltext_raft.sim.trace import fmt_ready
+
+#: Every fault kind a seed may use (``--fault-mix`` takes a comma-separated subset).
+FAULT_KINDS = (
+    "loss",  # messages dropped
+    "dup",  # messages delivered twice
+    "reorder",  # messages overtaking others on the same link
+    "delay",  # messages held for up to a few election timeouts
+    "partition",  # symmetric partitions
+    "oneway",  # one-way link cuts
+    "crash",  # crash (losing what was not persisted) and restart between steps
+    "crash-ready",  # crash in the middle of handling a Ready (between its stages)
+    "membership",  # add learner, promote, demote, remove follower, remove leader
+    "transfer",  # leader transfers and forced campaigns
+    "snapshot",  # periodic snapshots and log compaction
+)
+
+_TICK_EVENT = 0
+_DELIVER_EVENT = 1
+
+
+@dataclass
+class SimOptions:
+    nodes: int | None = None  # founding nodes; None: 3..5 by seed
+    steps: int | None = None  # events before the heal phase; None: 1000..2500 by seed
+    faults: tuple[str, ...] | None = None  # fault kinds; None: a random mix per seed
+    send_before_persist: bool = False  # a broken driver, for tests
+    heal_ticks: int = 300  # liveness bound after healing
+    node_class: type = RaftNode  # hook: a subclass or patched class to run instead
+
+
+@dataclass
+class FaultMix:
+    kinds: tuple[str, ...]
+    net: NetFaults
+    crash_ready: float  # probability that handling a Ready crashes the node midway
+    snapshot_every: int  # entries applied between snapshots (0: never)
+
+    @classmethod
+    def choose(cls, rng: random.Random, kinds: tuple[str, ...] | None) -> FaultMix:
+        if kinds is None:
+            kinds = tuple(k for k in FAULT_KINDS if rng.random() < 0.5)
+        on = set(kinds)
+        net = NetFaults(
+            loss=rng.choice((0.01, 0.05, 0.15)) if "loss" in on else 0.0,
+            dup=rng.choice((0.02, 0.1)) if "dup" in on else 0.0,
+            reorder=rng.choice((0.05, 0.3)) if "reorder" in on else 0.0,
+            delay=rng.choice((0.005, 0.02)) if "delay" in on else 0.0,
+        )
+        return cls(
+            kinds=tuple(k for k in FAULT_KINDS if k in on),
+            net=net,
+            crash_ready=rng.choice((0.003, 0.01, 0.03)) if "crash-ready" in on else 0.0,
+            snapshot_every=rng.choice((2, 5, 20)) if "snapshot" in on else 0,
+        )
+
+
+class Slot:
+    """Everything the sim keeps for one node id."""
+
+    __slots__ = ("id", "node", "disk", "sm", "incarnation", "removed", "pending_reads")
+
+    def __init__(self, nid: str):
+        self.id = nid
+        self.node = None
+        self.disk = Disk()
+        self.sm = StateMachine()
+        self.incarnation = 0
+        self.removed = False
+        self.pending_reads: list = []
+
+
+@dataclass
+class Stats:
+    steps: int = 0
+    ticks: int = 0
+    elections: int = 0
+    commits: int = 0
+    reads: int = 0
+    membership_changes: int = 0
+    proposals: int = 0
+    crashes: int = 0
+    restarts: int = 0
+    snapshots: int = 0
+    transfers: int = 0
+    partitions: int = 0
+    faults: dict = field(default_factory=dict)
+
+
+class Simulation:
+    def __init__(self, seed: int, options: SimOptions | None = None, trace=None):
+        self.seed = seed
+        self.opts = opts = options or SimOptions()
+        self.rng = rng = random.Random(seed)
+        self.trace = trace
+        self.n_founders = opts.nodes or rng.randint(3, 5)
+        self.max_steps = opts.steps or rng.randint(1000, 2500)
+        self.mix = FaultMix.choose(rng, opts.faults)
+        self.config = dict(
+            election_ticks=10,
+            heartbeat_ticks=rng.choice((1, 2, 3)),
+            pre_vote=rng.random() < 0.8,
+            check_quorum=rng.random() < 0.8,
+            auto_promote=rng.random() < 0.6,
+            max_inflight=rng.choice((1, 4, 256)),
+            max_msg_bytes=rng.choice((1, 64, 1 << 20)),
+            snapshot_chunk_bytes=rng.choice((16, 256, 1 << 20)),
+        )
+        self.network = Network(random.Random(f"{seed}/net"), self.mix.net)
+        self.slots: dict[str, Slot] = {}
+        self.checkers = Checkers({})
+        self.driver = Driver(self, send_before_persist=opts.send_before_persist)
+        self.stats = Stats()
+        self.now = 0
+        self._queue: list = []
+        self._seq = 0
+        self._touched: dict[str, None] = {}
+        self._to_stop: list[str] = []
+        self._next_id = self.n_founders + 1
+        self._write_seq = 0
+        self._read_seq = 0
+        self._healing = False
+        self._heal_committed = False
+        self._quiet_ticks = 0
+        self._weights = self._action_weights()
+
+    # --- tracing ------------------------------------------------------------------------------
+    def _t(self, text: str) -> None:
+        if self._quiet_ticks:
+            n, self._quiet_ticks = self._quiet_ticks, 0
+            self.trace(f"{'':>9} ... {n} tick(s)")
+        self.trace(f"{self.now / TICK:9.2f} {text}")
+
+    def trace_ready(self, slot: Slot, rd) -> None:
+        if self.trace:
+            self._t(fmt_ready(slot.id, rd))
+
+    # --- setup --------------------------------------------------------------------------------
+    def _node_config(self, nid: str) -> Config:
+        return Config(id=nid, **self.config)
+
+    def _node_rng(self, slot: Slot) -> random.Random:
+        return random.Random(f"{self.seed}/{slot.id}/{slot.incarnation}")
+
+    def _start(self) -> None:
+        founders = {f"n{i}": f"addr-n{i}" for i in range(1, self.n_founders + 1)}
+        if self.trace:
+            self._t(
+                f"seed {self.seed}: founders {sorted(founders)}, {self.max_steps} steps, "
+                f"faults {list(self.mix.kinds) or 'none'} {self.mix.net}, crash_ready="
+                f"{self.mix.crash_ready}, snapshot_every={self.mix.snapshot_every}, "
+                f"config {self.config}"
+            )
+        for nid in founders:
+            slot = Slot(nid)
+            self.slots[nid] = slot
+            self.checkers.disks[nid] = slot.disk
+            slot.node = self.opts.node_class.bootstrap(
+                self._node_config(nid), self._node_rng(slot), founders
+            )
+            # the founding Ready is persisted without crash points: a founder that loses
+            # entry 1 is a different scenario (a joining node), not a fault of the cluster
+            self.driver.handle(slot)
+            self.driver.drain(slot)
+        self._push(TICK, _TICK_EVENT, None)
+
+    def _push(self, at: int, kind: int, payload) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (at, self._seq, kind, payload))
+
+    # --- the node lifecycle ---------------------------------------------------------------------
+    def crash(self, slot: Slot, why: str) -> None:
+        slot.node = None
+        slot.sm = None
+        slot.pending_reads.clear()
+        self.checkers.on_crash(slot.id)
+        self.stats.crashes += 1
+        if self.trace:
+            self._t(f"CRASH {slot.id} ({why})")
+
+    def restart(self, slot: Slot) -> None:
+        slot.incarnation += 1
+        disk = slot.disk
+        node = self.opts.node_class(
+            self._node_config(slot.id),
+            self._node_rng(slot),
+            hard_state=disk.hs,
+            snapshot=disk.snap,
+            entries=list(disk.entries),
+        )
+        slot.node = node
+        if disk.snap is not None:
+            slot.sm = StateMachine.decode(disk.snap.data)
+            self.checkers.on_restore(slot.id, disk.snap.meta.index, slot.sm.chain)
+        else:
+            slot.sm = StateMachine()
+        self.checkers.on_restart(node, disk.hs)
+        self.stats.restarts += 1
+        self._touched[slot.id] = None
+        if self.trace:
+            self._t(
+                f"RESTART {slot.id} (hs term={disk.hs.term} vote={disk.hs.vote or '-'} "
+                f"commit={disk.hs.commit}, snapshot@{disk.offset}, log to {disk.last_index})"
+            )
+
+    def pick_crash_point(self, slot: Slot) -> int | None:
+        p = self.mix.crash_ready
+        if p and not self._healing and self.rng.random() < p:
+            return self.rng.randrange(len(self.driver.stages))
+        return None
+
+    # --- driver callbacks -----------------------------------------------------------------------
+    def send(self, m: Message) -> None:
+        slot = self.slots.get(m.to)
+        if slot is None:
+            return  # an id nobody ever started
+        for at in self.network.route(m.frm, m.to, self.now):
+            self._push(at, _DELIVER_EVENT, m)
+
+    def after_advance(self, slot: Slot) -> None:
+        every = self.mix.snapshot_every
+        if not every:
+            return
+        sm = slot.sm
+        if sm.applied - slot.disk.offset >= every and sm.applied > slot.node.snapshot_meta.index:
+            snap = slot.node.create_snapshot(sm.applied, sm.encode())
+            slot.disk.compact(snap)
+            self.stats.snapshots += 1
+            if self.trace:
+                self._t(f"{slot.id} snapshot@{snap.meta.index} (log compacted)")
+
+    def check_memory_matches_disk(self, slot: Slot) -> None:
+        node, disk = slot.node, slot.disk
+        last = node.last_index
+        if last != disk.last_index or node.term_at(last) != disk.term_at(last):
+            raise Violation(
+                "log_matching",
+                f"{slot.id}: in-memory log ends at {last} (term {node.term_at(last)}) but its disk "
+                f"at {disk.last_index} (term {disk.term_at(disk.last_index)}) with no Ready pending",
+            )
+
+    def on_first_apply(self, e) -> None:
+        if e.kind == EntryKind.CONF:
+            cc = ConfChange.decode(e.data)
+            if cc.op == ConfOp.BOOTSTRAP:
+                return
+            self.stats.membership_changes += 1
+            if cc.op == ConfOp.REMOVE:
+                slot = self.slots.get(cc.node_id)
+                if slot is not None and not slot.removed:
+                    slot.removed = True
+                    self._to_stop.append(cc.node_id)
+        elif self._healing and e.data[:1] == b"h":
+            self._heal_committed = True
+
+    def serve_reads(self, slot: Slot) -> None:
+        applied = slot.sm.applied
+        keep = []
+        for rs in slot.pending_reads:
+            if rs.index <= applied:
+                self.checkers.on_read_served(slot.id, rs.context, applied)
+                self.stats.reads += 1
+            else:
+                keep.append(rs)
+        slot.pending_reads = keep
+
+    # --- events -------------------------------------------------------------------------------
+    def _live(self) -> list[Slot]:
+        return [s for s in self.slots.values() if s.node is not None]
+
+    def _leader(self) -> Slot | None:
+        best = None
+        for s in self.slots.values():
+            n = s.node
+            if n is not None and n.role is Role.LEADER and (best is None or n.term > best.node.term):
+                best = s
+        return best
+
+    def _tick(self) -> None:
+        self.stats.ticks += 1
+        for s in self.slots.values():
+            if s.node is not None:
+                s.node.tick()
+                self._touched[s.id] = None
+        self._push(self.now + TICK, _TICK_EVENT, None)
+        if self.trace:
+            self._quiet_ticks += 1
+
+    def _deliver(self, m: Message) -> None:
+        slot = self.slots.get(m.to)
+        if slot is None or slot.node is None:
+            return
+        if self.network.is_blocked(m.frm, m.to):
+            return  # cut while in flight
+        if self.trace:
+            self._t(f"deliver {fmt_msg(m)}")
+        self.checkers.on_deliver(m)
+        slot.node.step(m)
+        self._touched[slot.id] = None
+
+    def step(self) -> None:
+        self.stats.steps += 1
+        if not self._healing and self.rng.random() < 0.04:
+            self._action()
+        else:
+            at, _, kind, payload = heapq.heappop(self._queue)
+            self.now = at
+            if kind == _TICK_EVENT:
+                self._tick()
+            else:
+                self._deliver(payload)
+        self._settle()
+
+    def _settle(self) -> None:
+        """Drain Readys of touched nodes, stop removed nodes, then check touched nodes."""
+        while self._touched:
+            touched = list(self._touched)
+            self._touched.clear()
+            for nid in touched:
+                slot = self.slots[nid]
+                if slot.node is not None:
+                    self.driver.drain(slot)
+            while self._to_stop:
+                slot = self.slots[self._to_stop.pop(0)]
+                if slot.node is not None:
+                    self.crash(slot, "removed from the cluster: stopped")
+            check = self.checkers.on_node
+            for nid in touched:
+                node = self.slots[nid].node
+                if node is not None:
+                    check(node)
+
+    # --- actions ------------------------------------------------------------------------------
+    def _action_weights(self) -> list[tuple[str, float]]:
+        on = set(self.mix.kinds)
+        w = [("propose", 10.0), ("read", 4.0)]
+        if "partition" in on:
+            w += [("partition", 2.0), ("heal-net", 2.0)]
+        if "oneway" in on:
+            w += [("oneway", 2.0), ("heal-net", 1.0)]
+        if "crash" in on:
+            w += [("crash", 2.0), ("restart", 3.0)]
+        if "membership" in on:
+            promote = 0.5 if self.config["auto_promote"] else 1.5
+            w += [
+                ("add-learner", 2.0),
+                ("promote", promote),
+                ("demote", 1.0),
+                ("remove-follower", 1.0),
+                ("remove-leader", 0.5),
+            ]
+        if "transfer" in on:
+            w += [("transfer", 1.5), ("campaign", 0.5)]
+        return w
+
+    def _action(self) -> None:
+        names = [n for n, _ in self._weights]
+        weights = [x for _, x in self._weights]
+        name = self.rng.choices(names, weights)[0]
+        getattr(self, "_do_" + name.replace("-", "_"))()
+
+    def _do_propose(self) -> None:
+        live = self._live()
+        if not live:
+            return
+        leader = self._leader()
+        slot = leader if leader is not None and self.rng.random() < 0.7 else self.rng.choice(live)
+        self._write_seq += 1
+        data = b"w%d" % self._write_seq
+        self.stats.proposals += 1
+        try:
+            idx = slot.node.propose(data)
+        except RaftError as exc:
+            idx = f"refused ({type(exc).__name__})"
+        self._touched[slot.id] = None
+        if self.trace:
+            self._t(f"client propose {data.decode()} at {slot.id} -> {idx}")
+
+    def _do_read(self) -> None:
+        live = self._live()
+        if not live:
+            return
+        slot = self.rng.choice(live)
+        self._read_seq += 1
+        ctx = b"r%d" % self._read_seq
+        self.checkers.on_read_start(ctx)
+        try:
+            slot.node.read_index(ctx)
+            what = f"started (must see commit {self.checkers.max_commit})"
+        except RaftError as exc:
+            what = f"refused ({type(exc).__name__})"
+        self._touched[slot.id] = None
+        if self.trace:
+            self._t(f"client read {ctx.decode()} at {slot.id}: {what}")
+
+    def _member_ids(self) -> list[str]:
+        return [s.id for s in self.slots.values() if not s.removed]
+
+    def _do_partition(self) -> None:
+        ids = self._member_ids()
+        if len(ids) < 2:
+            return
+        self.rng.shuffle(ids)
+        k = self.rng.randint(1, len(ids) // 2)
+        a, b = sorted(ids[:k]), sorted(ids[k:])
+        self.network.partition(a, b)
+        self.stats.partitions += 1
+        if self.trace:
+            self._t(f"PARTITION {a} | {b}")
+
+    def _do_oneway(self) -> None:
+        ids = self._member_ids()
+        if len(ids) < 2:
+            return
+        frm, to = self.rng.sample(sorted(ids), 2)
+        self.network.cut_one_way(frm, to)
+        self.stats.partitions += 1
+        if self.trace:
+            self._t(f"CUT one way {frm} -> {to}")
+
+    def _do_heal_net(self) -> None:
+        if self.network.blocked:
+            self.network.heal()
+            if self.trace:
+                self._t("HEAL network")
+
+    def _do_crash(self) -> None:
+        live = self._live()
+        if live:
+            self.crash(self.rng.choice(live), "crash")
+
+    def _do_restart(self) -> None:
+        down = [s for s in self.slots.values() if s.node is None and not s.removed]
+        if down:
+            self.restart(self.rng.choice(down))
+
+    def _conf_change(self, op: ConfOp, nid: str, address: str = "") -> bool:
+        leader = self._leader()
+        try:
+            idx = leader.node.propose_conf_change(op, nid, address)
+            ok = True
+        except RaftError as exc:
+            idx, ok = f"refused ({type(exc).__name__}: {exc})", False
+        self._touched[leader.id] = None
+        if self.trace:
+            self._t(f"membership {op.value} {nid} at leader {leader.id} -> {idx}")
+        return ok
+
+    def _do_add_learner(self) -> None:
+        leader = self._leader()
+        if leader is None or len(self.slots) >= self.n_founders + 6:
+            return
+        nid = f"n{self._next_id}"
+        if self._conf_change(ConfOp.ADD_LEARNER, nid, f"addr-{nid}"):
+            self._next_id += 1
+            slot = Slot(nid)
+            self.slots[nid] = slot
+            self.checkers.disks[nid] = slot.disk
+            slot.node = self.opts.node_class(self._node_config(nid), self._node_rng(slot))
+            self._touched[nid] = None
+            if self.trace:
+                self._t(f"START {nid} (fresh, joining)")
+
+    def _do_promote(self) -> None:
+        leader = self._leader()
+        if leader is not None:
+            learners = sorted(leader.node.membership.learners)
+            if learners:
+                self._conf_change(ConfOp.PROMOTE, self.rng.choice(learners))
+
+    def _voters_removable(self, leader: Slot) -> list[str]:
+        # keep at least three voters, so one crashed voter never stops the cluster for long
+        voters = sorted(leader.node.membership.voters)
+        return voters if len(voters) > 3 else []
+
+    def _do_demote(self) -> None:
+        leader = self._leader()
+        if leader is not None:
+            voters = [v for v in self._voters_removable(leader) if v != leader.id]
+            if voters:
+                self._conf_change(ConfOp.DEMOTE, self.rng.choice(voters))
+
+    def _do_remove_follower(self) -> None:
+        leader = self._leader()
+        if leader is None:
+            return
+        m = leader.node.membership
+        cands = [v for v in self._voters_removable(leader) if v != leader.id]
+        cands += sorted(m.learners)
+        if cands:
+            self._conf_change(ConfOp.REMOVE, self.rng.choice(cands))
+
+    def _do_remove_leader(self) -> None:
+        leader = self._leader()
+        if leader is not None and leader.id in self._voters_removable(leader):
+            self._conf_change(ConfOp.REMOVE, leader.id)
+
+    def _do_transfer(self) -> None:
+        leader = self._leader()
+        if leader is None:
+            return
+        others = [v for v in sorted(leader.node.membership.voters) if v != leader.id]
+        if not others:
+            return
+        target = self.rng.choice(others)
+        try:
+            leader.node.transfer_leader(target)
+            what = "requested"
+        except RaftError as exc:
+            what = f"refused ({type(exc).__name__})"
+        self.stats.transfers += 1
+        self._touched[leader.id] = None
+        if self.trace:
+            self._t(f"transfer leadership {leader.id} -> {target}: {what}")
+
+    def _do_campaign(self) -> None:
+        live = [s for s in self._live() if s.node.role is not Role.LEADER]
+        if live:
+            slot = self.rng.choice(live)
+            slot.node.campaign()
+            self._touched[slot.id] = None
+            if self.trace:
+                self._t(f"force campaign at {slot.id}")
+
+    # --- the run ------------------------------------------------------------------------------
+    def _heal(self) -> None:
+        """Remove every fault and restart every node, then demand progress (liveness)."""
+        self._healing = True
+        self.network.heal()
+        self.network.faults = NetFaults()
+        if self.trace:
+            self._t("=== HEAL: no more faults; every node up; a write must commit ===")
+        for s in self.slots.values():
+            if s.node is None and not s.removed:
+                self.restart(s)
+        self._settle()
+        start = self.stats.ticks
+        next_probe = start
+        probes = 0
+        while not self._heal_committed:
+            ticks = self.stats.ticks - start
+            if ticks > self.opts.heal_ticks:
+                leader = self._leader()
+                raise Violation(
+                    "liveness",
+                    f"no write committed within {self.opts.heal_ticks} ticks after healing "
+                    f"(leader: {leader.id if leader else 'none'}; {probes} probes)",
+                )
+            if self.stats.ticks >= next_probe:
+                next_probe = self.stats.ticks + 5
+                probes += 1
+                self._probe(probes)
+            self.step()
+
+    def _probe(self, k: int) -> None:
+        leader = self._leader()
+        live = self._live()
+        if not live:
+            return
+        slot = leader or self.rng.choice(live)
+        data = b"h%d" % k
+        try:
+            idx = slot.node.propose(data)
+        except RaftError as exc:
+            idx = f"refused ({type(exc).__name__})"
+        self._touched[slot.id] = None
+        if self.trace:
+            self._t(f"liveness probe {data.decode()} at {slot.id} -> {idx}")
+
+    def run(self) -> None:
+        """Run the seed; raises Violation on the first broken invariant."""
+        self._start()
+        for _ in range(self.max_steps):
+            self.step()
+        self._heal()
+        st = self.stats
+        st.elections = len(self.checkers.leaders)
+        st.commits = self.checkers.max_commit
+        st.faults = dict(self.network.stats)
+
+    def describe_entry(self, e) -> str:
+        return fmt_entry(e)
