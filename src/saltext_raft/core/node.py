@@ -795,9 +795,10 @@ class RaftNode:
         total = len(data)
         size = self.cfg.snapshot_chunk_bytes
         window_end = pr.snap_acked + SNAPSHOT_WINDOW * size
-        first = True
-        while first or (pr.snap_offset < total and pr.snap_offset < window_end):
-            first = False
+        if total == 0:  # an empty snapshot still takes one (empty, final) chunk
+            self._send(Message(MsgType.SNAPSHOT, to, self.id, self.term, snapshot=SnapshotChunk(snap.meta, 0, b"", True, 0)))
+            return
+        while pr.snap_offset < total and pr.snap_offset < window_end:
             off = pr.snap_offset
             chunk = data[off : off + size]
             done = off + len(chunk) >= total
@@ -811,8 +812,6 @@ class RaftNode:
                 )
             )
             pr.snap_offset = off + len(chunk)
-            if done:
-                break
 
     def _handle_snapshot_resp(self, m: Message) -> None:
         pr = self.progress.get(m.frm)
