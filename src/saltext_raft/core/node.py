@@ -737,6 +737,10 @@ class RaftNode:
             return
         pr.recent_active = True
         pr.probe_sent = False
+        if pr.state is ProgressState.REPLICATE and pr.is_paused():
+            # The window is full and its acknowledgements may all have been lost: free one
+            # slot per heartbeat so one append goes out and its answer resynchronizes us.
+            pr.inflight.popleft()
         if pr.state is ProgressState.SNAPSHOT:
             # resend from the last acknowledged byte if the transfer made no progress
             if pr.snap_acked == pr.snap_acked_at_heartbeat:

@@ -480,3 +480,21 @@ def test_not_leader_errors_name_the_leader():
     lonely = fresh("z")
     with pytest.raises(NotLeader):
         lonely.propose(b"x")
+
+
+def test_5_3_replication_recovers_when_a_full_window_of_appends_is_lost():
+    # Found by the simulator (liveness, seed 65): with every in-flight append lost, the window
+    # stayed full forever and the follower was never sent anything again.
+    c = Cluster(max_inflight=2, max_msg_bytes=50)
+    c.elect("a")
+    c.stabilize()
+    c.dropped = {("a", "b"), ("a", "c")}
+    for i in range(6):
+        c.nodes["a"].propose(b"p%d" % i)
+    c.stabilize()
+    assert c.nodes["a"].progress["b"].is_paused()
+    c.dropped = set()
+    for _ in range(5):
+        c.tick("a", 1)
+        c.stabilize()
+    assert c.applied["b"] == [b"p%d" % i for i in range(6)]
