@@ -1,0 +1,181 @@
+"""The key/value state machine: banks of keys, as Salt's cache sees them.
+
+Lives here: command encoding, deterministic apply, reads, dedup of client retries, snapshots.
+Must not live here: Salt, clocks (a store's ``updated`` time is the proposer's timestamp,
+carried in the command, so every node applies the same value), I/O.
+
+Banks are paths ("minions/web1"); a bank holds keys and sub-banks, like a directory. As with
+Salt's localfs driver, storing into a bank creates it and its parents, flushing a key leaves
+its bank in place, and flushing a bank removes it with everything below it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import NamedTuple
+
+import msgpack
+
+STORE = 1
+FLUSH = 2
+# How many client ids the dedup table remembers. A client (one master process) that has been
+# silent for this many other clients' writes loses its dedup record; its retries of writes that
+# old could then apply twice, which for store/flush of a value is harmless (idempotent).
+MAX_CLIENTS = 4096
+
+
+class Command(NamedTuple):
+    op: int
+    bank: str
+    key: str | None = None
+    value: bytes = b""
+    ts: int = 0  # proposer's clock (seconds), becomes the key's `updated`
+    client: str = ""
+    seq: int = 0
+
+
+def encode_command(cmd: Command) -> bytes:
+    return msgpack.packb(list(cmd), use_bin_type=True)
+
+
+def decode_command(data: bytes) -> Command:
+    try:
+        raw = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+        op, bank, key, value, ts, client, seq = raw
+    except Exception as exc:  # malformed entries must not crash the applier
+        raise ValueError(f"malformed KV command: {exc}") from exc
+    if op not in (STORE, FLUSH) or not isinstance(bank, str) or not isinstance(value, bytes):
+        raise ValueError(f"malformed KV command: {raw!r:.200}")
+    if key is not None and not isinstance(key, str):
+        raise ValueError("malformed KV command: key must be a string or nil")
+    return Command(op, bank, key, value, int(ts), str(client), int(seq))
+
+
+def _parts(bank: str) -> list[str]:
+    return [p for p in bank.split("/") if p]
+
+
+class _Bank:
+    __slots__ = ("keys", "children")
+
+    def __init__(self):
+        self.keys: dict[str, tuple[bytes, int]] = {}
+        self.children: dict[str, _Bank] = {}
+
+    def to_obj(self):
+        return [
+            {k: [v, ts] for k, (v, ts) in self.keys.items()},
+            {name: child.to_obj() for name, child in self.children.items()},
+        ]
+
+    @classmethod
+    def from_obj(cls, obj) -> _Bank:
+        b = cls()
+        keys, children = obj
+        b.keys = {k: (v, ts) for k, (v, ts) in keys.items()}
+        b.children = {name: cls.from_obj(c) for name, c in children.items()}
+        return b
+
+
+class KVStateMachine:
+    def __init__(self):
+        self._root = _Bank()
+        self._dedup: OrderedDict[str, tuple[int, object]] = OrderedDict()
+        self.applied_commands = 0
+
+    # --- state machine protocol ---------------------------------------------------------------
+    def apply(self, data: bytes):
+        """Apply one committed command; returns its result (the same on every node)."""
+        cmd = decode_command(data)
+        if cmd.client:
+            seen = self._dedup.get(cmd.client)
+            if seen is not None and cmd.seq <= seen[0]:
+                return seen[1] if cmd.seq == seen[0] else True
+        result = self._store(cmd) if cmd.op == STORE else self._flush(cmd)
+        self.applied_commands += 1
+        if cmd.client:
+            self._dedup[cmd.client] = (cmd.seq, result)
+            self._dedup.move_to_end(cmd.client)
+            while len(self._dedup) > MAX_CLIENTS:
+                self._dedup.popitem(last=False)
+        return result
+
+    def snapshot(self) -> bytes:
+        return msgpack.packb(
+            {"tree": self._root.to_obj(), "dedup": [[c, s, r] for c, (s, r) in self._dedup.items()]},
+            use_bin_type=True,
+        )
+
+    def restore(self, data: bytes) -> None:
+        if not data:
+            self.__init__()
+            return
+        obj = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
+        self._root = _Bank.from_obj(obj["tree"])
+        self._dedup = OrderedDict((c, (s, r)) for c, s, r in obj["dedup"])
+
+    # --- writes -------------------------------------------------------------------------------
+    def _bank(self, bank: str, create: bool) -> _Bank | None:
+        node = self._root
+        for part in _parts(bank):
+            child = node.children.get(part)
+            if child is None:
+                if not create:
+                    return None
+                child = node.children[part] = _Bank()
+            node = child
+        return node
+
+    def _store(self, cmd: Command) -> bool:
+        if cmd.key is None:
+            raise ValueError("store needs a key")
+        self._bank(cmd.bank, create=True).keys[cmd.key] = (cmd.value, cmd.ts)
+        return True
+
+    def _flush(self, cmd: Command) -> bool:
+        parts = _parts(cmd.bank)
+        if cmd.key is not None:
+            node = self._bank(cmd.bank, create=False)
+            return node is not None and node.keys.pop(cmd.key, None) is not None
+        if not parts:
+            existed = bool(self._root.keys or self._root.children)
+            self._root = _Bank()
+            return existed
+        parent = self._bank("/".join(parts[:-1]), create=False)
+        return parent is not None and parent.children.pop(parts[-1], None) is not None
+
+    # --- reads (local copy) -------------------------------------------------------------------
+    def fetch(self, bank: str, key: str) -> bytes | None:
+        node = self._bank(bank, create=False)
+        if node is None:
+            return None
+        item = node.keys.get(key)
+        return item[0] if item is not None else None
+
+    def list(self, bank: str) -> list[str]:
+        node = self._bank(bank, create=False)
+        if node is None:
+            return []
+        return sorted(set(node.keys) | set(node.children))
+
+    def contains(self, bank: str, key: str | None = None) -> bool:
+        node = self._bank(bank, create=False)
+        if node is None:
+            return False
+        return True if key is None else key in node.keys
+
+    def updated(self, bank: str, key: str) -> int | None:
+        node = self._bank(bank, create=False)
+        if node is None or key not in node.keys:
+            return None
+        return node.keys[key][1]
+
+    def walk(self):
+        """Yield (bank, key, value, updated) for every stored key (for mirroring to disk)."""
+        stack = [("", self._root)]
+        while stack:
+            path, node = stack.pop()
+            for k, (v, ts) in node.keys.items():
+                yield path, k, v, ts
+            for name, child in node.children.items():
+                stack.append((f"{path}/{name}" if path else name, child))
