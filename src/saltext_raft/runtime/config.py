@@ -1,0 +1,59 @@
+"""Runtime configuration: how long a tick is, how often to snapshot, client defaults.
+
+Lives here: :class:`RuntimeConfig` with its defaults and ``validate()``. Must not live here:
+Raft timing in ticks (``core.Config``), transport options (``transport.TransportConfig``),
+parsing of Salt master opts (the engine does that).
+
+Why the timing defaults (docs/architecture.md, "The runtime", argues them in full):
+a tick is 25 ms, a follower campaigns after 12-23 ticks (300-575 ms) of silence, and the
+leader heartbeats every 2 ticks (50 ms). With two followers the first one to time out does so
+after ~390 ms at the median and ~570 ms at p99, so failover lands near 0.4 s / 0.6 s; a live
+leader has to go silent for six heartbeats in a row before anyone campaigns, which a loaded
+event loop (fsync runs in a worker thread, never on the loop) does not do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class RuntimeConfigError(ValueError):
+    """A runtime option is invalid; the message names it and says why."""
+
+
+#: Core timing that goes with the default tick (see the module docstring).
+DEFAULT_ELECTION_TICKS = 12
+DEFAULT_HEARTBEAT_TICKS = 2
+
+
+@dataclass
+class RuntimeConfig:
+    #: Length of one core tick, in seconds.
+    tick_seconds: float = 0.025
+    #: Take a snapshot and compact the log every this many applied entries (0: never).
+    snapshot_interval: int = 10_000
+    #: Entries kept in the log behind a snapshot, so a slightly slow follower gets entries
+    #: rather than the whole snapshot.
+    snapshot_keep: int = 1_000
+    #: Default timeout of propose/read/membership calls, in seconds.
+    request_timeout: float = 5.0
+    #: How often a node that is in no membership asks a peer to add it (JOIN), in seconds.
+    join_interval: float = 0.5
+    #: Proposals handed to the core per batch (bounds one Ready's size).
+    max_batch: int = 4096
+
+    def validate(self) -> RuntimeConfig:
+        def bad(name, why):
+            raise RuntimeConfigError(f"runtime option {name}: {why}")
+
+        for name in ("tick_seconds", "request_timeout", "join_interval"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                bad(name, f"must be a positive number, got {value!r}")
+        for name in ("snapshot_interval", "snapshot_keep"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                bad(name, f"must be a non-negative integer, got {value!r}")
+        if type(self.max_batch) is not int or self.max_batch < 1:
+            bad("max_batch", f"must be a positive integer, got {self.max_batch!r}")
+        return self

@@ -1,0 +1,725 @@
+"""The asyncio driver: feeds ticks and messages into the Raft core and carries out its Ready.
+
+Lives here: :class:`RaftRuntime` — the tick timer, the Ready loop (persist → send → apply →
+advance), proposals, ReadIndex reads, membership changes, leader transfer, JOIN, periodic
+snapshots, ``status()`` and observer hooks. Must not live here: Salt (a test enforces it),
+sockets (``transport``), disk formats (``storage``), Raft rules (``core``).
+
+Theory of operation
+-------------------
+Everything runs on one event loop. Inbound messages are stepped into the core as soon as the
+transport hands them over (``Transport.set_handler``); ticks come from a ``call_later`` timer;
+client proposals are queued and handed to the core in batches. Each of these only *kicks* the
+Ready loop, one task that does::
+
+    while the core has a Ready:
+        rd = core.ready()
+        await store.save(...) in the storage thread   # the loop keeps running meanwhile
+        transport.send(rd.messages)
+        apply rd.snapshot / rd.committed_entries to the state machine; answer waiters
+        core.advance(rd)
+
+While one Ready is being persisted the loop keeps stepping inbound messages and queueing
+proposals; they all land in the next Ready and share its single fsync (group commit). That is
+where throughput comes from: the number of fsyncs per second is fixed by the disk, the number
+of entries per fsync grows with load.
+
+Requests that need the leader (membership, transfer) are sent to it as ``MsgType.APP``
+request/reply messages (``runtime.remote``); proposals and reads are forwarded by the core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from saltext_raft.core import NONE
+from saltext_raft.core import Config
+from saltext_raft.core import ConfChange
+from saltext_raft.core import ConfOp
+from saltext_raft.core import Entry
+from saltext_raft.core import EntryKind
+from saltext_raft.core import HardState
+from saltext_raft.core import Membership
+from saltext_raft.core import Message
+from saltext_raft.core import MsgType
+from saltext_raft.core import NotLeader
+from saltext_raft.core import ProposalDropped
+from saltext_raft.core import RaftError
+from saltext_raft.core import RaftNode
+from saltext_raft.core import Ready
+from saltext_raft.core import Role
+from saltext_raft.runtime import envelope
+from saltext_raft.runtime.config import DEFAULT_ELECTION_TICKS
+from saltext_raft.runtime.config import DEFAULT_HEARTBEAT_TICKS
+from saltext_raft.runtime.config import RuntimeConfig
+from saltext_raft.runtime.errors import CommitTimeout
+from saltext_raft.runtime.errors import NoLeader
+from saltext_raft.runtime.errors import RaftRuntimeError
+from saltext_raft.runtime.errors import Rejected
+from saltext_raft.runtime.errors import Stopped
+from saltext_raft.runtime.errors import StorageFailed
+from saltext_raft.runtime.remote import Remote
+from saltext_raft.runtime.remote import RemoteNotLeader
+
+log = logging.getLogger(__name__)
+
+_CONF_OPS = {
+    "add_learner": ConfOp.ADD_LEARNER,
+    "promote": ConfOp.PROMOTE,
+    "demote": ConfOp.DEMOTE,
+    "remove": ConfOp.REMOVE,
+}
+_MAX_BATCH_BYTES = 1 << 20
+
+
+def default_core_config(node_id: str, **overrides) -> Config:
+    """Core timing that matches the default tick length (see ``runtime.config``)."""
+    kw = {"election_ticks": DEFAULT_ELECTION_TICKS, "heartbeat_ticks": DEFAULT_HEARTBEAT_TICKS}
+    kw.update(overrides)
+    return Config(node_id, **kw)
+
+
+class RaftRuntime:
+    """One Raft node on an asyncio loop. Create, ``await start()``, use, ``await stop()``.
+
+    ``founders`` ({node id: address}) is the founding voter set: on first start (empty store)
+    a node listed there bootstraps the cluster with it; any other node starts empty and asks
+    one of ``peers`` to add it (JOIN). After the first start membership comes from the log.
+    ``peers`` ({node id: address}) are addresses known from configuration; the transport is
+    told about them plus every address in the current membership.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        store,
+        transport,
+        state_machine,
+        *,
+        core_config: Config | None = None,
+        config: RuntimeConfig | None = None,
+        founders: dict[str, str] | None = None,
+        peers: dict[str, str] | None = None,
+        address: str = "",
+        join: bool = False,
+        rng: random.Random | None = None,
+    ):
+        self.id = node_id
+        self.store = store
+        self.transport = transport
+        self.sm = state_machine
+        self.core_config = (core_config or default_core_config(node_id)).validate()
+        if self.core_config.id != node_id:
+            raise ValueError(f"core config id {self.core_config.id!r} is not {node_id!r}")
+        self.config = (config or RuntimeConfig()).validate()
+        self.founders = dict(founders or {})
+        self.peers = dict(peers or {})
+        self.address = address or self.peers.get(node_id, "") or self.founders.get(node_id, "")
+        self.join = join
+        self._rng = rng or random.Random()
+        self.node: RaftNode | None = None
+        self._observers: list[Callable[[dict], None]] = []
+        self._prefix = envelope.prefix(node_id, envelope.new_nonce())
+        self._seq = 0
+        self._waiting: dict[int, asyncio.Future] = {}  # proposal seq -> future
+        self._pending: list[tuple[bytes, asyncio.Future]] = []  # not yet handed to the core
+        self._reads: dict[bytes, asyncio.Future] = {}  # read context -> future (read index)
+        self._read_heap: list[tuple[int, int, asyncio.Future]] = []  # (index, n, future)
+        self._conf_waiters: dict[int, list[tuple[int, asyncio.Future]]] = {}  # index -> [(term, fut)]
+        self._changed: asyncio.Future | None = None
+        self._kicked = False
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._running = False
+        self._failure: BaseException | None = None
+        self._membership: Membership | None = None
+        self._last_snapshot = 0
+        self._term = 0
+        self._remote = Remote(self)
+        self.counters = dict.fromkeys(
+            (
+                "readies",
+                "saves",
+                "entries_saved",
+                "applied",
+                "proposals",
+                "proposal_batches",
+                "proposal_timeouts",
+                "reads",
+                "snapshots_taken",
+                "snapshots_restored",
+                "ticks",
+            ),
+            0,
+        )
+        self._save_seconds = 0.0
+        self._save_max = 0.0
+
+    # ------------------------------------------------------------------------------------------
+    # lifecycle
+    # ------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"raft-store-{self.id}")
+        restored = await loop.run_in_executor(self._executor, self.store.load)
+        hs, snap, entries = restored
+        fresh = hs == HardState() and snap is None and not entries
+        if fresh and not self.join and self.id in self.founders:
+            node = RaftNode.bootstrap(self.core_config, self._rng, self.founders)
+            log.info("raft %s: bootstrapping a new cluster with voters %s", self.id, sorted(self.founders))
+        else:
+            node = RaftNode(self.core_config, self._rng, hard_state=hs, snapshot=snap, entries=entries)
+            if snap is not None:
+                self.sm.restore(snap.data)
+                self._last_snapshot = snap.meta.index
+        self.node = node
+        self._term = node.term
+        self._running = True
+        self._update_peers()
+        self.transport.set_handler(self._on_message)
+        await self.transport.start()
+        self._tick_handle = loop.call_later(self.config.tick_seconds, self._on_tick)
+        self._tasks.append(loop.create_task(self._ready_loop(), name=f"raft-ready-{self.id}"))
+        if not self.is_member:
+            self._tasks.append(loop.create_task(self._join_loop(), name=f"raft-join-{self.id}"))
+        self._kick()
+
+    async def stop(self) -> None:
+        if not self._running and self._executor is None:
+            return
+        self._running = False
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        self._fail_all(self._failure_error() if self._failure else Stopped(f"raft node {self.id} stopped"))
+        self._remote.close()
+        try:
+            await self.transport.close()
+        finally:
+            executor, self._executor = self._executor, None
+            if executor is not None:
+                await self._loop.run_in_executor(executor, self.store.close)
+                executor.shutdown(wait=True)
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def is_member(self) -> bool:
+        return self.id in self.node.membership.members
+
+    def add_observer(self, callback: Callable[[dict], None]) -> None:
+        """``callback(event)`` on every role/leader/term change (``{"event": "role", ...}``) and
+        every membership change (``{"event": "membership", ...}``). Runs on the loop: be quick."""
+        self._observers.append(callback)
+
+    # ------------------------------------------------------------------------------------------
+    # input: ticks and messages
+    # ------------------------------------------------------------------------------------------
+    def _kick(self) -> None:
+        if not self._kicked:
+            self._kicked = True
+            self._wake.set()
+
+    def _on_tick(self) -> None:
+        if not self._running:
+            return
+        # Never catch up on missed ticks: after a stall the heartbeats that queued meanwhile
+        # are stepped first, so a busy follower does not start a needless election.
+        self._tick_handle = self._loop.call_later(self.config.tick_seconds, self._on_tick)
+        self.counters["ticks"] += 1
+        self.node.tick()
+        self._kick()
+
+    def _on_message(self, m: Message) -> None:
+        if not self._running:
+            return
+        if m.type is MsgType.APP:
+            self._remote.on_message(m)
+            return
+        try:
+            self.node.step(m)
+        except RaftError as exc:  # a message the core refuses must not kill the reader
+            log.debug("raft %s: %s from %s refused: %s", self.id, m.type.name, m.frm, exc)
+            return
+        self._kick()
+
+    # ------------------------------------------------------------------------------------------
+    # the Ready loop
+    # ------------------------------------------------------------------------------------------
+    async def _ready_loop(self) -> None:
+        loop = self._loop
+        node = self.node
+        wake = self._wake
+        try:
+            while self._running:
+                await wake.wait()
+                wake.clear()
+                self._kicked = False
+                self._flush_proposals()
+                while node.has_ready():
+                    rd = node.ready()
+                    self.counters["readies"] += 1
+                    if rd.must_sync:
+                        t0 = time.perf_counter()
+                        await loop.run_in_executor(self._executor, self.store.save, rd.hard_state, rd.entries, rd.snapshot)
+                        dt = time.perf_counter() - t0
+                        self._save_seconds += dt
+                        self._save_max = max(self._save_max, dt)
+                        self.counters["saves"] += 1
+                        self.counters["entries_saved"] += len(rd.entries)
+                    if rd.messages:
+                        self.transport.send_many(rd.messages)
+                    self._apply(rd)
+                    node.advance(rd)
+                    self._after_advance(rd)
+                    self._flush_proposals()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # storage failure or a bug: stop rather than run unsafely
+            self._failure = exc
+            log.critical("raft %s: stopping: %s", self.id, exc, exc_info=True)
+            self._running = False
+            if self._tick_handle is not None:
+                self._tick_handle.cancel()
+            self._fail_all(self._failure_error())
+
+    def _failure_error(self) -> RaftRuntimeError:
+        return StorageFailed(f"raft node {self.id} stopped after a failure: {self._failure}")
+
+    def _apply(self, rd: Ready) -> None:
+        sm = self.sm
+        if rd.snapshot is not None:
+            meta = rd.snapshot.meta
+            sm.restore(rd.snapshot.data)
+            self._last_snapshot = meta.index
+            self.counters["snapshots_restored"] += 1
+            for idx in [i for i in self._conf_waiters if i <= meta.index]:
+                for _, fut in self._conf_waiters.pop(idx):
+                    if not fut.done():
+                        fut.set_exception(CommitTimeout(f"entry {idx} was overtaken by a snapshot; outcome unknown"))
+            self._emit_membership(meta.membership, meta.index)
+        pfx = self._prefix
+        plen = len(pfx)
+        waiting = self._waiting
+        conf_waiters = self._conf_waiters
+        applied = 0
+        for e in rd.committed_entries:
+            if e.kind == EntryKind.NORMAL:
+                data = e.data
+                if data:
+                    fut = None
+                    if data.startswith(pfx):
+                        fut = waiting.pop(int.from_bytes(data[plen : plen + 8], "big"), None)
+                        payload = data[plen + 8 :]
+                    else:
+                        payload = envelope.unwrap(data)
+                    try:
+                        result = sm.apply(Entry(e.term, e.index, e.kind, payload))
+                    except Exception as exc:  # the state machine's bug: answer the proposer
+                        log.exception("raft %s: state machine failed on entry %d", self.id, e.index)
+                        if fut is not None and not fut.done():
+                            fut.set_exception(Rejected(f"state machine failed on entry {e.index}: {exc}"))
+                    else:
+                        if fut is not None and not fut.done():
+                            fut.set_result(result)
+                    applied += 1
+            else:
+                cc = ConfChange.decode(e.data)
+                if cc.result is not None:
+                    self._emit_membership(cc.result, e.index, cc)
+            if conf_waiters:
+                for term, fut in conf_waiters.pop(e.index, ()):
+                    if not fut.done():
+                        if term == e.term:
+                            fut.set_result(e.index)
+                        else:
+                            fut.set_exception(CommitTimeout(f"entry {e.index} was replaced after a leader change"))
+        self.counters["applied"] += applied
+        for rs in rd.read_states:
+            fut = self._reads.pop(rs.context, None)
+            if fut is not None and not fut.done():
+                self.counters["reads"] += 1
+                heapq.heappush(self._read_heap, (rs.index, self.counters["reads"], fut))
+
+    def _after_advance(self, rd: Ready) -> None:
+        node = self.node
+        applied = node.applied_index
+        heap = self._read_heap
+        while heap and heap[0][0] <= applied:
+            index, _, fut = heapq.heappop(heap)
+            if not fut.done():
+                fut.set_result(index)
+        if node.membership is not self._membership:
+            self._update_peers()
+        changed = rd.soft_state is not None or node.term != self._term or rd.committed_entries
+        if rd.soft_state is not None or node.term != self._term:
+            self._term = node.term
+            self._emit(
+                {"event": "role", "role": node.role.value, "leader": node.leader, "term": node.term}
+            )
+            log.info("raft %s: %s in term %d, leader %s", self.id, node.role.value, node.term, node.leader or "unknown")
+        if changed and self._changed is not None:
+            fut, self._changed = self._changed, None
+            if not fut.done():
+                fut.set_result(None)
+        interval = self.config.snapshot_interval
+        if interval and applied - self._last_snapshot >= interval:
+            self._take_snapshot(applied)
+
+    def _take_snapshot(self, index: int) -> None:
+        snap = self.node.create_snapshot(index, self.sm.snapshot(), keep=self.config.snapshot_keep)
+        self._last_snapshot = index
+        self.counters["snapshots_taken"] += 1
+        # Queued behind (and serialized with) the saves in the storage thread; entries it covers
+        # are applied, hence already saved.
+        fut = self._loop.run_in_executor(self._executor, self.store.compact, snap)
+        fut.add_done_callback(self._compacted)
+
+    def _compacted(self, fut) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("raft %s: log compaction failed: %s", self.id, fut.exception())
+
+    # ------------------------------------------------------------------------------------------
+    # membership, peers and observers
+    # ------------------------------------------------------------------------------------------
+    def _update_peers(self) -> None:
+        membership = self._membership = self.node.membership
+        addresses = dict(self.peers)
+        addresses.update(membership.addresses)
+        addresses.pop(self.id, None)
+        self.transport.set_peers(addresses)
+
+    def _emit_membership(self, membership: Membership, index: int, cc: ConfChange | None = None) -> None:
+        log.info(
+            "raft %s: membership at %d: voters %s learners %s",
+            self.id,
+            index,
+            sorted(membership.voters),
+            sorted(membership.learners),
+        )
+        event = {"event": "membership", "index": index, "membership": membership.to_dict()}
+        if cc is not None:
+            event.update(op=cc.op.value, node=cc.node_id)
+        self._emit(event)
+
+    def _emit(self, event: dict) -> None:
+        for cb in self._observers:
+            try:
+                cb(event)
+            except Exception:
+                log.exception("raft %s: observer failed on %s", self.id, event.get("event"))
+
+    async def wait_changed(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until a Ready changed role, term or applied state."""
+        if self._changed is None:
+            self._changed = self._loop.create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._changed), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``predicate()`` holds (checked after each change); False on timeout."""
+        deadline = self._loop.time() + timeout
+        while not predicate():
+            remaining = deadline - self._loop.time()
+            if remaining <= 0 or not self._running:
+                return predicate()
+            await self.wait_changed(min(remaining, self.config.tick_seconds * 4))
+        return True
+
+    # ------------------------------------------------------------------------------------------
+    # client API: proposals
+    # ------------------------------------------------------------------------------------------
+    def _check_running(self) -> None:
+        if not self._running:
+            raise self._failure_error() if self._failure else Stopped(f"raft node {self.id} is not running")
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self.config.request_timeout if timeout is None else timeout
+
+    async def propose(self, data: bytes, timeout: float | None = None) -> object:
+        """Replicate ``data``; return the state machine's result once it is committed and
+        applied here. Raises NoLeader / CommitTimeout / Stopped."""
+        self._check_running()
+        timeout = self._timeout(timeout)
+        self._seq = seq = self._seq + 1
+        fut = self._loop.create_future()
+        self._waiting[seq] = fut
+        self._pending.append((envelope.wrap(self._prefix, seq, data), fut))
+        self.counters["proposals"] += 1
+        self._kick()
+        handle = self._loop.call_later(timeout, self._expire_proposal, fut, timeout)
+        try:
+            return await fut
+        finally:
+            handle.cancel()
+            self._waiting.pop(seq, None)
+
+    def _expire_proposal(self, fut: asyncio.Future, timeout: float) -> None:
+        if fut.done():
+            return
+        self.counters["proposal_timeouts"] += 1
+        node = self.node
+        if any(f is fut for _, f in self._pending) and node.leader == NONE:
+            fut.set_exception(NoLeader(f"no leader known within {timeout:g}s (election in progress or no quorum)"))
+        else:
+            fut.set_exception(
+                CommitTimeout(
+                    f"not committed within {timeout:g}s (leader {node.leader or 'unknown'}, term {node.term}): "
+                    "no quorum reachable, or the leader changed"
+                )
+            )
+
+    def _flush_proposals(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        node = self.node
+        if node.role is not Role.LEADER and node.leader == NONE:
+            return  # kept until a leader is known (or they time out)
+        live = [p for p in pending if not p[1].done()]
+        pending.clear()
+        limit = self.config.max_batch
+        k = 0
+        while k < len(live):
+            chunk = live[k : k + limit]
+            size = 0
+            n = 0
+            for d, _ in chunk:
+                size += len(d)
+                n += 1
+                if size >= _MAX_BATCH_BYTES:
+                    break
+            chunk = chunk[:n]
+            try:
+                node.propose_batch([d for d, _ in chunk])
+            except (NotLeader, ProposalDropped):
+                pending.extend(live[k:])  # retried on the next wake-up
+                return
+            self.counters["proposal_batches"] += 1
+            k += n
+
+    # ------------------------------------------------------------------------------------------
+    # client API: reads
+    # ------------------------------------------------------------------------------------------
+    async def read(self, timeout: float | None = None) -> int:
+        """Linearizable read barrier (ReadIndex, thesis §6.4): returns the read index once this
+        node has applied up to it; a read of the local state machine after that is current."""
+        self._check_running()
+        timeout = self._timeout(timeout)
+        loop = self._loop
+        self._seq = seq = self._seq + 1
+        ctx = self._prefix + seq.to_bytes(8, "big")
+        fut = loop.create_future()
+        self._reads[ctx] = fut
+        deadline = loop.time() + timeout
+        retry = self.core_config.election_ticks * self.config.tick_seconds
+        asked = False
+        try:
+            while True:
+                self._check_running()
+                try:
+                    self.node.read_index(ctx)  # idempotent: a retry after a lost message is fine
+                    asked = True
+                    self._kick()
+                except NotLeader:
+                    pass
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                done, _ = await asyncio.wait((fut,), timeout=min(remaining, retry if asked else self.config.tick_seconds * 2))
+                if done:
+                    return fut.result()
+        finally:
+            self._reads.pop(ctx, None)
+        if not asked:
+            raise NoLeader(f"no leader known within {timeout:g}s for a read")
+        raise CommitTimeout(f"read not confirmed within {timeout:g}s (no quorum reachable, or the leader changed)")
+
+    # ------------------------------------------------------------------------------------------
+    # client API: membership and leadership (on the leader; forwarded from followers)
+    # ------------------------------------------------------------------------------------------
+    async def add_learner(self, node_id: str, address: str, timeout: float | None = None) -> dict:
+        return await self.admin("add_learner", {"node": node_id, "address": address}, timeout)
+
+    async def promote(self, node_id: str, timeout: float | None = None) -> dict:
+        return await self.admin("promote", {"node": node_id}, timeout)
+
+    async def demote(self, node_id: str, timeout: float | None = None) -> dict:
+        return await self.admin("demote", {"node": node_id}, timeout)
+
+    async def remove(self, node_id: str, timeout: float | None = None) -> dict:
+        return await self.admin("remove", {"node": node_id}, timeout)
+
+    async def transfer_leader(self, target: str, timeout: float | None = None) -> dict:
+        return await self.admin("transfer", {"node": target}, timeout)
+
+    async def admin(self, cmd: str, args: dict, timeout: float | None = None, *, forward: bool = True) -> dict:
+        """Run a leader operation here if we lead, else on the leader (APP request/reply)."""
+        self._check_running()
+        timeout = self._timeout(timeout)
+        loop = self._loop
+        deadline = loop.time() + timeout
+        hint = NONE
+        last: RaftRuntimeError | None = None
+        while True:
+            self._check_running()
+            node = self.node
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            if node.role is Role.LEADER:
+                try:
+                    return await self._admin_local(cmd, args, deadline)
+                except _Retry as exc:
+                    last = CommitTimeout(str(exc))
+                    await self.wait_changed(min(remaining, self.config.tick_seconds * 2))
+                    continue
+            if not forward:
+                raise RemoteNotLeader(node.leader)
+            leader = node.leader or hint
+            if leader == NONE or leader == self.id:
+                last = NoLeader(f"no leader known within {timeout:g}s")
+                await self.wait_changed(min(remaining, self.config.tick_seconds * 2))
+                continue
+            try:
+                return await self._remote.request(leader, {"op": "admin", "cmd": cmd, "args": args}, remaining)
+            except RemoteNotLeader as exc:
+                hint = exc.leader if exc.leader != leader else NONE
+                last = NoLeader(f"{leader} is not the leader")
+                await self.wait_changed(min(deadline - loop.time(), self.config.tick_seconds * 2))
+            except CommitTimeout as exc:
+                last = exc
+        raise last or CommitTimeout(f"{cmd} not done within {timeout:g}s")
+
+    async def _admin_local(self, cmd: str, args: dict, deadline: float) -> dict:
+        node = self.node
+        target = str(args.get("node") or "")
+        if cmd == "transfer":
+            try:
+                node.transfer_leader(target)
+            except ProposalDropped as exc:
+                raise Rejected(str(exc)) from None
+            self._kick()
+            ok = await self.wait_for(lambda: node.leader == target, deadline - self._loop.time())
+            if not ok:
+                raise CommitTimeout(f"leadership did not move to {target} in time (leader: {node.leader or 'none'})")
+            return {"leader": target, "term": node.term}
+        op = _CONF_OPS.get(cmd)
+        if op is None:
+            raise Rejected(f"unknown operation {cmd!r}")
+        m = node.membership
+        already = (
+            (op is ConfOp.ADD_LEARNER and target in m.members)
+            or (op is ConfOp.PROMOTE and target in m.voters)
+            or (op is ConfOp.DEMOTE and target in m.learners)
+            or (op is ConfOp.REMOVE and target not in m.members)
+        )
+        if already:  # idempotent, so a JOIN or a retried request is harmless
+            return {"index": node.membership_at(node.last_index)[0], "membership": m.to_dict(), "changed": False}
+        try:
+            index = node.propose_conf_change(op, target, str(args.get("address") or ""))
+        except NotLeader:
+            raise _Retry("leadership lost") from None
+        except ProposalDropped as exc:
+            text = str(exc)
+            if "pending" in text or "transferred" in text:
+                raise _Retry(text) from None
+            raise Rejected(text) from None
+        fut = self._loop.create_future()
+        self._conf_waiters.setdefault(index, []).append((node.term, fut))
+        self._kick()
+        remaining = deadline - self._loop.time()
+        try:
+            await asyncio.wait_for(fut, max(remaining, 0.001))
+        except asyncio.TimeoutError:
+            raise CommitTimeout(f"{cmd} {target} (entry {index}) not committed in time") from None
+        return {"index": index, "membership": node.membership_at(index)[1].to_dict(), "changed": True}
+
+    # ------------------------------------------------------------------------------------------
+    # JOIN: a node in no membership asks a peer to add it as a learner
+    # ------------------------------------------------------------------------------------------
+    async def _join_loop(self) -> None:
+        targets = sorted(n for n in self.peers if n != self.id)
+        k = 0
+        while self._running and not self.is_member:
+            if not targets:
+                log.warning("raft %s: not a member and no peers to ask to join", self.id)
+                return
+            target = targets[k % len(targets)]
+            k += 1
+            try:
+                await self._remote.request(
+                    target, {"op": "join", "address": self.address}, self.config.join_interval * 4
+                )
+                log.info("raft %s: %s accepted our JOIN; waiting for the log", self.id, target)
+                await self.wait_for(lambda: self.is_member, self.config.join_interval * 4)
+            except RaftRuntimeError as exc:
+                log.info("raft %s: JOIN via %s failed: %s", self.id, target, exc)
+                await self.wait_changed(self.config.join_interval)
+
+    # ------------------------------------------------------------------------------------------
+    # status
+    # ------------------------------------------------------------------------------------------
+    def status(self) -> dict:
+        node = self.node
+        st = node.status()
+        st["leader_committed"] = node.role is Role.LEADER and node.term_at(node.commit_index) == node.term
+        st["transport"] = self.transport.stats()
+        info = getattr(self.store, "info", None)
+        st["storage"] = {"type": type(self.store).__name__, **(info() if callable(info) else {})}
+        st["runtime"] = dict(
+            self.counters,
+            running=self._running,
+            failure=str(self._failure) if self._failure else None,
+            pending_proposals=len(self._pending),
+            waiting_proposals=len(self._waiting),
+            waiting_reads=len(self._reads) + len(self._read_heap),
+            save_seconds_total=round(self._save_seconds, 6),
+            save_seconds_max=round(self._save_max, 6),
+            remote=self._remote.stats(),
+        )
+        return st
+
+    # ------------------------------------------------------------------------------------------
+    # shutdown helpers
+    # ------------------------------------------------------------------------------------------
+    def _fail_all(self, exc: RaftRuntimeError) -> None:
+        futs = [f for _, f in self._pending]
+        futs += list(self._waiting.values()) + list(self._reads.values())
+        futs += [f for _, _, f in self._read_heap]
+        futs += [f for lst in self._conf_waiters.values() for _, f in lst]
+        self._pending.clear()
+        self._read_heap.clear()
+        self._conf_waiters.clear()
+        for fut in futs:
+            if not fut.done():
+                fut.set_exception(exc)
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+        self._remote.fail_all(exc)
+
+
+class _Retry(Exception):
+    """A transient refusal on the leader: try again until the deadline."""

@@ -1,0 +1,151 @@
+"""Runtime-to-runtime request/reply over ``MsgType.APP`` messages (never stepped into the core).
+
+Lives here: :class:`Remote` — request ids, reply matching with timeouts, and the server side
+that answers ``admin`` requests (membership, transfer: run on the leader or refused with a
+leader hint) and ``join`` requests (a node in no membership asks to be added as a learner; the
+receiver adds it through the leader). Payloads are ``codec.encode_payload`` maps in the APP
+message's ``context``.
+
+A request is ``{"k": "req", "id": n, "op": ..., ...}``; a reply is ``{"k": "rep", "id": n,
+"ok": True, "result": ...}`` or ``{"k": "rep", "id": n, "ok": False, "error": {code, message,
+leader}}``. Ids are unique per boot (a boot nonce is part of them), so a reply meant for an
+earlier incarnation of this node never matches a new request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from saltext_raft.core import Message
+from saltext_raft.core import MsgType
+from saltext_raft.runtime import errors
+from saltext_raft.runtime.errors import CommitTimeout
+from saltext_raft.runtime.errors import NoLeader
+from saltext_raft.runtime.errors import RaftRuntimeError
+from saltext_raft.runtime.errors import Rejected
+from saltext_raft.transport.base import RateLimitedLog
+from saltext_raft.transport.codec import CodecError
+from saltext_raft.transport.codec import decode_payload
+from saltext_raft.transport.codec import encode_payload
+
+log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)
+
+
+class RemoteNotLeader(NoLeader):
+    """The node asked is not the leader; ``leader`` is its hint ("" if none)."""
+
+    code = "not_leader"
+
+    def __init__(self, leader: str, msg: str = ""):
+        super().__init__(msg or (f"not the leader; leader is {leader}" if leader else "not the leader; no leader known"))
+        self.leader = leader
+
+
+class Remote:
+    def __init__(self, runtime):
+        self.rt = runtime
+        self._boot = int.from_bytes(os.urandom(4), "big") << 32
+        self._next = 0
+        self._calls: dict[int, asyncio.Future] = {}
+        self._serving: set[asyncio.Task] = set()
+        self._counters = {"requests_sent": 0, "requests_served": 0, "replies_unmatched": 0, "bad_payloads": 0}
+
+    def stats(self) -> dict:
+        return dict(self._counters, in_flight=len(self._calls), serving=len(self._serving))
+
+    # --- client side --------------------------------------------------------------------------
+    async def request(self, to: str, body: dict, timeout: float) -> dict:
+        rt = self.rt
+        self._next += 1
+        rid = self._boot | self._next
+        fut = rt._loop.create_future()
+        self._calls[rid] = fut
+        self._send(to, dict(body, k="req", id=rid))
+        self._counters["requests_sent"] += 1
+        try:
+            return await asyncio.wait_for(fut, max(timeout, 0.001))
+        except asyncio.TimeoutError:
+            raise CommitTimeout(f"no answer from {to} to {body.get('op')} within {timeout:.3g}s") from None
+        finally:
+            self._calls.pop(rid, None)
+
+    def _send(self, to: str, body: dict) -> None:
+        try:
+            ctx = encode_payload(body)
+        except CodecError as exc:
+            raise Rejected(f"request cannot be encoded: {exc}") from None
+        self.rt.transport.send(Message(MsgType.APP, to, self.rt.id, 0, context=ctx))
+
+    # --- receiving ----------------------------------------------------------------------------
+    def on_message(self, m: Message) -> None:
+        try:
+            body = decode_payload(m.context)
+            if not isinstance(body, dict):
+                raise CodecError("malformed", "APP payload is not a map")
+            kind, rid = body.get("k"), body.get("id")
+            if type(rid) is not int:
+                raise CodecError("malformed", "APP payload without an integer id")
+        except CodecError as exc:
+            self._counters["bad_payloads"] += 1
+            _rl.warning(m.frm, "raft %s: bad APP payload from %s: %s", self.rt.id, m.frm, exc)
+            return
+        if kind == "rep":
+            fut = self._calls.get(rid)
+            if fut is None or fut.done():
+                self._counters["replies_unmatched"] += 1
+                return
+            if body.get("ok"):
+                fut.set_result(body.get("result"))
+            else:
+                err = body.get("error") or {}
+                if err.get("code") == RemoteNotLeader.code:
+                    fut.set_exception(RemoteNotLeader(str(err.get("leader") or ""), str(err.get("message", ""))))
+                else:
+                    fut.set_exception(errors.from_dict(err))
+        elif kind == "req":
+            self._counters["requests_served"] += 1
+            task = self.rt._loop.create_task(self._serve(m.frm, rid, body))
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
+
+    async def _serve(self, frm: str, rid: int, body: dict) -> None:
+        rt = self.rt
+        op = body.get("op")
+        try:
+            if op == "admin":
+                args = body.get("args")
+                if not isinstance(args, dict) or not isinstance(body.get("cmd"), str):
+                    raise Rejected("admin request without cmd/args")
+                # No second hop: a follower answers with its leader hint instead of forwarding.
+                result = await rt.admin(body["cmd"], args, rt.config.request_timeout, forward=False)
+            elif op == "join":
+                address = str(body.get("address") or "")
+                log.info("raft %s: %s asks to join at %s", rt.id, frm, address or "(no address)")
+                result = await rt.add_learner(frm, address)
+            else:
+                raise Rejected(f"unknown request {op!r}")
+            reply = {"k": "rep", "id": rid, "ok": True, "result": result}
+        except RemoteNotLeader as exc:
+            reply = {"k": "rep", "id": rid, "ok": False, "error": dict(exc.to_dict(), leader=exc.leader)}
+        except RaftRuntimeError as exc:
+            reply = {"k": "rep", "id": rid, "ok": False, "error": exc.to_dict()}
+        except Exception as exc:  # noqa: BLE001 - answer rather than leave the caller hanging
+            log.exception("raft %s: request %s from %s failed", rt.id, op, frm)
+            reply = {"k": "rep", "id": rid, "ok": False, "error": {"code": "error", "message": str(exc)}}
+        if rt.running:
+            try:
+                self._send(frm, reply)
+            except RaftRuntimeError as exc:
+                log.warning("raft %s: cannot answer %s: %s", rt.id, frm, exc)
+
+    def fail_all(self, exc: BaseException) -> None:
+        for fut in self._calls.values():
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def close(self) -> None:
+        for task in list(self._serving):
+            task.cancel()

@@ -1,0 +1,82 @@
+"""The state-machine contract the runtime applies committed entries to, and a built-in one.
+
+Lives here: :class:`StateMachine` (the protocol) and :class:`KVStateMachine` (a dict of bytes
+keyed by bytes, used by the standalone node and the benchmarks). Must not live here: anything
+about Raft messages or storage; the Salt cache driver brings its own state machine.
+
+Contract (hashicorp/raft's FSM, adapted):
+
+- ``apply(entry)`` is called once per committed NORMAL entry, in log order, on every node, with
+  ``entry.data`` being the payload the client proposed (the runtime strips its own envelope).
+  It must be deterministic: same entries in the same order, same state on every node. Its
+  return value is handed to the ``propose`` call that made the entry (on the node it was made
+  on). It runs on the event loop: keep it short.
+- ``snapshot()`` returns the whole state as bytes; it is called between two ``apply`` calls and
+  its result covers exactly the entries applied so far.
+- ``restore(data)`` replaces the whole state with a snapshot's bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgpack
+
+from saltext_raft.core.types import Entry
+
+
+class StateMachine(Protocol):
+    def apply(self, entry: Entry) -> object: ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+
+class KVStateMachine:
+    """A tiny replicated dict. Commands (the proposed payload):
+
+    - ``b"S" + u8 keylen + key + value``: set key to value; result: the entry index;
+    - ``b"D" + key``: delete; result: True if the key existed;
+    - anything else: counted only; result: the entry index (benchmarks propose opaque bytes).
+    """
+
+    def __init__(self):
+        self.data: dict[bytes, bytes] = {}
+        self.applied = 0
+        self.count = 0
+
+    @staticmethod
+    def set_command(key: bytes, value: bytes) -> bytes:
+        if len(key) > 255:
+            raise ValueError("key longer than 255 bytes")
+        return b"S" + bytes([len(key)]) + key + value
+
+    @staticmethod
+    def delete_command(key: bytes) -> bytes:
+        return b"D" + key
+
+    def apply(self, entry: Entry) -> object:
+        data = entry.data
+        self.applied = entry.index
+        self.count += 1
+        op = data[:1]
+        if op == b"S" and len(data) >= 2:
+            n = data[1]
+            self.data[data[2 : 2 + n]] = data[2 + n :]
+        elif op == b"D":
+            return self.data.pop(data[1:], None) is not None
+        return entry.index
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def snapshot(self) -> bytes:
+        return msgpack.packb([self.applied, self.count, self.data], use_bin_type=True)
+
+    def restore(self, data: bytes) -> None:
+        if not data:
+            self.data, self.applied, self.count = {}, 0, 0
+            return
+        self.applied, self.count, kv = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        self.data = dict(kv)

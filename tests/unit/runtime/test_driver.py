@@ -1,0 +1,303 @@
+"""The runtime driver over MemoryStore/MemoryTransport: elections, proposals, reads,
+membership, JOIN, snapshots, restart and failure reporting."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from saltext_raft.core import Role
+from saltext_raft.runtime import CommitTimeout
+from saltext_raft.runtime import KVStateMachine
+from saltext_raft.runtime import NoLeader
+from saltext_raft.runtime import Rejected
+from saltext_raft.runtime import RuntimeConfig
+from saltext_raft.runtime import RuntimeConfigError
+from saltext_raft.runtime import Stopped
+from saltext_raft.runtime import StorageFailed
+from saltext_raft.storage import MemoryStore
+from tests.unit.runtime.helpers import LocalCluster
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def test_elects_one_leader_and_commits_on_every_node():
+    async def main():
+        c = LocalCluster()
+        await c.start_all()
+        try:
+            leader = await c.leader()
+            result = await leader.propose(KVStateMachine.set_command(b"k", b"v"))
+            assert isinstance(result, int)
+            await c.until("every node applied the write", lambda: all(rt.sm.get(b"k") == b"v" for rt in c.nodes.values()))
+        finally:
+            await c.stop_all()
+
+    run(main())
+
+
+def test_propose_on_a_follower_is_forwarded_and_returns_the_local_result():
+    async def main():
+        c = LocalCluster()
+        await c.start_all()
+        try:
+            leader = await c.leader()
+            follower = next(rt for rt in c.nodes.values() if rt is not leader)
+            results = await asyncio.gather(*(follower.propose(b"x%d" % i) for i in range(50)))
+            assert results == sorted(results) and len(set(results)) == 50  # entry indexes, in order
+            assert follower.sm.count >= 50
+        finally:
+            await c.stop_all()
+
+    run(main())
+
+
+def test_many_outstanding_proposals_share_few_saves():
+    """Group commit: proposals queued while a save runs go into the next Ready together."""
+
+    async def main():
+        c = LocalCluster()
+        await c.start_all()
+        try:
+            leader = await c.leader()
+            before = leader.counters["saves"]
+            await asyncio.gather(*(leader.propose(b"p" * 100) for _ in range(2000)))
+            assert leader.counters["saves"] - before < 400, leader.counters
+        finally:
+            await c.stop_all()
+
+    run(main())
+
+
+def test_read_is_a_barrier_after_a_committed_write():
+    async def main():
+        c = LocalCluster()
+        await c.start_all()
+        try:
+            leader = await c.leader()
+            follower = next(rt for rt in c.nodes.values() if rt is not leader)
+            idx = await leader.propose(KVStateMachine.set_command(b"a", b"1"))
+            read_index = await follower.read(timeout=2)
+            assert read_index >= idx
+            assert follower.sm.get(b"a") == b"1"  # linearizable: the write is visible
+            assert await leader.read(timeout=2) >= idx
+        finally:
+            await c.stop_all()
+
+    run(main())
+
+
+def test_propose_without_quorum_times_out_with_a_clear_error():
+    async def main():
+        c = LocalCluster()
+        await c.start_all()
+        try:
+            leader = await c.leader()
+            for rt in c.nodes.values():
+                if rt is not leader:
+                    c.net.cut(leader.id, rt.id)
+            with pytest.raises((CommitTimeout, NoLeader)) as info:
+                await leader.propose(b"lost", timeout=0.3)
+            assert "0.3s" in str(info.value)
+        finally:
+            await c.stop_all()
+
+    run(main())
+
+
+def test_propose_with_no_leader_says_so():
+    async def main():
+        c = LocalCluster()
+        await c.start("n1")  # alone: never wins an election among three founders
+        try:
+            with pytest.raises(NoLeader, match="no leader"):
+                await c.nodes["n1"].propose(b"x", timeout=0.2)
+            with pytest.raises(NoLeader):
+                await c.nodes["n1"].read(timeout=0.2)
+        finally:
+            await c.stop_all()
+
+    run(main())
+
+
+def test_leader_failover_and_restart_catches_up():
+    async def main():
+        c = LocalCluster()
+        await c.start_all()
+        try:
+            leader = await c.leader()
+            for i in range(20):
+                await leader.propose(b"before%d" % i)
+            old = leader.id
+            await c.stop(old)
+            new = await c.leader()
+            assert new.id != old
+            last = await new.propose(b"after")
+            await c.start(old)
+            await c.until(f"{old} applied up to {last}", lambda: c.nodes[old].node.applied_index >= last)
+            assert c.nodes[old].sm.count == new.sm.count
+        finally:
+            await c.stop_all()
+
+    run(main())
+
+
+def test_snapshot_compaction_and_install_snapshot_to_a_lagging_node():
+    async def main():
+        c = LocalCluster(snapshot_interval=50, snapshot_keep=5)
+        await c.start_all()
+        try:
+            leader = await c.leader()
+            lagging = next(rt.id for rt in c.nodes.values() if rt is not leader)
+            await c.stop(lagging)
+            for i in range(300):
+                await leader.propose(KVStateMachine.set_command(b"k%d" % i, b"v"))
+            assert leader.counters["snapshots_taken"] >= 1
+            assert leader.node.first_index > 2
+            rt = await c.start(lagging)
+            await c.until("the lagging node restored a snapshot and caught up",
+                          lambda: rt.node.applied_index >= leader.node.commit_index, timeout=10)
+            assert rt.counters["snapshots_restored"] >= 1
+            assert rt.sm.data == leader.sm.data
+            # and it restarts from its own compacted storage
+            await c.stop(lagging)
+            rt = await c.start(lagging)
+            await c.until("restart from a snapshot", lambda: rt.node.applied_index >= leader.node.commit_index)
+            assert rt.sm.data == leader.sm.data
+        finally:
+            await c.stop_all()
+
+    run(main())
+
+
+def test_join_adds_a_learner_that_is_auto_promoted():
+    async def main():
+        c = LocalCluster(extra=("n4",))
+        await c.start_all()
+        try:
+            leader = await c.leader()
+            await leader.propose(b"x")
+            events = []
+            n4 = c.make("n4")
+            n4.add_observer(events.append)
+            c.nodes["n4"] = n4
+            await n4.start()  # not a founder: sends JOIN
+            await c.until("n4 promoted to voter", lambda: "n4" in leader.node.committed_membership.voters, 10)
+            await c.until("n4 knows it is a voter", lambda: n4.node.is_voter, 5)
+            assert any(e["event"] == "membership" for e in events)
+            assert any(e["event"] == "role" and e["leader"] == leader.id for e in events)
+        finally:
+            await c.stop_all()
+
+    run(main())
+
+
+def test_membership_ops_from_a_follower_are_forwarded():
+    async def main():
+        c = LocalCluster(extra=("n4",))
+        await c.start_all()
+        try:
+            leader = await c.leader()
+            follower = next(rt for rt in c.nodes.values() if rt is not leader)
+            res = await follower.demote(follower.id)
+            assert res["changed"] and follower.id in res["membership"]["learners"]
+            res = await follower.promote(follower.id)  # (or the leader auto-promoted it already)
+            assert follower.id in res["membership"]["voters"]
+            res = await follower.add_learner("n4", "mem://n4")
+            assert "n4" in res["membership"]["learners"]
+            res = await follower.add_learner("n4", "mem://n4")
+            assert res["changed"] is False  # idempotent, so JOIN retries are harmless
+            with pytest.raises(Rejected):
+                await follower.promote("nobody")
+            res = await follower.remove("n4")
+            assert "n4" not in res["membership"]["learners"]
+            res = await follower.remove("n4")
+            assert res["changed"] is False
+        finally:
+            await c.stop_all()
+
+    run(main())
+
+
+def test_transfer_leader_from_a_follower():
+    async def main():
+        c = LocalCluster()
+        await c.start_all()
+        try:
+            leader = await c.leader()
+            target = next(rt for rt in c.nodes.values() if rt is not leader)
+            res = await target.transfer_leader(target.id)
+            assert res["leader"] == target.id
+            await c.until("target leads", lambda: target.node.role is Role.LEADER)
+        finally:
+            await c.stop_all()
+
+    run(main())
+
+
+def test_status_has_core_transport_storage_and_runtime_parts():
+    async def main():
+        c = LocalCluster()
+        await c.start_all()
+        try:
+            leader = await c.leader()
+            st = leader.status()
+            assert st["role"] == "leader" and st["leader_committed"]
+            assert {"sent", "received", "dropped"} <= set(st["transport"])
+            assert st["storage"]["type"] == "MemoryStore"
+            assert st["runtime"]["saves"] > 0 and st["runtime"]["running"]
+        finally:
+            await c.stop_all()
+
+    run(main())
+
+
+class FailingStore(MemoryStore):
+    fail = False
+
+    def save(self, *args, **kwargs):
+        if self.fail:
+            raise OSError("disk on fire")
+        return super().save(*args, **kwargs)
+
+
+def test_storage_failure_stops_the_node_and_fails_waiters():
+    async def main():
+        c = LocalCluster()
+        await c.start_all()
+        try:
+            leader = await c.leader()
+            store = FailingStore(c.disks[leader.id])
+            leader.store = store
+            store.fail = True
+            with pytest.raises(StorageFailed, match="disk on fire"):
+                await leader.propose(b"x", timeout=2)
+            assert not leader.running
+            with pytest.raises(Stopped):
+                await leader.propose(b"y")
+            assert "disk on fire" in leader.status()["runtime"]["failure"]
+        finally:
+            await c.stop_all()
+
+    run(main())
+
+
+def test_config_validation_names_the_option():
+    with pytest.raises(RuntimeConfigError, match="tick_seconds"):
+        RuntimeConfig(tick_seconds=0).validate()
+    with pytest.raises(RuntimeConfigError, match="snapshot_interval"):
+        RuntimeConfig(snapshot_interval=-1).validate()
+
+
+def test_kv_state_machine_snapshot_round_trip():
+    from saltext_raft.core import Entry
+
+    sm = KVStateMachine()
+    sm.apply(Entry(1, 1, 0, KVStateMachine.set_command(b"a", b"1")))
+    assert sm.apply(Entry(1, 2, 0, KVStateMachine.delete_command(b"zz"))) is False
+    other = KVStateMachine()
+    other.restore(sm.snapshot())
+    assert other.data == {b"a": b"1"} and other.applied == 2
