@@ -81,6 +81,10 @@ class EngineConfig:
     #: File holding the shared cluster secret (at least 16 bytes; 32 random bytes recommended).
     #: Default: derived from ``cluster_pki_dir``/cluster.pem when Salt clustering is configured.
     secret_file: str = ""
+    #: Join an existing cluster instead of founding one, even if this master is listed in
+    #: ``peers`` (a master added later is normally simply left out of ``peers``). Ignored after
+    #: the first start.
+    join: bool = False
     #: Hold minion requests until this master is a committed voter with a live leader.
     gate: bool = True
     #: Learners count as ready for the gate (normally only voters do).
@@ -89,12 +93,13 @@ class EngineConfig:
     gate_hold: float = 5.0
     #: Seconds without a known leader before an open gate closes again.
     gate_grace: float = 5.0
-    #: Seconds per Raft tick.
-    tick: float = 0.1
-    #: Election timeout in ticks (randomized in [election_ticks, 2 * election_ticks)).
-    election_ticks: int = 10
-    #: Leader heartbeat interval in ticks.
-    heartbeat_ticks: int = 1
+    #: Seconds per Raft tick (the runtime's default; see docs/architecture.md).
+    tick: float = 0.025
+    #: Election timeout in ticks (randomized in [election_ticks, 2 * election_ticks)):
+    #: 300-575 ms with the default tick.
+    election_ticks: int = 12
+    #: Leader heartbeat interval in ticks (50 ms with the default tick).
+    heartbeat_ticks: int = 2
     #: Take a snapshot after this many applied entries since the last one.
     snapshot_entries: int = 10000
     #: Seconds between refreshes of the readiness file (workers treat a file older than three
@@ -116,7 +121,12 @@ class EngineConfig:
     @property
     def founding(self) -> bool:
         """This node is in the founding voter set (bootstraps instead of joining)."""
-        return self.node_id in self.peers
+        return self.node_id in self.peers and not self.join
+
+    @property
+    def founders(self) -> dict:
+        """The founding voter set: ``peers``, unless this node joins (then it founds nothing)."""
+        return dict(self.peers) if self.founding else {}
 
     @property
     def listen(self) -> str:
@@ -169,7 +179,7 @@ class EngineConfig:
             _check_host_port(f"peers[{nid}]", addr, wildcard_ok=False)
         if self.advertise:
             _check_host_port("advertise", self.advertise, wildcard_ok=False)
-        for name in ("gate", "gate_learners", "events"):
+        for name in ("gate", "gate_learners", "events", "join"):
             if not isinstance(getattr(self, name), bool):
                 raise EngineConfigError(name, f"must be true or false (got {getattr(self, name)!r})")
         for name, low in (

@@ -1,0 +1,57 @@
+"""Salt engine ``raft``: run a saltext-raft node inside this Salt master.
+
+A thin loader module: options are parsed and validated by
+:mod:`saltext_raft.integration.config`, the node runs in :mod:`saltext_raft.integration.service`,
+and the request gate lives in :mod:`saltext_raft.integration.gate`.
+
+.. code-block:: yaml
+
+    engines:
+      - raft:
+          peers:                      # the founding voters (first start only)
+            m1: 10.0.0.1:4606
+            m2: 10.0.0.2:4606
+            m3: 10.0.0.3:4606
+          secret_file: /etc/salt/raft.secret
+
+Every option, its default and an example: docs/configuration.md. When the engine module is
+loaded in the master's parent process (before the request workers fork), it installs the
+request gate on ``salt.master.MWorker``.
+"""
+
+import logging
+import sys
+
+from saltext_raft.integration import gate as _gate
+from saltext_raft.integration.config import EngineConfigError
+from saltext_raft.integration.config import from_opts
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "raft"
+
+
+def __virtual__():
+    if __opts__.get("__role") == "master":  # pylint: disable=undefined-variable
+        # The master parent imports configured engines before it forks the request workers:
+        # wrapping the class here makes every worker inherit the gate.
+        try:
+            _gate.install()
+        except Exception as exc:  # pylint: disable=broad-except
+            log.error("saltext-raft: could not install the request gate: %s", exc)
+    return __virtualname__
+
+
+def start(**options):
+    """Run the Raft node until the master stops. Never returns normally."""
+    from saltext_raft.integration.service import RaftService  # pylint: disable=import-outside-toplevel
+
+    opts = __opts__  # pylint: disable=undefined-variable
+    try:
+        cfg = from_opts(opts, options)
+    except EngineConfigError as exc:
+        log.error("saltext-raft: not starting: %s", exc)
+        # Exit non-zero; the master's process manager restarts us and the error repeats in the
+        # log until the configuration is fixed. The gate stays closed meanwhile (fail closed).
+        sys.exit(2)
+    RaftService(opts, cfg).run()

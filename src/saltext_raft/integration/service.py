@@ -1,0 +1,430 @@
+"""What the ``raft`` engine runs: a Raft node inside a Salt master, and its Salt-side duties.
+
+Lives here: :class:`RaftService` — builds the store (Salt's cache), the transport (zmq + AEAD)
+and the runtime from a validated :class:`EngineConfig`; decides readiness and publishes it to
+the request workers (readiness file); fires events under ``saltext/raft/``; answers the
+runners' control requests; detects Salt 3008's core consensus. Must not live here: Raft rules
+(``core``), the driver loop (``runtime``), config parsing (``integration.config``).
+
+Threads: the asyncio loop (runtime, readiness) runs in the engine's main thread; the control
+server blocks on the event bus in a second thread and hands each operation to the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+import threading
+import time
+
+from saltext_raft.integration import control
+from saltext_raft.integration.config import EngineConfig
+from saltext_raft.integration.readiness import ReadinessWriter
+
+log = logging.getLogger(__name__)
+
+EVENT_PREFIX = "saltext/raft/"
+TAG_LEADER = EVENT_PREFIX + "leader"
+TAG_MEMBERSHIP = EVENT_PREFIX + "membership"
+TAG_GATE_OPEN = EVENT_PREFIX + "gate/open"
+TAG_GATE_CLOSED = EVENT_PREFIX + "gate/closed"
+TAG_STARTED = EVENT_PREFIX + "started"
+
+#: Seconds between readiness evaluations on the loop.
+READINESS_PERIOD = 0.1
+#: Operation timeout when the runner passes none.
+OP_TIMEOUT = 10.0
+
+
+def core_consensus_active(opts: dict) -> bool:
+    """Salt 3008's own Raft runs whenever ``cluster_id`` and ``cluster_peers`` are set."""
+    if not (opts.get("cluster_id") and opts.get("cluster_peers")):
+        return False
+    try:
+        return importlib.util.find_spec("salt.cluster.consensus.service") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def evaluate_readiness(
+    *,
+    node_id: str,
+    running: bool,
+    role: str,
+    leader: str,
+    voters,
+    learners,
+    committed_voters,
+    committed_learners,
+    last_leader_seen: float | None,
+    now: float,
+    grace: float,
+    learners_ok: bool,
+) -> tuple[bool, str]:
+    """Whether this master may serve minions, and why not. Pure: unit-tested on its own.
+
+    Ready = a committed voter (or learner, if allowed) that is still a member in its latest
+    known configuration, with a live leader, or one seen within ``grace`` seconds.
+    """
+    if not running:
+        return False, "the raft node is not running"
+    member_ok = node_id in committed_voters and node_id in voters
+    if learners_ok and not member_ok:
+        member_ok = (node_id in committed_learners or node_id in committed_voters) and (
+            node_id in learners or node_id in voters
+        )
+    if not member_ok:
+        if node_id in learners or node_id in committed_learners:
+            return False, "this master is a learner (not yet promoted to voter)"
+        if node_id in voters:
+            return False, "this master's membership is not committed yet"
+        return False, "this master is not a member of the raft cluster"
+    if leader and role in ("leader", "follower"):
+        return True, "ready"
+    if last_leader_seen is None:
+        return False, "no leader elected yet"
+    if now - last_leader_seen <= grace:
+        return True, "ready (leader lost; within the grace period)"
+    return False, f"no leader for more than {grace:g}s"
+
+
+class RaftService:
+    """One Raft node in a master. ``run()`` blocks until ``stop()`` (or the process ends)."""
+
+    def __init__(self, opts: dict, cfg: EngineConfig, *, event_bus=None):
+        self.opts = opts
+        self.cfg = cfg
+        self._bus = event_bus
+        self.runtime = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.readiness = ReadinessWriter(cfg.readiness_path, cfg.readiness_interval)
+        self.ready = False
+        self.reason = "starting"
+        self._last_leader_seen: float | None = None
+        self._leader = ""
+        self._stop_async: asyncio.Event | None = None
+        self._stop_thread = threading.Event()
+        self._control_thread: threading.Thread | None = None
+        self._last_contact: dict[str, float] = {}
+        self._last_match: dict[str, int] = {}
+        self.coexisting = core_consensus_active(opts)
+
+    # ------------------------------------------------------------------------------------------
+    # building
+    # ------------------------------------------------------------------------------------------
+    def build_runtime(self):
+        # pylint: disable=import-outside-toplevel
+        from saltext_raft.core.config import Config
+        from saltext_raft.runtime import KVStateMachine
+        from saltext_raft.runtime import RaftRuntime
+        from saltext_raft.runtime import RuntimeConfig
+        from saltext_raft.storage.cache import open_store
+        from saltext_raft.transport import TransportConfig
+        from saltext_raft.transport.zmqtransport import ZmqTransport
+
+        cfg = self.cfg
+        store = open_store(self.opts, cfg.cluster_id, cfg.node_id)
+        transport = ZmqTransport(
+            TransportConfig(
+                cluster_id=cfg.cluster_id,
+                node_id=cfg.node_id,
+                secret=cfg.secret,
+                listen=cfg.listen,
+                aead=cfg.aead,
+            )
+        )
+        return RaftRuntime(
+            cfg.node_id,
+            store,
+            transport,
+            KVStateMachine(),
+            core_config=Config(
+                cfg.node_id,
+                election_ticks=cfg.election_ticks,
+                heartbeat_ticks=cfg.heartbeat_ticks,
+            ),
+            config=RuntimeConfig(tick_seconds=cfg.tick, snapshot_interval=cfg.snapshot_entries),
+            founders=cfg.founders,
+            peers=cfg.peers,
+            address=cfg.advertise,
+            join=not cfg.founding,
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # events
+    # ------------------------------------------------------------------------------------------
+    @property
+    def bus(self):
+        if self._bus is None:
+            import salt.utils.event  # pylint: disable=import-outside-toplevel
+
+            self._bus = salt.utils.event.get_event(
+                "master", sock_dir=self.opts["sock_dir"], opts=self.opts, listen=False
+            )
+        return self._bus
+
+    def fire(self, tag: str, data: dict) -> None:
+        if not self.cfg.events:
+            return
+        data = dict(data, node_id=self.cfg.node_id, cluster_id=self.cfg.cluster_id)
+        try:
+            self.bus.fire_event(data, tag)
+        except Exception as exc:  # pylint: disable=broad-except
+            log.debug("saltext-raft: could not fire %s: %s", tag, exc)
+
+    def _on_runtime_event(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "role":
+            leader = event.get("leader") or ""
+            if leader and leader != self._leader:
+                self.fire(TAG_LEADER, {"leader": leader, "term": event.get("term")})
+            if leader:
+                self._leader = leader
+        elif kind == "membership":
+            self.fire(TAG_MEMBERSHIP, {k: v for k, v in event.items() if k != "event"})
+        self._update_readiness()
+
+    # ------------------------------------------------------------------------------------------
+    # readiness
+    # ------------------------------------------------------------------------------------------
+    def _update_readiness(self) -> None:
+        rt = self.runtime
+        now = time.monotonic()
+        node = rt.node if rt is not None else None
+        if node is None:
+            ready, reason = False, "starting"
+            state = {}
+        else:
+            if node.leader and node.role.value in ("leader", "follower"):
+                self._last_leader_seen = now
+            committed = node.membership_at(node.commit_index)[1]
+            m = node.membership
+            ready, reason = evaluate_readiness(
+                node_id=self.cfg.node_id,
+                running=rt.running,
+                role=node.role.value,
+                leader=node.leader,
+                voters=m.voters,
+                learners=m.learners,
+                committed_voters=committed.voters,
+                committed_learners=committed.learners,
+                last_leader_seen=self._last_leader_seen,
+                now=now,
+                grace=self.cfg.gate_grace,
+                learners_ok=self.cfg.gate_learners,
+            )
+            state = {
+                "role": node.role.value,
+                "leader": node.leader,
+                "term": node.term,
+                "voters": sorted(m.voters),
+                "learners": sorted(m.learners),
+            }
+            self._track_contact(node, now)
+        body = dict(
+            state,
+            ready=ready,
+            reason=reason,
+            node_id=self.cfg.node_id,
+            cluster_id=self.cfg.cluster_id,
+            pid=os.getpid(),
+            gate=self.cfg.gate,
+        )
+        if ready != self.ready or reason != self.reason:
+            if ready != self.ready:
+                log.info(
+                    "saltext-raft %s: gate %s (%s)",
+                    self.cfg.node_id, "open" if ready else "closed", reason,
+                )
+                self.fire(TAG_GATE_OPEN if ready else TAG_GATE_CLOSED, {"reason": reason})
+            self.ready, self.reason = ready, reason
+        try:
+            self.readiness.publish(body)
+            self.readiness.heartbeat()
+        except OSError as exc:
+            log.warning("saltext-raft: cannot write %s: %s", self.readiness.path, exc)
+
+    def _track_contact(self, node, now: float) -> None:
+        if node.role.value != "leader":
+            return
+        for nid, pr in node.progress.items():
+            if nid == node.id:
+                continue
+            if pr.recent_active or pr.match != self._last_match.get(nid):
+                self._last_contact[nid] = now
+            self._last_match[nid] = pr.match
+
+    async def _readiness_loop(self) -> None:
+        while not self._stop_async.is_set():
+            self._update_readiness()
+            try:
+                await asyncio.wait_for(self._stop_async.wait(), READINESS_PERIOD)
+            except asyncio.TimeoutError:
+                pass
+
+    # ------------------------------------------------------------------------------------------
+    # control operations (called on the control thread)
+    # ------------------------------------------------------------------------------------------
+    def handle_control(self, op: str, args: dict):
+        timeout = float(args.get("timeout") or OP_TIMEOUT)
+        fut = asyncio.run_coroutine_threadsafe(self._op(op, args, timeout), self.loop)
+        return fut.result(timeout + 2)
+
+    async def _op(self, op: str, args: dict, timeout: float):
+        rt = self.runtime
+        if op == "ping":
+            return {"node_id": self.cfg.node_id, "pid": os.getpid()}
+        if op == "status":
+            return self.status()
+        if op == "members":
+            return self.members()
+        if op == "leader":
+            node = rt.node
+            return {"leader": node.leader or None, "term": node.term, "node_id": self.cfg.node_id}
+        node_arg = str(args.get("node") or "")
+        if op in ("add", "promote", "demote", "remove", "transfer_leader") and not node_arg:
+            raise ValueError(f"{op}: which master? (pass node=<master id>)")
+        if op == "add":
+            address = str(args.get("address") or "")
+            if not address:
+                raise ValueError("add: pass address=<host:port> of the new master's raft port")
+            from saltext_raft.integration.config import split_host_port  # pylint: disable=import-outside-toplevel
+
+            split_host_port(address, None, "address")
+            return await rt.add_learner(node_arg, address, timeout)
+        if op == "promote":
+            return await rt.promote(node_arg, timeout)
+        if op == "demote":
+            return await rt.demote(node_arg, timeout)
+        if op == "remove":
+            return await rt.remove(node_arg, timeout)
+        if op == "transfer_leader":
+            return await rt.transfer_leader(node_arg, timeout)
+        if op == "snapshot":
+            snap = getattr(rt, "snapshot", None)
+            node = rt.node
+            if callable(snap):
+                result = snap()
+                if asyncio.iscoroutine(result):
+                    result = await result
+                return result
+            index = node.applied_index
+            rt._take_snapshot(index)  # pylint: disable=protected-access
+            return {"snapshot_index": index, "term": node.term_at(index)}
+        raise ValueError(f"unknown operation {op!r}")
+
+    def status(self) -> dict:
+        st = self.runtime.status()
+        st["gate"] = {
+            "enabled": self.cfg.gate,
+            "open": self.ready,
+            "reason": self.reason,
+            "hold": self.cfg.gate_hold,
+            "learners": self.cfg.gate_learners,
+        }
+        st["engine"] = {
+            "pid": os.getpid(),
+            "cluster_id": self.cfg.cluster_id,
+            "listen": self.cfg.listen,
+            "advertise": self.cfg.advertise,
+            "salt_core_consensus": self.coexisting,
+        }
+        return st
+
+    def members(self) -> dict:
+        node = self.runtime.node
+        now = time.monotonic()
+        m = node.membership
+        committed_index, committed = node.membership_at(node.commit_index)
+        is_leader = node.role.value == "leader"
+        out = {}
+        for nid in sorted(m.members):
+            entry = {
+                "role": "voter" if nid in m.voters else "learner",
+                "address": m.address_of(nid) or None,
+                "match_index": None,
+                "lag": None,
+                "last_contact": None,
+            }
+            if nid == node.id:
+                entry.update(match_index=node.last_index, lag=0, last_contact=0.0)
+            elif is_leader and nid in node.progress:
+                pr = node.progress[nid]
+                seen = self._last_contact.get(nid)
+                entry.update(
+                    match_index=pr.match,
+                    lag=max(node.last_index - pr.match, 0),
+                    last_contact=round(now - seen, 3) if seen is not None else None,
+                )
+            out[nid] = entry
+        result = {
+            "leader": node.leader or None,
+            "term": node.term,
+            "voters": sorted(m.voters),
+            "learners": sorted(m.learners),
+            "commit_index": node.commit_index,
+            "membership_index": committed_index,
+            "committed": sorted(committed.voters) == sorted(m.voters)
+            and sorted(committed.learners) == sorted(m.learners),
+            "members": out,
+            "answered_by": node.id,
+        }
+        if not is_leader:
+            result["note"] = (
+                "match index, lag and last contact are known on the leader only: "
+                f"run this on {node.leader or 'the leader'}"
+            )
+        return result
+
+    # ------------------------------------------------------------------------------------------
+    # lifecycle
+    # ------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stop_async = asyncio.Event()
+        cfg = self.cfg
+        log.info(
+            "saltext-raft %s: starting (cluster %s, listen %s, advertise %s, %s, secret %s)",
+            cfg.node_id, cfg.cluster_id, cfg.listen, cfg.advertise,
+            f"founding voters {sorted(cfg.peers)}" if cfg.founding else "joining",
+            cfg.secret_source,
+        )
+        if self.coexisting:
+            log.warning(
+                "saltext-raft %s: Salt's own core consensus is also running (cluster_id and "
+                "cluster_peers are set). Both request gates apply: minions are served only when "
+                "both consensus layers are ready. saltext-raft shares none of its resources "
+                "(port %d, tags %s*, cache bank saltext_raft/, files %s).",
+                cfg.node_id, cfg.port, EVENT_PREFIX, cfg.state_dir,
+            )
+        self._update_readiness()  # "starting": workers hold requests rather than see a stale file
+        self.runtime = self.build_runtime()
+        self.runtime.add_observer(self._on_runtime_event)
+        await self.runtime.start()
+        self.fire(TAG_STARTED, {"founding": cfg.founding})
+        server = control.ControlServer(self.opts, cfg.node_id, self.handle_control)
+        self._control_thread = threading.Thread(
+            target=server.serve, args=(self._stop_thread,), name="raft-control", daemon=True
+        )
+        self._control_thread.start()
+        try:
+            await self._readiness_loop()
+        finally:
+            self._stop_thread.set()
+            self.readiness.close("engine stopped")
+            try:
+                await self.runtime.stop()
+            finally:
+                if self._control_thread is not None:
+                    self._control_thread.join(2)
+                server.close()
+
+    def stop(self) -> None:
+        """Thread-safe: ask ``run()`` to return."""
+        if self.loop is not None and self._stop_async is not None:
+            self.loop.call_soon_threadsafe(self._stop_async.set)

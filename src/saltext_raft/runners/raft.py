@@ -1,0 +1,114 @@
+"""Runner ``raft``: inspect and change a saltext-raft cluster from a master.
+
+A thin loader module over :mod:`saltext_raft.integration.control`: each function sends one
+request to the ``raft`` engine of *this* master over the master event bus and renders the reply.
+On failure (engine not running, no reply in time, operation refused) the returned mapping has
+``result: False``, an ``error`` message and ``retcode: 1``, so ``salt-run`` exits non-zero.
+
+.. code-block:: bash
+
+    salt-run raft.members
+    salt-run raft.members --out json
+    salt-run raft.add node=m4 address=10.0.0.4:4606
+    salt-run raft.remove node=m2
+"""
+
+from saltext_raft.integration import control as _control
+
+__virtualname__ = "raft"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _call(op, timeout, **args):
+    timeout = float(timeout)
+    args = {k: v for k, v in args.items() if v is not None}
+    args["timeout"] = timeout
+    try:
+        client = _control.ControlClient(__opts__)  # pylint: disable=undefined-variable
+        result = client.call(op, args, timeout=timeout + 3)
+    except _control.ControlError as exc:
+        return {"result": False, "error": f"raft.{op}: {exc}", "retcode": 1}
+    if not isinstance(result, dict):
+        result = {"value": result}
+    return result
+
+
+def members(timeout=10):
+    """Voters, learners, leader, term, and each member's match index, lag and last contact
+    (the last three are known on the leader; elsewhere they are null).
+
+    CLI Example: ``salt-run raft.members``
+    """
+    return _call("members", timeout)
+
+
+def status(timeout=10):
+    """This master's Raft node: role, term, indexes, membership, gate, transport counters.
+
+    CLI Example: ``salt-run raft.status``
+    """
+    return _call("status", timeout)
+
+
+def leader(timeout=10):
+    """The current leader and term as this master sees them.
+
+    CLI Example: ``salt-run raft.leader``
+    """
+    return _call("leader", timeout)
+
+
+def add(node, address, timeout=30):
+    """Add a master as a learner (it is promoted to voter once it has caught up).
+
+    node
+        The new master's id (its ``id``, or the engine's ``node_id``).
+    address
+        ``host:port`` of the new master's raft port.
+
+    CLI Example: ``salt-run raft.add node=m4 address=10.0.0.4:4606``
+    """
+    return _call("add", timeout, node=node, address=address)
+
+
+def promote(node, timeout=30):
+    """Promote a learner to voter.
+
+    CLI Example: ``salt-run raft.promote node=m4``
+    """
+    return _call("promote", timeout, node=node)
+
+
+def demote(node, timeout=30):
+    """Demote a voter to learner (it keeps the log but no longer votes).
+
+    CLI Example: ``salt-run raft.demote node=m2``
+    """
+    return _call("demote", timeout, node=node)
+
+
+def remove(node, timeout=30):
+    """Remove a master from the cluster. Its request gate closes.
+
+    CLI Example: ``salt-run raft.remove node=m2``
+    """
+    return _call("remove", timeout, node=node)
+
+
+def transfer_leader(node, timeout=30):
+    """Hand leadership to another voter.
+
+    CLI Example: ``salt-run raft.transfer_leader node=m2``
+    """
+    return _call("transfer_leader", timeout, node=node)
+
+
+def snapshot(timeout=30):
+    """Take a snapshot of this master's state machine now and compact its log.
+
+    CLI Example: ``salt-run raft.snapshot``
+    """
+    return _call("snapshot", timeout)

@@ -1,0 +1,59 @@
+"""The engine's readiness decision and its coexistence detection (pure parts of the service)."""
+
+from __future__ import annotations
+
+from saltext_raft.integration.service import core_consensus_active
+from saltext_raft.integration.service import evaluate_readiness
+
+V = frozenset({"m1", "m2", "m3"})
+
+
+def decide(**kw):
+    base = dict(
+        node_id="m1", running=True, role="follower", leader="m2", voters=V, learners=frozenset(),
+        committed_voters=V, committed_learners=frozenset(), last_leader_seen=100.0, now=100.0,
+        grace=5.0, learners_ok=False,
+    )
+    base.update(kw)
+    return evaluate_readiness(**base)
+
+
+def test_committed_voter_with_live_leader_is_ready():
+    assert decide() == (True, "ready")
+    assert decide(role="leader", leader="m1")[0]
+
+
+def test_not_ready_before_any_leader():
+    assert decide(leader="", role="pre-candidate", last_leader_seen=None) == (
+        False, "no leader elected yet")
+
+
+def test_leader_loss_closes_after_the_grace_period_only():
+    assert decide(leader="", role="candidate", now=103.0)[0]
+    ok, why = decide(leader="", role="candidate", now=106.0)
+    assert not ok and "no leader for more than 5s" in why
+
+
+def test_learner_gate_is_configurable():
+    kw = dict(voters=frozenset({"m2", "m3"}), learners=frozenset({"m1"}),
+              committed_voters=frozenset({"m2", "m3"}), committed_learners=frozenset({"m1"}))
+    ok, why = decide(**kw)
+    assert not ok and "learner" in why
+    assert decide(learners_ok=True, **kw)[0]
+
+
+def test_removed_or_uncommitted_member_is_not_ready():
+    ok, why = decide(voters=frozenset({"m2", "m3"}))  # removal appended, not yet committed
+    assert not ok and "not a member" in why
+    ok, why = decide(committed_voters=frozenset({"m2", "m3"}))  # added, not yet committed
+    assert not ok and "not committed" in why
+    assert not decide(running=False)[0]
+
+
+def test_core_consensus_detection_needs_cluster_id_and_peers():
+    assert core_consensus_active({}) is False
+    assert core_consensus_active({"cluster_id": "c"}) is False
+    import importlib.util
+
+    expected = importlib.util.find_spec("salt.cluster.consensus.service") is not None
+    assert core_consensus_active({"cluster_id": "c", "cluster_peers": ["x"]}) is expected
