@@ -55,5 +55,8 @@ def test_core_consensus_detection_needs_cluster_id_and_peers():
     assert core_consensus_active({"cluster_id": "c"}) is False
     import importlib.util
 
-    expected = importlib.util.find_spec("salt.cluster.consensus.service") is not None
+    try:  # 3007 has no salt.cluster package at all: find_spec raises for the parent
+        expected = importlib.util.find_spec("salt.cluster.consensus.service") is not None
+    except ImportError:
+        expected = False
     assert core_consensus_active({"cluster_id": "c", "cluster_peers": ["x"]}) is expected
