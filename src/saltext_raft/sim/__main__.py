@@ -62,14 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _ensure_fixed_hash_seed() -> None:
-    # Replays must not depend on str hashing: set iteration order inside the core can change
-    # message order. Re-exec once with a fixed PYTHONHASHSEED when none was given.
-    if os.environ.get("PYTHONHASHSEED") is None and not os.environ.get("_SALTEXT_RAFT_SIM_EXEC"):
-        env = dict(os.environ, PYTHONHASHSEED="0", _SALTEXT_RAFT_SIM_EXEC="1")
-        os.execve(sys.executable, [sys.executable, "-m", "saltext_raft.sim", *sys.argv[1:]], env)
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     options = SimOptions(
@@ -121,5 +113,4 @@ def _report(r) -> None:
 
 
 if __name__ == "__main__":
-    _ensure_fixed_hash_seed()
     sys.exit(main())

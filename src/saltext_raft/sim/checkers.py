@@ -147,7 +147,8 @@ class Checkers:
         self._commit[nid] = c
         is_leader = view.role == Role.LEADER
         if c > (prev or 0):
-            self._check_new_commit(view, prev or 0, c, is_leader)
+            # a node seen for the first time has no previous commit to have advanced from
+            self._check_new_commit(view, prev or 0, c, is_leader and prev is not None)
         if is_leader:
             self._check_leader(view)
 

@@ -23,6 +23,10 @@ CONTRACT = (PERSIST, PERSIST_HS, SEND, APPLY, ADVANCE)
 SEND_BEFORE_PERSIST = (SEND, PERSIST, PERSIST_HS, APPLY, ADVANCE)
 
 
+def _recipient(m) -> str:
+    return m.to
+
+
 class Crashed(Exception):
     """The node crashed in the middle of handling a Ready."""
 
@@ -63,7 +67,9 @@ class Driver:
                     sim.checkers.on_persist_hard_state(slot.id, slot.disk.hs, rd.hard_state)
                     slot.disk.hs = rd.hard_state
             elif stage == SEND:
-                for m in rd.messages:
+                # sorted by recipient (stable): the core may build messages by iterating a
+                # frozenset of voters, whose order depends on PYTHONHASHSEED
+                for m in sorted(rd.messages, key=_recipient):
                     sim.send(m)
             elif stage == APPLY:
                 self.apply(slot, rd)
