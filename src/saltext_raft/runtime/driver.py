@@ -76,6 +76,7 @@ _CONF_OPS = {
     "remove": ConfOp.REMOVE,
 }
 _MAX_BATCH_BYTES = 1 << 20
+_LEADER_EARLY = frozenset({MsgType.APPEND, MsgType.HEARTBEAT})
 
 
 def default_core_config(node_id: str, **overrides) -> Config:
@@ -144,6 +145,7 @@ class RaftRuntime:
         self._membership: Membership | None = None
         self._last_snapshot = 0
         self._term = 0
+        self._saved_vote = (0, NONE)
         self._remote = Remote(self)
         self.counters = dict.fromkeys(
             (
@@ -158,6 +160,7 @@ class RaftRuntime:
                 "snapshots_taken",
                 "snapshots_restored",
                 "ticks",
+                "background_saves",
             ),
             0,
         )
@@ -184,6 +187,7 @@ class RaftRuntime:
                 self._last_snapshot = snap.meta.index
         self.node = node
         self._term = node.term
+        self._saved_vote = (hs.term, hs.vote)
         self._running = True
         self._update_peers()
         self.transport.set_handler(self._on_message)
@@ -278,16 +282,38 @@ class RaftRuntime:
                 while node.has_ready():
                     rd = node.ready()
                     self.counters["readies"] += 1
+                    messages = rd.messages
                     if rd.must_sync:
-                        t0 = time.perf_counter()
-                        await loop.run_in_executor(self._executor, self.store.save, rd.hard_state, rd.entries, rd.snapshot)
-                        dt = time.perf_counter() - t0
-                        self._save_seconds += dt
-                        self._save_max = max(self._save_max, dt)
-                        self.counters["saves"] += 1
-                        self.counters["entries_saved"] += len(rd.entries)
-                    if rd.messages:
-                        self.transport.send_many(rd.messages)
+                        hs = rd.hard_state
+                        same_vote = hs is None or (hs.term, hs.vote) == self._saved_vote
+                        if same_vote and rd.snapshot is None and not rd.entries:
+                            # Only the commit index changed. Losing it in a crash is harmless
+                            # (it is re-learned from the leader), so it need not hold up
+                            # apply: the storage thread writes it in order, in the background.
+                            self._save_in_background(hs)
+                        else:
+                            if same_vote and node.role is Role.LEADER and messages:
+                                # Thesis §10.2.1: a leader may replicate while it writes its own
+                                # log; its own copy counts toward commit only once it is stable
+                                # (the core sees to that). Only appends and heartbeats of a term
+                                # whose vote is already on disk leave early.
+                                early = [m for m in messages if m.type in _LEADER_EARLY]
+                                if early:
+                                    self.transport.send_many(early)
+                                    messages = [m for m in messages if m.type not in _LEADER_EARLY]
+                            t0 = time.perf_counter()
+                            await loop.run_in_executor(
+                                self._executor, self.store.save, hs, rd.entries, rd.snapshot
+                            )
+                            dt = time.perf_counter() - t0
+                            self._save_seconds += dt
+                            self._save_max = max(self._save_max, dt)
+                            self.counters["saves"] += 1
+                            self.counters["entries_saved"] += len(rd.entries)
+                            if hs is not None:
+                                self._saved_vote = (hs.term, hs.vote)
+                    if messages:
+                        self.transport.send_many(messages)
                     self._apply(rd)
                     node.advance(rd)
                     self._after_advance(rd)
@@ -295,12 +321,28 @@ class RaftRuntime:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # storage failure or a bug: stop rather than run unsafely
-            self._failure = exc
-            log.critical("raft %s: stopping: %s", self.id, exc, exc_info=True)
-            self._running = False
-            if self._tick_handle is not None:
-                self._tick_handle.cancel()
-            self._fail_all(self._failure_error())
+            self._fatal(exc)
+
+    def _save_in_background(self, hs: HardState) -> None:
+        self.counters["background_saves"] += 1
+        fut = self._loop.run_in_executor(self._executor, self.store.save, hs, (), None)
+        fut.add_done_callback(self._background_saved)
+
+    def _background_saved(self, fut) -> None:
+        if fut.cancelled() or fut.exception() is None or self._failure is not None:
+            return
+        self._fatal(fut.exception())
+
+    def _fatal(self, exc: BaseException) -> None:
+        self._failure = exc
+        log.critical("raft %s: stopping: %s", self.id, exc, exc_info=exc)
+        self._running = False
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        self._fail_all(self._failure_error())
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
 
     def _failure_error(self) -> RaftRuntimeError:
         return StorageFailed(f"raft node {self.id} stopped after a failure: {self._failure}")

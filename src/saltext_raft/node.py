@@ -1,0 +1,196 @@
+"""A standalone Raft node without a Salt master: ``python -m saltext_raft.node``.
+
+Lives here: argument parsing, building the store (a durable ``CacheStore`` over Salt's localfs
+cache in ``--data-dir``; Salt is only used as a library for that), the pyzmq transport, the
+runtime with the built-in KV state machine, and the local control channel. Used by the
+functional tests and the cluster benchmark. Prints one JSON line ``{"event": "ready", ...}``
+on stdout once it listens (with the control address), then logs to stderr.
+
+Example::
+
+    python -m saltext_raft.node --id n1 --listen 127.0.0.1:4701 \\
+        --peers n1=127.0.0.1:4701,n2=127.0.0.1:4702,n3=127.0.0.1:4703 \\
+        --data-dir /tmp/n1 --secret-file /tmp/secret --control 127.0.0.1:0
+
+``--founders`` (default: every id in ``--peers``) names the founding voters. A node that is not
+a founder, or is started with ``--join``, starts empty and asks a peer to add it as a learner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+
+from saltext_raft.runtime import KVStateMachine
+from saltext_raft.runtime import RaftRuntime
+from saltext_raft.runtime import RaftRuntimeError
+from saltext_raft.runtime import RuntimeConfig
+from saltext_raft.runtime import default_core_config
+from saltext_raft.runtime.control import ControlServer
+
+log = logging.getLogger("saltext_raft.node")
+
+
+def parse_peers(text: str) -> dict[str, str]:
+    peers = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        nid, sep, addr = item.partition("=")
+        if not sep or not nid or not addr:
+            raise argparse.ArgumentTypeError(f"peer {item!r} is not id=host:port")
+        peers[nid] = addr
+    return peers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m saltext_raft.node", description=__doc__.split("\n")[0])
+    p.add_argument("--id", required=True)
+    p.add_argument("--listen", required=True, help="host:port for Raft traffic")
+    p.add_argument("--peers", type=parse_peers, default={}, help="id=host:port,... (known nodes)")
+    p.add_argument("--founders", default=None, help="comma-separated founding voter ids (default: all peers)")
+    p.add_argument("--join", action="store_true", help="never bootstrap: ask a peer to add this node")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--secret-file", required=True)
+    p.add_argument("--cluster-id", default="raft")
+    p.add_argument("--control", default="127.0.0.1:0", help="host:port or unix socket path")
+    p.add_argument("--store", choices=("cache", "memory"), default="cache")
+    p.add_argument("--tick", type=float, default=RuntimeConfig.tick_seconds, help="tick length, seconds")
+    p.add_argument("--election-ticks", type=int, default=None)
+    p.add_argument("--heartbeat-ticks", type=int, default=None)
+    p.add_argument("--snapshot-interval", type=int, default=RuntimeConfig.snapshot_interval)
+    p.add_argument("--snapshot-keep", type=int, default=RuntimeConfig.snapshot_keep)
+    p.add_argument("--log-level", default="info")
+    return p
+
+
+def open_node_store(args):
+    if args.store == "memory":
+        from saltext_raft.storage import MemoryStore  # pylint: disable=import-outside-toplevel
+
+        return MemoryStore()
+    from saltext_raft.storage import open_store  # pylint: disable=import-outside-toplevel
+
+    os.makedirs(args.data_dir, exist_ok=True)
+    return open_store({"cachedir": args.data_dir, "cache": "localfs"}, args.cluster_id, args.id)
+
+
+# --- benchmark load, run inside the node so no client round trip is measured ------------------
+async def _load(rt: RaftRuntime, req: dict) -> dict:
+    """Propose ``count`` payloads of ``size`` bytes with ``outstanding`` in flight, for at most
+    ``duration`` seconds. Returns throughput and, per proposal, commit-and-apply latency."""
+    count = int(req.get("count", 1000))
+    size = int(req.get("size", 100))
+    outstanding = max(1, int(req.get("outstanding", 1)))
+    duration = float(req.get("duration", 10.0))
+    timeout = float(req.get("timeout", 5.0))
+    payload = os.urandom(size // 2).hex().encode()[:size].ljust(size, b"x")
+    lat: list[float] = []
+    errors: dict[str, int] = {}
+    issued = 0
+    loop = asyncio.get_running_loop()
+    start = time.perf_counter()
+    stop_at = start + duration
+
+    async def worker():
+        nonlocal issued
+        while issued < count and time.perf_counter() < stop_at:
+            issued += 1
+            t0 = time.perf_counter()
+            try:
+                await rt.propose(payload, timeout)
+            except RaftRuntimeError as exc:
+                errors[exc.code] = errors.get(exc.code, 0) + 1
+                continue
+            lat.append(time.perf_counter() - t0)
+
+    await asyncio.gather(*(loop.create_task(worker()) for _ in range(outstanding)))
+    elapsed = time.perf_counter() - start
+    lat.sort()
+
+    def pct(q):
+        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else None
+
+    return {
+        "committed": len(lat),
+        "errors": errors,
+        "seconds": elapsed,
+        "per_second": len(lat) / elapsed if elapsed else 0.0,
+        "p50_ms": pct(0.5),
+        "p99_ms": pct(0.99),
+        "mean_ms": sum(lat) / len(lat) * 1000 if lat else None,
+    }
+
+
+async def _get(rt: RaftRuntime, req: dict):
+    if req.get("linearizable", True):
+        await rt.read(req.get("timeout"))
+    value = rt.sm.get(str(req.get("key", "")).encode())
+    return None if value is None else value.decode("latin-1")
+
+
+async def _set(rt: RaftRuntime, req: dict):
+    cmd = KVStateMachine.set_command(str(req["key"]).encode(), str(req.get("value", "")).encode("latin-1"))
+    return await rt.propose(cmd, req.get("timeout"))
+
+
+async def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper(), logging.INFO),
+        stream=sys.stderr,
+        format=f"%(asctime)s {args.id} %(levelname)s %(name)s: %(message)s",
+    )
+    from saltext_raft.transport import TransportConfig  # pylint: disable=import-outside-toplevel
+    from saltext_raft.transport import ZmqTransport  # pylint: disable=import-outside-toplevel
+
+    with open(args.secret_file, "rb") as fh:
+        secret = fh.read().strip()
+    peers = dict(args.peers)
+    peers.setdefault(args.id, args.listen)
+    founders_ids = args.founders.split(",") if args.founders else list(peers)
+    founders = {n: peers.get(n, "") for n in founders_ids if n}
+    overrides = {}
+    if args.election_ticks:
+        overrides["election_ticks"] = args.election_ticks
+    if args.heartbeat_ticks:
+        overrides["heartbeat_ticks"] = args.heartbeat_ticks
+    transport = ZmqTransport(TransportConfig(cluster_id=args.cluster_id, node_id=args.id, secret=secret, listen=args.listen))
+    rt = RaftRuntime(
+        args.id,
+        open_node_store(args),
+        transport,
+        KVStateMachine(),
+        core_config=default_core_config(args.id, **overrides),
+        config=RuntimeConfig(
+            tick_seconds=args.tick, snapshot_interval=args.snapshot_interval, snapshot_keep=args.snapshot_keep
+        ),
+        founders=founders,
+        peers=peers,
+        address=args.listen,
+        join=args.join,
+    )
+    await rt.start()
+    control = ControlServer(rt, args.control, handlers={"load": _load, "get": _get, "set": _set})
+    bound = await control.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(json.dumps({"event": "ready", "id": args.id, "listen": args.listen, "control": bound, "pid": os.getpid()}), flush=True)
+    while not stop.is_set() and rt.running:
+        try:
+            await asyncio.wait_for(stop.wait(), 0.5)
+        except asyncio.TimeoutError:
+            pass
+    await control.close()
+    await rt.stop()
+    return 0 if rt.status()["runtime"]["failure"] is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
