@@ -340,7 +340,7 @@ class Simulation:
 
     def step(self) -> None:
         self.stats.steps += 1
-        if not self._healing and self.rng.random() < 0.04:
+        if not self._healing and self.rng.random() < 0.05:
             self._action()
         else:
             at, _, kind, payload = heapq.heappop(self._queue)
@@ -405,16 +405,18 @@ class Simulation:
             return
         leader = self._leader()
         slot = leader if leader is not None and self.rng.random() < 0.7 else self.rng.choice(live)
-        self._write_seq += 1
-        data = b"w%d" % self._write_seq
-        self.stats.proposals += 1
-        try:
-            idx = slot.node.propose(data)
-        except RaftError as exc:
-            idx = f"refused ({type(exc).__name__})"
+        # a burst of writes now and then: longer logs, multi-entry appends, snapshots
+        for _ in range(1 if self.rng.random() < 0.8 else self.rng.randint(2, 8)):
+            self._write_seq += 1
+            data = b"w%d" % self._write_seq
+            self.stats.proposals += 1
+            try:
+                idx = slot.node.propose(data)
+            except RaftError as exc:
+                idx = f"refused ({type(exc).__name__})"
+            if self.trace:
+                self._t(f"client propose {data.decode()} at {slot.id} -> {idx}")
         self._touched[slot.id] = None
-        if self.trace:
-            self._t(f"client propose {data.decode()} at {slot.id} -> {idx}")
 
     def _do_read(self) -> None:
         live = self._live()
