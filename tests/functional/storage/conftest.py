@@ -10,3 +10,9 @@ from tests.functional.storage.backends import redis_server  # noqa: F401  pylint
 def backend(request, tmp_path):
     """Each contract test runs against every store: in memory, localfs, and a real Redis."""
     return make_backend(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=["localfs", "redis"])
+def cache_backend(request, tmp_path):
+    """The cache-backed stores only (compared against MemoryStore as the model)."""
+    return make_backend(request.param, request, tmp_path)

@@ -21,7 +21,9 @@ def test_op_round_trips_and_any_flipped_bit_is_detected():
         a=3,
         b=9,
         first=5,
-        entries=[[1, 0, b"x"], [2, 1, b"conf"]],
+        terms=[1, 2],
+        kinds=bytearray([0, 1]),
+        datas=[b"x", b"conf"],
         hard_state=HardState(2, "m1", 5),
         snap=SnapEvent(4, 1, True, "s0000000000000003"),
         low=2,
@@ -55,9 +57,11 @@ def op_chains(draw):
         first = draw(st.integers(max(1, last - 5), last + 1))
         term += draw(st.integers(0, 1))
         n = draw(st.integers(0, 4))
-        entries = [[term, 0, b"%d.%d" % (seq, i)] for i in range(n)]
+        datas = [b"%d.%d" % (seq, i) for i in range(n)]
         hs = HardState(term, "", 0) if draw(st.booleans()) else None
-        ops.append(Op(a=seq, b=seq, first=first if n else 0, entries=entries, hard_state=hs))
+        ops.append(
+            Op(seq, seq, first if n else 0, [term] * n, bytearray(n), datas, hard_state=hs)
+        )
         if n:
             last = first + n - 1
     return ops
@@ -73,7 +77,7 @@ def test_sealing_any_run_of_records_changes_nothing(ops, data):
 
 
 def test_fold_reports_a_gap_with_the_seq_that_exposes_it():
-    ops = [Op(1, 1, 1, [[1, 0, b""]] * 3), Op(2, 2, 6, [[1, 0, b""]])]
+    ops = [Op(1, 1, 1, [1] * 3, bytearray(3), [b""] * 3), Op(2, 2, 6, [1], bytearray(1), [b""])]
     with pytest.raises(records.FoldError) as err:
         records.fold(ops)
     assert err.value.seq == 2
@@ -81,7 +85,7 @@ def test_fold_reports_a_gap_with_the_seq_that_exposes_it():
 
 def test_fold_starts_at_the_latest_snapshot_even_if_older_items_are_gone():
     ops = [
-        Op(5, 5, 8, [[1, 0, b"8"], [1, 0, b"9"], [2, 0, b"10"]]),
+        Op(5, 5, 8, [1, 1, 2], bytearray(3), [b"8", b"9", b"10"]),
         Op(6, 6, hard_state=HardState(2, "", 9), snap=SnapEvent(9, 1, True, "s6")),
     ]
     folded = records.fold(ops)

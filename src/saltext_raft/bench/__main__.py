@@ -1,0 +1,29 @@
+"""``python -m saltext_raft.bench <command> [options]``: run one benchmark, print its figures.
+
+The table maps a command to the module that implements it; each module has
+``main(argv) -> int``. Add a benchmark by adding a row (``cluster`` and ``cache`` come later).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "storage": ("saltext_raft.bench.storage", "append/reopen/truncate cost of CacheStore"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        print("usage: python -m saltext_raft.bench <command> [--help]\n\ncommands:", file=sys.stderr)
+        for name, (_, what) in COMMANDS.items():
+            print(f"  {name:10} {what}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""``python -m saltext_raft.bench storage``: what durable storage costs on a real cache driver.
+
+Measures CacheStore over ``salt.cache.Cache`` (localfs by default, with its fsyncs): µs per
+appended entry at several log lengths (median per batch, wall clock and CPU), bytes written per
+entry, keys on disk, the time to reopen a node, and the cost of a 1,000-entry truncation.
+Only figures: nothing here passes or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+
+from saltext_raft.core.types import Entry
+from saltext_raft.core.types import HardState
+
+
+def _entries(first: int, count: int, term: int, size: int) -> list[Entry]:
+    pad = b"x" * size
+    return [Entry(term, i, 0, pad) for i in range(first, first + count)]
+
+
+def _open(opts, node="bench"):
+    from saltext_raft.storage import open_store  # pylint: disable=import-outside-toplevel
+
+    store = open_store(opts, "bench", node)
+    state = store.load()
+    return store, state
+
+
+def run(cachedir: str, points: list[int], batch: int, entry_bytes: int, probe_batches: int):
+    import salt.config  # pylint: disable=import-outside-toplevel
+    import salt.version  # pylint: disable=import-outside-toplevel
+
+    opts = dict(salt.config.DEFAULT_MASTER_OPTS)
+    opts["cachedir"] = cachedir
+    store, _ = _open(opts)
+    last = 0
+    appended = 0
+    append = {}
+    for point in sorted(points):
+        while last < point:  # grow the log the way a busy node does
+            store.save(HardState(1, "bench", last), _entries(last + 1, batch, 1, entry_bytes))
+            last += batch
+            appended += batch
+        walls, cpus = [], []
+        for _ in range(probe_batches):  # then time batches appended at this length
+            w, c = time.perf_counter(), time.process_time()
+            store.save(HardState(1, "bench", last), _entries(last + 1, batch, 1, entry_bytes))
+            walls.append(time.perf_counter() - w)
+            cpus.append(time.process_time() - c)
+            last += batch
+            appended += batch
+        append[str(point)] = {
+            "us_per_entry": round(statistics.median(walls) / batch * 1e6, 1),
+            "cpu_us_per_entry": round(statistics.median(cpus) / batch * 1e6, 1),
+        }
+    bytes_per_entry = store.bytes_written / appended
+    keys = sum(1 for _ in store.cache.list(store.log_bank))
+    store.close()
+
+    reopen, reopen_cpu = [], []
+    for _ in range(3):
+        w, c = time.perf_counter(), time.process_time()
+        store, state = _open(opts)
+        reopen.append(time.perf_counter() - w)
+        reopen_cpu.append(time.process_time() - c)
+        store.close()
+    assert len(state.entries) == last
+
+    store, _ = _open(opts)
+    t_walls, t_cpus = [], []
+    for term in range(2, 7):  # each save replaces the last 1,000 entries with one
+        w, c = time.perf_counter(), time.process_time()
+        store.save(HardState(term, "bench", 0), _entries(last - 999, 1, term, entry_bytes))
+        t_walls.append(time.perf_counter() - w)
+        t_cpus.append(time.process_time() - c)
+        last -= 999
+    store.close()
+    store, state = _open(opts)
+    store.close()
+    assert state.entries[-1].index == last and state.entries[-1].term == 6
+
+    return {
+        "store": "CacheStore",
+        "driver": opts.get("cache", "localfs"),
+        "salt": salt.version.__version__,
+        "batch_entries": batch,
+        "entry_data_bytes": entry_bytes,
+        "append": append,
+        "bytes_written_per_entry": round(bytes_per_entry, 1),
+        "log_keys_on_disk": keys,
+        "reopen_entries": last,
+        "reopen_s": round(min(reopen), 3),
+        "reopen_cpu_s": round(min(reopen_cpu), 3),
+        "truncate_1000_entries_ms": round(statistics.median(t_walls) * 1e3, 2),
+        "truncate_1000_entries_cpu_ms": round(statistics.median(t_cpus) * 1e3, 2),
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m saltext_raft.bench storage")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--cachedir", help="directory for the localfs cache (default: a temp dir)")
+    parser.add_argument("--points", default="1000,10000,100000", help="log lengths to probe")
+    parser.add_argument("--batch", type=int, default=64, help="entries per save() (default 64)")
+    parser.add_argument("--entry-bytes", type=int, default=100, help="data bytes per entry")
+    parser.add_argument("--probe-batches", type=int, default=30, help="timed batches per point")
+    args = parser.parse_args(argv)
+    tmp = None
+    cachedir = args.cachedir
+    if cachedir is None:
+        tmp = cachedir = tempfile.mkdtemp(prefix="saltext-raft-bench-")
+    try:
+        points = [int(p) for p in args.points.split(",") if p]
+        result = run(cachedir, points, args.batch, args.entry_bytes, args.probe_batches)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key:28} {value}")
+    return 0
