@@ -73,10 +73,15 @@ def open_node_store(args):
         from saltext_raft.storage import MemoryStore  # pylint: disable=import-outside-toplevel
 
         return MemoryStore()
+    import salt.config  # pylint: disable=import-outside-toplevel
+
     from saltext_raft.storage import open_store  # pylint: disable=import-outside-toplevel
 
     os.makedirs(args.data_dir, exist_ok=True)
-    return open_store({"cachedir": args.data_dir, "cache": "localfs"}, args.cluster_id, args.id)
+    # Salt 3007's loader needs the full default opts, not just cachedir/cache.
+    opts = dict(salt.config.DEFAULT_MASTER_OPTS)
+    opts.update(cachedir=args.data_dir, cache="localfs")
+    return open_store(opts, args.cluster_id, args.id)
 
 
 # --- benchmark load, run inside the node so no client round trip is measured ------------------
