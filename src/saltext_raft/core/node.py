@@ -278,7 +278,7 @@ class RaftNode:
         if self.role is not Role.LEADER:
             return
         last = self.log.last_index
-        for nid in membership.members:
+        for nid in sorted(membership.members):  # sorted: same message order in every run
             if nid not in self.progress:
                 self.progress[nid] = Progress(last + 1, self.cfg.max_inflight)
         for nid in list(self.progress):
@@ -327,7 +327,7 @@ class RaftNode:
         self.role = Role.LEADER
         self.leader = self.id
         last = self.log.last_index
-        for nid in self.membership.members | {self.id}:
+        for nid in sorted(self.membership.members | {self.id}):  # deterministic order
             self.progress[nid] = Progress(last + 1, self.cfg.max_inflight)
         me = self.progress[self.id]
         me.match = self.log.stable
