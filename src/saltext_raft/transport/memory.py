@@ -72,7 +72,7 @@ class MemoryTransport(Transport):
             try:
                 data = codec.encode_message(msg)
             except codec.CodecError as exc:
-                self._drop("unencodable", to, str(exc))
+                self._drop("unencodable", to, exc.detail)
                 return False
         else:
             data = msg
@@ -103,7 +103,7 @@ class MemoryTransport(Transport):
             try:
                 msg = codec.decode_message(data)
             except codec.CodecError as exc:
-                self._drop(exc.reason, frm, str(exc))
+                self._drop(exc.reason, frm, exc.detail)
                 return
         else:
             msg = data

@@ -210,7 +210,7 @@ class ZmqTransport(Transport):
         try:
             frame = self._crypto.seal(to, encode_message(msg))
         except CodecError as exc:
-            self._drop("unencodable", to, str(exc))
+            self._drop("unencodable", to, exc.detail)
             return False
         size = len(frame)
         if size > self.config.max_frame_bytes:
