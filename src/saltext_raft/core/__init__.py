@@ -18,8 +18,8 @@ from saltext_raft.core.types import MsgType
 from saltext_raft.core.types import NotLeader
 from saltext_raft.core.types import ProposalDropped
 from saltext_raft.core.types import RaftError
-from saltext_raft.core.types import Ready
 from saltext_raft.core.types import ReadState
+from saltext_raft.core.types import Ready
 from saltext_raft.core.types import Role
 from saltext_raft.core.types import Snapshot
 from saltext_raft.core.types import SnapshotChunk

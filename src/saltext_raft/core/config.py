@@ -54,7 +54,9 @@ class Config:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
         if not isinstance(self.promote_lag, int) or self.promote_lag < 0:
-            raise ConfigError(f"promote_lag: must be a non-negative integer, got {self.promote_lag!r}")
+            raise ConfigError(
+                f"promote_lag: must be a non-negative integer, got {self.promote_lag!r}"
+            )
         if self.election_ticks <= self.heartbeat_ticks:
             raise ConfigError(
                 f"election_ticks ({self.election_ticks}) must be greater than "

@@ -38,7 +38,9 @@ class _TermKeys:
 class RaftLog:
     __slots__ = ("offset", "offset_term", "_entries", "stable", "committed")
 
-    def __init__(self, offset: int = 0, offset_term: int = 0, entries: Sequence[Entry] = (), commit: int = 0):
+    def __init__(
+        self, offset: int = 0, offset_term: int = 0, entries: Sequence[Entry] = (), commit: int = 0
+    ):
         self.offset = offset
         self.offset_term = offset_term
         self._entries: list[Entry] = list(entries)
@@ -122,14 +124,18 @@ class RaftLog:
     def append(self, entries: Sequence[Entry]) -> None:
         """Append entries that directly follow the current last entry (leader path)."""
         if entries and entries[0].index != self.last_index + 1:
-            raise RaftError(f"append at {entries[0].index} does not follow last index {self.last_index}")
+            raise RaftError(
+                f"append at {entries[0].index} does not follow last index {self.last_index}"
+            )
         self._entries.extend(entries)
 
     def truncate_and_append(self, entries: Sequence[Entry]) -> int:
         """Replace everything from ``entries[0].index`` on. Returns the truncation point."""
         first = entries[0].index
         if first <= self.committed:
-            raise RaftError(f"refusing to overwrite committed entry {first} (commit {self.committed})")
+            raise RaftError(
+                f"refusing to overwrite committed entry {first} (commit {self.committed})"
+            )
         if first > self.last_index + 1:
             raise RaftError(f"gap: append at {first} after last index {self.last_index}")
         del self._entries[first - self.offset - 1 :]

@@ -52,14 +52,15 @@ from saltext_raft.core.types import MsgType
 from saltext_raft.core.types import NotLeader
 from saltext_raft.core.types import ProposalDropped
 from saltext_raft.core.types import RaftError
-from saltext_raft.core.types import Ready
 from saltext_raft.core.types import ReadState
+from saltext_raft.core.types import Ready
 from saltext_raft.core.types import Role
 from saltext_raft.core.types import Snapshot
 from saltext_raft.core.types import SnapshotChunk
 from saltext_raft.core.types import SnapshotMeta
 from saltext_raft.core.types import SoftState
 
+_NO_HARD_STATE = HardState()
 CAMPAIGN_TRANSFER = b"transfer"
 SNAPSHOT_WINDOW = 4  # InstallSnapshot chunks in flight per follower
 
@@ -97,7 +98,7 @@ class RaftNode:
         config: Config,
         rng,
         *,
-        hard_state: HardState = HardState(),
+        hard_state: HardState = _NO_HARD_STATE,
         snapshot: Snapshot | None = None,
         entries: Sequence[Entry] = (),
         applied: int | None = None,
@@ -160,7 +161,9 @@ class RaftNode:
         node that joins later receives it from the leader like any other entry.
         """
         if config.id not in voters:
-            raise RaftError(f"bootstrap: {config.id} is not among the founding voters {sorted(voters)}")
+            raise RaftError(
+                f"bootstrap: {config.id} is not among the founding voters {sorted(voters)}"
+            )
         founding = Membership(
             voters=frozenset(voters),
             addresses=tuple(sorted((k, v) for k, v in voters.items() if v)),
@@ -297,7 +300,9 @@ class RaftNode:
         self.leader = NONE
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
-        self._randomized_timeout = self.cfg.election_ticks + self._rng.randrange(self.cfg.election_ticks)
+        self._randomized_timeout = self.cfg.election_ticks + self._rng.randrange(
+            self.cfg.election_ticks
+        )
         self.lead_transferee = NONE
         self._votes = {}
         self.progress = {}
@@ -394,7 +399,15 @@ class RaftNode:
         for nid in sorted(self.membership.voters):
             if nid != self.id:
                 self._send(
-                    Message(vote_type, nid, self.id, vote_term, log_term=last_term, index=last_index, context=ctx)
+                    Message(
+                        vote_type,
+                        nid,
+                        self.id,
+                        vote_term,
+                        log_term=last_term,
+                        index=last_index,
+                        context=ctx,
+                    )
                 )
 
     def _poll_votes(self) -> bool:
@@ -456,7 +469,10 @@ class RaftNode:
             else:
                 self._become_follower(m.term, NONE)
         elif m.term < self.term:
-            if (self.cfg.check_quorum or self.cfg.pre_vote) and m.type in (MsgType.APPEND, MsgType.HEARTBEAT):
+            if (self.cfg.check_quorum or self.cfg.pre_vote) and m.type in (
+                MsgType.APPEND,
+                MsgType.HEARTBEAT,
+            ):
                 # A stale leader (e.g. just healed from a partition) learns our term and steps
                 # down; without this it could keep a lease-holding cluster from electing.
                 self._send(Message(MsgType.APPEND_RESP, m.frm, self.id, self.term))
@@ -486,7 +502,9 @@ class RaftNode:
             self.election_elapsed = 0
             self.leader = m.frm
             self.log.commit_to(m.commit)
-            self._send(Message(MsgType.HEARTBEAT_RESP, m.frm, self.id, self.term, context=m.context))
+            self._send(
+                Message(MsgType.HEARTBEAT_RESP, m.frm, self.id, self.term, context=m.context)
+            )
         elif t is MsgType.SNAPSHOT:
             self.election_elapsed = 0
             self.leader = m.frm
@@ -657,7 +675,11 @@ class RaftNode:
             pr.next = log.last_index + 1
             prev = log.last_index
             prev_term = log.last_term
-        ents = log.slice(pr.next, log.last_index + 1, self.cfg.max_msg_bytes) if pr.next <= log.last_index else []
+        ents = (
+            log.slice(pr.next, log.last_index + 1, self.cfg.max_msg_bytes)
+            if pr.next <= log.last_index
+            else []
+        )
         if not ents and not send_if_empty:
             return False
         self._send(
@@ -690,7 +712,14 @@ class RaftNode:
             if nid == self.id:
                 continue
             self._send(
-                Message(MsgType.HEARTBEAT, nid, self.id, self.term, commit=min(pr.match, committed), context=ctx)
+                Message(
+                    MsgType.HEARTBEAT,
+                    nid,
+                    self.id,
+                    self.term,
+                    commit=min(pr.match, committed),
+                    context=ctx,
+                )
             )
 
     def _handle_append_resp(self, m: Message) -> None:
@@ -800,7 +829,15 @@ class RaftNode:
         size = self.cfg.snapshot_chunk_bytes
         window_end = pr.snap_acked + SNAPSHOT_WINDOW * size
         if total == 0:  # an empty snapshot still takes one (empty, final) chunk
-            self._send(Message(MsgType.SNAPSHOT, to, self.id, self.term, snapshot=SnapshotChunk(snap.meta, 0, b"", True, 0)))
+            self._send(
+                Message(
+                    MsgType.SNAPSHOT,
+                    to,
+                    self.id,
+                    self.term,
+                    snapshot=SnapshotChunk(snap.meta, 0, b"", True, 0),
+                )
+            )
             return
         while pr.snap_offset < total and pr.snap_offset < window_end:
             off = pr.snap_offset
@@ -867,7 +904,8 @@ class RaftNode:
             raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
         if self.pending_conf_index > self.log.committed:
             raise ProposalDropped(
-                f"a membership change is pending (entry {self.pending_conf_index} not yet committed)"
+                f"a membership change is pending "
+                f"(entry {self.pending_conf_index} not yet committed)"
             )
         op = ConfOp(op)
         cur = self.membership
@@ -978,7 +1016,9 @@ class RaftNode:
             if rnd.round_id > rid:
                 break
             rnd.acks.add(voter)
-        while self._read_rounds and quorum.has_quorum(self.membership.voters, self._read_rounds[0].acks):
+        while self._read_rounds and quorum.has_quorum(
+            self.membership.voters, self._read_rounds[0].acks
+        ):
             rnd = self._read_rounds.popleft()
             self._release_reads(rnd.index, rnd.requests)
 
@@ -987,7 +1027,16 @@ class RaftNode:
             if requester == self.id:
                 self._read_states.append(ReadState(index, ctx))
             else:
-                self._send(Message(MsgType.READ_INDEX_RESP, requester, self.id, self.term, index=index, context=ctx))
+                self._send(
+                    Message(
+                        MsgType.READ_INDEX_RESP,
+                        requester,
+                        self.id,
+                        self.term,
+                        index=index,
+                        context=ctx,
+                    )
+                )
 
     def create_snapshot(self, index: int, data: bytes, keep: int = 0) -> Snapshot:
         """Record a snapshot of the state machine at ``index`` (<= applied) and compact the log.
@@ -1072,7 +1121,11 @@ class RaftNode:
             rd.hard_state = hs
         rd.snapshot = self._pending_snapshot
         rd.entries = log.unstable()
-        lo = self._pending_snapshot.meta.index if self._pending_snapshot is not None else self.applied_index
+        lo = (
+            self._pending_snapshot.meta.index
+            if self._pending_snapshot is not None
+            else self.applied_index
+        )
         hi = min(log.committed, log.last_index)
         if hi > lo and lo >= log.offset:
             rd.committed_entries = log.slice(lo + 1, hi + 1, self.cfg.max_apply_bytes)

@@ -102,7 +102,10 @@ class KVStateMachine:
 
     def snapshot(self) -> bytes:
         return msgpack.packb(
-            {"tree": self._root.to_obj(), "dedup": [[c, s, r] for c, (s, r) in self._dedup.items()]},
+            {
+                "tree": self._root.to_obj(),
+                "dedup": [[c, s, r] for c, (s, r) in self._dedup.items()],
+            },
             use_bin_type=True,
         )
 

@@ -50,7 +50,9 @@ class Cluster:
         voters = {i: f"addr-{i}" for i in ids}
         for i in ids:
             self.disks[i] = Disk()
-            self.nodes[i] = RaftNode.bootstrap(self.config(i), random.Random(self.rng.random()), voters)
+            self.nodes[i] = RaftNode.bootstrap(
+                self.config(i), random.Random(self.rng.random()), voters
+            )
             self.applied[i] = []
             self.read_states[i] = []
         for i in learners:

@@ -45,7 +45,18 @@ def test_5_1_messages_from_an_older_term_are_ignored():
     c.elect("a")
     b = c.nodes["b"]
     before = (b.term, b.log.last_index, b.commit_index)
-    b.step(Message(MsgType.APPEND, "b", "c", 1, index=3, log_term=2, entries=[Entry(1, 4, 0, b"x")], commit=4))
+    b.step(
+        Message(
+            MsgType.APPEND,
+            "b",
+            "c",
+            1,
+            index=3,
+            log_term=2,
+            entries=[Entry(1, 4, 0, b"x")],
+            commit=4,
+        )
+    )
     assert (b.term, b.log.last_index, b.commit_index) == before
     # and the stale sender is told our term so that it can step down
     rd = b.ready()
@@ -73,7 +84,9 @@ def test_5_2_follower_campaigns_after_election_timeout():
 def test_5_2_randomized_election_timeouts_spread_over_one_timeout():
     timeouts = set()
     for seed in range(30):
-        n = RaftNode.bootstrap(Config("a", election_ticks=10), random.Random(seed), {"a": "", "b": ""})
+        n = RaftNode.bootstrap(
+            Config("a", election_ticks=10), random.Random(seed), {"a": "", "b": ""}
+        )
         timeouts.add(n._randomized_timeout)
     assert min(timeouts) >= 10 and max(timeouts) < 20 and len(timeouts) > 3
 
@@ -119,7 +132,9 @@ def test_5_2_candidate_steps_down_on_append_from_leader_of_same_term():
     b = c.nodes["b"]
     b._become_candidate()
     term = b.term
-    b.step(Message(MsgType.APPEND, "b", "c", term, index=b.log.last_index, log_term=b.log.last_term))
+    b.step(
+        Message(MsgType.APPEND, "b", "c", term, index=b.log.last_index, log_term=b.log.last_term)
+    )
     assert b.role is Role.FOLLOWER and b.leader == "c" and b.term == term
 
 
@@ -154,7 +169,9 @@ def test_5_3_leader_forces_conflicting_follower_entries_out():
     b.log.append(junk)
     c.nodes["a"].propose(b"real")
     c.stabilize()
-    assert c.nodes["b"].entries(1, c.nodes["b"].last_index + 1) == c.nodes["a"].entries(1, c.nodes["a"].last_index + 1)
+    assert c.nodes["b"].entries(1, c.nodes["b"].last_index + 1) == c.nodes["a"].entries(
+        1, c.nodes["a"].last_index + 1
+    )
     assert c.applied["b"] == [b"real"]
 
 
@@ -454,14 +471,20 @@ def test_thesis_6_4_follower_read_index_is_served_by_the_leader():
     c.stabilize()
     c.nodes["b"].read_index(b"fr")
     c.stabilize()
-    assert [(rs.index, rs.context) for rs in c.read_states["b"]] == [(c.nodes["a"].commit_index, b"fr")]
+    assert [(rs.index, rs.context) for rs in c.read_states["b"]] == [
+        (c.nodes["a"].commit_index, b"fr")
+    ]
 
 
 def test_thesis_6_4_read_index_waits_for_the_leaders_first_commit():
     c = Cluster()
     c.nodes["a"].campaign()
     c.process()
-    c.deliver(lambda m: m.type in (MsgType.PRE_VOTE, MsgType.PRE_VOTE_RESP, MsgType.VOTE, MsgType.VOTE_RESP))
+    c.deliver(
+        lambda m: (
+            m.type in (MsgType.PRE_VOTE, MsgType.PRE_VOTE_RESP, MsgType.VOTE, MsgType.VOTE_RESP)
+        )
+    )
     a = c.nodes["a"]
     assert a.role is Role.LEADER and a.term_at(a.commit_index) != a.term
     a.read_index(b"early")

@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from saltext_raft.core import Config
 from saltext_raft.core import ConfChange
+from saltext_raft.core import Config
 from saltext_raft.core import ConfOp
 from saltext_raft.core import Entry
 from saltext_raft.core import Membership
@@ -30,7 +30,7 @@ def test_committed_index_is_stored_on_a_majority_and_is_the_largest_such(match):
 
 @given(st.sets(ids, min_size=1), st.dictionaries(ids, st.integers(0, 100)))
 def test_non_voters_never_change_the_committed_index(voters, extra):
-    match = {v: 5 for v in voters}
+    match = dict.fromkeys(voters, 5)
     base = quorum.committed_index(voters, match)
     match.update({k: 10**6 for k in extra if k not in voters})
     assert quorum.committed_index(voters, match) == base

@@ -60,7 +60,18 @@ def test_defect_2_full_cluster_restart_commits_without_a_client_write():
 
 def test_defect_3_follower_commits_only_what_the_append_proves():
     b = RaftNode(Config("b"), random.Random(1))
-    b.step(Message(MsgType.APPEND, "b", "a", 1, index=0, log_term=0, entries=[Entry(1, 1, 0, b"x")], commit=0))
+    b.step(
+        Message(
+            MsgType.APPEND,
+            "b",
+            "a",
+            1,
+            index=0,
+            log_term=0,
+            entries=[Entry(1, 1, 0, b"x")],
+            commit=0,
+        )
+    )
     b.advance(b.ready())
     # b holds stale entries 2..4 of term 1 that the leader of term 2 does not have
     b.log.append([Entry(1, i, 0, b"stale") for i in (2, 3, 4)])
@@ -154,7 +165,11 @@ def test_defect_6b_stepped_down_candidate_restarts_its_timer_and_uses_pre_vote()
     b._become_candidate()
     b.election_elapsed = 9
     term = b.term
-    b.step(Message(MsgType.APPEND, "b", "a", term, index=b.last_index, log_term=b.log.last_term, commit=0))
+    b.step(
+        Message(
+            MsgType.APPEND, "b", "a", term, index=b.last_index, log_term=b.log.last_term, commit=0
+        )
+    )
     assert b.role is Role.FOLLOWER and b.election_elapsed == 0
     for _ in range(9):
         b.tick()

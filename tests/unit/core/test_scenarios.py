@@ -105,7 +105,10 @@ class Runner:
                     c.nodes[m.to].step(m)
             c.process()
             for nid, rs in c.read_states.items():
-                out += [f"{nid}: read_state index={r.index} ctx={r.context.decode()}" for r in rs[seen.get(nid, 0) :]]
+                out += [
+                    f"{nid}: read_state index={r.index} ctx={r.context.decode()}"
+                    for r in rs[seen.get(nid, 0) :]
+                ]
             return out
         if cmd == "stabilize":
             out = []
@@ -183,7 +186,7 @@ def parse(text):
 
 def render(blocks, outputs):
     lines = []
-    for (cmd, _, trailing), out in zip(blocks, outputs):
+    for (cmd, _, trailing), out in zip(blocks, outputs, strict=True):
         if cmd is not None:
             lines.append("> " + cmd)
             lines += out
@@ -199,7 +202,7 @@ def test_scenario(path):
     if os.environ.get("SCENARIO_REWRITE"):
         path.write_text(render(blocks, outputs))
         return
-    for (cmd, expected, _), got in zip(blocks, outputs):
+    for (cmd, expected, _), got in zip(blocks, outputs, strict=True):
         if cmd is not None:
             assert got == expected, f"{path.name}: > {cmd}"
 

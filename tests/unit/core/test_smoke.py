@@ -1,5 +1,5 @@
-from tests.unit.core.cluster import Cluster
 from saltext_raft.core import Role
+from tests.unit.core.cluster import Cluster
 
 
 def test_three_nodes_elect_and_replicate():

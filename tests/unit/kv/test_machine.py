@@ -1,10 +1,9 @@
 """The KV state machine: Salt cache semantics, determinism, dedup of retries, snapshots."""
 
+import pytest
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
-
-import pytest
 
 from saltext_raft.kv import Command
 from saltext_raft.kv import KVStateMachine

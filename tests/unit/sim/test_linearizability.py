@@ -16,7 +16,11 @@ def test_sequential_history_is_linearizable():
 
 
 def test_stale_read_after_a_completed_write_is_rejected():
-    h = [Op("c1", "put", "k", 0, 1, "a"), Op("c2", "put", "k", 2, 3, "b"), Op("c3", "get", "k", 4, 5, "a")]
+    h = [
+        Op("c1", "put", "k", 0, 1, "a"),
+        Op("c2", "put", "k", 2, 3, "b"),
+        Op("c3", "get", "k", 4, 5, "a"),
+    ]
     res = check(h)
     assert not res.ok and res.key == "k"
     assert "not linearizable" in res.describe()
@@ -24,7 +28,11 @@ def test_stale_read_after_a_completed_write_is_rejected():
 
 def test_concurrent_read_may_see_either_value():
     for seen in ("a", "b"):
-        h = [Op("c1", "put", "k", 0, 1, "a"), Op("c2", "put", "k", 2, 6, "b"), Op("c3", "get", "k", 3, 4, seen)]
+        h = [
+            Op("c1", "put", "k", 0, 1, "a"),
+            Op("c2", "put", "k", 2, 6, "b"),
+            Op("c3", "get", "k", 3, 4, seen),
+        ]
         assert check(h).ok
 
 
@@ -52,7 +60,11 @@ def test_reads_must_not_go_back_in_time():
 
 
 def test_delete_then_read_missing():
-    h = [Op("c1", "put", "k", 0, 1, "a"), Op("c1", "delete", "k", 2, 3), Op("c2", "get", "k", 4, 5, None)]
+    h = [
+        Op("c1", "put", "k", 0, 1, "a"),
+        Op("c1", "delete", "k", 2, 3),
+        Op("c2", "get", "k", 4, 5, None),
+    ]
     assert check(h).ok
     h[-1] = Op("c2", "get", "k", 4, 5, "a")
     assert not check(h).ok
@@ -73,7 +85,7 @@ def test_histories_of_a_real_atomic_register_are_always_accepted(seed):
         kind = rng.choice(["put", "get", "delete"])
         events.append((point, call, ret, kind, f"v{i}", f"c{i % 4}"))
     ops = []
-    for point, call, ret, kind, v, client in sorted(events):
+    for _point, call, ret, kind, v, client in sorted(events):
         if kind == "put":
             value = v
             ops.append(Op(client, "put", "k", call, ret, v))
