@@ -71,6 +71,7 @@ def run(cachedir: str, points: list[int], batch: int, entry_bytes: int, probe_ba
         reopen_cpu.append(time.process_time() - c)
         store.close()
     assert len(state.entries) == last
+    reopened = last
 
     store, _ = _open(opts)
     t_walls, t_cpus = [], []
@@ -94,7 +95,7 @@ def run(cachedir: str, points: list[int], batch: int, entry_bytes: int, probe_ba
         "append": append,
         "bytes_written_per_entry": round(bytes_per_entry, 1),
         "log_keys_on_disk": keys,
-        "reopen_entries": last,
+        "reopen_entries": reopened,
         "reopen_s": round(min(reopen), 3),
         "reopen_cpu_s": round(min(reopen_cpu), 3),
         "truncate_1000_entries_ms": round(statistics.median(t_walls) * 1e3, 2),
