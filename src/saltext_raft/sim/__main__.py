@@ -11,9 +11,11 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from saltext_raft.sim.cluster import FAULT_KINDS
 from saltext_raft.sim.cluster import SimOptions
+from saltext_raft.sim.runner import Summary
 from saltext_raft.sim.runner import run_seed
 from saltext_raft.sim.runner import run_seeds
 
@@ -71,34 +73,27 @@ def main(argv=None) -> int:
         send_before_persist=args.send_before_persist,
         heal_ticks=args.heal_ticks,
     )
+
+    def show(r) -> None:
+        if args.json:
+            print(json.dumps({"seed": r.seed, "invariant": r.invariant, **r.stats}), flush=True)
+        if not r.ok:
+            _report(r)
+
     if args.seed is not None:
         trace = print if args.trace else None
-        r = run_seed(args.seed, options, trace=trace)
-        if args.json or args.trace:
-            print(json.dumps({"seed": r.seed, "invariant": r.invariant, **r.stats}))
-        seeds = [args.seed]
-        results = [r]
-        from saltext_raft.sim.runner import Summary
-
         summary = Summary()
+        t0 = time.perf_counter()
+        r = run_seed(args.seed, options, trace=trace)
+        summary.seconds = time.perf_counter() - t0
         summary.add(r)
+        show(r)
     else:
         seeds = range(args.start, args.start + args.seeds)
         jobs = args.jobs or os.cpu_count() or 1
-
-        def show(r):
-            if args.json:
-                print(json.dumps({"seed": r.seed, "invariant": r.invariant, **r.stats}))
-            if not r.ok:
-                _report(r)
-
-        summary = run_seeds(seeds, options, jobs=jobs, stop_on_first=args.stop_on_first,
-                            on_result=show)
-        results = summary.failures
-    if args.seed is not None:
-        for r in results:
-            if not r.ok:
-                _report(r)
+        summary = run_seeds(
+            seeds, options, jobs=jobs, stop_on_first=args.stop_on_first, on_result=show
+        )
     print(json.dumps(summary.to_json()), flush=True)
     return 1 if summary.violations else 0
 

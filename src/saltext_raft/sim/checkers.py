@@ -93,7 +93,7 @@ class Checkers:
 
     # --- disk ---------------------------------------------------------------------------------
     def on_persist_entries(self, nid: str, entries: list[Entry], prev_term: int | None) -> None:
-        """``entries`` were written contiguously to ``nid``'s disk after an entry of ``prev_term``."""
+        """``entries`` were written in a row to ``nid``'s disk, after an entry of ``prev_term``."""
         known = self._entries
         prev = prev_term
         for e in entries:
@@ -105,7 +105,8 @@ class Checkers:
             elif old != val:
                 raise Violation(
                     "log_matching",
-                    f"{nid} wrote entry index={e.index} term={e.term} kind={e.kind} data={e.data!r} "
+                    f"{nid} wrote entry index={e.index} term={e.term} kind={e.kind} "
+                    f"data={e.data!r} "
                     f"after term {prev}; another log has kind={old[0]} data={old[1]!r} after term "
                     f"{old[2]}",
                 )
@@ -280,7 +281,8 @@ class Checkers:
                 raise Violation(
                     "state_machine_safety",
                     f"{nid} applied index {i} term {entry.term} data {entry.data!r}; another node "
-                    f"applied term {old[0]} data {old[2]!r} there (or a different history before it)",
+                    f"applied term {old[0]} data {old[2]!r} there (or a different history before "
+                    "it)",
                 )
             if old is None:
                 applied[i] = (entry.term, int(entry.kind), entry.data, chain)

@@ -36,7 +36,6 @@ from saltext_raft.sim.model import StateMachine
 from saltext_raft.sim.network import TICK
 from saltext_raft.sim.network import NetFaults
 from saltext_raft.sim.network import Network
-from saltext_raft.sim.trace import fmt_entry
 from saltext_raft.sim.trace import fmt_msg
 from saltext_raft.sim.trace import fmt_ready
 
@@ -136,16 +135,16 @@ class Simulation:
         self.n_founders = opts.nodes or rng.randint(3, 5)
         self.max_steps = opts.steps or rng.randint(1000, 2500)
         self.mix = FaultMix.choose(rng, opts.faults)
-        self.config = dict(
-            election_ticks=10,
-            heartbeat_ticks=rng.choice((1, 2, 3)),
-            pre_vote=rng.random() < 0.8,
-            check_quorum=rng.random() < 0.8,
-            auto_promote=rng.random() < 0.6,
-            max_inflight=rng.choice((1, 4, 256)),
-            max_msg_bytes=rng.choice((1, 64, 1 << 20)),
-            snapshot_chunk_bytes=rng.choice((16, 256, 1 << 20)),
-        )
+        self.config = {
+            "election_ticks": 10,
+            "heartbeat_ticks": rng.choice((1, 2, 3)),
+            "pre_vote": rng.random() < 0.8,
+            "check_quorum": rng.random() < 0.8,
+            "auto_promote": rng.random() < 0.6,
+            "max_inflight": rng.choice((1, 4, 256)),
+            "max_msg_bytes": rng.choice((1, 64, 1 << 20)),
+            "snapshot_chunk_bytes": rng.choice((16, 256, 1 << 20)),
+        }
         self.network = Network(random.Random(f"{seed}/net"), self.mix.net)
         self.slots: dict[str, Slot] = {}
         self.checkers = Checkers({})
@@ -276,7 +275,8 @@ class Simulation:
             raise Violation(
                 "log_matching",
                 f"{slot.id}: in-memory log ends at {last} (term {node.term_at(last)}) but its disk "
-                f"at {disk.last_index} (term {disk.term_at(disk.last_index)}) with no Ready pending",
+                f"at {disk.last_index} (term {disk.term_at(disk.last_index)}) with no Ready "
+                "pending",
             )
 
     def on_first_apply(self, e) -> None:
@@ -312,7 +312,11 @@ class Simulation:
         best = None
         for s in self.slots.values():
             n = s.node
-            if n is not None and n.role is Role.LEADER and (best is None or n.term > best.node.term):
+            if (
+                n is not None
+                and n.role is Role.LEADER
+                and (best is None or n.term > best.node.term)
+            ):
                 best = s
         return best
 
@@ -619,6 +623,3 @@ class Simulation:
         st.elections = len(self.checkers.leaders)
         st.commits = self.checkers.max_commit
         st.faults = dict(self.network.stats)
-
-    def describe_entry(self, e) -> str:
-        return fmt_entry(e)

@@ -11,6 +11,7 @@ notice (a vote or an acknowledgement that a crash then takes back).
 
 from __future__ import annotations
 
+from saltext_raft.sim.checkers import Violation
 from saltext_raft.sim.model import StateMachine
 
 PERSIST = "persist"  # snapshot + entries
@@ -95,11 +96,10 @@ class Driver:
             sm = StateMachine.decode(rd.snapshot.data)
             meta = rd.snapshot.meta
             if sm.applied != meta.index:
-                from saltext_raft.sim.checkers import Violation
-
                 raise Violation(
                     "state_machine_safety",
-                    f"{slot.id} got a snapshot for index {meta.index} holding state at {sm.applied}",
+                    f"{slot.id} got a snapshot for index {meta.index} holding state at "
+                    f"{sm.applied}",
                 )
             checkers.on_restore(slot.id, meta.index, sm.chain)
             slot.sm = sm

@@ -25,7 +25,12 @@ def _first_violation(options: SimOptions):
     [
         pytest.param(
             SimOptions(node_class=broken.LearnersCountToward),
-            {"commit_durable", "state_machine_safety", "leader_completeness", "committed_agreement"},
+            {
+                "commit_durable",
+                "state_machine_safety",
+                "leader_completeness",
+                "committed_agreement",
+            },
             id="learner-acks-count-toward-commit",
         ),
         pytest.param(

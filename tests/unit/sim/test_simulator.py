@@ -93,7 +93,14 @@ def test_cli_prints_one_json_summary_line_and_exits_zero():
 
 def test_cli_reports_seed_invariant_and_replay_command_on_a_violation():
     # the broken driver (send before persist) with crashes inside Ready handling
-    args = ["--seeds", "60", "--fault-mix", "crash-ready", "--send-before-persist", "--stop-on-first"]
+    args = [
+        "--seeds",
+        "60",
+        "--fault-mix",
+        "crash-ready",
+        "--send-before-persist",
+        "--stop-on-first",
+    ]
     proc = subprocess.run(
         [sys.executable, "-m", "saltext_raft.sim", *args],
         env=_env(),
@@ -108,7 +115,11 @@ def test_cli_reports_seed_invariant_and_replay_command_on_a_violation():
     assert "--send-before-persist" in replay and replay.endswith("--trace")
     # the replay command reproduces the violation, with a readable trace
     rerun = subprocess.run(
-        [sys.executable, *replay.split()[1:]], env=_env(), capture_output=True, text=True, timeout=60
+        [sys.executable, *replay.split()[1:]],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert rerun.returncode == 1
     assert "deliver " in rerun.stdout and "VIOLATION" in rerun.stdout
