@@ -95,7 +95,7 @@ class LogStore(abc.ABC):
 
 def check_entries(entries: Sequence[Entry]) -> None:
     """Reject a batch that is not contiguous: the store would otherwise break log matching."""
-    for prev, cur in zip(entries, entries[1:]):
+    for prev, cur in zip(entries, entries[1:], strict=False):
         if cur.index != prev.index + 1:
             raise StorageError(
                 f"entries must be contiguous: index {cur.index} follows {prev.index}"

@@ -81,7 +81,7 @@ def node_bank(cluster_id: str, node_id: str) -> str:
 
 
 def open_store(opts: dict, cluster_id: str, node_id: str, **kwargs) -> CacheStore:
-    """Build the node's store over ``salt.cache.Cache(opts)`` (option ``cache``, default localfs)."""
+    """Build the node's store over ``salt.cache.Cache(opts)`` (option ``cache``: localfs)."""
     import salt.cache  # pylint: disable=import-outside-toplevel
 
     return CacheStore(salt.cache.Cache(opts), cluster_id, node_id, **kwargs)
@@ -265,9 +265,7 @@ class CacheStore(LogStore):
                 key, f"hard state commit {hs.commit} lies beyond the last stored entry {last}"
             )
         # install the mirror
-        self._items = [
-            _Item(found[(o.a, o.b)], o.a, o.b, o.last_index) for o in ops
-        ]
+        self._items = [_Item(found[(o.a, o.b)], o.a, o.b, o.last_index) for o in ops]
         self._pending = []
         for op in reversed(ops):
             if op.a != op.b or op.snap is not None:
@@ -474,7 +472,9 @@ class CacheStore(LogStore):
         if index <= self._base:
             return
         if index > self.last_index:
-            raise StorageError(f"cannot compact to index {index}: the log ends at {self.last_index}")
+            raise StorageError(
+                f"cannot compact to index {index}: the log ends at {self.last_index}"
+            )
         if self._terms[index - self._base - 1] != term:
             raise StorageError(
                 f"snapshot term {term} at index {index} does not match the log "
@@ -534,4 +534,3 @@ class CacheStore(LogStore):
                 destroy()
             except Exception:  # pylint: disable=broad-except
                 pass
-

@@ -262,7 +262,9 @@ def fold(ops: list[Op]) -> Folded:
         map(
             tuple.__new__,
             repeat(Entry),
-            zip(log.terms, range(base + 1, base + 1 + log.count), log.kinds, log.datas),
+            zip(
+                log.terms, range(base + 1, base + 1 + log.count), log.kinds, log.datas, strict=True
+            ),
         )
     )
     prev = snap.term if snap else 0

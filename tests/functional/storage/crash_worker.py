@@ -86,7 +86,9 @@ def worker(cachedir: str, scenario: str, seed: int) -> None:
             snapshot = None
             if snap is not None:
                 snapshot = Snapshot(SnapshotMeta(snap[0], snap[1], members), b"leader@%d" % snap[0])
-            entries = [Entry(entry_term, i, 0, entry_data(entry_term, i)) for i in range(first, first + n)]
+            entries = [
+                Entry(entry_term, i, 0, entry_data(entry_term, i)) for i in range(first, first + n)
+            ]
             hs = HardState(*hs_list)
             store.save(hs, entries, snapshot)
             if snapshot is not None:
@@ -105,9 +107,9 @@ def worker(cachedir: str, scenario: str, seed: int) -> None:
 
 def zygote() -> None:
     # Import everything a worker needs once, before forking.
-    import salt.cache  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-
     import tempfile  # pylint: disable=import-outside-toplevel
+
+    import salt.cache  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
 
     from saltext_raft.storage import open_store  # pylint: disable=import-outside-toplevel
     from tests.functional.storage.backends import master_opts  # pylint: disable=import-outside-toplevel

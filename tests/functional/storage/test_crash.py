@@ -53,7 +53,9 @@ class Lines:
         while b"\n" not in self.buf:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self.fd], [], [], left)[0]:
-                raise AssertionError(f"no line from the crash worker within {LINE_TIMEOUT}s ({what})")
+                raise AssertionError(
+                    f"no line from the crash worker within {LINE_TIMEOUT}s ({what})"
+                )
             chunk = os.read(self.fd, 65536)
             if not chunk:
                 raise AssertionError(f"crash worker pipe closed while waiting for {what}")
@@ -174,7 +176,9 @@ def test_sigkill_never_loses_or_invents_state(zygote, tmp_path, scenario):
         if got != before:
             assert pending is not None, f"{context}: state differs from the last persisted op"
             after = MemoryStore(
-                type(model.disk)(model.disk.hard_state, model.disk.snapshot, list(model.disk.entries))
+                type(model.disk)(
+                    model.disk.hard_state, model.disk.snapshot, list(model.disk.entries)
+                )
             )
             after.load()
             apply(after, pending)
@@ -185,4 +189,7 @@ def test_sigkill_never_loses_or_invents_state(zygote, tmp_path, scenario):
         assert got.hard_state.commit >= prev_hs.commit, f"{context}: commit went backwards"
         prev_hs = got.hard_state
     assert persisted_ops >= KILLS
-    print(f"{scenario}: {KILLS} kills, {persisted_ops} ops persisted, {in_flight_kills} in-flight ops found durable")
+    print(
+        f"{scenario}: {KILLS} kills, {persisted_ops} ops persisted, "
+        f"{in_flight_kills} in-flight ops found durable"
+    )

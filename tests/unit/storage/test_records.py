@@ -59,9 +59,7 @@ def op_chains(draw):
         n = draw(st.integers(0, 4))
         datas = [b"%d.%d" % (seq, i) for i in range(n)]
         hs = HardState(term, "", 0) if draw(st.booleans()) else None
-        ops.append(
-            Op(seq, seq, first if n else 0, [term] * n, bytearray(n), datas, hard_state=hs)
-        )
+        ops.append(Op(seq, seq, first if n else 0, [term] * n, bytearray(n), datas, hard_state=hs))
         if n:
             last = first + n - 1
     return ops
