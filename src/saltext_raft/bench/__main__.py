@@ -11,13 +11,19 @@ import sys
 
 COMMANDS = {
     "storage": ("saltext_raft.bench.storage", "append/reopen/truncate cost of CacheStore"),
+    "cluster": (
+        "saltext_raft.bench.cluster",
+        "3 node processes: latency, throughput, failover, vs PySyncObj",
+    ),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
-        print("usage: python -m saltext_raft.bench <command> [--help]\n\ncommands:", file=sys.stderr)
+        print(
+            "usage: python -m saltext_raft.bench <command> [--help]\n\ncommands:", file=sys.stderr
+        )
         for name, (_, what) in COMMANDS.items():
             print(f"  {name:10} {what}", file=sys.stderr)
         return 2

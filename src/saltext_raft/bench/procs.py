@@ -60,7 +60,16 @@ class ControlClient:
 
 
 class NodeProc:
-    def __init__(self, nid: str, listen: str, args: list[str], log_path: str, python: str = sys.executable):
+    def __init__(
+        self,
+        nid: str,
+        listen: str,
+        args: list[str],
+        log_path: str,
+        python: str = sys.executable,
+        module: str = "saltext_raft.node",
+    ):
+        self.module = module
         self.id = nid
         self.listen = listen
         self.args = args
@@ -80,7 +89,7 @@ class NodeProc:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
         log = open(self.log_path, "ab")  # pylint: disable=consider-using-with
         self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
-            [self.python, "-m", "saltext_raft.node", "--id", self.id, "--listen", self.listen, *self.args],
+            [self.python, "-m", self.module, *self._id_args(), *self.args],
             stdout=subprocess.PIPE,
             stderr=log,
             env=env,
@@ -92,7 +101,9 @@ class NodeProc:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.proc.poll() is not None:
                 self.kill()
-                raise RuntimeError(f"node {self.id} did not print its ready line within {timeout}s (see {self.log_path})")
+                raise RuntimeError(
+                    f"node {self.id} did not print its ready line within {timeout}s (see {self.log_path})"
+                )
             ready, _, _ = select.select([self.proc.stdout], [], [], min(remaining, 0.5))
             if ready:
                 chunk = os.read(self.proc.stdout.fileno(), 4096)
@@ -104,6 +115,11 @@ class NodeProc:
         self.control = info["control"]
         self._client = None
         return self
+
+    def _id_args(self) -> list[str]:
+        return (
+            ["--id", self.id, "--listen", self.listen] if self.module == "saltext_raft.node" else []
+        )
 
     @property
     def client(self) -> ControlClient:
@@ -153,7 +169,14 @@ class NodeProc:
 class ProcCluster:
     """Nodes ``ids`` (plus ``spare`` ids known to everyone but not founders) on loopback."""
 
-    def __init__(self, workdir: str, ids=("n1", "n2", "n3"), spare=(), node_args=(), python: str = sys.executable):
+    def __init__(
+        self,
+        workdir: str,
+        ids=("n1", "n2", "n3"),
+        spare=(),
+        node_args=(),
+        python: str = sys.executable,
+    ):
         self.workdir = workdir
         self.python = python
         os.makedirs(workdir, exist_ok=True)
@@ -179,7 +202,13 @@ class ProcCluster:
         ]
 
     def start(self, nid: str, timeout: float = 30.0) -> NodeProc:
-        node = NodeProc(nid, self.addresses[nid], self.args_for(nid), os.path.join(self.workdir, f"{nid}.log"), self.python)
+        node = NodeProc(
+            nid,
+            self.addresses[nid],
+            self.args_for(nid),
+            os.path.join(self.workdir, f"{nid}.log"),
+            self.python,
+        )
         self.nodes[nid] = node
         return node.start(timeout)
 
@@ -204,12 +233,17 @@ class ProcCluster:
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout}s waiting for {what}; statuses: {self._summary()}")
+                raise TimeoutError(
+                    f"timed out after {timeout}s waiting for {what}; statuses: {self._summary()}"
+                )
             time.sleep(interval)
 
     def _summary(self) -> dict:
         return {
-            n: {k: s.get(k) for k in ("role", "term", "leader", "commit_index", "applied_index", "membership")}
+            n: {
+                k: s.get(k)
+                for k in ("role", "term", "leader", "commit_index", "applied_index", "membership")
+            }
             for n, s in self.statuses().items()
         }
 

@@ -1,0 +1,387 @@
+"""Cluster benchmark: ``python -m saltext_raft.bench cluster [--quick] [--json]``.
+
+Three node processes on loopback with durable storage (``python -m saltext_raft.node``: zmq
+transport with encryption, CacheStore over Salt's localfs cache with fsync), 100-byte payloads:
+
+(a) commit latency p50/p99 with one proposal outstanding;
+(b) throughput with many proposals outstanding (``--outstanding``, default 1000);
+(c) throughput once the log holds ``--log-entries`` (default 100k) entries, against (b);
+(d) failover: SIGKILL the leader, time until a new leader has committed an entry of its term
+    (polled every 10 ms on the survivors' control channels), ``--trials`` times, p50/p99;
+(e) the same against PySyncObj (3 processes, its defaults: in-memory log, no fsync), with our
+    figure divided by theirs.
+
+Load runs inside the leader process (the node's control op ``load``), for both systems, so no
+client round trip is measured. Every loop is bounded in count and in time. Targets are reported,
+never asserted. Figures and how to read them: docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+from saltext_raft.bench.procs import NodeProc
+from saltext_raft.bench.procs import ProcCluster
+from saltext_raft.bench.procs import free_port
+
+TARGETS = {
+    "latency_p50_ms": 1.0,
+    "latency_p99_ms": 5.0,
+    "throughput_ratio_vs_pysyncobj": 2.0,
+    "big_log_throughput_ratio": 0.9,
+    "failover_p50_s": 0.5,
+    "failover_p99_s": 1.0,
+}
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else None
+
+
+class SyncObjCluster:
+    """Three PySyncObj processes with the same control ops as our nodes."""
+
+    def __init__(self, workdir: str, python: str):
+        self.workdir = workdir
+        self.python = python
+        self.addresses = {f"p{i}": f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
+        self.nodes: dict[str, NodeProc] = {}
+
+    def start(self, nid: str) -> NodeProc:
+        partners = ",".join(a for n, a in self.addresses.items() if n != nid)
+        node = NodeProc(
+            nid,
+            self.addresses[nid],
+            ["--self", self.addresses[nid], "--partners", partners],
+            os.path.join(self.workdir, f"{nid}.log"),
+            self.python,
+            module="saltext_raft.bench.pysyncobj_node",
+        )
+        self.nodes[nid] = node
+        return node.start()
+
+    def start_all(self):
+        for nid in self.addresses:
+            self.start(nid)
+
+    statuses = ProcCluster.statuses
+    wait = ProcCluster.wait
+    _summary = ProcCluster._summary
+    close = ProcCluster.close
+
+    def leader(
+        self, timeout: float = 15.0, exclude_term: int = 0, min_commit: int = -1
+    ) -> NodeProc:
+        def find():
+            for nid, st in self.statuses().items():
+                if (
+                    st["role"] == "leader"
+                    and st["term"] > exclude_term
+                    and st["commit_index"] > min_commit
+                ):
+                    return self.nodes[nid]
+            return None
+
+        return self.wait("a PySyncObj leader that committed", find, timeout, interval=0.01)
+
+
+def _ours_leader(cluster, timeout=15.0, exclude_term=0, min_commit=-1):
+    def find():
+        for nid, st in cluster.statuses().items():
+            if (
+                st["role"] == "leader"
+                and st["leader_committed"]
+                and st["term"] > exclude_term
+                and st["commit_index"] > min_commit
+            ):
+                return cluster.nodes[nid]
+        return None
+
+    return cluster.wait("a leader that committed in its term", find, timeout, interval=0.01)
+
+
+def failover(cluster, find_leader, trials: int, budget: float) -> dict:
+    times = []
+    start = time.monotonic()
+    for _ in range(trials):
+        if time.monotonic() - start > budget:
+            break
+        old = find_leader(cluster, 30.0)
+        st = old.call("status")
+        old_term, old_commit = st["term"], st["commit_index"]
+        old.kill()
+        t0 = time.monotonic()
+        find_leader(cluster, 30.0, exclude_term=old_term, min_commit=old_commit)
+        times.append(time.monotonic() - t0)
+        old.start()
+        # let the restarted node rejoin as a follower before the next kill
+        cluster.wait(
+            f"{old.id} to follow a leader again",
+            lambda o=old: (o.try_status() or {}).get("leader") not in (None, "", "None"),
+            30.0,
+        )
+    return {
+        "trials": len(times),
+        "p50_s": pct(times, 0.5),
+        "p99_s": pct(times, 0.99),
+        "max_s": max(times) if times else None,
+        "all_s": [round(t, 4) for t in times],
+    }
+
+
+def workloads(leader: NodeProc, o) -> dict:
+    lat_runs, thr_runs = [], []
+    for _ in range(o.runs):
+        lat_runs.append(
+            leader.call(
+                "load", count=o.latency_count, outstanding=1, size=o.size, duration=o.seconds
+            )
+        )
+        thr_runs.append(
+            leader.call(
+                "load",
+                count=o.throughput_count,
+                outstanding=o.outstanding,
+                size=o.size,
+                duration=o.seconds,
+            )
+        )
+    return {
+        "latency_p50_ms": statistics.median(r["p50_ms"] for r in lat_runs),
+        "latency_p99_ms": statistics.median(r["p99_ms"] for r in lat_runs),
+        "throughput_per_s": statistics.median(r["per_second"] for r in thr_runs),
+        "runs": {"latency": lat_runs, "throughput": thr_runs},
+    }
+
+
+def big_log(leader: NodeProc, o, have: int) -> dict:
+    fill = max(0, o.log_entries - have)
+    t0 = time.monotonic()
+    filled = 0
+    while filled < fill and time.monotonic() - t0 < o.fill_seconds:
+        r = leader.call(
+            "load",
+            count=min(fill - filled, 50_000),
+            outstanding=o.outstanding,
+            size=o.size,
+            duration=o.seconds,
+        )
+        filled += r["committed"]
+        if not r["committed"]:
+            break
+    st = leader.call("status")
+    runs = [
+        leader.call(
+            "load",
+            count=o.throughput_count,
+            outstanding=o.outstanding,
+            size=o.size,
+            duration=o.seconds,
+        )
+        for _ in range(o.runs)
+    ]
+    return {
+        "log_entries": st["last_index"] - st["first_index"] + 1,
+        "throughput_per_s": statistics.median(r["per_second"] for r in runs),
+        "runs": runs,
+    }
+
+
+def bench_ours(o, workdir: str) -> dict:
+    out = {}
+    # Failover on a cluster with default snapshotting (restarts stay quick), then the
+    # workloads on one that never compacts, so that its log really holds --log-entries.
+    c = ProcCluster(os.path.join(workdir, "fail"), python=o.python)
+    try:
+        c.start_all()
+        _ours_leader(c)
+        out["failover"] = failover(c, _ours_leader, o.trials, o.failover_seconds)
+    finally:
+        c.close()
+    c = ProcCluster(
+        os.path.join(workdir, "load"), node_args=["--snapshot-interval", "0"], python=o.python
+    )
+    try:
+        c.start_all()
+        leader = _ours_leader(c)
+        out.update(workloads(leader, o))
+        st = leader.call("status")
+        out["big_log"] = big_log(leader, o, st["last_index"])
+        out["leader_runtime"] = leader.call("status")["runtime"]
+    finally:
+        c.close()
+    return out
+
+
+def bench_pysyncobj(o, workdir: str) -> dict:
+    out = {}
+    c = SyncObjCluster(os.path.join(workdir, "pso-fail"), o.python)
+    os.makedirs(c.workdir, exist_ok=True)
+    try:
+        c.start_all()
+        c.leader()
+        out["failover"] = failover(
+            c, lambda cl, t, **kw: cl.leader(t, **kw), o.trials, o.failover_seconds
+        )
+    finally:
+        c.close()
+    c = SyncObjCluster(os.path.join(workdir, "pso-load"), o.python)
+    os.makedirs(c.workdir, exist_ok=True)
+    try:
+        c.start_all()
+        leader = c.leader()
+        out.update(workloads(leader, o))
+        have = leader.call("status")["commit_index"]
+        out["big_log"] = big_log_pso(leader, o, have)
+    finally:
+        c.close()
+    return out
+
+
+def big_log_pso(leader, o, have):
+    res = big_log(_StatusShim(leader), o, have)
+    return res
+
+
+class _StatusShim:
+    """PySyncObj's status has no first/last index: report its commit index as the log size."""
+
+    def __init__(self, node):
+        self.node = node
+
+    def call(self, op, timeout=None, **kw):
+        res = self.node.call(op, timeout, **kw)
+        if op == "status":
+            res = dict(res, first_index=1, last_index=res["commit_index"])
+        return res
+
+
+def ratios(ours: dict, theirs: dict) -> dict:
+    def div(a, b):
+        return round(a / b, 3) if a and b else None
+
+    return {
+        "throughput_ours_over_theirs": div(ours["throughput_per_s"], theirs["throughput_per_s"]),
+        "big_log_throughput_ours_over_theirs": div(
+            ours["big_log"]["throughput_per_s"], theirs["big_log"]["throughput_per_s"]
+        ),
+        "latency_p50_ours_over_theirs": div(ours["latency_p50_ms"], theirs["latency_p50_ms"]),
+        "latency_p99_ours_over_theirs": div(ours["latency_p99_ms"], theirs["latency_p99_ms"]),
+        "failover_p50_ours_over_theirs": div(
+            ours["failover"]["p50_s"], theirs["failover"]["p50_s"]
+        ),
+        "failover_p99_ours_over_theirs": div(
+            ours["failover"]["p99_s"], theirs["failover"]["p99_s"]
+        ),
+    }
+
+
+def verdict(ours: dict, rat: dict | None) -> dict:
+    big = (
+        ours["big_log"]["throughput_per_s"] / ours["throughput_per_s"]
+        if ours["throughput_per_s"]
+        else None
+    )
+    got = {
+        "latency_p50_ms": ours["latency_p50_ms"],
+        "latency_p99_ms": ours["latency_p99_ms"],
+        "throughput_ratio_vs_pysyncobj": rat["throughput_ours_over_theirs"] if rat else None,
+        "big_log_throughput_ratio": round(big, 3) if big else None,
+        "failover_p50_s": ours["failover"]["p50_s"],
+        "failover_p99_s": ours["failover"]["p99_s"],
+    }
+    out = {}
+    for name, target in TARGETS.items():
+        value = got[name]
+        higher_better = name.endswith("ratio") or "ratio_vs" in name
+        met = None if value is None else (value >= target if higher_better else value <= target)
+        out[name] = {"value": value, "target": target, "met": met}
+    return out
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="python -m saltext_raft.bench cluster", description=__doc__.split("\n")[0]
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (default: a short table and the JSON)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="a short form for CI (small counts, 5 failover trials)"
+    )
+    p.add_argument("--no-pysyncobj", action="store_true")
+    p.add_argument("--python", default=sys.executable)
+    p.add_argument("--workdir", default=None)
+    p.add_argument("--size", type=int, default=100)
+    p.add_argument("--outstanding", type=int, default=1000)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--latency-count", type=int, default=2000)
+    p.add_argument("--throughput-count", type=int, default=100_000)
+    p.add_argument("--log-entries", type=int, default=100_000)
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--seconds", type=float, default=15.0, help="time bound of one load run")
+    p.add_argument("--fill-seconds", type=float, default=120.0)
+    p.add_argument(
+        "--failover-seconds", type=float, default=240.0, help="time bound of all failover trials"
+    )
+    return p
+
+
+def main(argv=None) -> int:
+    o = build_parser().parse_args(argv)
+    if o.quick:
+        o.runs, o.latency_count, o.throughput_count = 1, 300, 10_000
+        o.log_entries, o.trials, o.seconds, o.fill_seconds, o.failover_seconds = (
+            20_000,
+            5,
+            10.0,
+            30.0,
+            60.0,
+        )
+    workdir = o.workdir or tempfile.mkdtemp(prefix="raft-bench-")
+    started = time.time()
+    result = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python -m saltext_raft.bench cluster "
+        + " ".join(argv if argv is not None else sys.argv[2:]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_at_start": os.getloadavg(),
+        },
+        "options": {k: v for k, v in vars(o).items() if k not in ("json",)},
+    }
+    ours = bench_ours(o, workdir)
+    result["ours"] = ours
+    rat = None
+    if not o.no_pysyncobj:
+        try:
+            theirs = bench_pysyncobj(o, workdir)
+        except ImportError as exc:
+            result["pysyncobj"] = {"skipped": str(exc)}
+        else:
+            result["pysyncobj"] = theirs
+            rat = result["ratios"] = ratios(ours, theirs)
+    result["targets"] = verdict(ours, rat)
+    result["seconds"] = round(time.time() - started, 1)
+    result["machine"]["loadavg_at_end"] = os.getloadavg()
+    if not o.json:
+        for name, v in result["targets"].items():
+            print(
+                f"{name:32} {v['value']!s:>12}  target {v['target']:<6} met={v['met']}",
+                file=sys.stderr,
+            )
+    print(json.dumps(result, default=str, indent=None if o.json else 1))
+    return 0
