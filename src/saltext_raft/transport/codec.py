@@ -177,10 +177,35 @@ def _entry(raw) -> Entry:
     return Entry(term, index, _ENTRY_KINDS[kind], data)
 
 
+_tuple_new = tuple.__new__
+
+
 def _entries(raw) -> tuple[Entry, ...]:
+    # The hot loop of APPEND decoding: inline checks, and tuple.__new__ instead of the
+    # NamedTuple's Python-level __new__. Any entry failing the fast check goes through
+    # _entry() for a precise error.
     if type(raw) is not tuple:
         raise _bad("entries must be an array")
-    return tuple([_entry(e) for e in raw])
+    out = []
+    append = out.append
+    kinds = _ENTRY_KINDS
+    for raw_entry in raw:
+        if type(raw_entry) is tuple and len(raw_entry) == 4:
+            term, index, kind, data = raw_entry
+            if (
+                type(term) is int
+                and type(index) is int
+                and type(kind) is int
+                and type(data) is bytes
+                and 0 <= term <= MAX_U63
+                and 0 <= index <= MAX_U63
+                and kind in kinds
+            ):
+                append(_tuple_new(Entry, (term, index, kinds[kind], data)))
+                continue
+        _entry(raw_entry)  # raises, naming what is wrong
+        raise _bad("invalid entry")  # pragma: no cover - _entry always raises here
+    return tuple(out)
 
 
 def encode_entries(entries) -> bytes:
