@@ -65,6 +65,7 @@ MAX_MEMBERS = 1024
 DEFAULT_MAX_MESSAGE_BYTES = 16 << 20
 DEFAULT_MAX_PAYLOAD_BYTES = 16 << 20
 
+_unpackb = msgpack.unpackb
 _MSG_TYPES = {int(t): t for t in MsgType}
 _ENTRY_KINDS = {int(k): k for k in EntryKind}
 _MSG_FIELDS = 14
@@ -337,7 +338,16 @@ def encode_message(msg: Message) -> bytes:
 
 def decode_message(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
     """Decode and validate one message. Raises only :class:`CodecError`."""
-    obj = _envelope(_unpack(data, max_bytes, "message"), "message", _MSG_FIELDS)
+    # Fast path inlined (this runs once per inbound frame); any oddity takes the slow path,
+    # which raises with a precise reason.
+    obj = None
+    if type(data) is bytes and len(data) <= max_bytes:
+        try:
+            obj = _unpackb(data, raw=False, use_list=False, strict_map_key=True, max_ext_len=0, ext_hook=_refuse_ext)
+        except Exception:  # noqa: BLE001 - the slow path below reports it
+            obj = None
+    if type(obj) is not tuple or len(obj) != _MSG_FIELDS or obj[0] != CODEC_VERSION or type(obj[0]) is not int:
+        obj = _envelope(_unpack(data, max_bytes, "message"), "message", _MSG_FIELDS)
     (
         _,
         mtype,

@@ -254,7 +254,9 @@ class FrameCrypto:
         pos = end
         now = self._clock()
         state = self._replay.get(sender)
-        if state is not None and not self._fresh(state, epoch, counter, now):
+        # Fast path: the sender's current epoch, the next counter (in-order delivery).
+        in_order = state is not None and epoch == state.epoch and counter > state.high
+        if not in_order and state is not None and not self._fresh(state, epoch, counter, now):
             raise FrameRejected("replay", f"epoch {epoch} counter {counter}", sender_id)
         aead = self._open_cache.get((sender, epoch))
         cache_it = aead is None
@@ -268,7 +270,13 @@ class FrameCrypto:
             self._open_cache[(sender, epoch)] = aead
             if state is not None and state.epoch != epoch:
                 self._open_cache.pop((sender, state.epoch), None)
-        self._commit(sender, state, epoch, counter, now)
+        if in_order:
+            shift = counter - state.high
+            state.mask = ((state.mask << shift) | 1) & self._window_mask if shift < self._window else 1
+            state.high = counter
+            state.last_seen = now
+        else:
+            self._commit(sender, state, epoch, counter, now)
         return sender_id, plaintext
 
     def _fresh(self, state: _Replay, epoch: int, counter: int, now: float) -> bool:
@@ -287,7 +295,8 @@ class FrameCrypto:
             self._replay[sender] = _Replay(epoch, counter, now)
             return
         if counter > state.high:
-            state.mask = ((state.mask << (counter - state.high)) | 1) & self._window_mask
+            shift = counter - state.high
+            state.mask = ((state.mask << shift) | 1) & self._window_mask if shift < self._window else 1
             state.high = counter
         else:
             state.mask |= 1 << (state.high - counter)
