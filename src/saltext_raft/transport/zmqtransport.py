@@ -133,6 +133,7 @@ class ZmqTransport(Transport):
         self._reader = asyncio.get_running_loop().create_task(
             self._read_loop(), name=f"raft-transport-reader-{self.node_id}"
         )
+        self._reader.add_done_callback(self._reader_done)
         log.debug("raft transport %s listening on %s (epoch %d)", self.node_id, self.bound_endpoint, self.epoch)
 
     async def close(self) -> None:
@@ -155,6 +156,13 @@ class ZmqTransport(Transport):
             self._router_sync = None
         if self._own_context:
             self._ctx.term()
+
+    def _reader_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None and not self._closed:
+            log.error(
+                "raft transport %s: the reader stopped: %r", self.node_id, task.exception(),
+                exc_info=task.exception(),
+            )
 
     # --- peers --------------------------------------------------------------------------------
 
@@ -250,7 +258,11 @@ class ZmqTransport(Transport):
                     frame = recv(noblock)
                 except again:
                     break
-                on_frame(frame)
+                try:
+                    on_frame(frame)
+                except Exception:  # a bug here must not leave the node deaf
+                    self._dropped["malformed"] += 1
+                    log.exception("raft transport %s: unexpected error handling a frame", self.node_id)
             else:
                 await asyncio.sleep(0)  # more is waiting: let other tasks run, then continue
 

@@ -246,3 +246,28 @@ def test_close_is_idempotent_and_send_after_close_is_refused():
         assert not t.send(hb("a", "b"))
 
     run(main())
+
+
+def test_an_unexpected_error_in_frame_handling_does_not_stop_the_reader(monkeypatch):
+    async def main():
+        async with cluster("a", "b") as n:
+            await deliver(n["a"], n["b"], hb("a", "b", 1))
+            real = n["b"]._on_frame  # pylint: disable=protected-access
+            calls = []
+
+            def flaky(frame):
+                calls.append(frame)
+                if len(calls) == 1:
+                    raise KeyError("bug")
+                real(frame)
+
+            monkeypatch.setattr(n["b"], "_on_frame", flaky)
+            # the reader captured _on_frame at start; restart it to pick up the flaky one
+            n["b"]._reader.cancel()  # pylint: disable=protected-access
+            with contextlib.suppress(asyncio.CancelledError):
+                await n["b"]._reader  # pylint: disable=protected-access
+            n["b"]._reader = asyncio.ensure_future(n["b"]._read_loop())  # pylint: disable=protected-access
+            assert await deliver(n["a"], n["b"], hb("a", "b", 2)) == hb("a", "b", 2)
+            assert n["b"].stats()["dropped"]["malformed"] >= 1
+
+    run(main())
