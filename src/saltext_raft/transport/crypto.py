@@ -172,9 +172,10 @@ class FrameCrypto:
         self._stale_after = epoch_stale_after
         self._max_frame = max_frame_bytes
         self._clock = clock
-        # sender side: receiver id -> (header tail bytes, AEAD) for our epoch
+        # what a frame for us must carry, byte for byte
         self._cluster_tail = bytes([len(self._cluster_b)]) + self._cluster_b
         self._receiver_tail = bytes([len(self._node_b)]) + self._node_b
+        # sender side: receiver id -> (header tail bytes, AEAD) for our epoch
         self._seal_cache: dict[str, tuple[bytes, object]] = {}
         # receiver side: (sender bytes, epoch) -> AEAD, only for authenticated epochs
         self._open_cache: dict[tuple[bytes, int], object] = {}
@@ -183,12 +184,15 @@ class FrameCrypto:
     # --- sending ------------------------------------------------------------------------------
 
     def seal(self, receiver: str, plaintext: bytes) -> bytes:
-        """Encrypt and authenticate ``plaintext`` for ``receiver``; returns the whole frame."""
+        """Encrypt and authenticate ``plaintext`` for ``receiver``; returns the whole frame.
+
+        Raises :class:`CodecError` ("unencodable") for a receiver id that cannot be framed.
+        """
         cached = self._seal_cache.get(receiver)
         if cached is None:
-            recv_b = receiver.encode()
+            recv_b = receiver.encode() if isinstance(receiver, str) else b""
             if not 0 < len(recv_b) <= 255:
-                raise ValueError("receiver id must be 1 to 255 bytes of UTF-8")
+                raise CodecError("unencodable", "receiver id must be 1 to 255 bytes of UTF-8")
             tail = (
                 bytes([len(self._cluster_b)])
                 + self._cluster_b

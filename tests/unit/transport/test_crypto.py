@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from saltext_raft.transport.codec import CodecError
 from saltext_raft.transport.crypto import FrameCrypto
 from saltext_raft.transport.crypto import FrameRejected
 
@@ -174,3 +175,10 @@ def test_a_huge_counter_jump_does_not_build_a_huge_window():
     a._counter = (1 << 63) - 5  # pylint: disable=protected-access
     assert b.open(a.seal("b", b"2"), PEERS)[1] == b"2"
     assert b._replay[b"a"].mask == 1  # pylint: disable=protected-access
+
+
+def test_sealing_for_an_unframeable_receiver_raises_codec_error():
+    a, _, _ = pair()
+    for receiver in ("", "x" * 256):
+        with pytest.raises(CodecError):
+            a.seal(receiver, b"x")
