@@ -84,8 +84,8 @@ class ZmqTransport(Transport):
         self._own_context = context is None
         self._ctx = context if context is not None else zmq.asyncio.Context()
         self._sync_ctx = zmq.Context.shadow(self._ctx.underlying)
-        self._router: zmq.asyncio.Socket | None = None
-        self._router_sync: zmq.Socket | None = None
+        self._inbound: zmq.asyncio.Socket | None = None
+        self._inbound_sync: zmq.Socket | None = None
         self._peer_endpoints: dict[str, str] = {}
         self._known: frozenset[str] = frozenset()
         self._dealers: dict[str, zmq.Socket] = {}
@@ -104,7 +104,7 @@ class ZmqTransport(Transport):
     async def start(self) -> None:
         if self._closed:
             raise RuntimeError("a closed transport cannot be restarted; create a new one")
-        if self._router is not None:
+        if self._inbound is not None:
             return
         cfg = self.config
         sock = self._ctx.socket(zmq.PULL)
@@ -126,8 +126,8 @@ class ZmqTransport(Transport):
             sock.close(linger=0)
             raise
         self.bound_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._router = sock
-        self._router_sync = zmq.Socket.shadow(sock.underlying)
+        self._inbound = sock
+        self._inbound_sync = zmq.Socket.shadow(sock.underlying)
         for node_id, ep in self._peer_endpoints.items():
             self._connect(node_id, ep)
         self._reader = asyncio.get_running_loop().create_task(
@@ -150,10 +150,10 @@ class ZmqTransport(Transport):
         for sock in self._dealers.values():
             sock.close(linger=0)
         self._dealers.clear()
-        if self._router is not None:
-            self._router.close(linger=0)
-            self._router = None
-            self._router_sync = None
+        if self._inbound is not None:
+            self._inbound.close(linger=0)
+            self._inbound = None
+            self._inbound_sync = None
         if self._own_context:
             self._ctx.term()
 
@@ -173,7 +173,7 @@ class ZmqTransport(Transport):
                 sock = self._dealers.pop(node_id, None)
                 if sock is not None:
                     sock.close(linger=0)
-        if self._router is not None and not self._closed:
+        if self._inbound is not None and not self._closed:
             for node_id, ep in wanted.items():
                 if node_id not in self._dealers:
                     self._connect(node_id, ep)
@@ -239,8 +239,8 @@ class ZmqTransport(Transport):
     # --- receiving ----------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        asock = self._router
-        sync = self._router_sync
+        asock = self._inbound
+        sync = self._inbound_sync
         drain_max = self.config.drain_max
         recv = sync.recv
         on_frame = self._on_frame
