@@ -60,7 +60,7 @@ MAX_U63 = (1 << 63) - 1
 #: Node ids and addresses are Salt master ids / "host:port" strings.
 MAX_ID_LEN = 255
 MAX_ADDRESS_LEN = 1024
-MAX_CONTEXT_LEN = 1 << 16
+MAX_CONTEXT_LEN = 1 << 16  # request ids, "transfer"; APP messages are exempt (see _APP)
 MAX_MEMBERS = 1024
 DEFAULT_MAX_MESSAGE_BYTES = 16 << 20
 DEFAULT_MAX_PAYLOAD_BYTES = 16 << 20
@@ -70,6 +70,8 @@ _MSG_TYPES = {int(t): t for t in MsgType}
 _ENTRY_KINDS = {int(k): k for k in EntryKind}
 _MSG_FIELDS = 14
 _ENTRY_TYPES = (MsgType.APPEND, MsgType.PROPOSE)
+# APP carries a runtime payload in ``context``: bounded by the frame size, not MAX_CONTEXT_LEN.
+_APP = getattr(MsgType, "APP", None)
 
 
 class CodecError(ValueError):
@@ -396,7 +398,7 @@ def decode_message(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> M
         and len(frm) <= MAX_ID_LEN
         and type(reject) is bool
         and type(context) is bytes
-        and len(context) <= MAX_CONTEXT_LEN
+        and (len(context) <= MAX_CONTEXT_LEN or mtype is _APP)
     ):
         for value, name in (
             (term, "term"),
@@ -410,7 +412,7 @@ def decode_message(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> M
         _ident(to, "to")
         _ident(frm, "frm")
         _bool(reject, "reject")
-        _bytes(context, "context", MAX_CONTEXT_LEN)
+        _bytes(context, "context", None if mtype is _APP else MAX_CONTEXT_LEN)
     return Message(
         mtype, to, frm, term, log_term, index, entries, commit, reject, hint_index, hint_term, context, snap
     )

@@ -220,3 +220,9 @@ def test_payload_encoding_refuses_unknown_types_and_oversize():
         codec.encode_payload({"x": object()})
     with pytest.raises(CodecError, match="oversize"):
         codec.encode_payload(b"x" * 100, max_bytes=50)
+
+
+def test_app_messages_may_carry_a_large_runtime_payload_in_context():
+    payload = codec.encode_payload({"op": "join", "blob": b"x" * (codec.MAX_CONTEXT_LEN + 10)})
+    msg = Message(MsgType.APP, "b", "a", 0, context=payload)
+    assert codec.decode_message(codec.encode_message(msg)) == msg

@@ -49,6 +49,7 @@ POOL = [
     Message(MsgType.PRE_VOTE_RESP, "b", "a", 5, reject=True),
     Message(MsgType.SNAPSHOT, "b", "a", 3, snapshot=SnapshotChunk(_META, 4096, b"s" * 100, True, 4196)),
     Message(MsgType.PROPOSE, "b", "a", 0, entries=(Entry(0, 0, 0, b"proposal"),)),
+    Message(MsgType.APP, "b", "a", 0, context=b"\x82\xa2op\xa4join\xa4node\xa1a"),
     Message(MsgType.READ_INDEX_RESP, "b", "a", (1 << 63) - 1, index=(1 << 63) - 1, context=b"\x00" * 16),
 ]
 
