@@ -138,87 +138,64 @@ def failover(cluster, find_leader, trials: int, budget: float) -> dict:
     }
 
 
-def workloads(leader: NodeProc, o) -> dict:
-    lat_runs, thr_runs = [], []
-    for _ in range(o.runs):
-        lat_runs.append(
-            leader.call(
-                "load", count=o.latency_count, outstanding=1, size=o.size, duration=o.seconds
-            )
-        )
-        thr_runs.append(
-            leader.call(
-                "load",
-                count=o.throughput_count,
-                outstanding=o.outstanding,
-                size=o.size,
-                duration=o.seconds,
-            )
-        )
-    return {
-        "latency_p50_ms": statistics.median(r["p50_ms"] for r in lat_runs),
-        "latency_p99_ms": statistics.median(r["p99_ms"] for r in lat_runs),
-        "throughput_per_s": statistics.median(r["per_second"] for r in thr_runs),
-        "runs": {"latency": lat_runs, "throughput": thr_runs},
-    }
-
-
-def big_log(leader: NodeProc, o, have: int) -> dict:
-    fill = max(0, o.log_entries - have)
+def one_run(leader: NodeProc, o, status_of) -> dict:
+    """(a), (b) and (c) on one fresh cluster: latency and throughput on an (almost) empty log,
+    then fill the log to --log-entries and measure throughput again."""
+    lat = leader.call("load", count=o.latency_count, outstanding=1, size=o.size, duration=o.seconds)
+    thr = leader.call("load", count=o.throughput_count, outstanding=o.outstanding, size=o.size, duration=o.seconds)
     t0 = time.monotonic()
-    filled = 0
-    while filled < fill and time.monotonic() - t0 < o.fill_seconds:
-        r = leader.call(
-            "load",
-            count=min(fill - filled, 50_000),
-            outstanding=o.outstanding,
-            size=o.size,
-            duration=o.seconds,
-        )
-        filled += r["committed"]
+    while status_of(leader) < o.log_entries and time.monotonic() - t0 < o.fill_seconds:
+        need = o.log_entries - status_of(leader)
+        r = leader.call("load", count=min(need, 50_000), outstanding=o.outstanding, size=o.size, duration=o.seconds)
         if not r["committed"]:
             break
-    st = leader.call("status")
-    runs = [
-        leader.call(
-            "load",
-            count=o.throughput_count,
-            outstanding=o.outstanding,
-            size=o.size,
-            duration=o.seconds,
-        )
-        for _ in range(o.runs)
-    ]
+    big_entries = status_of(leader)
+    big = leader.call("load", count=o.throughput_count, outstanding=o.outstanding, size=o.size, duration=o.seconds)
+    return {"latency": lat, "throughput": thr, "big_log": dict(big, log_entries_before=big_entries)}
+
+
+def summarize(runs: list[dict]) -> dict:
+    med = statistics.median
     return {
-        "log_entries": st["last_index"] - st["first_index"] + 1,
-        "throughput_per_s": statistics.median(r["per_second"] for r in runs),
+        "latency_p50_ms": med(r["latency"]["p50_ms"] for r in runs),
+        "latency_p99_ms": med(r["latency"]["p99_ms"] for r in runs),
+        "throughput_per_s": med(r["throughput"]["per_second"] for r in runs),
+        "big_log": {
+            "log_entries": med(r["big_log"]["log_entries_before"] for r in runs),
+            "throughput_per_s": med(r["big_log"]["per_second"] for r in runs),
+        },
         "runs": runs,
     }
 
 
+def _log_size(node) -> int:
+    st = node.call("status")
+    return st["last_index"] - st.get("first_index", 1) + 1
+
+
 def bench_ours(o, workdir: str) -> dict:
     out = {}
-    # Failover on a cluster with default snapshotting (restarts stay quick), then the
-    # workloads on one that never compacts, so that its log really holds --log-entries.
-    c = ProcCluster(os.path.join(workdir, "fail"), python=o.python)
+    extra = o.node_args.split()
+    # Failover with default snapshotting (restarts stay quick); the workloads never compact,
+    # so that the log really holds --log-entries.
+    c = ProcCluster(os.path.join(workdir, "fail"), node_args=extra, python=o.python)
     try:
         c.start_all()
         _ours_leader(c)
         out["failover"] = failover(c, _ours_leader, o.trials, o.failover_seconds)
     finally:
         c.close()
-    c = ProcCluster(
-        os.path.join(workdir, "load"), node_args=["--snapshot-interval", "0"], python=o.python
-    )
-    try:
-        c.start_all()
-        leader = _ours_leader(c)
-        out.update(workloads(leader, o))
-        st = leader.call("status")
-        out["big_log"] = big_log(leader, o, st["last_index"])
-        out["leader_runtime"] = leader.call("status")["runtime"]
-    finally:
-        c.close()
+    runs = []
+    for k in range(o.runs):
+        c = ProcCluster(os.path.join(workdir, f"load{k}"), node_args=["--snapshot-interval", "0", *extra], python=o.python)
+        try:
+            c.start_all()
+            leader = _ours_leader(c)
+            runs.append(one_run(leader, o, _log_size))
+            runs[-1]["leader_runtime"] = leader.call("status")["runtime"]
+        finally:
+            c.close()
+    out.update(summarize(runs))
     return out
 
 
@@ -229,40 +206,21 @@ def bench_pysyncobj(o, workdir: str) -> dict:
     try:
         c.start_all()
         c.leader()
-        out["failover"] = failover(
-            c, lambda cl, t, **kw: cl.leader(t, **kw), o.trials, o.failover_seconds
-        )
+        out["failover"] = failover(c, lambda cl, t, **kw: cl.leader(t, **kw), o.trials, o.failover_seconds)
     finally:
         c.close()
-    c = SyncObjCluster(os.path.join(workdir, "pso-load"), o.python)
-    os.makedirs(c.workdir, exist_ok=True)
-    try:
-        c.start_all()
-        leader = c.leader()
-        out.update(workloads(leader, o))
-        have = leader.call("status")["commit_index"]
-        out["big_log"] = big_log_pso(leader, o, have)
-    finally:
-        c.close()
+    runs = []
+    for k in range(o.runs):
+        c = SyncObjCluster(os.path.join(workdir, f"pso-load{k}"), o.python)
+        os.makedirs(c.workdir, exist_ok=True)
+        try:
+            c.start_all()
+            leader = c.leader()
+            runs.append(one_run(leader, o, lambda n: n.call("status")["commit_index"]))
+        finally:
+            c.close()
+    out.update(summarize(runs))
     return out
-
-
-def big_log_pso(leader, o, have):
-    res = big_log(_StatusShim(leader), o, have)
-    return res
-
-
-class _StatusShim:
-    """PySyncObj's status has no first/last index: report its commit index as the log size."""
-
-    def __init__(self, node):
-        self.node = node
-
-    def call(self, op, timeout=None, **kw):
-        res = self.node.call(op, timeout, **kw)
-        if op == "status":
-            res = dict(res, first_index=1, last_index=res["commit_index"])
-        return res
 
 
 def ratios(ours: dict, theirs: dict) -> dict:
@@ -323,11 +281,14 @@ def build_parser():
     p.add_argument("--no-pysyncobj", action="store_true")
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--workdir", default=None)
+    p.add_argument(
+        "--node-args", default="", help="extra arguments for our nodes, e.g. '--store memory' (diagnosis)"
+    )
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--outstanding", type=int, default=1000)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--latency-count", type=int, default=2000)
-    p.add_argument("--throughput-count", type=int, default=100_000)
+    p.add_argument("--throughput-count", type=int, default=30_000)
     p.add_argument("--log-entries", type=int, default=100_000)
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--seconds", type=float, default=15.0, help="time bound of one load run")
