@@ -58,6 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the broken driver that sends before persisting (the checkers must object)",
     )
+    p.add_argument(
+        "--kv",
+        action="store_true",
+        help="KV workload: clients put/delete/get through Raft on KVStateMachine replicas; "
+        "each seed's history must be linearizable",
+    )
+    p.add_argument(
+        "--local-gets",
+        action="store_true",
+        help="run the broken KV client whose gets read the local copy without ReadIndex "
+        "(implies --kv; the linearizability check must object)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="worker processes (0: one per CPU)")
     p.add_argument("--stop-on-first", action="store_true", help="stop at the first violation")
     p.add_argument("--json", action="store_true", help="also print each seed's result as JSON")
@@ -72,6 +84,8 @@ def main(argv=None) -> int:
         faults=args.fault_mix,
         send_before_persist=args.send_before_persist,
         heal_ticks=args.heal_ticks,
+        kv=args.kv,
+        local_gets=args.local_gets,
     )
 
     def show(r) -> None:

@@ -28,9 +28,15 @@ from saltext_raft.core.types import EntryKind
 from saltext_raft.core.types import Message
 from saltext_raft.core.types import RaftError
 from saltext_raft.core.types import Role
+from saltext_raft.kv import decode_command
 from saltext_raft.sim.checkers import Checkers
 from saltext_raft.sim.checkers import Violation
 from saltext_raft.sim.driver import Driver
+from saltext_raft.sim.kvworkload import LOAD_BANK
+from saltext_raft.sim.kvworkload import KVWorkload
+from saltext_raft.sim.kvworkload import replica_class
+from saltext_raft.sim.kvworkload import write_payload
+from saltext_raft.sim.linearizability import check as check_linearizable
 from saltext_raft.sim.model import Disk
 from saltext_raft.sim.model import StateMachine
 from saltext_raft.sim.network import TICK
@@ -66,6 +72,13 @@ class SimOptions:
     send_before_persist: bool = False  # a broken driver, for tests
     heal_ticks: int = 300  # liveness bound after healing
     node_class: type = RaftNode  # hook: a subclass or patched class to run instead
+    kv: bool = False  # KV workload: clients, KVStateMachine replicas, linearizability check
+    local_gets: bool = False  # a broken KV client: gets read the local copy (implies kv)
+    kv_class: type | None = None  # hook: a KVStateMachine variant to replicate (implies kv)
+
+    @property
+    def kv_mode(self) -> bool:
+        return self.kv or self.local_gets or self.kv_class is not None
 
 
 @dataclass
@@ -99,11 +112,11 @@ class Slot:
 
     __slots__ = ("id", "node", "disk", "sm", "incarnation", "removed", "pending_reads")
 
-    def __init__(self, nid: str):
+    def __init__(self, nid: str, sm_class: type = StateMachine):
         self.id = nid
         self.node = None
         self.disk = Disk()
-        self.sm = StateMachine()
+        self.sm = sm_class()
         self.incarnation = 0
         self.removed = False
         self.pending_reads: list = []
@@ -123,6 +136,10 @@ class Stats:
     snapshots: int = 0
     transfers: int = 0
     partitions: int = 0
+    kv_ops: int = 0  # answered KV operations checked for linearizability
+    kv_unknown: int = 0  # KV writes without an answer (outcome unknown)
+    kv_local_reads: int = 0  # local (possibly stale, unchecked) reads
+    lin_states: int = 0  # states the linearizability search explored
     faults: dict = field(default_factory=dict)
 
 
@@ -162,6 +179,9 @@ class Simulation:
         self._heal_committed = False
         self._quiet_ticks = 0
         self._weights = self._action_weights()
+        kv = opts.kv_mode
+        self.sm_class = replica_class(opts.kv_class) if kv else StateMachine
+        self.kv = KVWorkload(self, local_gets=opts.local_gets) if kv else None
 
     # --- tracing ------------------------------------------------------------------------------
     def _t(self, text: str) -> None:
@@ -191,7 +211,7 @@ class Simulation:
                 f"config {self.config}"
             )
         for nid in founders:
-            slot = Slot(nid)
+            slot = Slot(nid, self.sm_class)
             self.slots[nid] = slot
             self.checkers.disks[nid] = slot.disk
             slot.node = self.opts.node_class.bootstrap(
@@ -201,6 +221,8 @@ class Simulation:
             # entry 1 is a different scenario (a joining node), not a fault of the cluster
             self.driver.handle(slot)
             self.driver.drain(slot)
+        if self.kv is not None:
+            self.kv.start(sorted(founders))
         self._push(TICK, _TICK_EVENT, None)
 
     def _push(self, at: int, kind: int, payload) -> None:
@@ -213,6 +235,8 @@ class Simulation:
         slot.sm = None
         slot.pending_reads.clear()
         self.checkers.on_crash(slot.id)
+        if self.kv is not None:
+            self.kv.on_crash(slot.id)
         self.stats.crashes += 1
         if self.trace:
             self._t(f"CRASH {slot.id} ({why})")
@@ -229,10 +253,10 @@ class Simulation:
         )
         slot.node = node
         if disk.snap is not None:
-            slot.sm = StateMachine.decode(disk.snap.data)
+            slot.sm = self.sm_class.decode(disk.snap.data)
             self.checkers.on_restore(slot.id, disk.snap.meta.index, slot.sm.chain)
         else:
-            slot.sm = StateMachine()
+            slot.sm = self.sm_class()
         self.checkers.on_restart(node, disk.hs)
         self.stats.restarts += 1
         self._touched[slot.id] = None
@@ -290,8 +314,19 @@ class Simulation:
                 if slot is not None and not slot.removed:
                     slot.removed = True
                     self._to_stop.append(cc.node_id)
-        elif self._healing and e.data[:1] == b"h":
+        elif self._healing and e.data and self._is_probe(e.data):
             self._heal_committed = True
+
+    def _payload(self, raw: bytes) -> bytes:
+        """A background write (``w<n>``, key "w") or liveness probe (``h<n>``, key "h"): the raw
+        bytes, or in KV mode a store into the load bank (which the clients never read)."""
+        return raw if self.kv is None else write_payload(LOAD_BANK, raw[:1].decode(), raw)
+
+    def _is_probe(self, data: bytes) -> bool:
+        if self.kv is None:
+            return data[:1] == b"h"
+        cmd = decode_command(data)
+        return cmd.bank == LOAD_BANK and cmd.key == "h"
 
     def serve_reads(self, slot: Slot) -> None:
         applied = slot.sm.applied
@@ -300,6 +335,8 @@ class Simulation:
             if rs.index <= applied:
                 self.checkers.on_read_served(slot.id, rs.context, applied)
                 self.stats.reads += 1
+                if self.kv is not None:
+                    self.kv.on_read_served(slot, rs.context)
             else:
                 keep.append(rs)
         slot.pending_reads = keep
@@ -353,6 +390,8 @@ class Simulation:
                 self._tick()
             else:
                 self._deliver(payload)
+        if self.kv is not None:
+            self.kv.poll()
         self._settle()
 
     def _settle(self) -> None:
@@ -415,7 +454,7 @@ class Simulation:
             data = b"w%d" % self._write_seq
             self.stats.proposals += 1
             try:
-                idx = slot.node.propose(data)
+                idx = slot.node.propose(self._payload(data))
             except RaftError as exc:
                 idx = f"refused ({type(exc).__name__})"
             if self.trace:
@@ -499,7 +538,7 @@ class Simulation:
         nid = f"n{self._next_id}"
         if self._conf_change(ConfOp.ADD_LEARNER, nid, f"addr-{nid}"):
             self._next_id += 1
-            slot = Slot(nid)
+            slot = Slot(nid, self.sm_class)
             self.slots[nid] = slot
             self.checkers.disks[nid] = slot.disk
             slot.node = self.opts.node_class(self._node_config(nid), self._node_rng(slot))
@@ -606,7 +645,7 @@ class Simulation:
         slot = leader or self.rng.choice(live)
         data = b"h%d" % k
         try:
-            idx = slot.node.propose(data)
+            idx = slot.node.propose(self._payload(data))
         except RaftError as exc:
             idx = f"refused ({type(exc).__name__})"
         self._touched[slot.id] = None
@@ -623,3 +662,24 @@ class Simulation:
         st.elections = len(self.checkers.leaders)
         st.commits = self.checkers.max_commit
         st.faults = dict(self.network.stats)
+        if self.kv is not None:
+            self._check_kv_history()
+
+    def _check_kv_history(self) -> None:
+        """Feed the clients' history to the Wing-Gong search: one Violation if it fails."""
+        kv = self.kv
+        history = kv.finish()
+        st = self.stats
+        st.kv_ops = sum(1 for op in history if op.ret is not None)
+        st.kv_unknown = len(history) - st.kv_ops
+        st.kv_local_reads = kv.local_reads
+        result = check_linearizable(history)
+        st.lin_states = result.explored
+        if self.trace:
+            self._t(
+                f"linearizability: {len(history)} ops ({st.kv_unknown} unanswered) on "
+                f"{len(kv.keys)} keys, {result.explored} states explored: "
+                f"{'ok' if result.ok else 'NOT linearizable'}"
+            )
+        if not result.ok:
+            raise Violation("linearizable", result.describe())

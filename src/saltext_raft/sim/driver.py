@@ -11,8 +11,8 @@ notice (a vote or an acknowledgement that a crash then takes back).
 
 from __future__ import annotations
 
+from saltext_raft.core.types import EntryKind
 from saltext_raft.sim.checkers import Violation
-from saltext_raft.sim.model import StateMachine
 
 PERSIST = "persist"  # snapshot + entries
 PERSIST_HS = "persist-hs"  # hard state (a crash between the two persists is allowed)
@@ -93,7 +93,7 @@ class Driver:
         sim = self.sim
         checkers = sim.checkers
         if rd.snapshot is not None:
-            sm = StateMachine.decode(rd.snapshot.data)
+            sm = sim.sm_class.decode(rd.snapshot.data)
             meta = rd.snapshot.meta
             if sm.applied != meta.index:
                 raise Violation(
@@ -104,11 +104,14 @@ class Driver:
             checkers.on_restore(slot.id, meta.index, sm.chain)
             slot.sm = sm
         sm = slot.sm
+        kv = sim.kv
         for e in rd.committed_entries:
             checkers.on_apply_order(slot.id, sm.applied, e)
             sm.apply(e)
             if checkers.on_apply(slot.id, e, sm.chain):
                 sim.on_first_apply(e)
+            if kv is not None and e.kind == EntryKind.NORMAL and e.data:
+                kv.on_applied(slot, e)
         for rs in rd.read_states:
             checkers.on_read_state(slot.id, rs)
             slot.pending_reads.append(rs)

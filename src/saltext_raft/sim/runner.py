@@ -40,6 +40,11 @@ class Summary:
     reads: int = 0
     membership_changes: int = 0
     violations: int = 0
+    kv_seeds: int = 0
+    kv_ops: int = 0
+    kv_unknown: int = 0
+    kv_local_reads: int = 0
+    lin_states: int = 0
     seconds: float = 0.0
     failures: list[Result] = field(default_factory=list)
     faults: dict = field(default_factory=dict)
@@ -52,6 +57,12 @@ class Summary:
         self.commits += st.get("commits", 0)
         self.reads += st.get("reads", 0)
         self.membership_changes += st.get("membership_changes", 0)
+        if "kv_ops" in st:
+            self.kv_seeds += 1
+            self.kv_ops += st["kv_ops"]
+            self.kv_unknown += st["kv_unknown"]
+            self.kv_local_reads += st["kv_local_reads"]
+            self.lin_states += st["lin_states"]
         for k in st.get("fault_kinds", ()):
             self.faults[k] = self.faults.get(k, 0) + 1
         if not r.ok:
@@ -59,6 +70,15 @@ class Summary:
             self.failures.append(r)
 
     def to_json(self) -> dict:
+        kv = {}
+        if self.kv_seeds:
+            kv = {
+                "kv_seeds": self.kv_seeds,
+                "kv_ops": self.kv_ops,
+                "kv_unknown": self.kv_unknown,
+                "kv_local_reads": self.kv_local_reads,
+                "linearizability_states": self.lin_states,
+            }
         return {
             "seeds": self.seeds,
             "steps": self.steps,
@@ -67,6 +87,7 @@ class Summary:
             "reads": self.reads,
             "membership_changes": self.membership_changes,
             "violations": self.violations,
+            **kv,
             "seconds": round(self.seconds, 2),
             "seeds_per_second": round(self.seeds / self.seconds, 2) if self.seconds else 0.0,
             "seeds_with_fault": dict(sorted(self.faults.items())),
@@ -84,6 +105,10 @@ def replay_command(seed: int, options: SimOptions | None) -> str:
         cmd += ["--fault-mix", ",".join(o.faults) or "none"]
     if o.send_before_persist:
         cmd += ["--send-before-persist"]
+    if o.local_gets:
+        cmd += ["--local-gets"]
+    elif o.kv_mode:
+        cmd += ["--kv"]
     if o.heal_ticks != SimOptions.heal_ticks:
         cmd += ["--heal-ticks", str(o.heal_ticks)]
     return " ".join(cmd + ["--trace"])
@@ -118,6 +143,13 @@ def run_seed(seed: int, options: SimOptions | None = None, trace=None) -> Result
         "partitions": st.partitions,
         "fault_kinds": list(sim.mix.kinds),
     }
+    if sim.kv is not None:
+        stats.update(
+            kv_ops=st.kv_ops,
+            kv_unknown=st.kv_unknown,
+            kv_local_reads=st.kv_local_reads,
+            lin_states=st.lin_states,
+        )
     if invariant and trace is not None:
         trace(f"VIOLATION {invariant}: {detail}")
     return Result(

@@ -10,6 +10,8 @@ from saltext_raft.core.types import Entry
 from saltext_raft.core.types import EntryKind
 from saltext_raft.core.types import Message
 from saltext_raft.core.types import MsgType
+from saltext_raft.kv import decode_command
+from saltext_raft.kv.machine import STORE
 
 
 def fmt_entry(e: Entry) -> str:
@@ -21,9 +23,29 @@ def fmt_entry(e: Entry) -> str:
             what = "conf:?"
     elif not e.data:
         what = "noop"
+    elif e.data[:1] == _KV_COMMAND:
+        what = fmt_kv(e.data)
     else:
         what = e.data.decode(errors="replace")
     return f"{e.index}/t{e.term}:{what}"
+
+
+_KV_COMMAND = b"\x97"  # msgpack fixarray of 7: an encoded kv Command
+
+
+def fmt_kv(data: bytes) -> str:
+    """``store:kv/k1='c1.3'@c1#3`` or ``flush:kv/k1@c2#4`` (client and seq when set)."""
+    try:
+        cmd = decode_command(data)
+    except ValueError:
+        return data.decode(errors="replace")
+    op = "store" if cmd.op == STORE else "flush"
+    s = f"{op}:{cmd.bank}/{cmd.key}"
+    if cmd.op == STORE:
+        s += f"={cmd.value.decode(errors='replace')!r}"
+    if cmd.client:
+        s += f"@{cmd.client}#{cmd.seq}"
+    return s
 
 
 def fmt_entries(entries) -> str:

@@ -62,3 +62,13 @@ class FollowerCommitsEverything(RaftNode):
         super()._handle_append(m)
         if self.log.last_index > self.log.committed and self.log.match_term(m.index, m.log_term):
             self.log.commit_to(self.log.last_index)
+
+
+class ReadIndexWithoutHeartbeatRound(RaftNode):
+    """A leader answers ReadIndex at once from its commit index, skipping the heartbeat round
+    that proves it is still the leader (thesis §6.4 step 3): a deposed leader that does not
+    know it yet serves stale reads."""
+
+    def _start_read_round(self) -> None:
+        requests, self._read_batch = self._read_batch, []
+        self._release_reads(self.log.committed, requests)
