@@ -8,6 +8,7 @@ skips what is already installed.
     nox -s tests                   the test suite against each supported Salt version
     nox -s "tests(3007.16)" -- -k x  one Salt version; arguments after -- go to pytest
     nox -s sim / sim-long          the deterministic simulator, 500 / 20000 seeds
+    nox -s sim-kv-long             5000 seeds of the KV workload, each checked for linearizability
     nox -s lint / docs / bench / demo
 """
 
@@ -62,25 +63,34 @@ def tests(session: nox.Session, salt: str) -> None:
     session.run("pytest", "tests", "-ra", "-s", *session.posargs)
 
 
-def _run_sim(session: nox.Session, seeds: int) -> None:
+def _run_sim(session: nox.Session, *runs: list[str]) -> None:
+    """Each run is one ``python -m saltext_raft.sim`` command line (arguments after -- are
+    appended to every run)."""
     if not SIM_PACKAGE.is_dir():
         # Until the simulator lands there is nothing to run. Once the package exists, a missing
         # ``__main__`` is a failure, not a skip.
         session.skip(f"{SIM_PACKAGE} does not exist yet")
     _install_without_salt(session)
-    session.run("python", "-m", "saltext_raft.sim", "--seeds", str(seeds), *session.posargs)
+    for args in runs:
+        session.run("python", "-m", "saltext_raft.sim", *args, *session.posargs)
 
 
 @nox.session
 def sim(session: nox.Session) -> None:
-    """The deterministic simulator over 500 seeds (a few seconds to minutes)."""
-    _run_sim(session, 500)
+    """The simulator over 500 seeds, then 200 KV seeds checked for linearizability (~45 s)."""
+    _run_sim(session, ["--seeds", "500"], ["--kv", "--seeds", "200"])
 
 
 @nox.session(name="sim-long")
 def sim_long(session: nox.Session) -> None:
-    """The deterministic simulator over 20000 seeds (not part of CI)."""
-    _run_sim(session, 20000)
+    """The simulator over 20000 seeds, one process per CPU (not part of CI)."""
+    _run_sim(session, ["--seeds", "20000", "--jobs", "0"])
+
+
+@nox.session(name="sim-kv-long")
+def sim_kv_long(session: nox.Session) -> None:
+    """5000 KV seeds checked for linearizability, one process per CPU (not part of CI)."""
+    _run_sim(session, ["--kv", "--seeds", "5000", "--jobs", "0"])
 
 
 @nox.session(venv_backend="none")
