@@ -69,7 +69,7 @@ def check_key(ops: list[Op], initial=None, budget: int = 2_000_000) -> tuple[boo
 
     Raises RuntimeError if the search exceeds ``budget`` states (report, don't guess).
     """
-    ops = sorted(ops, key=lambda o: o.call)
+    ops = sorted(_unobserved_dropped(ops), key=lambda o: o.call)
     n = len(ops)
     must = 0  # bitmask of operations that must be linearized (answered ones)
     for i, op in enumerate(ops):
@@ -105,6 +105,30 @@ def check_key(ops: list[Op], initial=None, budget: int = 2_000_000) -> tuple[boo
             if legal:
                 stack.append((done | 1 << i, new_state))
     return False, explored
+
+
+def _unobserved_dropped(ops: list[Op]) -> list[Op]:
+    """Leave out unanswered operations that cannot matter, before the search sees them.
+
+    Each unanswered write may be placed anywhere after its invocation or left out, so k of
+    them multiply the states by up to 2**k; a cluster that is down for a while leaves many.
+    An unanswered write whose value no answered read returned can always be left out: if an
+    order places it, the reads between it and the next write would return its value, and
+    none did, so there are none, and removing it changes no read. (A delete writes ``None``,
+    the value of a missing key.) Unanswered reads constrain nothing. Sound for any values,
+    not only unique ones; the answered operations are all kept.
+    """
+    seen = {_hashable(op.value) for op in ops if op.kind == "get" and op.ret is not None}
+    keep = []
+    for op in ops:
+        if op.ret is None:
+            if op.kind == "get":
+                continue
+            written = op.value if op.kind == "put" else None
+            if _hashable(written) not in seen:
+                continue
+        keep.append(op)
+    return keep
 
 
 def _hashable(v):
