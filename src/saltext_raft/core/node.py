@@ -909,7 +909,7 @@ class RaftNode:
             )
         op = ConfOp(op)
         cur = self.membership
-        voters, learners = set(cur.voters), set(cur.learners)
+        voters, learners, demoted = set(cur.voters), set(cur.learners), set(cur.demoted)
         addresses = cur.addresses
         if not node_id:
             raise ProposalDropped("node id is empty")
@@ -922,6 +922,7 @@ class RaftNode:
             if node_id not in learners:
                 raise ProposalDropped(f"{node_id} is not a learner")
             learners.discard(node_id)
+            demoted.discard(node_id)
             voters.add(node_id)
         elif op is ConfOp.DEMOTE:
             if node_id not in voters:
@@ -930,6 +931,7 @@ class RaftNode:
                 raise ProposalDropped("cannot demote the last voter")
             voters.discard(node_id)
             learners.add(node_id)
+            demoted.add(node_id)  # auto-promotion must not undo a deliberate demotion
         elif op is ConfOp.REMOVE:
             if node_id not in cur.members:
                 raise ProposalDropped(f"{node_id} is not a member")
@@ -937,10 +939,11 @@ class RaftNode:
                 raise ProposalDropped("cannot remove the last voter")
             voters.discard(node_id)
             learners.discard(node_id)
+            demoted.discard(node_id)
             addresses = cur.with_address(node_id, "")
         else:
             raise ProposalDropped(f"unsupported membership operation {op.value}")
-        result = Membership(frozenset(voters), frozenset(learners), addresses)
+        result = Membership(frozenset(voters), frozenset(learners), addresses, frozenset(demoted))
         data = ConfChange(op, node_id, address, result).encode()
         idx = self._append_local([data], EntryKind.CONF)
         self.pending_conf_index = idx
@@ -951,6 +954,7 @@ class RaftNode:
         if (
             self.cfg.auto_promote
             and nid in self.membership.learners
+            and nid not in self.membership.demoted
             and pr.match + self.cfg.promote_lag >= self.log.last_index
             and self.pending_conf_index <= self.log.committed
             and not self.lead_transferee

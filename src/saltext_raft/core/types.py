@@ -52,16 +52,23 @@ class Membership:
     """A cluster configuration: voters, learners and each member's address (opaque to the core).
 
     Learners receive the log but never vote and never count toward any quorum.
+    ``demoted`` are learners that were voters and were demoted on purpose: automatic promotion
+    leaves them alone (only an explicit promote turns them back into voters).
     """
 
     voters: frozenset[str] = frozenset()
     learners: frozenset[str] = frozenset()
     addresses: tuple[tuple[str, str], ...] = ()
+    demoted: frozenset[str] = frozenset()
 
     def __post_init__(self):
         overlap = self.voters & self.learners
         if overlap:
             raise ValueError(f"members cannot be both voter and learner: {sorted(overlap)}")
+        if not self.demoted <= self.learners:
+            raise ValueError(
+                f"demoted members must be learners: {sorted(self.demoted - self.learners)}"
+            )
 
     @property
     def members(self) -> frozenset[str]:
@@ -74,11 +81,14 @@ class Membership:
         return ""
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "voters": sorted(self.voters),
             "learners": sorted(self.learners),
             "addresses": dict(sorted(self.addresses)),
         }
+        if self.demoted:
+            out["demoted"] = sorted(self.demoted)
+        return out
 
     @classmethod
     def from_dict(cls, obj: dict) -> Membership:
@@ -87,6 +97,7 @@ class Membership:
             voters=frozenset(obj.get("voters") or ()),
             learners=frozenset(obj.get("learners") or ()),
             addresses=tuple(sorted((str(k), str(v)) for k, v in addrs.items())),
+            demoted=frozenset(obj.get("demoted") or ()),
         )
 
     def with_address(self, node_id: str, address: str) -> tuple[tuple[str, str], ...]:

@@ -156,7 +156,9 @@ def _envelope(obj, what: str, length: int) -> tuple:
     if type(version) is not int:
         raise _bad(f"{what} version must be an integer")
     if version != CODEC_VERSION:
-        raise CodecError("version", f"{what} codec version {version} (this node speaks {CODEC_VERSION})")
+        raise CodecError(
+            "version", f"{what} codec version {version} (this node speaks {CODEC_VERSION})"
+        )
     if len(obj) != length:
         raise _bad(f"{what} envelope must have {length} fields, not {len(obj)}")
     return obj
@@ -250,6 +252,7 @@ def _meta_array(meta: SnapshotMeta) -> tuple:
         tuple(sorted(m.voters)),
         tuple(sorted(m.learners)),
         tuple(sorted(m.addresses)),
+        tuple(sorted(m.demoted)),
     )
 
 
@@ -266,7 +269,7 @@ def _ids(raw, name: str) -> frozenset[str]:
 
 
 def _meta(raw) -> SnapshotMeta:
-    index, term, voters, learners, addresses = _array(raw, "snapshot meta", 5)
+    index, term, voters, learners, addresses, demoted = _array(raw, "snapshot meta", 6)
     _array(addresses, "addresses")
     if len(addresses) > MAX_MEMBERS:
         raise _bad("too many addresses")
@@ -283,7 +286,15 @@ def _meta(raw) -> SnapshotMeta:
     learners_set = _ids(learners, "learners")
     if voters_set & learners_set:
         raise _bad("a member is both voter and learner")
-    membership = Membership(voters=voters_set, learners=learners_set, addresses=tuple(sorted(pairs)))
+    demoted_set = _ids(demoted, "demoted")
+    if not demoted_set <= learners_set:
+        raise _bad("a demoted member is not a learner")
+    membership = Membership(
+        voters=voters_set,
+        learners=learners_set,
+        addresses=tuple(sorted(pairs)),
+        demoted=demoted_set,
+    )
     return SnapshotMeta(_u63(index, "snapshot index"), _u63(term, "snapshot term"), membership)
 
 
@@ -345,10 +356,22 @@ def decode_message(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> M
     obj = None
     if type(data) is bytes and len(data) <= max_bytes:
         try:
-            obj = _unpackb(data, raw=False, use_list=False, strict_map_key=True, max_ext_len=0, ext_hook=_refuse_ext)
+            obj = _unpackb(
+                data,
+                raw=False,
+                use_list=False,
+                strict_map_key=True,
+                max_ext_len=0,
+                ext_hook=_refuse_ext,
+            )
         except Exception:  # noqa: BLE001 - the slow path below reports it
             obj = None
-    if type(obj) is not tuple or len(obj) != _MSG_FIELDS or obj[0] != CODEC_VERSION or type(obj[0]) is not int:
+    if (
+        type(obj) is not tuple
+        or len(obj) != _MSG_FIELDS
+        or obj[0] != CODEC_VERSION
+        or type(obj[0]) is not int
+    ):
         obj = _envelope(_unpack(data, max_bytes, "message"), "message", _MSG_FIELDS)
     (
         _,
@@ -414,7 +437,19 @@ def decode_message(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> M
         _bool(reject, "reject")
         _bytes(context, "context", None if mtype is _APP else MAX_CONTEXT_LEN)
     return Message(
-        mtype, to, frm, term, log_term, index, entries, commit, reject, hint_index, hint_term, context, snap
+        mtype,
+        to,
+        frm,
+        term,
+        log_term,
+        index,
+        entries,
+        commit,
+        reject,
+        hint_index,
+        hint_term,
+        context,
+        snap,
     )
 
 

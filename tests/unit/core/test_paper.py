@@ -521,3 +521,21 @@ def test_5_3_replication_recovers_when_a_full_window_of_appends_is_lost():
         c.tick("a", 1)
         c.stabilize()
     assert c.applied["b"] == [b"p%d" % i for i in range(6)]
+
+
+def test_thesis_4_1_demoted_voter_is_not_promoted_again_automatically():
+    # Reported by the runtime's author: with auto-promotion on, a demoted node (already caught
+    # up) was promoted straight back, so demote had no lasting effect.
+    c = Cluster()
+    leader = c.elect("a")
+    leader.propose_conf_change(ConfOp.DEMOTE, "c")
+    c.stabilize()
+    for _ in range(3):
+        c.tick("a", 1)
+        c.stabilize()
+    m = leader.committed_membership
+    assert "c" in m.learners and "c" in m.demoted
+    leader.propose_conf_change(ConfOp.PROMOTE, "c")
+    c.stabilize()
+    assert "c" in leader.committed_membership.voters
+    assert not leader.committed_membership.demoted
