@@ -9,6 +9,8 @@ skips what is already installed.
     nox -s "tests(3007.16)" -- -k x  one Salt version; arguments after -- go to pytest
     nox -s sim / sim-long          the deterministic simulator, 500 / 20000 seeds
     nox -s sim-kv-long             5000 seeds of the KV workload, each checked for linearizability
+    nox -s storage-crash-long      the storage SIGKILL crash tests with 200 kills per scenario
+    nox -s fuzz-long               the transport frame-decoder fuzz test with 100,000 inputs
     nox -s lint / docs / bench / demo
 """
 
@@ -91,6 +93,33 @@ def sim_long(session: nox.Session) -> None:
 def sim_kv_long(session: nox.Session) -> None:
     """5000 KV seeds checked for linearizability, one process per CPU (not part of CI)."""
     _run_sim(session, ["--kv", "--seeds", "5000", "--jobs", "0"])
+
+
+@nox.session(name="storage-crash-long")
+def storage_crash_long(session: nox.Session) -> None:
+    """Storage crash tests: 200 SIGKILLs per scenario (append, truncation, compaction)."""
+    _install_with_salt(session, SALT_VERSIONS[0], extras="tests")
+    session.run(
+        "pytest",
+        "tests/functional/storage/test_crash.py",
+        "-ra",
+        "-s",
+        *session.posargs,
+        env={"SALTEXT_RAFT_CRASH_KILLS": "200"},
+    )
+
+
+@nox.session(name="fuzz-long")
+def fuzz_long(session: nox.Session) -> None:
+    """The transport decoder fuzz test with 100,000 hypothesis inputs per target."""
+    _install_with_salt(session, SALT_VERSIONS[0], extras="tests")
+    session.run(
+        "pytest",
+        "tests/unit/transport/test_fuzz.py",
+        "-ra",
+        *session.posargs,
+        env={"SALTEXT_RAFT_FUZZ_EXAMPLES": "100000"},
+    )
 
 
 @nox.session(venv_backend="none")
