@@ -1,4 +1,5 @@
-"""Storage backends the storage tests run against: in-memory, localfs, and a real Redis.
+"""Storage backends the storage tests run against: in-memory, localfs (segment files, and
+forced to one key per record), and a real Redis.
 
 ``Backend.open()`` builds a new store over the same durable data: calling it again models a
 restart of the node. The Redis server is started by ``redis_server`` on a free loopback port
@@ -56,15 +57,16 @@ class MemoryBackend(Backend):
 
 
 class CacheBackend(Backend):
-    def __init__(self, name: str, opts: dict):
+    def __init__(self, name: str, opts: dict, **store_kwargs):
         self.name = name
         self.opts = opts
+        self.store_kwargs = store_kwargs  # e.g. log_format="keys"
         self.cluster_id = f"c{os.getpid()}x{next(_ids)}"
 
     def open(self, **kwargs):
         from saltext_raft.storage import open_store  # pylint: disable=import-outside-toplevel
 
-        return open_store(self.opts, self.cluster_id, "m1", **kwargs)
+        return open_store(self.opts, self.cluster_id, "m1", **{**self.store_kwargs, **kwargs})
 
 
 class RedisServer:
@@ -134,8 +136,10 @@ def redis_server(tmp_path_factory):
 def make_backend(name: str, request, tmp_path) -> Backend:
     if name == "memory":
         return MemoryBackend()
-    if name == "localfs":
-        return CacheBackend("localfs", master_opts(str(tmp_path / "cache")))
+    if name == "localfs":  # segment files, small ones so roll-over and deletion happen
+        return CacheBackend("localfs", master_opts(str(tmp_path / "cache")), segment_bytes=512)
+    if name == "localfs-keys":  # the record-per-key scheme every other driver uses
+        return CacheBackend("localfs-keys", master_opts(str(tmp_path / "cache")), log_format="keys")
     if name == "redis":
         server = request.getfixturevalue("redis_server")
         opts = master_opts(

@@ -1,5 +1,9 @@
 """The process the crash tests kill: it writes to a CacheStore on localfs as fast as it can.
 
+Two log schemes: ``segments`` (the localfs fast path, with small segment files so roll-over
+and segment deletion happen under the kills) and ``keys`` (one key per record, sealed often:
+what every other cache driver gets).
+
 Run as ``python -m tests.functional.storage.crash_worker``: a *zygote* that imports Salt once
 and forks one worker per ``run`` command read on stdin, so a kill cycle costs a fork rather
 than a Salt start-up. Workers share the zygote's stdout (a pipe to the test); each line is
@@ -9,6 +13,7 @@ Worker protocol, one line per event:
     ``B <json op>``   about to run this op (save or compact), described fully so the test can
                       replay it on its model;
     ``P``             the op returned: it is persisted.
+Zygote commands: ``run <cachedir> <scenario> <seed> <segments|keys>``, ``reap <pid>``, ``exit``.
 Zygote protocol: ``PID <pid>`` after forking, ``REAPED <pid>`` after ``reap <pid>``.
 
 Entry data is derived from (term, index) so the test can check every byte it gets back.
@@ -30,7 +35,13 @@ def _out(line: str) -> None:
     os.write(1, (line + "\n").encode())
 
 
-def worker(cachedir: str, scenario: str, seed: int) -> None:
+def store_kwargs(mode: str) -> dict:
+    if mode == "segments":
+        return {"log_format": "segments", "segment_bytes": 16384}
+    return {"log_format": "keys", "seal_records": 8}
+
+
+def worker(cachedir: str, scenario: str, seed: int, mode: str) -> None:
     # pylint: disable=import-outside-toplevel
     from saltext_raft.core.types import Entry
     from saltext_raft.core.types import HardState
@@ -41,7 +52,7 @@ def worker(cachedir: str, scenario: str, seed: int) -> None:
     from tests.functional.storage.backends import master_opts
 
     rng = random.Random(seed)
-    store = open_store(master_opts(cachedir), "crash", "m1", seal_records=8)
+    store = open_store(master_opts(cachedir), "crash", "m1", **store_kwargs(mode))
     state = store.load()
     hs = state.hard_state
     base = state.snapshot.meta.index if state.snapshot else 0
@@ -128,7 +139,7 @@ def zygote() -> None:
             if pid == 0:
                 code = 0
                 try:
-                    worker(cmd[1], cmd[2], int(cmd[3]))
+                    worker(cmd[1], cmd[2], int(cmd[3]), cmd[4])
                 except BaseException as exc:  # pylint: disable=broad-except
                     _out(f"ERROR {type(exc).__name__}: {exc}".replace("\n", " "))
                     code = 1

@@ -1,5 +1,7 @@
 """Crash safety on localfs: SIGKILL a writer at random moments, reopen, check everything.
 
+Run for both log schemes: segment files (the localfs fast path) and one key per record.
+
 A worker process (``crash_worker.py``) appends, truncates, compacts and installs snapshots as
 fast as it can, announcing each op before it starts (``B``) and after ``save()``/``compact()``
 returned (``P``). The test replays the ops on a MemoryStore model. After each SIGKILL it
@@ -35,6 +37,7 @@ from saltext_raft.storage import MemoryStore
 from saltext_raft.storage import open_store
 from tests.functional.storage.backends import master_opts
 from tests.functional.storage.crash_worker import entry_data
+from tests.functional.storage.crash_worker import store_kwargs
 
 KILLS = int(os.environ.get("SALTEXT_RAFT_CRASH_KILLS", "20"))
 REPO = pathlib.Path(__file__).resolve().parents[3]
@@ -109,8 +112,9 @@ def check_log_matching(state, context: str) -> None:
         prev_index, prev_term = e.index, e.term
 
 
+@pytest.mark.parametrize("mode", ["segments", "keys"])
 @pytest.mark.parametrize("scenario", ["append", "truncate", "snapshot"])
-def test_sigkill_never_loses_or_invents_state(zygote, tmp_path, scenario):
+def test_sigkill_never_loses_or_invents_state(zygote, tmp_path, scenario, mode):
     proc, lines = zygote
     seed = int(os.environ.get("SALTEXT_RAFT_CRASH_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
@@ -122,8 +126,10 @@ def test_sigkill_never_loses_or_invents_state(zygote, tmp_path, scenario):
     persisted_ops = in_flight_kills = 0
     op_seconds = 0.005  # running mean of one op's duration, to aim kills inside ops
     for kill in range(KILLS):
-        context = f"scenario {scenario} seed {seed} kill {kill} (SALTEXT_RAFT_CRASH_SEED={seed})"
-        proc.stdin.write(f"run {cachedir} {scenario} {rng.randrange(1 << 30)}\n".encode())
+        context = (
+            f"{mode} scenario {scenario} seed {seed} kill {kill} (SALTEXT_RAFT_CRASH_SEED={seed})"
+        )
+        proc.stdin.write(f"run {cachedir} {scenario} {rng.randrange(1 << 30)} {mode}\n".encode())
         proc.stdin.flush()
         # Kill after a random number of persisted ops, sometimes right as an op starts
         # (most interesting for truncations, compactions and snapshot installs).
@@ -166,7 +172,7 @@ def test_sigkill_never_loses_or_invents_state(zygote, tmp_path, scenario):
                 seen += 1
         persisted_ops += seen
 
-        store = open_store(opts, "crash", "m1")
+        store = open_store(opts, "crash", "m1", **store_kwargs(mode))
         try:
             got = store.load()
         finally:
@@ -190,6 +196,6 @@ def test_sigkill_never_loses_or_invents_state(zygote, tmp_path, scenario):
         prev_hs = got.hard_state
     assert persisted_ops >= KILLS
     print(
-        f"{scenario}: {KILLS} kills, {persisted_ops} ops persisted, "
+        f"{mode} {scenario}: {KILLS} kills, {persisted_ops} ops persisted, "
         f"{in_flight_kills} in-flight ops found durable"
     )

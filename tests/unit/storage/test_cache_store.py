@@ -1,4 +1,6 @@
-"""CacheStore on localfs: layout, group commit, fsync, and what damaged data does at load."""
+"""CacheStore's record-per-key scheme, on localfs (forced with ``log_format="keys"``): layout,
+group commit, fsync, and what damaged data does at load. The segment files of the localfs fast
+path are tested in ``test_segments.py``."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ def node_dir(opts):
 
 
 def opened(opts, **kwargs):
+    kwargs.setdefault("log_format", "keys")
     store = open_store(opts, "c1", "m1", **kwargs)
     state = store.load()
     return store, state
@@ -204,6 +207,6 @@ def test_temp_files_left_by_a_killed_localfs_write_are_removed(opts, node_dir):
 
 
 def test_saving_before_load_is_refused(opts):
-    store = open_store(opts, "c1", "m1")
+    store = open_store(opts, "c1", "m1", log_format="keys")
     with pytest.raises(StorageError, match="load"):
         store.save(HardState(1), [])
