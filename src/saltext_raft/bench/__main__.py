@@ -10,7 +10,10 @@ import importlib
 import sys
 
 COMMANDS = {
-    "storage": ("saltext_raft.bench.storage", "append/reopen/truncate cost of CacheStore"),
+    "storage": (
+        "saltext_raft.bench.storage",
+        "per-save latency, append/reopen/truncate cost of CacheStore, both log schemes",
+    ),
     "cluster": (
         "saltext_raft.bench.cluster",
         "3 node processes: latency, throughput, failover, vs PySyncObj",

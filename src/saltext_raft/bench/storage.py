@@ -1,9 +1,12 @@
 """``python -m saltext_raft.bench storage``: what durable storage costs on a real cache driver.
 
-Measures CacheStore over ``salt.cache.Cache`` (localfs by default, with its fsyncs): µs per
-appended entry at several log lengths (median per batch, wall clock and CPU), bytes written per
-entry, keys on disk, the time to reopen a node, and the cost of a 1,000-entry truncation.
-Only figures: nothing here passes or fails.
+Measures CacheStore over ``salt.cache.Cache`` on localfs, for both log schemes side by side in
+one run (``segments``: the localfs fast path; ``keys``: one fsynced cache file per record, what
+every other driver gets): the latency of one ``save()`` (p50/p99 of single-entry saves and of
+hard-state-only saves, the two schemes interleaved save by save so both see the same machine
+load), µs per appended entry at several log lengths (median per batch, wall clock and CPU),
+bytes written per entry, files on disk, the time to reopen a node, and the cost of a
+1,000-entry truncation. Only figures: nothing here passes or fails.
 """
 
 from __future__ import annotations
@@ -24,24 +27,55 @@ def _entries(first: int, count: int, term: int, size: int) -> list[Entry]:
     return [Entry(term, i, 0, pad) for i in range(first, first + count)]
 
 
-def _open(opts, node="bench"):
+SCHEMES = ("segments", "keys")
+
+
+def _open(opts, scheme: str, node=None):
     from saltext_raft.storage import open_store  # pylint: disable=import-outside-toplevel
 
-    store = open_store(opts, "bench", node)
+    store = open_store(opts, "bench", node or f"bench-{scheme}", log_format=scheme)
     state = store.load()
     return store, state
 
 
-def run(cachedir: str, points: list[int], batch: int, entry_bytes: int, probe_batches: int):
-    import salt.config  # pylint: disable=import-outside-toplevel
-    import salt.version  # pylint: disable=import-outside-toplevel
+def _pcts(seconds: list[float]) -> dict:
+    ordered = sorted(seconds)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1e3, 3),
+        "p99_ms": round(p99 * 1e3, 3),
+        "samples": len(ordered),
+    }
 
-    opts = dict(salt.config.DEFAULT_MASTER_OPTS)
-    opts["cachedir"] = cachedir
-    store, _ = _open(opts)
+
+def save_latency(opts, saves: int, entry_bytes: int) -> dict:
+    """Per-save wall time of both schemes, interleaved so they share the machine's load."""
+    stores = {scheme: _open(opts, scheme, f"lat-{scheme}")[0] for scheme in SCHEMES}
+    one = {scheme: [] for scheme in SCHEMES}
+    hs_only = {scheme: [] for scheme in SCHEMES}
+    for i in range(1, saves + 1):
+        for scheme, store in stores.items():
+            entries = _entries(i, 1, 1, entry_bytes)
+            w = time.perf_counter()
+            store.save(HardState(1, "bench", i - 1), entries)  # a Ready at light load
+            one[scheme].append(time.perf_counter() - w)
+            w = time.perf_counter()
+            store.save(HardState(1, "bench", i), [])  # the background commit-index write
+            hs_only[scheme].append(time.perf_counter() - w)
+    for store in stores.values():
+        store.close()
+    return {
+        scheme: {"save_1_entry": _pcts(one[scheme]), "save_hard_state_only": _pcts(hs_only[scheme])}
+        for scheme in SCHEMES
+    }
+
+
+def run(opts, scheme: str, points: list[int], batch: int, entry_bytes: int, probe_batches: int):
+    store, _ = _open(opts, scheme)
     last = 0
     appended = 0
     append = {}
+    all_walls: list[float] = []
     for point in sorted(points):
         while last < point:  # grow the log the way a busy node does
             store.save(HardState(1, "bench", last), _entries(last + 1, batch, 1, entry_bytes))
@@ -55,25 +89,28 @@ def run(cachedir: str, points: list[int], batch: int, entry_bytes: int, probe_ba
             cpus.append(time.process_time() - c)
             last += batch
             appended += batch
+        all_walls += walls
         append[str(point)] = {
             "us_per_entry": round(statistics.median(walls) / batch * 1e6, 1),
             "cpu_us_per_entry": round(statistics.median(cpus) / batch * 1e6, 1),
         }
     bytes_per_entry = store.bytes_written / appended
-    keys = sum(1 for _ in store.cache.list(store.log_bank))
+    files = sum(1 for _ in store.cache.list(store.log_bank))
+    files += sum(1 for _ in store.cache.list(store.wal_bank))
+    batch_saves = _pcts(all_walls)
     store.close()
 
     reopen, reopen_cpu = [], []
     for _ in range(3):
         w, c = time.perf_counter(), time.process_time()
-        store, state = _open(opts)
+        store, state = _open(opts, scheme)
         reopen.append(time.perf_counter() - w)
         reopen_cpu.append(time.process_time() - c)
         store.close()
     assert len(state.entries) == last
     reopened = last
 
-    store, _ = _open(opts)
+    store, _ = _open(opts, scheme)
     t_walls, t_cpus = [], []
     for term in range(2, 7):  # each save replaces the last 1,000 entries with one
         w, c = time.perf_counter(), time.process_time()
@@ -82,25 +119,40 @@ def run(cachedir: str, points: list[int], batch: int, entry_bytes: int, probe_ba
         t_cpus.append(time.process_time() - c)
         last -= 999
     store.close()
-    store, state = _open(opts)
+    store, state = _open(opts, scheme)
     store.close()
     assert state.entries[-1].index == last and state.entries[-1].term == 6
 
     return {
-        "store": "CacheStore",
-        "driver": opts.get("cache", "localfs"),
-        "salt": salt.version.__version__,
-        "batch_entries": batch,
-        "entry_data_bytes": entry_bytes,
         "append": append,
+        f"save_{batch}_entries": batch_saves,
         "bytes_written_per_entry": round(bytes_per_entry, 1),
-        "log_keys_on_disk": keys,
+        "log_files_on_disk": files,
         "reopen_entries": reopened,
         "reopen_s": round(min(reopen), 3),
         "reopen_cpu_s": round(min(reopen_cpu), 3),
         "truncate_1000_entries_ms": round(statistics.median(t_walls) * 1e3, 2),
         "truncate_1000_entries_cpu_ms": round(statistics.median(t_cpus) * 1e3, 2),
     }
+
+
+def measure(cachedir: str, points: list[int], args) -> dict:
+    import salt.config  # pylint: disable=import-outside-toplevel
+    import salt.version  # pylint: disable=import-outside-toplevel
+
+    opts = dict(salt.config.DEFAULT_MASTER_OPTS)
+    opts["cachedir"] = cachedir
+    result = {
+        "store": "CacheStore",
+        "driver": opts.get("cache", "localfs"),
+        "salt": salt.version.__version__,
+        "batch_entries": args.batch,
+        "entry_data_bytes": args.entry_bytes,
+        "save_latency": save_latency(opts, args.latency_saves, args.entry_bytes),
+    }
+    for scheme in [s for s in args.schemes.split(",") if s]:
+        result[scheme] = run(opts, scheme, points, args.batch, args.entry_bytes, args.probe_batches)
+    return result
 
 
 def main(argv: list[str]) -> int:
@@ -111,6 +163,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch", type=int, default=64, help="entries per save() (default 64)")
     parser.add_argument("--entry-bytes", type=int, default=100, help="data bytes per entry")
     parser.add_argument("--probe-batches", type=int, default=30, help="timed batches per point")
+    parser.add_argument(
+        "--latency-saves", type=int, default=300, help="single-entry saves timed per scheme"
+    )
+    parser.add_argument(
+        "--schemes", default=",".join(SCHEMES), help="log schemes for the per-length figures"
+    )
     args = parser.parse_args(argv)
     tmp = None
     cachedir = args.cachedir
@@ -118,7 +176,7 @@ def main(argv: list[str]) -> int:
         tmp = cachedir = tempfile.mkdtemp(prefix="saltext-raft-bench-")
     try:
         points = [int(p) for p in args.points.split(",") if p]
-        result = run(cachedir, points, args.batch, args.entry_bytes, args.probe_batches)
+        result = measure(cachedir, points, args)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
