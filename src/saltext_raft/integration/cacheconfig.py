@@ -1,0 +1,88 @@
+"""Settings of the replicated Salt cache, shared by the engine and the ``raft`` cache driver.
+
+Lives here: :class:`CacheSettings` and :func:`from_opts` (master opts -> validated settings),
+:func:`cache_enabled` (does the engine host the cache?) and :func:`storage_opts` (the opts the
+engine's own Raft storage must use). Must not live here: sockets, threads, files.
+
+Both sides read the same master config file, so every setting is a top-level master option
+(Salt cache drivers read their options from the master opts, as ``redis.*`` does), except
+``cache`` which is also an engine option:
+
+- ``cache: raft`` (Salt's own option): use this driver; set it on every master.
+- engine option ``cache``: the engine hosts the replicated cache. Default: on when ``cache``
+  (or 3008's ``keys.cache_driver``) is ``raft``.
+- ``raft_cache_timeout`` (5): seconds a write waits for commit before it fails.
+- ``raft_cache_linearizable_reads`` (False): reads first take a ReadIndex barrier.
+- ``raft_cache_backend`` (localfs): the driver whose layout holds the local copy.
+- ``raft_cache_dir`` (``<cachedir>/saltext_raft_cache``): directory of the local copy.
+- ``raft_cache_socket`` (``<sock_dir>/raft_cache.sock``): the engine's unix socket.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DRIVER_NAME = "raft"
+SOCKET_NAME = "raft_cache.sock"
+#: Not under ``cachedir/saltext_raft/``: the engine's Raft log lives in banks
+#: ``saltext_raft/<cluster id>/...`` there, and a cluster could be called anything.
+DIR_NAME = "saltext_raft_cache"
+BACKENDS = ("localfs",)
+DEFAULT_TIMEOUT = 5.0
+
+
+class CacheConfigError(ValueError):
+    def __init__(self, option: str, why: str):
+        super().__init__(f"raft cache option {option!r}: {why}")
+        self.option = option
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    socket: str
+    root: str
+    backend: str = "localfs"
+    timeout: float = DEFAULT_TIMEOUT
+    linearizable_reads: bool = False
+
+
+def from_opts(opts: dict) -> CacheSettings:
+    cachedir = opts.get("cachedir") or ""
+    sock_dir = opts.get("sock_dir") or ""
+    timeout = opts.get("raft_cache_timeout", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise CacheConfigError("raft_cache_timeout", f"must be a positive number (got {timeout!r})")
+    lin = opts.get("raft_cache_linearizable_reads", False)
+    if not isinstance(lin, bool):
+        raise CacheConfigError(
+            "raft_cache_linearizable_reads", f"must be true or false (got {lin!r})"
+        )
+    backend = opts.get("raft_cache_backend") or "localfs"
+    if backend not in BACKENDS:
+        raise CacheConfigError(
+            "raft_cache_backend",
+            f"{backend!r} is not supported: the local copy must be a driver whose files the "
+            f"engine can write with the command's timestamp as mtime ({', '.join(BACKENDS)})",
+        )
+    root = opts.get("raft_cache_dir") or os.path.join(cachedir, DIR_NAME)
+    socket = opts.get("raft_cache_socket") or os.path.join(sock_dir, SOCKET_NAME)
+    return CacheSettings(
+        socket=socket, root=root, backend=backend, timeout=float(timeout), linearizable_reads=lin
+    )
+
+
+def cache_enabled(opts: dict, engine_option=None) -> bool:
+    """The engine hosts the cache: engine option ``cache`` if set, else whether the master uses
+    the ``raft`` driver (``cache: raft``, or ``keys.cache_driver: raft`` on 3008)."""
+    if engine_option is not None:
+        return bool(engine_option)
+    return opts.get("cache") == DRIVER_NAME or opts.get("keys.cache_driver") == DRIVER_NAME
+
+
+def storage_opts(opts: dict) -> dict:
+    """Opts for the engine's own Raft storage: never the ``raft`` driver (the log cannot be
+    stored through the log), so ``cache: raft`` becomes ``localfs`` there."""
+    if opts.get("cache") == DRIVER_NAME:
+        opts = dict(opts, cache="localfs")
+    return opts

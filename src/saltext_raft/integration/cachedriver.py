@@ -1,0 +1,239 @@
+"""The ``raft`` Salt cache driver's code (``saltext_raft/cache/raft.py`` is its thin loader
+module): writes go to the local engine over a unix socket, reads come from the local mirror.
+
+Lives here: :class:`EngineClient` (one connection per thread of a worker process, with its own
+client id and sequence numbers) and the driver functions with Salt's signatures. Must not live
+here: anything that runs in the engine (``cacheservice``), mirror writing (``cachemirror``).
+
+Why one connection per thread: the KV state machine drops a write whose ``(client, seq)`` is not
+newer than the last one it applied for that client (that is how a retry is recognised). Two
+threads sharing a client id with writes in flight at once could commit out of order and lose the
+older one. A thread has at most one write in flight, so per-thread ids are safe; Salt 3008 runs
+worker handlers on executor threads, so this matters.
+
+Reads never talk to the engine unless ``raft_cache_linearizable_reads`` is on: they are Salt's
+``localfs`` functions pointed at the mirror directory, so they cost what ``localfs`` costs and
+keep working while the engine or the quorum is down.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+
+import salt.cache.localfs as _localfs
+import salt.payload
+from salt.exceptions import SaltCacheError
+
+from saltext_raft.integration import cacheconfig
+from saltext_raft.integration.cachemirror import MirrorPathError
+from saltext_raft.integration.cachemirror import check_name
+
+#: Seconds between reconnection attempts while the engine is not reachable.
+RECONNECT_INTERVAL = 0.05
+_CAUSES = {
+    "no_leader": "no leader: this master cannot reach a quorum of the raft cluster",
+    "timeout": "not committed in time: no quorum of masters reachable, or the leader changed",
+    "stopped": "the local raft engine is stopping or has stopped",
+    "storage_failed": "the local raft engine stopped after a storage failure",
+    "rejected": "rejected by the raft engine",
+}
+
+
+class EngineUnavailable(OSError):
+    """The engine's socket is missing or refuses connections."""
+
+
+class EngineClient:
+    """A blocking JSON-lines client of the engine's cache socket (one per thread)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.client_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.seq = 0
+        self._sock: socket.socket | None = None
+        self._file = None
+        self._rid = 0
+
+    def close(self) -> None:
+        for obj in (self._file, self._sock):
+            if obj is not None:
+                try:
+                    obj.close()
+                except OSError:
+                    pass
+        self._file = self._sock = None
+
+    def _connect(self, timeout: float) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(self.path)
+        except OSError as exc:
+            sock.close()
+            raise EngineUnavailable(exc.errno, exc.strerror or str(exc)) from None
+        self._sock = sock
+        self._file = sock.makefile("rb")
+
+    def call(self, request: dict, timeout: float) -> dict:
+        """Send one request and wait for its answer, reconnecting until ``timeout``. The same
+        request (same ``client``/``seq``) may reach the engine twice: the engine dedups it."""
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise last if last is not None else EngineUnavailable(0, "timed out")
+            try:
+                if self._sock is None:
+                    self._connect(min(remaining, 1.0))
+                self._rid += 1
+                req = dict(request, id=self._rid)
+                if "timeout" in request:
+                    # Leave the engine time to answer with its own error before we give up.
+                    req["timeout"] = max(remaining - 0.2, 0.05)
+                self._sock.settimeout(remaining + 1.0)
+                self._sock.sendall(json.dumps(req).encode() + b"\n")
+                while True:
+                    line = self._file.readline()
+                    if not line:
+                        raise ConnectionResetError("the raft engine closed the connection")
+                    answer = json.loads(line)
+                    if answer.get("id") == self._rid:
+                        return answer
+            except (OSError, ValueError) as exc:
+                self.close()
+                last = exc
+                time.sleep(min(RECONNECT_INTERVAL, max(deadline - time.monotonic(), 0)))
+
+
+_local = threading.local()
+
+
+def _client(settings) -> EngineClient:
+    if getattr(_local, "pid", 0) != os.getpid():
+        # A forked child must not share its parent's sockets or client ids.
+        _local.clients, _local.pid = {}, os.getpid()
+    client = _local.clients.get(settings.socket)
+    if client is None:
+        client = _local.clients[settings.socket] = EngineClient(settings.socket)
+    return client
+
+
+def _settings(opts: dict):
+    try:
+        return cacheconfig.from_opts(opts)
+    except cacheconfig.CacheConfigError as exc:
+        raise SaltCacheError(str(exc)) from None
+
+
+def _check(bank, key=None, *, key_required=False) -> None:
+    try:
+        check_name("bank", bank, allow_empty=True)
+        if key is not None or key_required:
+            check_name("key", key)
+    except MirrorPathError as exc:
+        raise SaltCacheError(f"raft cache: {exc}") from None
+
+
+def _engine_call(opts: dict, what: str, request: dict, *, write: bool):
+    settings = _settings(opts)
+    client = _client(settings)
+    if write:
+        client.seq += 1
+        request = dict(request, client=client.client_id, seq=client.seq)
+    request["timeout"] = settings.timeout
+    try:
+        answer = client.call(request, settings.timeout)
+    except EngineUnavailable as exc:
+        raise SaltCacheError(
+            f"raft cache: {what} failed: the local raft engine is not reachable at "
+            f"{settings.socket} within {settings.timeout:g}s ({exc.strerror or exc}); is the "
+            "'raft' engine configured and running on this master?"
+        ) from None
+    except OSError as exc:
+        raise SaltCacheError(
+            f"raft cache: {what} failed: no answer from the local raft engine within "
+            f"{settings.timeout:g}s ({exc}); the write may or may not have been applied"
+        ) from None
+    if answer.get("ok"):
+        return answer.get("result")
+    err = answer.get("error") or {}
+    code = str(err.get("code") or "error")
+    cause = _CAUSES.get(code, "the raft engine reported an error")
+    raise SaltCacheError(f"raft cache: {what} failed: {cause} ({err.get('message', '')})")
+
+
+# --------------------------------------------------------------------------------------------
+# the driver API (signatures as salt.cache.localfs, in 3007 and 3008)
+# --------------------------------------------------------------------------------------------
+def init_kwargs(opts: dict, kwargs: dict) -> dict:
+    return {"cachedir": kwargs.get("cachedir") or opts.get("cachedir")}
+
+
+def get_storage_id(opts: dict, kwargs: dict):
+    return ("raft", _settings(opts).root)
+
+
+def store(opts: dict, bank: str, key: str, data) -> bool:
+    _check(bank, key, key_required=True)
+    try:
+        value = salt.payload.dumps(data)
+    except Exception as exc:  # pylint: disable=broad-except
+        raise SaltCacheError(f"raft cache: cannot serialize {bank}/{key}: {exc}") from None
+    request = {
+        "op": "cache.store",
+        "bank": bank,
+        "key": key,
+        "value": base64.b64encode(value).decode("ascii"),
+    }
+    return _engine_call(opts, f"store {bank}/{key}", request, write=True)
+
+
+def flush(opts: dict, bank: str, key: str | None = None) -> bool:
+    _check(bank, key)
+    request = {"op": "cache.flush", "bank": bank, "key": key}
+    what = f"flush {bank}/{key}" if key is not None else f"flush bank {bank}"
+    return bool(_engine_call(opts, what, request, write=True))
+
+
+def _before_read(opts: dict, settings) -> None:
+    if settings.linearizable_reads:
+        _engine_call(opts, "linearizable read", {"op": "cache.read"}, write=False)
+
+
+def fetch(opts: dict, bank: str, key: str):
+    settings = _settings(opts)
+    _check(bank, key)
+    _before_read(opts, settings)
+    return _localfs.fetch(bank, key, settings.root)
+
+
+def updated(opts: dict, bank: str, key: str):
+    settings = _settings(opts)
+    _check(bank, key)
+    _before_read(opts, settings)
+    path = os.path.join(settings.root, os.path.normpath(bank), f"{key}.p")
+    try:
+        return int(os.path.getmtime(path))
+    except FileNotFoundError:
+        return None  # localfs logs a warning here; a missing key is normal for callers
+
+
+def list_(opts: dict, bank: str):
+    settings = _settings(opts)
+    _check(bank)
+    _before_read(opts, settings)
+    return _localfs.list_(bank, settings.root)
+
+
+def contains(opts: dict, bank: str, key: str | None = None) -> bool:
+    settings = _settings(opts)
+    _check(bank, key)
+    _before_read(opts, settings)
+    return _localfs.contains(bank, key, settings.root)

@@ -1,0 +1,356 @@
+"""The replicated Salt cache, engine side: the state machine wrapper and its on-disk mirror.
+
+Lives here: :class:`LocalfsMirror` (writes a ``localfs``-layout copy of the cache that Salt's
+``localfs`` driver can read: ``<root>/<bank>/<key>.p``, mtime = the command's timestamp),
+:class:`MirrorWriter` (one thread that applies mirror jobs in apply order and tells the event
+loop how far it got) and :class:`CacheStateMachine` (the runtime's state machine: wraps
+:class:`saltext_raft.kv.KVStateMachine` and queues every change it applies to the mirror).
+Must not live here: the socket the workers talk to (``cacheservice``), the driver the workers
+load (``cachedriver``), Raft rules.
+
+Why a thread: a mirror write is a small file write and rename (tens of microseconds, more on a
+busy disk). Doing it inline would stall the event loop (heartbeats, elections) behind the disk.
+The writer thread applies jobs strictly in the order ``apply`` queued them; ``apply`` returns an
+:class:`Applied` whose ``ticket`` the proposer awaits (``MirrorWriter.wait``), so a write is
+acknowledged to the worker that made it only once this master's mirror shows it
+(read-your-writes on the writing master).
+
+Why no fsync: the mirror is derived state. On every engine start it is rebuilt from the Raft
+state (snapshot, then log replay), so a torn mirror after a crash is repaired before the engine
+acknowledges anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from typing import NamedTuple
+
+from saltext_raft.kv import KVStateMachine
+from saltext_raft.kv.machine import STORE
+from saltext_raft.kv.machine import decode_command
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".p"
+#: Seconds between two log lines about failing mirror writes.
+ERROR_LOG_INTERVAL = 10.0
+
+
+class MirrorPathError(ValueError):
+    """A bank or key that would leave the mirror directory ("..", absolute, NUL)."""
+
+
+def check_name(what: str, name: str, *, allow_empty: bool = False) -> None:
+    if not isinstance(name, str) or (not name and not allow_empty):
+        raise MirrorPathError(f"{what} must be a non-empty string (got {name!r})")
+    if "\0" in name or name.startswith("/") or ".." in name.split("/"):
+        raise MirrorPathError(f"{what} {name!r} would leave the cache directory")
+
+
+class LocalfsMirror:
+    """A ``localfs``-compatible tree under ``root``; temp files live in ``root + '.tmp'`` so a
+    reader listing a bank never sees them (``localfs.list`` would report them as sub-banks)."""
+
+    def __init__(self, root: str):
+        self.root = os.path.abspath(root)
+        self.tmpdir = self.root + ".tmp"
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        os.makedirs(self.tmpdir, mode=0o700, exist_ok=True)
+        self._dirs: set[str] = set()
+
+    def bank_dir(self, bank: str) -> str:
+        return os.path.join(self.root, os.path.normpath(bank)) if bank else self.root
+
+    def key_path(self, bank: str, key: str) -> str:
+        return os.path.join(self.bank_dir(bank), key + SUFFIX)
+
+    def _makedirs(self, path: str) -> None:
+        if path not in self._dirs:
+            os.makedirs(path, exist_ok=True)
+            self._dirs.add(path)
+
+    def store(self, bank: str, key: str, value: bytes, ts: int) -> None:
+        check_name("bank", bank, allow_empty=True)
+        check_name("key", key)
+        path = self.key_path(bank, key)
+        self._makedirs(self.bank_dir(bank))
+        self._makedirs(os.path.dirname(path))  # a key may contain "/" (localfs allows it)
+        fd, tmp = tempfile.mkstemp(dir=self.tmpdir)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(value)
+            os.utime(tmp, (ts, ts))
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def flush(self, bank: str, key: str | None) -> None:
+        check_name("bank", bank, allow_empty=True)
+        if key is not None:
+            check_name("key", key)
+            try:
+                os.unlink(self.key_path(bank, key))
+            except FileNotFoundError:
+                pass
+            return
+        target = self.bank_dir(bank)
+        if target == self.root:
+            for name in os.listdir(self.root):
+                self._remove(os.path.join(self.root, name))
+        else:
+            self._remove(target)
+        self._dirs = {d for d in self._dirs if not (d == target or d.startswith(target + os.sep))}
+
+    @staticmethod
+    def _remove(path: str) -> None:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def rebuild(self, banks: list[str], items: list[tuple[str, str, bytes, int]]) -> dict:
+        """Make the tree hold exactly ``banks`` (directories) and ``items`` (bank, key, value,
+        updated): rewrite keys whose bytes or mtime differ, delete everything else."""
+        want_files = {self.key_path(b, k): (v, ts) for b, k, v, ts in items}
+        want_dirs = {self.bank_dir(b) for b in banks} | {self.root}
+        for path in want_files:  # parents of keys that contain "/"
+            d = os.path.dirname(path)
+            while d.startswith(self.root) and d not in want_dirs:
+                want_dirs.add(d)
+                d = os.path.dirname(d)
+        stats = {"written": 0, "deleted": 0, "kept": 0}
+        for dirpath, _dirnames, filenames in os.walk(self.root, topdown=False):
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                if path not in want_files:
+                    os.unlink(path)
+                    stats["deleted"] += 1
+            if dirpath not in want_dirs:
+                try:
+                    os.rmdir(dirpath)  # empty by now unless a wanted file lies below
+                except OSError:
+                    pass
+        self._dirs.clear()
+        for d in sorted(want_dirs):
+            os.makedirs(d, exist_ok=True)
+        for b, k, v, ts in items:
+            path = self.key_path(b, k)
+            try:
+                st = os.stat(path)
+                if int(st.st_mtime) == ts and st.st_size == len(v):
+                    with open(path, "rb") as fh:
+                        if fh.read() == v:
+                            stats["kept"] += 1
+                            continue
+            except FileNotFoundError:
+                pass
+            self.store(b, k, v, ts)
+            stats["written"] += 1
+        for name in os.listdir(self.tmpdir):  # a crash mid-write leaves temp files behind
+            self._remove(os.path.join(self.tmpdir, name))
+        return stats
+
+
+class Applied(NamedTuple):
+    """What :meth:`CacheStateMachine.apply` returns: the KV result and the mirror ticket to
+    await before acknowledging the write."""
+
+    result: object
+    ticket: int
+
+
+class MirrorWriter:
+    """Applies mirror jobs in order on one thread; ``wait(ticket)`` on the loop resolves once
+    every job up to ``ticket`` is on disk."""
+
+    def __init__(self, mirror: LocalfsMirror):
+        self.mirror = mirror
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._seq = 0  # last ticket handed out (loop thread)
+        self._done = 0  # last ticket finished (loop thread's view)
+        self._waiters: list[tuple[int, int, asyncio.Future]] = []
+        self._n = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.counters = {"jobs": 0, "batches": 0, "errors": 0, "rebuilds": 0}
+        self.last_error = ""
+        self._last_error_log = 0.0
+
+    # --- loop side --------------------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run, name="raft-cache-mirror", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def enqueue(self, job: tuple) -> int:
+        self._seq += 1
+        self._queue.put((self._seq, job))
+        return self._seq
+
+    @property
+    def ticket(self) -> int:
+        """The ticket of the last queued job (wait on it to see everything applied so far)."""
+        return self._seq
+
+    async def wait(self, ticket: int) -> None:
+        if ticket <= self._done:
+            return
+        fut = self._loop.create_future()
+        self._n += 1
+        heapq.heappush(self._waiters, (ticket, self._n, fut))
+        await fut
+
+    def _progress(self, done: int) -> None:
+        self._done = max(self._done, done)
+        heap = self._waiters
+        while heap and heap[0][0] <= self._done:
+            _, _, fut = heapq.heappop(heap)
+            if not fut.done():
+                fut.set_result(None)
+
+    # --- writer thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        q = self._queue
+        while True:
+            item = q.get()
+            batch = [item]
+            while True:
+                try:
+                    batch.append(q.get_nowait())
+                except queue.Empty:
+                    break
+            last = 0
+            for item in batch:
+                if item is None:
+                    self._report(last)
+                    return
+                seq, job = item
+                self._do(job)
+                last = seq
+            self.counters["batches"] += 1
+            self._report(last)
+
+    def _report(self, last: int) -> None:
+        if last and self._loop is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._progress, last)
+            except RuntimeError:  # loop closed meanwhile
+                pass
+
+    def _do(self, job: tuple) -> None:
+        self.counters["jobs"] += 1
+        kind = job[0]
+        try:
+            if kind == "store":
+                self.mirror.store(*job[1:])
+            elif kind == "flush":
+                self.mirror.flush(*job[1:])
+            elif kind == "rebuild":
+                self.counters["rebuilds"] += 1
+                t0 = time.monotonic()
+                stats = self.mirror.rebuild(*job[1:])
+                log.info(
+                    "saltext-raft cache: mirror %s rebuilt in %.3fs (%s)",
+                    self.mirror.root,
+                    time.monotonic() - t0,
+                    stats,
+                )
+        except Exception as exc:  # pylint: disable=broad-except
+            # The Raft state is authoritative and the entry is committed: a failed mirror write
+            # makes this master's local reads stale, it does not undo the write. Say so loudly
+            # (rate-limited) and keep going; the next engine start rebuilds the mirror.
+            self.counters["errors"] += 1
+            self.last_error = f"{kind}: {type(exc).__name__}: {exc}"
+            now = time.monotonic()
+            if now - self._last_error_log >= ERROR_LOG_INTERVAL:
+                self._last_error_log = now
+                log.error(
+                    "saltext-raft cache: mirror write failed (%d so far; local reads on this "
+                    "master may be stale until the engine restarts): %s",
+                    self.counters["errors"],
+                    self.last_error,
+                )
+
+
+def _walk(kv: KVStateMachine) -> tuple[list[str], list[tuple[str, str, bytes, int]]]:
+    """Every bank and every (bank, key, value, updated) of ``kv``, through its public reads."""
+    banks: list[str] = []
+    items: list[tuple[str, str, bytes, int]] = []
+    stack = [""]
+    while stack:
+        bank = stack.pop()
+        banks.append(bank)
+        for name in kv.list(bank):
+            value = kv.fetch(bank, name)
+            if value is not None:
+                items.append((bank, name, value, kv.updated(bank, name) or 0))
+            sub = f"{bank}/{name}" if bank else name
+            if kv.contains(sub):
+                stack.append(sub)
+    return banks, items
+
+
+class CacheStateMachine:
+    """The runtime's state machine when the engine hosts the Salt cache.
+
+    Deterministic part: :class:`KVStateMachine` (identical on every master). Local side effect:
+    each change queued to the mirror in apply order. Results are :class:`Applied`.
+    """
+
+    def __init__(self, writer: MirrorWriter):
+        self.kv = KVStateMachine()
+        self.writer = writer
+        self._synced = False  # the mirror was rebuilt from this state at least once
+
+    def _sync_mirror(self) -> None:
+        banks, items = _walk(self.kv)
+        self.writer.enqueue(("rebuild", banks, items))
+        self._synced = True
+
+    def apply(self, entry) -> Applied:
+        if not self._synced:
+            # First apply after start without a snapshot: the log is replayed from the start,
+            # so the mirror starts from the empty state (stale files from an old run go).
+            self._sync_mirror()
+        data = entry.data
+        kv = self.kv
+        before = kv.applied_commands
+        result = kv.apply(data)
+        if kv.applied_commands == before:  # a retry the dedup table answered: nothing changed
+            return Applied(result, self.writer.ticket)
+        cmd = decode_command(data)
+        if cmd.op == STORE:
+            ticket = self.writer.enqueue(("store", cmd.bank, cmd.key, cmd.value, cmd.ts))
+        elif result:
+            ticket = self.writer.enqueue(("flush", cmd.bank, cmd.key))
+        else:
+            ticket = self.writer.ticket
+        return Applied(result, ticket)
+
+    def snapshot(self) -> bytes:
+        return self.kv.snapshot()
+
+    def restore(self, data: bytes) -> None:
+        self.kv.restore(data)
+        self._sync_mirror()

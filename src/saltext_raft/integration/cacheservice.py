@@ -1,0 +1,151 @@
+"""The replicated Salt cache inside the ``raft`` engine: mirror, state machine, local socket.
+
+Lives here: :class:`CacheService` — owns the :class:`~.cachemirror.MirrorWriter` and the
+:class:`~.cachemirror.CacheStateMachine` the runtime applies entries to, and serves the ``raft``
+cache driver's requests on a unix socket in the master's ``sock_dir`` (mode 0600, the runtime's
+:class:`~saltext_raft.runtime.control.ControlServer` with only the cache operations). Must not
+live here: the driver (``cachedriver``), mirror file handling (``cachemirror``).
+
+Requests (JSON lines; several may be outstanding per connection, answers carry the ``id``)::
+
+    {"id": 1, "op": "cache.store", "bank": "minions/web1", "key": "data",
+     "value": <base64 of the salt.payload bytes>, "client": "host:pid:rand", "seq": 7,
+     "timeout": 4.8}
+    {"id": 2, "op": "cache.flush", "bank": "minions/web1", "key": null, "client": ..., "seq": 8}
+    {"id": 3, "op": "cache.read", "timeout": 5}     # ReadIndex barrier, then mirror caught up
+    {"id": 4, "op": "cache.status"}
+
+A write is answered once its entry is committed, applied here and written to this master's
+mirror. ``(client, seq)`` makes a retried write apply at most once (the KV state machine's
+dedup table), so a worker may resend a write whose answer it lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+
+from saltext_raft.integration.cacheconfig import CacheSettings
+from saltext_raft.integration.cachemirror import CacheStateMachine
+from saltext_raft.integration.cachemirror import LocalfsMirror
+from saltext_raft.integration.cachemirror import MirrorWriter
+from saltext_raft.integration.cachemirror import check_name
+from saltext_raft.kv.machine import FLUSH
+from saltext_raft.kv.machine import STORE
+from saltext_raft.kv.machine import Command
+from saltext_raft.kv.machine import encode_command
+from saltext_raft.runtime.control import ControlServer
+from saltext_raft.runtime.errors import Rejected
+
+log = logging.getLogger(__name__)
+
+
+class CacheService:
+    def __init__(self, settings: CacheSettings, *, clock=time.time):
+        self.settings = settings
+        self.writer = MirrorWriter(LocalfsMirror(settings.root))
+        self.state_machine = CacheStateMachine(self.writer)
+        self.server: ControlServer | None = None
+        self._clock = clock
+        self.runtime = None
+
+    def start_writer(self, loop) -> None:
+        """Before the runtime starts: its start may restore a snapshot into the mirror."""
+        self.writer.start(loop)
+
+    async def start(self, runtime) -> str:
+        self.runtime = runtime
+        server = ControlServer(runtime, self.settings.socket)
+        # Only the cache operations: membership changes are not for request workers.
+        server.handlers = {
+            "cache.store": self._store,
+            "cache.flush": self._flush,
+            "cache.read": self._read,
+            "cache.status": self._status,
+        }
+        self.server = server
+        bound = await server.start()
+        log.info(
+            "saltext-raft cache: serving the raft cache driver on %s (mirror %s)",
+            bound,
+            self.settings.root,
+        )
+        return bound
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
+        self.writer.stop()
+
+    # --- handlers -----------------------------------------------------------------------------
+    def _timeout(self, req: dict) -> float:
+        t = req.get("timeout")
+        if isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0:
+            return min(float(t), 3600.0)
+        return self.settings.timeout
+
+    async def _write(self, rt, req: dict, cmd: Command):
+        applied = await rt.propose(encode_command(cmd), self._timeout(req))
+        await self.writer.wait(applied.ticket)
+        return applied.result
+
+    async def _store(self, rt, req: dict):
+        bank, key = req.get("bank", ""), req.get("key")
+        try:
+            check_name("bank", bank, allow_empty=True)
+            check_name("key", key)
+            value = base64.b64decode(req.get("value") or "", validate=True)
+        except ValueError as exc:
+            raise Rejected(str(exc)) from None
+        cmd = Command(
+            STORE,
+            bank,
+            key,
+            value,
+            int(self._clock()),
+            str(req.get("client") or ""),
+            int(req.get("seq") or 0),
+        )
+        return await self._write(rt, req, cmd)
+
+    async def _flush(self, rt, req: dict):
+        bank, key = req.get("bank", ""), req.get("key")
+        try:
+            check_name("bank", bank, allow_empty=True)
+            if key is not None:
+                check_name("key", key)
+        except ValueError as exc:
+            raise Rejected(str(exc)) from None
+        cmd = Command(
+            FLUSH,
+            bank,
+            key,
+            b"",
+            int(self._clock()),
+            str(req.get("client") or ""),
+            int(req.get("seq") or 0),
+        )
+        return await self._write(rt, req, cmd)
+
+    async def _read(self, rt, req: dict):
+        index = await rt.read(self._timeout(req))
+        await self.writer.wait(self.writer.ticket)
+        return index
+
+    async def _status(self, rt, req: dict):
+        return {
+            "socket": self.settings.socket,
+            "mirror": self.settings.root,
+            "mirror_counters": dict(self.writer.counters),
+            "mirror_last_error": self.writer.last_error or None,
+            "applied_commands": self.state_machine.kv.applied_commands,
+        }
+
+
+def new_cache_service(opts: dict) -> CacheService:
+    """The engine's cache service from the master opts (raises CacheConfigError)."""
+    from saltext_raft.integration.cacheconfig import from_opts  # pylint: disable=import-outside-toplevel
+
+    return CacheService(from_opts(opts))

@@ -1,0 +1,200 @@
+"""The ``raft`` cache driver through a real Salt loader (``salt.cache.Cache(opts)`` with
+``cache: raft``) against in-process engines (runtime + CacheService per "master").
+
+Several "masters" share this process, but Salt's loader gives an extension module the
+``__opts__`` of the loader used last (a real master process has one set of opts, so this only
+matters here): every operation therefore goes through a freshly built ``Cache``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import salt.cache
+import salt.config
+from salt.exceptions import SaltCacheError
+
+from tests.functional.cache.inprocess import InProcessCluster
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def salt_opts(opts: dict) -> dict:
+    full = salt.config.DEFAULT_MASTER_OPTS.copy()
+    full.update(opts)
+    full["__role"] = "master"
+    return full
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = InProcessCluster(str(tmp_path_factory.mktemp("cache")), ids=("m1", "m2", "m3"))
+    try:
+        for nid in c.ids:
+            c.start(nid)
+        wait_for(lambda: c.leader() is not None, 10, "a leader")
+        yield c
+    finally:
+        c.close()
+
+
+class Caches:
+    """``caches[nid]`` is a fresh ``salt.cache.Cache`` for that master (see the docstring)."""
+
+    def __init__(self, cluster, **extra):
+        self.cluster = cluster
+        self.extra = extra
+
+    def __getitem__(self, nid):
+        return salt.cache.Cache(salt_opts(dict(self.cluster.opts(nid), **self.extra)))
+
+
+@pytest.fixture(scope="module")
+def caches(cluster):
+    return Caches(cluster)
+
+
+def test_the_loader_finds_the_raft_driver(caches):
+    cache = caches["m1"]
+    assert cache.driver == "raft"
+    assert "raft.store" in cache.modules and "raft.list" in cache.modules
+
+
+def test_store_then_fetch_on_the_same_master_needs_no_wait(caches):
+    # read-your-writes on the writing master: store returns after the local mirror has it
+    for i in range(20):
+        caches["m2"].store("ryw", "k", {"i": i})
+        assert caches["m2"].fetch("ryw", "k") == {"i": i}
+
+
+def test_a_value_stored_on_one_master_is_read_on_the_others(caches):
+    caches["m1"].store("minions/web1", "data", {"grains": {"os": "Debian"}, "pillar": {}})
+    for nid in ("m2", "m3"):
+        wait_for(
+            lambda nid=nid: caches[nid].fetch("minions/web1", "data") != {},
+            5,
+            f"minions/web1 on {nid}",
+        )
+        assert caches[nid].fetch("minions/web1", "data")["grains"] == {"os": "Debian"}
+        assert caches[nid].list("minions") == ["web1"]
+        assert caches[nid].contains("minions/web1", "data")
+        assert caches[nid].contains("minions/web1")
+        assert not caches[nid].contains("minions/web1", "mine")
+    # updated comes from the proposer's timestamp: equal on every master
+    stamps = {caches[n].updated("minions/web1", "data") for n in ("m1", "m2", "m3")}
+    assert len(stamps) == 1 and abs(stamps.pop() - time.time()) < 60
+
+
+def test_missing_keys_read_like_localfs(caches):
+    assert caches["m1"].fetch("nothere", "k") == {}
+    assert caches["m1"].updated("nothere", "k") is None
+    assert caches["m1"].list("nothere") == []
+    assert caches["m1"].contains("nothere") is False
+
+
+def test_flush_key_and_bank_replicate(caches):
+    c1 = caches["m1"]
+    c1.store("fl/a", "k1", 1)
+    c1.store("fl/a", "k2", 2)
+    c1.store("fl/b", "k", 3)
+    assert c1.flush("fl/a", "k1") is True
+    assert c1.flush("fl/a", "k1") is False  # already gone: as localfs says
+    assert sorted(c1.list("fl/a")) == ["k2"]
+    assert c1.flush("fl") is True
+    assert c1.list("fl") == [] and not c1.contains("fl")
+    wait_for(lambda: not caches["m3"].contains("fl"), 5, "the flush on m3")
+
+
+def test_linearizable_reads_see_a_write_made_on_another_master(cluster, caches):
+    lin = Caches(cluster, raft_cache_linearizable_reads=True)
+    for i in range(10):
+        caches["m1"].store("lin", "k", i)
+        assert lin["m3"].fetch("lin", "k") == i  # no polling: the barrier waits for the mirror
+
+
+def test_concurrent_writers_in_one_process_lose_nothing(caches):
+    # Threads of one worker get their own client ids: dedup by (client, seq) must not drop the
+    # write of a thread whose sequence number happens to commit after another thread's.
+    errors = []
+
+    cache = caches["m2"]  # one loader shared by the threads, as in a worker
+
+    def writer(t):
+        try:
+            for i in range(25):
+                cache.store(f"conc/t{t}", f"k{i}", i)
+        except Exception as exc:  # pylint: disable=broad-except
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(16)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors
+    for t in range(16):
+        assert len(caches["m2"].list(f"conc/t{t}")) == 25
+
+
+@pytest.mark.skipif(
+    "expires" not in salt.cache.Cache.store.__code__.co_varnames, reason="Salt 3008+ only"
+)
+def test_expires_is_honoured_like_salt_does_for_drivers_without_native_expiry(caches):
+    caches["m1"].store("exp", "live", "v", expires=3600)
+    caches["m1"].store("exp", "dead", "v", expires=-10)
+    assert caches["m1"].fetch("exp", "live") == "v"
+    assert caches["m1"].fetch("exp", "dead") == {}
+
+
+def test_bad_names_are_refused_before_reaching_the_engine(caches):
+    with pytest.raises(SaltCacheError, match="leave the cache directory"):
+        caches["m1"].store("../escape", "k", 1)
+
+
+def test_without_the_engine_writes_fail_clearly_and_reads_work(tmp_path):
+    c = InProcessCluster(str(tmp_path), ids=("solo",))
+    try:
+        opts = salt_opts(dict(c.opts("solo"), raft_cache_timeout=0.3))
+        cache = salt.cache.Cache(opts)
+        t0 = time.monotonic()
+        with pytest.raises(SaltCacheError, match="local raft engine is not reachable"):
+            cache.store("b", "k", 1)
+        assert time.monotonic() - t0 < 2
+        assert cache.fetch("b", "k") == {}
+    finally:
+        c.close()
+
+
+def test_a_master_cut_off_from_the_quorum_refuses_writes_and_still_reads(tmp_path):
+    c = InProcessCluster(str(tmp_path), ids=("p1", "p2", "p3"))
+    try:
+        for nid in c.ids:
+            c.start(nid)
+        wait_for(lambda: c.leader() is not None, 10, "a leader")
+        caches = Caches(c)
+        caches["p1"].store("part", "k", "before")
+        wait_for(lambda: caches["p3"].fetch("part", "k") == "before", 5, "replication to p3")
+        lonely = "p3"
+        for other in ("p1", "p2"):
+            c.net.cut(lonely, other)
+        t0 = time.monotonic()
+        with pytest.raises(SaltCacheError, match="quorum"):
+            caches[lonely].store("part", "k", "after")
+        assert time.monotonic() - t0 < 5  # raft_cache_timeout is 2 s here
+        assert caches[lonely].fetch("part", "k") == "before"  # local reads keep working
+        # the majority side keeps accepting writes
+        wait_for(lambda: c.leader() in ("p1", "p2"), 10, "a leader on the majority side")
+        caches["p1"].store("part", "k", "majority")
+        c.net.heal()
+        wait_for(lambda: caches[lonely].fetch("part", "k") == "majority", 10, "p3 catching up")
+    finally:
+        c.close()
