@@ -109,6 +109,11 @@ class EngineConfig:
     events: bool = True
     #: Frame cipher between masters: "chacha20poly1305" or "aesgcm".
     aead: str = "chacha20poly1305"
+    #: Host the replicated Salt cache (the ``raft`` cache driver; docs/cache.md). Default
+    #: (unset): on when the master's ``cache`` (or 3008's ``keys.cache_driver``) is ``raft``.
+    cache: bool | None = None
+    #: Resolved ``cache`` (from_opts fills it in).
+    cache_enabled: bool = False
 
     #: Loaded secret bytes (never logged, never in repr).
     secret: bytes = field(default=b"", repr=False, compare=False)
@@ -217,7 +222,9 @@ class EngineConfig:
 # building a config from Salt opts
 # ----------------------------------------------------------------------------------------------
 _OPTION_NAMES = {
-    f.name for f in fields(EngineConfig) if f.name not in ("secret", "secret_source", "cachedir")
+    f.name
+    for f in fields(EngineConfig)
+    if f.name not in ("secret", "secret_source", "cachedir", "cache_enabled")
 }
 
 
@@ -255,6 +262,11 @@ def from_opts(opts: dict, options: dict | None = None, *, load_secret: bool = Tr
         )
     cfg = EngineConfig(**options)
     cfg.cachedir = opts.get("cachedir") or ""
+    if cfg.cache is not None and not isinstance(cfg.cache, bool):
+        raise EngineConfigError("cache", f"must be true or false (got {cfg.cache!r})")
+    cfg.cache_enabled = cfg.cache if cfg.cache is not None else opts.get("cache") == "raft" or (
+        opts.get("keys.cache_driver") == "raft"
+    )
     if cfg.advertise:
         _check_host_port("advertise", cfg.advertise, wildcard_ok=False)
     if not cfg.node_id:

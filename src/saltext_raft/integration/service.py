@@ -110,6 +110,11 @@ class RaftService:
         self._last_contact: dict[str, float] = {}
         self._last_match: dict[str, int] = {}
         self.coexisting = core_consensus_active(opts)
+        self.cache = None  # CacheService when this engine hosts the replicated Salt cache
+        if cfg.cache_enabled:
+            from saltext_raft.integration.cacheservice import new_cache_service  # pylint: disable=import-outside-toplevel
+
+            self.cache = new_cache_service(opts)
 
     # ------------------------------------------------------------------------------------------
     # building
@@ -125,7 +130,9 @@ class RaftService:
         from saltext_raft.transport.zmqtransport import ZmqTransport
 
         cfg = self.cfg
-        store = open_store(self.opts, cfg.cluster_id, cfg.node_id)
+        from saltext_raft.integration.cacheconfig import storage_opts  # pylint: disable=import-outside-toplevel
+
+        store = open_store(storage_opts(self.opts), cfg.cluster_id, cfg.node_id)
         transport = ZmqTransport(
             TransportConfig(
                 cluster_id=cfg.cluster_id,
@@ -139,7 +146,7 @@ class RaftService:
             cfg.node_id,
             store,
             transport,
-            KVStateMachine(),
+            self.cache.state_machine if self.cache is not None else KVStateMachine(),
             core_config=Config(
                 cfg.node_id,
                 election_ticks=cfg.election_ticks,
@@ -405,7 +412,11 @@ class RaftService:
         self._update_readiness()  # "starting": workers hold requests rather than see a stale file
         self.runtime = self.build_runtime()
         self.runtime.add_observer(self._on_runtime_event)
+        if self.cache is not None:
+            self.cache.start_writer(self.loop)
         await self.runtime.start()
+        if self.cache is not None:
+            await self.cache.start(self.runtime)
         self.fire(TAG_STARTED, {"founding": cfg.founding})
         server = control.ControlServer(self.opts, cfg.node_id, self.handle_control)
         self._control_thread = threading.Thread(
@@ -418,6 +429,8 @@ class RaftService:
             self._stop_thread.set()
             self.readiness.close("engine stopped")
             try:
+                if self.cache is not None:
+                    await self.cache.stop()
                 await self.runtime.stop()
             finally:
                 if self._control_thread is not None:
