@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
@@ -27,6 +28,10 @@ from saltext_raft.transport.crypto import FrameCrypto
 from tests.unit.transport.strategies import messages
 
 EXAMPLES = int(os.environ.get("SALTEXT_RAFT_FUZZ_EXAMPLES") or 2000)
+
+# pytest-timeout's default (300 s per test) is too short at 100,000 examples on a small shared
+# machine (one test took 310 s there); allow ~20 ms per example on top of it.
+pytestmark = pytest.mark.timeout(300 + EXAMPLES // 50)
 SECRET = b"fuzz-secret-fuzz-secret-fuzz-sec"
 PEERS = frozenset({"a", "b"})
 
