@@ -79,8 +79,14 @@ def _run_sim(session: nox.Session, *runs: list[str]) -> None:
 
 @nox.session
 def sim(session: nox.Session) -> None:
-    """The simulator over 500 seeds, then 200 KV seeds checked for linearizability (~45 s)."""
-    _run_sim(session, ["--seeds", "500"], ["--kv", "--seeds", "200"])
+    """The simulator over 500 seeds, 200 KV seeds checked for linearizability, and 200 seeds
+    driving Readys the way the runtime does (~1 min)."""
+    _run_sim(
+        session,
+        ["--seeds", "500"],
+        ["--kv", "--seeds", "200"],
+        ["--runtime-refinements", "--seeds", "200", "--start", "500"],
+    )
 
 
 @nox.session(name="sim-long")

@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the broken driver that sends before persisting (the checkers must object)",
     )
     p.add_argument(
+        "--runtime-refinements",
+        action="store_true",
+        help="drive Readys as saltext_raft.runtime does (leader sends appends before its own "
+        "save; commit-only hard state saved after apply)",
+    )
+    p.add_argument(
         "--kv",
         action="store_true",
         help="KV workload: clients put/delete/get through Raft on KVStateMachine replicas; "
@@ -83,6 +89,7 @@ def main(argv=None) -> int:
         steps=args.steps,
         faults=args.fault_mix,
         send_before_persist=args.send_before_persist,
+        runtime_refinements=args.runtime_refinements,
         heal_ticks=args.heal_ticks,
         kv=args.kv,
         local_gets=args.local_gets,

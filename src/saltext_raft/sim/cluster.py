@@ -70,6 +70,7 @@ class SimOptions:
     steps: int | None = None  # events before the heal phase; None: 1000..2500 by seed
     faults: tuple[str, ...] | None = None  # fault kinds; None: a random mix per seed
     send_before_persist: bool = False  # a broken driver, for tests
+    runtime_refinements: bool = False  # drive Readys as saltext_raft.runtime does
     heal_ticks: int = 300  # liveness bound after healing
     node_class: type = RaftNode  # hook: a subclass or patched class to run instead
     kv: bool = False  # KV workload: clients, KVStateMachine replicas, linearizability check
@@ -165,7 +166,11 @@ class Simulation:
         self.network = Network(random.Random(f"{seed}/net"), self.mix.net)
         self.slots: dict[str, Slot] = {}
         self.checkers = Checkers({})
-        self.driver = Driver(self, send_before_persist=opts.send_before_persist)
+        self.driver = Driver(
+            self,
+            send_before_persist=opts.send_before_persist,
+            runtime_refinements=opts.runtime_refinements,
+        )
         self.stats = Stats()
         self.now = 0
         self._queue: list = []

@@ -7,21 +7,33 @@ same over Salt's cache and sockets; this one writes to the sim's ``Disk`` and ``
 A variant that breaks the contract is one flag away: ``send_before_persist=True`` sends the
 Ready's messages before anything reaches disk, which the tests use to show that the checkers
 notice (a vote or an acknowledgement that a crash then takes back).
+
+``runtime_refinements=True`` drives Readys the way ``saltext_raft.runtime`` does, so the
+simulator checks the two refinements of the contract it makes (docs/architecture.md, "The
+runtime"): a leader whose Ready keeps term and vote sends its appends and heartbeats before
+its own save; a Ready whose only durable change is the commit index is sent and applied at
+once and its hard state saved afterwards (a crash may lose that save).
 """
 
 from __future__ import annotations
 
 from saltext_raft.core.types import EntryKind
+from saltext_raft.core.types import MsgType
+from saltext_raft.core.types import Role
 from saltext_raft.sim.checkers import Violation
 
 PERSIST = "persist"  # snapshot + entries
 PERSIST_HS = "persist-hs"  # hard state (a crash between the two persists is allowed)
 SEND = "send"
+SEND_EARLY = "send-early"  # a leader's appends and heartbeats, before its own save
 APPLY = "apply"
 ADVANCE = "advance"
 
 CONTRACT = (PERSIST, PERSIST_HS, SEND, APPLY, ADVANCE)
 SEND_BEFORE_PERSIST = (SEND, PERSIST, PERSIST_HS, APPLY, ADVANCE)
+LEADER_EARLY_SEND = (SEND_EARLY, PERSIST, PERSIST_HS, SEND, APPLY, ADVANCE)
+COMMIT_ONLY_BACKGROUND = (SEND, APPLY, ADVANCE, PERSIST_HS)
+_EARLY_TYPES = frozenset({MsgType.APPEND, MsgType.HEARTBEAT})
 
 
 def _recipient(m) -> str:
@@ -35,9 +47,23 @@ class Crashed(Exception):
 class Driver:
     """Handles Readys for the simulator ``sim`` (which owns disks, network and checkers)."""
 
-    def __init__(self, sim, send_before_persist: bool = False):
+    def __init__(self, sim, send_before_persist: bool = False, runtime_refinements: bool = False):
         self.sim = sim
         self.stages = SEND_BEFORE_PERSIST if send_before_persist else CONTRACT
+        self.runtime_refinements = runtime_refinements and not send_before_persist
+
+    def stages_for(self, slot, rd) -> tuple[str, ...]:
+        if not self.runtime_refinements:
+            return self.stages
+        hs, saved = rd.hard_state, slot.disk.hs
+        same_vote = hs is None or (hs.term, hs.vote) == (saved.term, saved.vote)
+        if not same_vote:
+            return CONTRACT
+        if not rd.entries and rd.snapshot is None:
+            return COMMIT_ONLY_BACKGROUND
+        if slot.node.role is Role.LEADER:
+            return LEADER_EARLY_SEND
+        return CONTRACT
 
     def drain(self, slot) -> None:
         """Handle Readys until the node has none (or crashes)."""
@@ -57,7 +83,9 @@ class Driver:
         node = slot.node
         rd = node.ready()
         sim.trace_ready(slot, rd)
-        for k, stage in enumerate(self.stages):
+        stages = self.stages_for(slot, rd)
+        messages = sorted(rd.messages, key=_recipient)
+        for k, stage in enumerate(stages):
             if crash_before == k:
                 sim.crash(slot, f"before {stage}")
                 raise Crashed
@@ -67,10 +95,15 @@ class Driver:
                 if rd.hard_state is not None:
                     sim.checkers.on_persist_hard_state(slot.id, slot.disk.hs, rd.hard_state)
                     slot.disk.hs = rd.hard_state
+            elif stage == SEND_EARLY:
+                early = [m for m in messages if m.type in _EARLY_TYPES]
+                messages = [m for m in messages if m.type not in _EARLY_TYPES]
+                for m in early:
+                    sim.send(m)
             elif stage == SEND:
                 # sorted by recipient (stable): the core may build messages by iterating a
                 # frozenset of voters, whose order depends on PYTHONHASHSEED
-                for m in sorted(rd.messages, key=_recipient):
+                for m in messages:
                     sim.send(m)
             elif stage == APPLY:
                 self.apply(slot, rd)

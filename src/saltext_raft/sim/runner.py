@@ -105,6 +105,8 @@ def replay_command(seed: int, options: SimOptions | None) -> str:
         cmd += ["--fault-mix", ",".join(o.faults) or "none"]
     if o.send_before_persist:
         cmd += ["--send-before-persist"]
+    if o.runtime_refinements:
+        cmd += ["--runtime-refinements"]
     if o.local_gets:
         cmd += ["--local-gets"]
     elif o.kv_mode:
