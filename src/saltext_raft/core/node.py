@@ -828,30 +828,14 @@ class RaftNode:
         total = len(data)
         size = self.cfg.snapshot_chunk_bytes
         window_end = pr.snap_acked + SNAPSHOT_WINDOW * size
-        if total == 0:  # an empty snapshot still takes one (empty, final) chunk
-            self._send(
-                Message(
-                    MsgType.SNAPSHOT,
-                    to,
-                    self.id,
-                    self.term,
-                    snapshot=SnapshotChunk(snap.meta, 0, b"", True, 0),
-                )
-            )
-            return
-        while pr.snap_offset < total and pr.snap_offset < window_end:
+        # an empty snapshot still takes one (empty, final) chunk
+        first = total == 0
+        while first or (pr.snap_offset < total and pr.snap_offset < window_end):
+            first = False
             off = pr.snap_offset
             chunk = data[off : off + size]
-            done = off + len(chunk) >= total
-            self._send(
-                Message(
-                    MsgType.SNAPSHOT,
-                    to,
-                    self.id,
-                    self.term,
-                    snapshot=SnapshotChunk(snap.meta, off, chunk, done, total),
-                )
-            )
+            chunk_msg = SnapshotChunk(snap.meta, off, chunk, off + len(chunk) >= total, total)
+            self._send(Message(MsgType.SNAPSHOT, to, self.id, self.term, snapshot=chunk_msg))
             pr.snap_offset = off + len(chunk)
 
     def _handle_snapshot_resp(self, m: Message) -> None:
