@@ -193,7 +193,9 @@ class Transport(abc.ABC):
         try:
             self._handler(msg)
         except Exception:  # the handler's bug must not kill the reader
-            log.exception("transport message handler failed on a %s from %s", msg.type.name, msg.frm)
+            log.exception(
+                "transport message handler failed on a %s from %s", msg.type.name, msg.frm
+            )
 
     def _wake(self, exc: BaseException | None = None) -> None:
         waiters, self._waiters = self._waiters, []
@@ -214,8 +216,12 @@ class Transport(abc.ABC):
     def _drop(self, reason: str, peer: str, detail: str) -> None:
         self._dropped[reason] += 1
         self._drop_log.warning(
-            peer or "unknown", "raft transport %s: dropped a frame from/to %s: %s (%s)",
-            self.node_id, peer or "unknown", reason, detail,
+            peer or "unknown",
+            "raft transport %s: dropped a frame from/to %s: %s (%s)",
+            self.node_id,
+            peer or "unknown",
+            reason,
+            detail,
         )
 
     def _mark_closed(self) -> None:

@@ -1,4 +1,4 @@
-"""The one serializer for everything saltext-raft puts on the wire (and, if storage wants it, on disk).
+"""The one serializer for everything saltext-raft puts on the wire (and storage may use it).
 
 Lives here: msgpack encodings of the core value types (``Message`` with its ``Entry`` tuples,
 ``SnapshotChunk``, ``SnapshotMeta`` with ``Membership``, ``HardState``), each inside a versioned
@@ -364,7 +364,7 @@ def decode_message(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> M
                 max_ext_len=0,
                 ext_hook=_refuse_ext,
             )
-        except Exception:  # noqa: BLE001 - the slow path below reports it
+        except Exception:  # the slow path below reports what was wrong
             obj = None
     if (
         type(obj) is not tuple

@@ -96,7 +96,7 @@ class TransportConfig:
 
 
 def endpoint(address: str) -> str:
-    """"host:port" -> "tcp://host:port"; zmq endpoints ("tcp://...", "ipc://...") pass through."""
+    """ "host:port" -> "tcp://host:port"; zmq endpoints ("tcp://...", "ipc://...") pass through."""
     if "://" in address:
         return address
     host, sep, port = address.rpartition(":")

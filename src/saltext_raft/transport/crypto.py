@@ -92,7 +92,7 @@ def _peek_sender(frame: bytes, pos: int) -> str:
     """The sender id a header claims (for logging a frame we reject before parsing it all)."""
     try:
         return frame[pos + 1 : pos + 1 + frame[pos]].decode()
-    except Exception:  # noqa: BLE001 - best effort, for a log line
+    except Exception:
         return ""
 
 
@@ -238,7 +238,9 @@ class FrameCrypto:
         if frame[pos:end] != self._cluster_tail:
             if end >= size:
                 raise FrameRejected("malformed", "truncated header")
-            raise FrameRejected("wrong_cluster", "frame for another cluster", _peek_sender(frame, end))
+            raise FrameRejected(
+                "wrong_cluster", "frame for another cluster", _peek_sender(frame, end)
+            )
         n = frame[end]
         pos = end + 1 + n
         sender = frame[end + 1 : pos]
@@ -276,7 +278,9 @@ class FrameCrypto:
                 self._open_cache.pop((sender, state.epoch), None)
         if in_order:
             shift = counter - state.high
-            state.mask = ((state.mask << shift) | 1) & self._window_mask if shift < self._window else 1
+            state.mask = (
+                ((state.mask << shift) | 1) & self._window_mask if shift < self._window else 1
+            )
             state.high = counter
             state.last_seen = now
         else:
@@ -300,7 +304,9 @@ class FrameCrypto:
             return
         if counter > state.high:
             shift = counter - state.high
-            state.mask = ((state.mask << shift) | 1) & self._window_mask if shift < self._window else 1
+            state.mask = (
+                ((state.mask << shift) | 1) & self._window_mask if shift < self._window else 1
+            )
             state.high = counter
         else:
             state.mask |= 1 << (state.high - counter)

@@ -10,7 +10,8 @@ them and hands over single-part messages (no routing-id part to realign: every z
 part is treated as one frame, so a raw client sending multi-part garbage gets each part
 counted as malformed). The sender is never taken from the connection, only from the sealed
 header. (A ROUTER would tell us nothing we could trust and costs a second ``recv`` plus a
-``RCVMORE`` check per frame.) One PUSH per peer gives per-peer queues, so a slow or dead peer fills only its own queue (SNDHWM) and
+``RCVMORE`` check per frame.) One PUSH per peer gives per-peer queues, so a slow or dead peer
+fills only its own queue (SNDHWM) and
 ``send`` drops for it alone. Sends are synchronous non-blocking zmq calls (zmq's I/O thread does
 the socket work), so the event loop never waits on the network. Reads drain every readable
 frame at once (up to ``drain_max``) after one wake-up, then hand messages to the handler or the
@@ -134,7 +135,12 @@ class ZmqTransport(Transport):
             self._read_loop(), name=f"raft-transport-reader-{self.node_id}"
         )
         self._reader.add_done_callback(self._reader_done)
-        log.debug("raft transport %s listening on %s (epoch %d)", self.node_id, self.bound_endpoint, self.epoch)
+        log.debug(
+            "raft transport %s listening on %s (epoch %d)",
+            self.node_id,
+            self.bound_endpoint,
+            self.epoch,
+        )
 
     async def close(self) -> None:
         if self._closed:
@@ -144,7 +150,7 @@ class ZmqTransport(Transport):
             self._reader.cancel()
             try:
                 await self._reader
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down anyway
+            except (asyncio.CancelledError, Exception):
                 pass
             self._reader = None
         for sock in self._dealers.values():
@@ -160,7 +166,9 @@ class ZmqTransport(Transport):
     def _reader_done(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None and not self._closed:
             log.error(
-                "raft transport %s: the reader stopped: %r", self.node_id, task.exception(),
+                "raft transport %s: the reader stopped: %r",
+                self.node_id,
+                task.exception(),
                 exc_info=task.exception(),
             )
 
@@ -262,7 +270,9 @@ class ZmqTransport(Transport):
                     on_frame(frame)
                 except Exception:  # a bug here must not leave the node deaf
                     self._dropped["malformed"] += 1
-                    log.exception("raft transport %s: unexpected error handling a frame", self.node_id)
+                    log.exception(
+                        "raft transport %s: unexpected error handling a frame", self.node_id
+                    )
             else:
                 await asyncio.sleep(0)  # more is waiting: let other tasks run, then continue
 
@@ -271,7 +281,9 @@ class ZmqTransport(Transport):
         try:
             sender, plaintext = self._crypto.open(frame, self._known)
         except FrameRejected as exc:
-            self._drop(exc.reason, exc.sender if exc.sender in self._known else "unknown", exc.detail)
+            self._drop(
+                exc.reason, exc.sender if exc.sender in self._known else "unknown", exc.detail
+            )
             return
         try:
             msg = decode_message(plaintext, self.config.max_frame_bytes)
