@@ -89,8 +89,10 @@ class EngineConfig:
     gate: bool = True
     #: Learners count as ready for the gate (normally only voters do).
     gate_learners: bool = False
-    #: Seconds a request is held while the gate is closed before it is refused with an error.
-    gate_hold: float = 5.0
+    #: Seconds a request is held while the gate is closed before it is refused with an error
+    #: (the minion retries). At most 3: a held request ties up a request worker, and minions
+    #: authenticate through the same workers with a 5 s timeout.
+    gate_hold: float = 1.0
     #: Seconds without a known leader before an open gate closes again.
     gate_grace: float = 5.0
     #: Seconds per Raft tick (the runtime's default; see docs/architecture.md).
@@ -196,6 +198,13 @@ class EngineConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
                 raise EngineConfigError(name, f"must be a number >= {low} (got {value!r})")
+        if self.gate_hold > 3.0:
+            raise EngineConfigError(
+                "gate_hold",
+                f"must be at most 3 seconds (got {self.gate_hold!r}): a held request ties up a "
+                "request worker, and minions authenticate through the same workers with a 5 s "
+                "timeout",
+            )
         if self.tick > 10:
             raise EngineConfigError("tick", f"must be at most 10 seconds (got {self.tick!r})")
         for name in ("election_ticks", "heartbeat_ticks", "snapshot_entries"):

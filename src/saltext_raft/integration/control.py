@@ -129,9 +129,7 @@ def master_key(opts: dict) -> str:
 def _open_bus(opts: dict, listen: bool):
     import salt.utils.event  # pylint: disable=import-outside-toplevel
 
-    return salt.utils.event.get_event(
-        "master", sock_dir=opts["sock_dir"], opts=opts, listen=listen
-    )
+    return salt.utils.event.get_event("master", sock_dir=opts["sock_dir"], opts=opts, listen=listen)
 
 
 def local_node_id(opts: dict) -> str:

@@ -19,13 +19,20 @@ worker inherit the wrapper. Per request:
 4. otherwise wait, polling the readiness file, for at most ``gate_hold`` seconds; call through
    as soon as it opens;
 5. still closed: refuse. Clear loads get a ClearFuncs-style error dict answered with
-   ``{"fun": "send_clear"}``; AES loads raise :class:`GateClosed`, which the channel turns into
-   an error reply that the minion treats as a failed request and retries. Never an encrypted
-   empty success: a minion would take its job return as delivered and it would be lost.
+   ``{"fun": "send_clear"}``. AES (minion) loads get the refusal message as a plain string,
+   also sent in the clear: the minion cannot decrypt it, so its request channel counts the
+   try as failed and retries (``send()``'s ``tries`` loop; each job return gets
+   ``return_retry_tries`` tries). That is what Salt itself answers when a handler raises
+   ("Some exception handling minion payload"), without an ERROR traceback in the master log
+   per refused request. Never an encrypted empty success: a minion would take its job return
+   as delivered and it would be lost.
 
-Keep ``gate_hold`` short: on Salt 3007 ``_auth`` is handled by the same worker pool, and a held
-request occupies its worker's event loop only while it sleeps (other requests on the same
-worker proceed), but a minion's request timeout keeps running.
+Keep ``gate_hold`` short (default 1 s, at most :data:`MAX_HOLD`). On both Salt lines a
+request worker serves one request at a time (a zeromq REP socket: ``recv`` -> handle -> ``send``),
+so a held request ties up its whole worker; ``_auth`` is answered by the same workers (3007:
+through ``_handle_payload``; 3008: in the channel, before it), with a 5 s ``auth_timeout`` on
+the minion. With ``worker_threads`` (default 5) requests held at once, a new ``_auth`` waits up
+to ``gate_hold`` for a free worker: the hold must stay well below the minion's timeouts.
 """
 
 from __future__ import annotations
@@ -50,8 +57,13 @@ POLL_INTERVAL = 0.05
 ERROR_NAME = "SaltRaftNotReady"
 
 
+#: Default and ceiling of ``gate_hold`` (seconds): see the module docstring.
+DEFAULT_HOLD = 1.0
+MAX_HOLD = 3.0
+
+
 class GateClosed(RuntimeError):
-    """Raised for an AES request that was held for ``gate_hold`` seconds and not released."""
+    """Kept for callers that caught it: refusals are now returned, not raised."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +87,7 @@ def settings_from_opts(opts: dict) -> GateSettings:
     enabled = options.get("gate", True)
     if enabled is False:
         return _DISABLED
-    hold = _number(options.get("gate_hold"), 5.0)
+    hold = min(_number(options.get("gate_hold"), DEFAULT_HOLD), MAX_HOLD)
     interval = _number(options.get("readiness_interval"), 1.0)
     path = os.path.join(opts.get("cachedir") or "", STATE_DIRNAME, "ready")
     return GateSettings(True, hold, path, 3 * interval + 1.0)
@@ -120,7 +132,9 @@ class Gate:
             log.warning(
                 "saltext-raft gate: refused %s after holding it %.1fs: %s "
                 "(logged at most once a minute per worker)",
-                what, self.settings.hold, reason,
+                what,
+                self.settings.hold,
+                reason,
             )
 
 
@@ -151,6 +165,12 @@ def clear_refusal(reason: str, hold: float) -> tuple[dict, dict]:
     )
 
 
+def aes_refusal(reason: str, hold: float) -> tuple[str, dict]:
+    """What an encrypted (minion) request gets: a string in the clear, which the minion fails
+    to decrypt and retries. Not a dict: never mistaken for a reply."""
+    return refusal_message(reason, hold), {"fun": "send_clear"}
+
+
 async def gated_call(original, worker, payload, gate: Gate | None = None):
     """Run ``original(worker, payload)`` once the gate lets this payload through."""
     gate = (gate or _GATE).for_opts(worker.opts)
@@ -173,7 +193,7 @@ async def gated_call(original, worker, payload, gate: Gate | None = None):
     gate.note_refused(f"a request (enc={enc}, cmd={cmd})", reason)
     if enc == "clear":
         return clear_refusal(reason, hold)
-    raise GateClosed(refusal_message(reason, hold))
+    return aes_refusal(reason, hold)
 
 
 def install(worker_cls=None) -> bool:

@@ -139,8 +139,8 @@ class ReadinessReader:
         age = self._wall() - st.st_mtime
         if age > self.stale_after:
             self._set(
-                False, f"the raft engine is not running (readiness file not refreshed for "
-                f"{age:.0f}s)"
+                False,
+                f"the raft engine is not running (readiness file not refreshed for {age:.0f}s)",
             )
             return False
         sig = (st.st_ino, st.st_mtime_ns, st.st_size)

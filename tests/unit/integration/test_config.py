@@ -97,6 +97,7 @@ def test_explicit_peers_as_mapping_and_list(tmp_path, secret_file):
         ({"peers": {"m1": "0.0.0.0:4700"}}, "peers[m1]", "wildcard"),
         ({"advertise": "0.0.0.0:4700"}, "advertise", "wildcard"),
         ({"gate_hold": -1}, "gate_hold", ">= 0"),
+        ({"gate_hold": 5}, "gate_hold", "at most 3"),
         ({"gate": "yes"}, "gate", "true or false"),
         ({"election_ticks": 1, "heartbeat_ticks": 1}, "election_ticks", "greater than"),
         ({"aead": "rot13"}, "aead", "chacha20poly1305"),

@@ -125,8 +125,10 @@ def test_client_matches_its_own_request_id():
     def fake_engine():
         ev = server_h.get_event(wait=5, tag=control.REQ_PREFIX)
         rid = ev["data"]["rid"]
-        server_h.fire_event({"rid": "someone-else", "ok": True, "result": "wrong"},
-                            control.reply_tag("someone-else"))
+        server_h.fire_event(
+            {"rid": "someone-else", "ok": True, "result": "wrong"},
+            control.reply_tag("someone-else"),
+        )
         server_h.fire_event({"rid": rid, "ok": True, "result": "mine"}, control.reply_tag(rid))
 
     t = threading.Thread(target=fake_engine, daemon=True)

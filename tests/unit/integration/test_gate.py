@@ -9,7 +9,6 @@ import time
 import pytest
 
 from saltext_raft.integration import gate as gatemod
-from saltext_raft.integration.gate import GateClosed
 from saltext_raft.integration.readiness import ReadinessReader
 from saltext_raft.integration.readiness import ReadinessWriter
 
@@ -80,14 +79,40 @@ def test_auth_always_passes(worker_cls, opts):
     assert time.monotonic() - t0 < 0.2
 
 
-def test_closed_gate_refuses_aes_by_raising_after_the_hold(worker_cls, opts):
+def test_closed_gate_refuses_aes_in_the_clear_after_the_hold(worker_cls, opts):
     writer(opts).publish({"ready": False, "reason": "no leader"})
     w = worker_cls(opts)
     t0 = time.monotonic()
-    with pytest.raises(GateClosed, match="not ready.*no leader"):
-        run(w._handle_payload(AES))
+    ret, req_opts = run(w._handle_payload(AES))
     assert 0.3 <= time.monotonic() - t0 < 1.5
-    assert w.calls == []  # never an (encrypted) empty success
+    # A plain string sent in the clear: the minion cannot decrypt it and retries. Never an
+    # (encrypted) empty success, which the minion would take as delivered.
+    assert req_opts == {"fun": "send_clear"}
+    assert isinstance(ret, str) and "not ready" in ret and "no leader" in ret
+    assert w.calls == []
+
+
+def test_refusal_string_is_never_accepted_by_a_minion_channel():
+    """The minion side: Salt's Crypticle refuses to load our refusal (so the channel retries)."""
+    crypt = pytest.importorskip("salt.crypt")
+    from saltext_raft.integration.gate import aes_refusal
+
+    message, _ = aes_refusal("no leader elected yet", 1.0)
+    c = crypt.Crypticle({}, crypt.Crypticle.generate_key_string())
+    with pytest.raises(Exception):  # noqa: B017 - TypeError or AuthenticationError by version
+        c.loads(message, nonce="0" * 32)
+    with pytest.raises(Exception):  # noqa: B017
+        c.loads(message.encode(), nonce="0" * 32)
+
+
+def test_hold_is_capped(worker_cls, opts):
+    from saltext_raft.integration.gate import MAX_HOLD
+    from saltext_raft.integration.gate import settings_from_opts
+
+    opts["engines"][0]["raft"]["gate_hold"] = 60
+    assert settings_from_opts(opts).hold == MAX_HOLD
+    del opts["engines"][0]["raft"]["gate_hold"]
+    assert settings_from_opts(opts).hold == 1.0
 
 
 def test_closed_gate_refuses_clear_with_a_clearfuncs_error(worker_cls, opts):
@@ -100,7 +125,7 @@ def test_closed_gate_refuses_clear_with_a_clearfuncs_error(worker_cls, opts):
 
 
 def test_held_request_is_released_when_the_gate_opens(tmp_path, worker_cls, opts):
-    opts["engines"][0]["raft"]["gate_hold"] = 5.0
+    opts["engines"][0]["raft"]["gate_hold"] = 3.0
     wr = writer(opts)
     wr.publish({"ready": False, "reason": "electing"})
     w = worker_cls(opts)
@@ -194,6 +219,8 @@ def test_ready_path_cost_microbenchmark(worker_cls, opts, capsys):
     g, p = asyncio.run(bench())
     cost_us = (g - p) * 1e6
     with capsys.disabled():
-        print(f"\ngate cost per request on a ready master: {cost_us:.2f} µs "
-              f"(gated {g * 1e6:.2f} µs, plain {p * 1e6:.2f} µs)")
+        print(
+            f"\ngate cost per request on a ready master: {cost_us:.2f} µs "
+            f"(gated {g * 1e6:.2f} µs, plain {p * 1e6:.2f} µs)"
+        )
     assert cost_us <= 20
