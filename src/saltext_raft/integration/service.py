@@ -36,6 +36,12 @@ TAG_STARTED = EVENT_PREFIX + "started"
 READINESS_PERIOD = 0.1
 #: Operation timeout when the runner passes none.
 OP_TIMEOUT = 10.0
+#: Seconds between looks at the transport's counters for authentication failures.
+CONTACT_CHECK_PERIOD = 2.0
+#: Seconds without any frame from a peer before a not-ready master says so in its log.
+NO_CONTACT_AFTER = 10.0
+#: At most one such log line per this many seconds.
+CONTACT_LOG_EVERY = 60.0
 
 
 def core_consensus_active(opts: dict) -> bool:
@@ -90,6 +96,56 @@ def evaluate_readiness(
     return False, f"no leader for more than {grace:g}s"
 
 
+class PeerContactCheck:
+    """Says in the log why a master hears nothing from its peers (a wrong secret, most often).
+
+    The transport drops frames that fail authentication and counts them; without this, a master
+    with a mistyped secret only ever reports "no leader elected yet". Looked at every
+    :data:`CONTACT_CHECK_PERIOD` seconds, logged at most once per :data:`CONTACT_LOG_EVERY`.
+    """
+
+    def __init__(self):
+        self._started: float | None = None
+        self._next = 0.0
+        self._auth_seen = 0
+        self._last_log = float("-inf")
+
+    def check(self, service, rt, ready: bool, now: float) -> str | None:
+        if self._started is None:
+            self._started = now
+        if now < self._next:
+            return None
+        self._next = now + CONTACT_CHECK_PERIOD
+        try:
+            stats = rt.transport.stats()
+        except Exception:  # pylint: disable=broad-except
+            return None
+        auth = int((stats.get("dropped") or {}).get("auth", 0))
+        new_auth, self._auth_seen = auth - self._auth_seen, auth
+        cfg = service.cfg
+        msg = None
+        if new_auth > 0:
+            msg = (
+                f"saltext-raft {cfg.node_id}: {new_auth} frame(s) from other masters failed "
+                "authentication: they use a different secret than this master (secret "
+                f"{cfg.secret_source}), or they are not masters of cluster {cfg.cluster_id}. "
+                "Every master of the cluster must have the same secret_file contents."
+            )
+        elif not ready and not stats.get("received") and now - self._started >= NO_CONTACT_AFTER:
+            others = ", ".join(sorted(p for p in cfg.peers if p != cfg.node_id)) or "none"
+            msg = (
+                f"saltext-raft {cfg.node_id}: no authenticated frame from any other master in "
+                f"{now - self._started:.0f}s (peers: {others}): check that they are running, "
+                f"use the same secret as this master (secret {cfg.secret_source}) and can "
+                f"reach {cfg.advertise or cfg.listen}"
+            )
+        if msg and now - self._last_log >= CONTACT_LOG_EVERY:
+            self._last_log = now
+            log.warning("%s", msg)
+            return msg
+        return None
+
+
 class RaftService:
     """One Raft node in a master. ``run()`` blocks until ``stop()`` (or the process ends)."""
 
@@ -110,6 +166,7 @@ class RaftService:
         self._last_contact: dict[str, float] = {}
         self._last_match: dict[str, int] = {}
         self.coexisting = core_consensus_active(opts)
+        self._contact_check = PeerContactCheck()
         self.cache = None  # CacheService when this engine hosts the replicated Salt cache
         if cfg.cache_enabled:
             from saltext_raft.integration.cacheservice import new_cache_service  # pylint: disable=import-outside-toplevel
@@ -230,6 +287,7 @@ class RaftService:
                 "learners": sorted(m.learners),
             }
             self._track_contact(node, now)
+            self._contact_check.check(self, rt, ready, now)
         body = dict(
             state,
             ready=ready,
