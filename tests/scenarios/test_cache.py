@@ -1,0 +1,209 @@
+"""The ``raft`` cache driver on real masters (pytest-salt-factories), Salt 3007 and 3008.
+
+One three-master cluster (127.0.0.1-3, ``cache: raft`` on every master, no shared filesystem:
+each master has its own root_dir, cachedir and pki_dir) is shared by the whole module; the tests
+run in file order and the last ones stop masters. A minion is attached to master 1 only.
+
+Every wait is bounded and says what it waited for; daemons are stopped by their factories
+(by PID).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import time
+
+import pytest
+from pytestshellutils.utils import ports
+
+pytest.importorskip("saltfactories")
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+IDS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+MINION = "cache-minion-1"
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as exc:  # pylint: disable=broad-except
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+
+
+def run(master, *args, timeout=60):
+    """``salt-run --out json`` on ``master``: (returncode, data or None, raw result)."""
+    ret = master.salt_run_cli(timeout=timeout).run(*args, "--out", "json", _timeout=timeout)
+    data = ret.data
+    if data is None and ret.stdout:
+        try:
+            data = json.loads(ret.stdout)
+        except ValueError:
+            data = ret.stdout.strip()  # a bare string is printed without JSON quotes
+    return ret.returncode, data, ret
+
+
+def fetch(master, bank, key):
+    rc, data, ret = run(master, "cache.fetch", bank, key)
+    assert rc == 0, ret
+    return data
+
+
+def fetch_until(master, bank, key, want, timeout, what):
+    """Wait until ``cache.fetch`` on ``master`` returns ``want``; the failure shows the last."""
+    seen = []
+
+    def check():
+        rc, data, ret = run(master, "cache.fetch", bank, key)
+        seen[:] = [(rc, data, ret.stdout[-300:], ret.stderr[-300:])]
+        return rc == 0 and data == want
+
+    try:
+        wait_for(check, timeout, what)
+    except BaseException:
+        print(f"last cache.fetch on {master.id}: {seen}")
+        raise
+
+
+@pytest.fixture(scope="module")
+def cluster(salt_factories, tmp_path_factory):
+    secret_file = tmp_path_factory.mktemp("cache-secret") / "raft.secret"
+    secret_file.write_text(secrets.token_hex(32))
+    raft_port = ports.get_unused_localhost_port()
+    masters = {}
+    with contextlib.ExitStack() as stack:
+        for mid in IDS:
+            config = {
+                "id": mid,
+                "interface": mid,
+                "cache": "raft",
+                "raft_cache_timeout": 3,
+                "auto_accept": mid == IDS[0],
+                "log_level_logfile": "info",
+                "engines": [
+                    {
+                        "raft": {
+                            "peers": {m: f"{m}:{raft_port}" for m in IDS},
+                            "port": raft_port,
+                            "secret_file": str(secret_file),
+                            "readiness_interval": 0.5,
+                        }
+                    }
+                ],
+            }
+            factory = salt_factories.salt_master_daemon(
+                f"cache-{mid}", defaults=config, overrides={"interface": mid, "id": mid}
+            )
+            masters[mid] = factory
+        for mid in IDS:  # start them all before waiting: a master alone has no quorum
+            stack.enter_context(masters[mid].started(start_timeout=120))
+        m1 = masters[IDS[0]]
+        # The cluster is up once a write through the cache succeeds on master 1.
+        wait_for(
+            lambda: run(m1, "cache.store", "scenario", "ready", "yes")[0] == 0,
+            60,
+            "a first cache write to commit",
+            interval=0.5,
+        )
+        # The factories pick each master's ret_port themselves (defaults do not override it).
+        minion = m1.salt_minion_daemon(
+            MINION, overrides={"master": IDS[0], "master_port": m1.config["ret_port"]}
+        )
+        keep = os.environ.get("RAFT_CACHE_KEEP_DIR")  # debugging: keep the daemons' files
+        if keep:
+            stack.callback(
+                shutil.copytree,
+                os.path.dirname(m1.config["root_dir"]),
+                keep,
+                dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("*.sock", "*.ipc"),
+            )
+        stack.enter_context(minion.started(start_timeout=60, max_start_attempts=1))
+        yield masters, minion
+
+
+def test_a_value_stored_on_master_1_is_read_on_masters_2_and_3(cluster):
+    masters, _ = cluster
+    m1 = masters[IDS[0]]
+    rc, _, ret = run(m1, "cache.store", "scenario/shared", "greeting", '{"hello": "world"}')
+    assert rc == 0, ret
+    assert fetch(m1, "scenario/shared", "greeting") == {"hello": "world"}  # read-your-writes
+    for mid in IDS[1:]:
+        wait_for(
+            lambda mid=mid: (
+                fetch(masters[mid], "scenario/shared", "greeting") == {"hello": "world"}
+            ),
+            15,
+            f"the value on {mid}",
+        )
+
+
+def test_minion_data_cached_on_master_1_is_visible_on_the_others(cluster):
+    masters, minion = cluster
+    call = minion.salt_call_cli(timeout=60)
+    ret = call.run("saltutil.sync_grains")
+    assert ret.returncode == 0, ret
+    ret = call.run("pillar.items")  # the master caches grains + pillar in minions/<id>/data
+    assert ret.returncode == 0, ret
+    ret = call.run("mine.send", "test.ping")  # the master stores minions/<id>/mine
+    assert ret.returncode == 0, ret
+    for mid in IDS:
+        grains = wait_for(
+            lambda mid=mid: minion_grains(masters[mid]),
+            30,
+            f"{MINION}'s grains in the cache on {mid}",
+        )
+        assert grains["id"] == MINION
+        mine = wait_for(
+            lambda mid=mid: minion_mine(masters[mid]),
+            30,
+            f"{MINION}'s mine data on {mid}",
+        )
+        assert "test.ping" in mine
+
+
+def minion_grains(master):
+    # Salt 3008 keeps minion data in banks grains/, pillar/, mine/ (key: minion id); 3007 in
+    # minions/<id> (keys data = {grains, pillar}, mine).
+    grains = fetch(master, "grains", MINION)
+    if not grains:
+        grains = (fetch(master, f"minions/{MINION}", "data") or {}).get("grains")
+    return grains
+
+
+def minion_mine(master):
+    return fetch(master, "mine", MINION) or fetch(master, f"minions/{MINION}", "mine")
+
+
+def test_writes_succeed_with_one_master_down_and_fail_clearly_without_quorum(cluster):
+    masters, _ = cluster
+    m1 = masters[IDS[0]]
+    masters[IDS[2]].terminate()
+    rc, _, ret = run(m1, "cache.store", "scenario/degraded", "k", "one-down")
+    assert rc == 0, ret
+    fetch_until(
+        masters[IDS[1]], "scenario/degraded", "k", "one-down", 15, "the write on the survivor"
+    )
+
+    masters[IDS[1]].terminate()  # master 1 is now alone: no quorum
+    t0 = time.monotonic()
+    rc, _, ret = run(m1, "cache.store", "scenario/degraded", "k", "alone")
+    elapsed = time.monotonic() - t0
+    out = f"{ret.stdout}\n{ret.stderr}"
+    assert "raft cache: store scenario/degraded/k failed" in out, out
+    assert "quorum" in out, out
+    assert elapsed < 30, f"the refusal took {elapsed:.1f}s (raft_cache_timeout is 3s)"
+    # reads keep working from the local copy, and show the last committed value
+    assert fetch(m1, "scenario/degraded", "k") == "one-down"
