@@ -1,0 +1,300 @@
+"""``python -m saltext_raft.bench cache [--json]``: the ``raft`` Salt cache driver under load.
+
+Setup: three cache nodes in separate processes (``bench.cache_node``: runtime + durable
+CacheStore + zmq transport + the engine's CacheService, i.e. the engine's cache code without
+the rest of a Salt master), and writer processes that play Salt's request workers: each runs
+threads calling ``salt.cache.Cache(opts).store`` through the real Salt loader and ``raft``
+driver against one of the nodes (writers are spread over the three nodes, so two thirds of the
+writes are forwarded by a follower to the leader).
+
+Measures (a) ``cache.store`` throughput and latency with ``--writers`` concurrent writers of
+``--value-size``-byte values for ``--duration`` seconds (or ``--count`` stores per writer);
+(b) ``cache.fetch`` latency through the ``raft`` driver (which reads the local mirror) vs a
+plain ``localfs`` cache holding the same data. Everything is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from saltext_raft.bench.procs import free_port
+
+TARGET_STORES_PER_S = 5000
+TARGET_P99_MS = 20.0
+TARGET_FETCH_RATIO = 2.0
+
+
+def pct(values, q):
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m saltext_raft.bench cache")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--writers", type=int, default=32, help="concurrent writer threads in total")
+    p.add_argument("--procs", type=int, default=4, help="writer processes (threads split evenly)")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds of writing (bound)")
+    p.add_argument("--count", type=int, default=5000, help="stores per writer (bound)")
+    p.add_argument("--value-size", type=int, default=100)
+    p.add_argument("--fetches", type=int, default=2000)
+    p.add_argument("--writer", help=argparse.SUPPRESS)  # internal: run one writer process
+    return p
+
+
+# --- one writer process -------------------------------------------------------------------------
+def writer_main(spec: dict) -> int:
+    import salt.cache  # pylint: disable=import-outside-toplevel
+
+    from saltext_raft.bench.cache_node import node_opts  # pylint: disable=import-outside-toplevel
+
+    cache = salt.cache.Cache(node_opts(spec["dir"]))
+    value = "x" * spec["value_size"]
+    cache.store("bench/warmup", f"w{os.getpid()}", value)  # connect + load the driver first
+    results = {}
+
+    def run(t):
+        lat, errors = [], 0
+        while time.time() < spec["start_at"]:
+            time.sleep(0.001)
+        deadline = time.monotonic() + spec["duration"]
+        first = time.time()
+        for i in range(spec["count"]):
+            if time.monotonic() >= deadline:
+                break
+            t0 = time.perf_counter()
+            try:
+                cache.store(f"bench/p{os.getpid()}/t{t}", f"k{i % 100}", value)
+            except Exception:  # pylint: disable=broad-except
+                errors += 1
+                continue
+            lat.append(time.perf_counter() - t0)
+        results[t] = {"lat": lat, "errors": errors, "first": first, "last": time.time()}
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(spec["threads"])]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    print(json.dumps(list(results.values())), flush=True)
+    return 0
+
+
+# --- the benchmark ------------------------------------------------------------------------------
+class Nodes:
+    def __init__(self, base: str, n: int = 3):
+        self.base = base
+        self.ids = [f"c{i + 1}" for i in range(n)]
+        self.ports = {nid: free_port() for nid in self.ids}
+        self.secret = os.path.join(base, "secret")
+        with open(self.secret, "w", encoding="utf-8") as fh:
+            fh.write(secrets.token_hex(32))
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.final: dict[str, dict] = {}
+
+    def dir(self, nid: str) -> str:
+        return os.path.join(self.base, nid)
+
+    def start(self, timeout: float = 60.0) -> None:
+        peers = ",".join(f"{n}=127.0.0.1:{p}" for n, p in self.ports.items())
+        for nid in self.ids:
+            self.procs[nid] = subprocess.Popen(
+                [sys.executable, "-m", "saltext_raft.bench.cache_node", "--id", nid,
+                 "--listen", f"127.0.0.1:{self.ports[nid]}", "--peers", peers,
+                 "--dir", self.dir(nid), "--secret-file", self.secret],
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        for nid, proc in self.procs.items():
+            line = proc.stdout.readline()
+            if '"ready"' not in line or time.monotonic() > deadline:
+                raise RuntimeError(f"cache node {nid} did not start: {line!r}")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for nid, proc in self.procs.items():
+            try:
+                out, _ = proc.communicate(timeout=15)
+                for line in out.splitlines():
+                    if '"stopped"' in line:
+                        self.final[nid] = json.loads(line)["status"]
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_writable(opts, timeout=60.0):
+    import salt.cache  # pylint: disable=import-outside-toplevel
+
+    cache = salt.cache.Cache(opts)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cache.store("bench", "ready", 1)
+            return
+        except Exception as exc:  # pylint: disable=broad-except
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no committed write within {timeout}s: {exc}") from None
+            time.sleep(0.2)
+
+
+def store_phase(nodes: Nodes, args) -> dict:
+    per_proc = [
+        args.writers // args.procs + (i < args.writers % args.procs) for i in range(args.procs)
+    ]
+    start_at = time.time() + 3.0  # every writer has loaded Salt and connected by then
+    procs = []
+    for i, threads in enumerate(per_proc):
+        spec = {
+            "dir": nodes.dir(nodes.ids[i % len(nodes.ids)]),
+            "threads": threads,
+            "duration": args.duration,
+            "count": args.count,
+            "value_size": args.value_size,
+            "start_at": start_at,
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "saltext_raft.bench", "cache", "--writer", json.dumps(spec)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+        )
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=args.duration + 120)
+        results.extend(json.loads(out.strip().splitlines()[-1]))
+    lat = [x for r in results for x in r["lat"]]
+    errors = sum(r["errors"] for r in results)
+    span = max(r["last"] for r in results) - min(r["first"] for r in results)
+    rate = len(lat) / span if span > 0 else 0.0
+    p99 = pct(lat, 0.99) * 1000 if lat else None
+    return {
+        "writers": args.writers,
+        "writer_processes": args.procs,
+        "value_bytes": args.value_size,
+        "stores": len(lat),
+        "errors": errors,
+        "seconds": round(span, 3),
+        "stores_per_s": round(rate, 1),
+        "latency_ms": {
+            "p50": round(pct(lat, 0.5) * 1000, 3) if lat else None,
+            "p90": round(pct(lat, 0.9) * 1000, 3) if lat else None,
+            "p99": round(p99, 3) if p99 is not None else None,
+            "max": round(max(lat) * 1000, 3) if lat else None,
+        },
+        "target": {"stores_per_s": TARGET_STORES_PER_S, "p99_ms": TARGET_P99_MS},
+        "met": rate >= TARGET_STORES_PER_S and p99 is not None and p99 <= TARGET_P99_MS,
+    }
+
+
+def fetch_phase(nodes: Nodes, args) -> dict:
+    import salt.cache  # pylint: disable=import-outside-toplevel
+    import salt.config  # pylint: disable=import-outside-toplevel
+
+    from saltext_raft.bench.cache_node import node_opts  # pylint: disable=import-outside-toplevel
+
+    value = "x" * args.value_size
+    keys = [f"k{i}" for i in range(100)]
+    raft_opts = node_opts(nodes.dir(nodes.ids[0]))
+    local_opts = dict(salt.config.DEFAULT_MASTER_OPTS)
+    local_opts.update(cachedir=os.path.join(nodes.base, "plain-localfs"), cache="localfs")
+    out = {}
+    # One loader at a time (Salt's loader shares an extension module's __opts__ across loaders).
+    for name, opts in (("localfs", local_opts), ("raft", raft_opts)):
+        cache = salt.cache.Cache(opts)
+        for k in keys:
+            cache.store("bench/fetch", k, value)
+        for k in keys[:10]:
+            cache.fetch("bench/fetch", k)  # warm-up
+        lat = []
+        for i in range(args.fetches):
+            t0 = time.perf_counter()
+            got = cache.fetch("bench/fetch", keys[i % len(keys)])
+            lat.append(time.perf_counter() - t0)
+            assert got == value
+        out[name] = {
+            "p50_us": round(statistics.median(lat) * 1e6, 1),
+            "p99_us": round(pct(lat, 0.99) * 1e6, 1),
+            "mean_us": round(statistics.fmean(lat) * 1e6, 1),
+        }
+    ratio = out["raft"]["p50_us"] / out["localfs"]["p50_us"]
+    out.update(
+        fetches=args.fetches,
+        ratio_p50=round(ratio, 2),
+        target_ratio=TARGET_FETCH_RATIO,
+        met=ratio <= TARGET_FETCH_RATIO,
+    )
+    return out
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.writer:
+        return writer_main(json.loads(args.writer))
+    base = tempfile.mkdtemp(prefix="srt-cbench-", dir="/tmp")
+    nodes = Nodes(base)
+    result = {
+        "benchmark": "cache",
+        "date": time.strftime("%Y-%m-%d"),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "setup": "3 cache node processes (runtime + CacheStore(localfs, fsync) + zmq + "
+        "CacheService), writer processes using salt.cache.Cache with the raft driver",
+    }
+    try:
+        import salt.version  # pylint: disable=import-outside-toplevel
+
+        result["salt"] = salt.version.__version__
+        nodes.start()
+        from saltext_raft.bench.cache_node import node_opts  # pylint: disable=import-outside-toplevel
+
+        wait_writable(node_opts(nodes.dir(nodes.ids[0])))
+        result["store"] = store_phase(nodes, args)
+        result["fetch"] = fetch_phase(nodes, args)
+    finally:
+        nodes.stop()
+        result["nodes"] = {
+            nid: {
+                "leader": st.get("leader"),
+                "proposal_batches": st["runtime"].get("proposal_batches"),
+                "proposals": st["runtime"].get("proposals"),
+                "saves": st["runtime"].get("saves"),
+                "mirror": st["cache"]["mirror_counters"],
+            }
+            for nid, st in nodes.final.items()
+        }
+        shutil.rmtree(base, ignore_errors=True)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        s, f = result["store"], result["fetch"]
+        s_ok, f_ok = ("met" if x["met"] else "MISSED" for x in (s, f))
+        print(
+            f"store: {s['stores_per_s']}/s, p50 {s['latency_ms']['p50']} ms, "
+            f"p99 {s['latency_ms']['p99']} ms, errors {s['errors']} (targets "
+            f"{TARGET_STORES_PER_S}/s, p99 <= {TARGET_P99_MS} ms: {s_ok})"
+        )
+        print(
+            f"fetch: raft p50 {f['raft']['p50_us']} us vs localfs {f['localfs']['p50_us']} us "
+            f"(x{f['ratio_p50']}, target <= {TARGET_FETCH_RATIO}: {f_ok})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""One cache "master" for the cache benchmark: ``python -m saltext_raft.bench.cache_node``.
+
+What the ``raft`` engine runs for the cache, without the rest of a Salt master: a RaftRuntime
+with the durable CacheStore (localfs, fsync), the zmq transport, and the engine's
+:class:`~saltext_raft.integration.cacheservice.CacheService` (state machine wrapper, mirror
+writer thread, unix socket). Salt's request workers are played by the benchmark's writer
+processes, which use the real ``raft`` driver through ``salt.cache.Cache``. Prints one JSON
+line ``{"event": "ready", ...}`` once its socket listens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m saltext_raft.bench.cache_node")
+    p.add_argument("--id", required=True)
+    p.add_argument("--listen", required=True)
+    p.add_argument("--peers", required=True, help="id=host:port,...")
+    p.add_argument("--dir", required=True, help="cachedir and sock_dir live here")
+    p.add_argument("--secret-file", required=True)
+    p.add_argument("--log-level", default="warning")
+    return p.parse_args(argv)
+
+
+def node_opts(base: str) -> dict:
+    """The Salt opts of one benchmark master (shared by the node and its writers)."""
+    import salt.config  # pylint: disable=import-outside-toplevel
+
+    opts = dict(salt.config.DEFAULT_MASTER_OPTS)
+    opts.update(
+        cachedir=os.path.join(base, "cache"),
+        sock_dir=os.path.join(base, "sock"),
+        cache="raft",
+        raft_cache_timeout=10.0,
+        __role="master",
+    )
+    return opts
+
+
+async def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr)
+    from saltext_raft.integration.cacheconfig import from_opts  # pylint: disable=import-outside-toplevel
+    from saltext_raft.integration.cacheconfig import storage_opts  # pylint: disable=import-outside-toplevel
+    from saltext_raft.integration.cacheservice import CacheService  # pylint: disable=import-outside-toplevel
+    from saltext_raft.runtime import RaftRuntime  # pylint: disable=import-outside-toplevel
+    from saltext_raft.runtime import default_core_config  # pylint: disable=import-outside-toplevel
+    from saltext_raft.storage import open_store  # pylint: disable=import-outside-toplevel
+    from saltext_raft.transport import TransportConfig  # pylint: disable=import-outside-toplevel
+    from saltext_raft.transport import ZmqTransport  # pylint: disable=import-outside-toplevel
+
+    opts = node_opts(args.dir)
+    for key in ("cachedir", "sock_dir"):
+        os.makedirs(opts[key], exist_ok=True)
+    peers = dict(p.split("=", 1) for p in args.peers.split(","))
+    with open(args.secret_file, "rb") as fh:
+        secret = fh.read().strip()
+    service = CacheService(from_opts(opts))
+    rt = RaftRuntime(
+        args.id,
+        open_store(storage_opts(opts), "bench", args.id),
+        ZmqTransport(
+            TransportConfig(cluster_id="bench", node_id=args.id, secret=secret, listen=args.listen)
+        ),
+        service.state_machine,
+        core_config=default_core_config(args.id),
+        founders=peers,
+        peers=peers,
+        address=args.listen,
+    )
+    loop = asyncio.get_running_loop()
+    service.start_writer(loop)
+    await rt.start()
+    await service.start(rt)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(json.dumps({"event": "ready", "id": args.id, "pid": os.getpid()}), flush=True)
+    while not stop.is_set() and rt.running:
+        try:
+            await asyncio.wait_for(stop.wait(), 0.5)
+        except asyncio.TimeoutError:
+            pass
+    status = {"leader": rt.node.leader, "runtime": rt.status()["runtime"]}
+    status["cache"] = await service._status(rt, {})  # pylint: disable=protected-access
+    print(json.dumps({"event": "stopped", "id": args.id, "status": status}), flush=True)
+    await service.stop()
+    await rt.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
