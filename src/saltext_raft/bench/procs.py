@@ -167,7 +167,8 @@ class NodeProc:
 
 
 class ProcCluster:
-    """Nodes ``ids`` (plus ``spare`` ids known to everyone but not founders) on loopback."""
+    """Nodes ``ids`` (plus ``spare`` ids known to everyone but not founders, and ``strangers``
+    that only know the others: nobody lists them as a peer) on loopback."""
 
     def __init__(
         self,
@@ -175,6 +176,7 @@ class ProcCluster:
         ids=("n1", "n2", "n3"),
         spare=(),
         node_args=(),
+        strangers=(),
         python: str = sys.executable,
     ):
         self.workdir = workdir
@@ -185,13 +187,20 @@ class ProcCluster:
             fh.write(os.urandom(24).hex().encode())
         self.founders = list(ids)
         self.addresses = {nid: f"127.0.0.1:{free_port()}" for nid in (*ids, *spare)}
+        self.stranger_addresses = {nid: f"127.0.0.1:{free_port()}" for nid in strangers}
         self.node_args = list(node_args)
         self.nodes: dict[str, NodeProc] = {}
 
+    def address_of(self, nid: str) -> str:
+        return self.addresses.get(nid) or self.stranger_addresses[nid]
+
     def args_for(self, nid: str) -> list[str]:
+        peers = dict(self.addresses)
+        if nid in self.stranger_addresses:
+            peers[nid] = self.stranger_addresses[nid]
         return [
             "--peers",
-            ",".join(f"{n}={a}" for n, a in self.addresses.items()),
+            ",".join(f"{n}={a}" for n, a in peers.items()),
             "--founders",
             ",".join(self.founders),
             "--data-dir",
@@ -204,7 +213,7 @@ class ProcCluster:
     def start(self, nid: str, timeout: float = 30.0) -> NodeProc:
         node = NodeProc(
             nid,
-            self.addresses[nid],
+            self.address_of(nid),
             self.args_for(nid),
             os.path.join(self.workdir, f"{nid}.log"),
             self.python,

@@ -443,6 +443,14 @@ class RaftRuntime:
     # ------------------------------------------------------------------------------------------
     # membership, peers and observers
     # ------------------------------------------------------------------------------------------
+    def learn_joiner_address(self, node_id: str, address: str) -> None:
+        """A node that is not a member asked to join (its frame authenticated with the cluster
+        secret): remember its address so replies and, once it is added, the log reach it."""
+        if address and node_id != self.id and node_id not in self.node.membership.members:
+            if self.peers.get(node_id) != address:
+                self.peers[node_id] = address
+                self._update_peers()
+
     def _update_peers(self) -> None:
         membership = self._membership = self.node.membership
         addresses = dict(self.peers)

@@ -124,6 +124,7 @@ class Remote:
             elif op == "join":
                 address = str(body.get("address") or "")
                 log.info("raft %s: %s asks to join at %s", rt.id, frm, address or "(no address)")
+                rt.learn_joiner_address(frm, address)  # so that the answer can reach it
                 result = await rt.add_learner(frm, address)
             else:
                 raise Rejected(f"unknown request {op!r}")

@@ -29,6 +29,7 @@ import zmq
 import zmq.asyncio
 
 from saltext_raft.core.types import Message
+from saltext_raft.core.types import MsgType
 from saltext_raft.transport.base import Transport
 from saltext_raft.transport.base import log as base_log
 from saltext_raft.transport.codec import CodecError
@@ -279,7 +280,9 @@ class ZmqTransport(Transport):
     def _on_frame(self, frame: bytes) -> None:
         self._bytes_received += len(frame)
         try:
-            sender, plaintext = self._crypto.open(frame, self._known)
+            # Anyone holding the cluster secret may authenticate; unknown senders are narrowed
+            # down below, once the frame is proven genuine.
+            sender, plaintext = self._crypto.open(frame, None)
         except FrameRejected as exc:
             self._drop(
                 exc.reason, exc.sender if exc.sender in self._known else "unknown", exc.detail
@@ -288,7 +291,12 @@ class ZmqTransport(Transport):
         try:
             msg = decode_message(plaintext, self.config.max_frame_bytes)
         except CodecError as exc:  # authenticated but undecodable: a peer bug or version skew
-            self._drop(exc.reason, sender, exc.detail)
+            self._drop(exc.reason, sender if sender in self._known else "unknown", exc.detail)
+            return
+        if sender not in self._known and msg.type is not MsgType.APP:
+            # A node that is not (yet) a peer may only talk to the runtime (its JOIN request);
+            # Raft messages from it never reach the core.
+            self._drop("unknown_sender", "unknown", f"sender {sender!r} is not a peer")
             return
         if msg.frm != sender:
             self._drop("malformed", sender, f"message claims to be from {msg.frm!r}")

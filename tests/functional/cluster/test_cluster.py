@@ -23,6 +23,7 @@ def cluster(tmp_path_factory):
     c = ProcCluster(
         str(tmp_path_factory.mktemp("raft")),
         spare=("n4",),
+        strangers=("n5",),
         node_args=["--snapshot-interval", "40", "--snapshot-keep", "5", "--cluster-id", "ftest"],
     )
     try:
@@ -86,7 +87,9 @@ def test_sigkill_leader_reelect_and_restarted_node_catches_up_through_a_snapshot
     failover = time.monotonic() - t0
     assert new.id != old.id
     assert failover < 5, failover
-    for i in range(150):  # several snapshot intervals: the old leader's log position is compacted away
+    for i in range(
+        150
+    ):  # several snapshot intervals: the old leader's log position is compacted away
         new.call("set", key=f"k{i}", value="after", timeout=5)
     st = new.call("status")
     assert st["runtime"]["snapshots_taken"] >= 1 and st["first_index"] > 30
@@ -108,8 +111,36 @@ def test_a_joining_node_becomes_a_learner_and_is_promoted(cluster):
     n4 = cluster.start("n4")
     cluster.wait(
         "n4 to be a voter in the committed membership",
-        lambda: "n4" in (leader.try_status() or {}).get("committed_membership", {}).get("voters", []),
+        lambda: (
+            "n4" in (leader.try_status() or {}).get("committed_membership", {}).get("voters", [])
+        ),
         timeout=20,
     )
-    cluster.wait("n4 to know it is a voter", lambda: "n4" in (n4.try_status() or {}).get("membership", {}).get("voters", []), 10)
+    cluster.wait(
+        "n4 to know it is a voter",
+        lambda: "n4" in (n4.try_status() or {}).get("membership", {}).get("voters", []),
+        10,
+    )
     assert n4.call("get", key="k149", timeout=5) == "after"
+
+
+def test_a_node_nobody_knows_joins_on_its_own_with_the_cluster_secret(cluster):
+    """Regression: JOIN from a node that is in no peer list was dropped as unknown_sender,
+    so self-join never worked and operators had to run raft.add first."""
+    leader = cluster.leader(timeout=10)
+    n5 = cluster.start("n5")
+    cluster.wait(
+        "n5 to be a member of the committed membership",
+        lambda: (
+            "n5"
+            in set((leader.try_status() or {}).get("committed_membership", {}).get("voters", []))
+            | set((leader.try_status() or {}).get("committed_membership", {}).get("learners", []))
+        ),
+        timeout=30,
+    )
+    cluster.wait(
+        "n5 to catch up and be promoted",
+        lambda: "n5" in (n5.try_status() or {}).get("membership", {}).get("voters", []),
+        timeout=30,
+    )
+    assert n5.call("get", key="k149", timeout=5) == "after"
