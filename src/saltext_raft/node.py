@@ -48,18 +48,26 @@ def parse_peers(text: str) -> dict[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m saltext_raft.node", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m saltext_raft.node", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--id", required=True)
     p.add_argument("--listen", required=True, help="host:port for Raft traffic")
     p.add_argument("--peers", type=parse_peers, default={}, help="id=host:port,... (known nodes)")
-    p.add_argument("--founders", default=None, help="comma-separated founding voter ids (default: all peers)")
-    p.add_argument("--join", action="store_true", help="never bootstrap: ask a peer to add this node")
+    p.add_argument(
+        "--founders", default=None, help="comma-separated founding voter ids (default: all peers)"
+    )
+    p.add_argument(
+        "--join", action="store_true", help="never bootstrap: ask a peer to add this node"
+    )
     p.add_argument("--data-dir", required=True)
     p.add_argument("--secret-file", required=True)
     p.add_argument("--cluster-id", default="raft")
     p.add_argument("--control", default="127.0.0.1:0", help="host:port or unix socket path")
     p.add_argument("--store", choices=("cache", "memory"), default="cache")
-    p.add_argument("--tick", type=float, default=RuntimeConfig.tick_seconds, help="tick length, seconds")
+    p.add_argument(
+        "--tick", type=float, default=RuntimeConfig.tick_seconds, help="tick length, seconds"
+    )
     p.add_argument("--election-ticks", type=int, default=None)
     p.add_argument("--heartbeat-ticks", type=int, default=None)
     p.add_argument("--snapshot-interval", type=int, default=RuntimeConfig.snapshot_interval)
@@ -139,7 +147,9 @@ async def _get(rt: RaftRuntime, req: dict):
 
 
 async def _set(rt: RaftRuntime, req: dict):
-    cmd = KVStateMachine.set_command(str(req["key"]).encode(), str(req.get("value", "")).encode("latin-1"))
+    cmd = KVStateMachine.set_command(
+        str(req["key"]).encode(), str(req.get("value", "")).encode("latin-1")
+    )
     return await rt.propose(cmd, req.get("timeout"))
 
 
@@ -164,7 +174,11 @@ async def main(argv=None) -> int:
         overrides["election_ticks"] = args.election_ticks
     if args.heartbeat_ticks:
         overrides["heartbeat_ticks"] = args.heartbeat_ticks
-    transport = ZmqTransport(TransportConfig(cluster_id=args.cluster_id, node_id=args.id, secret=secret, listen=args.listen))
+    transport = ZmqTransport(
+        TransportConfig(
+            cluster_id=args.cluster_id, node_id=args.id, secret=secret, listen=args.listen
+        )
+    )
     rt = RaftRuntime(
         args.id,
         open_node_store(args),
@@ -172,7 +186,9 @@ async def main(argv=None) -> int:
         KVStateMachine(),
         core_config=default_core_config(args.id, **overrides),
         config=RuntimeConfig(
-            tick_seconds=args.tick, snapshot_interval=args.snapshot_interval, snapshot_keep=args.snapshot_keep
+            tick_seconds=args.tick,
+            snapshot_interval=args.snapshot_interval,
+            snapshot_keep=args.snapshot_keep,
         ),
         founders=founders,
         peers=peers,
@@ -186,7 +202,18 @@ async def main(argv=None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(json.dumps({"event": "ready", "id": args.id, "listen": args.listen, "control": bound, "pid": os.getpid()}), flush=True)
+    print(
+        json.dumps(
+            {
+                "event": "ready",
+                "id": args.id,
+                "listen": args.listen,
+                "control": bound,
+                "pid": os.getpid(),
+            }
+        ),
+        flush=True,
+    )
     while not stop.is_set() and rt.running:
         try:
             await asyncio.wait_for(stop.wait(), 0.5)

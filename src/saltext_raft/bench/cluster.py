@@ -142,15 +142,25 @@ def one_run(leader: NodeProc, o, status_of) -> dict:
     """(a), (b) and (c) on one fresh cluster: latency and throughput on an (almost) empty log,
     then fill the log to --log-entries and measure throughput again."""
     lat = leader.call("load", count=o.latency_count, outstanding=1, size=o.size, duration=o.seconds)
-    thr = leader.call("load", count=o.throughput_count, outstanding=o.outstanding, size=o.size, duration=o.seconds)
+    thr = leader.call(
+        "load", count=o.throughput_count, outstanding=o.outstanding, size=o.size, duration=o.seconds
+    )
     t0 = time.monotonic()
     while status_of(leader) < o.log_entries and time.monotonic() - t0 < o.fill_seconds:
         need = o.log_entries - status_of(leader)
-        r = leader.call("load", count=min(need, 50_000), outstanding=o.outstanding, size=o.size, duration=o.seconds)
+        r = leader.call(
+            "load",
+            count=min(need, 50_000),
+            outstanding=o.outstanding,
+            size=o.size,
+            duration=o.seconds,
+        )
         if not r["committed"]:
             break
     big_entries = status_of(leader)
-    big = leader.call("load", count=o.throughput_count, outstanding=o.outstanding, size=o.size, duration=o.seconds)
+    big = leader.call(
+        "load", count=o.throughput_count, outstanding=o.outstanding, size=o.size, duration=o.seconds
+    )
     return {"latency": lat, "throughput": thr, "big_log": dict(big, log_entries_before=big_entries)}
 
 
@@ -187,7 +197,11 @@ def bench_ours(o, workdir: str) -> dict:
         c.close()
     runs = []
     for k in range(o.runs):
-        c = ProcCluster(os.path.join(workdir, f"load{k}"), node_args=["--snapshot-interval", "0", *extra], python=o.python)
+        c = ProcCluster(
+            os.path.join(workdir, f"load{k}"),
+            node_args=["--snapshot-interval", "0", *extra],
+            python=o.python,
+        )
         try:
             c.start_all()
             leader = _ours_leader(c)
@@ -206,7 +220,9 @@ def bench_pysyncobj(o, workdir: str) -> dict:
     try:
         c.start_all()
         c.leader()
-        out["failover"] = failover(c, lambda cl, t, **kw: cl.leader(t, **kw), o.trials, o.failover_seconds)
+        out["failover"] = failover(
+            c, lambda cl, t, **kw: cl.leader(t, **kw), o.trials, o.failover_seconds
+        )
     finally:
         c.close()
     runs = []
@@ -282,7 +298,9 @@ def build_parser():
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--workdir", default=None)
     p.add_argument(
-        "--node-args", default="", help="extra arguments for our nodes, e.g. '--store memory' (diagnosis)"
+        "--node-args",
+        default="",
+        help="extra arguments for our nodes, e.g. '--store memory' (diagnosis)",
     )
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--outstanding", type=int, default=1000)

@@ -102,7 +102,8 @@ class NodeProc:
             if remaining <= 0 or self.proc.poll() is not None:
                 self.kill()
                 raise RuntimeError(
-                    f"node {self.id} did not print its ready line within {timeout}s (see {self.log_path})"
+                    f"node {self.id} did not print its ready line within {timeout}s "
+                    f"(see {self.log_path})"
                 )
             ready, _, _ = select.select([self.proc.stdout], [], [], min(remaining, 0.5))
             if ready:

@@ -24,7 +24,7 @@ __func_alias__ = {"list_": "list"}
 
 
 def _opts() -> dict:
-    return __opts__  # noqa: F821  # pylint: disable=undefined-variable  (injected by the loader)
+    return __opts__  # pylint: disable=undefined-variable  (injected by the loader)
 
 
 def __virtual__():

@@ -76,7 +76,9 @@ class ControlServer:
         if "/" in self.address:
             if os.path.exists(self.address):
                 os.unlink(self.address)
-            self._server = await asyncio.start_unix_server(self._serve, self.address, limit=MAX_LINE)
+            self._server = await asyncio.start_unix_server(
+                self._serve, self.address, limit=MAX_LINE
+            )
             os.chmod(self.address, 0o600)
             self.bound = self.address
         else:
@@ -107,12 +109,24 @@ class ControlServer:
                     if not isinstance(req, dict):
                         raise ValueError("request is not an object")
                 except ValueError as exc:
-                    self._write(writer, {"id": None, "ok": False, "error": {"code": "bad_request", "message": str(exc)}})
+                    self._write(
+                        writer,
+                        {
+                            "id": None,
+                            "ok": False,
+                            "error": {"code": "bad_request", "message": str(exc)},
+                        },
+                    )
                     continue
                 task = asyncio.get_running_loop().create_task(self._handle(req, writer))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+        except (
+            ConnectionError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ValueError,
+        ):
             pass
         finally:
             self._conns.discard(me)
@@ -131,9 +145,13 @@ class ControlServer:
             out = {"id": rid, "ok": False, "error": exc.to_dict()}
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a bad request must not kill the channel
+        except Exception as exc:
             log.exception("raft control: %s failed", req.get("op"))
-            out = {"id": rid, "ok": False, "error": {"code": "error", "message": f"{type(exc).__name__}: {exc}"}}
+            out = {
+                "id": rid,
+                "ok": False,
+                "error": {"code": "error", "message": f"{type(exc).__name__}: {exc}"},
+            }
         self._write(writer, out)
 
     @staticmethod

@@ -39,8 +39,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from saltext_raft.core import NONE
-from saltext_raft.core import Config
 from saltext_raft.core import ConfChange
+from saltext_raft.core import Config
 from saltext_raft.core import ConfOp
 from saltext_raft.core import Entry
 from saltext_raft.core import EntryKind
@@ -132,7 +132,9 @@ class RaftRuntime:
         self._pending: list[tuple[bytes, asyncio.Future]] = []  # not yet handed to the core
         self._reads: dict[bytes, asyncio.Future] = {}  # read context -> future (read index)
         self._read_heap: list[tuple[int, int, asyncio.Future]] = []  # (index, n, future)
-        self._conf_waiters: dict[int, list[tuple[int, asyncio.Future]]] = {}  # index -> [(term, fut)]
+        self._conf_waiters: dict[
+            int, list[tuple[int, asyncio.Future]]
+        ] = {}  # index -> [(term, fut)]
         self._changed: asyncio.Future | None = None
         self._kicked = False
         self._wake: asyncio.Event | None = None
@@ -179,9 +181,15 @@ class RaftRuntime:
         fresh = hs == HardState() and snap is None and not entries
         if fresh and not self.join and self.id in self.founders:
             node = RaftNode.bootstrap(self.core_config, self._rng, self.founders)
-            log.info("raft %s: bootstrapping a new cluster with voters %s", self.id, sorted(self.founders))
+            log.info(
+                "raft %s: bootstrapping a new cluster with voters %s",
+                self.id,
+                sorted(self.founders),
+            )
         else:
-            node = RaftNode(self.core_config, self._rng, hard_state=hs, snapshot=snap, entries=entries)
+            node = RaftNode(
+                self.core_config, self._rng, hard_state=hs, snapshot=snap, entries=entries
+            )
             if snap is not None:
                 self.sm.restore(snap.data)
                 self._last_snapshot = snap.meta.index
@@ -212,7 +220,9 @@ class RaftRuntime:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
-        self._fail_all(self._failure_error() if self._failure else Stopped(f"raft node {self.id} stopped"))
+        self._fail_all(
+            self._failure_error() if self._failure else Stopped(f"raft node {self.id} stopped")
+        )
         self._remote.close()
         try:
             await self.transport.close()
@@ -357,7 +367,11 @@ class RaftRuntime:
             for idx in [i for i in self._conf_waiters if i <= meta.index]:
                 for _, fut in self._conf_waiters.pop(idx):
                     if not fut.done():
-                        fut.set_exception(CommitTimeout(f"entry {idx} was overtaken by a snapshot; outcome unknown"))
+                        fut.set_exception(
+                            CommitTimeout(
+                                f"entry {idx} was overtaken by a snapshot; outcome unknown"
+                            )
+                        )
             self._emit_membership(meta.membership, meta.index)
         pfx = self._prefix
         plen = len(pfx)
@@ -379,7 +393,9 @@ class RaftRuntime:
                     except Exception as exc:  # the state machine's bug: answer the proposer
                         log.exception("raft %s: state machine failed on entry %d", self.id, e.index)
                         if fut is not None and not fut.done():
-                            fut.set_exception(Rejected(f"state machine failed on entry {e.index}: {exc}"))
+                            fut.set_exception(
+                                Rejected(f"state machine failed on entry {e.index}: {exc}")
+                            )
                     else:
                         if fut is not None and not fut.done():
                             fut.set_result(result)
@@ -394,7 +410,9 @@ class RaftRuntime:
                         if term == e.term:
                             fut.set_result(e.index)
                         else:
-                            fut.set_exception(CommitTimeout(f"entry {e.index} was replaced after a leader change"))
+                            fut.set_exception(
+                                CommitTimeout(f"entry {e.index} was replaced after a leader change")
+                            )
         self.counters["applied"] += applied
         for rs in rd.read_states:
             fut = self._reads.pop(rs.context, None)
@@ -418,7 +436,13 @@ class RaftRuntime:
             self._emit(
                 {"event": "role", "role": node.role.value, "leader": node.leader, "term": node.term}
             )
-            log.info("raft %s: %s in term %d, leader %s", self.id, node.role.value, node.term, node.leader or "unknown")
+            log.info(
+                "raft %s: %s in term %d, leader %s",
+                self.id,
+                node.role.value,
+                node.term,
+                node.leader or "unknown",
+            )
         if changed and self._changed is not None:
             fut, self._changed = self._changed, None
             if not fut.done():
@@ -458,7 +482,9 @@ class RaftRuntime:
         addresses.pop(self.id, None)
         self.transport.set_peers(addresses)
 
-    def _emit_membership(self, membership: Membership, index: int, cc: ConfChange | None = None) -> None:
+    def _emit_membership(
+        self, membership: Membership, index: int, cc: ConfChange | None = None
+    ) -> None:
         log.info(
             "raft %s: membership at %d: voters %s learners %s",
             self.id,
@@ -503,7 +529,11 @@ class RaftRuntime:
     # ------------------------------------------------------------------------------------------
     def _check_running(self) -> None:
         if not self._running:
-            raise self._failure_error() if self._failure else Stopped(f"raft node {self.id} is not running")
+            raise (
+                self._failure_error()
+                if self._failure
+                else Stopped(f"raft node {self.id} is not running")
+            )
 
     def _timeout(self, timeout: float | None) -> float:
         return self.config.request_timeout if timeout is None else timeout
@@ -532,11 +562,14 @@ class RaftRuntime:
         self.counters["proposal_timeouts"] += 1
         node = self.node
         if any(f is fut for _, f in self._pending) and node.leader == NONE:
-            fut.set_exception(NoLeader(f"no leader known within {timeout:g}s (election in progress or no quorum)"))
+            fut.set_exception(
+                NoLeader(f"no leader known within {timeout:g}s (election in progress or no quorum)")
+            )
         else:
             fut.set_exception(
                 CommitTimeout(
-                    f"not committed within {timeout:g}s (leader {node.leader or 'unknown'}, term {node.term}): "
+                    f"not committed within {timeout:g}s "
+                    f"(leader {node.leader or 'unknown'}, term {node.term}): "
                     "no quorum reachable, or the leader changed"
                 )
             )
@@ -598,14 +631,18 @@ class RaftRuntime:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
-                done, _ = await asyncio.wait((fut,), timeout=min(remaining, retry if asked else self.config.tick_seconds * 2))
+                done, _ = await asyncio.wait(
+                    (fut,), timeout=min(remaining, retry if asked else self.config.tick_seconds * 2)
+                )
                 if done:
                     return fut.result()
         finally:
             self._reads.pop(ctx, None)
         if not asked:
             raise NoLeader(f"no leader known within {timeout:g}s for a read")
-        raise CommitTimeout(f"read not confirmed within {timeout:g}s (no quorum reachable, or the leader changed)")
+        raise CommitTimeout(
+            f"read not confirmed within {timeout:g}s (no quorum reachable, or the leader changed)"
+        )
 
     # ------------------------------------------------------------------------------------------
     # client API: membership and leadership (on the leader; forwarded from followers)
@@ -625,7 +662,9 @@ class RaftRuntime:
     async def transfer_leader(self, target: str, timeout: float | None = None) -> dict:
         return await self.admin("transfer", {"node": target}, timeout)
 
-    async def admin(self, cmd: str, args: dict, timeout: float | None = None, *, forward: bool = True) -> dict:
+    async def admin(
+        self, cmd: str, args: dict, timeout: float | None = None, *, forward: bool = True
+    ) -> dict:
         """Run a leader operation here if we lead, else on the leader (APP request/reply)."""
         self._check_running()
         timeout = self._timeout(timeout)
@@ -654,7 +693,9 @@ class RaftRuntime:
                 await self.wait_changed(min(remaining, self.config.tick_seconds * 2))
                 continue
             try:
-                return await self._remote.request(leader, {"op": "admin", "cmd": cmd, "args": args}, remaining)
+                return await self._remote.request(
+                    leader, {"op": "admin", "cmd": cmd, "args": args}, remaining
+                )
             except RemoteNotLeader as exc:
                 hint = exc.leader if exc.leader != leader else NONE
                 last = NoLeader(f"{leader} is not the leader")
@@ -674,7 +715,9 @@ class RaftRuntime:
             self._kick()
             ok = await self.wait_for(lambda: node.leader == target, deadline - self._loop.time())
             if not ok:
-                raise CommitTimeout(f"leadership did not move to {target} in time (leader: {node.leader or 'none'})")
+                raise CommitTimeout(
+                    f"leadership did not move to {target} in time (leader: {node.leader or 'none'})"
+                )
             return {"leader": target, "term": node.term}
         op = _CONF_OPS.get(cmd)
         if op is None:
@@ -687,7 +730,11 @@ class RaftRuntime:
             or (op is ConfOp.REMOVE and target not in m.members)
         )
         if already:  # idempotent, so a JOIN or a retried request is harmless
-            return {"index": node.membership_at(node.last_index)[0], "membership": m.to_dict(), "changed": False}
+            return {
+                "index": node.membership_at(node.last_index)[0],
+                "membership": m.to_dict(),
+                "changed": False,
+            }
         try:
             index = node.propose_conf_change(op, target, str(args.get("address") or ""))
         except NotLeader:
@@ -705,7 +752,11 @@ class RaftRuntime:
             await asyncio.wait_for(fut, max(remaining, 0.001))
         except asyncio.TimeoutError:
             raise CommitTimeout(f"{cmd} {target} (entry {index}) not committed in time") from None
-        return {"index": index, "membership": node.membership_at(index)[1].to_dict(), "changed": True}
+        return {
+            "index": index,
+            "membership": node.membership_at(index)[1].to_dict(),
+            "changed": True,
+        }
 
     # ------------------------------------------------------------------------------------------
     # JOIN: a node in no membership asks a peer to add it as a learner
@@ -735,7 +786,9 @@ class RaftRuntime:
     def status(self) -> dict:
         node = self.node
         st = node.status()
-        st["leader_committed"] = node.role is Role.LEADER and node.term_at(node.commit_index) == node.term
+        st["leader_committed"] = (
+            node.role is Role.LEADER and node.term_at(node.commit_index) == node.term
+        )
         st["transport"] = self.transport.stats()
         info = getattr(self.store, "info", None)
         st["storage"] = {"type": type(self.store).__name__, **(info() if callable(info) else {})}

@@ -42,7 +42,9 @@ class StorageFailed(Stopped):
     code = "storage_failed"
 
 
-_BY_CODE = {c.code: c for c in (RaftRuntimeError, NoLeader, CommitTimeout, Rejected, Stopped, StorageFailed)}
+_BY_CODE = {
+    c.code: c for c in (RaftRuntimeError, NoLeader, CommitTimeout, Rejected, Stopped, StorageFailed)
+}
 
 
 def from_dict(obj: dict) -> RaftRuntimeError:

@@ -40,7 +40,14 @@ class RemoteNotLeader(NoLeader):
     code = "not_leader"
 
     def __init__(self, leader: str, msg: str = ""):
-        super().__init__(msg or (f"not the leader; leader is {leader}" if leader else "not the leader; no leader known"))
+        super().__init__(
+            msg
+            or (
+                f"not the leader; leader is {leader}"
+                if leader
+                else "not the leader; no leader known"
+            )
+        )
         self.leader = leader
 
 
@@ -51,7 +58,12 @@ class Remote:
         self._next = 0
         self._calls: dict[int, asyncio.Future] = {}
         self._serving: set[asyncio.Task] = set()
-        self._counters = {"requests_sent": 0, "requests_served": 0, "replies_unmatched": 0, "bad_payloads": 0}
+        self._counters = {
+            "requests_sent": 0,
+            "requests_served": 0,
+            "replies_unmatched": 0,
+            "bad_payloads": 0,
+        }
 
     def stats(self) -> dict:
         return dict(self._counters, in_flight=len(self._calls), serving=len(self._serving))
@@ -68,7 +80,9 @@ class Remote:
         try:
             return await asyncio.wait_for(fut, max(timeout, 0.001))
         except asyncio.TimeoutError:
-            raise CommitTimeout(f"no answer from {to} to {body.get('op')} within {timeout:.3g}s") from None
+            raise CommitTimeout(
+                f"no answer from {to} to {body.get('op')} within {timeout:.3g}s"
+            ) from None
         finally:
             self._calls.pop(rid, None)
 
@@ -102,7 +116,9 @@ class Remote:
             else:
                 err = body.get("error") or {}
                 if err.get("code") == RemoteNotLeader.code:
-                    fut.set_exception(RemoteNotLeader(str(err.get("leader") or ""), str(err.get("message", ""))))
+                    fut.set_exception(
+                        RemoteNotLeader(str(err.get("leader") or ""), str(err.get("message", "")))
+                    )
                 else:
                     fut.set_exception(errors.from_dict(err))
         elif kind == "req":
@@ -130,12 +146,22 @@ class Remote:
                 raise Rejected(f"unknown request {op!r}")
             reply = {"k": "rep", "id": rid, "ok": True, "result": result}
         except RemoteNotLeader as exc:
-            reply = {"k": "rep", "id": rid, "ok": False, "error": dict(exc.to_dict(), leader=exc.leader)}
+            reply = {
+                "k": "rep",
+                "id": rid,
+                "ok": False,
+                "error": dict(exc.to_dict(), leader=exc.leader),
+            }
         except RaftRuntimeError as exc:
             reply = {"k": "rep", "id": rid, "ok": False, "error": exc.to_dict()}
-        except Exception as exc:  # noqa: BLE001 - answer rather than leave the caller hanging
+        except Exception as exc:
             log.exception("raft %s: request %s from %s failed", rt.id, op, frm)
-            reply = {"k": "rep", "id": rid, "ok": False, "error": {"code": "error", "message": str(exc)}}
+            reply = {
+                "k": "rep",
+                "id": rid,
+                "ok": False,
+                "error": {"code": "error", "message": str(exc)},
+            }
         if rt.running:
             try:
                 self._send(frm, reply)

@@ -27,7 +27,7 @@ class LocalCluster:
         self.peers = dict(self.founders, **{i: f"mem://{i}" for i in extra})
         self.disks = {i: MemoryDisk() for i in (*ids, *extra)}
         self.rng = random.Random(seed)
-        self.opts = dict(tick_seconds=TICK, request_timeout=2.0, join_interval=0.05)
+        self.opts = {"tick_seconds": TICK, "request_timeout": 2.0, "join_interval": 0.05}
         self.opts.update(runtime_opts)
         self.nodes: dict[str, RaftRuntime] = {}
 
@@ -74,11 +74,15 @@ class LocalCluster:
 
                 dump = {n: rt.status() for n, rt in self.nodes.items()}
                 raise AssertionError(
-                    f"timed out after {timeout}s waiting for {what}; status: {json.dumps(dump, default=str, indent=1)}"
+                    f"timed out after {timeout}s waiting for {what}; "
+                    f"status: {json.dumps(dump, default=str, indent=1)}"
                 )
             await asyncio.sleep(TICK)
 
     async def leader(self, timeout: float = 5.0) -> RaftRuntime:
-        await self.until("one leader that committed in its term", lambda: len(self.leaders()) == 1
-                         and self.leaders()[0].status()["leader_committed"], timeout)
+        await self.until(
+            "one leader that committed in its term",
+            lambda: len(self.leaders()) == 1 and self.leaders()[0].status()["leader_committed"],
+            timeout,
+        )
         return self.leaders()[0]

@@ -32,7 +32,10 @@ def test_elects_one_leader_and_commits_on_every_node():
             leader = await c.leader()
             result = await leader.propose(KVStateMachine.set_command(b"k", b"v"))
             assert isinstance(result, int)
-            await c.until("every node applied the write", lambda: all(rt.sm.get(b"k") == b"v" for rt in c.nodes.values()))
+            await c.until(
+                "every node applied the write",
+                lambda: all(rt.sm.get(b"k") == b"v" for rt in c.nodes.values()),
+            )
         finally:
             await c.stop_all()
 
@@ -137,7 +140,9 @@ def test_leader_failover_and_restart_catches_up():
             assert new.id != old
             last = await new.propose(b"after")
             await c.start(old)
-            await c.until(f"{old} applied up to {last}", lambda: c.nodes[old].node.applied_index >= last)
+            await c.until(
+                f"{old} applied up to {last}", lambda: c.nodes[old].node.applied_index >= last
+            )
             assert c.nodes[old].sm.count == new.sm.count
         finally:
             await c.stop_all()
@@ -158,14 +163,19 @@ def test_snapshot_compaction_and_install_snapshot_to_a_lagging_node():
             assert leader.counters["snapshots_taken"] >= 1
             assert leader.node.first_index > 2
             rt = await c.start(lagging)
-            await c.until("the lagging node restored a snapshot and caught up",
-                          lambda: rt.node.applied_index >= leader.node.commit_index, timeout=10)
+            await c.until(
+                "the lagging node restored a snapshot and caught up",
+                lambda: rt.node.applied_index >= leader.node.commit_index,
+                timeout=10,
+            )
             assert rt.counters["snapshots_restored"] >= 1
             assert rt.sm.data == leader.sm.data
             # and it restarts from its own compacted storage
             await c.stop(lagging)
             rt = await c.start(lagging)
-            await c.until("restart from a snapshot", lambda: rt.node.applied_index >= leader.node.commit_index)
+            await c.until(
+                "restart from a snapshot", lambda: rt.node.applied_index >= leader.node.commit_index
+            )
             assert rt.sm.data == leader.sm.data
         finally:
             await c.stop_all()
@@ -185,7 +195,9 @@ def test_join_adds_a_learner_that_is_auto_promoted():
             n4.add_observer(events.append)
             c.nodes["n4"] = n4
             await n4.start()  # not a founder: sends JOIN
-            await c.until("n4 promoted to voter", lambda: "n4" in leader.node.committed_membership.voters, 10)
+            await c.until(
+                "n4 promoted to voter", lambda: "n4" in leader.node.committed_membership.voters, 10
+            )
             await c.until("n4 knows it is a voter", lambda: n4.node.is_voter, 5)
             assert any(e["event"] == "membership" for e in events)
             assert any(e["event"] == "role" and e["leader"] == leader.id for e in events)

@@ -40,9 +40,13 @@ def test_entries_given_as_a_list_decode_as_a_tuple():
 
 def test_snapshot_chunk_with_membership_round_trips():
     meta = SnapshotMeta(
-        9, 3, Membership(frozenset({"a", "b"}), frozenset({"c"}), (("a", "10.0.0.1:4606"), ("c", "h:1")))
+        9,
+        3,
+        Membership(frozenset({"a", "b"}), frozenset({"c"}), (("a", "10.0.0.1:4606"), ("c", "h:1"))),
     )
-    msg = Message(MsgType.SNAPSHOT, "c", "a", 3, snapshot=SnapshotChunk(meta, 1024, b"xyz", False, 4096))
+    msg = Message(
+        MsgType.SNAPSHOT, "c", "a", 3, snapshot=SnapshotChunk(meta, 1024, b"xyz", False, 4096)
+    )
     assert codec.decode_message(codec.encode_message(msg)) == msg
 
 
@@ -68,8 +72,22 @@ GOOD = [1, 1, "b", "a", 3, 2, 10, [[3, 11, 0, b"x"]], 9, False, 0, 0, b"", None]
 
 
 def _fields(**changes):
-    names = ["v", "type", "to", "frm", "term", "log_term", "index", "entries", "commit", "reject",
-             "hint_index", "hint_term", "context", "snapshot"]
+    names = [
+        "v",
+        "type",
+        "to",
+        "frm",
+        "term",
+        "log_term",
+        "index",
+        "entries",
+        "commit",
+        "reject",
+        "hint_index",
+        "hint_term",
+        "context",
+        "snapshot",
+    ]
     fields = list(GOOD)
     for name, value in changes.items():
         fields[names.index(name)] = value
@@ -186,9 +204,15 @@ def test_unencodable_message_raises_codec_error():
 # --- application payloads ------------------------------------------------------------------------
 
 payloads = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False)
-    | st.text(max_size=20) | st.binary(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | st.binary(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 

@@ -47,15 +47,27 @@ _META = SnapshotMeta(40, 3, Membership(frozenset({"a", "b"}), frozenset({"c"}), 
 POOL = [
     Message(MsgType.HEARTBEAT, "b", "a", 3, commit=7, context=b"r1"),
     Message(MsgType.APPEND, "b", "a", 3, log_term=2, index=9, commit=8, entries=()),
-    Message(MsgType.APPEND, "b", "a", 3, log_term=3, index=9, commit=9,
-            entries=tuple(Entry(3, 10 + i, i % 2, bytes(range(i * 7 % 50))) for i in range(5))),
+    Message(
+        MsgType.APPEND,
+        "b",
+        "a",
+        3,
+        log_term=3,
+        index=9,
+        commit=9,
+        entries=tuple(Entry(3, 10 + i, i % 2, bytes(range(i * 7 % 50))) for i in range(5)),
+    ),
     Message(MsgType.APPEND_RESP, "b", "a", 3, index=12, reject=True, hint_index=4, hint_term=2),
     Message(MsgType.VOTE, "b", "a", 4, log_term=3, index=12, context=b"transfer"),
     Message(MsgType.PRE_VOTE_RESP, "b", "a", 5, reject=True),
-    Message(MsgType.SNAPSHOT, "b", "a", 3, snapshot=SnapshotChunk(_META, 4096, b"s" * 100, True, 4196)),
+    Message(
+        MsgType.SNAPSHOT, "b", "a", 3, snapshot=SnapshotChunk(_META, 4096, b"s" * 100, True, 4196)
+    ),
     Message(MsgType.PROPOSE, "b", "a", 0, entries=(Entry(0, 0, 0, b"proposal"),)),
     Message(MsgType.APP, "b", "a", 0, context=b"\x82\xa2op\xa4join\xa4node\xa1a"),
-    Message(MsgType.READ_INDEX_RESP, "b", "a", (1 << 63) - 1, index=(1 << 63) - 1, context=b"\x00" * 16),
+    Message(
+        MsgType.READ_INDEX_RESP, "b", "a", (1 << 63) - 1, index=(1 << 63) - 1, context=b"\x00" * 16
+    ),
 ]
 
 

@@ -124,7 +124,11 @@ def test_drop_logging_is_rate_limited_per_peer(caplog):
         clock.now = 10.0
         assert limiter.warning("a", "bad frame from %s", "a")
     messages = [r.getMessage() for r in caplog.records]
-    assert messages == ["bad frame from a", "bad frame from b", "bad frame from a (5 similar suppressed)"]
+    assert messages == [
+        "bad frame from a",
+        "bad frame from b",
+        "bad frame from a (5 similar suppressed)",
+    ]
 
 
 def test_transport_drops_are_logged_once_per_interval(caplog):
@@ -173,7 +177,8 @@ def test_endpoint_forms():
 def test_transport_never_imports_salt():
     code = (
         "import sys\n"
-        "import saltext_raft.transport, saltext_raft.transport.zmqtransport, saltext_raft.transport.bench\n"
+        "import saltext_raft.transport, saltext_raft.transport.zmqtransport\n"
+        "import saltext_raft.transport.bench\n"
         "bad = sorted(m for m in sys.modules if m == 'salt' or m.startswith('salt.'))\n"
         "assert not bad, bad\n"
     )

@@ -22,7 +22,9 @@ TIMEOUT = 10.0
 
 
 def config(node_id, listen="127.0.0.1:0", cluster="cl", secret=SECRET, **kwargs):
-    return TransportConfig(cluster, node_id, secret, listen=listen, reconnect_ivl_max_ms=200, **kwargs)
+    return TransportConfig(
+        cluster, node_id, secret, listen=listen, reconnect_ivl_max_ms=200, **kwargs
+    )
 
 
 def run(coro):
@@ -54,7 +56,9 @@ async def deliver(sender, receiver, msg, what="a message"):
             return await asyncio.wait_for(receiver.recv(), 0.05)
         except asyncio.TimeoutError:
             if loop.time() > deadline:
-                raise AssertionError(f"timed out waiting for {what} from {sender.node_id}") from None
+                raise AssertionError(
+                    f"timed out waiting for {what} from {sender.node_id}"
+                ) from None
 
 
 @contextlib.asynccontextmanager
@@ -84,7 +88,9 @@ def test_three_transports_exchange_messages():
             await deliver(n["c"], n["a"], hb("c", "a"))
             # now connected: a burst arrives complete and in order
             msgs = [
-                Message(MsgType.APPEND, "c", "b", 2, index=i, entries=(Entry(2, i + 1, 0, b"x" * 100),))
+                Message(
+                    MsgType.APPEND, "c", "b", 2, index=i, entries=(Entry(2, i + 1, 0, b"x" * 100),)
+                )
                 for i in range(200)
             ]
             await deliver(n["b"], n["c"], hb("b", "c"))
@@ -117,11 +123,13 @@ def test_garbage_from_a_raw_socket_is_counted_and_the_receiver_keeps_working():
                 raw.send(b"x" * (n["b"].config.max_frame_bytes + 1))  # oversize, below MAXMSGSIZE
                 stats = n["b"].stats
                 await wait_until(
-                    lambda: stats()["dropped"]["malformed"] >= 3
-                    and stats()["dropped"]["version"] == 1
-                    and stats()["dropped"]["wrong_cluster"] == 1
-                    and stats()["dropped"]["auth"] == 1
-                    and stats()["dropped"]["oversize"] == 1,
+                    lambda: (
+                        stats()["dropped"]["malformed"] >= 3
+                        and stats()["dropped"]["version"] == 1
+                        and stats()["dropped"]["wrong_cluster"] == 1
+                        and stats()["dropped"]["auth"] == 1
+                        and stats()["dropped"]["oversize"] == 1
+                    ),
                     "the garbage frames to be counted",
                 )
                 assert await deliver(n["a"], n["b"], hb("a", "b", 9)) == hb("a", "b", 9)
@@ -146,7 +154,9 @@ def test_replayed_frame_on_the_wire_is_counted():
                 raw.send(frame)
                 raw.send(frame)
                 assert await asyncio.wait_for(n["b"].recv(), TIMEOUT) == hb("a", "b", 2)
-                await wait_until(lambda: n["b"].stats()["dropped"]["replay"] == 1, "the replay to be counted")
+                await wait_until(
+                    lambda: n["b"].stats()["dropped"]["replay"] == 1, "the replay to be counted"
+                )
             finally:
                 raw.close(linger=0)
                 ctx.term()
@@ -198,7 +208,9 @@ def test_reconnects_after_the_peer_transport_is_recreated_on_the_same_port():
                 await b2.start()
                 b2.set_peers({"a": a.bound_endpoint})
                 # a's PUSH socket reconnects by itself (RECONNECT_IVL backoff)
-                assert await deliver(a, b2, hb("a", "b", 2), "a message after reconnection") == hb("a", "b", 2)
+                assert await deliver(a, b2, hb("a", "b", 2), "a message after reconnection") == hb(
+                    "a", "b", 2
+                )
                 # and the restarted b (new epoch) is accepted by a
                 assert await deliver(b2, a, hb("b", "a", 3)) == hb("b", "a", 3)
             finally:
@@ -219,9 +231,13 @@ def test_handler_receives_messages_and_its_exceptions_do_not_kill_the_reader():
 
             n["b"].set_handler(handler)
             n["a"].set_peers({"b": n["b"].bound_endpoint})
-            await wait_until(lambda: seen, "the first message", each=lambda: n["a"].send(hb("a", "b", 2)))
+            await wait_until(
+                lambda: seen, "the first message", each=lambda: n["a"].send(hb("a", "b", 2))
+            )
             n["a"].send(hb("a", "b", 3))
-            await wait_until(lambda: any(m.term == 3 for m in seen), "a message after the handler raised")
+            await wait_until(
+                lambda: any(m.term == 3 for m in seen), "a message after the handler raised"
+            )
 
     run(main())
 
