@@ -2,14 +2,17 @@
 
 The module's cluster is built by the early-minion scenario itself: master 1 starts alone (no
 quorum, gate closed), a minion starts against it, then masters 2 and 3. Then: one leader and
-agreed membership; masters with a wrong secret can neither join nor vote; a fourth master is
-added as a learner and promoted, then removed (its gate closes); the leader is SIGKILLed
-(failover, rejoin); every master is stopped and started again.
+agreed membership; masters with a wrong secret can neither join nor vote; a master nobody
+added joins by itself (JOIN) as a learner and is promoted, alongside one added with
+``raft.add``, then both are removed (their gates close); the leader is SIGKILLed (failover,
+rejoin); every master is stopped and started again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import time
 
 import pytest
@@ -140,36 +143,75 @@ def test_masters_with_a_wrong_secret_cannot_join_or_vote_and_say_why(cluster):
     assert "same secret_file contents" in log_text(joiner)
 
 
-def test_a_fourth_master_joins_as_learner_and_is_promoted(cluster):
+ADDED = "127.0.0.4"  # added with raft.add (while down, by the wrong-secret scenario)
+JOINER = "127.0.0.6"  # listed nowhere, added by nobody: joins by itself (JOIN)
+
+
+def membership_logged(factory, node, kind):
+    """True if ``factory``'s log shows a membership with ``node`` among its ``kind``."""
+    pattern = re.compile(r"membership at \d+: voters (\[[^]]*\]) learners (\[[^]]*\])")
+    for voters, learners in pattern.findall(log_text(factory)):
+        if repr(node) in (voters if kind == "voters" else learners):
+            return True
+    return False
+
+
+def test_a_master_nobody_added_joins_by_itself_as_learner_and_is_promoted(cluster):
+    """A master configured with the existing masters as ``peers`` and itself left out, and
+    never added with ``raft.add``, asks to join (JOIN), becomes a learner, catches up and is
+    promoted. Started alongside ``ADDED`` (added with raft.add while down): both paths at once.
+    """
     leader = wait_for(cluster.leader, 20, "an agreed leader")
-    new = "127.0.0.4"
-    add_learner(cluster, leader, new)  # idempotent if the previous scenario added it
-    # Not started yet (or only with a wrong secret), so it cannot catch up: still a learner.
+    add_learner(cluster, leader, ADDED)  # idempotent: the previous scenario added it
     data = members(cluster, leader)
-    assert new in data["learners"] and new not in data["voters"], data
-    f = cluster.start(cluster.master_factory(new, engine=cluster.engine(new)))
-    wait_for(lambda: new in members(cluster, leader)["voters"], 60, f"{new} promoted to voter")
-    wait_for(lambda: cluster.ready(new), 30, f"{new}'s gate open")
-    data = members(cluster, new)
-    assert sorted(data["voters"]) == sorted([*cluster.ids, new]), data
-    assert ready_state(f).get("role") == "follower"
+    # Nobody knows JOINER; ADDED was never started with the right secret: still a learner.
+    assert JOINER not in data["members"], data
+    assert ADDED in data["learners"] and ADDED not in data["voters"], data
+    joiner = cluster.master_factory(JOINER, engine=cluster.engine(JOINER))
+    assert JOINER not in joiner.config["engines"][0]["raft"]["peers"]
+    added = cluster.master_factory(ADDED, engine=cluster.engine(ADDED))
+    t0 = time.monotonic()
+    in_threads(lambda: cluster.start(joiner), lambda: cluster.start(added))
+    for node in (JOINER, ADDED):
+        wait_for(
+            lambda n=node: n in members(cluster, leader)["voters"], 60, f"{node} promoted to voter"
+        )
+    promoted = time.monotonic() - t0
+    wait_for(lambda: cluster.ready(JOINER) and cluster.ready(ADDED), 30, "both new gates open")
+    print(f"\n{JOINER} (JOIN) and {ADDED} (raft.add) started and promoted in {promoted:.1f}s")
+    # JOINER went through the learner stage, by its own request.
+    assert "accepted our JOIN" in log_text(joiner)
+    # Its JOIN reached a cluster master (any: a follower forwards it to the leader), and the
+    # leader (like every member) logged a membership with it as a learner.
+    assert any(f"{JOINER} asks to join" in log_text(cluster.masters[m]) for m in cluster.ids)
+    lead = cluster.masters[leader]
+    assert membership_logged(lead, JOINER, "learners"), "no membership with JOINER as learner"
+    everyone = sorted([*cluster.ids, ADDED, JOINER])
+    for via in (JOINER, ADDED, leader):
+        data = members(cluster, via)
+        assert sorted(data["voters"]) == everyone and data["learners"] == [], (via, data)
+    assert ready_state(joiner).get("role") == "follower"
+    assert ready_state(added).get("role") == "follower"
 
 
 def test_removing_a_master_closes_its_gate(cluster):
-    new = "127.0.0.4"
-    assert cluster.ready(new)
-    rc, data, ret = run_json(cluster.masters[cluster.ids[0]], "raft.remove", f"node={new}")
-    assert rc == 0, ret
-    t0 = time.monotonic()
-    wait_for(lambda: not cluster.ready(new), 30, f"{new}'s gate to close after its removal")
-    reason = ready_state(cluster.masters[new]).get("reason", "")
-    print(f"\n{new}'s gate closed {time.monotonic() - t0:.2f}s after raft.remove: {reason}")
-    # Either it learnt the configuration without itself, or (the leader stops talking to a
-    # removed node, which may never see that entry) it lost its leader for gate_grace.
-    assert "not a member" in reason or "no leader for more than" in reason, reason
+    removed = {}
+    for new in (JOINER, ADDED):  # removed one after the other; their gates close concurrently
+        assert cluster.ready(new)
+        rc, data, ret = run_json(cluster.masters[cluster.ids[0]], "raft.remove", f"node={new}")
+        assert rc == 0, ret
+        removed[new] = time.monotonic()
+    for new, t0 in removed.items():
+        wait_for(lambda n=new: not cluster.ready(n), 30, f"{new}'s gate to close after removal")
+        reason = ready_state(cluster.masters[new]).get("reason", "")
+        print(f"\n{new}'s gate closed {time.monotonic() - t0:.2f}s after raft.remove: {reason}")
+        # Either it learnt the configuration without itself, or (the leader stops talking to a
+        # removed node, which may never see that entry) it lost its leader for gate_grace.
+        assert "not a member" in reason or "no leader for more than" in reason, reason
+    for new in removed:
+        cluster.masters[new].terminate()
     data = members(cluster, cluster.ids[0])
     assert sorted(data["voters"]) == cluster.ids and data["learners"] == [], data
-    cluster.masters[new].terminate()
     assert cluster.all_ready()
 
 
@@ -216,13 +258,19 @@ def test_full_cluster_restart_elects_a_leader_and_reopens_every_gate(cluster):
     masters = [cluster.masters[m] for m in cluster.ids]
     in_threads(*(m.terminate for m in masters))
     assert not any(m.is_running() for m in masters)
+    # A readiness file written just before the stop is still fresh for STALE_AFTER: remove them
+    # so that "every gate open" means the restarted engines said so.
+    for m in masters:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(m.config["cachedir"], "saltext_raft", "ready"))
 
     def start_all():
         in_threads(*(lambda m=m: m.start(start_timeout=120) for m in masters))
 
     took = time_to_all_gates_open(cluster, cluster.ids, start_all)
     print(f"\nfull restart: last request port open -> all gates open: {took:.2f}s")
-    assert cluster.leader(), [ready_state(m) for m in masters]
+    # Gates may open within gate_grace before every readiness file names the new leader.
+    wait_for(cluster.leader, 20, "an agreed leader after the full restart")
     # The minion re-authenticates with its restarted master (new AES key) before it answers.
     wait_for(lambda: ping(cluster, cluster.ids[0])[0], 150, "the minion to answer test.ping")
 
