@@ -28,6 +28,9 @@ import sys
 import tempfile
 import time
 
+from saltext_raft.waiting import WaitTimeout
+from saltext_raft.waiting import wait_until
+
 MASTERS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 FOURTH = "127.0.0.4"
 MINION = "demo-minion"
@@ -90,18 +93,11 @@ class Demo:
         print(f"[{time.monotonic() - self.t0:6.1f}s] {text}", flush=True)
 
     def wait(self, predicate, timeout: float, what: str):
-        limit = min(time.monotonic() + timeout, self.deadline)
-        last = None
-        while time.monotonic() < limit:
-            try:
-                last = predicate()
-            except Exception as exc:  # pylint: disable=broad-except
-                last = exc
-            else:
-                if last:
-                    return last
-            time.sleep(0.1)
-        raise DemoError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+        timeout = max(0.0, min(timeout, self.deadline - time.monotonic()))
+        try:
+            return wait_until(predicate, timeout, what)
+        except WaitTimeout as exc:
+            raise DemoError(str(exc)) from None
 
     # --- daemons ------------------------------------------------------------------------------
     def conf_dir(self, name: str) -> str:

@@ -19,23 +19,18 @@ import time
 import pytest
 from pytestshellutils.utils import ports
 
+from saltext_raft.waiting import WaitTimeout
+from saltext_raft.waiting import wait_until
+
 pytest.importorskip("saltfactories")
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
     """Poll ``predicate`` until it returns a truthy value; fail saying what was awaited."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except Exception as exc:  # pylint: disable=broad-except
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+    try:
+        return wait_until(predicate, timeout, what, interval)
+    except WaitTimeout as exc:
+        pytest.fail(str(exc))
 
 
 #: A readiness file older than this is stale (the workers' rule: 3 * readiness_interval + 1,

@@ -20,6 +20,9 @@ import time
 import pytest
 from pytestshellutils.utils import ports
 
+from saltext_raft.waiting import WaitTimeout
+from saltext_raft.waiting import wait_until
+
 pytest.importorskip("saltfactories")
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -29,18 +32,10 @@ MINION = "cache-minion-1"
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except Exception as exc:  # pylint: disable=broad-except
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+    try:
+        return wait_until(predicate, timeout, what, interval)
+    except WaitTimeout as exc:
+        pytest.fail(str(exc))
 
 
 def run(master, *args, timeout=60):

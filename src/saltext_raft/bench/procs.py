@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from saltext_raft.waiting import wait_until
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -237,16 +239,9 @@ class ProcCluster:
 
     def wait(self, what: str, predicate, timeout: float, interval: float = 0.02):
         """Poll ``predicate()`` until it returns a truthy value; return that value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"timed out after {timeout}s waiting for {what}; statuses: {self._summary()}"
-                )
-            time.sleep(interval)
+        return wait_until(
+            predicate, timeout, what, interval, describe=lambda: f"statuses: {self._summary()}"
+        )
 
     def _summary(self) -> dict:
         return {

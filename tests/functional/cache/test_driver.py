@@ -16,16 +16,16 @@ import salt.cache
 import salt.config
 from salt.exceptions import SaltCacheError
 
+from saltext_raft.waiting import WaitTimeout
+from saltext_raft.waiting import wait_until
 from tests.functional.cache.inprocess import InProcessCluster
 
 
 def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+    try:
+        return wait_until(predicate, timeout, what, interval=0.01)
+    except WaitTimeout as exc:
+        pytest.fail(str(exc))
 
 
 def salt_opts(opts: dict) -> dict:
