@@ -177,8 +177,8 @@ class EngineConfig:
             )
         if not isinstance(self.peers, dict) or not self.peers:
             raise EngineConfigError(
-                "peers", "no founding voters: list the masters (id: host:port) or set "
-                "Salt's cluster_peers"
+                "peers",
+                "no founding voters: list the masters (id: host:port) or set Salt's cluster_peers",
             )
         for nid, addr in self.peers.items():
             if not isinstance(nid, str) or not nid:
@@ -188,7 +188,9 @@ class EngineConfig:
             _check_host_port("advertise", self.advertise, wildcard_ok=False)
         for name in ("gate", "gate_learners", "events", "join"):
             if not isinstance(getattr(self, name), bool):
-                raise EngineConfigError(name, f"must be true or false (got {getattr(self, name)!r})")
+                raise EngineConfigError(
+                    name, f"must be true or false (got {getattr(self, name)!r})"
+                )
         for name, low in (
             ("gate_hold", 0.0),
             ("gate_grace", 0.0),
@@ -221,8 +223,9 @@ class EngineConfig:
             raise EngineConfigError("aead", "must be 'chacha20poly1305' or 'aesgcm'")
         if len(self.secret) < MIN_SECRET_BYTES:
             raise EngineConfigError(
-                "secret_file", f"the secret from {self.secret_source or 'nowhere'} is shorter "
-                f"than {MIN_SECRET_BYTES} bytes"
+                "secret_file",
+                f"the secret from {self.secret_source or 'nowhere'} is shorter "
+                f"than {MIN_SECRET_BYTES} bytes",
             )
         return self
 
@@ -273,8 +276,10 @@ def from_opts(opts: dict, options: dict | None = None, *, load_secret: bool = Tr
     cfg.cachedir = opts.get("cachedir") or ""
     if cfg.cache is not None and not isinstance(cfg.cache, bool):
         raise EngineConfigError("cache", f"must be true or false (got {cfg.cache!r})")
-    cfg.cache_enabled = cfg.cache if cfg.cache is not None else opts.get("cache") == "raft" or (
-        opts.get("keys.cache_driver") == "raft"
+    cfg.cache_enabled = (
+        cfg.cache
+        if cfg.cache is not None
+        else opts.get("cache") == "raft" or (opts.get("keys.cache_driver") == "raft")
     )
     if cfg.advertise:
         _check_host_port("advertise", cfg.advertise, wildcard_ok=False)
@@ -320,7 +325,9 @@ def parse_peers(peers, default_port: int) -> dict[str, str]:
                 raise EngineConfigError("peers", f"entry {p!r} is not 'host' or 'host:port'")
             items.append((split_host_port(p, default_port, "peers")[0], p))
     else:
-        raise EngineConfigError("peers", f"must be a mapping id: host:port or a list (got {peers!r})")
+        raise EngineConfigError(
+            "peers", f"must be a mapping id: host:port or a list (got {peers!r})"
+        )
     for nid, addr in items:
         if addr is None or addr == "":
             addr = nid
@@ -369,8 +376,8 @@ def check_port(option: str, port) -> None:
         raise EngineConfigError(option, f"port must be an integer in 1..65535 (got {port!r})")
     if port in RESERVED_PORTS:
         raise EngineConfigError(
-            option, f"port {port} is used by {RESERVED_PORTS[port]}; pick another "
-            f"(default {DEFAULT_PORT})"
+            option,
+            f"port {port} is used by {RESERVED_PORTS[port]}; pick another (default {DEFAULT_PORT})",
         )
 
 
@@ -415,16 +422,18 @@ def read_secret(secret_file: str, opts: dict) -> tuple[bytes, str]:
             ) from None
         if len(data) < MIN_SECRET_BYTES:
             raise EngineConfigError(
-                "secret_file", f"{secret_file} holds {len(data)} bytes; at least "
-                f"{MIN_SECRET_BYTES} are required (try: openssl rand -hex 32 > {secret_file})"
+                "secret_file",
+                f"{secret_file} holds {len(data)} bytes; at least "
+                f"{MIN_SECRET_BYTES} are required (try: openssl rand -hex 32 > {secret_file})",
             )
         return data, secret_file
     pki_dir = opts.get("cluster_pki_dir")
     if not pki_dir:
         raise EngineConfigError(
-            "secret_file", "not set, and Salt's cluster_pki_dir is not set either, so there is "
+            "secret_file",
+            "not set, and Salt's cluster_pki_dir is not set either, so there is "
             "no cluster key to derive a secret from: create a file with 32 random bytes on every "
-            "master (openssl rand -hex 32) and set secret_file to its path"
+            "master (openssl rand -hex 32) and set secret_file to its path",
         )
     path = os.path.join(pki_dir, CLUSTER_KEY_FILE)
     try:
@@ -432,8 +441,9 @@ def read_secret(secret_file: str, opts: dict) -> tuple[bytes, str]:
             material = fh.read()
     except OSError as exc:
         raise EngineConfigError(
-            "secret_file", f"not set, and the cluster key {path} to derive it from cannot be "
-            f"read: {exc.strerror or exc}"
+            "secret_file",
+            f"not set, and the cluster key {path} to derive it from cannot be "
+            f"read: {exc.strerror or exc}",
         ) from None
     if not material.strip():
         raise EngineConfigError("secret_file", f"not set, and the cluster key {path} is empty")

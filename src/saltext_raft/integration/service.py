@@ -301,7 +301,9 @@ class RaftService:
             if ready != self.ready:
                 log.info(
                     "saltext-raft %s: gate %s (%s)",
-                    self.cfg.node_id, "open" if ready else "closed", reason,
+                    self.cfg.node_id,
+                    "open" if ready else "closed",
+                    reason,
                 )
                 self.fire(TAG_GATE_OPEN if ready else TAG_GATE_CLOSED, {"reason": reason})
             self.ready, self.reason = ready, reason
@@ -455,7 +457,10 @@ class RaftService:
         cfg = self.cfg
         log.info(
             "saltext-raft %s: starting (cluster %s, listen %s, advertise %s, %s, secret %s)",
-            cfg.node_id, cfg.cluster_id, cfg.listen, cfg.advertise,
+            cfg.node_id,
+            cfg.cluster_id,
+            cfg.listen,
+            cfg.advertise,
             f"founding voters {sorted(cfg.peers)}" if cfg.founding else "joining",
             cfg.secret_source,
         )
@@ -465,7 +470,10 @@ class RaftService:
                 "cluster_peers are set). Both request gates apply: minions are served only when "
                 "both consensus layers are ready. saltext-raft shares none of its resources "
                 "(port %d, tags %s*, cache bank saltext_raft/, files %s).",
-                cfg.node_id, cfg.port, EVENT_PREFIX, cfg.state_dir,
+                cfg.node_id,
+                cfg.port,
+                EVENT_PREFIX,
+                cfg.state_dir,
             )
         self._update_readiness()  # "starting": workers hold requests rather than see a stale file
         self.runtime = self.build_runtime()
