@@ -18,6 +18,10 @@ COMMANDS = {
         "saltext_raft.bench.cluster",
         "3 node processes: latency, throughput, failover, vs PySyncObj",
     ),
+    "steady": (
+        "saltext_raft.bench.steady",
+        "3 nodes under steady load with both CPUs busy: leader changes (target: none)",
+    ),
     "cache": (
         "saltext_raft.bench.cache",
         "raft cache driver: 32 writers' cache.store rate/latency, cache.fetch vs localfs",
