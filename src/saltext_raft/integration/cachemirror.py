@@ -28,11 +28,11 @@ import logging
 import os
 import queue
 import shutil
-import tempfile
 import threading
 import time
 from typing import NamedTuple
 
+from saltext_raft.integration.fileutil import atomic_write
 from saltext_raft.kv import KVStateMachine
 from saltext_raft.kv.machine import STORE
 from saltext_raft.kv.machine import decode_command
@@ -83,18 +83,7 @@ class LocalfsMirror:
         path = self.key_path(bank, key)
         self._makedirs(self.bank_dir(bank))
         self._makedirs(os.path.dirname(path))  # a key may contain "/" (localfs allows it)
-        fd, tmp = tempfile.mkstemp(dir=self.tmpdir)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(value)
-            os.utime(tmp, (ts, ts))
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write(path, value, tmp_dir=self.tmpdir, mtime=ts)
 
     def flush(self, bank: str, key: str | None) -> None:
         check_name("bank", bank, allow_empty=True)

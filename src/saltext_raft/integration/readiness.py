@@ -18,30 +18,18 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
+
+from saltext_raft.integration.fileutil import atomic_write
 
 #: Seconds a worker trusts its last look at the file before it stats it again.
 DEFAULT_CACHE_FOR = 0.25
 
 
 def _atomic_write(path: str, data: bytes) -> None:
-    """Write via a temp file in the same directory and rename (readers never see a partial
-    file), as ``salt.utils.atomicfile.atomic_open`` does."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".ready-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Replace the readiness file atomically (world-readable: workers of any user read it)."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    atomic_write(path, data, prefix=".ready-", mode=0o644)
 
 
 class ReadinessWriter:
