@@ -71,29 +71,54 @@ def save_latency(opts, saves: int, entry_bytes: int) -> dict:
 
 
 def run(opts, scheme: str, points: list[int], batch: int, entry_bytes: int, probe_batches: int):
-    store, _ = _open(opts, scheme)
-    last = 0
-    appended = 0
-    append = {}
-    all_walls: list[float] = []
-    for point in sorted(points):
+    # One store per log length, each grown to its length first; then the timed batches are
+    # interleaved across the stores round by round (the first store of a round rotates), so every
+    # length sees the same machine load. Timing the lengths one after the other let load drift
+    # between them pass for a dependence on log length.
+    points = sorted(points)
+
+    def grow(point: int, generation: int) -> list:
+        store, _ = _open(opts, scheme, f"bench-{scheme}-{point}-{generation}")
+        last = 0
         while last < point:  # grow the log the way a busy node does
             store.save(HardState(1, "bench", last), _entries(last + 1, batch, 1, entry_bytes))
             last += batch
-            appended += batch
-        walls, cpus = [], []
-        for _ in range(probe_batches):  # then time batches appended at this length
+        return [store, last, generation]
+
+    grown = {point: grow(point, 0) for point in points}
+    longest = {point: grown[point][1] for point in points}
+    walls = {point: [] for point in points}
+    cpus = {point: [] for point in points}
+    for round_no in range(probe_batches):
+        shift = round_no % len(points)
+        for point in points[shift:] + points[:shift]:
+            store, last, generation = grown[point]
+            if last >= 2 * point:  # keep each length near its point: a fresh log, grown untimed
+                store.close()
+                grown[point] = grow(point, generation + 1)
+                store, last, generation = grown[point]
             w, c = time.perf_counter(), time.process_time()
             store.save(HardState(1, "bench", last), _entries(last + 1, batch, 1, entry_bytes))
-            walls.append(time.perf_counter() - w)
-            cpus.append(time.process_time() - c)
-            last += batch
-            appended += batch
-        all_walls += walls
-        append[str(point)] = {
-            "us_per_entry": round(statistics.median(walls) / batch * 1e6, 1),
-            "cpu_us_per_entry": round(statistics.median(cpus) / batch * 1e6, 1),
+            walls[point].append(time.perf_counter() - w)
+            cpus[point].append(time.process_time() - c)
+            grown[point][1] = last + batch
+            longest[point] = max(longest[point], last + batch)
+    append = {
+        str(point): {
+            "us_per_entry": round(statistics.median(walls[point]) / batch * 1e6, 1),
+            "cpu_us_per_entry": round(statistics.median(cpus[point]) / batch * 1e6, 1),
+            "log_length_while_timed": [point, longest[point]],
         }
+        for point in points
+    }
+    us = [value["us_per_entry"] for value in append.values()]
+    append["max_over_min"] = round(max(us) / min(us), 2)
+    all_walls = [w for point in points for w in walls[point]]
+    for point in points[:-1]:
+        grown[point][0].close()
+    store, last, generation = grown[points[-1]]
+    appended = last
+    node = f"bench-{scheme}-{points[-1]}-{generation}"
     bytes_per_entry = store.bytes_written / appended
     files = sum(1 for _ in store.cache.list(store.log_bank))
     files += sum(1 for _ in store.cache.list(store.wal_bank))
@@ -103,14 +128,14 @@ def run(opts, scheme: str, points: list[int], batch: int, entry_bytes: int, prob
     reopen, reopen_cpu = [], []
     for _ in range(3):
         w, c = time.perf_counter(), time.process_time()
-        store, state = _open(opts, scheme)
+        store, state = _open(opts, scheme, node)
         reopen.append(time.perf_counter() - w)
         reopen_cpu.append(time.process_time() - c)
         store.close()
     assert len(state.entries) == last
     reopened = last
 
-    store, _ = _open(opts, scheme)
+    store, _ = _open(opts, scheme, node)
     t_walls, t_cpus = [], []
     term = 1
     for term in range(2, 7):  # each save replaces the last 1,000 entries with one
@@ -123,7 +148,7 @@ def run(opts, scheme: str, points: list[int], batch: int, entry_bytes: int, prob
         t_cpus.append(time.process_time() - c)
         last -= 999
     store.close()
-    store, state = _open(opts, scheme)
+    store, state = _open(opts, scheme, node)
     store.close()
     assert state.entries[-1].index == last and state.entries[-1].term == term
 
@@ -166,7 +191,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--points", default="1000,10000,100000", help="log lengths to probe")
     parser.add_argument("--batch", type=int, default=64, help="entries per save() (default 64)")
     parser.add_argument("--entry-bytes", type=int, default=100, help="data bytes per entry")
-    parser.add_argument("--probe-batches", type=int, default=30, help="timed batches per point")
+    parser.add_argument(
+        "--probe-batches", type=int, default=100, help="timed batches per point, interleaved"
+    )
     parser.add_argument(
         "--latency-saves", type=int, default=300, help="single-entry saves timed per scheme"
     )
