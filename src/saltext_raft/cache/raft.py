@@ -13,14 +13,23 @@
 ``sock_dir``) and return once this master's local copy shows them; ``fetch``/``list``/
 ``contains``/``updated`` read the local copy. Options and guarantees: docs/cache.md. The code is
 in :mod:`saltext_raft.integration.cachedriver`; this module only adapts it to the loader.
+
+On Salt 3008 the same driver can hold the minion keys (``keys.cache_driver: raft``): minion keys
+are replicated, each master's own keys stay in its ``pki_dir`` (docs/cache.md, "Minion keys").
 """
 
 import time
 
 from saltext_raft.integration import cachedriver as _driver
+from saltext_raft.integration import keystore as _keys
 
 __virtualname__ = "raft"
 __func_alias__ = {"list_": "list"}
+
+# Salt 3008 ``keys.cache_driver: raft``: the banks ``keys``/``denied_keys`` are the replicated
+# minion key store and ``master_keys`` stays on this master (Salt's ``localfs_key`` in
+# ``pki_dir``); see :mod:`saltext_raft.integration.keystore`. Every other bank, and every bank
+# when this driver is not the keys driver, is the plain replicated cache.
 
 
 def _opts() -> dict:
@@ -32,7 +41,11 @@ def __virtual__():
 
 
 def init_kwargs(kwargs):
-    return _driver.init_kwargs(_opts(), kwargs)
+    ret = _driver.init_kwargs(_opts(), kwargs)
+    # what Salt's localfs_key needs for master_keys and the pki_dir view (Salt passes
+    # ``pki_dir``/``user`` to the keys driver in a few places, e.g. ``salt-key --gen-signature``)
+    ret.update(_keys.local_kwargs(kwargs))
+    return ret
 
 
 def get_storage_id(kwargs):
@@ -45,26 +58,78 @@ def store(bank, key, data, cachedir=None, expires=None, **kwargs):  # pylint: di
     ``expires`` (Salt 3008's ``Cache.store``): stored in the envelope ``Cache.fetch`` and
     ``Cache.clean_expired`` understand, as Salt does for drivers without native expiry.
     """
+    opts = _opts()
+    where = _keys.route(opts, bank)
+    if where == _keys.LOCAL:
+        return _keys.local_call(opts, kwargs, "store", bank, key, data)
+    if where == _keys.KEYS:
+        return _keys.store(opts, kwargs, bank, key, data)
     if expires:
         data = {"data": data, "_expires": int(time.time() + expires)}
-    return _driver.store(_opts(), bank, key, data)
+    return _driver.store(opts, bank, key, data)
 
 
 def fetch(bank, key, cachedir=None, **kwargs):  # pylint: disable=unused-argument
-    return _driver.fetch(_opts(), bank, key)
+    opts = _opts()
+    where = _keys.route(opts, bank)
+    if where == _keys.LOCAL:
+        return _keys.local_call(opts, kwargs, "fetch", bank, key)
+    if where == _keys.KEYS:
+        return _keys.fetch(opts, kwargs, bank, key)
+    return _driver.fetch(opts, bank, key)
 
 
 def updated(bank, key, cachedir=None, **kwargs):  # pylint: disable=unused-argument
-    return _driver.updated(_opts(), bank, key)
+    opts = _opts()
+    where = _keys.route(opts, bank)
+    if where == _keys.LOCAL:
+        return _keys.local_call(opts, kwargs, "updated", bank, key)
+    if where == _keys.KEYS:
+        return _keys.updated(opts, bank, key)
+    return _driver.updated(opts, bank, key)
 
 
 def flush(bank, key=None, cachedir=None, **kwargs):  # pylint: disable=unused-argument
-    return _driver.flush(_opts(), bank, key)
+    opts = _opts()
+    where = _keys.route(opts, bank)
+    if where == _keys.LOCAL:
+        return _keys.local_call(opts, kwargs, "flush", bank, key=key)
+    if where == _keys.KEYS:
+        return _keys.flush(opts, kwargs, bank, key)
+    return _driver.flush(opts, bank, key)
 
 
 def list_(bank, cachedir=None, **kwargs):  # pylint: disable=unused-argument
-    return _driver.list_(_opts(), bank)
+    opts = _opts()
+    where = _keys.route(opts, bank)
+    if where == _keys.LOCAL:
+        return _keys.local_call(opts, kwargs, "list", bank)
+    if where == _keys.KEYS:
+        return _keys.list_(opts, bank)
+    return _driver.list_(opts, bank)
+
+
+def list_all(bank, include_data=False, cachedir=None, **kwargs):  # pylint: disable=unused-argument
+    """``{key: data}`` for every key of ``bank`` (Salt 3008's ``Cache.list_all``; ``salt.key``
+    lists minion keys with it). Sub-banks are not included."""
+    opts = _opts()
+    where = _keys.route(opts, bank)
+    if where == _keys.LOCAL:
+        return _keys.local_call(opts, kwargs, "list_all", bank, include_data=include_data)
+    if where == _keys.KEYS:
+        return _keys.list_all(opts, bank, include_data=include_data)
+    ret = {}
+    for key in _driver.list_(opts, bank):
+        if _driver.contains(opts, bank, key):  # a key, not a sub-bank
+            ret[key] = _driver.fetch(opts, bank, key)
+    return ret
 
 
 def contains(bank, key=None, cachedir=None, **kwargs):  # pylint: disable=unused-argument
-    return _driver.contains(_opts(), bank, key)
+    opts = _opts()
+    where = _keys.route(opts, bank)
+    if where == _keys.LOCAL:
+        return _keys.local_call(opts, kwargs, "contains", bank, key)
+    if where == _keys.KEYS:
+        return _keys.contains(opts, bank, key)
+    return _driver.contains(opts, bank, key)

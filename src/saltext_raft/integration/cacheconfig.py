@@ -9,6 +9,8 @@ Both sides read the same master config file, so every setting is a top-level mas
 ``cache`` which is also an engine option:
 
 - ``cache: raft`` (Salt's own option): use this driver; set it on every master.
+- ``keys.cache_driver: raft`` (Salt 3008's option): minion keys replicated by this driver
+  (``saltext_raft.integration.keystore``); set it on every master.
 - engine option ``cache``: the engine hosts the replicated cache. Default: on when ``cache``
   (or 3008's ``keys.cache_driver``) is ``raft``.
 - ``raft_cache_timeout`` (5): seconds a write waits for commit before it fails.
@@ -24,6 +26,8 @@ import os
 from dataclasses import dataclass
 
 DRIVER_NAME = "raft"
+#: Salt 3008's option naming the driver of the minion key store (absent on 3007).
+KEYS_DRIVER_OPTION = "keys.cache_driver"
 SOCKET_NAME = "raft_cache.sock"
 #: Not under ``cachedir/saltext_raft/``: the engine's Raft log lives in banks
 #: ``saltext_raft/<cluster id>/...`` there, and a cluster could be called anything.
@@ -77,7 +81,12 @@ def cache_enabled(opts: dict, engine_option=None) -> bool:
     the ``raft`` driver (``cache: raft``, or ``keys.cache_driver: raft`` on 3008)."""
     if engine_option is not None:
         return bool(engine_option)
-    return opts.get("cache") == DRIVER_NAME or opts.get("keys.cache_driver") == DRIVER_NAME
+    return opts.get("cache") == DRIVER_NAME or keys_driver_enabled(opts)
+
+
+def keys_driver_enabled(opts: dict) -> bool:
+    """Salt 3008 keeps minion keys behind this driver (``keys.cache_driver: raft``)."""
+    return opts.get(KEYS_DRIVER_OPTION) == DRIVER_NAME
 
 
 def storage_opts(opts: dict) -> dict:

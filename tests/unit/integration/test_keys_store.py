@@ -1,0 +1,223 @@
+"""Salt 3008 ``keys.cache_driver: raft`` through real Salt code (``salt.cache.Cache``,
+``salt.key.Key``, ``salt.crypt.MasterKeys``) against in-process engines: three "masters", each
+with its own ``pki_dir``, ``cachedir`` and engine (runtime + CacheService), no daemons.
+
+Salt's loader gives an extension module the ``__opts__`` of the loader used last (a real master
+has one set of opts; here three share a process), so every operation builds a fresh ``Cache`` /
+``Key`` for the master it acts on.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import salt.cache
+import salt.config
+import salt.crypt
+import salt.key
+from salt.exceptions import SaltCacheError
+
+from saltext_raft.integration import keystore
+from saltext_raft.waiting import WaitTimeout
+from saltext_raft.waiting import wait_until
+from tests.functional.cache.inprocess import InProcessCluster
+
+if "keys.cache_driver" not in salt.config.DEFAULT_MASTER_OPTS:
+    pytest.skip(
+        "this Salt has no keys.cache_driver (Salt 3007): minion keys live in pki_dir only",
+        allow_module_level=True,
+    )
+
+IDS = ("m1", "m2", "m3")
+
+
+def wait_for(predicate, timeout, what):
+    try:
+        return wait_until(predicate, timeout, what, interval=0.01)
+    except WaitTimeout as exc:
+        pytest.fail(str(exc))
+
+
+def pem(n: int) -> str:
+    # distinct, well-formed public keys (salt.key checks them when changing state)
+    _priv, pub = salt.crypt.gen_keys(2048)
+    return pub if isinstance(pub, str) else pub.decode()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = InProcessCluster(str(tmp_path_factory.mktemp("keys")), ids=IDS)
+    try:
+        for nid in c.ids:
+            c.start(nid)
+        wait_for(lambda: c.leader() is not None, 10, "a leader")
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def pubs():
+    return [pem(i) for i in range(3)]
+
+
+def master_opts(cluster, nid, **extra) -> dict:
+    opts = salt.config.DEFAULT_MASTER_OPTS.copy()
+    opts.update(cluster.opts(nid))
+    root = os.path.dirname(opts["cachedir"])
+    opts.update(
+        {
+            "__role": "master",
+            "cache": "localfs",
+            "keys.cache_driver": "raft",
+            "pki_dir": os.path.join(root, "pki"),
+            "user": None,
+            "key_cache": "",
+        }
+    )
+    opts.update(extra)
+    os.makedirs(opts["pki_dir"], exist_ok=True)
+    return opts
+
+
+def kcache(cluster, nid, **extra):
+    opts = master_opts(cluster, nid, **extra)
+    return salt.cache.Cache(opts, driver=opts["keys.cache_driver"])
+
+
+def key_api(cluster, nid):
+    return salt.key.Key(master_opts(cluster, nid))
+
+
+def listing(cluster, nid):
+    return key_api(cluster, nid).list_keys()
+
+
+def test_a_pending_key_on_one_master_is_accepted_there_and_listed_accepted_everywhere(
+    cluster, pubs
+):
+    # what _auth does for a new minion on m1
+    kcache(cluster, "m1").store("keys", "web1", {"state": "pending", "pub": pubs[0]})
+    for nid in IDS:
+        wait_for(
+            lambda nid=nid: listing(cluster, nid)["minions_pre"] == ["web1"],
+            5,
+            f"web1 pending on {nid}",
+        )
+    key_api(cluster, "m1").accept("web1")
+    for nid in IDS:
+        wait_for(
+            lambda nid=nid: listing(cluster, nid)["minions"] == ["web1"],
+            5,
+            f"web1 accepted on {nid}",
+        )
+        assert listing(cluster, nid)["minions_pre"] == []
+    got = kcache(cluster, "m3").fetch("keys", "web1")
+    assert got == {"state": "accepted", "pub": pubs[0]}
+
+
+def test_the_pki_dir_view_follows_writes_and_fetches(cluster, pubs):
+    # m1 wrote web1: its pki_dir has Salt's file layout (the request server's token check
+    # reads pki_dir/minions/<id> directly)
+    m1_pki = master_opts(cluster, "m1")["pki_dir"]
+    m2_pki = master_opts(cluster, "m2")["pki_dir"]
+    with open(os.path.join(m1_pki, "minions", "web1"), encoding="utf-8") as fh:
+        assert fh.read() == pubs[0]
+    # m2 has not looked at web1 yet: listings never write the view ...
+    listing(cluster, "m2")
+    assert not os.path.exists(os.path.join(m2_pki, "minions", "web1"))
+    # ... a fetch (what _auth does when the minion authenticates there) does
+    assert kcache(cluster, "m2").fetch("keys", "web1")["state"] == "accepted"
+    with open(os.path.join(m2_pki, "minions", "web1"), encoding="utf-8") as fh:
+        assert fh.read() == pubs[0]
+    # a change elsewhere moves the file to the new state's directory on the next fetch
+    key_api(cluster, "m3").reject("web1", include_accepted=True)
+    wait_for(
+        lambda: kcache(cluster, "m2").fetch("keys", "web1")["state"] == "rejected",
+        5,
+        "web1 rejected on m2",
+    )
+    assert not os.path.exists(os.path.join(m2_pki, "minions", "web1"))
+    assert os.path.exists(os.path.join(m2_pki, "minions_rejected", "web1"))
+
+
+def test_denied_keys_and_deletes_replicate(cluster, pubs):
+    c1 = kcache(cluster, "m1")
+    c1.store("keys", "db1", {"state": "accepted", "pub": pubs[1]})
+    c1.store("denied_keys", "db1", [pubs[2]])
+    wait_for(
+        lambda: listing(cluster, "m2")["minions_denied"] == ["db1"], 5, "db1 denied on m2"
+    )
+    assert kcache(cluster, "m2").fetch("denied_keys", "db1") == [pubs[2]]
+    assert kcache(cluster, "m2").list_all("denied_keys") == {"db1": [pubs[2]]}
+    # what salt-key -d does (Key.delete_key also needs a running master for its LocalClient)
+    c2 = kcache(cluster, "m2")
+    assert c2.flush("keys", "db1") is True
+    key_api(cluster, "m2").delete_den()  # the whole denied_keys bank
+    for nid in IDS:
+        wait_for(
+            lambda nid=nid: "db1" not in listing(cluster, nid)["minions"]
+            and "db1" not in listing(cluster, nid)["minions_denied"],
+            5,
+            f"db1 deleted on {nid}",
+        )
+    assert kcache(cluster, "m1").fetch("keys", "db1") is None  # absent reads like localfs_key
+
+
+def test_list_all_shapes_match_localfs_key(cluster, pubs):
+    c = kcache(cluster, "m1")
+    c.store("keys", "shape1", {"state": "pending", "pub": pubs[1]})
+    assert c.list_all("keys")["shape1"] == {"state": "pending"}
+    assert c.list_all("keys", include_data=True)["shape1"] == {"state": "pending", "pub": pubs[1]}
+    assert "shape1" in c.list("keys") and c.contains("keys", "shape1")
+    assert isinstance(c.updated("keys", "shape1"), int)
+
+
+def test_each_master_keeps_its_own_master_keys(cluster):
+    pub = {}
+    for nid in IDS:
+        opts = master_opts(cluster, nid)
+        mk = salt.crypt.MasterKeys(opts)  # generates <id>.pem/.pub through the raft driver
+        pub[nid] = mk.get_pub_str()
+        assert os.path.isfile(os.path.join(opts["pki_dir"], f"{nid}.pem"))
+        assert kcache(cluster, nid).list("master_keys")  # local listing, this master's files
+    assert len(set(pub.values())) == 3
+    # nothing of master_keys reached the replicated mirror
+    for nid in IDS:
+        root = master_opts(cluster, nid)["cachedir"]
+        for dirpath, _dirs, files in os.walk(root):
+            for name in files:
+                with open(os.path.join(dirpath, name), "rb") as fh:
+                    assert b"PRIVATE KEY" not in fh.read(), os.path.join(dirpath, name)
+
+
+def test_invalid_ids_and_data_are_refused(cluster, pubs):
+    c = kcache(cluster, "m1")
+    with pytest.raises(SaltCacheError, match="not a valid minion id"):
+        c.store("keys", "../evil", {"state": "accepted", "pub": pubs[0]})
+    with pytest.raises(SaltCacheError, match="unrecognized key data"):
+        c.store("keys", "ok1", {"state": "bogus", "pub": pubs[0]})
+    with pytest.raises(SaltCacheError, match="reserved"):
+        kcache(cluster, "m1").fetch(keystore.mirror_bank("keys"), "web1")
+
+
+def test_without_quorum_key_writes_fail_clearly_and_reads_keep_working(tmp_path, pubs):
+    c = InProcessCluster(str(tmp_path), ids=IDS)
+    try:
+        for nid in c.ids:
+            c.start(nid)
+        wait_for(lambda: c.leader() is not None, 10, "a leader")
+        kcache(c, "m1").store("keys", "lone", {"state": "accepted", "pub": pubs[0]})
+        c.stop("m2")
+        c.stop("m3")
+        cache = kcache(c, "m1", raft_cache_timeout=0.5)
+        with pytest.raises(SaltCacheError, match="raft key store: storing the key of minion"):
+            cache.store("keys", "late", {"state": "pending", "pub": pubs[1]})
+        # an existing key still reads locally (accepted minions keep authenticating)
+        assert kcache(c, "m1").fetch("keys", "lone")["state"] == "accepted"
+        # a missing key cannot be confirmed absent without the leader: refuse, do not guess
+        with pytest.raises(SaltCacheError, match="cannot confirm"):
+            kcache(c, "m1", raft_cache_timeout=0.5).fetch("keys", "late")
+    finally:
+        c.close()
