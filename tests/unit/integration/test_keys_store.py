@@ -39,7 +39,7 @@ def wait_for(predicate, timeout, what):
         pytest.fail(str(exc))
 
 
-def pem(n: int) -> str:
+def pem() -> str:
     # distinct, well-formed public keys (salt.key checks them when changing state)
     _priv, pub = salt.crypt.gen_keys(2048)
     return pub if isinstance(pub, str) else pub.decode()
@@ -59,7 +59,7 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pubs():
-    return [pem(i) for i in range(3)]
+    return [pem() for _ in range(3)]
 
 
 def master_opts(cluster, nid, **extra) -> dict:
@@ -146,9 +146,7 @@ def test_denied_keys_and_deletes_replicate(cluster, pubs):
     c1 = kcache(cluster, "m1")
     c1.store("keys", "db1", {"state": "accepted", "pub": pubs[1]})
     c1.store("denied_keys", "db1", [pubs[2]])
-    wait_for(
-        lambda: listing(cluster, "m2")["minions_denied"] == ["db1"], 5, "db1 denied on m2"
-    )
+    wait_for(lambda: listing(cluster, "m2")["minions_denied"] == ["db1"], 5, "db1 denied on m2")
     assert kcache(cluster, "m2").fetch("denied_keys", "db1") == [pubs[2]]
     assert kcache(cluster, "m2").list_all("denied_keys") == {"db1": [pubs[2]]}
     # what salt-key -d does (Key.delete_key also needs a running master for its LocalClient)
@@ -157,8 +155,10 @@ def test_denied_keys_and_deletes_replicate(cluster, pubs):
     key_api(cluster, "m2").delete_den()  # the whole denied_keys bank
     for nid in IDS:
         wait_for(
-            lambda nid=nid: "db1" not in listing(cluster, nid)["minions"]
-            and "db1" not in listing(cluster, nid)["minions_denied"],
+            lambda nid=nid: (
+                "db1" not in listing(cluster, nid)["minions"]
+                and "db1" not in listing(cluster, nid)["minions_denied"]
+            ),
             5,
             f"db1 deleted on {nid}",
         )
