@@ -23,16 +23,18 @@ acknowledges anything.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
+import itertools
 import logging
 import os
 import queue
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
-from saltext_raft.integration.fileutil import atomic_write
 from saltext_raft.kv import KVStateMachine
 from saltext_raft.kv.machine import STORE
 from saltext_raft.kv.machine import decode_command
@@ -65,6 +67,10 @@ class LocalfsMirror:
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         os.makedirs(self.tmpdir, mode=0o700, exist_ok=True)
         self._dirs: set[str] = set()
+        # Temp names: unique per process (pid) and per write (counter), so creating one never
+        # needs ``mkstemp``'s random names and retries. ``itertools.count`` is thread-safe.
+        self._tmp_prefix = os.path.join(self.tmpdir, f"w{os.getpid()}-")
+        self._tmp_seq = itertools.count()
 
     def bank_dir(self, bank: str) -> str:
         return os.path.join(self.root, os.path.normpath(bank)) if bank else self.root
@@ -83,7 +89,28 @@ class LocalfsMirror:
         path = self.key_path(bank, key)
         self._makedirs(self.bank_dir(bank))
         self._makedirs(os.path.dirname(path))  # a key may contain "/" (localfs allows it)
-        atomic_write(path, value, tmp_dir=self.tmpdir, mtime=ts)
+        self._replace(path, value, ts)
+
+    def _replace(self, path: str, value: bytes, ts: int) -> None:
+        """Write a temp file and rename it over ``path``: readers see the old file or the new
+        one, never a partial one. The mtime is set on the descriptor before the rename, so the
+        file appears with it. Plain ``os`` calls: this runs once per stored key on every master,
+        and ``tempfile.mkstemp`` + ``fdopen`` cost more than the write itself on tmpfs."""
+        tmp = f"{self._tmp_prefix}{next(self._tmp_seq)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                view = memoryview(value)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.utime(fd, (ts, ts))
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     def flush(self, bank: str, key: str | None) -> None:
         check_name("bank", bank, allow_empty=True)
@@ -167,8 +194,13 @@ class MirrorWriter:
     """Applies mirror jobs in order on one thread; ``wait(ticket)`` on the loop resolves once
     every job up to ``ticket`` is on disk."""
 
-    def __init__(self, mirror: LocalfsMirror):
+    def __init__(self, mirror: LocalfsMirror, threads: int = 1):
         self.mirror = mirror
+        #: Threads that write independent files of one batch at once (1: the writer thread
+        #: alone). See ``_write_run``.
+        self.threads = max(1, int(threads))
+        self._pool: ThreadPoolExecutor | None = None
+        self._error_lock = threading.Lock()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._seq = 0  # last ticket handed out (loop thread)
         self._done = 0  # last ticket finished (loop thread's view)
@@ -176,13 +208,15 @@ class MirrorWriter:
         self._n = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self.counters = {"jobs": 0, "batches": 0, "errors": 0, "rebuilds": 0}
+        self.counters = {"jobs": 0, "batches": 0, "coalesced": 0, "errors": 0, "rebuilds": 0}
         self.last_error = ""
         self._last_error_log = 0.0
 
     # --- loop side --------------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        if self.threads > 1:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="raft-cache-mirror")
         self._thread = threading.Thread(target=self._run, name="raft-cache-mirror", daemon=True)
         self._thread.start()
 
@@ -191,6 +225,9 @@ class MirrorWriter:
             self._queue.put(None)
             self._thread.join(timeout)
             self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
     def enqueue(self, job: tuple) -> int:
         self._seq += 1
@@ -222,23 +259,72 @@ class MirrorWriter:
     def _run(self) -> None:
         q = self._queue
         while True:
-            item = q.get()
-            batch = [item]
+            batch = [q.get()]
             while True:
                 try:
                     batch.append(q.get_nowait())
                 except queue.Empty:
                     break
-            last = 0
-            for item in batch:
-                if item is None:
-                    self._report(last)
-                    return
-                seq, job = item
+            stop = None in batch
+            if stop:
+                batch = batch[: batch.index(None)]
+            if batch:
+                self._do_batch([job for _, job in batch])
+                self.counters["batches"] += 1
+                self._report(batch[-1][0])
+            if stop:
+                return
+
+    def _do_batch(self, jobs: list[tuple]) -> None:
+        """Apply ``jobs`` (in apply order) with the same end result as one by one.
+
+        Between two barriers (a bank flush or a rebuild, which touch many paths) the jobs each
+        touch one file, so only the last job per path matters: earlier ones are skipped
+        (coalesced) and the survivors, one per path, may be written in any order, hence in
+        parallel. Everything in ``jobs`` is on disk when this returns."""
+        self.counters["jobs"] += len(jobs)
+        run: dict[str, tuple] = {}
+        for job in jobs:
+            path = self._path(job)
+            if path is None:  # a barrier: finish the run before it, then apply it alone
+                self._write_run(run)
+                run = {}
                 self._do(job)
-                last = seq
-            self.counters["batches"] += 1
-            self._report(last)
+            else:
+                if path in run:
+                    self.counters["coalesced"] += 1
+                    del run[path]  # keep apply order of the survivors (for the tests' sake)
+                run[path] = job
+        self._write_run(run)
+
+    def _path(self, job: tuple) -> str | None:
+        """The one file a store or key flush touches; None for jobs that touch more (bank
+        flush, rebuild) and for names the mirror refuses (``_do`` reports those)."""
+        if job[0] == "store" or (job[0] == "flush" and job[2] is not None):
+            try:
+                check_name("bank", job[1], allow_empty=True)
+                check_name("key", job[2])
+            except MirrorPathError:
+                return None
+            return self.mirror.key_path(job[1], job[2])
+        return None
+
+    def _write_run(self, run: dict[str, tuple]) -> None:
+        jobs = list(run.values())
+        pool = self._pool
+        if pool is None or len(jobs) < 2 * self.threads:
+            for job in jobs:
+                self._do(job)
+            return
+        # Independent files: share them out; a mirror write mostly waits in the kernel
+        # (create, rename), which other threads can overlap.
+        n = self.threads
+        for fut in [pool.submit(self._do_all, jobs[i::n]) for i in range(n)]:
+            fut.result()
+
+    def _do_all(self, jobs: list[tuple]) -> None:
+        for job in jobs:
+            self._do(job)
 
     def _report(self, last: int) -> None:
         if last and self._loop is not None and not self._loop.is_closed():
@@ -248,7 +334,6 @@ class MirrorWriter:
                 pass
 
     def _do(self, job: tuple) -> None:
-        self.counters["jobs"] += 1
         kind = job[0]
         try:
             if kind == "store":
@@ -269,11 +354,14 @@ class MirrorWriter:
             # The Raft state is authoritative and the entry is committed: a failed mirror write
             # makes this master's local reads stale, it does not undo the write. Say so loudly
             # (rate-limited) and keep going; the next engine start rebuilds the mirror.
-            self.counters["errors"] += 1
-            self.last_error = f"{kind}: {type(exc).__name__}: {exc}"
-            now = time.monotonic()
-            if now - self._last_error_log >= ERROR_LOG_INTERVAL:
-                self._last_error_log = now
+            with self._error_lock:  # _do may run on several threads (see _write_run)
+                self.counters["errors"] += 1
+                self.last_error = f"{kind}: {type(exc).__name__}: {exc}"
+                now = time.monotonic()
+                quiet = now - self._last_error_log < ERROR_LOG_INTERVAL
+                if not quiet:
+                    self._last_error_log = now
+            if not quiet:
                 log.error(
                     "saltext-raft cache: mirror write failed (%d so far; local reads on this "
                     "master may be stale until the engine restarts): %s",

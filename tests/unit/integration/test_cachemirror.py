@@ -176,3 +176,93 @@ def test_a_failed_mirror_write_is_counted_and_does_not_stop_the_writer(harness, 
     assert "leave the cache directory" in harness.writer.last_error
     run(harness.apply(put("x", "ok", 2)))
     assert localfs.fetch("x", "ok", harness.root) == 2
+
+
+def queued_then_started(root, jobs, run, threads=1):
+    """Queue ``jobs`` before the writer thread starts, so it drains them as one batch."""
+    writer = MirrorWriter(LocalfsMirror(str(root)), threads=threads)
+    ticket = 0
+    for job in jobs:
+        ticket = writer.enqueue(job)
+
+    async def go():
+        writer.start(asyncio.get_running_loop())
+        await asyncio.wait_for(writer.wait(ticket), 10)
+
+    try:
+        run(go())
+    finally:
+        writer.stop()
+    return writer
+
+
+def blob(obj):
+    return salt.payload.dumps(obj)
+
+
+def test_a_batch_writes_only_the_last_value_of_each_key_and_ends_as_applied_one_by_one(
+    tmp_path, run
+):
+    root = tmp_path / "kv"
+    jobs = [
+        ("store", "b", "k", blob(1), 1_700_000_001),
+        ("store", "b", "other", blob("o"), 1_700_000_001),
+        ("store", "b", "k", blob(2), 1_700_000_002),
+        ("flush", "b", "k"),
+        ("store", "b", "k", blob(3), 1_700_000_003),
+        ("store", "b", "gone", blob("g"), 1_700_000_003),
+        ("flush", "b", "gone"),
+    ]
+    writer = queued_then_started(root, jobs, run)
+    assert writer.counters["batches"] == 1
+    assert writer.counters["jobs"] == len(jobs)
+    assert writer.counters["coalesced"] == 4  # three writes of k, one of gone
+    assert localfs.fetch("b", "k", str(root)) == 3
+    assert localfs.updated("b", "k", str(root)) == 1_700_000_003
+    assert localfs.fetch("b", "other", str(root)) == "o"
+    assert not localfs.contains("b", "gone", str(root))
+    assert not os.listdir(str(root) + ".tmp")
+
+
+def test_a_bank_flush_inside_a_batch_is_a_barrier(tmp_path, run):
+    """Regression guard for coalescing across a bank flush: the store before the flush is
+    removed with the bank, the one after it survives."""
+    root = tmp_path / "kv"
+    jobs = [
+        ("store", "a/b", "before", blob(1), 1_700_000_000),
+        ("store", "a/b", "again", blob(1), 1_700_000_000),
+        ("flush", "a", None),
+        ("store", "a/b", "again", blob(2), 1_700_000_000),
+        ("store", "a/b", "after", blob(3), 1_700_000_000),
+    ]
+    writer = queued_then_started(root, jobs, run)
+    assert writer.counters["coalesced"] == 0
+    assert sorted(localfs.list_("a/b", str(root))) == ["after", "again"]
+    assert localfs.fetch("a/b", "again", str(root)) == 2
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_many_keys_in_one_batch_are_all_written_with_their_own_timestamps(tmp_path, run, threads):
+    root = tmp_path / "kv"
+    jobs = [
+        ("store", f"minions/m{i % 7}", f"k{i}", blob({"i": i}), 1_700_000_000 + i)
+        for i in range(200)
+    ]
+    queued_then_started(root, jobs, run, threads=threads)
+    for i in range(200):
+        bank = f"minions/m{i % 7}"
+        assert localfs.fetch(bank, f"k{i}", str(root)) == {"i": i}
+        assert localfs.updated(bank, f"k{i}", str(root)) == 1_700_000_000 + i
+    assert not os.listdir(str(root) + ".tmp")
+
+
+def test_a_refused_name_in_a_batch_does_not_hold_back_the_other_jobs(tmp_path, run):
+    root = tmp_path / "kv"
+    jobs = [
+        ("store", "b", "../escape", blob(0), 1_700_000_000),
+        ("store", "b", "ok", blob(1), 1_700_000_000),
+    ]
+    writer = queued_then_started(root, jobs, run)
+    assert writer.counters["errors"] == 1
+    assert localfs.fetch("b", "ok", str(root)) == 1
+    assert not os.path.exists(tmp_path / "escape.p")
