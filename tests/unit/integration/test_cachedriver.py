@@ -1,0 +1,62 @@
+"""The ``raft`` cache driver's per-call settings (no engine, no loader)."""
+
+from __future__ import annotations
+
+import pytest
+from salt.exceptions import SaltCacheError
+
+from saltext_raft.integration import cacheconfig
+from saltext_raft.integration import cachedriver
+
+
+class Recording(dict):
+    """A dict that remembers which keys were read."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.read = set()
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def base_opts(tmp_path, **extra):
+    return dict(cachedir=str(tmp_path / "c"), sock_dir=str(tmp_path / "s"), **extra)
+
+
+def test_the_settings_key_names_every_option_from_opts_reads(tmp_path):
+    """Regression guard for the parsed-settings cache: an option ``from_opts`` reads but the
+    key leaves out would keep its first value for the life of the process."""
+    opts = Recording(base_opts(tmp_path))
+    cacheconfig.from_opts(opts)
+    assert opts.read <= set(cachedriver._OPTION_NAMES)  # pylint: disable=protected-access
+
+
+def test_a_changed_option_takes_effect_on_the_next_call(tmp_path):
+    opts = base_opts(tmp_path, raft_cache_timeout=5)
+    assert cachedriver._settings(opts).timeout == 5  # pylint: disable=protected-access
+    opts["raft_cache_timeout"] = 7
+    assert cachedriver._settings(opts).timeout == 7  # pylint: disable=protected-access
+    opts["raft_cache_linearizable_reads"] = True
+    assert cachedriver._settings(opts).linearizable_reads  # pylint: disable=protected-access
+
+
+def test_an_option_set_to_none_is_not_taken_for_an_absent_one(tmp_path):
+    opts = base_opts(tmp_path)
+    assert cachedriver._settings(opts).timeout == cacheconfig.DEFAULT_TIMEOUT  # pylint: disable=protected-access
+    with pytest.raises(SaltCacheError, match="raft_cache_timeout"):
+        cachedriver._settings(dict(opts, raft_cache_timeout=None))  # pylint: disable=protected-access
+
+
+def test_a_bad_option_fails_on_every_call(tmp_path):
+    opts = base_opts(tmp_path, raft_cache_timeout=-1)
+    for _ in range(2):
+        with pytest.raises(SaltCacheError, match="raft_cache_timeout"):
+            cachedriver._settings(opts)  # pylint: disable=protected-access
+    with pytest.raises(SaltCacheError, match="raft_cache_timeout"):
+        cachedriver._settings(dict(opts, raft_cache_timeout=[1]))  # pylint: disable=protected-access
