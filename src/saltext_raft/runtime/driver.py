@@ -148,6 +148,9 @@ class RaftRuntime:
         self._last_snapshot = 0
         self._term = 0
         self._saved_vote = (0, NONE)
+        # A commit-only hard state waiting for the next save (or the next idle tick).
+        self._deferred_hs: HardState | None = None
+        self._deferred_seen: HardState | None = None
         self._remote = Remote(self)
         self.counters = dict.fromkeys(
             (
@@ -163,6 +166,8 @@ class RaftRuntime:
                 "snapshots_restored",
                 "ticks",
                 "background_saves",
+                "hard_states_deferred",
+                "commit_updates_merged",
             ),
             0,
         )
@@ -229,6 +234,12 @@ class RaftRuntime:
         finally:
             executor, self._executor = self._executor, None
             if executor is not None:
+                hs, self._deferred_hs = self._deferred_hs, None
+                if hs is not None and self._failure is None:
+                    try:  # a clean stop keeps the latest commit index
+                        await self._loop.run_in_executor(executor, self.store.save, hs, (), None)
+                    except Exception as exc:  # pylint: disable=broad-except
+                        log.warning("raft %s: last commit index not saved: %s", self.id, exc)
                 await self._loop.run_in_executor(executor, self.store.close)
                 executor.shutdown(wait=True)
 
@@ -260,6 +271,7 @@ class RaftRuntime:
         # are stepped first, so a busy follower does not start a needless election.
         self._tick_handle = self._loop.call_later(self.config.tick_seconds, self._on_tick)
         self.counters["ticks"] += 1
+        self._flush_deferred_hs()
         self.node.tick()
         self._kick()
 
@@ -289,19 +301,32 @@ class RaftRuntime:
                 wake.clear()
                 self._kicked = False
                 self._flush_proposals()
+                held: list[Message] = []
                 while node.has_ready():
                     rd = node.ready()
                     self.counters["readies"] += 1
                     messages = rd.messages
+                    if held:
+                        messages = self._merge_held(held, messages)
+                        held = []
                     if rd.must_sync:
                         hs = rd.hard_state
                         same_vote = hs is None or (hs.term, hs.vote) == self._saved_vote
                         if same_vote and rd.snapshot is None and not rd.entries:
                             # Only the commit index changed. Losing it in a crash is harmless
                             # (it is re-learned from the leader), so it need not hold up
-                            # apply: the storage thread writes it in order, in the background.
-                            self._save_in_background(hs)
+                            # apply, nor cost an fsync of its own: it rides along with the next
+                            # save, or is written in the background once a tick passes idle.
+                            self._deferred_hs = hs
+                            self.counters["hard_states_deferred"] += 1
                         else:
+                            deferred, self._deferred_hs = self._deferred_hs, None
+                            if deferred is not None:
+                                if hs is None and rd.snapshot is None:
+                                    hs = deferred  # newer than what is on disk, never older
+                                elif hs is None:
+                                    self._save_in_background(deferred)  # in order, before
+                                # else: hs is newer and carries a commit index at least as high
                             if same_vote and node.role is Role.LEADER and messages:
                                 # Thesis §10.2.1: a leader may replicate while it writes its own
                                 # log; its own copy counts toward commit only once it is stable
@@ -322,16 +347,52 @@ class RaftRuntime:
                             self.counters["entries_saved"] += len(rd.entries)
                             if hs is not None:
                                 self._saved_vote = (hs.term, hs.vote)
-                    if messages:
+                    if messages and rd.committed_entries and _commit_updates_only(messages):
+                        held = messages  # see _merge_held
+                    elif messages:
                         self.transport.send_many(messages)
-                    self._apply(rd)
+                    resolved = self._apply(rd)
                     node.advance(rd)
                     self._after_advance(rd)
+                    if held and resolved:
+                        # Let the callers whose proposals were just applied propose again, so
+                        # the commit index rides on their append instead of a message of its own.
+                        await asyncio.sleep(0)
                     self._flush_proposals()
+                if held:
+                    self.transport.send_many(held)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # storage failure or a bug: stop rather than run unsafely
             self._fatal(exc)
+
+    def _merge_held(self, held: list[Message], messages: list[Message]) -> list[Message]:
+        """Held commit-index updates, minus those the next Ready's appends make redundant.
+
+        A leader tells followers about a new commit index with an empty append, one per
+        follower per Ready. Right after an apply the callers it answered usually propose again,
+        and the append carrying their entries carries the commit index too: the empty one is
+        then dropped, which halves the messages per commit at one proposal in flight. Dropping
+        a message is always safe (the network may lose any); only redundant ones are dropped.
+        """
+        newest = {}
+        for m in messages:
+            if m.type is MsgType.APPEND:
+                newest[m.to] = max(newest.get(m.to, -1), m.commit)
+        kept = [m for m in held if newest.get(m.to, -1) < m.commit]
+        self.counters["commit_updates_merged"] += len(held) - len(kept)
+        return kept + messages if kept else messages
+
+    def _flush_deferred_hs(self, force: bool = False) -> None:
+        """Write a commit-only hard state that no save has picked up for a whole tick."""
+        hs = self._deferred_hs
+        if hs is None:
+            return
+        if force or hs is self._deferred_seen:
+            self._deferred_hs = self._deferred_seen = None
+            self._save_in_background(hs)
+        else:
+            self._deferred_seen = hs  # written at the next tick if still nobody took it
 
     def _save_in_background(self, hs: HardState) -> None:
         self.counters["background_saves"] += 1
@@ -357,7 +418,8 @@ class RaftRuntime:
     def _failure_error(self) -> RaftRuntimeError:
         return StorageFailed(f"raft node {self.id} stopped after a failure: {self._failure}")
 
-    def _apply(self, rd: Ready) -> None:
+    def _apply(self, rd: Ready) -> int:
+        """Apply ``rd``'s snapshot and entries; returns how many local proposals it answered."""
         sm = self.sm
         if rd.snapshot is not None:
             meta = rd.snapshot.meta
@@ -378,6 +440,7 @@ class RaftRuntime:
         waiting = self._waiting
         conf_waiters = self._conf_waiters
         applied = 0
+        resolved = 0
         for e in rd.committed_entries:
             if e.kind == EntryKind.NORMAL:
                 data = e.data
@@ -399,6 +462,7 @@ class RaftRuntime:
                     else:
                         if fut is not None and not fut.done():
                             fut.set_result(result)
+                            resolved += 1
                     applied += 1
             else:
                 cc = ConfChange.decode(e.data)
@@ -419,6 +483,7 @@ class RaftRuntime:
             if fut is not None and not fut.done():
                 self.counters["reads"] += 1
                 heapq.heappush(self._read_heap, (rs.index, self.counters["reads"], fut))
+        return resolved
 
     def _after_advance(self, rd: Ready) -> None:
         node = self.node
@@ -822,6 +887,11 @@ class RaftRuntime:
         if self._changed is not None and not self._changed.done():
             self._changed.set_result(None)
         self._remote.fail_all(exc)
+
+
+def _commit_updates_only(messages: list[Message]) -> bool:
+    """True for a leader's commit-index updates: appends that carry no entries."""
+    return all(m.type is MsgType.APPEND and not m.entries for m in messages)
 
 
 class _Retry(Exception):

@@ -16,6 +16,7 @@ from saltext_raft.runtime import RuntimeConfig
 from saltext_raft.runtime import RuntimeConfigError
 from saltext_raft.runtime import Stopped
 from saltext_raft.runtime import StorageFailed
+from saltext_raft.runtime import default_core_config
 from saltext_raft.storage import MemoryStore
 from tests.unit.runtime.helpers import LocalCluster
 
@@ -313,3 +314,71 @@ def test_kv_state_machine_snapshot_round_trip():
     other = KVStateMachine()
     other.restore(sm.snapshot())
     assert other.data == {b"a": b"1"} and other.applied == 2
+
+
+def test_commit_only_hard_state_rides_with_the_next_save_and_reaches_disk_when_idle():
+    """Regression: the commit-only hard state written after each commit used to be a save of
+    its own, queued in front of the next proposal's save (two fsyncs in series per commit at
+    one proposal in flight). Now it rides along with the next save; an idle node still writes
+    it within a couple of ticks."""
+
+    async def main():
+        c = LocalCluster(tick_seconds=0.05)  # two idle ticks (100 ms) never pass between proposals
+        await c.start_all()
+        try:
+            leader = await c.leader(timeout=10)
+            before = dict(leader.counters)
+            for i in range(30):
+                await leader.propose(b"x%d" % i)
+            saves = leader.counters["saves"] - before["saves"]
+            background = leader.counters["background_saves"] - before["background_saves"]
+            assert saves + background < 45, leader.counters  # was 60: 30 entry + 30 commit saves
+            assert leader.counters["hard_states_deferred"] > before["hard_states_deferred"]
+            disk = c.disks[leader.id]
+            await c.until(
+                "the leader's latest commit index on its disk",
+                lambda: disk.hard_state.commit == leader.node.commit_index,
+            )
+        finally:
+            await c.stop_all()
+
+    run(main())
+
+
+class QuietHeartbeatCluster(LocalCluster):
+    """Heartbeats every 5 s: a follower learns a commit index only from appends."""
+
+    def make(self, nid, join=False):
+        rt = super().make(nid, join)
+        rt.core_config = default_core_config(nid, election_ticks=2000, heartbeat_ticks=1000)
+        return rt
+
+
+def test_commit_updates_ride_on_the_next_append_and_are_sent_when_nothing_follows():
+    """The leader holds its empty commit-index appends for one loop pass after answering a
+    proposer; the proposer's next entry carries the commit index instead. The last one, with
+    nothing after it, must still go out (not wait for a heartbeat)."""
+
+    async def main():
+        c = QuietHeartbeatCluster()
+        await c.start_all()
+        try:
+            first = c.nodes["n1"]
+            first.node.campaign()
+            first._kick()  # pylint: disable=protected-access
+            leader = await c.leader()
+            before = leader.counters["commit_updates_merged"]
+            for i in range(20):
+                await leader.propose(b"y%d" % i)
+            assert leader.counters["commit_updates_merged"] > before, leader.counters
+            await c.until(
+                "every follower knows the last commit index (heartbeats are 5 s apart)",
+                lambda: all(
+                    rt.node.commit_index == leader.node.commit_index for rt in c.nodes.values()
+                ),
+                timeout=3.0,
+            )
+        finally:
+            await c.stop_all()
+
+    run(main())
