@@ -9,7 +9,9 @@ transport with encryption, CacheStore over Salt's localfs cache with fsync), 100
 (d) failover: SIGKILL the leader, time until a new leader has committed an entry of its term
     (polled every 10 ms on the survivors' control channels), ``--trials`` times, p50/p99;
 (e) the same against PySyncObj (3 processes, its defaults: in-memory log, no fsync), with our
-    figure divided by theirs.
+    figure divided by theirs; and, where Salt 3008 is installed, its core Raft driven in one
+    process (section ``salt_core``: one process, in-memory transport, for reference only — not
+    a like-for-like comparison; see bench/saltcore.py).
 
 Load runs inside the leader process (the node's control op ``load``), for both systems, so no
 client round trip is measured. Every loop is bounded in count and in time. Targets are reported,
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import time
 
+from saltext_raft.bench import saltcore
 from saltext_raft.bench.procs import NodeProc
 from saltext_raft.bench.procs import ProcCluster
 from saltext_raft.bench.procs import free_port
@@ -259,6 +262,14 @@ def ratios(ours: dict, theirs: dict) -> dict:
     }
 
 
+def salt_core_section(o, ours: dict, workdir: str) -> dict:
+    """Salt 3008's core Raft in one process, for reference (skipped with a reason without it)."""
+    core = saltcore.section(o, os.path.join(workdir, "salt-core"))
+    if "skipped" not in core and core.get("throughput_per_s"):
+        core["ratios_ours_over_salt_core"] = ratios(ours, core)
+    return core
+
+
 def verdict(ours: dict, rat: dict | None) -> dict:
     big = (
         ours["big_log"]["throughput_per_s"] / ours["throughput_per_s"]
@@ -295,6 +306,21 @@ def build_parser():
         "--quick", action="store_true", help="a short form for CI (small counts, 5 failover trials)"
     )
     p.add_argument("--no-pysyncobj", action="store_true")
+    p.add_argument(
+        "--no-salt-core", action="store_true", help="skip the Salt 3008 core Raft reference"
+    )
+    p.add_argument(
+        "--salt-core-log-entries",
+        type=int,
+        default=10_000,
+        help="Salt core: log length for (c) with its storage (3x that without storage)",
+    )
+    p.add_argument(
+        "--salt-core-seconds",
+        type=float,
+        default=420.0,
+        help="Salt core: time bound of the whole section",
+    )
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--workdir", default=None)
     p.add_argument(
@@ -328,6 +354,7 @@ def main(argv=None) -> int:
             30.0,
             60.0,
         )
+        o.salt_core_log_entries, o.salt_core_seconds = 1000, 45.0
     workdir = o.workdir or tempfile.mkdtemp(prefix="raft-bench-")
     started = time.time()
     result = {
@@ -353,6 +380,10 @@ def main(argv=None) -> int:
         else:
             result["pysyncobj"] = theirs
             rat = result["ratios"] = ratios(ours, theirs)
+    if o.no_salt_core:
+        result["salt_core"] = {"label": saltcore.LABEL, "skipped": "--no-salt-core"}
+    else:
+        result["salt_core"] = salt_core_section(o, ours, workdir)
     result["targets"] = verdict(ours, rat)
     result["seconds"] = round(time.time() - started, 1)
     result["machine"]["loadavg_at_end"] = os.getloadavg()
