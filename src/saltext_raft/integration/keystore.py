@@ -324,3 +324,57 @@ def contains(opts: dict, bank: str, key=None) -> bool:
 def updated(opts: dict, bank: str, key: str):
     _valid(opts, bank, key)
     return cachedriver.updated(opts, mirror_bank(bank), key)
+
+
+# --------------------------------------------------------------------------------------------
+# moving an existing pki_dir into the replicated store
+# --------------------------------------------------------------------------------------------
+def import_pki_dir(opts: dict) -> dict:
+    """Copy the minion keys of this master's ``pki_dir`` (Salt's ``localfs_key`` layout) into
+    the replicated store, skipping ids the store already has. Returns counts per outcome.
+
+    Without this, switching a master with accepted minions to ``keys.cache_driver: raft``
+    would make them look new: their next authentication would file them as pending."""
+    local = salt.cache.Cache(opts, driver=LOCAL_DRIVER)
+    counts = {"imported": 0, "already_present": 0}
+    for bank in REPLICATED_BANKS:
+        present = set(list_(opts, bank))
+        for key, value in local.list_all(bank, include_data=True).items():
+            if key in present:
+                counts["already_present"] += 1
+                continue
+            if bank == "denied_keys" and isinstance(value, str):
+                value = [value]
+            store(opts, {}, bank, key, value)
+            counts["imported"] += 1
+    return counts
+
+
+def main(argv=None) -> int:
+    """``python -m saltext_raft.integration.keystore import [-c /etc/salt]``: run once, on one
+    master whose engine is up, before minions authenticate against the replicated store."""
+    import argparse  # pylint: disable=import-outside-toplevel
+
+    import salt.config  # pylint: disable=import-outside-toplevel
+
+    parser = argparse.ArgumentParser(prog="python -m saltext_raft.integration.keystore")
+    parser.add_argument("command", choices=["import"])
+    parser.add_argument("-c", "--config-dir", default="/etc/salt")
+    args = parser.parse_args(argv)
+    opts = salt.config.master_config(os.path.join(args.config_dir, "master"))
+    if not cacheconfig.keys_driver_enabled(opts):
+        parser.error("this master does not have keys.cache_driver: raft")
+    try:
+        counts = import_pki_dir(opts)
+    except SaltCacheError as exc:
+        print(f"import failed: {exc}")
+        return 1
+    print(
+        f"imported {counts['imported']} minion key(s) from {opts['pki_dir']}; "
+        f"{counts['already_present']} already in the replicated store"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

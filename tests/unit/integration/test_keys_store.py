@@ -221,3 +221,26 @@ def test_without_quorum_key_writes_fail_clearly_and_reads_keep_working(tmp_path,
             kcache(c, "m1", raft_cache_timeout=0.5).fetch("keys", "late")
     finally:
         c.close()
+
+
+def test_importing_an_existing_pki_dir_makes_its_keys_visible_everywhere(cluster, pubs):
+    # a master that used localfs_key before: keys are files in its pki_dir
+    opts = master_opts(cluster, "m3")
+    old = salt.cache.Cache(dict(opts, **{"keys.cache_driver": "localfs_key"}), driver="localfs_key")
+    old.store("keys", "legacy1", {"state": "accepted", "pub": pubs[1]})
+    old.store("keys", "legacy2", {"state": "rejected", "pub": pubs[2]})
+    # (m3's pki_dir also holds its view of keys the earlier tests replicated: already present)
+    assert keystore.import_pki_dir(opts)["imported"] == 2
+    wait_for(
+        lambda: (
+            {"legacy1", "legacy2"}
+            <= set(listing(cluster, "m1")["minions"])
+            | set(listing(cluster, "m1")["minions_rejected"])
+        ),
+        5,
+        "the imported keys on m1",
+    )
+    assert kcache(cluster, "m1").fetch("keys", "legacy1") == {"state": "accepted", "pub": pubs[1]}
+    assert kcache(cluster, "m1").fetch("keys", "legacy2")["state"] == "rejected"
+    # running it again changes nothing
+    assert keystore.import_pki_dir(master_opts(cluster, "m3"))["imported"] == 0
