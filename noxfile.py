@@ -158,8 +158,16 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks (arguments after -- go to ``python -m saltext_raft.bench``)."""
+    """Benchmarks (arguments after -- go to ``python -m saltext_raft.bench``).
+
+    Installs Salt 3008 (so ``bench cluster`` includes Salt's core Raft for reference) and the
+    ``bench`` extra: PySyncObj, and matplotlib for ``bench plot``, e.g.
+    ``nox -s bench -- plot docs/bench/cluster-<date>.json -o docs/bench/cluster.png``.
+    """
     _install_with_salt(session, SALT_VERSIONS[0], extras="bench")
+    # ``bench plot`` needs matplotlib; the extra lists it, this keeps the session whole if the
+    # extra changes (pip skips it when already installed).
+    session.install("matplotlib>=3.7")
     session.run("python", "-m", "saltext_raft.bench", *session.posargs)
 
 

@@ -22,6 +22,10 @@ COMMANDS = {
         "saltext_raft.bench.steady",
         "3 nodes under steady load with both CPUs busy: leader changes (target: none)",
     ),
+    "plot": (
+        "saltext_raft.bench.plot",
+        "PNG from bench cluster JSON files (needs matplotlib: the bench extra)",
+    ),
     "cache": (
         "saltext_raft.bench.cache",
         "raft cache driver: 32 writers' cache.store rate/latency, cache.fetch vs localfs",
