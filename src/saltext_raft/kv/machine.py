@@ -86,7 +86,10 @@ class KVStateMachine:
     # --- state machine protocol ---------------------------------------------------------------
     def apply(self, data: bytes):
         """Apply one committed command; returns its result (the same on every node)."""
-        cmd = decode_command(data)
+        return self.apply_command(decode_command(data))
+
+    def apply_command(self, cmd: Command):
+        """:meth:`apply` for a command its caller has already decoded."""
         if cmd.client:
             seen = self._dedup.get(cmd.client)
             if seen is not None and cmd.seq <= seen[0]:

@@ -266,3 +266,23 @@ def test_a_refused_name_in_a_batch_does_not_hold_back_the_other_jobs(tmp_path, r
     assert writer.counters["errors"] == 1
     assert localfs.fetch("b", "ok", str(root)) == 1
     assert not os.path.exists(tmp_path / "escape.p")
+
+
+def test_entries_applied_in_one_loop_iteration_reach_the_writer_thread_as_one_batch(harness, run):
+    """The runtime applies a Ready's entries back to back: the writer thread must be woken
+    once for them, not once per entry (two thread switches per store on every master)."""
+
+    async def apply_many():
+        tickets = []
+        for i in range(20):
+            harness.index += 1
+            tickets.append(harness.sm.apply(entry(harness.index, put("b", f"k{i}", i))).ticket)
+        # Nothing reaches the thread while this loop iteration runs...
+        assert harness.writer._queue.qsize() == 0  # pylint: disable=protected-access
+        await asyncio.wait_for(harness.writer.wait(tickets[-1]), 5)
+        return tickets
+
+    tickets = run(apply_many())
+    assert tickets == sorted(tickets)
+    assert harness.writer.counters["batches"] == 1  # ...then everything arrives at once
+    assert sorted(localfs.list_("b", harness.root)) == sorted(f"k{i}" for i in range(20))
