@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import secrets
 import shutil
 import statistics
@@ -50,6 +51,12 @@ def build_parser():
     p.add_argument("--count", type=int, default=5000, help="stores per writer (bound)")
     p.add_argument("--value-size", type=int, default=100)
     p.add_argument("--fetches", type=int, default=2000)
+    p.add_argument(
+        "--mirror-dir",
+        help="put each node's local copy (raft_cache_dir) under this directory, e.g. /dev/shm "
+        "(default: under the node's cachedir, as shipped)",
+    )
+    p.add_argument("--mirror-threads", type=int, help="mirror writer threads per node")
     p.add_argument("--writer", help=argparse.SUPPRESS)  # internal: run one writer process
     return p
 
@@ -60,10 +67,11 @@ def writer_main(spec: dict) -> int:
 
     from saltext_raft.bench.cache_node import node_opts  # pylint: disable=import-outside-toplevel
 
-    cache = salt.cache.Cache(node_opts(spec["dir"]))
+    cache = salt.cache.Cache(node_opts(spec["dir"], spec.get("mirror_dir")))
     value = "x" * spec["value_size"]
     cache.store("bench/warmup", f"w{os.getpid()}", value)  # connect + load the driver first
     results = {}
+    cpu0 = _cpu_seconds()
 
     def run(t):
         lat, errors = [], 0
@@ -88,14 +96,44 @@ def writer_main(spec: dict) -> int:
         th.start()
     for th in threads:
         th.join()
-    print(json.dumps(list(results.values())), flush=True)
+    cpu = _cpu_seconds() - cpu0
+    print(json.dumps({"threads": list(results.values()), "cpu_s": cpu}), flush=True)
     return 0
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _proc_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of another process (Linux /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _machine_busy_seconds() -> float | None:
+    """CPU seconds all CPUs of the machine spent busy so far (Linux /proc/stat)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+                int, fh.readline().split()[1:9]
+            )
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
 
 
 # --- the benchmark ------------------------------------------------------------------------------
 class Nodes:
-    def __init__(self, base: str, n: int = 3):
+    def __init__(self, base: str, n: int = 3, mirror_base: str | None = None, mirror_threads=None):
         self.base = base
+        self.mirror_base = mirror_base
+        self.mirror_threads = mirror_threads
         self.ids = [f"c{i + 1}" for i in range(n)]
         self.ports = {nid: free_port() for nid in self.ids}
         self.secret = os.path.join(base, "secret")
@@ -107,13 +145,29 @@ class Nodes:
     def dir(self, nid: str) -> str:
         return os.path.join(self.base, nid)
 
+    def mirror_dir(self, nid: str) -> str | None:
+        return os.path.join(self.mirror_base, nid) if self.mirror_base else None
+
+    def opts(self, nid: str) -> dict:
+        from saltext_raft.bench.cache_node import node_opts  # pylint: disable=import-outside-toplevel
+
+        return node_opts(self.dir(nid), self.mirror_dir(nid))
+
     def start(self, timeout: float = 60.0) -> None:
         peers = ",".join(f"{n}=127.0.0.1:{p}" for n, p in self.ports.items())
         for nid in self.ids:
+            extra = []
+            if self.mirror_base:
+                extra += ["--mirror-dir", self.mirror_dir(nid)]
+            if self.mirror_threads is not None:
+                extra += ["--mirror-threads", str(self.mirror_threads)]
+            if os.environ.get("SRT_CACHE_BENCH_PROFILE"):  # a directory: cProfile per node
+                prof = os.path.join(os.environ["SRT_CACHE_BENCH_PROFILE"], f"{nid}.prof")
+                extra += ["--profile", prof]
             self.procs[nid] = subprocess.Popen(
                 [sys.executable, "-m", "saltext_raft.bench.cache_node", "--id", nid,
                  "--listen", f"127.0.0.1:{self.ports[nid]}", "--peers", peers,
-                 "--dir", self.dir(nid), "--secret-file", self.secret],
+                 "--dir", self.dir(nid), "--secret-file", self.secret, *extra],
                 stdout=subprocess.PIPE, text=True,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
@@ -159,8 +213,10 @@ def store_phase(nodes: Nodes, args) -> dict:
     start_at = time.time() + 3.0  # every writer has loaded Salt and connected by then
     procs = []
     for i, threads in enumerate(per_proc):
+        nid = nodes.ids[i % len(nodes.ids)]
         spec = {
-            "dir": nodes.dir(nodes.ids[i % len(nodes.ids)]),
+            "dir": nodes.dir(nid),
+            "mirror_dir": nodes.mirror_dir(nid),
             "threads": threads,
             "duration": args.duration,
             "count": args.count,
@@ -174,10 +230,22 @@ def store_phase(nodes: Nodes, args) -> dict:
                 text=True,
             )  # fmt: skip
         )
-    results = []
+    # CPU over the store phase (from just before the writers start until they all exit):
+    # seconds of CPU per store, by role, are far less sensitive to other load than the rate.
+    node_cpu0 = {nid: _proc_cpu_seconds(p.pid) for nid, p in nodes.procs.items()}
+    busy0, wall0 = _machine_busy_seconds(), time.monotonic()
+    load0 = os.getloadavg()
+    results, writer_cpu = [], 0.0
     for proc in procs:
         out, _ = proc.communicate(timeout=args.duration + 120)
-        results.extend(json.loads(out.strip().splitlines()[-1]))
+        doc = json.loads(out.strip().splitlines()[-1])
+        results.extend(doc["threads"])
+        writer_cpu += doc["cpu_s"]
+    node_cpu = {}
+    for nid, p in nodes.procs.items():
+        after = _proc_cpu_seconds(p.pid)
+        node_cpu[nid] = None if after is None or node_cpu0[nid] is None else after - node_cpu0[nid]
+    busy1, wall1 = _machine_busy_seconds(), time.monotonic()
     lat = [x for r in results for x in r["lat"]]
     errors = sum(r["errors"] for r in results)
     span = max(r["last"] for r in results) - min(r["first"] for r in results)
@@ -199,18 +267,36 @@ def store_phase(nodes: Nodes, args) -> dict:
         },
         "target": {"stores_per_s": TARGET_STORES_PER_S, "p99_ms": TARGET_P99_MS},
         "met": rate >= TARGET_STORES_PER_S and p99 is not None and p99 <= TARGET_P99_MS,
+        "cpu": _cpu_summary(node_cpu, writer_cpu, len(lat), busy0, busy1, wall1 - wall0),
+        "loadavg_1m": {"start": round(load0[0], 2), "end": round(os.getloadavg()[0], 2)},
     }
+
+
+def _cpu_summary(node_cpu, writer_cpu, stores, busy0, busy1, wall) -> dict:
+    def per_store_ms(seconds):
+        return round(seconds * 1000 / stores, 3) if stores and seconds is not None else None
+
+    out = {
+        "node_ms_per_store": {nid: per_store_ms(c) for nid, c in node_cpu.items()},
+        "writers_ms_per_store": per_store_ms(writer_cpu),
+        "phase_seconds": round(wall, 3),
+        "cpus": os.cpu_count(),
+    }
+    if None not in node_cpu.values():
+        out["all_nodes_ms_per_store"] = per_store_ms(sum(node_cpu.values()))
+    if busy0 is not None and busy1 is not None and wall > 0:
+        # Busy CPUs on the whole machine during the phase (this benchmark and everything else).
+        out["machine_busy_cpus"] = round((busy1 - busy0) / wall, 2)
+    return out
 
 
 def fetch_phase(nodes: Nodes, args) -> dict:
     import salt.cache  # pylint: disable=import-outside-toplevel
     import salt.config  # pylint: disable=import-outside-toplevel
 
-    from saltext_raft.bench.cache_node import node_opts  # pylint: disable=import-outside-toplevel
-
     value = "x" * args.value_size
     keys = [f"k{i}" for i in range(100)]
-    raft_opts = node_opts(nodes.dir(nodes.ids[0]))
+    raft_opts = nodes.opts(nodes.ids[0])
     local_opts = dict(salt.config.DEFAULT_MASTER_OPTS)
     local_opts.update(cachedir=os.path.join(nodes.base, "plain-localfs"), cache="localfs")
     out = {}
@@ -247,7 +333,10 @@ def main(argv=None) -> int:
     if args.writer:
         return writer_main(json.loads(args.writer))
     base = tempfile.mkdtemp(prefix="srt-cbench-", dir="/tmp")
-    nodes = Nodes(base)
+    mirror_base = None
+    if args.mirror_dir:
+        mirror_base = tempfile.mkdtemp(prefix="srt-cbench-mirror-", dir=args.mirror_dir)
+    nodes = Nodes(base, mirror_base=mirror_base, mirror_threads=args.mirror_threads)
     result = {
         "benchmark": "cache",
         "date": time.strftime("%Y-%m-%d"),
@@ -255,15 +344,15 @@ def main(argv=None) -> int:
         "python": sys.version.split()[0],
         "setup": "3 cache node processes (runtime + CacheStore(localfs, fsync) + zmq + "
         "CacheService), writer processes using salt.cache.Cache with the raft driver",
+        "mirror_dir": args.mirror_dir or "cachedir (default)",
+        "mirror_threads": args.mirror_threads,
     }
     try:
         import salt.version  # pylint: disable=import-outside-toplevel
 
         result["salt"] = salt.version.__version__
         nodes.start()
-        from saltext_raft.bench.cache_node import node_opts  # pylint: disable=import-outside-toplevel
-
-        wait_writable(node_opts(nodes.dir(nodes.ids[0])))
+        wait_writable(nodes.opts(nodes.ids[0]))
         result["store"] = store_phase(nodes, args)
         result["fetch"] = fetch_phase(nodes, args)
     finally:
@@ -279,6 +368,8 @@ def main(argv=None) -> int:
             for nid, st in nodes.final.items()
         }
         shutil.rmtree(base, ignore_errors=True)
+        if mirror_base:
+            shutil.rmtree(mirror_base, ignore_errors=True)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -287,7 +378,9 @@ def main(argv=None) -> int:
         print(
             f"store: {s['stores_per_s']}/s, p50 {s['latency_ms']['p50']} ms, "
             f"p99 {s['latency_ms']['p99']} ms, errors {s['errors']} (targets "
-            f"{TARGET_STORES_PER_S}/s, p99 <= {TARGET_P99_MS} ms: {s_ok})"
+            f"{TARGET_STORES_PER_S}/s, p99 <= {TARGET_P99_MS} ms: {s_ok}); CPU per store: "
+            f"nodes {s['cpu'].get('all_nodes_ms_per_store')} ms, writers "
+            f"{s['cpu']['writers_ms_per_store']} ms"
         )
         print(
             f"fetch: raft p50 {f['raft']['p50_us']} us vs localfs {f['localfs']['p50_us']} us "

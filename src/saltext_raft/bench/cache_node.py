@@ -26,12 +26,16 @@ def parse_args(argv):
     p.add_argument("--peers", required=True, help="id=host:port,...")
     p.add_argument("--dir", required=True, help="cachedir and sock_dir live here")
     p.add_argument("--secret-file", required=True)
+    p.add_argument("--mirror-dir", help="raft_cache_dir (default: under the node's cachedir)")
+    p.add_argument("--mirror-threads", type=int, default=None, help="mirror writer threads")
     p.add_argument("--log-level", default="warning")
+    p.add_argument("--profile", help="write cProfile stats of the event loop thread here")
     return p.parse_args(argv)
 
 
-def node_opts(base: str) -> dict:
-    """The Salt opts of one benchmark master (shared by the node and its writers)."""
+def node_opts(base: str, mirror_dir: str | None = None) -> dict:
+    """The Salt opts of one benchmark master (shared by the node and its writers).
+    ``mirror_dir``: the local copy's directory (``raft_cache_dir``), e.g. on tmpfs."""
     import salt.config  # pylint: disable=import-outside-toplevel
 
     opts = dict(salt.config.DEFAULT_MASTER_OPTS)
@@ -42,6 +46,8 @@ def node_opts(base: str) -> dict:
         raft_cache_timeout=10.0,
         __role="master",
     )
+    if mirror_dir:
+        opts["raft_cache_dir"] = mirror_dir
     return opts
 
 
@@ -57,13 +63,14 @@ async def main(argv=None) -> int:
     from saltext_raft.transport import TransportConfig  # pylint: disable=import-outside-toplevel
     from saltext_raft.transport import ZmqTransport  # pylint: disable=import-outside-toplevel
 
-    opts = node_opts(args.dir)
+    opts = node_opts(args.dir, args.mirror_dir)
     for key in ("cachedir", "sock_dir"):
         os.makedirs(opts[key], exist_ok=True)
     peers = dict(p.split("=", 1) for p in args.peers.split(","))
     with open(args.secret_file, "rb") as fh:
         secret = fh.read().strip()
-    service = CacheService(from_opts(opts))
+    kwargs = {} if args.mirror_threads is None else {"mirror_threads": args.mirror_threads}
+    service = CacheService(from_opts(opts), **kwargs)
     rt = RaftRuntime(
         args.id,
         open_store(storage_opts(opts), "bench", args.id),
@@ -97,5 +104,18 @@ async def main(argv=None) -> int:
     return 0
 
 
+def run(argv=None) -> int:
+    args = parse_args(argv if argv is not None else sys.argv[1:])
+    if not args.profile:
+        return asyncio.run(main(argv))
+    import cProfile  # pylint: disable=import-outside-toplevel
+
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(asyncio.run, main(argv))
+    finally:
+        profiler.dump_stats(args.profile)
+
+
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(run())
