@@ -56,7 +56,6 @@ def build_parser():
         help="put each node's local copy (raft_cache_dir) under this directory, e.g. /dev/shm "
         "(default: under the node's cachedir, as shipped)",
     )
-    p.add_argument("--mirror-threads", type=int, help="mirror writer threads per node")
     p.add_argument("--writer", help=argparse.SUPPRESS)  # internal: run one writer process
     return p
 
@@ -130,10 +129,9 @@ def _machine_busy_seconds() -> float | None:
 
 # --- the benchmark ------------------------------------------------------------------------------
 class Nodes:
-    def __init__(self, base: str, n: int = 3, mirror_base: str | None = None, mirror_threads=None):
+    def __init__(self, base: str, n: int = 3, mirror_base: str | None = None):
         self.base = base
         self.mirror_base = mirror_base
-        self.mirror_threads = mirror_threads
         self.ids = [f"c{i + 1}" for i in range(n)]
         self.ports = {nid: free_port() for nid in self.ids}
         self.secret = os.path.join(base, "secret")
@@ -159,8 +157,6 @@ class Nodes:
             extra = []
             if self.mirror_base:
                 extra += ["--mirror-dir", self.mirror_dir(nid)]
-            if self.mirror_threads is not None:
-                extra += ["--mirror-threads", str(self.mirror_threads)]
             if os.environ.get("SRT_CACHE_BENCH_PROFILE"):  # a directory: cProfile per node
                 prof = os.path.join(os.environ["SRT_CACHE_BENCH_PROFILE"], f"{nid}.prof")
                 extra += ["--profile", prof]
@@ -336,7 +332,7 @@ def main(argv=None) -> int:
     mirror_base = None
     if args.mirror_dir:
         mirror_base = tempfile.mkdtemp(prefix="srt-cbench-mirror-", dir=args.mirror_dir)
-    nodes = Nodes(base, mirror_base=mirror_base, mirror_threads=args.mirror_threads)
+    nodes = Nodes(base, mirror_base=mirror_base)
     result = {
         "benchmark": "cache",
         "date": time.strftime("%Y-%m-%d"),
@@ -345,7 +341,6 @@ def main(argv=None) -> int:
         "setup": "3 cache node processes (runtime + CacheStore(localfs, fsync) + zmq + "
         "CacheService), writer processes using salt.cache.Cache with the raft driver",
         "mirror_dir": args.mirror_dir or "cachedir (default)",
-        "mirror_threads": args.mirror_threads,
     }
     try:
         import salt.version  # pylint: disable=import-outside-toplevel

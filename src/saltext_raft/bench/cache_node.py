@@ -27,7 +27,6 @@ def parse_args(argv):
     p.add_argument("--dir", required=True, help="cachedir and sock_dir live here")
     p.add_argument("--secret-file", required=True)
     p.add_argument("--mirror-dir", help="raft_cache_dir (default: under the node's cachedir)")
-    p.add_argument("--mirror-threads", type=int, default=None, help="mirror writer threads")
     p.add_argument("--log-level", default="warning")
     p.add_argument("--profile", help="write cProfile stats of the event loop thread here")
     return p.parse_args(argv)
@@ -69,8 +68,7 @@ async def main(argv=None) -> int:
     peers = dict(p.split("=", 1) for p in args.peers.split(","))
     with open(args.secret_file, "rb") as fh:
         secret = fh.read().strip()
-    kwargs = {} if args.mirror_threads is None else {"mirror_threads": args.mirror_threads}
-    service = CacheService(from_opts(opts), **kwargs)
+    service = CacheService(from_opts(opts))
     rt = RaftRuntime(
         args.id,
         open_store(storage_opts(opts), "bench", args.id),

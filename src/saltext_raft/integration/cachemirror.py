@@ -32,7 +32,6 @@ import queue
 import shutil
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from saltext_raft.kv import KVStateMachine
@@ -194,13 +193,8 @@ class MirrorWriter:
     """Applies mirror jobs in order on one thread; ``wait(ticket)`` on the loop resolves once
     every job up to ``ticket`` is on disk."""
 
-    def __init__(self, mirror: LocalfsMirror, threads: int = 1):
+    def __init__(self, mirror: LocalfsMirror):
         self.mirror = mirror
-        #: Threads that write independent files of one batch at once (1: the writer thread
-        #: alone). See ``_write_run``.
-        self.threads = max(1, int(threads))
-        self._pool: ThreadPoolExecutor | None = None
-        self._error_lock = threading.Lock()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()  # lists of (ticket, job), None
         self._buffer: list[tuple[int, tuple]] = []  # queued on the loop, not yet handed over
         self._seq = 0  # last ticket handed out (loop thread)
@@ -216,8 +210,6 @@ class MirrorWriter:
     # --- loop side --------------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        if self.threads > 1:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="raft-cache-mirror")
         self._thread = threading.Thread(target=self._run, name="raft-cache-mirror", daemon=True)
         self._thread.start()
 
@@ -227,9 +219,6 @@ class MirrorWriter:
             self._queue.put(None)
             self._thread.join(timeout)
             self._thread = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None
 
     def enqueue(self, job: tuple) -> int:
         """Queue ``job`` (on the loop thread); returns its ticket.
@@ -299,8 +288,10 @@ class MirrorWriter:
 
         Between two barriers (a bank flush or a rebuild, which touch many paths) the jobs each
         touch one file, so only the last job per path matters: earlier ones are skipped
-        (coalesced) and the survivors, one per path, may be written in any order, hence in
-        parallel. Everything in ``jobs`` is on disk when this returns."""
+        (coalesced). Everything in ``jobs`` is on disk when this returns.
+
+        Writing the survivors on several threads was tried: on the ext4 disk of the benchmark
+        machine it was no faster (create + rename serialize in the kernel), so one thread."""
         self.counters["jobs"] += len(jobs)
         run: dict[str, tuple] = {}
         for job in jobs:
@@ -329,20 +320,7 @@ class MirrorWriter:
         return None
 
     def _write_run(self, run: dict[str, tuple]) -> None:
-        jobs = list(run.values())
-        pool = self._pool
-        if pool is None or len(jobs) < 2 * self.threads:
-            for job in jobs:
-                self._do(job)
-            return
-        # Independent files: share them out; a mirror write mostly waits in the kernel
-        # (create, rename), which other threads can overlap.
-        n = self.threads
-        for fut in [pool.submit(self._do_all, jobs[i::n]) for i in range(n)]:
-            fut.result()
-
-    def _do_all(self, jobs: list[tuple]) -> None:
-        for job in jobs:
+        for job in run.values():
             self._do(job)
 
     def _report(self, last: int) -> None:
@@ -373,14 +351,11 @@ class MirrorWriter:
             # The Raft state is authoritative and the entry is committed: a failed mirror write
             # makes this master's local reads stale, it does not undo the write. Say so loudly
             # (rate-limited) and keep going; the next engine start rebuilds the mirror.
-            with self._error_lock:  # _do may run on several threads (see _write_run)
-                self.counters["errors"] += 1
-                self.last_error = f"{kind}: {type(exc).__name__}: {exc}"
-                now = time.monotonic()
-                quiet = now - self._last_error_log < ERROR_LOG_INTERVAL
-                if not quiet:
-                    self._last_error_log = now
-            if not quiet:
+            self.counters["errors"] += 1
+            self.last_error = f"{kind}: {type(exc).__name__}: {exc}"
+            now = time.monotonic()
+            if now - self._last_error_log >= ERROR_LOG_INTERVAL:
+                self._last_error_log = now
                 log.error(
                     "saltext-raft cache: mirror write failed (%d so far; local reads on this "
                     "master may be stale until the engine restarts): %s",

@@ -41,16 +41,10 @@ from saltext_raft.runtime.errors import Rejected
 log = logging.getLogger(__name__)
 
 
-#: Threads writing the mirror (see ``MirrorWriter``): independent keys of one batch are written
-#: in parallel, since a file create + rename mostly waits in the kernel.
-MIRROR_THREADS = 1
-
-
 class CacheService:
-    def __init__(self, settings: CacheSettings, *, clock=time.time, mirror_threads=None):
+    def __init__(self, settings: CacheSettings, *, clock=time.time):
         self.settings = settings
-        threads = MIRROR_THREADS if mirror_threads is None else mirror_threads
-        self.writer = MirrorWriter(LocalfsMirror(settings.root), threads=threads)
+        self.writer = MirrorWriter(LocalfsMirror(settings.root))
         self.state_machine = CacheStateMachine(self.writer)
         self.server: ControlServer | None = None
         self._clock = clock

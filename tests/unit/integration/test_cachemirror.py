@@ -178,9 +178,9 @@ def test_a_failed_mirror_write_is_counted_and_does_not_stop_the_writer(harness, 
     assert localfs.fetch("x", "ok", harness.root) == 2
 
 
-def queued_then_started(root, jobs, run, threads=1):
+def queued_then_started(root, jobs, run):
     """Queue ``jobs`` before the writer thread starts, so it drains them as one batch."""
-    writer = MirrorWriter(LocalfsMirror(str(root)), threads=threads)
+    writer = MirrorWriter(LocalfsMirror(str(root)))
     ticket = 0
     for job in jobs:
         ticket = writer.enqueue(job)
@@ -241,14 +241,13 @@ def test_a_bank_flush_inside_a_batch_is_a_barrier(tmp_path, run):
     assert localfs.fetch("a/b", "again", str(root)) == 2
 
 
-@pytest.mark.parametrize("threads", [1, 4])
-def test_many_keys_in_one_batch_are_all_written_with_their_own_timestamps(tmp_path, run, threads):
+def test_many_keys_in_one_batch_are_all_written_with_their_own_timestamps(tmp_path, run):
     root = tmp_path / "kv"
     jobs = [
         ("store", f"minions/m{i % 7}", f"k{i}", blob({"i": i}), 1_700_000_000 + i)
         for i in range(200)
     ]
-    queued_then_started(root, jobs, run, threads=threads)
+    queued_then_started(root, jobs, run)
     for i in range(200):
         bank = f"minions/m{i % 7}"
         assert localfs.fetch(bank, f"k{i}", str(root)) == {"i": i}
