@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-ticks", type=int, default=None)
     p.add_argument("--snapshot-interval", type=int, default=RuntimeConfig.snapshot_interval)
     p.add_argument("--snapshot-keep", type=int, default=RuntimeConfig.snapshot_keep)
+    p.add_argument(
+        "--follower-inline-saves",
+        choices=("on", "off"),
+        default="on" if RuntimeConfig.follower_inline_saves else "off",
+        help="a follower saves on the event loop instead of the storage thread",
+    )
     p.add_argument("--log-level", default="info")
     return p
 
@@ -189,6 +195,7 @@ async def main(argv=None) -> int:
             tick_seconds=args.tick,
             snapshot_interval=args.snapshot_interval,
             snapshot_keep=args.snapshot_keep,
+            follower_inline_saves=args.follower_inline_saves == "on",
         ),
         founders=founders,
         peers=peers,

@@ -77,6 +77,8 @@ _CONF_OPS = {
 }
 _MAX_BATCH_BYTES = 1 << 20
 _LEADER_EARLY = frozenset({MsgType.APPEND, MsgType.HEARTBEAT})
+#: A follower's Ready with at most this many entries is saved on the loop (follower_inline_saves).
+_INLINE_SAVE_ENTRIES = 8
 
 
 def default_core_config(node_id: str, **overrides) -> Config:
@@ -151,6 +153,7 @@ class RaftRuntime:
         # A commit-only hard state waiting for the next save (or the next idle tick).
         self._deferred_hs: HardState | None = None
         self._deferred_seen: HardState | None = None
+        self._storage_jobs = 0  # background saves and compactions queued in the storage thread
         self._remote = Remote(self)
         self.counters = dict.fromkeys(
             (
@@ -168,6 +171,7 @@ class RaftRuntime:
                 "background_saves",
                 "hard_states_deferred",
                 "commit_updates_merged",
+                "inline_saves",
             ),
             0,
         )
@@ -337,9 +341,23 @@ class RaftRuntime:
                                     self.transport.send_many(early)
                                     messages = [m for m in messages if m.type not in _LEADER_EARLY]
                             t0 = time.perf_counter()
-                            await loop.run_in_executor(
-                                self._executor, self.store.save, hs, rd.entries, rd.snapshot
-                            )
+                            if (
+                                self.config.follower_inline_saves
+                                and node.role is not Role.LEADER
+                                and len(rd.entries) <= _INLINE_SAVE_ENTRIES
+                                and not self._storage_jobs
+                            ):
+                                # A follower has nothing to do until this save is done but
+                                # queue what arrives meanwhile (zmq holds it); a save on the
+                                # loop skips two thread hand-offs on the commit path. Large
+                                # Readies mean load: those keep decoding and stepping the next
+                                # batch while the storage thread syncs this one.
+                                self.store.save(hs, rd.entries, rd.snapshot)
+                                self.counters["inline_saves"] += 1
+                            else:
+                                await loop.run_in_executor(
+                                    self._executor, self.store.save, hs, rd.entries, rd.snapshot
+                                )
                             dt = time.perf_counter() - t0
                             self._save_seconds += dt
                             self._save_max = max(self._save_max, dt)
@@ -394,9 +412,20 @@ class RaftRuntime:
         else:
             self._deferred_seen = hs  # written at the next tick if still nobody took it
 
+    def _in_storage_thread(self, fn, *args) -> asyncio.Future:
+        """Queue background storage work; counted so that no save runs on the loop meanwhile
+        (the storage thread keeps all store calls in submission order)."""
+        self._storage_jobs += 1
+        fut = self._loop.run_in_executor(self._executor, fn, *args)
+        fut.add_done_callback(self._storage_job_done)
+        return fut
+
+    def _storage_job_done(self, fut) -> None:
+        self._storage_jobs -= 1
+
     def _save_in_background(self, hs: HardState) -> None:
         self.counters["background_saves"] += 1
-        fut = self._loop.run_in_executor(self._executor, self.store.save, hs, (), None)
+        fut = self._in_storage_thread(self.store.save, hs, (), None)
         fut.add_done_callback(self._background_saved)
 
     def _background_saved(self, fut) -> None:
@@ -522,7 +551,7 @@ class RaftRuntime:
         self.counters["snapshots_taken"] += 1
         # Queued behind (and serialized with) the saves in the storage thread; entries it covers
         # are applied, hence already saved.
-        fut = self._loop.run_in_executor(self._executor, self.store.compact, snap)
+        fut = self._in_storage_thread(self.store.compact, snap)
         fut.add_done_callback(self._compacted)
 
     def _compacted(self, fut) -> None:

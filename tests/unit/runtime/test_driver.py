@@ -382,3 +382,26 @@ def test_commit_updates_ride_on_the_next_append_and_are_sent_when_nothing_follow
             await c.stop_all()
 
     run(main())
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_followers_save_small_readies_on_the_loop_and_the_leader_never_does(inline):
+    async def main():
+        c = LocalCluster(follower_inline_saves=inline)
+        await c.start_all()
+        try:
+            leader = await c.leader()
+            before = {n: rt.counters["inline_saves"] for n, rt in c.nodes.items()}
+            for i in range(10):
+                await leader.propose(b"z%d" % i)
+            await c.until(
+                "every node applied the writes",
+                lambda: all(rt.sm.count >= 10 for rt in c.nodes.values()),
+            )
+            grew = {n: rt.counters["inline_saves"] - before[n] for n, rt in c.nodes.items()}
+            assert grew.pop(leader.id) == 0, grew
+            assert all(n > 0 for n in grew.values()) if inline else not any(grew.values()), grew
+        finally:
+            await c.stop_all()
+
+    run(main())
