@@ -190,8 +190,11 @@ def test_a_master_nobody_added_joins_by_itself_as_learner_and_is_promoted(cluste
     for via in (JOINER, ADDED, leader):
         data = members(cluster, via)
         assert sorted(data["voters"]) == everyone and data["learners"] == [], (via, data)
-    assert ready_state(joiner).get("role") == "follower"
-    assert ready_state(added).get("role") == "follower"
+    # Both are full members now: each follows the agreed leader, or (an election on a loaded
+    # machine can pick any voter) is that leader.
+    agreed = wait_for(cluster.leader, 20, "an agreed leader")
+    for node, factory in ((JOINER, joiner), (ADDED, added)):
+        assert ready_state(factory).get("role") == ("leader" if node == agreed else "follower")
 
 
 def test_removing_a_master_closes_its_gate(cluster):
@@ -213,6 +216,59 @@ def test_removing_a_master_closes_its_gate(cluster):
     data = members(cluster, cluster.ids[0])
     assert sorted(data["voters"]) == cluster.ids and data["learners"] == [], data
     assert cluster.all_ready()
+
+
+def test_demote_promote_snapshot_and_salt_call_status_on_real_masters(cluster):
+    """The operator commands not covered above, end to end: ``raft.demote`` turns a follower
+    into a learner (its gate closes, as a learner's does by default), ``raft.promote`` makes it
+    a voter again (the gate reopens), ``raft.snapshot`` compacts the leader's log, and the
+    execution module reports the same node through ``salt-call --local`` on a master host."""
+    home = cluster.ids[0]
+    leader = wait_for(cluster.leader, 20, "an agreed leader")
+    target = next(m for m in cluster.ids if m not in (home, leader))
+    rc, data, ret = run_json(cluster.masters[home], "raft.demote", f"node={target}")
+    assert rc == 0, ret
+    wait_for(lambda: not cluster.ready(target), 30, f"{target}'s gate to close once a learner")
+    assert "learner" in ready_state(cluster.masters[target]).get("reason", "")
+    data = members(cluster, home)
+    assert data["learners"] == [target] and target not in data["voters"], data
+    # Auto-promotion must not undo an operator's demotion while the learner is caught up.
+    assert not cluster.ready(target) and members(cluster, leader)["learners"] == [target]
+
+    rc, data, ret = run_json(cluster.masters[home], "raft.promote", f"node={target}")
+    assert rc == 0, ret
+    wait_for(lambda: cluster.ready(target), 30, f"{target}'s gate to reopen once a voter again")
+    data = members(cluster, target)
+    assert sorted(data["voters"]) == cluster.ids and data["learners"] == [], data
+
+    before = run_json(cluster.masters[leader], "raft.status")[1]["runtime"]["snapshots_taken"]
+    rc, data, ret = run_json(cluster.masters[leader], "raft.snapshot")
+    assert rc == 0 and data["snapshot_index"] > 0, ret
+    rc, status, ret = run_json(cluster.masters[leader], "raft.status")
+    assert rc == 0 and status["runtime"]["snapshots_taken"] == before + 1, ret
+
+    # The execution module runs on a minion on a master host and reads that master's
+    # readiness file: check it against the runner's view of the same master.
+    minion = cluster.early["minion"]
+
+    def salt_call(fun, mid):
+        config = cluster.masters[mid].config_file
+        ret = minion.salt_call_cli(timeout=90).run("--local", fun, f"master_config={config}")
+        assert ret.returncode == 0, ret
+        return ret.data
+
+    for mid in (leader, target):
+        want_role = "leader" if mid == leader else "follower"
+        # Retried within a bound: on a loaded machine the readiness file can be a refresh late.
+        data = wait_for(
+            lambda m=mid, r=want_role: (
+                (d := salt_call("raft.status", m))["ready"] and d["fresh"] and d["role"] == r and d
+            ),
+            120,
+            f"salt-call raft.status on {mid} to report a fresh, ready {want_role}",
+        )
+        assert data["node_id"] == mid, data
+        assert salt_call("raft.is_leader", mid) is (mid == leader)
 
 
 def test_leader_failover_keeps_survivor_gates_open_and_old_leader_rejoins(cluster):
