@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -205,6 +206,11 @@ async def main(argv=None) -> int:
     await rt.start()
     control = ControlServer(rt, args.control, handlers={"load": _load, "get": _get, "set": _set})
     bound = await control.start()
+    # Everything loaded so far (Salt, the loaders, the restored state) lives as long as the
+    # process: keep it out of the cyclic GC's full collections, which otherwise walk those
+    # ~50k objects every few hundred ms under load (20-50 ms event-loop pauses each).
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
