@@ -58,7 +58,11 @@ class RaftLog:
         return [
             _tuple_new(Entry, row)
             for row in zip(
-                self._terms[a:b], range(first, first + b - a), self._kinds[a:b], self._datas[a:b]
+                self._terms[a:b],
+                range(first, first + b - a),
+                self._kinds[a:b],
+                self._datas[a:b],
+                strict=True,
             )
         ]
 

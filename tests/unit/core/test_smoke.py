@@ -13,7 +13,6 @@ def test_three_nodes_elect_and_replicate():
     assert [n.role for n in c.nodes.values()].count(Role.LEADER) == 1
 
 
-
 def test_a_long_log_gives_the_gc_nothing_per_entry_to_walk():
     """Regression: the in-memory log was a list of Entry tuples, which Python's cyclic GC never
     untracks, so every full collection walked the whole log (100-200 ms pauses at 100k)."""
