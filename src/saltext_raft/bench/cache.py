@@ -20,6 +20,7 @@ import json
 import os
 import resource
 import secrets
+import select
 import shutil
 import statistics
 import subprocess
@@ -70,12 +71,11 @@ def writer_main(spec: dict) -> int:
     value = "x" * spec["value_size"]
     cache.store("bench/warmup", f"w{os.getpid()}", value)  # connect + load the driver first
     results = {}
-    cpu0 = _cpu_seconds()
+    go = threading.Event()
 
     def run(t):
         lat, errors = [], 0
-        while time.time() < spec["start_at"]:
-            time.sleep(0.001)
+        go.wait()
         deadline = time.monotonic() + spec["duration"]
         first = time.time()
         for i in range(spec["count"]):
@@ -93,6 +93,12 @@ def writer_main(spec: dict) -> int:
     threads = [threading.Thread(target=run, args=(t,)) for t in range(spec["threads"])]
     for th in threads:
         th.start()
+    # Every writer process has loaded Salt and connected before any of them starts: the
+    # parent says "go" to all at once, so a slow start does not stretch the measured span.
+    print(json.dumps({"event": "ready"}), flush=True)
+    sys.stdin.readline()
+    cpu0 = _cpu_seconds()
+    go.set()
     for th in threads:
         th.join()
     cpu = _cpu_seconds() - cpu0
@@ -202,11 +208,26 @@ def wait_writable(opts, timeout=60.0):
             time.sleep(0.2)
 
 
+def _wait_ready(procs, timeout: float) -> None:
+    """Read each writer's ``ready`` line, within ``timeout`` seconds in total."""
+    deadline = time.monotonic() + timeout
+    waiting = {proc.stdout: proc for proc in procs}
+    while waiting:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise RuntimeError(f"{len(waiting)} writer process(es) not ready within {timeout}s")
+        readable, _, _ = select.select(list(waiting), [], [], remaining)
+        for stream in readable:
+            line = stream.readline()
+            if '"ready"' not in line:
+                raise RuntimeError(f"writer process failed to start: {line!r}")
+            del waiting[stream]
+
+
 def store_phase(nodes: Nodes, args) -> dict:
     per_proc = [
         args.writers // args.procs + (i < args.writers % args.procs) for i in range(args.procs)
     ]
-    start_at = time.time() + 3.0  # every writer has loaded Salt and connected by then
     procs = []
     for i, threads in enumerate(per_proc):
         nid = nodes.ids[i % len(nodes.ids)]
@@ -217,20 +238,30 @@ def store_phase(nodes: Nodes, args) -> dict:
             "duration": args.duration,
             "count": args.count,
             "value_size": args.value_size,
-            "start_at": start_at,
         }
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "saltext_raft.bench", "cache", "--writer", json.dumps(spec)],
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
             )  # fmt: skip
         )
+    try:
+        _wait_ready(procs, timeout=120.0)
+    except BaseException:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        raise
     # CPU over the store phase (from just before the writers start until they all exit):
     # seconds of CPU per store, by role, are far less sensitive to other load than the rate.
     node_cpu0 = {nid: _proc_cpu_seconds(p.pid) for nid, p in nodes.procs.items()}
     busy0, wall0 = _machine_busy_seconds(), time.monotonic()
     load0 = os.getloadavg()
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     results, writer_cpu = [], 0.0
     for proc in procs:
         out, _ = proc.communicate(timeout=args.duration + 120)
