@@ -36,8 +36,11 @@ class TransportConfig:
     #: Decoded messages buffered for recv() before new ones are dropped (inbound_full).
     max_inbound: int = 100_000
     #: Reconnect backoff: first retry after reconnect_ivl_ms, doubling up to reconnect_ivl_max_ms.
+    #: The cap bounds how long a restarted peer stays unreachable: with 2000 ms, a node that came
+    #: back could miss (pre-)votes for up to 2 s and a failover right after a restart took over
+    #: a second. A retry every 400 ms towards a dead peer costs nothing worth saving.
     reconnect_ivl_ms: int = 100
-    reconnect_ivl_max_ms: int = 2000
+    reconnect_ivl_max_ms: int = 400
     #: ZMTP heartbeats: detect a dead connection (peer host gone) within heartbeat_timeout_ms.
     heartbeat_ivl_ms: int = 1000
     heartbeat_timeout_ms: int = 3000
