@@ -67,7 +67,10 @@ def writer_main(spec: dict) -> int:
 
     from saltext_raft.bench.cache_node import node_opts  # pylint: disable=import-outside-toplevel
 
-    cache = salt.cache.Cache(node_opts(spec["dir"], spec.get("mirror_dir")))
+    opts = node_opts(spec["dir"], spec.get("mirror_dir"))
+    if spec.get("plain_localfs"):  # the ceiling: Salt's own localfs, one master, no replication
+        opts["cache"] = "localfs"
+    cache = salt.cache.Cache(opts)
     value = "x" * spec["value_size"]
     cache.store("bench/warmup", f"w{os.getpid()}", value)  # connect + load the driver first
     results = {}
@@ -224,7 +227,10 @@ def _wait_ready(procs, timeout: float) -> None:
             del waiting[stream]
 
 
-def store_phase(nodes: Nodes, args) -> dict:
+def store_phase(nodes: Nodes, args, plain_dir: str | None = None) -> dict:
+    """``cache.store`` by ``args.writers`` writers through the raft driver; with ``plain_dir``,
+    the same writers through Salt's plain ``localfs`` driver into one cachedir there instead
+    (one master, nothing replicated): the ceiling a master's disk sets on this machine."""
     per_proc = [
         args.writers // args.procs + (i < args.writers % args.procs) for i in range(args.procs)
     ]
@@ -232,8 +238,9 @@ def store_phase(nodes: Nodes, args) -> dict:
     for i, threads in enumerate(per_proc):
         nid = nodes.ids[i % len(nodes.ids)]
         spec = {
-            "dir": nodes.dir(nid),
-            "mirror_dir": nodes.mirror_dir(nid),
+            "dir": plain_dir or nodes.dir(nid),
+            "mirror_dir": None if plain_dir else nodes.mirror_dir(nid),
+            "plain_localfs": plain_dir is not None,
             "threads": threads,
             "duration": args.duration,
             "count": args.count,
@@ -380,6 +387,17 @@ def main(argv=None) -> int:
         nodes.start()
         wait_writable(nodes.opts(nodes.ids[0]))
         result["store"] = store_phase(nodes, args)
+        plain = os.path.join(args.mirror_dir and mirror_base or base, "plain-store")
+        result["store_plain_localfs"] = store_phase(nodes, args, plain_dir=plain)
+        result["store_plain_localfs"]["note"] = (
+            "the same writers through Salt's plain localfs driver, one cachedir (one master, "
+            "no replication), on the same filesystem as the raft copies: the ceiling"
+        )
+        result["store_over_plain_localfs"] = round(
+            result["store"]["stores_per_s"]
+            / max(result["store_plain_localfs"]["stores_per_s"], 1e-9),
+            3,
+        )
         result["fetch"] = fetch_phase(nodes, args)
     finally:
         nodes.stop()
@@ -399,7 +417,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        s, f = result["store"], result["fetch"]
+        s, f, c = result["store"], result["fetch"], result["store_plain_localfs"]
         s_ok, f_ok = ("met" if x["met"] else "MISSED" for x in (s, f))
         print(
             f"store: {s['stores_per_s']}/s, p50 {s['latency_ms']['p50']} ms, "
@@ -407,6 +425,10 @@ def main(argv=None) -> int:
             f"{TARGET_STORES_PER_S}/s, p99 <= {TARGET_P99_MS} ms: {s_ok}); CPU per store: "
             f"nodes {s['cpu'].get('all_nodes_ms_per_store')} ms, writers "
             f"{s['cpu']['writers_ms_per_store']} ms"
+        )
+        print(
+            f"store, plain localfs (one master, no replication): {c['stores_per_s']}/s, "
+            f"p99 {c['latency_ms']['p99']} ms; raft/plain = {result['store_over_plain_localfs']}"
         )
         print(
             f"fetch: raft p50 {f['raft']['p50_us']} us vs localfs {f['localfs']['p50_us']} us "
