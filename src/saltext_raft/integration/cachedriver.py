@@ -231,9 +231,15 @@ def flush(opts: dict, bank: str, key: str | None = None) -> bool:
     return bool(_engine_call(opts, what, request, write=True))
 
 
+def read_barrier(opts: dict, what: str = "linearizable read") -> None:
+    """Wait until this master's local copy reflects every write committed before the call
+    (a ReadIndex through the local engine); raises SaltCacheError without a quorum."""
+    _engine_call(opts, what, {"op": "cache.read"}, write=False)
+
+
 def _before_read(opts: dict, settings) -> None:
     if settings.linearizable_reads:
-        _engine_call(opts, "linearizable read", {"op": "cache.read"}, write=False)
+        read_barrier(opts)
 
 
 def fetch(opts: dict, bank: str, key: str):

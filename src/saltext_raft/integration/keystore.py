@@ -203,8 +203,7 @@ def _mirror_fetch(opts: dict, bank: str, key: str):
 
 
 def _barrier(opts: dict, what: str) -> None:
-    # pylint: disable=protected-access
-    cachedriver._engine_call(opts, what, {"op": "cache.read"}, write=False)
+    cachedriver.read_barrier(opts, what)
 
 
 def engine_state(opts: dict) -> tuple[bool, str]:
