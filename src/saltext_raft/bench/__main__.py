@@ -16,7 +16,7 @@ COMMANDS = {
     ),
     "cluster": (
         "saltext_raft.bench.cluster",
-        "3 node processes: latency, throughput, failover, vs PySyncObj",
+        "3 node processes: latency, throughput, failover, vs PySyncObj (and Salt 3008 core)",
     ),
     "steady": (
         "saltext_raft.bench.steady",
