@@ -19,10 +19,11 @@ Ready loop, one task that does::
         apply rd.snapshot / rd.committed_entries to the state machine; answer waiters
         core.advance(rd)
 
-with three refinements (docs/architecture.md, "The runtime"): a leader sends its appends
-before its own save; a commit-only hard state is not saved on its own but rides with the next
-save (or is written after an idle tick); a follower saves a small Ready on the loop itself
-(two thread hand-offs fewer on the commit path).
+with two refinements of that order (docs/architecture.md, "The runtime"): a leader sends its
+appends before its own save; a commit-only hard state is applied at once and rides with the
+next save (or is written after an idle tick). And two savings that keep the order: a leader's
+empty commit-index appends wait one loop pass so the next proposal's append can carry the
+commit index instead; a follower saves a small Ready on the loop itself (no thread hand-offs).
 
 While one Ready is being persisted the loop keeps stepping inbound messages and queueing
 proposals; they all land in the next Ready and share its single fsync (group commit). That is
