@@ -128,6 +128,12 @@ class ControlServer:
             ValueError,
         ):
             pass
+        except asyncio.CancelledError:
+            # close() cancels open connections. This task is asyncio's connection callback,
+            # whose done-callback calls task.exception(): a cancelled task would make it log a
+            # CancelledError traceback at every shutdown. Ending normally here is the same
+            # outcome (the connection closes below) without the noise.
+            pass
         finally:
             self._conns.discard(me)
             for task in pending:
