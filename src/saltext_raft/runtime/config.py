@@ -45,7 +45,9 @@ class RuntimeConfig:
     #: no background storage work is queued): two thread hand-offs fewer on the commit path. The
     #: loop then waits for the fsync, as a follower's answers do anyway; a leader always saves
     #: in the storage thread, so it keeps stepping acknowledgements and sending heartbeats.
-    follower_inline_saves: bool = True
+    #: Off by default: the loop must never block on disk (in a Salt engine it also serves the
+    #: cache socket and the readiness file); on, it trades that for ~0.4 ms less commit latency.
+    follower_inline_saves: bool = False
 
     def validate(self) -> RuntimeConfig:
         def bad(name, why):
