@@ -13,6 +13,7 @@ server blocks on the event bus in a second thread and hands each operation to th
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
 import logging
 import os
@@ -489,6 +490,11 @@ class RaftService:
             target=server.serve, args=(self._stop_thread,), name="raft-control", daemon=True
         )
         self._control_thread.start()
+        # What Salt, the loaders and the restored state allocated lives as long as the engine
+        # process: keep it out of the cyclic GC's full collections, which otherwise walk it
+        # every few hundred ms under load and pause the loop (as in node.py).
+        gc.collect()
+        gc.freeze()
         try:
             await self._readiness_loop()
         finally:
