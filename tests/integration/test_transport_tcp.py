@@ -30,9 +30,10 @@ def test_gate_holds_then_serves_a_minion_over_tcp(tcp_cluster):
     early = c.early
     assert early["closed_at_minion_start"] and early["closed_after_auth"], early
     assert not early["minion_errors"], early["minion_errors"]
-    # While master 1 had no quorum, the minion's requests reached the gate and were refused
-    # after the hold (the minion retried them); since the gate opened they are served.
-    assert "saltext-raft gate: refused a request" in log_text(m1)
+    # While master 1 had no quorum, the minion's requests reached the gate: held, and either
+    # served once the gate opened within the hold or refused after it (the minion retried).
+    text = log_text(m1)
+    assert "saltext-raft gate: refused a request" in text or "saltext-raft gate: held a" in text
     ret = m1.salt_cli(timeout=90).run("test.ping", minion_tgt="minion-tcp")
     assert ret.returncode == 0 and ret.data is True, ret
     took = early["all_open_after_last_port"]

@@ -102,13 +102,14 @@ def _number(value, default: float) -> float:
 class Gate:
     """One worker's gate: settings and a readiness reader, built lazily from the opts."""
 
-    __slots__ = ("settings", "reader", "_opts_key", "_refused_log")
+    __slots__ = ("settings", "reader", "_opts_key", "_refused_log", "_held_log")
 
     def __init__(self):
         self.settings = _DISABLED
         self.reader: ReadinessReader | None = None
         self._opts_key = None
         self._refused_log = 0.0
+        self._held_log = 0.0
 
     def for_opts(self, opts: dict) -> Gate:
         # Re-read the settings only when the engines option object changes (opts are reloaded
@@ -137,8 +138,26 @@ class Gate:
                 reason,
             )
 
+    def note_held(self, what: str, waited: float) -> None:
+        now = time.monotonic()
+        if now - self._held_log >= 60.0:
+            self._held_log = now
+            log.info(
+                "saltext-raft gate: held %s for %.2fs until this master was ready, then served "
+                "it (logged at most once a minute per worker)",
+                what,
+                waited,
+            )
+
 
 _GATE = Gate()
+
+
+def _describe(payload) -> str:
+    enc = payload.get("enc") if isinstance(payload, dict) else None
+    load = payload.get("load") if isinstance(payload, dict) else None
+    cmd = load.get("cmd") if isinstance(load, dict) else None
+    return f"a request (enc={enc}, cmd={cmd})"
 
 
 def is_auth(payload) -> bool:
@@ -178,20 +197,19 @@ async def gated_call(original, worker, payload, gate: Gate | None = None):
     if reader is None or reader.is_open() or is_auth(payload):
         return await original(worker, payload)
     hold = gate.settings.hold
-    deadline = time.monotonic() + hold
+    start = time.monotonic()
+    deadline = start + hold
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
         await asyncio.sleep(min(POLL_INTERVAL, remaining))
         if reader.check():
+            gate.note_held(_describe(payload), time.monotonic() - start)
             return await original(worker, payload)
     reason = reader.reason
-    enc = payload.get("enc") if isinstance(payload, dict) else None
-    load = payload.get("load") if isinstance(payload, dict) else None
-    cmd = load.get("cmd") if isinstance(load, dict) else None
-    gate.note_refused(f"a request (enc={enc}, cmd={cmd})", reason)
-    if enc == "clear":
+    gate.note_refused(_describe(payload), reason)
+    if isinstance(payload, dict) and payload.get("enc") == "clear":
         return clear_refusal(reason, hold)
     return aes_refusal(reason, hold)
 
