@@ -70,55 +70,70 @@ def save_latency(opts, saves: int, entry_bytes: int) -> dict:
     }
 
 
-def run(opts, scheme: str, points: list[int], batch: int, entry_bytes: int, probe_batches: int):
-    # One store per log length, each grown to its length first; then the timed batches are
-    # interleaved across the stores round by round (the first store of a round rotates), so every
-    # length sees the same machine load. Timing the lengths one after the other let load drift
-    # between them pass for a dependence on log length.
+def run(
+    opts,
+    scheme: str,
+    points: list[int],
+    batch: int,
+    entry_bytes: int,
+    probe_batches: int,
+    logs_per_point: int = 3,
+):
+    # Each log length gets ``logs_per_point`` logs, all grown to their length first; then the
+    # timed batches are interleaved across every log round by round (the first log of a round
+    # rotates), so every length sees the same machine load. Timing the lengths one after the
+    # other let load drift between them pass for a dependence on log length, and a single file
+    # per length let that one file's fdatasync luck (its place on disk) do the same.
     points = sorted(points)
+    slots = [(point, copy) for point in points for copy in range(max(1, logs_per_point))]
 
-    def grow(point: int, generation: int) -> list:
-        store, _ = _open(opts, scheme, f"bench-{scheme}-{point}-{generation}")
+    def grow(slot: tuple, generation: int) -> list:
+        point, copy = slot
+        store, _ = _open(opts, scheme, f"bench-{scheme}-{point}-{copy}-{generation}")
         last = 0
         while last < point:  # grow the log the way a busy node does
             store.save(HardState(1, "bench", last), _entries(last + 1, batch, 1, entry_bytes))
             last += batch
         return [store, last, generation]
 
-    grown = {point: grow(point, 0) for point in points}
-    longest = {point: grown[point][1] for point in points}
+    grown = {slot: grow(slot, 0) for slot in slots}
+    longest = {point: point for point in points}
     walls = {point: [] for point in points}
     cpus = {point: [] for point in points}
     for round_no in range(probe_batches):
-        shift = round_no % len(points)
-        for point in points[shift:] + points[:shift]:
-            store, last, generation = grown[point]
+        shift = round_no % len(slots)
+        for slot in slots[shift:] + slots[:shift]:
+            point = slot[0]
+            store, last, generation = grown[slot]
             if last >= 2 * point:  # keep each length near its point: a fresh log, grown untimed
                 store.close()
-                grown[point] = grow(point, generation + 1)
-                store, last, generation = grown[point]
+                grown[slot] = grow(slot, generation + 1)
+                store, last, generation = grown[slot]
             w, c = time.perf_counter(), time.process_time()
             store.save(HardState(1, "bench", last), _entries(last + 1, batch, 1, entry_bytes))
             walls[point].append(time.perf_counter() - w)
             cpus[point].append(time.process_time() - c)
-            grown[point][1] = last + batch
+            grown[slot][1] = last + batch
             longest[point] = max(longest[point], last + batch)
     append = {
         str(point): {
             "us_per_entry": round(statistics.median(walls[point]) / batch * 1e6, 1),
             "cpu_us_per_entry": round(statistics.median(cpus[point]) / batch * 1e6, 1),
             "log_length_while_timed": [point, longest[point]],
+            "timed_batches": len(walls[point]),
         }
         for point in points
     }
     us = [value["us_per_entry"] for value in append.values()]
     append["max_over_min"] = round(max(us) / min(us), 2)
     all_walls = [w for point in points for w in walls[point]]
-    for point in points[:-1]:
-        grown[point][0].close()
-    store, last, generation = grown[points[-1]]
+    last_slot = (points[-1], 0)
+    for slot in slots:
+        if slot != last_slot:
+            grown[slot][0].close()
+    store, last, generation = grown[last_slot]
     appended = last
-    node = f"bench-{scheme}-{points[-1]}-{generation}"
+    node = f"bench-{scheme}-{points[-1]}-0-{generation}"
     bytes_per_entry = store.bytes_written / appended
     files = sum(1 for _ in store.cache.list(store.log_bank))
     files += sum(1 for _ in store.cache.list(store.wal_bank))
@@ -180,7 +195,15 @@ def measure(cachedir: str, points: list[int], args) -> dict:
         "save_latency": save_latency(opts, args.latency_saves, args.entry_bytes),
     }
     for scheme in [s for s in args.schemes.split(",") if s]:
-        result[scheme] = run(opts, scheme, points, args.batch, args.entry_bytes, args.probe_batches)
+        result[scheme] = run(
+            opts,
+            scheme,
+            points,
+            args.batch,
+            args.entry_bytes,
+            args.probe_batches,
+            args.logs_per_point,
+        )
     return result
 
 
@@ -193,6 +216,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--entry-bytes", type=int, default=100, help="data bytes per entry")
     parser.add_argument(
         "--probe-batches", type=int, default=100, help="timed batches per point, interleaved"
+    )
+    parser.add_argument(
+        "--logs-per-point", type=int, default=3, help="separate logs timed at each length"
     )
     parser.add_argument(
         "--latency-saves", type=int, default=300, help="single-entry saves timed per scheme"
