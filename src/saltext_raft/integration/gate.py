@@ -126,10 +126,16 @@ class Gate:
             self._opts_key = key
         return self
 
-    def note_refused(self, what: str, reason: str) -> None:
+    def _due(self, attr: str) -> bool:
+        """True at most once a minute per attribute (one worker's log rate limit)."""
         now = time.monotonic()
-        if now - self._refused_log >= 60.0:
-            self._refused_log = now
+        if now - getattr(self, attr) < 60.0:
+            return False
+        setattr(self, attr, now)
+        return True
+
+    def note_refused(self, what: str, reason: str) -> None:
+        if self._due("_refused_log"):
             log.warning(
                 "saltext-raft gate: refused %s after holding it %.1fs: %s "
                 "(logged at most once a minute per worker)",
@@ -139,9 +145,7 @@ class Gate:
             )
 
     def note_held(self, what: str, waited: float) -> None:
-        now = time.monotonic()
-        if now - self._held_log >= 60.0:
-            self._held_log = now
+        if self._due("_held_log"):
             log.info(
                 "saltext-raft gate: held %s for %.2fs until this master was ready, then served "
                 "it (logged at most once a minute per worker)",
