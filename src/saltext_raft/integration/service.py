@@ -371,16 +371,7 @@ class RaftService:
         if op == "transfer_leader":
             return await rt.transfer_leader(node_arg, timeout)
         if op == "snapshot":
-            snap = getattr(rt, "snapshot", None)
-            node = rt.node
-            if callable(snap):
-                result = snap()
-                if asyncio.iscoroutine(result):
-                    result = await result
-                return result
-            index = node.applied_index
-            rt._take_snapshot(index)  # pylint: disable=protected-access
-            return {"snapshot_index": index, "term": node.term_at(index)}
+            return rt.snapshot()
         raise ValueError(f"unknown operation {op!r}")
 
     def status(self) -> dict:

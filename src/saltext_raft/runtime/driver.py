@@ -551,6 +551,14 @@ class RaftRuntime:
         if interval and applied - self._last_snapshot >= interval:
             self._take_snapshot(applied)
 
+    def snapshot(self) -> dict:
+        """Snapshot the state machine at the applied index now and compact the log behind it
+        (the compaction is queued behind pending saves in the storage thread)."""
+        self._check_running()
+        index = self.node.applied_index
+        self._take_snapshot(index)
+        return {"snapshot_index": index, "term": self.node.term_at(index)}
+
     def _take_snapshot(self, index: int) -> None:
         snap = self.node.create_snapshot(index, self.sm.snapshot(), keep=self.config.snapshot_keep)
         self._last_snapshot = index

@@ -184,6 +184,25 @@ def test_snapshot_compaction_and_install_snapshot_to_a_lagging_node():
     run(main())
 
 
+def test_snapshot_on_demand_compacts_the_log_at_the_applied_index():
+    async def main():
+        c = LocalCluster(snapshot_interval=0, snapshot_keep=5)  # only the snapshot asked for
+        await c.start_all()
+        try:
+            leader = await c.leader()
+            for i in range(20):
+                await leader.propose(KVStateMachine.set_command(b"k%d" % i, b"v"))
+            applied = leader.node.applied_index
+            out = leader.snapshot()
+            assert out == {"snapshot_index": applied, "term": leader.node.term}
+            assert leader.counters["snapshots_taken"] == 1
+            assert leader.node.first_index == applied - 5 + 1  # keeps snapshot_keep entries
+        finally:
+            await c.stop_all()
+
+    run(main())
+
+
 def test_join_adds_a_learner_that_is_auto_promoted():
     async def main():
         c = LocalCluster(extra=("n4",))
