@@ -13,21 +13,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import time
 
 import pytest
-from pytestshellutils.utils import ports
 
 from saltext_raft.waiting import WaitTimeout
 from saltext_raft.waiting import wait_until
+from tests.scenarios.masters import IDS
+from tests.scenarios.masters import start_masters
 
 pytest.importorskip("saltfactories")
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-IDS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 MINION = "cache-minion-1"
 
 
@@ -74,36 +73,14 @@ def fetch_until(master, bank, key, want, timeout, what):
 
 @pytest.fixture(scope="module")
 def cluster(salt_factories, tmp_path_factory):
-    secret_file = tmp_path_factory.mktemp("cache-secret") / "raft.secret"
-    secret_file.write_text(secrets.token_hex(32))
-    raft_port = ports.get_unused_localhost_port()
-    masters = {}
     with contextlib.ExitStack() as stack:
-        for mid in IDS:
-            config = {
-                "id": mid,
-                "interface": mid,
-                "cache": "raft",
-                "raft_cache_timeout": 3,
-                "auto_accept": mid == IDS[0],
-                "log_level_logfile": "info",
-                "engines": [
-                    {
-                        "raft": {
-                            "peers": {m: f"{m}:{raft_port}" for m in IDS},
-                            "port": raft_port,
-                            "secret_file": str(secret_file),
-                            "readiness_interval": 0.5,
-                        }
-                    }
-                ],
-            }
-            factory = salt_factories.salt_master_daemon(
-                f"cache-{mid}", defaults=config, overrides={"interface": mid, "id": mid}
-            )
-            masters[mid] = factory
-        for mid in IDS:  # start them all before waiting: a master alone has no quorum
-            stack.enter_context(masters[mid].started(start_timeout=120))
+        masters = start_masters(
+            salt_factories,
+            tmp_path_factory,
+            stack,
+            "cache",
+            lambda mid: {"raft_cache_timeout": 3, "auto_accept": mid == IDS[0]},
+        )
         m1 = masters[IDS[0]]
         # The cluster is up once a write through the cache succeeds on master 1.
         wait_for(

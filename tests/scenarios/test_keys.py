@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import threading
 
 import pytest
 import salt.config
-from pytestshellutils.utils import ports
 
+from tests.scenarios.masters import IDS
+from tests.scenarios.masters import start_masters
 from tests.scenarios.test_cache import run
 from tests.scenarios.test_cache import wait_for
 
@@ -32,7 +32,6 @@ if "keys.cache_driver" not in salt.config.DEFAULT_MASTER_OPTS:
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-IDS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 MINION_1 = "keys-minion-1"  # connects to master 1; accepted there
 MINION_2 = "keys-minion-2"  # connects to master 2; accepted on master 3
 
@@ -110,40 +109,20 @@ def accepted_minion(cluster_masters, via, accept_on, minion_id, stack):
 
 @pytest.fixture(scope="module")
 def cluster(salt_factories, tmp_path_factory):
-    secret_file = tmp_path_factory.mktemp("keys-secret") / "raft.secret"
-    secret_file.write_text(secrets.token_hex(32))
-    raft_port = ports.get_unused_localhost_port()
-    masters = {}
     with contextlib.ExitStack() as stack:
-        for mid in IDS:
-            config = {
-                "id": mid,
-                "interface": mid,
-                "cache": "raft",
+        masters = start_masters(
+            salt_factories,
+            tmp_path_factory,
+            stack,
+            "keys",
+            {
                 "keys.cache_driver": "raft",
                 "raft_cache_timeout": 5,
                 "open_mode": False,
                 "auto_accept": False,
-                "log_level_logfile": "info",
-                "engines": [
-                    {
-                        "raft": {
-                            "peers": {m: f"{m}:{raft_port}" for m in IDS},
-                            "port": raft_port,
-                            "secret_file": str(secret_file),
-                            "readiness_interval": 0.5,
-                        }
-                    }
-                ],
-            }
-            masters[mid] = salt_factories.salt_master_daemon(
-                f"keys-{mid}",
-                defaults=config,
-                overrides={"interface": mid, "id": mid},
-                on_auth_event_callback=no_auto_accept,
-            )
-        for mid in IDS:  # start them all before waiting: a master alone has no quorum
-            stack.enter_context(masters[mid].started(start_timeout=120))
+            },
+            on_auth_event_callback=no_auto_accept,
+        )
         wait_for(
             lambda: run(masters[IDS[0]], "cache.store", "scenario", "ready", "yes")[0] == 0,
             60,
