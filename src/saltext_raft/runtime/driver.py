@@ -23,7 +23,8 @@ with two refinements of that order (docs/architecture.md, "The runtime"): a lead
 appends before its own save; a commit-only hard state is applied at once and rides with the
 next save (or is written after an idle tick). And two savings that keep the order: a leader's
 empty commit-index appends wait one loop pass so the next proposal's append can carry the
-commit index instead; a follower saves a small Ready on the loop itself (no thread hand-offs).
+commit index instead; and, opt-in (``follower_inline_saves``), a follower saves a small Ready on
+the loop itself (no thread hand-offs).
 
 While one Ready is being persisted the loop keeps stepping inbound messages and queueing
 proposals; they all land in the next Ready and share its single fsync (group commit). That is
@@ -407,12 +408,12 @@ class RaftRuntime:
         self.counters["commit_updates_merged"] += len(held) - len(kept)
         return kept + messages if kept else messages
 
-    def _flush_deferred_hs(self, force: bool = False) -> None:
+    def _flush_deferred_hs(self) -> None:
         """Write a commit-only hard state that no save has picked up for a whole tick."""
         hs = self._deferred_hs
         if hs is None:
             return
-        if force or hs is self._deferred_seen:
+        if hs is self._deferred_seen:
             self._deferred_hs = self._deferred_seen = None
             self._save_in_background(hs)
         else:
