@@ -23,7 +23,6 @@ acknowledges anything.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
@@ -34,6 +33,7 @@ import threading
 import time
 from typing import NamedTuple
 
+from saltext_raft.integration.fileutil import atomic_write
 from saltext_raft.kv import KVStateMachine
 from saltext_raft.kv.machine import STORE
 from saltext_raft.kv.machine import decode_command
@@ -88,28 +88,8 @@ class LocalfsMirror:
         path = self.key_path(bank, key)
         self._makedirs(self.bank_dir(bank))
         self._makedirs(os.path.dirname(path))  # a key may contain "/" (localfs allows it)
-        self._replace(path, value, ts)
-
-    def _replace(self, path: str, value: bytes, ts: int) -> None:
-        """Write a temp file and rename it over ``path``: readers see the old file or the new
-        one, never a partial one. The mtime is set on the descriptor before the rename, so the
-        file appears with it. Plain ``os`` calls: this runs once per stored key on every master,
-        and ``tempfile.mkstemp`` + ``fdopen`` cost more than the write itself on tmpfs."""
-        tmp = f"{self._tmp_prefix}{next(self._tmp_seq)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                view = memoryview(value)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.utime(fd, (ts, ts))
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        # readers see the old file or the new one, never a partial one
+        atomic_write(path, value, tmp_path=f"{self._tmp_prefix}{next(self._tmp_seq)}", mtime=ts)
 
     def flush(self, bank: str, key: str | None) -> None:
         check_name("bank", bank, allow_empty=True)
