@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import fields
 
+from saltext_raft.integration.cacheconfig import cache_enabled
+
 #: The engine's own TCP port. Clear of Salt's publish (4505) and request (4506) ports and of
 #: Salt 3008's core consensus pool port (4520; 55596 in 3008.0).
 DEFAULT_PORT = 4606
@@ -276,11 +278,7 @@ def from_opts(opts: dict, options: dict | None = None, *, load_secret: bool = Tr
     cfg.cachedir = opts.get("cachedir") or ""
     if cfg.cache is not None and not isinstance(cfg.cache, bool):
         raise EngineConfigError("cache", f"must be true or false (got {cfg.cache!r})")
-    cfg.cache_enabled = (
-        cfg.cache
-        if cfg.cache is not None
-        else opts.get("cache") == "raft" or (opts.get("keys.cache_driver") == "raft")
-    )
+    cfg.cache_enabled = cache_enabled(opts, cfg.cache)
     if cfg.advertise:
         _check_host_port("advertise", cfg.advertise, wildcard_ok=False)
     if not cfg.node_id:
