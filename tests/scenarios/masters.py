@@ -3,11 +3,35 @@ modules: one builder, so each module states only what its own masters need diffe
 
 from __future__ import annotations
 
+import json
 import secrets
 
+import pytest
 from pytestshellutils.utils import ports
 
+from saltext_raft.waiting import WaitTimeout
+from saltext_raft.waiting import wait_until
+
 IDS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
+    try:
+        return wait_until(predicate, timeout, what, interval)
+    except WaitTimeout as exc:
+        pytest.fail(str(exc))
+
+
+def run(master, *args, timeout=60):
+    """``salt-run --out json`` on ``master``: (returncode, data or None, raw result)."""
+    ret = master.salt_run_cli(timeout=timeout).run(*args, "--out", "json", _timeout=timeout)
+    data = ret.data
+    if data is None and ret.stdout:
+        try:
+            data = json.loads(ret.stdout)
+        except ValueError:
+            data = ret.stdout.strip()  # a bare string is printed without JSON quotes
+    return ret.returncode, data, ret
 
 
 def start_masters(
@@ -16,7 +40,8 @@ def start_masters(
     """Create and start the three masters (each with its own address and the same secret and
     raft port), entering each daemon into ``stack``. ``config`` (a dict, or a function of the
     master id returning one) is merged over the shared settings; ``factory_kwargs`` go to
-    ``salt_master_daemon``. Returns ``{id: factory}``."""
+    ``salt_master_daemon``. Returns ``{id: factory}`` once a first cache write through master 1
+    has committed."""
     secret_file = tmp_path_factory.mktemp(f"{prefix}-secret") / "raft.secret"
     secret_file.write_text(secrets.token_hex(32))
     raft_port = ports.get_unused_localhost_port()
@@ -47,4 +72,11 @@ def start_masters(
         )
     for mid in IDS:  # start them all before waiting: a master alone has no quorum
         stack.enter_context(masters[mid].started(start_timeout=120))
+    # The cluster is up once a write through the cache succeeds on master 1.
+    wait_for(
+        lambda: run(masters[IDS[0]], "cache.store", "scenario", "ready", "yes")[0] == 0,
+        60,
+        "a first cache write to commit",
+        interval=0.5,
+    )
     return masters

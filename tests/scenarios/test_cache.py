@@ -11,42 +11,22 @@ Every wait is bounded and says what it waited for; daemons are stopped by their 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import time
 
 import pytest
 
-from saltext_raft.waiting import WaitTimeout
-from saltext_raft.waiting import wait_until
 from tests.scenarios.masters import IDS
+from tests.scenarios.masters import run
 from tests.scenarios.masters import start_masters
+from tests.scenarios.masters import wait_for
 
 pytest.importorskip("saltfactories")
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MINION = "cache-minion-1"
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
-    try:
-        return wait_until(predicate, timeout, what, interval)
-    except WaitTimeout as exc:
-        pytest.fail(str(exc))
-
-
-def run(master, *args, timeout=60):
-    """``salt-run --out json`` on ``master``: (returncode, data or None, raw result)."""
-    ret = master.salt_run_cli(timeout=timeout).run(*args, "--out", "json", _timeout=timeout)
-    data = ret.data
-    if data is None and ret.stdout:
-        try:
-            data = json.loads(ret.stdout)
-        except ValueError:
-            data = ret.stdout.strip()  # a bare string is printed without JSON quotes
-    return ret.returncode, data, ret
 
 
 def fetch(master, bank, key):
@@ -82,13 +62,6 @@ def cluster(salt_factories, tmp_path_factory):
             lambda mid: {"raft_cache_timeout": 3, "auto_accept": mid == IDS[0]},
         )
         m1 = masters[IDS[0]]
-        # The cluster is up once a write through the cache succeeds on master 1.
-        wait_for(
-            lambda: run(m1, "cache.store", "scenario", "ready", "yes")[0] == 0,
-            60,
-            "a first cache write to commit",
-            interval=0.5,
-        )
         # The factories pick each master's ret_port themselves (defaults do not override it).
         minion = m1.salt_minion_daemon(
             MINION, overrides={"master": IDS[0], "master_port": m1.config["ret_port"]}

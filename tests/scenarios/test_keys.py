@@ -19,8 +19,7 @@ import salt.config
 
 from tests.scenarios.masters import IDS
 from tests.scenarios.masters import start_masters
-from tests.scenarios.test_cache import run
-from tests.scenarios.test_cache import wait_for
+from tests.scenarios.masters import wait_for
 
 pytest.importorskip("saltfactories")
 
@@ -122,12 +121,6 @@ def cluster(salt_factories, tmp_path_factory):
                 "auto_accept": False,
             },
             on_auth_event_callback=no_auto_accept,
-        )
-        wait_for(
-            lambda: run(masters[IDS[0]], "cache.store", "scenario", "ready", "yes")[0] == 0,
-            60,
-            "a first cache write to commit",
-            interval=0.5,
         )
         yield masters, stack
 
