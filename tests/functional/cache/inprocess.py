@@ -8,6 +8,7 @@ Each node gets its own ``cachedir`` and ``sock_dir``, so a test builds one Salt 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import threading
@@ -21,6 +22,7 @@ from saltext_raft.runtime import default_core_config
 from saltext_raft.storage import MemoryDisk
 from saltext_raft.storage import MemoryStore
 from saltext_raft.transport import MemoryNetwork
+from saltext_raft.waiting import wait_until
 
 TICK = 0.01
 
@@ -97,3 +99,16 @@ class InProcessCluster:
             if rt.running and rt.node.role is Role.LEADER:
                 return nid
         return None
+
+
+@contextlib.contextmanager
+def started_cluster(base_dir: str, ids):
+    """An InProcessCluster with every node started and a leader elected; closed on exit."""
+    c = InProcessCluster(base_dir, ids=ids)
+    try:
+        for nid in c.ids:
+            c.start(nid)
+        wait_until(lambda: c.leader() is not None, 10, "a leader", 0.01)
+        yield c
+    finally:
+        c.close()

@@ -19,6 +19,7 @@ from salt.exceptions import SaltCacheError
 from saltext_raft.waiting import WaitTimeout
 from saltext_raft.waiting import wait_until
 from tests.functional.cache.inprocess import InProcessCluster
+from tests.functional.cache.inprocess import started_cluster
 
 
 def wait_for(predicate, timeout, what):
@@ -37,14 +38,8 @@ def salt_opts(opts: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = InProcessCluster(str(tmp_path_factory.mktemp("cache")), ids=("m1", "m2", "m3"))
-    try:
-        for nid in c.ids:
-            c.start(nid)
-        wait_for(lambda: c.leader() is not None, 10, "a leader")
+    with started_cluster(str(tmp_path_factory.mktemp("cache")), ("m1", "m2", "m3")) as c:
         yield c
-    finally:
-        c.close()
 
 
 class Caches:

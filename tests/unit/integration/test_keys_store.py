@@ -22,6 +22,7 @@ from saltext_raft.integration import keystore
 from saltext_raft.waiting import WaitTimeout
 from saltext_raft.waiting import wait_until
 from tests.functional.cache.inprocess import InProcessCluster
+from tests.functional.cache.inprocess import started_cluster
 
 if "keys.cache_driver" not in salt.config.DEFAULT_MASTER_OPTS:
     pytest.skip(
@@ -47,14 +48,8 @@ def pem() -> str:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = InProcessCluster(str(tmp_path_factory.mktemp("keys")), ids=IDS)
-    try:
-        for nid in c.ids:
-            c.start(nid)
-        wait_for(lambda: c.leader() is not None, 10, "a leader")
+    with started_cluster(str(tmp_path_factory.mktemp("keys")), IDS) as c:
         yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture(scope="module")
