@@ -15,7 +15,8 @@ Both sides read the same master config file, so every setting is a top-level mas
   (or 3008's ``keys.cache_driver``) is ``raft``.
 - ``raft_cache_timeout`` (5): seconds a write waits for commit before it fails.
 - ``raft_cache_linearizable_reads`` (False): reads first take a ReadIndex barrier.
-- ``raft_cache_backend`` (localfs): the driver whose layout holds the local copy.
+- ``raft_cache_backend`` (localfs): the layout of the local copy: ``localfs`` (Salt's files,
+  one per key) or ``sqlite`` (one SQLite database, far cheaper per write).
 - ``raft_cache_dir`` (``<cachedir>/saltext_raft_cache``): directory of the local copy.
 - ``raft_cache_socket`` (``<sock_dir>/raft_cache.sock``): the engine's unix socket.
 """
@@ -32,7 +33,7 @@ SOCKET_NAME = "raft_cache.sock"
 #: Not under ``cachedir/saltext_raft/``: the engine's Raft log lives in banks
 #: ``saltext_raft/<cluster id>/...`` there, and a cluster could be called anything.
 DIR_NAME = "saltext_raft_cache"
-BACKENDS = ("localfs",)
+BACKENDS = ("localfs", "sqlite")
 DEFAULT_TIMEOUT = 5.0
 
 
@@ -66,8 +67,7 @@ def from_opts(opts: dict) -> CacheSettings:
     if backend not in BACKENDS:
         raise CacheConfigError(
             "raft_cache_backend",
-            f"{backend!r} is not supported: the local copy must be a driver whose files the "
-            f"engine can write with the command's timestamp as mtime ({', '.join(BACKENDS)})",
+            f"{backend!r} is not a layout of the local copy; choose one of {', '.join(BACKENDS)}",
         )
     root = opts.get("raft_cache_dir") or os.path.join(cachedir, DIR_NAME)
     socket = opts.get("raft_cache_socket") or os.path.join(sock_dir, SOCKET_NAME)

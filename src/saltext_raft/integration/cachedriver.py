@@ -12,8 +12,9 @@ older one. A thread has at most one write in flight, so per-thread ids are safe;
 worker handlers on executor threads, so this matters.
 
 Reads never talk to the engine unless ``raft_cache_linearizable_reads`` is on: they are Salt's
-``localfs`` functions pointed at the mirror directory, so they cost what ``localfs`` costs and
-keep working while the engine or the quorum is down.
+``localfs`` functions pointed at the mirror directory (or, with ``raft_cache_backend: sqlite``,
+one indexed query of the mirror's database), so they cost what a local read costs and keep
+working while the engine or the quorum is down.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import base64
 import json
 import os
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -33,6 +35,7 @@ from salt.exceptions import SaltCacheError
 from saltext_raft.integration import cacheconfig
 from saltext_raft.integration.cachemirror import MirrorPathError
 from saltext_raft.integration.cachemirror import check_name
+from saltext_raft.integration.cachesqlite import SqliteReader
 
 #: Seconds between reconnection attempts while the engine is not reachable.
 RECONNECT_INTERVAL = 0.05
@@ -242,17 +245,45 @@ def _before_read(opts: dict, settings) -> None:
         read_barrier(opts)
 
 
+_readers: dict[str, SqliteReader] = {}
+
+
+def _sqlite(settings) -> SqliteReader:
+    """The reader of ``settings.root``'s database (it keeps a connection per thread)."""
+    reader = _readers.get(settings.root)
+    if reader is None:
+        reader = _readers.setdefault(settings.root, SqliteReader(settings.root))
+    return reader
+
+
+def _sqlite_call(what: str, fn, *args):
+    try:
+        return fn(*args)
+    except sqlite3.Error as exc:
+        raise SaltCacheError(f"raft cache: {what} failed reading the local copy: {exc}") from None
+
+
 def fetch(opts: dict, bank: str, key: str):
     settings = _settings(opts)
     _check(bank, key)
     _before_read(opts, settings)
-    return _localfs.fetch(bank, key, settings.root)
+    if settings.backend != "sqlite":
+        return _localfs.fetch(bank, key, settings.root)
+    value = _sqlite_call(f"fetch {bank}/{key}", _sqlite(settings).fetch, bank, key)
+    if value is None:
+        return {}  # what localfs returns for a missing key
+    try:
+        return salt.payload.loads(value)
+    except Exception as exc:  # pylint: disable=broad-except
+        raise SaltCacheError(f"raft cache: cannot read {bank}/{key}: {exc}") from None
 
 
 def updated(opts: dict, bank: str, key: str):
     settings = _settings(opts)
     _check(bank, key)
     _before_read(opts, settings)
+    if settings.backend == "sqlite":
+        return _sqlite_call(f"updated {bank}/{key}", _sqlite(settings).updated, bank, key)
     path = os.path.join(settings.root, os.path.normpath(bank), f"{key}.p")
     try:
         return int(os.path.getmtime(path))
@@ -264,6 +295,8 @@ def list_(opts: dict, bank: str):
     settings = _settings(opts)
     _check(bank)
     _before_read(opts, settings)
+    if settings.backend == "sqlite":
+        return _sqlite_call(f"list {bank}", _sqlite(settings).list, bank)
     return _localfs.list_(bank, settings.root)
 
 
@@ -271,4 +304,6 @@ def contains(opts: dict, bank: str, key: str | None = None) -> bool:
     settings = _settings(opts)
     _check(bank, key)
     _before_read(opts, settings)
+    if settings.backend == "sqlite":
+        return _sqlite_call(f"contains {bank}", _sqlite(settings).contains, bank, key)
     return _localfs.contains(bank, key, settings.root)

@@ -23,6 +23,7 @@ acknowledges anything.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -71,11 +72,23 @@ class LocalfsMirror:
         self._tmp_prefix = os.path.join(self.tmpdir, f"w{os.getpid()}-")
         self._tmp_seq = itertools.count()
 
+    @staticmethod
+    def transaction():
+        """Files appear one by one: nothing to group (the ``sqlite`` layout groups a batch)."""
+        return contextlib.nullcontext()
+
+    def close(self) -> None:
+        """Nothing held open between writes."""
+
     def bank_dir(self, bank: str) -> str:
         return os.path.join(self.root, os.path.normpath(bank)) if bank else self.root
 
     def key_path(self, bank: str, key: str) -> str:
         return os.path.join(self.bank_dir(bank), key + SUFFIX)
+
+    def slot(self, bank: str, key: str) -> str:
+        """Where ``bank``/``key`` lives: two names with the same slot are the same key."""
+        return self.key_path(bank, key)
 
     def _makedirs(self, path: str) -> None:
         if path not in self._dirs:
@@ -257,10 +270,15 @@ class MirrorWriter:
                 parts = parts[: parts.index(None)]
             batch = [item for part in parts for item in part]
             if batch:
-                self._do_batch([job for _, job in batch])
+                try:
+                    with self.mirror.transaction():
+                        self._do_batch([job for _, job in batch])
+                except Exception as exc:  # pylint: disable=broad-except
+                    self._failed("batch", exc)  # e.g. the commit of a full disk
                 self.counters["batches"] += 1
                 self._report(batch[-1][0])
             if stop:
+                self.mirror.close()
                 return
 
     def _do_batch(self, jobs: list[tuple]) -> None:
@@ -273,7 +291,7 @@ class MirrorWriter:
         Writing the survivors on several threads was tried: on the ext4 disk of the benchmark
         machine it was no faster (create + rename serialize in the kernel), so one thread."""
         self.counters["jobs"] += len(jobs)
-        run: dict[str, tuple] = {}
+        run: dict = {}
         for job in jobs:
             path = self._path(job)
             if path is None:  # a barrier: finish the run before it, then apply it alone
@@ -287,19 +305,20 @@ class MirrorWriter:
                 run[path] = job
         self._write_run(run)
 
-    def _path(self, job: tuple) -> str | None:
-        """The one file a store or key flush touches; None for jobs that touch more (bank
-        flush, rebuild) and for names the mirror refuses (``_do`` reports those)."""
+    def _path(self, job: tuple) -> object:
+        """The one place (``mirror.slot``) a store or key flush touches; None for jobs that
+        touch more (bank flush, rebuild) and for names the mirror refuses (``_do`` reports
+        those)."""
         if job[0] == "store" or (job[0] == "flush" and job[2] is not None):
             try:
                 check_name("bank", job[1], allow_empty=True)
                 check_name("key", job[2])
             except MirrorPathError:
                 return None
-            return self.mirror.key_path(job[1], job[2])
+            return self.mirror.slot(job[1], job[2])
         return None
 
-    def _write_run(self, run: dict[str, tuple]) -> None:
+    def _write_run(self, run: dict) -> None:
         for job in run.values():
             self._do(job)
 
@@ -328,20 +347,23 @@ class MirrorWriter:
                     stats,
                 )
         except Exception as exc:  # pylint: disable=broad-except
-            # The Raft state is authoritative and the entry is committed: a failed mirror write
-            # makes this master's local reads stale, it does not undo the write. Say so loudly
-            # (rate-limited) and keep going; the next engine start rebuilds the mirror.
-            self.counters["errors"] += 1
-            self.last_error = f"{kind}: {type(exc).__name__}: {exc}"
-            now = time.monotonic()
-            if now - self._last_error_log >= ERROR_LOG_INTERVAL:
-                self._last_error_log = now
-                log.error(
-                    "saltext-raft cache: mirror write failed (%d so far; local reads on this "
-                    "master may be stale until the engine restarts): %s",
-                    self.counters["errors"],
-                    self.last_error,
-                )
+            self._failed(kind, exc)
+
+    def _failed(self, kind: str, exc: Exception) -> None:
+        # The Raft state is authoritative and the entry is committed: a failed mirror write
+        # makes this master's local reads stale, it does not undo the write. Say so loudly
+        # (rate-limited) and keep going; the next engine start rebuilds the mirror.
+        self.counters["errors"] += 1
+        self.last_error = f"{kind}: {type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        if now - self._last_error_log >= ERROR_LOG_INTERVAL:
+            self._last_error_log = now
+            log.error(
+                "saltext-raft cache: mirror write failed (%d so far; local reads on this "
+                "master may be stale until the engine restarts): %s",
+                self.counters["errors"],
+                self.last_error,
+            )
 
 
 def _walk(kv: KVStateMachine) -> tuple[list[str], list[tuple[str, str, bytes, int]]]:
@@ -404,3 +426,12 @@ class CacheStateMachine:
     def restore(self, data: bytes) -> None:
         self.kv.restore(data)
         self._sync_mirror()
+
+
+def new_mirror(backend: str, root: str):
+    """The local copy's writer for ``raft_cache_backend`` (``cacheconfig.BACKENDS``)."""
+    if backend == "sqlite":
+        from saltext_raft.integration.cachesqlite import SqliteMirror  # pylint: disable=import-outside-toplevel
+
+        return SqliteMirror(root)
+    return LocalfsMirror(root)

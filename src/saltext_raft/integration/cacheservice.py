@@ -28,9 +28,9 @@ import time
 
 from saltext_raft.integration.cacheconfig import CacheSettings
 from saltext_raft.integration.cachemirror import CacheStateMachine
-from saltext_raft.integration.cachemirror import LocalfsMirror
 from saltext_raft.integration.cachemirror import MirrorWriter
 from saltext_raft.integration.cachemirror import check_name
+from saltext_raft.integration.cachemirror import new_mirror
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
 from saltext_raft.kv.machine import Command
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 class CacheService:
     def __init__(self, settings: CacheSettings, *, clock=time.time):
         self.settings = settings
-        self.writer = MirrorWriter(LocalfsMirror(settings.root))
+        self.writer = MirrorWriter(new_mirror(settings.backend, settings.root))
         self.state_machine = CacheStateMachine(self.writer)
         self.server: ControlServer | None = None
         self._clock = clock

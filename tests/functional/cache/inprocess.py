@@ -102,9 +102,9 @@ class InProcessCluster:
 
 
 @contextlib.contextmanager
-def started_cluster(base_dir: str, ids):
+def started_cluster(base_dir: str, ids, base_opts=None):
     """An InProcessCluster with every node started and a leader elected; closed on exit."""
-    c = InProcessCluster(base_dir, ids=ids)
+    c = InProcessCluster(base_dir, ids=ids, base_opts=base_opts)
     try:
         for nid in c.ids:
             c.start(nid)

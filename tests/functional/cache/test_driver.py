@@ -36,9 +36,17 @@ def salt_opts(opts: dict) -> dict:
     return full
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with started_cluster(str(tmp_path_factory.mktemp("cache")), ("m1", "m2", "m3")) as c:
+LAYOUTS = ("localfs", "sqlite")
+
+
+@pytest.fixture(scope="module", params=LAYOUTS)
+def cluster(tmp_path_factory, request):
+    """Three masters whose local copies use one layout (``raft_cache_backend``)."""
+    with started_cluster(
+        str(tmp_path_factory.mktemp("cache")),
+        ("m1", "m2", "m3"),
+        base_opts={"raft_cache_backend": request.param},
+    ) as c:
         yield c
 
 
@@ -155,8 +163,9 @@ def test_bad_names_are_refused_before_reaching_the_engine(caches):
         caches["m1"].store("../escape", "k", 1)
 
 
-def test_without_the_engine_writes_fail_clearly_and_reads_work(tmp_path):
-    c = InProcessCluster(str(tmp_path), ids=("solo",))
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_without_the_engine_writes_fail_clearly_and_reads_work(tmp_path, layout):
+    c = InProcessCluster(str(tmp_path), ids=("solo",), base_opts={"raft_cache_backend": layout})
     try:
         opts = salt_opts(dict(c.opts("solo"), raft_cache_timeout=0.3))
         cache = salt.cache.Cache(opts)
@@ -165,12 +174,16 @@ def test_without_the_engine_writes_fail_clearly_and_reads_work(tmp_path):
             cache.store("b", "k", 1)
         assert time.monotonic() - t0 < 2
         assert cache.fetch("b", "k") == {}
+        assert cache.list("b") == [] and not cache.contains("b")
     finally:
         c.close()
 
 
-def test_a_master_cut_off_from_the_quorum_refuses_writes_and_still_reads(tmp_path):
-    c = InProcessCluster(str(tmp_path), ids=("p1", "p2", "p3"))
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_master_cut_off_from_the_quorum_refuses_writes_and_still_reads(tmp_path, layout):
+    c = InProcessCluster(
+        str(tmp_path), ids=("p1", "p2", "p3"), base_opts={"raft_cache_backend": layout}
+    )
     try:
         for nid in c.ids:
             c.start(nid)

@@ -60,3 +60,11 @@ def test_a_bad_option_fails_on_every_call(tmp_path):
             cachedriver._settings(opts)  # pylint: disable=protected-access
     with pytest.raises(SaltCacheError, match="raft_cache_timeout"):
         cachedriver._settings(dict(opts, raft_cache_timeout=[1]))  # pylint: disable=protected-access
+
+
+def test_the_layout_of_the_local_copy_is_checked(tmp_path):
+    assert cachedriver._settings(base_opts(tmp_path)).backend == "localfs"  # pylint: disable=protected-access
+    opts = base_opts(tmp_path, raft_cache_backend="sqlite")
+    assert cachedriver._settings(opts).backend == "sqlite"  # pylint: disable=protected-access
+    with pytest.raises(SaltCacheError, match="raft_cache_backend.*localfs, sqlite"):
+        cachedriver._settings(base_opts(tmp_path, raft_cache_backend="mysql"))  # pylint: disable=protected-access

@@ -1,4 +1,6 @@
-"""The cache state machine wrapper and its localfs mirror (no Salt daemons, no runtime)."""
+"""The cache state machine wrapper and its mirror, in both layouts of the local copy (Salt's
+``localfs`` files and the ``sqlite`` database), read the way the driver reads them (no Salt
+daemons, no runtime)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ import salt.payload
 from saltext_raft.core import Entry
 from saltext_raft.core import EntryKind
 from saltext_raft.integration.cachemirror import CacheStateMachine
-from saltext_raft.integration.cachemirror import LocalfsMirror
 from saltext_raft.integration.cachemirror import MirrorPathError
 from saltext_raft.integration.cachemirror import MirrorWriter
+from saltext_raft.integration.cachemirror import new_mirror
+from saltext_raft.integration.cachesqlite import SqliteReader
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
 from saltext_raft.kv.machine import Command
@@ -29,12 +32,55 @@ def put(bank, key, obj, ts=1_700_000_000, client="", seq=0):
     return Command(STORE, bank, key, salt.payload.dumps(obj), ts, client, seq)
 
 
+LAYOUTS = ("localfs", "sqlite")
+
+
+class Reads:
+    """The driver's reads of one local copy: Salt's ``localfs`` functions on the files, or the
+    ``sqlite`` reader with values decoded as the driver decodes them."""
+
+    def __init__(self, layout, root):
+        self.layout, self.root = layout, str(root)
+        self._sqlite = SqliteReader(self.root) if layout == "sqlite" else None
+
+    def fetch(self, bank, key):
+        if self._sqlite is None:
+            return localfs.fetch(bank, key, self.root)
+        raw = self._sqlite.fetch(bank, key)
+        return {} if raw is None else salt.payload.loads(raw)
+
+    def updated(self, bank, key):
+        if self._sqlite is None:
+            return localfs.updated(bank, key, self.root)
+        return self._sqlite.updated(bank, key)
+
+    def list_(self, bank):
+        if self._sqlite is None:
+            return localfs.list_(bank, self.root)
+        return self._sqlite.list(bank)
+
+    def contains(self, bank, key):
+        if self._sqlite is None:
+            return localfs.contains(bank, key, self.root)
+        return self._sqlite.contains(bank, key)
+
+    def no_temp_files(self):
+        """The localfs layout writes through temp files that must not be left behind."""
+        return self._sqlite is not None or not os.listdir(self.root + ".tmp")
+
+
+@pytest.fixture(params=LAYOUTS)
+def layout(request):
+    return request.param
+
+
 class Harness:
     """A CacheStateMachine whose mirror writer runs on a real thread, driven from a loop."""
 
-    def __init__(self, root):
+    def __init__(self, root, layout):
         self.root = str(root)
-        self.writer = MirrorWriter(LocalfsMirror(self.root))
+        self.reads = Reads(layout, root)
+        self.writer = MirrorWriter(new_mirror(layout, self.root))
         self.sm = CacheStateMachine(self.writer)
         self.index = 0
 
@@ -53,8 +99,8 @@ def run():
 
 
 @pytest.fixture
-def harness(tmp_path, run):
-    h = Harness(tmp_path / "kv")
+def harness(tmp_path, run, layout):
+    h = Harness(tmp_path / "kv", layout)
 
     async def start():
         h.writer.start(asyncio.get_running_loop())
@@ -69,11 +115,11 @@ def test_store_is_mirrored_in_localfs_layout_with_the_command_timestamp(harness,
         harness.apply(put("minions/web1", "data", {"grains": {"os": "Debian"}}, ts=1_600_000_123))
     )
     assert applied.result is True
-    assert localfs.fetch("minions/web1", "data", harness.root) == {"grains": {"os": "Debian"}}
+    assert harness.reads.fetch("minions/web1", "data") == {"grains": {"os": "Debian"}}
     # ``updated`` comes from the proposer's timestamp, so it is the same on every master.
-    assert localfs.updated("minions/web1", "data", harness.root) == 1_600_000_123
-    assert sorted(localfs.list_("minions", harness.root)) == ["web1"]
-    assert not os.listdir(harness.root + ".tmp"), "temp files must not be left behind"
+    assert harness.reads.updated("minions/web1", "data") == 1_600_000_123
+    assert sorted(harness.reads.list_("minions")) == ["web1"]
+    assert harness.reads.no_temp_files()
 
 
 def test_flush_key_keeps_the_bank_and_flush_bank_removes_everything_below(harness, run):
@@ -81,11 +127,11 @@ def test_flush_key_keeps_the_bank_and_flush_bank_removes_everything_below(harnes
     run(harness.apply(put("a/b", "k2", 2)))
     run(harness.apply(put("a/b/c", "k3", 3)))
     run(harness.apply(Command(FLUSH, "a/b", "k1")))
-    assert localfs.contains("a/b", None, harness.root)
-    assert sorted(localfs.list_("a/b", harness.root)) == ["c", "k2"]
+    assert harness.reads.contains("a/b", None)
+    assert sorted(harness.reads.list_("a/b")) == ["c", "k2"]
     run(harness.apply(Command(FLUSH, "a/b", None)))
-    assert not localfs.contains("a/b", None, harness.root)
-    assert localfs.contains("a", None, harness.root)
+    assert not harness.reads.contains("a/b", None)
+    assert harness.reads.contains("a", None)
 
 
 def test_a_retried_write_is_applied_once_and_queues_no_mirror_write(harness, run):
@@ -95,7 +141,7 @@ def test_a_retried_write_is_applied_once_and_queues_no_mirror_write(harness, run
     # seq 1 again (a retry that arrives late) must not bring "first" back
     run(harness.apply(put("b", "k", "first", client="w:1", seq=1)))
     assert harness.writer.counters["jobs"] == jobs
-    assert localfs.fetch("b", "k", harness.root) == "second"
+    assert harness.reads.fetch("b", "k") == "second"
 
 
 def test_writes_are_mirrored_in_apply_order(harness, run):
@@ -107,13 +153,18 @@ def test_writes_are_mirrored_in_apply_order(harness, run):
         await asyncio.wait_for(harness.writer.wait(last.ticket), 5)
 
     run(many())
-    assert localfs.fetch("order", "k", harness.root) == 199
+    assert harness.reads.fetch("order", "k") == 199
 
 
-def test_first_apply_without_a_snapshot_clears_a_stale_mirror(tmp_path, run):
+def test_first_apply_without_a_snapshot_clears_a_stale_mirror(tmp_path, run, layout):
     root = tmp_path / "kv"
-    localfs.store("stale/bank", "old", "left over from an earlier cluster", str(root))
-    h = Harness(root)
+    stale = new_mirror(layout, str(root))
+    with stale.transaction():
+        stale.store("stale/bank", "old", salt.payload.dumps("from an earlier cluster"), 1)
+    stale.close()
+    reads = Reads(layout, root)
+    assert reads.contains("stale", None)
+    h = Harness(root, layout)
 
     async def go():
         h.writer.start(asyncio.get_running_loop())
@@ -123,14 +174,14 @@ def test_first_apply_without_a_snapshot_clears_a_stale_mirror(tmp_path, run):
         run(go())
     finally:
         h.writer.stop()
-    assert not localfs.contains("stale", None, str(root))
-    assert localfs.fetch("fresh", "k", str(root)) == 1
+    assert not reads.contains("stale", None)
+    assert reads.fetch("fresh", "k") == 1
 
 
-def test_restore_rebuilds_the_mirror_from_the_snapshot(tmp_path, run):
+def test_restore_rebuilds_the_mirror_from_the_snapshot(tmp_path, run, layout):
     # A leader's state: three keys, one bank left empty by a flush.
-    leader = Harness(tmp_path / "leader")
-    follower = Harness(tmp_path / "follower")
+    leader = Harness(tmp_path / "leader", layout)
+    follower = Harness(tmp_path / "follower", layout)
 
     async def go():
         loop = asyncio.get_running_loop()
@@ -152,19 +203,19 @@ def test_restore_rebuilds_the_mirror_from_the_snapshot(tmp_path, run):
     finally:
         leader.writer.stop()
         follower.writer.stop()
-    root = follower.root
-    assert localfs.fetch("m/web1", "data", root) == "new-web1"
-    assert localfs.updated("m/web1", "data", root) == 1_700_000_100
-    assert localfs.fetch("m/web2", "data", root) == "same"
-    assert not localfs.contains("gone", None, root)
-    assert localfs.contains("empty", None, root) and localfs.list_("empty", root) == []
+    reads = follower.reads
+    assert reads.fetch("m/web1", "data") == "new-web1"
+    assert reads.updated("m/web1", "data") == 1_700_000_100
+    assert reads.fetch("m/web2", "data") == "same"
+    assert not reads.contains("gone", None)
+    assert reads.contains("empty", None) and reads.list_("empty") == []
     assert follower.writer.counters["rebuilds"] == 2  # first apply (empty) + the restore
     assert follower.sm.kv.fetch("m/web1", "data") == salt.payload.dumps("new-web1")
 
 
 @pytest.mark.parametrize("bank,key", [("../etc", "k"), ("/abs", "k"), ("a", "../../x"), ("a", "")])
-def test_names_that_would_leave_the_mirror_are_refused(tmp_path, bank, key):
-    mirror = LocalfsMirror(str(tmp_path / "kv"))
+def test_names_that_would_leave_the_mirror_are_refused(tmp_path, bank, key, layout):
+    mirror = new_mirror(layout, str(tmp_path / "kv"))
     with pytest.raises(MirrorPathError):
         mirror.store(bank, key, b"x", 1)
 
@@ -175,12 +226,12 @@ def test_a_failed_mirror_write_is_counted_and_does_not_stop_the_writer(harness, 
     assert harness.writer.counters["errors"] == 1
     assert "leave the cache directory" in harness.writer.last_error
     run(harness.apply(put("x", "ok", 2)))
-    assert localfs.fetch("x", "ok", harness.root) == 2
+    assert harness.reads.fetch("x", "ok") == 2
 
 
-def queued_then_started(root, jobs, run):
+def queued_then_started(root, jobs, run, layout):
     """Queue ``jobs`` before the writer thread starts, so it drains them as one batch."""
-    writer = MirrorWriter(LocalfsMirror(str(root)))
+    writer = MirrorWriter(new_mirror(layout, str(root)))
     ticket = 0
     for job in jobs:
         ticket = writer.enqueue(job)
@@ -201,9 +252,10 @@ def blob(obj):
 
 
 def test_a_batch_writes_only_the_last_value_of_each_key_and_ends_as_applied_one_by_one(
-    tmp_path, run
+    tmp_path, run, layout
 ):
     root = tmp_path / "kv"
+    reads = Reads(layout, root)
     jobs = [
         ("store", "b", "k", blob(1), 1_700_000_001),
         ("store", "b", "other", blob("o"), 1_700_000_001),
@@ -213,21 +265,22 @@ def test_a_batch_writes_only_the_last_value_of_each_key_and_ends_as_applied_one_
         ("store", "b", "gone", blob("g"), 1_700_000_003),
         ("flush", "b", "gone"),
     ]
-    writer = queued_then_started(root, jobs, run)
+    writer = queued_then_started(root, jobs, run, layout)
     assert writer.counters["batches"] == 1
     assert writer.counters["jobs"] == len(jobs)
     assert writer.counters["coalesced"] == 4  # three writes of k, one of gone
-    assert localfs.fetch("b", "k", str(root)) == 3
-    assert localfs.updated("b", "k", str(root)) == 1_700_000_003
-    assert localfs.fetch("b", "other", str(root)) == "o"
-    assert not localfs.contains("b", "gone", str(root))
-    assert not os.listdir(str(root) + ".tmp")
+    assert reads.fetch("b", "k") == 3
+    assert reads.updated("b", "k") == 1_700_000_003
+    assert reads.fetch("b", "other") == "o"
+    assert not reads.contains("b", "gone")
+    assert reads.no_temp_files()
 
 
-def test_a_bank_flush_inside_a_batch_is_a_barrier(tmp_path, run):
+def test_a_bank_flush_inside_a_batch_is_a_barrier(tmp_path, run, layout):
     """Regression guard for coalescing across a bank flush: the store before the flush is
     removed with the bank, the one after it survives."""
     root = tmp_path / "kv"
+    reads = Reads(layout, root)
     jobs = [
         ("store", "a/b", "before", blob(1), 1_700_000_000),
         ("store", "a/b", "again", blob(1), 1_700_000_000),
@@ -235,35 +288,37 @@ def test_a_bank_flush_inside_a_batch_is_a_barrier(tmp_path, run):
         ("store", "a/b", "again", blob(2), 1_700_000_000),
         ("store", "a/b", "after", blob(3), 1_700_000_000),
     ]
-    writer = queued_then_started(root, jobs, run)
+    writer = queued_then_started(root, jobs, run, layout)
     assert writer.counters["coalesced"] == 0
-    assert sorted(localfs.list_("a/b", str(root))) == ["after", "again"]
-    assert localfs.fetch("a/b", "again", str(root)) == 2
+    assert sorted(reads.list_("a/b")) == ["after", "again"]
+    assert reads.fetch("a/b", "again") == 2
 
 
-def test_many_keys_in_one_batch_are_all_written_with_their_own_timestamps(tmp_path, run):
+def test_many_keys_in_one_batch_are_all_written_with_their_own_timestamps(tmp_path, run, layout):
     root = tmp_path / "kv"
+    reads = Reads(layout, root)
     jobs = [
         ("store", f"minions/m{i % 7}", f"k{i}", blob({"i": i}), 1_700_000_000 + i)
         for i in range(200)
     ]
-    queued_then_started(root, jobs, run)
+    queued_then_started(root, jobs, run, layout)
     for i in range(200):
         bank = f"minions/m{i % 7}"
-        assert localfs.fetch(bank, f"k{i}", str(root)) == {"i": i}
-        assert localfs.updated(bank, f"k{i}", str(root)) == 1_700_000_000 + i
-    assert not os.listdir(str(root) + ".tmp")
+        assert reads.fetch(bank, f"k{i}") == {"i": i}
+        assert reads.updated(bank, f"k{i}") == 1_700_000_000 + i
+    assert reads.no_temp_files()
 
 
-def test_a_refused_name_in_a_batch_does_not_hold_back_the_other_jobs(tmp_path, run):
+def test_a_refused_name_in_a_batch_does_not_hold_back_the_other_jobs(tmp_path, run, layout):
     root = tmp_path / "kv"
+    reads = Reads(layout, root)
     jobs = [
         ("store", "b", "../escape", blob(0), 1_700_000_000),
         ("store", "b", "ok", blob(1), 1_700_000_000),
     ]
-    writer = queued_then_started(root, jobs, run)
+    writer = queued_then_started(root, jobs, run, layout)
     assert writer.counters["errors"] == 1
-    assert localfs.fetch("b", "ok", str(root)) == 1
+    assert reads.fetch("b", "ok") == 1
     assert not os.path.exists(tmp_path / "escape.p")
 
 
@@ -284,4 +339,4 @@ def test_entries_applied_in_one_loop_iteration_reach_the_writer_thread_as_one_ba
     tickets = run(apply_many())
     assert tickets == sorted(tickets)
     assert harness.writer.counters["batches"] == 1  # ...then everything arrives at once
-    assert sorted(localfs.list_("b", harness.root)) == sorted(f"k{i}" for i in range(20))
+    assert sorted(harness.reads.list_("b")) == sorted(f"k{i}" for i in range(20))
