@@ -57,6 +57,12 @@ def build_parser():
         help="put each node's local copy (raft_cache_dir) under this directory, e.g. /dev/shm "
         "(default: under the node's cachedir, as shipped)",
     )
+    p.add_argument(
+        "--backend",
+        choices=("localfs", "sqlite"),
+        default="localfs",
+        help="layout of each node's local copy (raft_cache_backend; default: localfs, as shipped)",
+    )
     p.add_argument("--writer", help=argparse.SUPPRESS)  # internal: run one writer process
     return p
 
@@ -67,7 +73,7 @@ def writer_main(spec: dict) -> int:
 
     from saltext_raft.bench.cache_node import node_opts  # pylint: disable=import-outside-toplevel
 
-    opts = node_opts(spec["dir"], spec.get("mirror_dir"))
+    opts = node_opts(spec["dir"], spec.get("mirror_dir"), spec.get("backend", "localfs"))
     if spec.get("plain_localfs"):  # the ceiling: Salt's own localfs, one master, no replication
         opts["cache"] = "localfs"
     cache = salt.cache.Cache(opts)
@@ -138,9 +144,12 @@ def _machine_busy_seconds() -> float | None:
 
 # --- the benchmark ------------------------------------------------------------------------------
 class Nodes:
-    def __init__(self, base: str, n: int = 3, mirror_base: str | None = None):
+    def __init__(
+        self, base: str, n: int = 3, mirror_base: str | None = None, backend: str = "localfs"
+    ):
         self.base = base
         self.mirror_base = mirror_base
+        self.backend = backend
         self.ids = [f"c{i + 1}" for i in range(n)]
         self.ports = {nid: free_port() for nid in self.ids}
         self.secret = os.path.join(base, "secret")
@@ -158,12 +167,12 @@ class Nodes:
     def opts(self, nid: str) -> dict:
         from saltext_raft.bench.cache_node import node_opts  # pylint: disable=import-outside-toplevel
 
-        return node_opts(self.dir(nid), self.mirror_dir(nid))
+        return node_opts(self.dir(nid), self.mirror_dir(nid), self.backend)
 
     def start(self, timeout: float = 60.0) -> None:
         peers = ",".join(f"{n}=127.0.0.1:{p}" for n, p in self.ports.items())
         for nid in self.ids:
-            extra = []
+            extra = ["--backend", self.backend]
             if self.mirror_base:
                 extra += ["--mirror-dir", self.mirror_dir(nid)]
             if os.environ.get("SRT_CACHE_BENCH_PROFILE"):  # a directory: cProfile per node
@@ -240,6 +249,7 @@ def store_phase(nodes: Nodes, args, plain_dir: str | None = None) -> dict:
         spec = {
             "dir": plain_dir or nodes.dir(nid),
             "mirror_dir": None if plain_dir else nodes.mirror_dir(nid),
+            "backend": nodes.backend,
             "plain_localfs": plain_dir is not None,
             "threads": threads,
             "duration": args.duration,
@@ -370,15 +380,17 @@ def main(argv=None) -> int:
     mirror_base = None
     if args.mirror_dir:
         mirror_base = tempfile.mkdtemp(prefix="srt-cbench-mirror-", dir=args.mirror_dir)
-    nodes = Nodes(base, mirror_base=mirror_base)
+    nodes = Nodes(base, mirror_base=mirror_base, backend=args.backend)
     result = {
         "benchmark": "cache",
         "date": time.strftime("%Y-%m-%d"),
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "setup": "3 cache node processes (runtime + CacheStore(localfs, fsync) + zmq + "
-        "CacheService), writer processes using salt.cache.Cache with the raft driver",
+        "CacheService), writer processes using salt.cache.Cache with the raft driver; local "
+        f"copies in the {args.backend} layout",
         "mirror_dir": args.mirror_dir or "cachedir (default)",
+        "backend": args.backend,
     }
     try:
         import salt.version  # pylint: disable=import-outside-toplevel

@@ -27,14 +27,16 @@ def parse_args(argv):
     p.add_argument("--dir", required=True, help="cachedir and sock_dir live here")
     p.add_argument("--secret-file", required=True)
     p.add_argument("--mirror-dir", help="raft_cache_dir (default: under the node's cachedir)")
+    p.add_argument("--backend", default="localfs", help="raft_cache_backend: localfs or sqlite")
     p.add_argument("--log-level", default="warning")
     p.add_argument("--profile", help="write cProfile stats of the event loop thread here")
     return p.parse_args(argv)
 
 
-def node_opts(base: str, mirror_dir: str | None = None) -> dict:
+def node_opts(base: str, mirror_dir: str | None = None, backend: str = "localfs") -> dict:
     """The Salt opts of one benchmark master (shared by the node and its writers).
-    ``mirror_dir``: the local copy's directory (``raft_cache_dir``), e.g. on tmpfs."""
+    ``mirror_dir``: the local copy's directory (``raft_cache_dir``), e.g. on tmpfs;
+    ``backend``: its layout (``raft_cache_backend``)."""
     import salt.config  # pylint: disable=import-outside-toplevel
 
     opts = dict(salt.config.DEFAULT_MASTER_OPTS)
@@ -43,6 +45,7 @@ def node_opts(base: str, mirror_dir: str | None = None) -> dict:
         sock_dir=os.path.join(base, "sock"),
         cache="raft",
         raft_cache_timeout=10.0,
+        raft_cache_backend=backend,
         __role="master",
     )
     if mirror_dir:
@@ -62,7 +65,7 @@ async def main(argv=None) -> int:
     from saltext_raft.transport import TransportConfig  # pylint: disable=import-outside-toplevel
     from saltext_raft.transport import ZmqTransport  # pylint: disable=import-outside-toplevel
 
-    opts = node_opts(args.dir, args.mirror_dir)
+    opts = node_opts(args.dir, args.mirror_dir, args.backend)
     for key in ("cachedir", "sock_dir"):
         os.makedirs(opts[key], exist_ok=True)
     peers = dict(p.split("=", 1) for p in args.peers.split(","))
