@@ -24,9 +24,11 @@ workers read while the writer commits; a reader sees each batch whole or not at 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
+import time
 
 from saltext_raft.integration.cachemirror import check_name
 
@@ -36,6 +38,8 @@ DB_NAME = "cache.sqlite3"
 SCHEMA_VERSION = 1
 #: Milliseconds a reader or the writer waits on a lock before failing.
 BUSY_TIMEOUT_MS = 5000
+
+log = logging.getLogger(__name__)
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS banks ("
@@ -81,30 +85,52 @@ class SqliteMirror:
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            conn = sqlite3.connect(
-                self.path,
-                isolation_level=None,  # transactions are ours: one per batch
-                check_same_thread=False,  # made on the loop thread, used on the writer thread
-                timeout=BUSY_TIMEOUT_MS / 1000,
-            )
             try:
-                os.chmod(self.path, 0o600)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=OFF")
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version != SCHEMA_VERSION:
-                    # An unknown layout (a newer or older release): derived state, start over.
-                    conn.execute("DROP TABLE IF EXISTS keys")
-                    conn.execute("DROP TABLE IF EXISTS banks")
-                for stmt in SCHEMA:
-                    conn.execute(stmt)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                conn.execute("INSERT OR IGNORE INTO banks VALUES ('', NULL, '')")
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
+                self._conn = self._open()
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise  # locked, no space, no permission: not the file's fault
+                # Not a database (a torn or foreign file): derived state, so keep the file for
+                # a post-mortem and start a new one, which the caller fills (a rebuild).
+                aside = f"{self.path}.damaged-{int(time.time())}"
+                log.warning(
+                    "saltext-raft cache: %s is not a usable database (%s); moved to %s, the "
+                    "local copy is rebuilt from the Raft state",
+                    self.path,
+                    exc,
+                    aside,
+                )
+                os.replace(self.path, aside)
+                for suffix in ("-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.path + suffix)
+                self._conn = self._open()
         return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,  # transactions are ours: one per batch
+            check_same_thread=False,  # made on the loop thread, used on the writer thread
+            timeout=BUSY_TIMEOUT_MS / 1000,
+        )
+        try:
+            os.chmod(self.path, 0o600)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=OFF")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                # An unknown layout (a newer or older release): derived state, start over.
+                conn.execute("DROP TABLE IF EXISTS keys")
+                conn.execute("DROP TABLE IF EXISTS banks")
+            for stmt in SCHEMA:
+                conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("INSERT OR IGNORE INTO banks VALUES ('', NULL, '')")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def close(self) -> None:
         if self._conn is not None:

@@ -145,3 +145,17 @@ def test_a_damaged_database_gives_a_clear_salt_error(tmp_path):
     (tmp_path / "copy" / DB_NAME).write_bytes(b"this is not a database" * 100)
     with pytest.raises(SaltCacheError, match="failed reading the local copy"):
         cachedriver.fetch(opts, "b", "k")
+
+
+def test_the_engine_moves_a_damaged_database_aside_and_starts_a_new_one(tmp_path, caplog):
+    damaged = tmp_path / DB_NAME
+    damaged.write_bytes(b"torn by a crash, or not ours" * 100)
+    mirror = SqliteMirror(str(tmp_path))
+    with caplog.at_level("WARNING"):
+        stats = mirror.rebuild(["", "b"], [("b", "k", b"v", 3)])
+    assert stats["written"] == 1
+    assert SqliteReader(str(tmp_path)).fetch("b", "k") == b"v"
+    kept = [p.name for p in tmp_path.iterdir() if p.name.startswith(f"{DB_NAME}.damaged-")]
+    assert len(kept) == 1 and (tmp_path / kept[0]).read_bytes().startswith(b"torn by a crash")
+    assert "not a usable database" in caplog.text
+    mirror.close()
