@@ -2,7 +2,8 @@
 
 One three-master cluster (127.0.0.1-3, ``cache: raft`` on every master, no shared filesystem:
 each master has its own root_dir, cachedir and pki_dir) is shared by the whole module; the tests
-run in file order and the last ones stop masters. A minion is attached to master 1 only.
+run in file order and the last ones stop masters. A minion is attached to master 1 only. The
+module runs twice: local copies in the ``localfs`` layout, then in the ``sqlite`` layout.
 
 Every wait is bounded and says what it waited for; daemons are stopped by their factories
 (by PID).
@@ -26,7 +27,7 @@ pytest.importorskip("saltfactories")
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-MINION = "cache-minion-1"
+MINION = "cache-minion-1"  # + the layout: each run has its own minion (and minion pki_dir)
 
 
 def fetch(master, bank, key):
@@ -51,20 +52,26 @@ def fetch_until(master, bank, key, want, timeout, what):
         raise
 
 
-@pytest.fixture(scope="module")
-def cluster(salt_factories, tmp_path_factory):
+@pytest.fixture(scope="module", params=["localfs", "sqlite"])
+def cluster(salt_factories, tmp_path_factory, request):
+    """The cluster, once per layout of the local copies (``raft_cache_backend``)."""
     with contextlib.ExitStack() as stack:
         masters = start_masters(
             salt_factories,
             tmp_path_factory,
             stack,
-            "cache",
-            lambda mid: {"raft_cache_timeout": 3, "auto_accept": mid == IDS[0]},
+            f"cache-{request.param}",
+            lambda mid: {
+                "raft_cache_timeout": 3,
+                "auto_accept": mid == IDS[0],
+                "raft_cache_backend": request.param,
+            },
         )
         m1 = masters[IDS[0]]
         # The factories pick each master's ret_port themselves (defaults do not override it).
         minion = m1.salt_minion_daemon(
-            MINION, overrides={"master": IDS[0], "master_port": m1.config["ret_port"]}
+            f"{MINION}-{request.param}",
+            overrides={"master": IDS[0], "master_port": m1.config["ret_port"]},
         )
         keep = os.environ.get("RAFT_CACHE_KEEP_DIR")  # debugging: keep the daemons' files
         if keep:
@@ -106,30 +113,30 @@ def test_minion_data_cached_on_master_1_is_visible_on_the_others(cluster):
     assert ret.returncode == 0, ret
     for mid in IDS:
         grains = wait_for(
-            lambda mid=mid: minion_grains(masters[mid]),
+            lambda mid=mid: minion_grains(masters[mid], minion.id),
             30,
-            f"{MINION}'s grains in the cache on {mid}",
+            f"{minion.id}'s grains in the cache on {mid}",
         )
-        assert grains["id"] == MINION
+        assert grains["id"] == minion.id
         mine = wait_for(
-            lambda mid=mid: minion_mine(masters[mid]),
+            lambda mid=mid: minion_mine(masters[mid], minion.id),
             30,
-            f"{MINION}'s mine data on {mid}",
+            f"{minion.id}'s mine data on {mid}",
         )
         assert "test.ping" in mine
 
 
-def minion_grains(master):
+def minion_grains(master, mid):
     # Salt 3008 keeps minion data in banks grains/, pillar/, mine/ (key: minion id); 3007 in
     # minions/<id> (keys data = {grains, pillar}, mine).
-    grains = fetch(master, "grains", MINION)
+    grains = fetch(master, "grains", mid)
     if not grains:
-        grains = (fetch(master, f"minions/{MINION}", "data") or {}).get("grains")
+        grains = (fetch(master, f"minions/{mid}", "data") or {}).get("grains")
     return grains
 
 
-def minion_mine(master):
-    return fetch(master, "mine", MINION) or fetch(master, f"minions/{MINION}", "mine")
+def minion_mine(master, mid):
+    return fetch(master, "mine", mid) or fetch(master, f"minions/{mid}", "mine")
 
 
 def test_writes_succeed_with_one_master_down_and_fail_clearly_without_quorum(cluster):
