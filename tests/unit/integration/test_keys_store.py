@@ -46,9 +46,12 @@ def pem() -> str:
     return pub if isinstance(pub, str) else pub.decode()
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with started_cluster(str(tmp_path_factory.mktemp("keys")), IDS) as c:
+@pytest.fixture(scope="module", params=["localfs", "sqlite"])
+def cluster(tmp_path_factory, request):
+    """The masters, once per layout of their local copies (``raft_cache_backend``)."""
+    with started_cluster(
+        str(tmp_path_factory.mktemp("keys")), IDS, base_opts={"raft_cache_backend": request.param}
+    ) as c:
         yield c
 
 
