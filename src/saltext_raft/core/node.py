@@ -553,8 +553,7 @@ class RaftNode:
                 return
             datas = [e.data for e in m.entries if e.kind == EntryKind.NORMAL]
             if datas:
-                self._append_local(datas)
-                self._bcast_append()
+                self._append_local(datas)  # replicated by the next ready() (_flush_coalesced)
         elif t is MsgType.READ_INDEX:
             self._queue_read(m.frm, m.context)
         elif t is MsgType.TRANSFER_LEADER:
@@ -751,9 +750,7 @@ class RaftNode:
                     return
             elif was_paused:
                 self._send_append(m.frm)
-            # stream what remains, window permitting
-            while pr.next <= self.log.last_index and self._send_append(m.frm, send_if_empty=False):
-                pass
+            # what remains is streamed by the next ready(), window permitting
             if m.frm == self.lead_transferee and pr.match == self.log.last_index:
                 self._send(Message(MsgType.TIMEOUT_NOW, m.frm, self.id, self.term))
             self._maybe_auto_promote(m.frm, pr)
@@ -871,9 +868,9 @@ class RaftNode:
         if self.role is Role.LEADER:
             if self.lead_transferee:
                 raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
-            last = self._append_local(datas)
-            self._bcast_append()
-            return last
+            # Replicated by the next ready() (_flush_coalesced): one append per follower per
+            # Ready, however many batches (local or forwarded) arrived since the last one.
+            return self._append_local(datas)
         if self.leader == NONE:
             raise NotLeader(NONE)
         ents = tuple(Entry(0, 0, EntryKind.NORMAL, d) for d in datas)
@@ -1062,9 +1059,17 @@ class RaftNode:
             return
         if self._read_batch:
             self._start_read_round()
-        committed = self.log.committed
+        log = self.log
+        committed = log.committed
+        last = log.last_index
         for nid, pr in self.progress.items():
-            if nid != self.id and pr.sent_commit < committed:
+            if nid == self.id:
+                continue
+            # New entries (every proposal batch since the last Ready) and what a full window
+            # held back: as few appends as the window and max_msg_bytes allow.
+            while pr.next <= last and self._send_append(nid, send_if_empty=False):
+                pass
+            if pr.sent_commit < committed:
                 self._send_append(nid, send_if_empty=True)
 
     def _soft_state(self) -> SoftState:
@@ -1089,8 +1094,13 @@ class RaftNode:
             if self._read_batch:
                 return True
             committed = log.committed
+            last = log.last_index
             for nid, pr in self.progress.items():
-                if nid != self.id and pr.sent_commit < committed and not pr.is_paused():
+                if (
+                    nid != self.id
+                    and (pr.sent_commit < committed or pr.next <= last)
+                    and not pr.is_paused()
+                ):
                     return True
         return False
 

@@ -222,6 +222,32 @@ def test_5_3_pipelining_is_bounded_by_max_inflight():
     assert c.nodes["b"].last_index == c.nodes["a"].last_index
 
 
+def test_proposal_batches_between_two_readies_reach_each_follower_in_one_append():
+    """Every batch a leader takes between two Readies (its own proposals, batches forwarded by
+    followers) goes out as one append per follower, not one per batch: each append costs a
+    frame, a decode, a step and an acknowledgement on both sides."""
+    c = Cluster()
+    c.elect("a")
+    c.stabilize()
+    c.sent.clear()
+    leader = c.nodes["a"]
+    leader.propose(b"p1")
+    leader.step(
+        Message(
+            MsgType.PROPOSE, "a", "b", 0, entries=(Entry(0, 0, 0, b"f1"), Entry(0, 0, 0, b"f2"))
+        )
+    )
+    leader.propose_batch([b"p2", b"p3"])
+    rd = leader.ready()
+    appends = [m for m in rd.messages if m.type is MsgType.APPEND]
+    assert sorted(m.to for m in appends) == ["b", "c"]
+    assert all([e.data for e in m.entries] == [b"p1", b"f1", b"f2", b"p2", b"p3"] for m in appends)
+    leader.advance(rd)
+    c.net.extend(rd.messages)
+    c.stabilize()
+    assert all(c.applied[nid][-5:] == [b"p1", b"f1", b"f2", b"p2", b"p3"] for nid in "abc")
+
+
 # --- §5.4 safety --------------------------------------------------------------------------
 def test_5_4_1_voter_denies_candidate_with_less_up_to_date_log():
     c = Cluster(check_quorum=False)  # no leader lease: the vote is decided on the log alone
