@@ -43,7 +43,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from saltext_raft.core import NONE
 from saltext_raft.core import ConfChange
@@ -73,6 +72,7 @@ from saltext_raft.runtime.errors import Stopped
 from saltext_raft.runtime.errors import StorageFailed
 from saltext_raft.runtime.remote import Remote
 from saltext_raft.runtime.remote import RemoteNotLeader
+from saltext_raft.runtime.storage_thread import StorageThread
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class RaftRuntime:
         self._kicked = False
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._storage: StorageThread | None = None
         self._tasks: list[asyncio.Task] = []
         self._tick_handle: asyncio.TimerHandle | None = None
         self._running = False
@@ -191,8 +191,8 @@ class RaftRuntime:
     async def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"raft-store-{self.id}")
-        restored = await loop.run_in_executor(self._executor, self.store.load)
+        self._storage = StorageThread(loop, f"raft-store-{self.id}")
+        restored = await self._storage.submit(self.store.load)
         hs, snap, entries = restored
         fresh = hs == HardState() and snap is None and not entries
         if fresh and not self.join and self.id in self.founders:
@@ -223,7 +223,7 @@ class RaftRuntime:
         self._kick()
 
     async def stop(self) -> None:
-        if not self._running and self._executor is None:
+        if not self._running and self._storage is None:
             return
         self._running = False
         if self._tick_handle is not None:
@@ -243,16 +243,18 @@ class RaftRuntime:
         try:
             await self.transport.close()
         finally:
-            executor, self._executor = self._executor, None
-            if executor is not None:
+            storage, self._storage = self._storage, None
+            if storage is not None:
                 hs, self._deferred_hs = self._deferred_hs, None
                 if hs is not None and self._failure is None:
                     try:  # a clean stop keeps the latest commit index
-                        await self._loop.run_in_executor(executor, self.store.save, hs, (), None)
+                        await storage.submit(self.store.save, hs, (), None)
                     except Exception as exc:  # pylint: disable=broad-except
                         log.warning("raft %s: last commit index not saved: %s", self.id, exc)
-                await self._loop.run_in_executor(executor, self.store.close)
-                executor.shutdown(wait=True)
+                try:
+                    await storage.submit(self.store.close)
+                finally:
+                    storage.shutdown()
 
     @property
     def running(self) -> bool:
@@ -303,7 +305,7 @@ class RaftRuntime:
     # the Ready loop
     # ------------------------------------------------------------------------------------------
     async def _ready_loop(self) -> None:
-        loop = self._loop
+        storage = self._storage
         node = self.node
         wake = self._wake
         try:
@@ -362,9 +364,7 @@ class RaftRuntime:
                                 self.store.save(hs, rd.entries, rd.snapshot)
                                 self.counters["inline_saves"] += 1
                             else:
-                                await loop.run_in_executor(
-                                    self._executor, self.store.save, hs, rd.entries, rd.snapshot
-                                )
+                                await storage.submit(self.store.save, hs, rd.entries, rd.snapshot)
                             dt = time.perf_counter() - t0
                             self._save_seconds += dt
                             self._save_max = max(self._save_max, dt)
@@ -423,7 +423,7 @@ class RaftRuntime:
         """Queue background storage work; counted so that no save runs on the loop meanwhile
         (the storage thread keeps all store calls in submission order)."""
         self._storage_jobs += 1
-        fut = self._loop.run_in_executor(self._executor, fn, *args)
+        fut = self._storage.submit(fn, *args)
         fut.add_done_callback(self._storage_job_done)
         return fut
 
