@@ -1,8 +1,10 @@
-"""The runtime's JSON-lines control server: closing it with clients still connected."""
+"""The runtime's JSON-lines control server: framing, answer order, errors, closing."""
 
 import asyncio
+import json
 import logging
 
+from saltext_raft.runtime import control
 from saltext_raft.runtime.control import ControlServer
 
 
@@ -25,3 +27,122 @@ def test_close_with_a_client_connected_logs_no_cancelled_error(tmp_path, caplog)
         asyncio.run(main())
     noise = [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]
     assert not noise, [r.getMessage() for r in noise]
+
+
+def _server(tmp_path, handlers):
+    return ControlServer(runtime=None, address=str(tmp_path / "ctl.sock"), handlers=handlers)
+
+
+async def _answers(reader, n):
+    out = []
+    for _ in range(n):
+        out.append(json.loads(await asyncio.wait_for(reader.readline(), 5)))
+    return out
+
+
+def test_requests_split_and_joined_across_writes_are_all_answered(tmp_path):
+    async def echo(rt, req):
+        return req["x"]
+
+    async def main():
+        server = _server(tmp_path, {"echo": echo})
+        path = await server.start()
+        reader, writer = await asyncio.open_unix_connection(path)
+        # two requests in one write, then one split over three writes
+        writer.write(b'{"id": 1, "op": "echo", "x": "a"}\n{"id": 2, "op": "echo", "x": "b"}\n')
+        for part in (b'{"id": 3, "op"', b': "echo", "x"', b': "c"}\n'):
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(0.01)  # separate reads on the server side, not a wait for state
+        got = await _answers(reader, 3)
+        assert sorted((a["id"], a["result"]) for a in got) == [(1, "a"), (2, "b"), (3, "c")]
+        writer.close()
+        await server.close()
+
+    asyncio.run(main())
+
+
+def test_answers_come_in_completion_order_and_bad_lines_get_an_error(tmp_path):
+    async def main():
+        release = asyncio.Event()
+
+        async def slow(rt, req):
+            await release.wait()
+            return "slow"
+
+        async def fast(rt, req):
+            return "fast"
+
+        server = _server(tmp_path, {"slow": slow, "fast": fast})
+        path = await server.start()
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b'{"id": 1, "op": "slow"}\n{"id": 2, "op": "fast"}\nnot json\n[1]\n')
+        first = await _answers(reader, 3)  # the slow one is still running
+        assert {"id": 2, "ok": True, "result": "fast"} in first
+        assert [a["error"]["code"] for a in first if not a["ok"]] == ["bad_request"] * 2
+        release.set()
+        assert await _answers(reader, 1) == [{"id": 1, "ok": True, "result": "slow"}]
+        writer.close()
+        await server.close()
+
+    asyncio.run(main())
+
+
+def test_end_of_input_cancels_the_connections_requests(tmp_path):
+    async def main():
+        started, cancelled = asyncio.Event(), asyncio.Event()
+
+        async def hang(rt, req):
+            started.set()
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        server = _server(tmp_path, {"hang": hang})
+        path = await server.start()
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b'{"id": 1, "op": "hang"}\n')
+        await asyncio.wait_for(started.wait(), 5)
+        writer.write_eof()
+        await asyncio.wait_for(cancelled.wait(), 5)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        await server.close()
+
+    asyncio.run(main())
+
+
+def test_a_line_over_the_limit_closes_the_connection(tmp_path, monkeypatch):
+    monkeypatch.setattr(control, "MAX_LINE", 1000)
+
+    async def main():
+        server = _server(tmp_path, {})
+        path = await server.start()
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b"x" * 5000)
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        await server.close()
+
+    asyncio.run(main())
+
+
+def test_tcp_address_binds_a_free_loopback_port():
+    async def echo(rt, req):
+        return req["x"]
+
+    async def main():
+        server = ControlServer(runtime=None, address="127.0.0.1:0", handlers={"echo": echo})
+        bound = await server.start()
+        host, _, port = bound.rpartition(":")
+        assert host == "127.0.0.1" and int(port) > 0
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b'{"id": "t", "op": "echo", "x": 5}\n')
+        assert await _answers(reader, 1) == [{"id": "t", "ok": True, "result": 5}]
+        writer.close()
+        await server.close()
+
+    asyncio.run(main())
