@@ -139,6 +139,8 @@ class RaftRuntime:
         self._seq = 0
         self._waiting: dict[int, asyncio.Future] = {}  # proposal seq -> future
         self._pending: list[tuple[bytes, asyncio.Future]] = []  # not yet handed to the core
+        # (deadline, seq, timeout) of proposals, checked every tick (see _expire_proposals)
+        self._deadlines: list[tuple[float, int, float]] = []
         self._reads: dict[bytes, asyncio.Future] = {}  # read context -> future (read index)
         self._read_heap: list[tuple[int, int, asyncio.Future]] = []  # (index, n, future)
         self._conf_waiters: dict[
@@ -284,6 +286,8 @@ class RaftRuntime:
         # are stepped first, so a busy follower does not start a needless election.
         self._tick_handle = self._loop.call_later(self.config.tick_seconds, self._on_tick)
         self.counters["ticks"] += 1
+        if self._deadlines:
+            self._expire_proposals(self._loop.time())
         self._flush_deferred_hs()
         self.node.tick()
         self._kick()
@@ -658,12 +662,30 @@ class RaftRuntime:
         self._pending.append((envelope.wrap(self._prefix, seq, data), fut))
         self.counters["proposals"] += 1
         self._kick()
-        handle = self._loop.call_later(timeout, self._expire_proposal, fut, timeout)
+        heapq.heappush(self._deadlines, (self._loop.time() + timeout, seq, timeout))
         try:
             return await fut
         finally:
-            handle.cancel()
             self._waiting.pop(seq, None)
+
+    def _expire_proposals(self, now: float) -> None:
+        """Time out proposals whose deadline passed (at most one tick late).
+
+        One heap of plain tuples checked per tick instead of a ``call_later`` timer per
+        proposal: a timer is a ``TimerHandle`` pushed into the loop's heap with Python-level
+        comparisons, then cancelled (and swept later) for nearly every proposal, since nearly
+        all of them commit in time. Entries of answered proposals are dropped lazily: when they
+        reach the top, or in a sweep once they outnumber the live ones."""
+        heap = self._deadlines
+        waiting = self._waiting
+        while heap and heap[0][0] <= now:
+            _, seq, timeout = heapq.heappop(heap)
+            fut = waiting.get(seq)
+            if fut is not None:
+                self._expire_proposal(fut, timeout)
+        if len(heap) > 2 * len(waiting) + 1024:
+            heap[:] = [d for d in heap if d[1] in waiting]
+            heapq.heapify(heap)
 
     def _expire_proposal(self, fut: asyncio.Future, timeout: float) -> None:
         if fut.done():
@@ -923,6 +945,7 @@ class RaftRuntime:
         futs += [f for _, _, f in self._read_heap]
         futs += [f for lst in self._conf_waiters.values() for _, f in lst]
         self._pending.clear()
+        self._deadlines.clear()
         self._read_heap.clear()
         self._conf_waiters.clear()
         for fut in futs:

@@ -112,6 +112,27 @@ def test_propose_without_quorum_times_out_with_a_clear_error():
     run(main())
 
 
+def test_answered_proposals_do_not_pile_up_in_the_deadline_heap():
+    """Proposal deadlines are checked per tick; entries of answered proposals with long
+    timeouts must still be swept, or a busy node would hold one per write for an hour."""
+
+    async def main():
+        c = LocalCluster()
+        await c.start_all()
+        try:
+            leader = await c.leader()
+            for _ in range(6):
+                await asyncio.gather(*(leader.propose(b"x", timeout=3600) for _ in range(500)))
+            ticks = leader.counters["ticks"]
+            ok = await leader.wait_for(lambda: leader.counters["ticks"] > ticks + 1, 5)
+            assert ok, "no tick within 5 s"
+            assert len(leader._deadlines) <= 1024  # pylint: disable=protected-access
+        finally:
+            await c.stop_all()
+
+    run(main())
+
+
 def test_propose_with_no_leader_says_so():
     async def main():
         c = LocalCluster()
