@@ -49,6 +49,10 @@ _COPY_THRESHOLD = 64 << 10
 #: zmq itself cuts connections that send a frame larger than MAXMSGSIZE; we set it a little
 #: above max_frame_bytes so that slightly oversized frames reach our check and get counted.
 _MAXMSGSIZE_SLACK = 64 << 10
+#: Plain ints: pyzmq's enums cost an enum construction and a Flag.__and__ per test.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 class ZmqTransport(Transport):
@@ -263,21 +267,25 @@ class ZmqTransport(Transport):
 
         Called by the loop's selector directly: no task, future or zmq poller per wake-up,
         which the zmq.asyncio ``poll`` path cost (~40 µs per wake-up and one more loop pass
-        before a frame reached the core). zmq's FD only says "look at the socket", so the
-        socket is drained until ``Again`` and ``EVENTS`` checked once more before waiting.
+        before a frame reached the core). zmq's FD only says "look at the socket" (edge
+        triggered), so frames are read while ``EVENTS`` says more are waiting: the last check
+        that says none also re-arms the FD.
         """
         sock = self._inbound
         if sock is None or self._closed:
             return
         recv = sock.recv
-        noblock = zmq.NOBLOCK
+        events = sock.get
         try:
             for _ in range(self.config.drain_max):
+                # Ask EVENTS before each recv instead of reading until Again: EVENTS keeps the
+                # GIL (recv drops and retakes it, a thread switch when the storage thread is
+                # waiting for it) and costs no exception per wake-up.
+                if not events(_EVENTS) & _POLLIN:
+                    return
                 try:
-                    frame = recv(noblock)
+                    frame = recv(_NOBLOCK)
                 except zmq.Again:
-                    if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                        return
                     continue
                 self._handle_frame(frame)
         except zmq.ZMQError:
