@@ -26,6 +26,8 @@ from saltext_raft.runtime.errors import RaftRuntimeError
 
 log = logging.getLogger(__name__)
 MAX_LINE = 16 << 20
+#: One encoder for every answer: json.dumps(..., default=str) builds a new one per call.
+_ENCODE = json.JSONEncoder(default=str).encode
 
 
 async def _status(rt, req):
@@ -163,7 +165,7 @@ class _Connection(asyncio.Protocol):
 
     def _request(self, line: bytes) -> None:
         try:
-            req = json.loads(line)
+            req = json.loads(line.decode())  # a UnicodeDecodeError is a ValueError too
             if not isinstance(req, dict):
                 raise ValueError("request is not an object")
         except ValueError as exc:
@@ -178,7 +180,7 @@ class _Connection(asyncio.Protocol):
     def write(self, obj: dict) -> None:
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            transport.write(json.dumps(obj, default=str).encode() + b"\n")
+            transport.write((_ENCODE(obj) + "\n").encode())
 
     def eof_received(self) -> bool:
         self.close()

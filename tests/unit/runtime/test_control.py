@@ -76,10 +76,10 @@ def test_answers_come_in_completion_order_and_bad_lines_get_an_error(tmp_path):
         server = _server(tmp_path, {"slow": slow, "fast": fast})
         path = await server.start()
         reader, writer = await asyncio.open_unix_connection(path)
-        writer.write(b'{"id": 1, "op": "slow"}\n{"id": 2, "op": "fast"}\nnot json\n[1]\n')
-        first = await _answers(reader, 3)  # the slow one is still running
+        writer.write(b'{"id": 1, "op": "slow"}\n{"id": 2, "op": "fast"}\nnot json\n[1]\n\xff\n')
+        first = await _answers(reader, 4)  # the slow one is still running
         assert {"id": 2, "ok": True, "result": "fast"} in first
-        assert [a["error"]["code"] for a in first if not a["ok"]] == ["bad_request"] * 2
+        assert [a["error"]["code"] for a in first if not a["ok"]] == ["bad_request"] * 3
         release.set()
         assert await _answers(reader, 1) == [{"id": 1, "ok": True, "result": "slow"}]
         writer.close()
