@@ -135,7 +135,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, server: ControlServer):
         self._server = server
         self._transport: asyncio.Transport | None = None
-        self._buf = b""
+        self._buf = bytearray()  # the start of a line whose end has not arrived yet
         self._pending: set[asyncio.Task] = set()
 
     def connection_made(self, transport) -> None:
@@ -144,8 +144,16 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._buf:
-            data = self._buf + data
-            self._buf = b""
+            # A long line comes in many chunks: collect them without parsing (or copying the
+            # whole buffer per chunk) until one brings the line's end.
+            self._buf += data
+            if b"\n" not in data:
+                if len(self._buf) > MAX_LINE:
+                    log.debug("raft control: request line over %d bytes; closing", MAX_LINE)
+                    self.close()
+                return
+            data = bytes(self._buf)
+            self._buf = bytearray()
         start = 0
         while True:
             end = data.find(b"\n", start)
@@ -161,7 +169,7 @@ class _Connection(asyncio.Protocol):
                 log.debug("raft control: request line over %d bytes; closing", MAX_LINE)
                 self.close()
                 return
-            self._buf = rest
+            self._buf += rest
 
     def _request(self, line: bytes) -> None:
         try:

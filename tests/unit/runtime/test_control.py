@@ -146,3 +146,23 @@ def test_tcp_address_binds_a_free_loopback_port():
         await server.close()
 
     asyncio.run(main())
+
+
+def test_a_long_request_arriving_in_many_chunks_is_answered(tmp_path):
+    async def size(rt, req):
+        return len(req["blob"])
+
+    async def main():
+        server = _server(tmp_path, {"size": size})
+        path = await server.start()
+        reader, writer = await asyncio.open_unix_connection(path)
+        blob = "y" * (3 << 20)  # far more than one socket read
+        writer.write(json.dumps({"id": 1, "op": "size", "blob": blob}).encode() + b"\n")
+        writer.write(b'{"id": 2, "op": "size", "blob": "z"}\n')
+        await writer.drain()
+        got = await _answers(reader, 2)
+        assert sorted((a["id"], a["result"]) for a in got) == [(1, 3 << 20), (2, 1)]
+        writer.close()
+        await server.close()
+
+    asyncio.run(main())
