@@ -28,7 +28,7 @@ import signal
 import sys
 import time
 
-from saltext_raft.runtime import KVStateMachine
+from saltext_raft.runtime import DictStateMachine
 from saltext_raft.runtime import RaftRuntime
 from saltext_raft.runtime import RaftRuntimeError
 from saltext_raft.runtime import RuntimeConfig
@@ -154,7 +154,7 @@ async def _get(rt: RaftRuntime, req: dict):
 
 
 async def _set(rt: RaftRuntime, req: dict):
-    cmd = KVStateMachine.set_command(
+    cmd = DictStateMachine.set_command(
         str(req["key"]).encode(), str(req.get("value", "")).encode("latin-1")
     )
     return await rt.propose(cmd, req.get("timeout"))
@@ -190,7 +190,7 @@ async def main(argv=None) -> int:
         args.id,
         open_node_store(args),
         transport,
-        KVStateMachine(),
+        DictStateMachine(),
         core_config=default_core_config(args.id, **overrides),
         config=RuntimeConfig(
             tick_seconds=args.tick,

@@ -180,7 +180,7 @@ class RaftService:
     def build_runtime(self):
         # pylint: disable=import-outside-toplevel
         from saltext_raft.core.config import Config
-        from saltext_raft.runtime import KVStateMachine
+        from saltext_raft.runtime import DictStateMachine
         from saltext_raft.runtime import RaftRuntime
         from saltext_raft.runtime import RuntimeConfig
         from saltext_raft.storage.cache import open_store
@@ -204,7 +204,7 @@ class RaftService:
             cfg.node_id,
             store,
             transport,
-            self.cache.state_machine if self.cache is not None else KVStateMachine(),
+            self.cache.state_machine if self.cache is not None else DictStateMachine(),
             core_config=Config(
                 cfg.node_id,
                 election_ticks=cfg.election_ticks,

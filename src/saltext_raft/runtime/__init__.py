@@ -13,12 +13,12 @@ from saltext_raft.runtime.errors import RaftRuntimeError
 from saltext_raft.runtime.errors import Rejected
 from saltext_raft.runtime.errors import Stopped
 from saltext_raft.runtime.errors import StorageFailed
-from saltext_raft.runtime.statemachine import KVStateMachine
+from saltext_raft.runtime.statemachine import DictStateMachine
 from saltext_raft.runtime.statemachine import StateMachine
 
 __all__ = [
     "CommitTimeout",
-    "KVStateMachine",
+    "DictStateMachine",
     "NoLeader",
     "RaftRuntime",
     "RaftRuntimeError",

@@ -1,6 +1,6 @@
 """The state-machine contract the runtime applies committed entries to, and a built-in one.
 
-Lives here: :class:`StateMachine` (the protocol) and :class:`KVStateMachine` (a dict of bytes
+Lives here: :class:`StateMachine` (the protocol) and :class:`DictStateMachine` (a dict of bytes
 keyed by bytes, used by the standalone node and the benchmarks). Must not live here: anything
 about Raft messages or storage; the Salt cache driver brings its own state machine.
 
@@ -33,7 +33,7 @@ class StateMachine(Protocol):
     def restore(self, data: bytes) -> None: ...
 
 
-class KVStateMachine:
+class DictStateMachine:
     """A tiny replicated dict. Commands (the proposed payload):
 
     - ``b"S" + u8 keylen + key + value``: set key to value; result: the entry index;

@@ -9,7 +9,7 @@ import asyncio
 import random
 
 from saltext_raft.core import Role
-from saltext_raft.runtime import KVStateMachine
+from saltext_raft.runtime import DictStateMachine
 from saltext_raft.runtime import RaftRuntime
 from saltext_raft.runtime import RuntimeConfig
 from saltext_raft.runtime import default_core_config
@@ -36,7 +36,7 @@ class LocalCluster:
             nid,
             MemoryStore(self.disks[nid]),
             self.net.transport(nid),
-            KVStateMachine(),
+            DictStateMachine(),
             core_config=default_core_config(nid),
             config=RuntimeConfig(**self.opts),
             founders=self.founders,

@@ -9,7 +9,7 @@ import pytest
 
 from saltext_raft.core import Role
 from saltext_raft.runtime import CommitTimeout
-from saltext_raft.runtime import KVStateMachine
+from saltext_raft.runtime import DictStateMachine
 from saltext_raft.runtime import NoLeader
 from saltext_raft.runtime import Rejected
 from saltext_raft.runtime import RuntimeConfig
@@ -31,7 +31,7 @@ def test_elects_one_leader_and_commits_on_every_node():
         await c.start_all()
         try:
             leader = await c.leader()
-            result = await leader.propose(KVStateMachine.set_command(b"k", b"v"))
+            result = await leader.propose(DictStateMachine.set_command(b"k", b"v"))
             assert isinstance(result, int)
             await c.until(
                 "every node applied the write",
@@ -83,7 +83,7 @@ def test_read_is_a_barrier_after_a_committed_write():
         try:
             leader = await c.leader()
             follower = next(rt for rt in c.nodes.values() if rt is not leader)
-            idx = await leader.propose(KVStateMachine.set_command(b"a", b"1"))
+            idx = await leader.propose(DictStateMachine.set_command(b"a", b"1"))
             read_index = await follower.read(timeout=2)
             assert read_index >= idx
             assert follower.sm.get(b"a") == b"1"  # linearizable: the write is visible
@@ -181,7 +181,7 @@ def test_snapshot_compaction_and_install_snapshot_to_a_lagging_node():
             lagging = next(rt.id for rt in c.nodes.values() if rt is not leader)
             await c.stop(lagging)
             for i in range(300):
-                await leader.propose(KVStateMachine.set_command(b"k%d" % i, b"v"))
+                await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v"))
             assert leader.counters["snapshots_taken"] >= 1
             assert leader.node.first_index > 2
             rt = await c.start(lagging)
@@ -212,7 +212,7 @@ def test_snapshot_on_demand_compacts_the_log_at_the_applied_index():
         try:
             leader = await c.leader()
             for i in range(20):
-                await leader.propose(KVStateMachine.set_command(b"k%d" % i, b"v"))
+                await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v"))
             applied = leader.node.applied_index
             out = leader.snapshot()
             assert out == {"snapshot_index": applied, "term": leader.node.term}
@@ -348,10 +348,10 @@ def test_config_validation_names_the_option():
 def test_kv_state_machine_snapshot_round_trip():
     from saltext_raft.core import Entry
 
-    sm = KVStateMachine()
-    sm.apply(Entry(1, 1, 0, KVStateMachine.set_command(b"a", b"1")))
-    assert sm.apply(Entry(1, 2, 0, KVStateMachine.delete_command(b"zz"))) is False
-    other = KVStateMachine()
+    sm = DictStateMachine()
+    sm.apply(Entry(1, 1, 0, DictStateMachine.set_command(b"a", b"1")))
+    assert sm.apply(Entry(1, 2, 0, DictStateMachine.delete_command(b"zz"))) is False
+    other = DictStateMachine()
     other.restore(sm.snapshot())
     assert other.data == {b"a": b"1"} and other.applied == 2
 
