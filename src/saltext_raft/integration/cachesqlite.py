@@ -36,6 +36,8 @@ from saltext_raft.integration.cachemirror import check_name
 DB_NAME = "cache.sqlite3"
 #: Stored in ``PRAGMA user_version``; a database with another version is rebuilt.
 SCHEMA_VERSION = 1
+#: Bytes the WAL file is cut back to after a checkpoint.
+WAL_SIZE_LIMIT = 16 * 1024 * 1024
 #: Milliseconds a reader or the writer waits on a lock before failing.
 BUSY_TIMEOUT_MS = 5000
 
@@ -118,6 +120,9 @@ class SqliteMirror:
             os.chmod(self.path, 0o600)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=OFF")
+            # After a checkpoint resets the WAL, cut the file back to this size (bytes) rather
+            # than keep the high-water mark of a burst of writes on disk.
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version != SCHEMA_VERSION:
                 # An unknown layout (a newer or older release): derived state, start over.
