@@ -100,6 +100,12 @@ def test_a_value_stored_on_master_1_is_read_on_masters_2_and_3(cluster):
             15,
             f"the value on {mid}",
         )
+    # The operator's view of the local copy: its layout, and no failed mirror writes.
+    rc, status, ret = run(m1, "raft.status")
+    assert rc == 0, ret
+    assert status["cache"]["layout"] == m1.config["raft_cache_backend"], status["cache"]
+    assert status["cache"]["mirror_counters"]["errors"] == 0, status["cache"]
+    assert status["cache"]["applied_commands"] >= 2, status["cache"]
 
 
 def test_minion_data_cached_on_master_1_is_visible_on_the_others(cluster):

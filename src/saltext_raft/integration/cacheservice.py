@@ -135,8 +135,13 @@ class CacheService:
         return index
 
     async def _status(self, rt, req: dict):
+        return self.status()
+
+    def status(self) -> dict:
+        """What ``cache.status`` answers and ``salt-run raft.status`` shows under ``cache``."""
         return {
             "socket": self.settings.socket,
+            "layout": self.settings.backend,
             "mirror": self.settings.root,
             "mirror_counters": dict(self.writer.counters),
             "mirror_last_error": self.writer.last_error or None,

@@ -390,6 +390,8 @@ class RaftService:
             "advertise": self.cfg.advertise,
             "salt_core_consensus": self.coexisting,
         }
+        if self.cache is not None:  # the replicated Salt cache (docs/cache.md)
+            st["cache"] = self.cache.status()
         return st
 
     def members(self) -> dict:
