@@ -17,7 +17,8 @@ acknowledged to the worker that made it only once this master's mirror shows it
 
 Why no fsync: the mirror is derived state. On every engine start it is rebuilt from the Raft
 state (snapshot, then log replay), so a torn mirror after a crash is repaired before the engine
-acknowledges anything.
+acknowledges anything. A write that fails while the engine runs (disk full) is repaired the same
+way, by a rebuild queued with the next applied write (``CacheStateMachine._repair``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 SUFFIX = ".p"
 #: Seconds between two log lines about failing mirror writes.
 ERROR_LOG_INTERVAL = 10.0
+#: Seconds between two repairs (rebuilds from the state machine) after failed mirror writes.
+REPAIR_INTERVAL = 30.0
 
 
 class MirrorPathError(ValueError):
@@ -198,6 +201,9 @@ class MirrorWriter:
         self._thread: threading.Thread | None = None
         self.counters = {"jobs": 0, "batches": 0, "coalesced": 0, "errors": 0, "rebuilds": 0}
         self.last_error = ""
+        #: Set by the writer thread when a write failed, cleared by the loop when it queues a
+        #: repair (a rebuild): the mirror may miss writes until then.
+        self.damaged = False
         self._last_error_log = 0.0
 
     # --- loop side --------------------------------------------------------------------------
@@ -352,7 +358,9 @@ class MirrorWriter:
     def _failed(self, kind: str, exc: Exception) -> None:
         # The Raft state is authoritative and the entry is committed: a failed mirror write
         # makes this master's local reads stale, it does not undo the write. Say so loudly
-        # (rate-limited) and keep going; the next engine start rebuilds the mirror.
+        # (rate-limited) and keep going; the state machine queues a rebuild (a repair) with a
+        # later write, at most every REPAIR_INTERVAL seconds, and every engine start rebuilds.
+        self.damaged = True
         self.counters["errors"] += 1
         self.last_error = f"{kind}: {type(exc).__name__}: {exc}"
         now = time.monotonic()
@@ -360,7 +368,8 @@ class MirrorWriter:
             self._last_error_log = now
             log.error(
                 "saltext-raft cache: mirror write failed (%d so far; local reads on this "
-                "master may be stale until the engine restarts): %s",
+                "master may be stale until the copy is repaired, with a later write or at the "
+                "engine's next start): %s",
                 self.counters["errors"],
                 self.last_error,
             )
@@ -391,10 +400,15 @@ class CacheStateMachine:
     each change queued to the mirror in apply order. Results are :class:`Applied`.
     """
 
-    def __init__(self, writer: MirrorWriter):
+    def __init__(
+        self, writer: MirrorWriter, *, clock=time.monotonic, repair_interval=REPAIR_INTERVAL
+    ):
         self.kv = KVStateMachine()
         self.writer = writer
         self._synced = False  # the mirror was rebuilt from this state at least once
+        self._clock = clock
+        self._repair_interval = repair_interval
+        self._last_repair = float("-inf")
 
     def _sync_mirror(self) -> None:
         banks, items = _walk(self.kv)
@@ -406,6 +420,8 @@ class CacheStateMachine:
             # First apply after start without a snapshot: the log is replayed from the start,
             # so the mirror starts from the empty state (stale files from an old run go).
             self._sync_mirror()
+        elif self.writer.damaged and self._clock() - self._last_repair >= self._repair_interval:
+            self._repair()
         cmd = decode_command(entry.data)
         kv = self.kv
         before = kv.applied_commands
@@ -419,6 +435,20 @@ class CacheStateMachine:
         else:
             ticket = self.writer.ticket
         return Applied(result, ticket)
+
+    def _repair(self) -> None:
+        """A mirror write failed (disk full, permissions): rewrite the whole copy from the
+        state applied so far, in order before the entry being applied. If the disk still
+        fails, the writer marks the copy damaged again and the next repair waits
+        ``repair_interval`` seconds (a walk of the whole state runs on the loop)."""
+        self.writer.damaged = False
+        self._last_repair = self._clock()
+        log.warning(
+            "saltext-raft cache: repairing the local copy %s after failed writes (%s)",
+            self.writer.mirror.root,
+            self.writer.last_error,
+        )
+        self._sync_mirror()
 
     def snapshot(self) -> bytes:
         return self.kv.snapshot()

@@ -340,3 +340,70 @@ def test_entries_applied_in_one_loop_iteration_reach_the_writer_thread_as_one_ba
     assert tickets == sorted(tickets)
     assert harness.writer.counters["batches"] == 1  # ...then everything arrives at once
     assert sorted(harness.reads.list_("b")) == sorted(f"k{i}" for i in range(20))
+
+
+class FillingDisk:
+    """A mirror whose writes fail with ENOSPC while ``full`` is set (a full disk)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.full = False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def _check(self):
+        if self.full:
+            raise OSError(28, "No space left on device")
+
+    def store(self, *args):
+        self._check()
+        return self.inner.store(*args)
+
+    def rebuild(self, *args):
+        self._check()
+        return self.inner.rebuild(*args)
+
+
+def test_writes_lost_to_a_full_disk_are_repaired_by_a_later_write(tmp_path, run, layout):
+    root = str(tmp_path / "kv")
+    disk = FillingDisk(new_mirror(layout, root))
+    writer = MirrorWriter(disk)
+    now = [1000.0]
+    sm = CacheStateMachine(writer, clock=lambda: now[0], repair_interval=30.0)
+    reads = Reads(layout, root)
+    index = [0]
+
+    async def apply(cmd):
+        index[0] += 1
+        applied = sm.apply(entry(index[0], cmd))
+        await asyncio.wait_for(writer.wait(applied.ticket), 5)
+
+    async def go():
+        writer.start(asyncio.get_running_loop())
+        await apply(put("b", "first", 1))
+        disk.full = True
+        await apply(put("b", "lost", 2))
+        assert writer.damaged and writer.counters["errors"] >= 1
+        assert reads.fetch("b", "lost") == {}  # stale: the write is committed, the copy lacks it
+        disk.full = False
+        await apply(put("b", "next", 3))  # the first repair does not wait
+        assert reads.fetch("b", "lost") == 2 and reads.fetch("b", "next") == 3
+        assert not writer.damaged
+        rebuilds = writer.counters["rebuilds"]
+        # A second failure within repair_interval: repaired only once the interval has passed.
+        disk.full = True
+        await apply(put("b", "lost2", 4))
+        disk.full = False
+        now[0] += 10
+        await apply(put("b", "x", 5))
+        assert reads.fetch("b", "lost2") == {} and writer.counters["rebuilds"] == rebuilds
+        now[0] += 30
+        await apply(put("b", "y", 6))
+        assert reads.fetch("b", "lost2") == 4 and writer.counters["rebuilds"] == rebuilds + 1
+        assert reads.fetch("b", "first") == 1
+
+    try:
+        run(go())
+    finally:
+        writer.stop()
