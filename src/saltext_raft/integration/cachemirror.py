@@ -18,7 +18,8 @@ acknowledged to the worker that made it only once this master's mirror shows it
 Why no fsync: the mirror is derived state. On every engine start it is rebuilt from the Raft
 state (snapshot, then log replay), so a torn mirror after a crash is repaired before the engine
 acknowledges anything. A write that fails while the engine runs (disk full) is repaired the same
-way, by a rebuild queued with the next applied write (``CacheStateMachine._repair``).
+way, by a rebuild queued with the next applied write or by the cache service's timer
+(``CacheStateMachine.repair_if_damaged``).
 """
 
 from __future__ import annotations
@@ -420,8 +421,8 @@ class CacheStateMachine:
             # First apply after start without a snapshot: the log is replayed from the start,
             # so the mirror starts from the empty state (stale files from an old run go).
             self._sync_mirror()
-        elif self.writer.damaged and self._clock() - self._last_repair >= self._repair_interval:
-            self._repair()
+        else:
+            self.repair_if_damaged()
         cmd = decode_command(entry.data)
         kv = self.kv
         before = kv.applied_commands
@@ -435,6 +436,15 @@ class CacheStateMachine:
         else:
             ticket = self.writer.ticket
         return Applied(result, ticket)
+
+    def repair_if_damaged(self) -> bool:
+        """Queue a repair if a mirror write failed and the last repair is ``repair_interval``
+        seconds old. Called on the loop thread, between two applies: by ``apply``, and by the
+        cache service's timer for a master that receives no more writes."""
+        if self.writer.damaged and self._clock() - self._last_repair >= self._repair_interval:
+            self._repair()
+            return True
+        return False
 
     def _repair(self) -> None:
         """A mirror write failed (disk full, permissions): rewrite the whole copy from the

@@ -22,6 +22,7 @@ dedup table), so a worker may resend a write whose answer it lost.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -40,14 +41,21 @@ from saltext_raft.runtime.errors import Rejected
 
 log = logging.getLogger(__name__)
 
+#: Seconds between two checks for a local copy that failed writes left stale.
+REPAIR_CHECK_INTERVAL = 10.0
+
 
 class CacheService:
-    def __init__(self, settings: CacheSettings, *, clock=time.time):
+    def __init__(
+        self, settings: CacheSettings, *, clock=time.time, repair_check=REPAIR_CHECK_INTERVAL
+    ):
         self.settings = settings
         self.writer = MirrorWriter(new_mirror(settings.backend, settings.root))
         self.state_machine = CacheStateMachine(self.writer)
         self.server: ControlServer | None = None
         self._clock = clock
+        self._repair_check = repair_check
+        self._repair_timer = None
         self.runtime = None
 
     def start_writer(self, loop) -> None:
@@ -66,6 +74,7 @@ class CacheService:
         }
         self.server = server
         bound = await server.start()
+        self._schedule_repair_check()
         log.info(
             "saltext-raft cache: serving the raft cache driver on %s (mirror %s)",
             bound,
@@ -73,7 +82,20 @@ class CacheService:
         )
         return bound
 
+    def _schedule_repair_check(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._repair_timer = loop.call_later(self._repair_check, self._repair_check_due)
+
+    def _repair_check_due(self) -> None:
+        """A failed mirror write is repaired with the next applied write; this covers a master
+        that gets no more writes (its reads would stay stale until a restart)."""
+        self.state_machine.repair_if_damaged()
+        self._schedule_repair_check()
+
     async def stop(self) -> None:
+        if self._repair_timer is not None:
+            self._repair_timer.cancel()
+            self._repair_timer = None
         if self.server is not None:
             await self.server.close()
             self.server = None

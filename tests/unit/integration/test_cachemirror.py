@@ -13,10 +13,12 @@ import salt.payload
 
 from saltext_raft.core import Entry
 from saltext_raft.core import EntryKind
+from saltext_raft.integration.cacheconfig import CacheSettings
 from saltext_raft.integration.cachemirror import CacheStateMachine
 from saltext_raft.integration.cachemirror import MirrorPathError
 from saltext_raft.integration.cachemirror import MirrorWriter
 from saltext_raft.integration.cachemirror import new_mirror
+from saltext_raft.integration.cacheservice import CacheService
 from saltext_raft.integration.cachesqlite import SqliteReader
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
@@ -407,3 +409,36 @@ def test_writes_lost_to_a_full_disk_are_repaired_by_a_later_write(tmp_path, run,
         run(go())
     finally:
         writer.stop()
+
+
+def test_a_master_that_gets_no_more_writes_is_repaired_by_the_service_timer(tmp_path, run, layout):
+    settings = CacheSettings(
+        socket=str(tmp_path / "cache.sock"), root=str(tmp_path / "kv"), backend=layout
+    )
+    service = CacheService(settings, repair_check=0.02)
+    disk = FillingDisk(service.writer.mirror)
+    service.writer.mirror = disk
+    sm, writer = service.state_machine, service.writer
+    reads = Reads(layout, settings.root)
+
+    async def go():
+        service.start_writer(asyncio.get_running_loop())
+        await service.start(None)  # the socket is not used here; the timer is
+        try:
+            applied = sm.apply(entry(1, put("b", "first", 1)))
+            await asyncio.wait_for(writer.wait(applied.ticket), 5)
+            disk.full = True
+            applied = sm.apply(entry(2, put("b", "lost", 2)))
+            await asyncio.wait_for(writer.wait(applied.ticket), 5)
+            assert writer.damaged and reads.fetch("b", "lost") == {}
+            disk.full = False
+            # No further write: the timer queues the repair.
+            deadline = asyncio.get_running_loop().time() + 5
+            while reads.fetch("b", "lost") != 2:
+                assert asyncio.get_running_loop().time() < deadline, "no repair within 5 s"
+                await asyncio.sleep(0.01)
+            assert not writer.damaged and reads.fetch("b", "first") == 1
+        finally:
+            await service.stop()
+
+    run(go())
