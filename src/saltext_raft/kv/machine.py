@@ -18,6 +18,9 @@ import msgpack
 
 STORE = 1
 FLUSH = 2
+#: Not a command of its own: an entry holding several commands, applied in order (the cache
+#: service packs the writes that arrive together into one Raft entry).
+BATCH = 3
 # How many client ids the dedup table remembers. A client (one master process) that has been
 # silent for this many other clients' writes loses its dedup record; its retries of writes that
 # old could then apply twice, which for store/flush of a value is harmless (idempotent).
@@ -38,17 +41,49 @@ def encode_command(cmd: Command) -> bytes:
     return msgpack.packb(list(cmd), use_bin_type=True)
 
 
-def decode_command(data: bytes) -> Command:
+def encode_batch(cmds) -> bytes:
+    """One entry holding ``cmds`` (at least one), applied in order as one log entry."""
+    return msgpack.packb([BATCH, [list(c) for c in cmds]], use_bin_type=True)
+
+
+def _unpack(data: bytes):
     try:
-        raw = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
-        op, bank, key, value, ts, client, seq = raw
+        return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
     except Exception as exc:  # malformed entries must not crash the applier
+        raise ValueError(f"malformed KV command: {exc}") from exc
+
+
+def _command(raw) -> Command:
+    try:
+        op, bank, key, value, ts, client, seq = raw
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"malformed KV command: {exc}") from exc
     if op not in (STORE, FLUSH) or not isinstance(bank, str) or not isinstance(value, bytes):
         raise ValueError(f"malformed KV command: {raw!r:.200}")
     if key is not None and not isinstance(key, str):
         raise ValueError("malformed KV command: key must be a string or nil")
-    return Command(op, bank, key, value, int(ts), str(client), int(seq))
+    try:
+        return Command(op, bank, key, value, int(ts), str(client), int(seq))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"malformed KV command: {exc}") from exc
+
+
+def decode_command(data: bytes) -> Command:
+    """A single command (not a batch)."""
+    return _command(_unpack(data))
+
+
+def decode_entry(data: bytes) -> tuple[bool, list[Command]]:
+    """``(is_batch, commands)`` of an entry written by :func:`encode_command` (one command) or
+    :func:`encode_batch`. A malformed entry, or a batch with a malformed or no command, raises
+    ValueError as a whole: nothing of it is applied."""
+    raw = _unpack(data)
+    if isinstance(raw, list) and len(raw) == 2 and raw[0] == BATCH:
+        cmds = raw[1]
+        if not isinstance(cmds, list) or not cmds:
+            raise ValueError("malformed KV batch: no commands")
+        return True, [_command(c) for c in cmds]
+    return False, [_command(raw)]
 
 
 def _parts(bank: str) -> list[str]:
@@ -85,8 +120,12 @@ class KVStateMachine:
 
     # --- state machine protocol ---------------------------------------------------------------
     def apply(self, data: bytes):
-        """Apply one committed command; returns its result (the same on every node)."""
-        return self.apply_command(decode_command(data))
+        """Apply one committed entry; returns its result (the same on every node): a
+        command's result, or for a batch the list of its commands' results."""
+        batch, cmds = decode_entry(data)
+        if batch:
+            return [self.apply_command(c) for c in cmds]
+        return self.apply_command(cmds[0])
 
     def apply_command(self, cmd: Command):
         """:meth:`apply` for a command its caller has already decoded."""

@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 from saltext_raft.kv import Command
 from saltext_raft.kv import KVStateMachine
 from saltext_raft.kv import decode_command
+from saltext_raft.kv import decode_entry
+from saltext_raft.kv import encode_batch
 from saltext_raft.kv import encode_command
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
@@ -63,6 +65,40 @@ def test_malformed_command_raises_a_clear_error():
         decode_command(encode_command(Command(7, "b", "k")))
 
 
+def test_a_batch_applies_its_commands_in_order_with_one_result_each():
+    sm = KVStateMachine()
+    batch = [
+        Command(STORE, "b", "k", b"v1", 5, "c1", 1),
+        Command(STORE, "b", "k", b"v2", 6, "c2", 1),
+        Command(FLUSH, "b", "gone", b"", 6, "c3", 1),
+        Command(STORE, "b", "k", b"old", 4, "c1", 1),  # a retry of c1's seq 1 in the same batch
+    ]
+    assert sm.apply(encode_batch(batch)) == [True, True, False, True]
+    assert sm.fetch("b", "k") == b"v2" and sm.updated("b", "k") == 6
+    assert sm.applied_commands == 3
+    assert decode_entry(encode_batch(batch)) == (True, batch)
+    assert decode_entry(encode_command(batch[0])) == (False, [batch[0]])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [3, []],  # no commands
+        [3, "x"],
+        [3, [[STORE, "b", "k", b"v", 0, "c", 1], [7, "b", "k", b"", 0, "c", 2]]],
+        [3, [[STORE, "b", "k", b"v", 0, "c"]]],  # six fields
+        [3, [[STORE, "b", "k", b"v", None, "c", 1]]],
+    ],
+)
+def test_a_malformed_batch_is_refused_whole(raw):
+    import msgpack  # pylint: disable=import-outside-toplevel
+
+    sm = KVStateMachine()
+    with pytest.raises(ValueError, match="malformed KV"):
+        sm.apply(msgpack.packb(raw, use_bin_type=True))
+    assert sm.applied_commands == 0 and sm.list("") == []
+
+
 cmds = st.lists(
     st.tuples(
         st.sampled_from([STORE, FLUSH]),
@@ -93,3 +129,24 @@ def test_snapshot_restore_then_replay_equals_straight_apply(commands, cut):
         second.apply(e)
     assert sorted(second.walk()) == sorted(straight.walk())
     assert second.snapshot() == straight.snapshot()
+
+
+@settings(max_examples=100, deadline=None)
+@given(cmds, st.lists(st.integers(1, 6), max_size=20))
+def test_batches_apply_like_their_commands_one_by_one(commands, sizes):
+    encoded = [
+        Command(op, bank, key if op == FLUSH or key else "k0", val, i, f"c{i % 3}", i + 1)
+        for i, (op, bank, key, val) in enumerate(commands)
+    ]
+    single = KVStateMachine()
+    expected = [single.apply(encode_command(c)) for c in encoded]
+    batched = KVStateMachine()
+    results = []
+    i = 0
+    for n in [*sizes, len(encoded)]:
+        part = encoded[i : i + n]
+        if part:
+            results.extend(batched.apply(encode_batch(part)))
+        i += n
+    assert results == expected
+    assert batched.snapshot() == single.snapshot()
