@@ -28,7 +28,7 @@ from saltext_raft.core.types import EntryKind
 from saltext_raft.core.types import Message
 from saltext_raft.core.types import RaftError
 from saltext_raft.core.types import Role
-from saltext_raft.kv import decode_command
+from saltext_raft.kv import decode_entry
 from saltext_raft.sim.checkers import Checkers
 from saltext_raft.sim.checkers import Violation
 from saltext_raft.sim.driver import Driver
@@ -330,8 +330,7 @@ class Simulation:
     def _is_probe(self, data: bytes) -> bool:
         if self.kv is None:
             return data[:1] == b"h"
-        cmd = decode_command(data)
-        return cmd.bank == LOAD_BANK and cmd.key == "h"
+        return any(c.bank == LOAD_BANK and c.key == "h" for c in decode_entry(data)[1])
 
     def serve_reads(self, slot: Slot) -> None:
         applied = slot.sm.applied

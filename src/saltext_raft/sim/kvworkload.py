@@ -36,7 +36,8 @@ from saltext_raft.core.types import EntryKind
 from saltext_raft.core.types import RaftError
 from saltext_raft.kv import Command
 from saltext_raft.kv import KVStateMachine
-from saltext_raft.kv import decode_command
+from saltext_raft.kv import decode_entry
+from saltext_raft.kv import encode_batch
 from saltext_raft.kv import encode_command
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
@@ -154,6 +155,11 @@ class KVWorkload:
         self.history: list[ClientOp] = []
         self.local_reads = 0
         self._ctx = 0
+        # Half the seeds pack the writes their clients send to a node in one step into one
+        # entry, as the cache service does with the writes of one loop turn (its own stream,
+        # so the other choices of a seed stay what they were).
+        self.batching = random.Random(f"{sim.seed}/kvbatch").random() < 0.5
+        self._outbox: dict[str, tuple[object, list]] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self, node_ids: list[str]) -> None:
@@ -166,6 +172,7 @@ class KVWorkload:
                 f"kv: keys {self.keys}, clients "
                 f"{[(c.id, c.node) for c in self.clients]}, think 0-{self.think_max / TICK} ticks, "
                 f"timeout {self.op_timeout // TICK} ticks"
+                + (", batched writes" if self.batching else "")
                 + (", BROKEN: gets read the local copy" if self.local_gets else "")
             )
 
@@ -190,6 +197,8 @@ class KVWorkload:
                     self._issue(c)
             elif now >= op.deadline:
                 self._timeout(c)
+        if self._outbox:
+            self._send_batches()
 
     def on_crash(self, nid: str) -> None:
         now = self.sim.now
@@ -253,21 +262,48 @@ class KVWorkload:
             c.id,
             op.seq,
         )
-        try:
-            idx = slot.node.propose(encode_command(cmd))
-        except RaftError as exc:
-            # nothing left the client: not an attempt, try another node after a short wait
-            op.refusals += 1
-            op.deadline = self.sim.now + BACKOFF * TICK
-            what = f"refused ({type(exc).__name__})"
+        if self.batching:
+            self._outbox.setdefault(slot.id, (slot, []))[1].append((c, cmd))
+            return
+        self._send(slot, [(c, cmd)])
+
+    def _send_batches(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for slot, items in outbox.values():
+            self._send(slot, items)
+
+    def _send(self, slot, items: list) -> None:
+        """Propose the writes of ``items`` ((client, command), ...) as one entry."""
+        if len(items) == 1:
+            data = encode_command(items[0][1])
         else:
-            op.sent = True
-            op.attempts += 1
-            op.deadline = self.sim.now + self.op_timeout
-            what = f"attempt {op.attempts} -> " + (f"{idx}" if idx is not None else "forwarded")
+            data = encode_batch([cmd for _, cmd in items])
+        try:
+            idx = slot.node.propose(data)
+        except RaftError as exc:
+            what = f"refused ({type(exc).__name__})"
+            sent = False
+        else:
+            what = "-> " + (f"{idx}" if idx is not None else "forwarded")
+            sent = True
         self.sim._touched[slot.id] = None
-        arg = f"={op.value!r}" if op.kind == "put" else ""
-        self._t(f"kv {c.id} {op.kind} {op.key}{arg} seq={op.seq} at {slot.id}: {what}")
+        batch = f" (batch of {len(items)})" if len(items) > 1 else ""
+        for c, _ in items:
+            op = c.op
+            if sent:
+                op.sent = True
+                op.attempts += 1
+                op.deadline = self.sim.now + self.op_timeout
+                outcome = f"attempt {op.attempts} {what}"
+            else:
+                # nothing left the client: not an attempt, try another node after a short wait
+                op.refusals += 1
+                op.deadline = self.sim.now + BACKOFF * TICK
+                outcome = what
+            arg = f"={op.value!r}" if op.kind == "put" else ""
+            self._t(
+                f"kv {c.id} {op.kind} {op.key}{arg} seq={op.seq} at {slot.id}: {outcome}" + batch
+            )
 
     def _read(self, c: KVClient, slot) -> None:
         op = c.op
@@ -317,18 +353,18 @@ class KVWorkload:
 
     # --- completions --------------------------------------------------------------------------
     def on_applied(self, slot, entry) -> None:
-        """``slot`` applied ``entry`` (NORMAL, non-empty): complete the write waiting for it."""
-        cmd = decode_command(entry.data)
-        c = self.by_id.get(cmd.client)
-        if c is None or c.node != slot.id:
-            return
-        op = c.op
-        if op is None or op.kind == "get" or op.seq != cmd.seq:
-            return
-        op.ret = self.sim.now
-        self.history.append(op)
-        self._t(f"kv {c.id} {op.kind} {op.key} seq={op.seq}: done (applied at {entry.index})")
-        self._idle(c)
+        """``slot`` applied ``entry`` (NORMAL, non-empty): complete the writes waiting for it."""
+        for cmd in decode_entry(entry.data)[1]:
+            c = self.by_id.get(cmd.client)
+            if c is None or c.node != slot.id:
+                continue
+            op = c.op
+            if op is None or op.kind == "get" or op.seq != cmd.seq:
+                continue
+            op.ret = self.sim.now
+            self.history.append(op)
+            self._t(f"kv {c.id} {op.kind} {op.key} seq={op.seq}: done (applied at {entry.index})")
+            self._idle(c)
 
     def on_read_served(self, slot, ctx: bytes) -> None:
         """``slot`` has applied up to the ReadState for ``ctx``: answer the get from it."""

@@ -10,7 +10,7 @@ from saltext_raft.core.types import Entry
 from saltext_raft.core.types import EntryKind
 from saltext_raft.core.types import Message
 from saltext_raft.core.types import MsgType
-from saltext_raft.kv import decode_command
+from saltext_raft.kv import decode_entry
 from saltext_raft.kv.machine import STORE
 
 
@@ -23,7 +23,7 @@ def fmt_entry(e: Entry) -> str:
             what = "conf:?"
     elif not e.data:
         what = "noop"
-    elif e.data[:1] == _KV_COMMAND:
+    elif e.data[:1] == _KV_COMMAND or e.data[:2] == _KV_BATCH:
         what = fmt_kv(e.data)
     else:
         what = e.data.decode(errors="replace")
@@ -31,14 +31,21 @@ def fmt_entry(e: Entry) -> str:
 
 
 _KV_COMMAND = b"\x97"  # msgpack fixarray of 7: an encoded kv Command
+_KV_BATCH = b"\x92\x03"  # fixarray of 2 starting with BATCH: an encoded kv batch
 
 
 def fmt_kv(data: bytes) -> str:
-    """``store:kv/k1='c1.3'@c1#3`` or ``flush:kv/k1@c2#4`` (client and seq when set)."""
+    """``store:kv/k1='c1.3'@c1#3`` or ``flush:kv/k1@c2#4`` (client and seq when set); a batch
+    is its commands in braces."""
     try:
-        cmd = decode_command(data)
+        batch, cmds = decode_entry(data)
     except ValueError:
         return data.decode(errors="replace")
+    text = ",".join(_fmt_command(cmd) for cmd in cmds)
+    return "{" + text + "}" if batch else text
+
+
+def _fmt_command(cmd) -> str:
     op = "store" if cmd.op == STORE else "flush"
     s = f"{op}:{cmd.bank}/{cmd.key}"
     if cmd.op == STORE:
