@@ -12,17 +12,21 @@ order (several requests may be outstanding on one connection): ``{"id": ..., "ok
 Ops: ``status``; ``propose`` (``data`` latin-1 text, ``timeout``) → the state machine's result;
 ``read`` → the read index; ``add_learner`` (``node``, ``address``), ``promote``, ``demote``,
 ``remove`` (``node``), ``transfer`` (``node``); plus any extra handlers the owner registers
-(``handlers={"op": async fn(runtime, request) -> result}``).
+(``handlers={"op": async fn(runtime, request) -> result}``), or, for ops on a hot path, that
+return a future without a task of their own (``future_handlers={"op": fn(runtime, request) ->
+asyncio.Future}``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 
 from saltext_raft.runtime.errors import RaftRuntimeError
+from saltext_raft.runtime.errors import Stopped
 
 log = logging.getLogger(__name__)
 MAX_LINE = 16 << 20
@@ -74,11 +78,20 @@ class ControlServer:
     task) before the request's own task even starts. Under the cache benchmark that was about
     a quarter of the request path's CPU on the loop (docs/benchmarks.md)."""
 
-    def __init__(self, runtime, address: str, handlers: dict | None = None):
+    def __init__(
+        self,
+        runtime,
+        address: str,
+        handlers: dict | None = None,
+        future_handlers: dict | None = None,
+    ):
         """``address``: "host:port" (port 0 picks one) or a filesystem path (unix socket)."""
         self.rt = runtime
         self.address = address
         self.handlers = dict(HANDLERS, **(handlers or {}))
+        #: Ops answered from a future's done-callback: no task per request (a task costs a
+        #: few steps of the loop per await; the cache's writes are many and small).
+        self.future_handlers = dict(future_handlers or {})
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[_Connection] = set()
         self.bound = ""
@@ -112,18 +125,23 @@ class ControlServer:
             if handler is None:
                 raise RaftRuntimeError(f"unknown op {req.get('op')!r}")
             out = {"id": rid, "ok": True, "result": await handler(self.rt, req)}
-        except RaftRuntimeError as exc:
-            out = {"id": rid, "ok": False, "error": exc.to_dict()}
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
-            log.exception("raft control: %s failed", req.get("op"))
-            out = {
-                "id": rid,
-                "ok": False,
-                "error": {"code": "error", "message": f"{type(exc).__name__}: {exc}"},
-            }
+        except Exception as exc:  # pylint: disable=broad-except
+            out = error_answer(rid, req.get("op"), exc)
         conn.write(out)
+
+
+def error_answer(rid, op, exc: BaseException) -> dict:
+    """The answer to a request that failed with ``exc``."""
+    if isinstance(exc, RaftRuntimeError):
+        return {"id": rid, "ok": False, "error": exc.to_dict()}
+    log.error("raft control: %s failed", op, exc_info=exc)
+    return {
+        "id": rid,
+        "ok": False,
+        "error": {"code": "error", "message": f"{type(exc).__name__}: {exc}"},
+    }
 
 
 class _Connection(asyncio.Protocol):
@@ -181,9 +199,30 @@ class _Connection(asyncio.Protocol):
                 {"id": None, "ok": False, "error": {"code": "bad_request", "message": str(exc)}}
             )
             return
-        task = asyncio.get_running_loop().create_task(self._server._handle(req, self))  # pylint: disable=protected-access
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        server = self._server
+        fast = server.future_handlers.get(req.get("op"))
+        if fast is None:
+            task = asyncio.get_running_loop().create_task(server._handle(req, self))  # pylint: disable=protected-access
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+            return
+        rid = req.get("id")
+        try:
+            fut = fast(server.rt, req)
+        except Exception as exc:  # pylint: disable=broad-except
+            self.write(error_answer(rid, req.get("op"), exc))
+            return
+        fut.add_done_callback(functools.partial(self._answer, rid, req.get("op")))
+
+    def _answer(self, rid, op, fut: asyncio.Future) -> None:
+        if fut.cancelled():
+            self.write(error_answer(rid, op, Stopped("cancelled: the engine is stopping")))
+            return
+        exc = fut.exception()
+        if exc is not None:
+            self.write(error_answer(rid, op, exc))
+        else:
+            self.write({"id": rid, "ok": True, "result": fut.result()})
 
     def write(self, obj: dict) -> None:
         transport = self._transport

@@ -38,6 +38,7 @@ request/reply messages (``runtime.remote``); proposals and reads are forwarded b
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 import random
@@ -654,6 +655,11 @@ class RaftRuntime:
     async def propose(self, data: bytes, timeout: float | None = None) -> object:
         """Replicate ``data``; return the state machine's result once it is committed and
         applied here. Raises NoLeader / CommitTimeout / Stopped."""
+        return await self.submit(data, timeout)
+
+    def submit(self, data: bytes, timeout: float | None = None) -> asyncio.Future:
+        """:meth:`propose` without a coroutine: the future of the result, for callers that
+        answer from a done-callback (the cache service) rather than from a task of their own."""
         self._check_running()
         timeout = self._timeout(timeout)
         self._seq = seq = self._seq + 1
@@ -663,10 +669,11 @@ class RaftRuntime:
         self.counters["proposals"] += 1
         self._kick()
         heapq.heappush(self._deadlines, (self._loop.time() + timeout, seq, timeout))
-        try:
-            return await fut
-        finally:
-            self._waiting.pop(seq, None)
+        fut.add_done_callback(functools.partial(self._forget, seq))
+        return fut
+
+    def _forget(self, seq: int, fut: asyncio.Future) -> None:
+        self._waiting.pop(seq, None)
 
     def _expire_proposals(self, now: float) -> None:
         """Time out proposals whose deadline passed (at most one tick late).

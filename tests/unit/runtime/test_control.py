@@ -166,3 +166,44 @@ def test_a_long_request_arriving_in_many_chunks_is_answered(tmp_path):
         await server.close()
 
     asyncio.run(main())
+
+
+def test_future_handlers_are_answered_from_their_futures(tmp_path):
+    from saltext_raft.runtime.errors import CommitTimeout  # pylint: disable=import-outside-toplevel
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        futures = {}
+
+        def later(rt, req):
+            futures[req["id"]] = fut = loop.create_future()
+            return fut
+
+        def refuse(rt, req):
+            raise ValueError("bad request body")
+
+        server = ControlServer(
+            runtime=None,
+            address=str(tmp_path / "ctl.sock"),
+            future_handlers={"later": later, "refuse": refuse},
+        )
+        path = await server.start()
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(
+            b'{"id": 1, "op": "later"}\n{"id": 2, "op": "later"}\n{"id": 3, "op": "later"}\n'
+            b'{"id": 4, "op": "refuse"}\n'
+        )
+        refused = await _answers(reader, 1)  # answered at once: no future to wait for
+        futures[2].set_exception(CommitTimeout("not committed within 1s"))
+        futures[3].cancel()
+        futures[1].set_result({"applied": True})
+        got = await _answers(reader, 3)
+        writer.close()
+        await server.close()
+        return refused + got
+
+    answers = {a["id"]: a for a in asyncio.run(main())}
+    assert answers[4]["error"]["code"] == "error" and "bad request body" in str(answers[4])
+    assert answers[2]["error"] == {"code": "timeout", "message": "not committed within 1s"}
+    assert answers[3]["error"]["code"] == "stopped"
+    assert answers[1] == {"id": 1, "ok": True, "result": {"applied": True}}
