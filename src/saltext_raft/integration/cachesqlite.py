@@ -179,6 +179,22 @@ class SqliteMirror:
         self._ensure_bank(db, bank)
         db.execute("INSERT OR REPLACE INTO keys VALUES (?, ?, ?, ?)", (bank, key, value, ts))
 
+    def write_slots(self, items) -> None:
+        """Write store and key-flush jobs, each on its own ``slot`` (so in any order), whose
+        names the caller has checked: the writer's batches, two statements per batch."""
+        db = self._db()
+        stores, deletes = [], []
+        for (bank, key), job in items:
+            if job[0] == "store":
+                self._ensure_bank(db, bank)
+                stores.append((bank, key, job[3], job[4]))
+            else:
+                deletes.append((bank, key))
+        if stores:
+            db.executemany("INSERT OR REPLACE INTO keys VALUES (?, ?, ?, ?)", stores)
+        if deletes:
+            db.executemany("DELETE FROM keys WHERE bank = ? AND key = ?", deletes)
+
     def flush(self, bank: str, key: str | None) -> None:
         check_name("bank", bank, allow_empty=True)
         if key is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 
 import pytest
 import salt.cache.localfs as localfs
@@ -23,6 +24,7 @@ from saltext_raft.integration.cachesqlite import SqliteReader
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
 from saltext_raft.kv.machine import Command
+from saltext_raft.kv.machine import encode_batch
 from saltext_raft.kv.machine import encode_command
 
 
@@ -82,7 +84,8 @@ class Harness:
     def __init__(self, root, layout):
         self.root = str(root)
         self.reads = Reads(layout, root)
-        self.writer = MirrorWriter(new_mirror(layout, self.root))
+        # As the cache service builds it: the sqlite layout writes small batches on the loop.
+        self.writer = MirrorWriter(new_mirror(layout, self.root), inline=layout == "sqlite")
         self.sm = CacheStateMachine(self.writer)
         self.index = 0
 
@@ -350,6 +353,12 @@ class FillingDisk:
     def __init__(self, inner):
         self.inner = inner
         self.full = False
+        if hasattr(inner, "write_slots"):  # the sqlite layout's batch write
+            self.write_slots = self._write_slots
+
+    def _write_slots(self, *args):
+        self._check()
+        return self.inner.write_slots(*args)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -442,3 +451,86 @@ def test_a_master_that_gets_no_more_writes_is_repaired_by_the_service_timer(tmp_
             await service.stop()
 
     run(go())
+
+
+def test_a_batch_entry_mirrors_every_command_and_answers_each(harness, run):
+    cmds = [
+        Command(STORE, "b", "k1", blob(1), 5, "c1", 1),
+        Command(STORE, "b", "k2", blob(2), 5, "c2", 1),
+        Command(FLUSH, "b", "k1", b"", 6, "c3", 1),
+        Command(FLUSH, "b", "nope", b"", 6, "c4", 1),
+    ]
+
+    async def go():
+        harness.index += 1
+        applied = harness.sm.apply(Entry(1, harness.index, EntryKind.NORMAL, encode_batch(cmds)))
+        await asyncio.wait_for(harness.writer.wait(applied.ticket), 5)
+        return applied
+
+    applied = run(go())
+    assert applied.result == [True, True, True, False]
+    assert harness.reads.list_("b") == ["k2"] and harness.reads.fetch("b", "k2") == 2
+
+
+def test_the_sqlite_writer_writes_small_batches_on_the_loop(tmp_path, run):
+    h = Harness(tmp_path / "kv", "sqlite")
+
+    async def go():
+        h.writer.start(asyncio.get_running_loop())
+        await h.apply(put("b", "k0", 0))  # the first apply rebuilds (on the thread)
+        before = dict(h.writer.counters)
+        for i in range(1, 6):
+            await h.apply(put("b", f"k{i}", i))
+        return before
+
+    try:
+        before = run(go())
+    finally:
+        h.writer.stop()
+    assert before["rebuilds"] == 1
+    assert h.writer.counters["inline_batches"] - before["inline_batches"] == 5
+    assert h.writer.counters["batches"] - before["batches"] == 5
+    assert [h.reads.fetch("b", f"k{i}") for i in range(6)] == list(range(6))
+
+
+class SlowRebuild:
+    """A mirror whose rebuild waits for ``release`` (a big restore still being written)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.release = threading.Event()
+        self.started = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def rebuild(self, *args):
+        self.started.set()
+        assert self.release.wait(10)
+        return self.inner.rebuild(*args)
+
+
+def test_the_loop_never_writes_ahead_of_a_rebuild_still_on_the_thread(tmp_path, run):
+    mirror = SlowRebuild(new_mirror("sqlite", str(tmp_path / "kv")))
+    writer = MirrorWriter(mirror, inline=True)
+    reads = Reads("sqlite", tmp_path / "kv")
+
+    async def go():
+        writer.start(asyncio.get_running_loop())
+        writer.enqueue(("rebuild", ["", "b"], [("b", "old", blob("old"), 1)]))
+        await asyncio.sleep(0)  # hand-over: the rebuild goes to the thread
+        assert await asyncio.to_thread(mirror.started.wait, 5)
+        ticket = writer.enqueue(("store", "b", "new", blob("new"), 2))
+        await asyncio.sleep(0)
+        # The thread is busy with the rebuild: the store must queue behind it, not be written
+        # by the loop now (the rebuild would then wipe it).
+        assert not writer.done(ticket) and writer.counters["inline_batches"] == 0
+        mirror.release.set()
+        await asyncio.wait_for(writer.wait(ticket), 5)
+
+    try:
+        run(go())
+    finally:
+        mirror.release.set()
+        writer.stop()
+    assert reads.fetch("b", "old") == "old" and reads.fetch("b", "new") == "new"
