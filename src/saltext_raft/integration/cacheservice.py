@@ -18,12 +18,19 @@ Requests (JSON lines; several may be outstanding per connection, answers carry t
 A write is answered once its entry is committed, applied here and written to this master's
 mirror. ``(client, seq)`` makes a retried write apply at most once (the KV state machine's
 dedup table), so a worker may resend a write whose answer it lost.
+
+Writes are batched: those that arrive in one turn of the event loop (from any number of
+workers) become one Raft entry (``kv.encode_batch``), so the per-entry costs of the log, the
+storage, the replication and the apply are paid once per batch, not once per write. A batch
+waits for nothing: it is proposed at the end of the turn that received its first write, so a
+lone write is not delayed. Writes are answered from done-callbacks, without a task each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import time
 
@@ -35,12 +42,18 @@ from saltext_raft.integration.cachemirror import new_mirror
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
 from saltext_raft.kv.machine import Command
+from saltext_raft.kv.machine import encode_batch
 from saltext_raft.kv.machine import encode_command
 from saltext_raft.runtime.control import ControlServer
+from saltext_raft.runtime.errors import RaftRuntimeError
 from saltext_raft.runtime.errors import Rejected
+from saltext_raft.runtime.errors import Stopped
 
 log = logging.getLogger(__name__)
 
+#: Value bytes that close a batch at once (an entry stays a modest size however many workers
+#: write big values in the same turn).
+MAX_BATCH_BYTES = 1 << 20
 #: Seconds between two checks for a local copy that failed writes left stale.
 REPAIR_CHECK_INTERVAL = 10.0
 
@@ -50,13 +63,19 @@ class CacheService:
         self, settings: CacheSettings, *, clock=time.time, repair_check=REPAIR_CHECK_INTERVAL
     ):
         self.settings = settings
-        self.writer = MirrorWriter(new_mirror(settings.backend, settings.root))
+        self.writer = MirrorWriter(
+            new_mirror(settings.backend, settings.root), inline=settings.backend == "sqlite"
+        )
         self.state_machine = CacheStateMachine(self.writer)
         self.server: ControlServer | None = None
         self._clock = clock
         self._repair_check = repair_check
         self._repair_timer = None
         self.runtime = None
+        #: Writes received in this turn of the loop: (command, future of its result, timeout).
+        self._batch: list[tuple[Command, asyncio.Future, float]] = []
+        self._batch_bytes = 0
+        self.counters = {"writes": 0, "entries": 0, "largest_batch": 0}
 
     def start_writer(self, loop) -> None:
         """Before the runtime starts: its start may restore a snapshot into the mirror."""
@@ -66,12 +85,8 @@ class CacheService:
         self.runtime = runtime
         server = ControlServer(runtime, self.settings.socket)
         # Only the cache operations: membership changes are not for request workers.
-        server.handlers = {
-            "cache.store": self._store,
-            "cache.flush": self._flush,
-            "cache.read": self._read,
-            "cache.status": self._status,
-        }
+        server.handlers = {"cache.read": self._read, "cache.status": self._status}
+        server.future_handlers = {"cache.store": self._store, "cache.flush": self._flush}
         self.server = server
         bound = await server.start()
         self._schedule_repair_check()
@@ -108,12 +123,7 @@ class CacheService:
             return min(float(t), 3600.0)
         return self.settings.timeout
 
-    async def _write(self, rt, req: dict, cmd: Command):
-        applied = await rt.propose(encode_command(cmd), self._timeout(req))
-        await self.writer.wait(applied.ticket)
-        return applied.result
-
-    async def _store(self, rt, req: dict):
+    def _store(self, rt, req: dict) -> asyncio.Future:
         bank, key = req.get("bank", ""), req.get("key")
         try:
             check_name("bank", bank, allow_empty=True)
@@ -130,9 +140,9 @@ class CacheService:
             str(req.get("client") or ""),
             int(req.get("seq") or 0),
         )
-        return await self._write(rt, req, cmd)
+        return self._submit(req, cmd)
 
-    async def _flush(self, rt, req: dict):
+    def _flush(self, rt, req: dict) -> asyncio.Future:
         bank, key = req.get("bank", ""), req.get("key")
         try:
             check_name("bank", bank, allow_empty=True)
@@ -149,7 +159,61 @@ class CacheService:
             str(req.get("client") or ""),
             int(req.get("seq") or 0),
         )
-        return await self._write(rt, req, cmd)
+        return self._submit(req, cmd)
+
+    # --- batching -----------------------------------------------------------------------------
+    def _submit(self, req: dict, cmd: Command) -> asyncio.Future:
+        """Queue ``cmd`` for this turn's batch; the future gets the command's result once its
+        entry is applied here and written to the local copy."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._batch.append((cmd, fut, self._timeout(req)))
+        self._batch_bytes += len(cmd.value)
+        if self._batch_bytes >= MAX_BATCH_BYTES:
+            self._propose_batch()  # big values: propose now rather than grow the entry
+        elif len(self._batch) == 1:
+            loop.call_soon(self._propose_batch)
+        return fut
+
+    def _propose_batch(self) -> None:
+        batch = [b for b in self._batch if not b[1].done()]
+        self._batch = []
+        self._batch_bytes = 0
+        if not batch:
+            return
+        cmds = [cmd for cmd, _, _ in batch]
+        data = encode_command(cmds[0]) if len(cmds) == 1 else encode_batch(cmds)
+        try:
+            # The batch's deadline is its most impatient writer's: nobody waits past their own.
+            proposal = self.runtime.submit(data, min(t for _, _, t in batch))
+        except RaftRuntimeError as exc:
+            _fail(batch, exc)
+            return
+        self.counters["writes"] += len(cmds)
+        self.counters["entries"] += 1
+        self.counters["largest_batch"] = max(self.counters["largest_batch"], len(cmds))
+        proposal.add_done_callback(functools.partial(self._applied, batch))
+
+    def _applied(self, batch: list, proposal: asyncio.Future) -> None:
+        if proposal.cancelled():
+            _fail(batch, Stopped("the write was cancelled: the engine is stopping"))
+            return
+        exc = proposal.exception()
+        if exc is not None:
+            _fail(batch, exc)
+            return
+        applied = proposal.result()
+        results = applied.result if len(batch) > 1 else [applied.result]
+        if not isinstance(results, list) or len(results) != len(batch):
+            _fail(
+                batch,
+                Rejected(f"{len(batch)} writes, but the state machine answered {results!r:.80}"),
+            )
+            return
+        if self.writer.done(applied.ticket):
+            _answer(batch, results)
+        else:
+            self.writer.future(applied.ticket).add_done_callback(lambda _: _answer(batch, results))
 
     async def _read(self, rt, req: dict):
         index = await rt.read(self._timeout(req))
@@ -168,7 +232,20 @@ class CacheService:
             "mirror_counters": dict(self.writer.counters),
             "mirror_last_error": self.writer.last_error or None,
             "applied_commands": self.state_machine.kv.applied_commands,
+            "batching": dict(self.counters),
         }
+
+
+def _fail(batch: list, exc: BaseException) -> None:
+    for _, fut, _ in batch:
+        if not fut.done():
+            fut.set_exception(exc)
+
+
+def _answer(batch: list, results: list) -> None:
+    for (_, fut, _), result in zip(batch, results, strict=True):
+        if not fut.done():
+            fut.set_result(result)
 
 
 def new_cache_service(opts: dict) -> CacheService:
