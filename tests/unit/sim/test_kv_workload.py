@@ -146,7 +146,7 @@ def test_teeth_gets_from_the_local_copy_are_not_linearizable():
 def test_teeth_a_state_machine_that_applies_retries_twice():
     """Without dedup, a put whose answer was lost and that was retried on another node applies
     again after a newer put: reads see the old value come back. Found within 150 seeds
-    (seed 21 when measured)."""
+    (seed 26 when measured, since half the seeds batch their writes)."""
     summary = run_seeds(range(150), SimOptions(kv_class=NoDedupKV), stop_on_first=True)
     assert summary.failures, f"no violation in {summary.seeds} seeds"
     f = summary.failures[0]
