@@ -64,12 +64,16 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def test_writes_of_one_turn_become_one_entry_and_each_gets_its_result(service):
-    rt = FakeRuntime()
+def attach(svc) -> FakeRuntime:
+    """Start ``svc``'s writer on the running loop and give it a fake runtime."""
+    svc.start_writer(asyncio.get_running_loop())
+    rt = svc.runtime = FakeRuntime()
+    return rt
 
+
+def test_writes_of_one_turn_become_one_entry_and_each_gets_its_result(service):
     async def main():
-        service.start_writer(asyncio.get_running_loop())
-        service.runtime = rt
+        rt = attach(service)
         futs = [
             service._store(rt, store_req("k1", timeout=3.0)),
             service._store(rt, store_req("k2", timeout=1.5)),
@@ -93,11 +97,8 @@ def test_writes_of_one_turn_become_one_entry_and_each_gets_its_result(service):
 
 
 def test_a_lone_write_is_a_plain_command_proposed_without_delay(service):
-    rt = FakeRuntime()
-
     async def main():
-        service.start_writer(asyncio.get_running_loop())
-        service.runtime = rt
+        rt = attach(service)
         fut = service._store(rt, store_req("k1"))
         await asyncio.sleep(0)
         data, _, proposal = rt.proposals[0]
@@ -110,11 +111,9 @@ def test_a_lone_write_is_a_plain_command_proposed_without_delay(service):
 
 def test_big_values_close_the_batch_at_once(service, monkeypatch):
     monkeypatch.setattr(cacheservice, "MAX_BATCH_BYTES", 100)
-    rt = FakeRuntime()
 
     async def main():
-        service.start_writer(asyncio.get_running_loop())
-        service.runtime = rt
+        rt = attach(service)
         service._store(rt, store_req("k1", b"x" * 60))
         service._store(rt, store_req("k2", b"x" * 60))  # 120 bytes: proposed right here
         assert len(rt.proposals) == 1
@@ -127,8 +126,7 @@ def test_big_values_close_the_batch_at_once(service, monkeypatch):
 
 def test_a_failed_or_refused_batch_fails_every_write_in_it(service):
     async def main():
-        service.start_writer(asyncio.get_running_loop())
-        rt = service.runtime = FakeRuntime()
+        rt = attach(service)
         futs = [service._store(rt, store_req(f"k{i}")) for i in range(3)]
         await asyncio.sleep(0)
         rt.proposals[0][2].set_exception(CommitTimeout("not committed within 5s"))
@@ -144,8 +142,7 @@ def test_a_failed_or_refused_batch_fails_every_write_in_it(service):
 
 def test_a_bad_name_is_refused_before_it_joins_a_batch(service):
     async def main():
-        service.start_writer(asyncio.get_running_loop())
-        rt = service.runtime = FakeRuntime()
+        rt = attach(service)
         with pytest.raises(Rejected):
             service._store(rt, store_req("../etc"))
         await asyncio.sleep(0)
@@ -156,11 +153,9 @@ def test_a_bad_name_is_refused_before_it_joins_a_batch(service):
 
 def test_the_answer_waits_for_the_local_copy(tmp_path):
     svc = CacheService(settings(tmp_path, backend="localfs"), clock=lambda: 1)
-    rt = FakeRuntime()
 
     async def main():
-        svc.start_writer(asyncio.get_running_loop())
-        svc.runtime = rt
+        rt = attach(svc)
         fut = svc._store(rt, store_req("k1"))
         await asyncio.sleep(0)
         ticket = svc.writer.enqueue(("store", "b", "k1", b"\xa1v", 1))
