@@ -420,6 +420,7 @@ def main(argv=None) -> int:
                 "proposals": st["runtime"].get("proposals"),
                 "saves": st["runtime"].get("saves"),
                 "mirror": st["cache"]["mirror_counters"],
+                "batching": st["cache"].get("batching"),
             }
             for nid, st in nodes.final.items()
         }
