@@ -38,7 +38,6 @@ request/reply messages (``runtime.remote``); proposals and reads are forwarded b
 from __future__ import annotations
 
 import asyncio
-import functools
 import heapq
 import logging
 import random
@@ -669,11 +668,7 @@ class RaftRuntime:
         self.counters["proposals"] += 1
         self._kick()
         heapq.heappush(self._deadlines, (self._loop.time() + timeout, seq, timeout))
-        fut.add_done_callback(functools.partial(self._forget, seq))
         return fut
-
-    def _forget(self, seq: int, fut: asyncio.Future) -> None:
-        self._waiting.pop(seq, None)
 
     def _expire_proposals(self, now: float) -> None:
         """Time out proposals whose deadline passed (at most one tick late).
@@ -687,7 +682,8 @@ class RaftRuntime:
         waiting = self._waiting
         while heap and heap[0][0] <= now:
             _, seq, timeout = heapq.heappop(heap)
-            fut = waiting.get(seq)
+            # Popped here or by the apply that answers it (a cancelled one waits for either).
+            fut = waiting.pop(seq, None)
             if fut is not None:
                 self._expire_proposal(fut, timeout)
         if len(heap) > 2 * len(waiting) + 1024:
@@ -952,6 +948,7 @@ class RaftRuntime:
         futs += [f for _, _, f in self._read_heap]
         futs += [f for lst in self._conf_waiters.values() for _, f in lst]
         self._pending.clear()
+        self._waiting.clear()
         self._deadlines.clear()
         self._read_heap.clear()
         self._conf_waiters.clear()
