@@ -42,8 +42,7 @@ from saltext_raft.integration.cachemirror import new_mirror
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
 from saltext_raft.kv.machine import Command
-from saltext_raft.kv.machine import encode_batch
-from saltext_raft.kv.machine import encode_command
+from saltext_raft.kv.machine import encode_entry
 from saltext_raft.runtime.control import ControlServer
 from saltext_raft.runtime.errors import RaftRuntimeError
 from saltext_raft.runtime.errors import Rejected
@@ -182,7 +181,7 @@ class CacheService:
         if not batch:
             return
         cmds = [cmd for cmd, _, _ in batch]
-        data = encode_command(cmds[0]) if len(cmds) == 1 else encode_batch(cmds)
+        data = encode_entry(cmds)
         try:
             # The batch's deadline is its most impatient writer's: nobody waits past their own.
             proposal = self.runtime.submit(data, min(t for _, _, t in batch))

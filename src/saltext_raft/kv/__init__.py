@@ -12,6 +12,7 @@ from saltext_raft.kv.machine import decode_command
 from saltext_raft.kv.machine import decode_entry
 from saltext_raft.kv.machine import encode_batch
 from saltext_raft.kv.machine import encode_command
+from saltext_raft.kv.machine import encode_entry
 
 __all__ = [
     "Command",
@@ -20,4 +21,5 @@ __all__ = [
     "decode_entry",
     "encode_batch",
     "encode_command",
+    "encode_entry",
 ]

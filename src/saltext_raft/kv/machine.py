@@ -46,6 +46,12 @@ def encode_batch(cmds) -> bytes:
     return msgpack.packb([BATCH, [list(c) for c in cmds]], use_bin_type=True)
 
 
+def encode_entry(cmds) -> bytes:
+    """The entry for ``cmds`` (at least one): a plain command for one, a batch for more (what
+    :func:`decode_entry` reads back)."""
+    return encode_command(cmds[0]) if len(cmds) == 1 else encode_batch(cmds)
+
+
 def _unpack(data: bytes):
     try:
         return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)

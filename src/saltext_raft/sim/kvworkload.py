@@ -37,8 +37,8 @@ from saltext_raft.core.types import RaftError
 from saltext_raft.kv import Command
 from saltext_raft.kv import KVStateMachine
 from saltext_raft.kv import decode_entry
-from saltext_raft.kv import encode_batch
 from saltext_raft.kv import encode_command
+from saltext_raft.kv import encode_entry
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
 from saltext_raft.sim.linearizability import Op
@@ -274,12 +274,8 @@ class KVWorkload:
 
     def _send(self, slot, items: list) -> None:
         """Propose the writes of ``items`` ((client, command), ...) as one entry."""
-        if len(items) == 1:
-            data = encode_command(items[0][1])
-        else:
-            data = encode_batch([cmd for _, cmd in items])
         try:
-            idx = slot.node.propose(data)
+            idx = slot.node.propose(encode_entry([cmd for _, cmd in items]))
         except RaftError as exc:
             what = f"refused ({type(exc).__name__})"
             sent = False
