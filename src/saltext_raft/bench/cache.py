@@ -30,6 +30,7 @@ import threading
 import time
 
 from saltext_raft.bench.procs import free_port
+from saltext_raft.integration import cacheconfig
 
 TARGET_STORES_PER_S = 5000
 TARGET_P99_MS = 20.0
@@ -62,6 +63,11 @@ def build_parser():
         choices=("localfs", "sqlite"),
         default="localfs",
         help="layout of each node's local copy (raft_cache_backend; default: localfs, as shipped)",
+    )
+    p.add_argument(
+        "--batch-wait",
+        type=float,
+        help="raft_cache_batch_wait of each node, in seconds (default: the shipped default)",
     )
     p.add_argument("--writer", help=argparse.SUPPRESS)  # internal: run one writer process
     return p
@@ -145,11 +151,17 @@ def _machine_busy_seconds() -> float | None:
 # --- the benchmark ------------------------------------------------------------------------------
 class Nodes:
     def __init__(
-        self, base: str, n: int = 3, mirror_base: str | None = None, backend: str = "localfs"
+        self,
+        base: str,
+        n: int = 3,
+        mirror_base: str | None = None,
+        backend: str = "localfs",
+        batch_wait: float | None = None,
     ):
         self.base = base
         self.mirror_base = mirror_base
         self.backend = backend
+        self.batch_wait = batch_wait
         self.ids = [f"c{i + 1}" for i in range(n)]
         self.ports = {nid: free_port() for nid in self.ids}
         self.secret = os.path.join(base, "secret")
@@ -173,6 +185,8 @@ class Nodes:
         peers = ",".join(f"{n}=127.0.0.1:{p}" for n, p in self.ports.items())
         for nid in self.ids:
             extra = ["--backend", self.backend]
+            if self.batch_wait is not None:
+                extra += ["--batch-wait", repr(self.batch_wait)]
             if self.mirror_base:
                 extra += ["--mirror-dir", self.mirror_dir(nid)]
             if os.environ.get("SRT_CACHE_BENCH_PROFILE"):  # a directory: cProfile per node
@@ -380,7 +394,7 @@ def main(argv=None) -> int:
     mirror_base = None
     if args.mirror_dir:
         mirror_base = tempfile.mkdtemp(prefix="srt-cbench-mirror-", dir=args.mirror_dir)
-    nodes = Nodes(base, mirror_base=mirror_base, backend=args.backend)
+    nodes = Nodes(base, mirror_base=mirror_base, backend=args.backend, batch_wait=args.batch_wait)
     result = {
         "benchmark": "cache",
         "date": time.strftime("%Y-%m-%d"),
@@ -391,6 +405,9 @@ def main(argv=None) -> int:
         f"copies in the {args.backend} layout",
         "mirror_dir": args.mirror_dir or "cachedir (default)",
         "backend": args.backend,
+        "batch_wait_s": (
+            args.batch_wait if args.batch_wait is not None else cacheconfig.DEFAULT_BATCH_WAIT
+        ),
     }
     try:
         import salt.version  # pylint: disable=import-outside-toplevel

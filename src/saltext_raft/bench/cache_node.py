@@ -28,15 +28,22 @@ def parse_args(argv):
     p.add_argument("--secret-file", required=True)
     p.add_argument("--mirror-dir", help="raft_cache_dir (default: under the node's cachedir)")
     p.add_argument("--backend", default="localfs", help="raft_cache_backend: localfs or sqlite")
+    p.add_argument("--batch-wait", type=float, help="raft_cache_batch_wait (default: shipped)")
     p.add_argument("--log-level", default="warning")
     p.add_argument("--profile", help="write cProfile stats of the event loop thread here")
     return p.parse_args(argv)
 
 
-def node_opts(base: str, mirror_dir: str | None = None, backend: str = "localfs") -> dict:
+def node_opts(
+    base: str,
+    mirror_dir: str | None = None,
+    backend: str = "localfs",
+    batch_wait: float | None = None,
+) -> dict:
     """The Salt opts of one benchmark master (shared by the node and its writers).
     ``mirror_dir``: the local copy's directory (``raft_cache_dir``), e.g. on tmpfs;
-    ``backend``: its layout (``raft_cache_backend``)."""
+    ``backend``: its layout (``raft_cache_backend``); ``batch_wait``:
+    ``raft_cache_batch_wait`` (None: the shipped default)."""
     import salt.config  # pylint: disable=import-outside-toplevel
 
     opts = dict(salt.config.DEFAULT_MASTER_OPTS)
@@ -50,6 +57,8 @@ def node_opts(base: str, mirror_dir: str | None = None, backend: str = "localfs"
     )
     if mirror_dir:
         opts["raft_cache_dir"] = mirror_dir
+    if batch_wait is not None:
+        opts["raft_cache_batch_wait"] = batch_wait
     return opts
 
 
@@ -65,7 +74,7 @@ async def main(argv=None) -> int:
     from saltext_raft.transport import TransportConfig  # pylint: disable=import-outside-toplevel
     from saltext_raft.transport import ZmqTransport  # pylint: disable=import-outside-toplevel
 
-    opts = node_opts(args.dir, args.mirror_dir, args.backend)
+    opts = node_opts(args.dir, args.mirror_dir, args.backend, args.batch_wait)
     for key in ("cachedir", "sock_dir"):
         os.makedirs(opts[key], exist_ok=True)
     peers = dict(p.split("=", 1) for p in args.peers.split(","))

@@ -17,6 +17,8 @@ Both sides read the same master config file, so every setting is a top-level mas
 - ``raft_cache_linearizable_reads`` (False): reads first take a ReadIndex barrier.
 - ``raft_cache_backend`` (localfs): the layout of the local copy: ``localfs`` (Salt's files,
   one per key) or ``sqlite`` (one SQLite database, far cheaper per write).
+- ``raft_cache_batch_wait`` (0.002): longest time, in seconds, a batch of writes waits for
+  workers answered a moment ago to send their next write (0: never wait).
 - ``raft_cache_dir`` (``<cachedir>/saltext_raft_cache``): directory of the local copy.
 - ``raft_cache_socket`` (``<sock_dir>/raft_cache.sock``): the engine's unix socket.
 """
@@ -35,6 +37,9 @@ SOCKET_NAME = "raft_cache.sock"
 DIR_NAME = "saltext_raft_cache"
 BACKENDS = ("localfs", "sqlite")
 DEFAULT_TIMEOUT = 5.0
+DEFAULT_BATCH_WAIT = 0.002
+#: A batch that waits longer than this costs its writers more than it saves.
+MAX_BATCH_WAIT = 0.1
 
 
 class CacheConfigError(ValueError):
@@ -50,6 +55,7 @@ class CacheSettings:
     backend: str = "localfs"
     timeout: float = DEFAULT_TIMEOUT
     linearizable_reads: bool = False
+    batch_wait: float = DEFAULT_BATCH_WAIT
 
 
 def from_opts(opts: dict) -> CacheSettings:
@@ -69,10 +75,25 @@ def from_opts(opts: dict) -> CacheSettings:
             "raft_cache_backend",
             f"{backend!r} is not a layout of the local copy; choose one of {', '.join(BACKENDS)}",
         )
+    wait = opts.get("raft_cache_batch_wait", DEFAULT_BATCH_WAIT)
+    if (
+        isinstance(wait, bool)
+        or not isinstance(wait, (int, float))
+        or not 0 <= wait <= MAX_BATCH_WAIT
+    ):
+        raise CacheConfigError(
+            "raft_cache_batch_wait",
+            f"must be a number of seconds from 0 to {MAX_BATCH_WAIT:g} (got {wait!r})",
+        )
     root = opts.get("raft_cache_dir") or os.path.join(cachedir, DIR_NAME)
     socket = opts.get("raft_cache_socket") or os.path.join(sock_dir, SOCKET_NAME)
     return CacheSettings(
-        socket=socket, root=root, backend=backend, timeout=float(timeout), linearizable_reads=lin
+        socket=socket,
+        root=root,
+        backend=backend,
+        timeout=float(timeout),
+        linearizable_reads=lin,
+        batch_wait=float(wait),
     )
 
 

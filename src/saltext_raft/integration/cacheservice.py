@@ -19,11 +19,16 @@ A write is answered once its entry is committed, applied here and written to thi
 mirror. ``(client, seq)`` makes a retried write apply at most once (the KV state machine's
 dedup table), so a worker may resend a write whose answer it lost.
 
-Writes are batched: those that arrive in one turn of the event loop (from any number of
-workers) become one Raft entry (``kv.encode_batch``), so the per-entry costs of the log, the
-storage, the replication and the apply are paid once per batch, not once per write. A batch
-waits for nothing: it is proposed at the end of the turn that received its first write, so a
-lone write is not delayed. Writes are answered from done-callbacks, without a task each.
+Writes are batched: those that arrive while a batch is open (from any number of workers)
+become one Raft entry (``kv.encode_batch``), so the per-entry costs of the log, the storage,
+the replication and the apply are paid once per batch, not once per write. A batch is proposed
+at the end of the loop turn that received its first write, unless workers answered a moment
+ago have not yet sent their next write: then it waits for them, for at most
+``raft_cache_batch_wait`` seconds. Answers to one batch wake its workers together, but their
+next writes trickle in over a millisecond or so (the workers take turns for the CPU), and
+without the wait each of them would pay for an entry of its own. A lone worker writing in a
+loop is never held back: its next write is the one awaited, so the batch goes at once. Writes
+are answered from done-callbacks, without a task each.
 """
 
 from __future__ import annotations
@@ -74,6 +79,11 @@ class CacheService:
         #: Writes received in this turn of the loop: (command, future of its result, timeout).
         self._batch: list[tuple[Command, asyncio.Future, float]] = []
         self._batch_bytes = 0
+        #: Writes answered (successfully) whose workers have not sent another write since: the
+        #: open batch waits for them (see the module docstring).
+        self._awaited = 0
+        self._propose_handle: asyncio.Handle | None = None
+        self._wait_handle: asyncio.TimerHandle | None = None
         self.counters = {"writes": 0, "entries": 0, "largest_batch": 0}
 
     def start_writer(self, loop) -> None:
@@ -168,13 +178,24 @@ class CacheService:
         fut = loop.create_future()
         self._batch.append((cmd, fut, self._timeout(req)))
         self._batch_bytes += len(cmd.value)
+        if self._awaited:
+            self._awaited -= 1
         if self._batch_bytes >= MAX_BATCH_BYTES:
             self._propose_batch()  # big values: propose now rather than grow the entry
-        elif len(self._batch) == 1:
-            loop.call_soon(self._propose_batch)
+        elif not self._awaited or self.settings.batch_wait <= 0:
+            if self._propose_handle is None:
+                self._propose_handle = loop.call_soon(self._propose_batch)
+        elif self._wait_handle is None:
+            self._wait_handle = loop.call_later(self.settings.batch_wait, self._propose_batch)
         return fut
 
     def _propose_batch(self) -> None:
+        for handle in (self._propose_handle, self._wait_handle):
+            if handle is not None:
+                handle.cancel()
+        self._propose_handle = self._wait_handle = None
+        # Workers that have not come back by now are not waited for by the next batch.
+        self._awaited = 0
         batch = [b for b in self._batch if not b[1].done()]
         self._batch = []
         self._batch_bytes = 0
@@ -210,9 +231,17 @@ class CacheService:
             )
             return
         if self.writer.done(applied.ticket):
-            _answer(batch, results)
+            self._answer(batch, results)
         else:
-            self.writer.future(applied.ticket).add_done_callback(lambda _: _answer(batch, results))
+            self.writer.future(applied.ticket).add_done_callback(
+                lambda _: self._answer(batch, results)
+            )
+
+    def _answer(self, batch: list, results: list) -> None:
+        for (_, fut, _), result in zip(batch, results, strict=True):
+            if not fut.done():
+                fut.set_result(result)
+                self._awaited += 1
 
     async def _read(self, rt, req: dict):
         index = await rt.read(self._timeout(req))
@@ -239,12 +268,6 @@ def _fail(batch: list, exc: BaseException) -> None:
     for _, fut, _ in batch:
         if not fut.done():
             fut.set_exception(exc)
-
-
-def _answer(batch: list, results: list) -> None:
-    for (_, fut, _), result in zip(batch, results, strict=True):
-        if not fut.done():
-            fut.set_result(result)
 
 
 def new_cache_service(opts: dict) -> CacheService:

@@ -68,3 +68,12 @@ def test_the_layout_of_the_local_copy_is_checked(tmp_path):
     assert cachedriver._settings(opts).backend == "sqlite"  # pylint: disable=protected-access
     with pytest.raises(SaltCacheError, match="raft_cache_backend.*localfs, sqlite"):
         cachedriver._settings(base_opts(tmp_path, raft_cache_backend="mysql"))  # pylint: disable=protected-access
+
+
+def test_the_batch_wait_is_checked(tmp_path):
+    assert cachedriver._settings(base_opts(tmp_path)).batch_wait == cacheconfig.DEFAULT_BATCH_WAIT  # pylint: disable=protected-access
+    opts = base_opts(tmp_path, raft_cache_batch_wait=0)
+    assert cachedriver._settings(opts).batch_wait == 0  # pylint: disable=protected-access
+    for bad in (-0.001, 0.5, "2ms", True, None):
+        with pytest.raises(SaltCacheError, match="raft_cache_batch_wait.*from 0 to 0.1"):
+            cachedriver._settings(base_opts(tmp_path, raft_cache_batch_wait=bad))  # pylint: disable=protected-access

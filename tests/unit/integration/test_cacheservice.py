@@ -1,4 +1,5 @@
-"""The engine's cache service: writes of one loop turn become one entry, each answered."""
+"""The engine's cache service: writes of one loop turn become one entry, each answered; a batch
+waits (briefly) for workers answered a moment ago."""
 
 from __future__ import annotations
 
@@ -33,13 +34,14 @@ class FakeRuntime:
         return fut
 
 
-def settings(tmp_path, backend="sqlite"):
+def settings(tmp_path, backend="sqlite", batch_wait=0.002):
     return CacheSettings(
         socket=str(tmp_path / "cache.sock"),
         root=str(tmp_path / "kv"),
         timeout=5.0,
         linearizable_reads=False,
         backend=backend,
+        batch_wait=batch_wait,
     )
 
 
@@ -167,5 +169,94 @@ def test_the_answer_waits_for_the_local_copy(tmp_path):
 
     try:
         assert run(main()) == (False, True)
+    finally:
+        svc.writer.stop()
+
+
+def keys_of(proposal) -> list[str]:
+    return [c.key for c in decode_entry(proposal[0])[1]]
+
+
+async def settle(svc, proposal, results) -> None:
+    proposal[2].set_result(Applied(results, svc.writer.ticket))
+    await asyncio.sleep(0)  # _applied runs: the futures are answered
+
+
+async def answered_pair(svc, rt):
+    """Two writes proposed and answered together: two workers are now awaited."""
+    futs = [svc._store(rt, store_req("a")), svc._store(rt, store_req("b"))]
+    await asyncio.sleep(0)
+    await settle(svc, rt.proposals[-1], [True, True])
+    assert all(f.done() for f in futs)
+
+
+def test_a_batch_waits_for_the_workers_just_answered_and_goes_when_all_are_back(service):
+    async def main():
+        rt = attach(service)
+        await answered_pair(service, rt)
+        service._store(rt, store_req("a", seq=2))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        held = len(rt.proposals)  # one of the two is back: the batch waits for the other
+        service._store(rt, store_req("b", seq=2))
+        await asyncio.sleep(0)  # both are back: proposed at the end of this turn
+        return held, [keys_of(p) for p in rt.proposals]
+
+    held, proposals = run(main())
+    assert held == 1
+    assert proposals == [["a", "b"], ["a", "b"]]
+
+
+def test_a_worker_that_does_not_come_back_delays_the_batch_by_the_wait_only(tmp_path):
+    svc = CacheService(settings(tmp_path, batch_wait=0.05), clock=lambda: 1)
+
+    async def main():
+        rt = attach(svc)
+        await answered_pair(svc, rt)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        svc._store(rt, store_req("a", seq=2))
+        deadline = start + 5
+        while len(rt.proposals) < 2 and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        waited = loop.time() - start
+        # Proposing reset the count: the next write (from anyone) is not held back.
+        svc._store(rt, store_req("c"))
+        await asyncio.sleep(0)
+        return waited, [keys_of(p) for p in rt.proposals]
+
+    try:
+        waited, proposals = run(main())
+    finally:
+        svc.writer.stop()
+    assert proposals == [["a", "b"], ["a"], ["c"]]
+    assert 0.05 <= waited < 5
+
+
+def test_a_lone_worker_writing_in_a_loop_is_never_held_back(service):
+    async def main():
+        rt = attach(service)
+        for seq in range(1, 4):
+            fut = service._store(rt, store_req("k", seq=seq))
+            await asyncio.sleep(0)  # proposed at the end of the turn, not after a wait
+            assert len(rt.proposals) == seq
+            await settle(service, rt.proposals[-1], True)
+            assert fut.result() is True
+
+    run(main())
+
+
+def test_batch_wait_zero_proposes_at_the_end_of_every_turn(tmp_path):
+    svc = CacheService(settings(tmp_path, batch_wait=0), clock=lambda: 1)
+
+    async def main():
+        rt = attach(svc)
+        await answered_pair(svc, rt)
+        svc._store(rt, store_req("a", seq=2))
+        await asyncio.sleep(0)
+        return [keys_of(p) for p in rt.proposals]
+
+    try:
+        assert run(main()) == [["a", "b"], ["a"]]
     finally:
         svc.writer.stop()
