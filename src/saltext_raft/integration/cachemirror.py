@@ -522,6 +522,9 @@ class CacheStateMachine:
     def snapshot(self) -> bytes:
         return self.kv.snapshot()
 
+    def snapshot_later(self):
+        return self.kv.snapshot_later()
+
     def restore(self, data: bytes) -> None:
         self.kv.restore(data)
         self._sync_mirror()

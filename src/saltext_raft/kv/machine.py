@@ -118,6 +118,57 @@ class _Bank:
         return b
 
 
+def _freeze(bank: _Bank) -> tuple[dict, list]:
+    """(keys, [(name, child), ...]) copies of ``bank`` and everything below it."""
+    return dict(bank.keys), [(name, _freeze(child)) for name, child in bank.children.items()]
+
+
+#: Bytes packed before they are moved out of the packer into the list of pieces.
+_PIECE = 1 << 20
+
+
+def _pack_snapshot(tree: tuple[dict, list], dedup: list) -> bytes:
+    """The bytes of ``KVStateMachine.snapshot()`` for a frozen tree, byte for byte (headers and
+    values packed with the same options as ``packb`` of the whole object).
+
+    Runs on a worker thread, so it must hand the GIL back to the event loop often: it packs one
+    small item per call and collects ~1 MiB pieces, joined at the end (``bytes.join`` of large
+    pieces releases the GIL while it copies; growing one packer buffer to the full size would
+    hold it for each reallocation and for the final copy, ~50 ms for 75 MB)."""
+    pieces = []
+    pending = 0
+    packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+    packer.pack_map_header(2)
+    packer.pack("tree")
+    stack = [tree]
+    while stack:  # depth first, as the recursive to_obj() nests it
+        item = stack.pop()
+        if isinstance(item, str):  # a child bank's name, just before the bank itself
+            packer.pack(item)
+            continue
+        keys, children = item
+        packer.pack_array_header(2)
+        packer.pack_map_header(len(keys))
+        for key, (value, ts) in keys.items():
+            packer.pack(key)
+            packer.pack_array_header(2)
+            packer.pack(value)
+            packer.pack(ts)
+            pending += len(value) + 32
+            if pending >= _PIECE:
+                pieces.append(packer.bytes())
+                packer.reset()
+                pending = 0
+        packer.pack_map_header(len(children))
+        for name, child in reversed(children):
+            stack.append(child)
+            stack.append(name)
+    packer.pack("dedup")
+    packer.pack(dedup)
+    pieces.append(packer.bytes())
+    return b"".join(pieces)
+
+
 class KVStateMachine:
     def __init__(self):
         self._root = _Bank()
@@ -156,6 +207,17 @@ class KVStateMachine:
             },
             use_bin_type=True,
         )
+
+    def snapshot_later(self):
+        """A callable returning what :meth:`snapshot` returns now, safe to run on another thread
+        while commands keep being applied: it encodes a copy of the tree's dicts (keys and
+        values are immutable, so they are shared, not copied) piece by piece, so that the
+        thread gives the GIL back to the event loop between pieces. For 30,000 keys of 2.5 KB
+        on average (75 MB), ``snapshot()`` held the loop for 160-190 ms; this call holds it for
+        8-15 ms, and the encoding thread for at most ~12 ms at a time."""
+        tree = _freeze(self._root)
+        dedup = [[c, s, r] for c, (s, r) in self._dedup.items()]
+        return lambda: _pack_snapshot(tree, dedup)
 
     def restore(self, data: bytes) -> None:
         if not data:

@@ -38,6 +38,7 @@ request/reply messages (``runtime.remote``); proposals and reads are forwarded b
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 import random
@@ -86,6 +87,8 @@ _MAX_BATCH_BYTES = 1 << 20
 _LEADER_EARLY = frozenset({MsgType.APPEND, MsgType.HEARTBEAT})
 #: A follower's Ready with at most this many entries is saved on the loop (follower_inline_saves).
 _INLINE_SAVE_ENTRIES = 8
+#: Seconds ``stop()`` waits for a snapshot being encoded on a worker thread.
+SNAPSHOT_STOP_WAIT = 60.0
 
 
 def default_core_config(node_id: str, **overrides) -> Config:
@@ -157,6 +160,8 @@ class RaftRuntime:
         self._failure: BaseException | None = None
         self._membership: Membership | None = None
         self._last_snapshot = 0
+        #: The state machine's snapshot being encoded on a worker thread (``snapshot_later``).
+        self._snapshot_job: asyncio.Future | None = None
         self._term = 0
         self._saved_vote = (0, NONE)
         # A commit-only hard state waiting for the next save (or the next idle tick).
@@ -238,6 +243,11 @@ class RaftRuntime:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
+        job, self._snapshot_job = self._snapshot_job, None
+        if job is not None and not job.done():
+            # The encoding thread cannot be interrupted; let it finish rather than leave it
+            # running behind a stopped node. Its result is dropped (_packed sees the stop).
+            await asyncio.wait([job], timeout=SNAPSHOT_STOP_WAIT)
         self._fail_all(
             self._failure_error() if self._failure else Stopped(f"raft node {self.id} stopped")
         )
@@ -553,8 +563,12 @@ class RaftRuntime:
             if not fut.done():
                 fut.set_result(None)
         interval = self.config.snapshot_interval
-        if interval and applied - self._last_snapshot >= interval:
-            self._take_snapshot(applied)
+        if interval and applied - self._last_snapshot >= interval and self._snapshot_job is None:
+            later = getattr(self.sm, "snapshot_later", None)
+            if later is None:
+                self._take_snapshot(applied)
+            else:
+                self._snapshot_in_background(applied, later())
 
     def snapshot(self) -> dict:
         """Snapshot the state machine at the applied index now and compact the log behind it
@@ -564,8 +578,34 @@ class RaftRuntime:
         self._take_snapshot(index)
         return {"snapshot_index": index, "term": self.node.term_at(index)}
 
+    def _snapshot_in_background(self, index: int, pack) -> None:
+        """Encode the state machine's snapshot at ``index`` (``pack``, from ``snapshot_later``)
+        on a worker thread, not the storage thread: saves must not queue behind it, and every
+        node snapshots at about the same index. The loop keeps applying meanwhile."""
+        job = self._snapshot_job = self._loop.run_in_executor(None, pack)
+        job.add_done_callback(functools.partial(self._packed, index))
+
+    def _packed(self, index: int, job: asyncio.Future) -> None:
+        if self._snapshot_job is job:
+            self._snapshot_job = None
+        if job.cancelled() or not self._running:
+            return
+        exc = job.exception()
+        if exc is not None:
+            # Retried after another snapshot_interval entries; the log just stays longer.
+            self._last_snapshot = index
+            log.error("raft %s: encoding the snapshot at %d failed: %s", self.id, index, exc)
+            return
+        try:
+            self._record_snapshot(index, job.result())
+        except RaftError as err:  # overtaken meanwhile, e.g. by a snapshot from the leader
+            log.info("raft %s: snapshot at %d dropped: %s", self.id, index, err)
+
     def _take_snapshot(self, index: int) -> None:
-        snap = self.node.create_snapshot(index, self.sm.snapshot(), keep=self.config.snapshot_keep)
+        self._record_snapshot(index, self.sm.snapshot())
+
+    def _record_snapshot(self, index: int, data: bytes) -> None:
+        snap = self.node.create_snapshot(index, data, keep=self.config.snapshot_keep)
         self._last_snapshot = index
         self.counters["snapshots_taken"] += 1
         # Queued behind (and serialized with) the saves in the storage thread; entries it covers

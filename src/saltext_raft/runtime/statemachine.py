@@ -14,6 +14,12 @@ Contract (hashicorp/raft's FSM, adapted):
 - ``snapshot()`` returns the whole state as bytes; it is called between two ``apply`` calls and
   its result covers exactly the entries applied so far.
 - ``restore(data)`` replaces the whole state with a snapshot's bytes.
+- ``snapshot_later()`` (optional): returns a callable, taking no arguments, that produces the
+  bytes ``snapshot()`` would return at the time of the ``snapshot_later()`` call. It is called
+  on the loop between two ``apply`` calls and must be quick (copy what is needed, not encode
+  it); the runtime then runs the callable on a worker thread while ``apply`` goes on, so a big
+  state's encoding does not stall the loop (heartbeats, elections). A state machine without it
+  is snapshotted with ``snapshot()`` on the loop.
 """
 
 from __future__ import annotations
@@ -73,6 +79,10 @@ class DictStateMachine:
 
     def snapshot(self) -> bytes:
         return msgpack.packb([self.applied, self.count, self.data], use_bin_type=True)
+
+    def snapshot_later(self):
+        state = [self.applied, self.count, dict(self.data)]  # keys and values are immutable
+        return lambda: msgpack.packb(state, use_bin_type=True)
 
     def restore(self, data: bytes) -> None:
         if not data:

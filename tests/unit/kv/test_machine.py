@@ -150,3 +150,39 @@ def test_batches_apply_like_their_commands_one_by_one(commands, sizes):
         i += n
     assert results == expected
     assert batched.snapshot() == single.snapshot()
+
+
+deep_cmds = st.lists(
+    st.tuples(
+        st.sampled_from([STORE, STORE, STORE, FLUSH]),
+        st.sampled_from(["", "a", "a/b", "a/b/c", "a/x", "d", "d/e/f/g", "minions/m1"]),
+        st.one_of(st.none(), st.sampled_from(["k1", "k2", "data", "ü"])),
+        st.binary(max_size=300),
+        st.integers(0, 2**40),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(deep_cmds, st.integers(0, 60))
+def test_snapshot_later_encodes_the_state_of_its_call_byte_for_byte(commands, cut):
+    """What the runtime encodes on a worker thread is exactly ``snapshot()`` at the time of the
+    ``snapshot_later()`` call, however the state changes while it waits to be encoded."""
+    encoded = [
+        Command(op, bank, key if op == FLUSH or key else "k0", val, ts, f"c{i % 5}", i + 1)
+        for i, (op, bank, key, val, ts) in enumerate(commands)
+    ]
+    sm = KVStateMachine()
+    for c in encoded[:cut]:
+        sm.apply_command(c)
+    expected = sm.snapshot()
+    pack = sm.snapshot_later()
+    for c in encoded[cut:]:
+        sm.apply_command(c)
+    store(sm, "a/b", "late", b"changed after the call")
+    flush(sm, "a")
+    assert pack() == expected
+    restored = KVStateMachine()
+    restored.restore(pack())
+    assert restored.snapshot() == expected

@@ -21,7 +21,10 @@ TICK = 0.005
 
 
 class LocalCluster:
-    def __init__(self, ids=("n1", "n2", "n3"), extra=(), seed=1, **runtime_opts):
+    def __init__(
+        self, ids=("n1", "n2", "n3"), extra=(), seed=1, sm_factory=DictStateMachine, **runtime_opts
+    ):
+        self.sm_factory = sm_factory
         self.net = MemoryNetwork()
         self.founders = {i: f"mem://{i}" for i in ids}
         self.peers = dict(self.founders, **{i: f"mem://{i}" for i in extra})
@@ -36,7 +39,7 @@ class LocalCluster:
             nid,
             MemoryStore(self.disks[nid]),
             self.net.transport(nid),
-            DictStateMachine(),
+            self.sm_factory(),
             core_config=default_core_config(nid),
             config=RuntimeConfig(**self.opts),
             founders=self.founders,

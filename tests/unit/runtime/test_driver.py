@@ -205,6 +205,93 @@ def test_snapshot_compaction_and_install_snapshot_to_a_lagging_node():
     run(main())
 
 
+class SlowSnapshots(DictStateMachine):
+    """Encoding a snapshot blocks (on a worker thread) until the test lets it go."""
+
+    release = None  # a threading.Event, set per test
+    started = None
+    packed: list = []
+
+    def snapshot_later(self):
+        pack = super().snapshot_later()
+
+        def slow():
+            self.started.set()
+            if not self.release.wait(10):
+                raise TimeoutError("the test never released the snapshot")
+            data = pack()
+            self.packed.append(data)
+            return data
+
+        return slow
+
+
+def test_a_snapshot_is_encoded_off_the_loop_while_entries_keep_committing():
+    """A big state machine's snapshot used to be encoded on the loop, which then sent no
+    heartbeats meanwhile (a leader's loop stalled for ~250 ms loses its leadership)."""
+    import threading  # pylint: disable=import-outside-toplevel
+
+    SlowSnapshots.release, SlowSnapshots.started = threading.Event(), threading.Event()
+    SlowSnapshots.packed = []
+
+    async def main():
+        c = LocalCluster(snapshot_interval=20, snapshot_keep=2, sm_factory=SlowSnapshots)
+        await c.start_all()
+        try:
+            leader = await c.leader()
+            for i in range(25):
+                await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v%d" % i))
+            await c.until("encoding started", SlowSnapshots.started.is_set)
+            index = leader._snapshot_job and leader._last_snapshot  # pylint: disable=protected-access
+            assert leader.counters["snapshots_taken"] == 0 and index == 0
+            term = leader.node.term
+            for i in range(25, 60):  # the loop commits and applies while the thread waits
+                await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v%d" % i))
+            assert leader.node.term == term and leader.node.role is Role.LEADER
+            assert leader.counters["snapshots_taken"] == 0
+            applied_at_release = leader.node.applied_index
+            SlowSnapshots.release.set()
+            await c.until("snapshot recorded", lambda: leader.counters["snapshots_taken"] >= 1)
+            assert leader.node.snapshot.meta.index >= 20
+            # The first snapshot holds the state when it was asked for, not the later one.
+            first = DictStateMachine()
+            first.restore(SlowSnapshots.packed[0])
+            assert 20 <= first.applied < applied_at_release
+            n = len(first.data)  # the writes were made one after the other: a prefix of them
+            assert set(first.data) == {b"k%d" % i for i in range(n)} and 18 <= n < 30
+            await c.until(
+                "the next snapshot", lambda: leader.counters["snapshots_taken"] >= 2, timeout=5
+            )
+        finally:
+            SlowSnapshots.release.set()
+            await c.stop_all()
+
+    run(main())
+
+
+def test_stop_waits_for_a_snapshot_being_encoded_and_drops_it():
+    import threading  # pylint: disable=import-outside-toplevel
+
+    SlowSnapshots.release, SlowSnapshots.started = threading.Event(), threading.Event()
+    SlowSnapshots.packed = []
+
+    async def main():
+        c = LocalCluster(snapshot_interval=5, sm_factory=SlowSnapshots)
+        await c.start_all()
+        leader = await c.leader()
+        for i in range(6):
+            await leader.propose(b"x%d" % i)
+        await c.until("encoding started", SlowSnapshots.started.is_set)
+        asyncio.get_running_loop().call_later(0.05, SlowSnapshots.release.set)
+        await c.stop_all()
+        return leader
+
+    leader = run(main())
+    assert SlowSnapshots.release.is_set()
+    assert leader.counters["snapshots_taken"] == 0
+    assert leader._snapshot_job is None  # pylint: disable=protected-access
+
+
 def test_snapshot_on_demand_compacts_the_log_at_the_applied_index():
     async def main():
         c = LocalCluster(snapshot_interval=0, snapshot_keep=5)  # only the snapshot asked for
