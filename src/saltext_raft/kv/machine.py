@@ -123,6 +123,20 @@ def _freeze(bank: _Bank) -> tuple[dict, list]:
     return dict(bank.keys), [(name, _freeze(child)) for name, child in bank.children.items()]
 
 
+def tree_contents(tree: tuple[dict, list]) -> tuple[list[str], list[tuple[str, str, bytes, int]]]:
+    """Every bank (``""`` for the root) and every (bank, key, value, updated) of a tree copied
+    by :meth:`KVStateMachine.copy_tree`; reads only the copy, so any thread may call it."""
+    banks: list[str] = []
+    items: list[tuple[str, str, bytes, int]] = []
+    stack = [("", tree)]
+    while stack:
+        path, (keys, children) = stack.pop()
+        banks.append(path)
+        items.extend((path, k, v, ts) for k, (v, ts) in keys.items())
+        stack.extend((f"{path}/{name}" if path else name, child) for name, child in children)
+    return banks, items
+
+
 #: Bytes packed before they are moved out of the packer into the list of pieces.
 _PIECE = 1 << 20
 
@@ -208,6 +222,12 @@ class KVStateMachine:
             use_bin_type=True,
         )
 
+    def copy_tree(self) -> tuple[dict, list]:
+        """A copy of the banks and keys that later commands do not change (values are shared:
+        they are immutable); read it with :func:`tree_contents`. Costs about a twentieth of
+        walking the state with the read methods."""
+        return _freeze(self._root)
+
     def snapshot_later(self):
         """A callable returning what :meth:`snapshot` returns now, safe to run on another thread
         while commands keep being applied: it encodes a copy of the tree's dicts (keys and
@@ -215,7 +235,7 @@ class KVStateMachine:
         thread gives the GIL back to the event loop between pieces. For 30,000 keys of 2.5 KB
         on average (75 MB), ``snapshot()`` held the loop for 160-190 ms; this call holds it for
         8-15 ms, and the encoding thread for at most ~12 ms at a time."""
-        tree = _freeze(self._root)
+        tree = self.copy_tree()
         dedup = [[c, s, r] for c, (s, r) in self._dedup.items()]
         return lambda: _pack_snapshot(tree, dedup)
 

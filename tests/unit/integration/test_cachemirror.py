@@ -21,6 +21,7 @@ from saltext_raft.integration.cachemirror import MirrorWriter
 from saltext_raft.integration.cachemirror import new_mirror
 from saltext_raft.integration.cacheservice import CacheService
 from saltext_raft.integration.cachesqlite import SqliteReader
+from saltext_raft.kv import KVStateMachine
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
 from saltext_raft.kv.machine import Command
@@ -517,7 +518,9 @@ def test_the_loop_never_writes_ahead_of_a_rebuild_still_on_the_thread(tmp_path, 
 
     async def go():
         writer.start(asyncio.get_running_loop())
-        writer.enqueue(("rebuild", ["", "b"], [("b", "old", blob("old"), 1)]))
+        kv = KVStateMachine()
+        kv.apply_command(Command(STORE, "b", "old", blob("old"), 1))
+        writer.enqueue(("rebuild", kv.copy_tree()))
         await asyncio.sleep(0)  # hand-over: the rebuild goes to the thread
         assert await asyncio.to_thread(mirror.started.wait, 5)
         ticket = writer.enqueue(("store", "b", "new", blob("new"), 2))

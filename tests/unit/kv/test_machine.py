@@ -13,6 +13,7 @@ from saltext_raft.kv import encode_batch
 from saltext_raft.kv import encode_command
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
+from saltext_raft.kv.machine import tree_contents
 
 
 def store(sm, bank, key, value, ts=1, client="", seq=0):
@@ -186,3 +187,33 @@ def test_snapshot_later_encodes_the_state_of_its_call_byte_for_byte(commands, cu
     restored = KVStateMachine()
     restored.restore(pack())
     assert restored.snapshot() == expected
+
+
+def walk_with_reads(sm):
+    """Banks and items as the public reads (what Salt's cache API sees) list them."""
+    banks, items, stack = [], [], [""]
+    while stack:
+        bank = stack.pop()
+        banks.append(bank)
+        for name in sm.list(bank):
+            value = sm.fetch(bank, name)
+            if value is not None:
+                items.append((bank, name, value, sm.updated(bank, name)))
+            sub = f"{bank}/{name}" if bank else name
+            if sm.contains(sub):
+                stack.append(sub)
+    return sorted(banks), sorted(items)
+
+
+@settings(max_examples=150, deadline=None)
+@given(deep_cmds)
+def test_a_copied_tree_lists_what_the_reads_list_and_ignores_later_changes(commands):
+    sm = KVStateMachine()
+    for i, (op, bank, key, val, ts) in enumerate(commands):
+        sm.apply_command(Command(op, bank, key if op == FLUSH or key else "k0", val, ts, "c", i))
+    tree = sm.copy_tree()
+    expected = walk_with_reads(sm)
+    store(sm, "new/bank", "k", b"later")
+    flush(sm, "a")
+    banks, items = tree_contents(tree)
+    assert (sorted(banks), sorted(items)) == expected
