@@ -75,6 +75,18 @@ def db_path(root: str) -> str:
     return os.path.join(root, DB_NAME)
 
 
+def foreign_entries(root: str) -> list[str]:
+    """Names in ``root`` that are not this layout's: the database, its WAL files and damaged
+    databases moved aside. After a switch from the ``localfs`` layout they are the old copy's
+    banks and keys, which nothing reads any more."""
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    ours = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal")
+    return sorted(n for n in names if n not in ours and not n.startswith(f"{DB_NAME}.damaged-"))
+
+
 class SqliteMirror:
     """The engine side: used by one thread at a time (the mirror writer thread)."""
 
@@ -229,7 +241,24 @@ class SqliteMirror:
                 "INSERT OR REPLACE INTO keys VALUES (?, ?, ?, ?)",
                 ((norm_bank(b), k, v, ts) for b, k, v, ts in items),
             )
+        self._report_foreign()
         return {"written": len(items), "deleted": before, "kept": 0}
+
+    def _report_foreign(self) -> None:
+        """Say (at every rebuild, i.e. every engine start) what an earlier copy left behind.
+        Not deleted here: ``raft_cache_dir`` is the operator's choice of directory, and what
+        lies in it beside the database is theirs to remove."""
+        foreign = foreign_entries(self.root)
+        if foreign:
+            log.warning(
+                "saltext-raft cache: %s holds %d entries that the sqlite layout does not use "
+                "(%s), probably an earlier localfs-layout copy; nothing reads them, delete them "
+                "to free the space (keep %s and its -wal/-shm files)",
+                self.root,
+                len(foreign),
+                ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else ""),
+                DB_NAME,
+            )
 
 
 class SqliteReader:

@@ -159,3 +159,23 @@ def test_the_engine_moves_a_damaged_database_aside_and_starts_a_new_one(tmp_path
     assert len(kept) == 1 and (tmp_path / kept[0]).read_bytes().startswith(b"torn by a crash")
     assert "not a usable database" in caplog.text
     mirror.close()
+
+
+def test_a_rebuild_names_what_an_earlier_localfs_copy_left_behind_and_keeps_it(tmp_path, caplog):
+    old = LocalfsMirror(str(tmp_path))
+    old.store("minions/web1", "data", b"\x80", 5)
+    old.store("", "top", b"\x80", 5)
+    damaged = tmp_path / f"{DB_NAME}.damaged-1"
+    damaged.write_bytes(b"kept for a post-mortem")
+    mirror = SqliteMirror(str(tmp_path))
+    with caplog.at_level("WARNING"):
+        mirror.rebuild(["", "b"], [("b", "k", b"v", 3)])
+    assert "holds 2 entries that the sqlite layout does not use (minions, top.p)" in caplog.text
+    assert (tmp_path / "minions" / "web1" / "data.p").exists() and damaged.exists()
+    caplog.clear()
+    for name in ("minions", "top.p"):
+        LocalfsMirror._remove(str(tmp_path / name))  # pylint: disable=protected-access
+    with caplog.at_level("WARNING"):
+        mirror.rebuild(["", "b"], [("b", "k", b"v", 3)])
+    assert "does not use" not in caplog.text  # the database, its WAL and damaged copies are ours
+    mirror.close()
