@@ -371,7 +371,7 @@ class RaftService:
         if op == "transfer_leader":
             return await rt.transfer_leader(node_arg, timeout)
         if op == "snapshot":
-            return rt.snapshot()
+            return await rt.take_snapshot()
         raise ValueError(f"unknown operation {op!r}")
 
     def status(self) -> dict:

@@ -572,10 +572,33 @@ class RaftRuntime:
 
     def snapshot(self) -> dict:
         """Snapshot the state machine at the applied index now and compact the log behind it
-        (the compaction is queued behind pending saves in the storage thread)."""
+        (the compaction is queued behind pending saves in the storage thread). Encodes on the
+        loop: see :meth:`take_snapshot`."""
         self._check_running()
         index = self.node.applied_index
         self._take_snapshot(index)
+        return {"snapshot_index": index, "term": self.node.term_at(index)}
+
+    async def take_snapshot(self) -> dict:
+        """:meth:`snapshot` for a caller that can wait (the ``raft.snapshot`` runner): with a
+        state machine that offers ``snapshot_later`` the encoding runs on a worker thread, as
+        the periodic snapshots do, so the loop keeps sending heartbeats. Waits for a periodic
+        snapshot being encoded first (one at a time)."""
+        self._check_running()
+        if getattr(self.sm, "snapshot_later", None) is None:
+            return self.snapshot()
+        while self._snapshot_job is not None:
+            await asyncio.wait([self._snapshot_job])
+            self._check_running()
+        index = self.node.applied_index
+        job = self._snapshot_job = self._loop.run_in_executor(None, self.sm.snapshot_later())
+        try:
+            data = await job
+        finally:
+            if self._snapshot_job is job:
+                self._snapshot_job = None
+        self._check_running()
+        self._record_snapshot(index, data)
         return {"snapshot_index": index, "term": self.node.term_at(index)}
 
     def _snapshot_in_background(self, index: int, pack) -> None:

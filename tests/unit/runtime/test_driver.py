@@ -311,6 +311,37 @@ def test_snapshot_on_demand_compacts_the_log_at_the_applied_index():
     run(main())
 
 
+def test_a_snapshot_asked_for_is_encoded_off_the_loop_at_the_index_of_the_call():
+    import threading  # pylint: disable=import-outside-toplevel
+
+    SlowSnapshots.release, SlowSnapshots.started = threading.Event(), threading.Event()
+    SlowSnapshots.packed = []
+
+    async def main():
+        c = LocalCluster(snapshot_interval=0, snapshot_keep=2, sm_factory=SlowSnapshots)
+        await c.start_all()
+        try:
+            leader = await c.leader()
+            for i in range(10):
+                await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v"))
+            applied = leader.node.applied_index
+            asked = asyncio.ensure_future(leader.take_snapshot())
+            await c.until("encoding started", SlowSnapshots.started.is_set)
+            for i in range(10, 20):  # committed while the runner waits
+                await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v"))
+            assert not asked.done()
+            SlowSnapshots.release.set()
+            out = await asyncio.wait_for(asked, 5)
+            assert out == {"snapshot_index": applied, "term": leader.node.term}
+            assert leader.counters["snapshots_taken"] == 1
+            assert leader.node.snapshot.meta.index == applied < leader.node.applied_index
+        finally:
+            SlowSnapshots.release.set()
+            await c.stop_all()
+
+    run(main())
+
+
 def test_join_adds_a_learner_that_is_auto_promoted():
     async def main():
         c = LocalCluster(extra=("n4",))
