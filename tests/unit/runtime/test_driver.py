@@ -205,6 +205,17 @@ def test_snapshot_compaction_and_install_snapshot_to_a_lagging_node():
     run(main())
 
 
+@pytest.fixture
+def slow_snapshots():
+    """:class:`SlowSnapshots` with fresh events; released at the end whatever happened."""
+    import threading  # pylint: disable=import-outside-toplevel
+
+    SlowSnapshots.release, SlowSnapshots.started = threading.Event(), threading.Event()
+    SlowSnapshots.packed = []
+    yield SlowSnapshots
+    SlowSnapshots.release.set()
+
+
 class SlowSnapshots(DictStateMachine):
     """Encoding a snapshot blocks (on a worker thread) until the test lets it go."""
 
@@ -226,36 +237,32 @@ class SlowSnapshots(DictStateMachine):
         return slow
 
 
-def test_a_snapshot_is_encoded_off_the_loop_while_entries_keep_committing():
+def test_a_snapshot_is_encoded_off_the_loop_while_entries_keep_committing(slow_snapshots):
     """A big state machine's snapshot used to be encoded on the loop, which then sent no
     heartbeats meanwhile (a leader's loop stalled for ~250 ms loses its leadership)."""
-    import threading  # pylint: disable=import-outside-toplevel
-
-    SlowSnapshots.release, SlowSnapshots.started = threading.Event(), threading.Event()
-    SlowSnapshots.packed = []
 
     async def main():
-        c = LocalCluster(snapshot_interval=20, snapshot_keep=2, sm_factory=SlowSnapshots)
+        c = LocalCluster(snapshot_interval=20, snapshot_keep=2, sm_factory=slow_snapshots)
         await c.start_all()
         try:
             leader = await c.leader()
             for i in range(25):
                 await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v%d" % i))
-            await c.until("encoding started", SlowSnapshots.started.is_set)
-            index = leader._snapshot_job and leader._last_snapshot  # pylint: disable=protected-access
-            assert leader.counters["snapshots_taken"] == 0 and index == 0
+            await c.until("encoding started", slow_snapshots.started.is_set)
+            assert leader._snapshot_job is not None  # pylint: disable=protected-access
+            assert leader.counters["snapshots_taken"] == 0
             term = leader.node.term
             for i in range(25, 60):  # the loop commits and applies while the thread waits
                 await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v%d" % i))
             assert leader.node.term == term and leader.node.role is Role.LEADER
             assert leader.counters["snapshots_taken"] == 0
             applied_at_release = leader.node.applied_index
-            SlowSnapshots.release.set()
+            slow_snapshots.release.set()
             await c.until("snapshot recorded", lambda: leader.counters["snapshots_taken"] >= 1)
             assert leader.node.snapshot.meta.index >= 20
             # The first snapshot holds the state when it was asked for, not the later one.
             first = DictStateMachine()
-            first.restore(SlowSnapshots.packed[0])
+            first.restore(slow_snapshots.packed[0])
             assert 20 <= first.applied < applied_at_release
             n = len(first.data)  # the writes were made one after the other: a prefix of them
             assert set(first.data) == {b"k%d" % i for i in range(n)} and 18 <= n < 30
@@ -263,31 +270,26 @@ def test_a_snapshot_is_encoded_off_the_loop_while_entries_keep_committing():
                 "the next snapshot", lambda: leader.counters["snapshots_taken"] >= 2, timeout=5
             )
         finally:
-            SlowSnapshots.release.set()
+            slow_snapshots.release.set()
             await c.stop_all()
 
     run(main())
 
 
-def test_stop_waits_for_a_snapshot_being_encoded_and_drops_it():
-    import threading  # pylint: disable=import-outside-toplevel
-
-    SlowSnapshots.release, SlowSnapshots.started = threading.Event(), threading.Event()
-    SlowSnapshots.packed = []
-
+def test_stop_waits_for_a_snapshot_being_encoded_and_drops_it(slow_snapshots):
     async def main():
-        c = LocalCluster(snapshot_interval=5, sm_factory=SlowSnapshots)
+        c = LocalCluster(snapshot_interval=5, sm_factory=slow_snapshots)
         await c.start_all()
         leader = await c.leader()
         for i in range(6):
             await leader.propose(b"x%d" % i)
-        await c.until("encoding started", SlowSnapshots.started.is_set)
-        asyncio.get_running_loop().call_later(0.05, SlowSnapshots.release.set)
+        await c.until("encoding started", slow_snapshots.started.is_set)
+        asyncio.get_running_loop().call_later(0.05, slow_snapshots.release.set)
         await c.stop_all()
         return leader
 
     leader = run(main())
-    assert SlowSnapshots.release.is_set()
+    assert slow_snapshots.release.is_set()
     assert leader.counters["snapshots_taken"] == 0
     assert leader._snapshot_job is None  # pylint: disable=protected-access
 
@@ -311,14 +313,9 @@ def test_snapshot_on_demand_compacts_the_log_at_the_applied_index():
     run(main())
 
 
-def test_a_snapshot_asked_for_is_encoded_off_the_loop_at_the_index_of_the_call():
-    import threading  # pylint: disable=import-outside-toplevel
-
-    SlowSnapshots.release, SlowSnapshots.started = threading.Event(), threading.Event()
-    SlowSnapshots.packed = []
-
+def test_a_snapshot_asked_for_is_encoded_off_the_loop_at_the_index_of_the_call(slow_snapshots):
     async def main():
-        c = LocalCluster(snapshot_interval=0, snapshot_keep=2, sm_factory=SlowSnapshots)
+        c = LocalCluster(snapshot_interval=0, snapshot_keep=2, sm_factory=slow_snapshots)
         await c.start_all()
         try:
             leader = await c.leader()
@@ -326,17 +323,17 @@ def test_a_snapshot_asked_for_is_encoded_off_the_loop_at_the_index_of_the_call()
                 await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v"))
             applied = leader.node.applied_index
             asked = asyncio.ensure_future(leader.take_snapshot())
-            await c.until("encoding started", SlowSnapshots.started.is_set)
+            await c.until("encoding started", slow_snapshots.started.is_set)
             for i in range(10, 20):  # committed while the runner waits
                 await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v"))
             assert not asked.done()
-            SlowSnapshots.release.set()
+            slow_snapshots.release.set()
             out = await asyncio.wait_for(asked, 5)
             assert out == {"snapshot_index": applied, "term": leader.node.term}
             assert leader.counters["snapshots_taken"] == 1
             assert leader.node.snapshot.meta.index == applied < leader.node.applied_index
         finally:
-            SlowSnapshots.release.set()
+            slow_snapshots.release.set()
             await c.stop_all()
 
     run(main())
