@@ -84,7 +84,17 @@ class CacheService:
         self._awaited = 0
         self._propose_handle: asyncio.Handle | None = None
         self._wait_handle: asyncio.TimerHandle | None = None
-        self.counters = {"writes": 0, "entries": 0, "largest_batch": 0}
+        #: ``waited``: entries whose batch waited for workers just answered; ``wait_expired``:
+        #: of those, the ones ``raft_cache_batch_wait`` ran out for (a worker did not come back
+        #: in time, so the batch waited the full bound).
+        self.counters = {
+            "writes": 0,
+            "entries": 0,
+            "largest_batch": 0,
+            "waited": 0,
+            "wait_expired": 0,
+        }
+        self._batch_waited = False
 
     def start_writer(self, loop) -> None:
         """Before the runtime starts: its start may restore a snapshot into the mirror."""
@@ -186,21 +196,30 @@ class CacheService:
             if self._propose_handle is None:
                 self._propose_handle = loop.call_soon(self._propose_batch)
         elif self._wait_handle is None:
-            self._wait_handle = loop.call_later(self.settings.batch_wait, self._propose_batch)
+            self._wait_handle = loop.call_later(self.settings.batch_wait, self._wait_over)
+            self._batch_waited = True
         return fut
 
-    def _propose_batch(self) -> None:
+    def _wait_over(self) -> None:
+        self._wait_handle = None
+        self._propose_batch(expired=True)
+
+    def _propose_batch(self, expired: bool = False) -> None:
         for handle in (self._propose_handle, self._wait_handle):
             if handle is not None:
                 handle.cancel()
         self._propose_handle = self._wait_handle = None
         # Workers that have not come back by now are not waited for by the next batch.
         self._awaited = 0
+        waited, self._batch_waited = self._batch_waited, False
         batch = [b for b in self._batch if not b[1].done()]
         self._batch = []
         self._batch_bytes = 0
         if not batch:
             return
+        if waited:
+            self.counters["waited"] += 1
+            self.counters["wait_expired"] += expired
         cmds = [cmd for cmd, _, _ in batch]
         data = encode_entry(cmds)
         try:

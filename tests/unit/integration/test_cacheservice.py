@@ -95,7 +95,13 @@ def test_writes_of_one_turn_become_one_entry_and_each_gets_its_result(service):
         return [await asyncio.wait_for(f, 5) for f in futs]
 
     assert run(main()) == [True, True, False]
-    assert service.counters == {"writes": 3, "entries": 1, "largest_batch": 3}
+    assert service.counters == {
+        "writes": 3,
+        "entries": 1,
+        "largest_batch": 3,
+        "waited": 0,
+        "wait_expired": 0,
+    }
 
 
 def test_a_lone_write_is_a_plain_command_proposed_without_delay(service):
@@ -205,6 +211,7 @@ def test_a_batch_waits_for_the_workers_just_answered_and_goes_when_all_are_back(
     held, proposals = run(main())
     assert held == 1
     assert proposals == [["a", "b"], ["a", "b"]]
+    assert service.counters["waited"] == 1 and service.counters["wait_expired"] == 0
 
 
 def test_a_worker_that_does_not_come_back_delays_the_batch_by_the_wait_only(tmp_path):
@@ -231,6 +238,7 @@ def test_a_worker_that_does_not_come_back_delays_the_batch_by_the_wait_only(tmp_
         svc.writer.stop()
     assert proposals == [["a", "b"], ["a"], ["c"]]
     assert 0.05 <= waited < 5
+    assert svc.counters["waited"] == 1 and svc.counters["wait_expired"] == 1
 
 
 def test_a_lone_worker_writing_in_a_loop_is_never_held_back(service):
