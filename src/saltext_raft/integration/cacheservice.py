@@ -143,42 +143,24 @@ class CacheService:
         return self.settings.timeout
 
     def _store(self, rt, req: dict) -> asyncio.Future:
-        bank, key = req.get("bank", ""), req.get("key")
-        try:
-            check_name("bank", bank, allow_empty=True)
-            check_name("key", key)
-            value = base64.b64decode(req.get("value") or "", validate=True)
-        except ValueError as exc:
-            raise Rejected(str(exc)) from None
-        cmd = Command(
-            STORE,
-            bank,
-            key,
-            value,
-            int(self._clock()),
-            str(req.get("client") or ""),
-            int(req.get("seq") or 0),
-        )
-        return self._submit(req, cmd)
+        return self._write(req, STORE)
 
     def _flush(self, rt, req: dict) -> asyncio.Future:
+        return self._write(req, FLUSH)
+
+    def _write(self, req: dict, op: int) -> asyncio.Future:
+        """The command of a ``cache.store`` or ``cache.flush`` request, checked before it joins
+        a batch (a bad one is refused alone), queued for this turn's batch."""
         bank, key = req.get("bank", ""), req.get("key")
         try:
             check_name("bank", bank, allow_empty=True)
-            if key is not None:
+            if op == STORE or key is not None:  # a flush without a key flushes the bank
                 check_name("key", key)
-        except ValueError as exc:
+            value = base64.b64decode(req.get("value") or "", validate=True) if op == STORE else b""
+            client, seq = str(req.get("client") or ""), int(req.get("seq") or 0)
+        except (TypeError, ValueError) as exc:
             raise Rejected(str(exc)) from None
-        cmd = Command(
-            FLUSH,
-            bank,
-            key,
-            b"",
-            int(self._clock()),
-            str(req.get("client") or ""),
-            int(req.get("seq") or 0),
-        )
-        return self._submit(req, cmd)
+        return self._submit(req, Command(op, bank, key, value, int(self._clock()), client, seq))
 
     # --- batching -----------------------------------------------------------------------------
     def _submit(self, req: dict, cmd: Command) -> asyncio.Future:
