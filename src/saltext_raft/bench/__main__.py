@@ -30,6 +30,10 @@ COMMANDS = {
         "saltext_raft.bench.cache",
         "raft cache driver: 32 writers' cache.store rate/latency, cache.fetch vs localfs",
     ),
+    "snapshot": (
+        "saltext_raft.bench.snapshot",
+        "a big cache state: how long snapshot, rebuild listing and restore hold the loop",
+    ),
 }
 
 
