@@ -450,7 +450,7 @@ class CacheStateMachine:
 
     def _sync_mirror(self) -> None:
         # The writer thread lists the copy's banks and keys: on the loop, walking 30,000 keys
-        # took ~160 ms, copying the tree takes ~9 ms.
+        # took ~190 ms, copying the tree takes 10-16 ms (bench snapshot).
         self.writer.enqueue(("rebuild", self.kv.copy_tree()))
         self._synced = True
 
