@@ -283,13 +283,25 @@ def test_stop_waits_for_a_snapshot_being_encoded_and_drops_it(slow_snapshots):
         leader = await c.leader()
         for i in range(6):
             await leader.propose(b"x%d" % i)
-        await c.until("encoding started", slow_snapshots.started.is_set)
-        asyncio.get_running_loop().call_later(0.05, slow_snapshots.release.set)
-        await c.stop_all()
-        return leader
+        await c.until(
+            "the leader's encoding is running",
+            lambda: leader._snapshot_job is not None,  # pylint: disable=protected-access
+        )
+        try:
+            stopping = asyncio.ensure_future(c.stop(leader.id))
+            await c.until("the leader is stopping", lambda: not leader.running)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            waited = not stopping.done()  # stop() waits for the encoding thread
+            slow_snapshots.release.set()  # only now: the result arrives after the stop
+            await asyncio.wait_for(stopping, 5)
+        finally:
+            slow_snapshots.release.set()
+            await c.stop_all()
+        return leader, waited
 
-    leader = run(main())
-    assert slow_snapshots.release.is_set()
+    leader, waited = run(main())
+    assert waited
     assert leader.counters["snapshots_taken"] == 0
     assert leader._snapshot_job is None  # pylint: disable=protected-access
 
