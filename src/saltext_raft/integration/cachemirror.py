@@ -510,8 +510,23 @@ class CacheStateMachine:
         return self.kv.snapshot_later()
 
     def restore(self, data: bytes) -> None:
-        self.kv.restore(data)
-        self._sync_mirror()
+        self.restore_later(data)()()
+
+    def restore_later(self, data: bytes):
+        """The KV state's decoding for a worker thread; its install (on the loop) also queues
+        the local copy's rebuild from the new state."""
+        decode = self.kv.restore_later(data)
+
+        def decode_then_install():
+            install = decode()
+
+            def install_and_sync():
+                install()
+                self._sync_mirror()
+
+            return install_and_sync
+
+        return decode_then_install
 
 
 def new_mirror(backend: str, root: str):

@@ -11,6 +11,7 @@ its bank in place, and flushing a bank removes it with everything below it.
 
 from __future__ import annotations
 
+import io
 from collections import OrderedDict
 from typing import NamedTuple
 
@@ -103,24 +104,20 @@ class _Bank:
         self.keys: dict[str, tuple[bytes, int]] = {}
         self.children: dict[str, _Bank] = {}
 
-    def to_obj(self):
-        return [
-            {k: [v, ts] for k, (v, ts) in self.keys.items()},
-            {name: child.to_obj() for name, child in self.children.items()},
-        ]
-
-    @classmethod
-    def from_obj(cls, obj) -> _Bank:
-        b = cls()
-        keys, children = obj
-        b.keys = {k: (v, ts) for k, (v, ts) in keys.items()}
-        b.children = {name: cls.from_obj(c) for name, c in children.items()}
-        return b
-
 
 def _freeze(bank: _Bank) -> tuple[dict, list]:
-    """(keys, [(name, child), ...]) copies of ``bank`` and everything below it."""
-    return dict(bank.keys), [(name, _freeze(child)) for name, child in bank.children.items()]
+    """(keys, [(name, child), ...]) copies of ``bank`` and everything below it, children in
+    their insertion order. Iterative: a bank nested deeper than the recursion limit must not
+    make every snapshot fail (on every master, as they all apply it)."""
+    top = (dict(bank.keys), [])
+    stack = [(bank, top[1])]
+    while stack:
+        node, out = stack.pop()
+        for name, child in node.children.items():
+            copy = (dict(child.keys), [])
+            out.append((name, copy))
+            stack.append((child, copy[1]))
+    return top
 
 
 def tree_contents(tree: tuple[dict, list]) -> tuple[list[str], list[tuple[str, str, bytes, int]]]:
@@ -142,8 +139,9 @@ _PIECE = 1 << 20
 
 
 def _pack_snapshot(tree: tuple[dict, list], dedup: list) -> bytes:
-    """The bytes of ``KVStateMachine.snapshot()`` for a frozen tree, byte for byte (headers and
-    values packed with the same options as ``packb`` of the whole object).
+    """The snapshot of a frozen tree: the same bytes as ``msgpack.packb(obj,
+    use_bin_type=True)`` of the nested object :meth:`KVStateMachine.snapshot` describes (the
+    format snapshots always had; tests/unit/kv checks the equality).
 
     Runs on a worker thread, so it must hand the GIL back to the event loop often: it packs one
     small item per call and collects ~1 MiB pieces, joined at the end (``bytes.join`` of large
@@ -155,7 +153,7 @@ def _pack_snapshot(tree: tuple[dict, list], dedup: list) -> bytes:
     packer.pack_map_header(2)
     packer.pack("tree")
     stack = [tree]
-    while stack:  # depth first, as the recursive to_obj() nests it
+    while stack:  # depth first, as msgpack nests a bank's children inside it
         item = stack.pop()
         if isinstance(item, str):  # a child bank's name, just before the bank itself
             packer.pack(item)
@@ -181,6 +179,72 @@ def _pack_snapshot(tree: tuple[dict, list], dedup: list) -> bytes:
     packer.pack(dedup)
     pieces.append(packer.bytes())
     return b"".join(pieces)
+
+
+def _unpack_snapshot(data: bytes) -> tuple[_Bank, OrderedDict]:
+    """The tree and dedup table of ``KVStateMachine.snapshot()`` bytes, read one small item at
+    a time (the inverse of :func:`_pack_snapshot`), so that a worker thread running it hands the
+    GIL back to the event loop every switch interval: ``msgpack.unpackb`` of the whole snapshot
+    holds it for the whole decode (~200 ms for 75 MB). Iterative, so deep banks cannot hit the
+    recursion limit. Raises ``ValueError`` (msgpack's errors are ValueErrors too) on bytes
+    that are not such a snapshot."""
+    unpacker = msgpack.Unpacker(
+        io.BytesIO(data),
+        raw=False,
+        use_list=True,
+        strict_map_key=False,
+        read_size=_PIECE,
+        max_buffer_size=max(len(data), _PIECE),
+    )
+    try:
+        tree, dedup = _unpack_parts(unpacker)
+    except msgpack.OutOfData:
+        raise ValueError("not a KV snapshot: it ends too early") from None
+    except TypeError as exc:  # e.g. a key's [value, updated] is a number
+        raise ValueError(f"not a KV snapshot: {exc}") from None
+    if unpacker.tell() != len(data):
+        raise ValueError(f"not a KV snapshot: {len(data) - unpacker.tell()} bytes after its end")
+    return tree, dedup
+
+
+def _unpack_parts(unpacker: msgpack.Unpacker) -> tuple[_Bank, OrderedDict]:
+    tree = dedup = None
+    for _ in range(unpacker.read_map_header()):
+        name = unpacker.unpack()
+        if name == "tree":
+            tree = _unpack_tree(unpacker)
+        elif name == "dedup":
+            dedup = OrderedDict((c, (s, r)) for c, s, r in unpacker.unpack())
+        else:
+            unpacker.skip()  # a newer version's addition: this version has no use for it
+    if tree is None or dedup is None:
+        raise ValueError("not a KV snapshot: it lacks the tree or the dedup table")
+    return tree, dedup
+
+
+def _unpack_tree(unpacker: msgpack.Unpacker) -> _Bank:
+    def fill(bank: _Bank) -> int:
+        """Read ``bank``'s keys; returns how many child banks follow."""
+        if unpacker.read_array_header() != 2:
+            raise ValueError("not a KV snapshot: a bank is not [keys, children]")
+        keys = bank.keys
+        for _ in range(unpacker.read_map_header()):
+            key = unpacker.unpack()
+            value, ts = unpacker.unpack()
+            keys[key] = (value, ts)
+        return unpacker.read_map_header()
+
+    root = _Bank()
+    stack = [[root, fill(root)]]  # banks whose children are being read, and how many are left
+    while stack:
+        top = stack[-1]
+        if not top[1]:
+            stack.pop()
+            continue
+        top[1] -= 1
+        child = top[0].children[unpacker.unpack()] = _Bank()
+        stack.append([child, fill(child)])
+    return root
 
 
 class KVStateMachine:
@@ -214,13 +278,10 @@ class KVStateMachine:
         return result
 
     def snapshot(self) -> bytes:
-        return msgpack.packb(
-            {
-                "tree": self._root.to_obj(),
-                "dedup": [[c, s, r] for c, (s, r) in self._dedup.items()],
-            },
-            use_bin_type=True,
-        )
+        """``{"tree": [keys, children], "dedup": [[client, seq, result], ...]}`` in msgpack,
+        where ``keys`` is ``{key: [value, updated]}`` and ``children`` ``{name: [keys,
+        children]}``; encoded iteratively, however deep the banks."""
+        return self.snapshot_later()()
 
     def copy_tree(self) -> tuple[dict, list]:
         """A copy of the banks and keys that later commands do not change (values are shared:
@@ -233,7 +294,7 @@ class KVStateMachine:
         while commands keep being applied: it encodes a copy of the tree's dicts (keys and
         values are immutable, so they are shared, not copied) piece by piece, so that the
         thread gives the GIL back to the event loop between pieces. For 30,000 keys of 2.5 KB
-        on average (75 MB), ``snapshot()`` held the loop for 190-230 ms; this call holds it for
+        on average (75 MB), encoding on the loop held it for 190-230 ms; this call holds it for
         28-39 ms (a third of it a GC collection its allocations trigger), and the encoding
         thread for at most ~12 ms at a time (``python -m saltext_raft.bench snapshot``)."""
         tree = self.copy_tree()
@@ -241,12 +302,27 @@ class KVStateMachine:
         return lambda: _pack_snapshot(tree, dedup)
 
     def restore(self, data: bytes) -> None:
-        if not data:
-            self.__init__()
-            return
-        obj = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
-        self._root = _Bank.from_obj(obj["tree"])
-        self._dedup = OrderedDict((c, (s, r)) for c, s, r in obj["dedup"])
+        self.restore_later(data)()()
+
+    def restore_later(self, data: bytes):
+        """A callable that decodes ``data`` and returns a second callable installing it.
+        The decoding reads nothing of this machine, so it may run on a worker thread while
+        commands are applied; the install must run where commands are applied (the loop) and
+        is a swap of two references. A follower installing a 75 MB snapshot held its loop for
+        ~210 ms with ``unpackb``; the loop's longest gap while this decodes on a thread is in
+        ``python -m saltext_raft.bench snapshot``."""
+
+        def decode():
+            if not data:
+                return self.__init__
+            tree, dedup = _unpack_snapshot(data)
+
+            def install():
+                self._root, self._dedup = tree, dedup
+
+            return install
+
+        return decode
 
     # --- writes -------------------------------------------------------------------------------
     def _bank(self, bank: str, create: bool) -> _Bank | None:

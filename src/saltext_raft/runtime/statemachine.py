@@ -20,6 +20,13 @@ Contract (hashicorp/raft's FSM, adapted):
   it); the runtime then runs the callable on a worker thread while ``apply`` goes on, so a big
   state's encoding does not stall the loop (heartbeats, elections). A state machine without it
   is snapshotted with ``snapshot()`` on the loop.
+- ``restore_later(data)`` (optional): returns a callable, taking no arguments, that decodes
+  ``data`` without touching the machine's state and returns a second callable, which installs
+  the decoded state (what ``restore(data)`` does). The runtime runs the first on a worker thread
+  while the loop goes on (no entries are applied meanwhile) and the second on the loop, so a
+  follower receiving a big snapshot does not stall its loop. Errors in either are raised as
+  ``restore`` would raise them. A state machine without it is restored with ``restore()`` on the
+  loop.
 """
 
 from __future__ import annotations

@@ -184,7 +184,8 @@ def test_first_apply_without_a_snapshot_clears_a_stale_mirror(tmp_path, run, lay
     assert reads.fetch("fresh", "k") == 1
 
 
-def test_restore_rebuilds_the_mirror_from_the_snapshot(tmp_path, run, layout):
+@pytest.mark.parametrize("off_the_loop", [False, True], ids=["restore", "restore_later"])
+def test_restore_rebuilds_the_mirror_from_the_snapshot(tmp_path, run, layout, off_the_loop):
     # A leader's state: three keys, one bank left empty by a flush.
     leader = Harness(tmp_path / "leader", layout)
     follower = Harness(tmp_path / "follower", layout)
@@ -201,7 +202,15 @@ def test_restore_rebuilds_the_mirror_from_the_snapshot(tmp_path, run, layout):
         await follower.apply(put("m/web1", "data", "old-web1", ts=1_600_000_000))
         await follower.apply(put("m/web2", "data", "same", ts=1_700_000_200))
         await follower.apply(put("gone", "k", "flushed on the leader"))
-        follower.sm.restore(leader.sm.snapshot())
+        if off_the_loop:  # as the runtime does it: decode on a thread, install on the loop
+            decode = follower.sm.restore_later(leader.sm.snapshot())
+            install = await loop.run_in_executor(None, decode)
+            await asyncio.wait_for(follower.writer.wait(follower.writer.ticket), 5)
+            assert follower.reads.fetch("m/web1", "data") == "old-web1"  # not installed yet
+            assert follower.writer.counters["rebuilds"] == 1
+            install()
+        else:
+            follower.sm.restore(leader.sm.snapshot())
         await asyncio.wait_for(follower.writer.wait(follower.writer.ticket), 5)
 
     try:

@@ -1,5 +1,6 @@
 """The KV state machine: Salt cache semantics, determinism, dedup of retries, snapshots."""
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import settings
@@ -189,6 +190,34 @@ def test_snapshot_later_encodes_the_state_of_its_call_byte_for_byte(commands, cu
     assert restored.snapshot() == expected
 
 
+def as_packb_would(sm):
+    """The snapshot format, built independently of the machine's encoder: msgpack of
+    {"tree": [keys, children], "dedup": rows}, with keys {key: [value, updated]} and children
+    {name: [keys, children]} in the tree's own (insertion) order, as the first snapshots were
+    written."""
+
+    def obj(bank):
+        return [
+            {k: [v, ts] for k, (v, ts) in bank.keys.items()},
+            {name: obj(child) for name, child in bank.children.items()},
+        ]
+
+    # pylint: disable=protected-access
+    dedup = [[c, s, r] for c, (s, r) in sm._dedup.items()]
+    return msgpack.packb({"tree": obj(sm._root), "dedup": dedup}, use_bin_type=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(deep_cmds)
+def test_the_snapshot_format_is_the_msgpack_of_the_nested_state(commands):
+    """Snapshots written by any version read back: the piecewise encoder writes what ``packb``
+    of the whole nested object writes, in the same order."""
+    sm = KVStateMachine()
+    for i, (op, bank, key, val, ts) in enumerate(commands):
+        sm.apply_command(Command(op, bank, key if op == FLUSH or key else "k0", val, ts, "c", i))
+    assert sm.snapshot() == as_packb_would(sm)
+
+
 def walk_with_reads(sm):
     """Banks and items as the public reads (what Salt's cache API sees) list them."""
     banks, items, stack = [], [], [""]
@@ -217,3 +246,87 @@ def test_a_copied_tree_lists_what_the_reads_list_and_ignores_later_changes(comma
     flush(sm, "a")
     banks, items = tree_contents(tree)
     assert (sorted(banks), sorted(items)) == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(deep_cmds, st.integers(0, 60))
+def test_restore_later_decodes_without_touching_the_state_and_installs_it_whole(commands, cut):
+    """A follower decodes a snapshot on a worker thread while its state stays as it was; the
+    install then gives exactly the snapshot's state (its reads, its dedup table, its bytes)."""
+    encoded = [
+        Command(op, bank, key if op == FLUSH or key else "k0", val, ts, f"c{i % 5}", i + 1)
+        for i, (op, bank, key, val, ts) in enumerate(commands)
+    ]
+    leader = KVStateMachine()
+    for c in encoded[:cut]:
+        leader.apply_command(c)
+    data = leader.snapshot()
+    follower = KVStateMachine()
+    store(follower, "old", "k", b"before the snapshot")
+    before = follower.snapshot()
+    install = follower.restore_later(data)()
+    assert follower.snapshot() == before  # decoded, not installed yet
+    install()
+    assert follower.snapshot() == data
+    assert walk_with_reads(follower) == walk_with_reads(leader)
+    for c in encoded[:cut]:  # every retry of an applied write is recognised
+        assert follower.apply_command(c) == leader.apply_command(c)
+    assert follower.snapshot() == data
+
+
+def test_restore_of_an_empty_snapshot_empties_the_state():
+    sm = KVStateMachine()
+    store(sm, "a", "k", b"v")
+    sm.restore_later(b"")()()
+    assert sm.list("") == [] and sm.snapshot() == KVStateMachine().snapshot()
+
+
+def _valid_snapshot():
+    sm = KVStateMachine()
+    store(sm, "minions/m1", "data", b"grains", client="c", seq=1)
+    store(sm, "minions/m2", "data", b"grains", client="c", seq=2)
+    return sm.snapshot()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _valid_snapshot()[:-1],  # torn
+        _valid_snapshot()[: len(_valid_snapshot()) // 2],
+        _valid_snapshot() + b"\x00",  # trailing bytes
+        b"\x91\x01",  # not a map
+        msgpack.packb({"tree": [{}, {}]}),  # no dedup table
+        msgpack.packb({"dedup": []}),  # no tree
+        msgpack.packb({"tree": [{"k": 5}, {}], "dedup": []}),  # a value is not [bytes, ts]
+        msgpack.packb({"tree": [{}, {"b": [{}, {}, {}]}], "dedup": []}),  # a bank of 3 parts
+        msgpack.packb({"tree": [{}, {}], "dedup": [[1, 2]]}),  # a dedup row of 2
+    ],
+)
+def test_a_malformed_snapshot_is_refused_and_the_state_kept(data):
+    sm = KVStateMachine()
+    store(sm, "a", "k", b"v")
+    before = sm.snapshot()
+    decode = sm.restore_later(data)
+    with pytest.raises(ValueError):
+        decode()
+    with pytest.raises(ValueError):
+        sm.restore(data)
+    assert sm.snapshot() == before
+
+
+def test_a_snapshot_from_a_newer_version_with_more_fields_is_read():
+    obj = msgpack.unpackb(_valid_snapshot(), raw=False)
+    obj["later_field"] = {"anything": [1, 2]}
+    sm = KVStateMachine()
+    sm.restore(msgpack.packb(obj, use_bin_type=True))
+    assert sm.fetch("minions/m2", "data") == b"grains" and sm.snapshot() == _valid_snapshot()
+
+
+def test_deep_banks_pack_and_unpack_without_recursion():
+    sm = KVStateMachine()
+    bank = "/".join(f"b{i}" for i in range(3000))  # deeper than the recursion limit
+    store(sm, bank, "k", b"deep")
+    data = sm.snapshot_later()()  # the iterative encoder (snapshot() itself recurses)
+    restored = KVStateMachine()
+    restored.restore(data)
+    assert restored.fetch(bank, "k") == b"deep"
