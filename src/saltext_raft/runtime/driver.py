@@ -162,6 +162,8 @@ class RaftRuntime:
         self._last_snapshot = 0
         #: The state machine's snapshot being encoded on a worker thread (``snapshot_later``).
         self._snapshot_job: asyncio.Future | None = None
+        #: A snapshot being decoded on a worker thread (``restore_later``).
+        self._restore_job: asyncio.Future | None = None
         self._term = 0
         self._saved_vote = (0, NONE)
         # A commit-only hard state waiting for the next save (or the next idle tick).
@@ -214,7 +216,7 @@ class RaftRuntime:
                 self.core_config, self._rng, hard_state=hs, snapshot=snap, entries=entries
             )
             if snap is not None:
-                self.sm.restore(snap.data)
+                (await self._decode_snapshot(snap.data))()
                 self._last_snapshot = snap.meta.index
         self.node = node
         self._term = node.term
@@ -243,11 +245,14 @@ class RaftRuntime:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
-        job, self._snapshot_job = self._snapshot_job, None
-        if job is not None and not job.done():
-            # The encoding thread cannot be interrupted; let it finish rather than leave it
-            # running behind a stopped node. Its result is dropped (_packed sees the stop).
-            await asyncio.wait([job], timeout=SNAPSHOT_STOP_WAIT)
+        for name in ("_snapshot_job", "_restore_job"):
+            job = getattr(self, name)
+            setattr(self, name, None)
+            if job is not None and not job.done():
+                # An encoding or decoding thread cannot be interrupted; let it finish rather
+                # than leave it running behind a stopped node. Its result is dropped (_packed
+                # sees the stop; the ready loop that awaited a decoding is gone).
+                await asyncio.wait([job], timeout=SNAPSHOT_STOP_WAIT)
         self._fail_all(
             self._failure_error() if self._failure else Stopped(f"raft node {self.id} stopped")
         )
@@ -390,7 +395,10 @@ class RaftRuntime:
                         held = messages  # see _merge_held
                     elif messages:
                         self.transport.send_many(messages)
-                    resolved = self._apply(rd)
+                    install = None
+                    if rd.snapshot is not None:
+                        install = await self._decode_snapshot(rd.snapshot.data)
+                    resolved = self._apply(rd, install)
                     node.advance(rd)
                     self._after_advance(rd)
                     if held and resolved:
@@ -468,12 +476,35 @@ class RaftRuntime:
     def _failure_error(self) -> RaftRuntimeError:
         return StorageFailed(f"raft node {self.id} stopped after a failure: {self._failure}")
 
-    def _apply(self, rd: Ready) -> int:
-        """Apply ``rd``'s snapshot and entries; returns how many local proposals it answered."""
+    async def _decode_snapshot(self, data: bytes) -> Callable[[], None]:
+        """What installs the snapshot ``data`` into the state machine, to be called on the loop.
+        A state machine with ``restore_later`` decodes on a worker thread meanwhile (nothing is
+        applied until the install), so the loop keeps stepping messages and ticks; otherwise
+        the install is ``restore(data)`` on the loop."""
+        later = getattr(self.sm, "restore_later", None)
+        if later is None:
+            return functools.partial(self.sm.restore, data)
+        t0 = time.perf_counter()
+        job = self._restore_job = self._loop.run_in_executor(None, later(data))
+        # Shielded: a stop cancels the ready loop, not the thread's future, so stop() can wait
+        # for the thread to finish (its result is then dropped).
+        install = await asyncio.shield(job)
+        self._restore_job = None
+        log.info(
+            "raft %s: decoded a snapshot of %d bytes in %.3fs off the loop",
+            self.id,
+            len(data),
+            time.perf_counter() - t0,
+        )
+        return install
+
+    def _apply(self, rd: Ready, install: Callable[[], None] | None = None) -> int:
+        """Apply ``rd``'s snapshot (``install``, from :meth:`_decode_snapshot`) and entries;
+        returns how many local proposals it answered."""
         sm = self.sm
         if rd.snapshot is not None:
             meta = rd.snapshot.meta
-            sm.restore(rd.snapshot.data)
+            (install or functools.partial(sm.restore, rd.snapshot.data))()
             self._last_snapshot = meta.index
             self.counters["snapshots_restored"] += 1
             for idx in [i for i in self._conf_waiters if i <= meta.index]:

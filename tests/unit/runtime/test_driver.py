@@ -306,6 +306,119 @@ def test_stop_waits_for_a_snapshot_being_encoded_and_drops_it(slow_snapshots):
     assert leader._snapshot_job is None  # pylint: disable=protected-access
 
 
+@pytest.fixture
+def slow_restores():
+    """:class:`SlowRestores` with fresh events; released at the end whatever happened."""
+    import threading  # pylint: disable=import-outside-toplevel
+
+    SlowRestores.release, SlowRestores.started = threading.Event(), threading.Event()
+    SlowRestores.installed = []
+    yield SlowRestores
+    SlowRestores.release.set()
+
+
+class SlowRestores(DictStateMachine):
+    """Decoding a snapshot blocks (on a worker thread) until the test lets it go."""
+
+    release = None  # a threading.Event, set per test
+    started = None
+    installed: list = []
+
+    def restore_later(self, data):
+        def decode():
+            self.started.set()
+            if not self.release.wait(10):
+                raise TimeoutError("the test never released the decoding")
+            fresh = DictStateMachine()
+            fresh.restore(data)
+
+            def install():
+                self.applied, self.count, self.data = fresh.applied, fresh.count, fresh.data
+                self.installed.append(fresh.applied)
+
+            return install
+
+        return decode
+
+
+async def _lag_behind_a_snapshot(c: LocalCluster):
+    """Start ``c``, stop a follower, commit past two snapshots, restart the follower: it must
+    install the leader's snapshot. Returns (leader, the follower's runtime)."""
+    await c.start_all()
+    leader = await c.leader()
+    lagging = next(rt.id for rt in c.nodes.values() if rt is not leader)
+    await c.stop(lagging)
+    for i in range(120):
+        await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v"))
+    await c.until("the leader snapshotted", lambda: leader.counters["snapshots_taken"] >= 1)
+    return leader, await c.start(lagging)
+
+
+def test_a_follower_decodes_a_snapshot_off_the_loop_and_installs_it_whole(slow_restores):
+    """Restoring a big snapshot used to hold a follower's loop for as long as the decoding
+    took (~210 ms for a 75 MB cache). Here every node shares one loop: entries keep committing
+    while the follower's decoding is held, so the loop is free."""
+
+    async def main():
+        c = LocalCluster(snapshot_interval=50, snapshot_keep=5, sm_factory=slow_restores)
+        try:
+            leader, rt = await _lag_behind_a_snapshot(c)
+            await c.until("decoding started", slow_restores.started.is_set)
+            before = (rt.sm.applied, dict(rt.sm.data))
+            term = leader.node.term
+            for i in range(120, 140):  # the shared loop commits meanwhile
+                await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v"))
+            assert (rt.sm.applied, rt.sm.data) == before  # nothing installed or applied yet
+            assert rt.counters["snapshots_restored"] == 0
+            assert leader.node.term == term and rt.node.term == term  # nobody campaigned
+            slow_restores.release.set()
+            await c.until(
+                "the follower caught up",
+                lambda: rt.node.applied_index >= leader.node.commit_index,
+                timeout=10,
+            )
+            assert rt.counters["snapshots_restored"] == 1
+            assert slow_restores.installed[0] >= 50
+            assert rt.sm.data == leader.sm.data
+            # A restart installs its own stored snapshot the same way.
+            await c.stop(rt.id)
+            rt = await c.start(rt.id)
+            assert len(slow_restores.installed) == 2
+            await c.until(
+                "caught up again", lambda: rt.node.applied_index >= leader.node.commit_index
+            )
+            assert rt.sm.data == leader.sm.data
+        finally:
+            slow_restores.release.set()
+            await c.stop_all()
+
+    run(main())
+
+
+def test_stop_waits_for_a_snapshot_being_decoded_and_does_not_install_it(slow_restores):
+    async def main():
+        c = LocalCluster(snapshot_interval=50, snapshot_keep=5, sm_factory=slow_restores)
+        try:
+            _, rt = await _lag_behind_a_snapshot(c)
+            await c.until("decoding started", slow_restores.started.is_set)
+            stopping = asyncio.ensure_future(c.stop(rt.id))
+            await c.until("the follower is stopping", lambda: not rt.running)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            waited = not stopping.done()  # stop() waits for the decoding thread
+            slow_restores.release.set()
+            await asyncio.wait_for(stopping, 5)
+        finally:
+            slow_restores.release.set()
+            await c.stop_all()
+        return rt, waited
+
+    rt, waited = run(main())
+    assert waited
+    assert not slow_restores.installed and rt.counters["snapshots_restored"] == 0
+    assert rt._restore_job is None  # pylint: disable=protected-access
+
+
 def test_snapshot_on_demand_compacts_the_log_at_the_applied_index():
     async def main():
         c = LocalCluster(snapshot_interval=0, snapshot_keep=5)  # only the snapshot asked for
