@@ -12,15 +12,20 @@ The replicated cache's state machine (``KVStateMachine``) is filled as a Salt ma
 - the listing a rebuild of the local copy needs: through the state's read methods (what ran
   on the loop before) against ``copy_tree()`` (on the loop) + ``tree_contents()`` (on the
   writer thread);
-- ``restore()`` of the snapshot (still on a follower's loop).
+- ``restore()`` of the snapshot all on the loop (as followers did before 2026-11-27), against
+  ``restore_later()``: decoding on a worker thread (with the same loop-gap measurement), then
+  the install on the loop.
 
-Both encodings must give the same bytes (checked every round). No I/O, no network.
+Each step is timed from a full collection of the cyclic GC, so that collections due to an
+earlier step's garbage do not land on it. Both encodings must give the same bytes, and the
+restored state must encode to them again (checked every round). No I/O, no network.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -76,6 +81,14 @@ def walk_with_reads(kv: KVStateMachine) -> int:
     return items
 
 
+def clean_start() -> float:
+    """A full collection, then the clock: each step is timed from the same state of the cyclic
+    GC, so a collection that an earlier step's garbage made due does not land on it (collections
+    its own allocations trigger still count)."""
+    gc.collect()
+    return time.perf_counter()
+
+
 async def longest_gap(work) -> tuple[float, float]:
     """Run ``work`` (a callable, or None) on a worker thread; return (its seconds, the longest
     gap between two 1 ms wake-ups of a task on this loop meanwhile, in seconds)."""
@@ -91,6 +104,7 @@ async def longest_gap(work) -> tuple[float, float]:
             gaps.append(now - last)
             last = now
 
+    gc.collect()  # as clean_start(): no collection left over from earlier steps
     task = asyncio.ensure_future(ticker())
     await asyncio.sleep(0.01)  # the ticker is running
     t0 = time.perf_counter()
@@ -107,10 +121,10 @@ async def longest_gap(work) -> tuple[float, float]:
 def measure(kv: KVStateMachine, rounds: int) -> dict:
     rows = []
     for _ in range(rounds):
-        t0 = time.perf_counter()
+        t0 = clean_start()
         data = kv.snapshot()
         on_loop = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t0 = clean_start()
         pack = kv.snapshot_later()
         copy = time.perf_counter() - t0
         packed = {}
@@ -122,18 +136,31 @@ def measure(kv: KVStateMachine, rounds: int) -> dict:
         if packed["data"] != data:
             raise AssertionError("snapshot_later() encoded other bytes than snapshot()")
         _, floor = asyncio.run(longest_gap(None))
-        t0 = time.perf_counter()
+        t0 = clean_start()
         walk_with_reads(kv)
         walk = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t0 = clean_start()
         tree = kv.copy_tree()
         tree_copy = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t0 = clean_start()
         tree_contents(tree)
         listing = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t0 = clean_start()
         KVStateMachine().restore(data)
         restore = time.perf_counter() - t0
+        target = KVStateMachine()
+        decoded = {}
+        decode_job = target.restore_later(data)
+
+        def run_decode(decode_job=decode_job, decoded=decoded):
+            decoded["install"] = decode_job()
+
+        decode, decode_gap = asyncio.run(longest_gap(run_decode))
+        t0 = clean_start()
+        decoded["install"]()
+        install = time.perf_counter() - t0
+        if target.snapshot() != data:
+            raise AssertionError("restore_later() installed another state than the snapshot's")
         rows.append(
             {
                 "snapshot_bytes": len(data),
@@ -146,6 +173,9 @@ def measure(kv: KVStateMachine, rounds: int) -> dict:
                 "rebuild_copy_tree_on_loop_ms": tree_copy * 1e3,
                 "rebuild_listing_on_writer_thread_ms": listing * 1e3,
                 "restore_on_loop_ms": restore * 1e3,
+                "restore_later_decode_on_thread_ms": decode * 1e3,
+                "longest_loop_gap_while_decoding_ms": decode_gap * 1e3,
+                "restore_later_install_on_loop_ms": install * 1e3,
             }
         )
     medians = {k: round(statistics.median(r[k] for r in rows), 2) for k in rows[0]}
@@ -190,6 +220,10 @@ def main(argv=None) -> int:
             f"  rebuild listing by reads (loop):   "
             f"{m['rebuild_listing_by_reads_on_loop_ms']:8.1f} ms\n"
             f"  copy_tree() on the loop:           {m['rebuild_copy_tree_on_loop_ms']:8.1f} ms\n"
-            f"  restore() on the loop:             {m['restore_on_loop_ms']:8.1f} ms"
+            f"  restore() on the loop:             {m['restore_on_loop_ms']:8.1f} ms\n"
+            f"  restore_later() decoding, thread:  "
+            f"{m['restore_later_decode_on_thread_ms']:8.1f} ms, longest loop gap "
+            f"{m['longest_loop_gap_while_decoding_ms']:.1f} ms\n"
+            f"  restore_later() install, loop:     {m['restore_later_install_on_loop_ms']:8.1f} ms"
         )
     return 0

@@ -294,9 +294,9 @@ class KVStateMachine:
         while commands keep being applied: it encodes a copy of the tree's dicts (keys and
         values are immutable, so they are shared, not copied) piece by piece, so that the
         thread gives the GIL back to the event loop between pieces. For 30,000 keys of 2.5 KB
-        on average (75 MB), encoding on the loop held it for 190-230 ms; this call holds it for
-        28-39 ms (a third of it a GC collection its allocations trigger), and the encoding
-        thread for at most ~12 ms at a time (``python -m saltext_raft.bench snapshot``)."""
+        on average (75 MB), encoding on the loop held it for 160-230 ms; this call holds it for
+        8-12 ms (28-39 ms when a GC collection lands on it), and the encoding thread for at
+        most ~12 ms at a time (``python -m saltext_raft.bench snapshot``)."""
         tree = self.copy_tree()
         dedup = [[c, s, r] for c, (s, r) in self._dedup.items()]
         return lambda: _pack_snapshot(tree, dedup)
@@ -309,8 +309,8 @@ class KVStateMachine:
         The decoding reads nothing of this machine, so it may run on a worker thread while
         commands are applied; the install must run where commands are applied (the loop) and
         is a swap of two references. A follower installing a 75 MB snapshot held its loop for
-        ~210 ms with ``unpackb``; the loop's longest gap while this decodes on a thread is in
-        ``python -m saltext_raft.bench snapshot``."""
+        115-235 ms decoding it there; while this decodes on a thread, the loop's longest gap
+        is 8-17 ms (``python -m saltext_raft.bench snapshot``)."""
 
         def decode():
             if not data:

@@ -1,4 +1,4 @@
-"""``bench snapshot`` on a tiny state: it runs, checks its two encodings agree, and reports."""
+"""``bench snapshot`` on a tiny state: it runs, checks its encodings and restores, and reports."""
 
 from __future__ import annotations
 
@@ -23,14 +23,22 @@ def test_a_small_run_reports_every_figure(capsys):
 
 
 def test_the_encodings_are_compared(monkeypatch):
-    real = snapshot.KVStateMachine.snapshot_later
+    real = snapshot.KVStateMachine.snapshot
 
     def off_by_one(self):
-        pack = real(self)
-        return lambda: pack() + b"\x00"
+        return real(self) + b"\x00"
 
-    monkeypatch.setattr(snapshot.KVStateMachine, "snapshot_later", off_by_one)
+    monkeypatch.setattr(snapshot.KVStateMachine, "snapshot", off_by_one)
     with pytest.raises(AssertionError, match="other bytes"):
+        snapshot.main(["--minions", "5", "--rounds", "1"])
+
+
+def test_the_restored_state_is_compared(monkeypatch):
+    def installs_nothing(self, data):
+        return lambda: lambda: None
+
+    monkeypatch.setattr(snapshot.KVStateMachine, "restore_later", installs_nothing)
+    with pytest.raises(AssertionError, match="another state"):
         snapshot.main(["--minions", "5", "--rounds", "1"])
 
 
