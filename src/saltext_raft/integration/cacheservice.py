@@ -94,7 +94,6 @@ class CacheService:
             "waited": 0,
             "wait_expired": 0,
         }
-        self._batch_waited = False
 
     def start_writer(self, loop) -> None:
         """Before the runtime starts: its start may restore a snapshot into the mirror."""
@@ -179,7 +178,6 @@ class CacheService:
                 self._propose_handle = loop.call_soon(self._propose_batch)
         elif self._wait_handle is None:
             self._wait_handle = loop.call_later(self.settings.batch_wait, self._wait_over)
-            self._batch_waited = True
         return fut
 
     def _wait_over(self) -> None:
@@ -187,13 +185,14 @@ class CacheService:
         self._propose_batch(expired=True)
 
     def _propose_batch(self, expired: bool = False) -> None:
+        # This batch waited for workers if its wait timer is still pending or just ran out.
+        waited = expired or self._wait_handle is not None
         for handle in (self._propose_handle, self._wait_handle):
             if handle is not None:
                 handle.cancel()
         self._propose_handle = self._wait_handle = None
         # Workers that have not come back by now are not waited for by the next batch.
         self._awaited = 0
-        waited, self._batch_waited = self._batch_waited, False
         batch = [b for b in self._batch if not b[1].done()]
         self._batch = []
         self._batch_bytes = 0
