@@ -546,3 +546,65 @@ def test_the_loop_never_writes_ahead_of_a_rebuild_still_on_the_thread(tmp_path, 
         mirror.release.set()
         writer.stop()
     assert reads.fetch("b", "old") == "old" and reads.fetch("b", "new") == "new"
+
+
+def test_a_master_that_fell_behind_installs_the_leaders_snapshot_into_its_local_copy(
+    tmp_path, run, layout
+):
+    """Three runtimes with the cache's state machine: a master stopped while the others
+    commit past a snapshot restarts, decodes the leader's snapshot off the loop, and its local
+    copy then holds what the leader's holds (a key flushed meanwhile included)."""
+    from tests.unit.runtime.helpers import LocalCluster  # pylint: disable=import-outside-toplevel
+
+    writers = []
+
+    def cache_machine():  # LocalCluster builds state machines inside the running loop
+        writer = MirrorWriter(
+            new_mirror(layout, str(tmp_path / f"copy{len(writers)}")), inline=layout == "sqlite"
+        )
+        writer.start(asyncio.get_running_loop())
+        writers.append(writer)
+        return CacheStateMachine(writer)
+
+    def write(i, cmd):
+        return encode_batch([cmd._replace(client="worker", seq=i + 1)])
+
+    async def go():
+        c = LocalCluster(snapshot_interval=30, snapshot_keep=3, sm_factory=cache_machine)
+        await c.start_all()
+        try:
+            leader = await c.leader()
+            lagging = next(rt.id for rt in c.nodes.values() if rt is not leader)
+            await c.stop(lagging)
+            await leader.propose(write(0, put("gone", "k", "flushed while it was away")))
+            for i in range(1, 80):
+                await leader.propose(write(i, put(f"minions/m{i % 20}", "data", {"n": i})))
+            await leader.propose(write(80, Command(FLUSH, "gone", None)))
+            await c.until("a snapshot", lambda: leader.counters["snapshots_taken"] >= 1)
+            rt = await c.start(lagging)
+            await c.until(
+                "the lagging master caught up",
+                lambda: rt.node.applied_index >= leader.node.commit_index,
+                timeout=10,
+            )
+            for node in (leader, rt):
+                await asyncio.wait_for(node.sm.writer.wait(node.sm.writer.ticket), 5)
+            return leader, rt
+        finally:
+            await c.stop_all()
+
+    try:
+        leader, rt = run(go())
+    finally:
+        for writer in writers:
+            writer.stop()
+    assert rt.counters["snapshots_restored"] >= 1
+    assert rt.sm.kv.snapshot() == leader.sm.kv.snapshot()
+    theirs = Reads(layout, rt.sm.writer.mirror.root)
+    ours = Reads(layout, leader.sm.writer.mirror.root)
+    expected = sorted(f"m{i}" for i in range(20))
+    assert sorted(theirs.list_("minions")) == sorted(ours.list_("minions")) == expected
+    for i in range(20):
+        assert theirs.fetch(f"minions/m{i}", "data") == ours.fetch(f"minions/m{i}", "data")
+    assert theirs.fetch("minions/m19", "data") == {"n": 79}
+    assert not theirs.contains("gone", None)
