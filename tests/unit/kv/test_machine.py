@@ -166,15 +166,20 @@ deep_cmds = st.lists(
 )
 
 
+def deep_commands(drawn):
+    """Commands from ``deep_cmds`` draws: five clients, each retry-free (seq grows)."""
+    return [
+        Command(op, bank, key if op == FLUSH or key else "k0", val, ts, f"c{i % 5}", i + 1)
+        for i, (op, bank, key, val, ts) in enumerate(drawn)
+    ]
+
+
 @settings(max_examples=150, deadline=None)
 @given(deep_cmds, st.integers(0, 60))
 def test_snapshot_later_encodes_the_state_of_its_call_byte_for_byte(commands, cut):
     """What the runtime encodes on a worker thread is exactly ``snapshot()`` at the time of the
     ``snapshot_later()`` call, however the state changes while it waits to be encoded."""
-    encoded = [
-        Command(op, bank, key if op == FLUSH or key else "k0", val, ts, f"c{i % 5}", i + 1)
-        for i, (op, bank, key, val, ts) in enumerate(commands)
-    ]
+    encoded = deep_commands(commands)
     sm = KVStateMachine()
     for c in encoded[:cut]:
         sm.apply_command(c)
@@ -253,10 +258,7 @@ def test_a_copied_tree_lists_what_the_reads_list_and_ignores_later_changes(comma
 def test_restore_later_decodes_without_touching_the_state_and_installs_it_whole(commands, cut):
     """A follower decodes a snapshot on a worker thread while its state stays as it was; the
     install then gives exactly the snapshot's state (its reads, its dedup table, its bytes)."""
-    encoded = [
-        Command(op, bank, key if op == FLUSH or key else "k0", val, ts, f"c{i % 5}", i + 1)
-        for i, (op, bank, key, val, ts) in enumerate(commands)
-    ]
+    encoded = deep_commands(commands)
     leader = KVStateMachine()
     for c in encoded[:cut]:
         leader.apply_command(c)

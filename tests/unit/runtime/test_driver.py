@@ -205,31 +205,47 @@ def test_snapshot_compaction_and_install_snapshot_to_a_lagging_node():
     run(main())
 
 
-@pytest.fixture
-def slow_snapshots():
-    """:class:`SlowSnapshots` with fresh events; released at the end whatever happened."""
+class Held(DictStateMachine):
+    """A state machine whose work on a worker thread blocks until the test lets it go (the
+    events are class attributes, set fresh per test by :func:`held`: the cluster builds the
+    machines)."""
+
+    release = None  # a threading.Event
+    started = None
+
+    def hold(self, what: str) -> None:
+        self.started.set()
+        if not self.release.wait(10):
+            raise TimeoutError(f"the test never released the {what}")
+
+
+def held(cls, **fresh):
+    """Fixture body: ``cls`` with fresh events (and ``fresh`` attributes); released at the end
+    whatever happened."""
     import threading  # pylint: disable=import-outside-toplevel
 
-    SlowSnapshots.release, SlowSnapshots.started = threading.Event(), threading.Event()
-    SlowSnapshots.packed = []
-    yield SlowSnapshots
-    SlowSnapshots.release.set()
+    cls.release, cls.started = threading.Event(), threading.Event()
+    for name, value in fresh.items():
+        setattr(cls, name, value)
+    yield cls
+    cls.release.set()
 
 
-class SlowSnapshots(DictStateMachine):
-    """Encoding a snapshot blocks (on a worker thread) until the test lets it go."""
+@pytest.fixture
+def slow_snapshots():
+    yield from held(SlowSnapshots, packed=[])
 
-    release = None  # a threading.Event, set per test
-    started = None
+
+class SlowSnapshots(Held):
+    """Encoding a snapshot blocks until the test lets it go."""
+
     packed: list = []
 
     def snapshot_later(self):
         pack = super().snapshot_later()
 
         def slow():
-            self.started.set()
-            if not self.release.wait(10):
-                raise TimeoutError("the test never released the snapshot")
+            self.hold("snapshot")
             data = pack()
             self.packed.append(data)
             return data
@@ -276,6 +292,20 @@ def test_a_snapshot_is_encoded_off_the_loop_while_entries_keep_committing(slow_s
     run(main())
 
 
+async def stop_while_held(c: LocalCluster, rt, slow) -> bool:
+    """Stop ``rt`` while ``slow``'s worker thread is held; release the thread only once the
+    stop has begun (the result then arrives after it). True if stop() was still waiting for
+    the thread at that moment."""
+    stopping = asyncio.ensure_future(c.stop(rt.id))
+    await c.until(f"{rt.id} is stopping", lambda: not rt.running)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    waited = not stopping.done()
+    slow.release.set()
+    await asyncio.wait_for(stopping, 5)
+    return waited
+
+
 def test_stop_waits_for_a_snapshot_being_encoded_and_drops_it(slow_snapshots):
     async def main():
         c = LocalCluster(snapshot_interval=5, sm_factory=slow_snapshots)
@@ -288,13 +318,7 @@ def test_stop_waits_for_a_snapshot_being_encoded_and_drops_it(slow_snapshots):
             lambda: leader._snapshot_job is not None,  # pylint: disable=protected-access
         )
         try:
-            stopping = asyncio.ensure_future(c.stop(leader.id))
-            await c.until("the leader is stopping", lambda: not leader.running)
-            for _ in range(5):
-                await asyncio.sleep(0)
-            waited = not stopping.done()  # stop() waits for the encoding thread
-            slow_snapshots.release.set()  # only now: the result arrives after the stop
-            await asyncio.wait_for(stopping, 5)
+            waited = await stop_while_held(c, leader, slow_snapshots)
         finally:
             slow_snapshots.release.set()
             await c.stop_all()
@@ -308,27 +332,17 @@ def test_stop_waits_for_a_snapshot_being_encoded_and_drops_it(slow_snapshots):
 
 @pytest.fixture
 def slow_restores():
-    """:class:`SlowRestores` with fresh events; released at the end whatever happened."""
-    import threading  # pylint: disable=import-outside-toplevel
-
-    SlowRestores.release, SlowRestores.started = threading.Event(), threading.Event()
-    SlowRestores.installed = []
-    yield SlowRestores
-    SlowRestores.release.set()
+    yield from held(SlowRestores, installed=[])
 
 
-class SlowRestores(DictStateMachine):
-    """Decoding a snapshot blocks (on a worker thread) until the test lets it go."""
+class SlowRestores(Held):
+    """Decoding a snapshot blocks until the test lets it go."""
 
-    release = None  # a threading.Event, set per test
-    started = None
     installed: list = []
 
     def restore_later(self, data):
         def decode():
-            self.started.set()
-            if not self.release.wait(10):
-                raise TimeoutError("the test never released the decoding")
+            self.hold("decoding")
             fresh = DictStateMachine()
             fresh.restore(data)
 
@@ -401,13 +415,7 @@ def test_stop_waits_for_a_snapshot_being_decoded_and_does_not_install_it(slow_re
         try:
             _, rt = await _lag_behind_a_snapshot(c)
             await c.until("decoding started", slow_restores.started.is_set)
-            stopping = asyncio.ensure_future(c.stop(rt.id))
-            await c.until("the follower is stopping", lambda: not rt.running)
-            for _ in range(5):
-                await asyncio.sleep(0)
-            waited = not stopping.done()  # stop() waits for the decoding thread
-            slow_restores.release.set()
-            await asyncio.wait_for(stopping, 5)
+            waited = await stop_while_held(c, rt, slow_restores)
         finally:
             slow_restores.release.set()
             await c.stop_all()
