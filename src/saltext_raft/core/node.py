@@ -777,6 +777,9 @@ class RaftNode:
             self._send_append(m.frm)
         if m.context and m.frm in self.membership.voters:
             self._ack_read_round(m.frm, m.context)
+        # Whatever held a caught-up learner back (a pending change, a leadership transfer) may
+        # be over without any event of its own: a heartbeat round checks again.
+        self._recheck_promotion(m.frm, pr)
 
     def _maybe_commit(self) -> bool:
         voters = self.membership.voters
@@ -796,6 +799,13 @@ class RaftNode:
             self._read_waiting = []
         if self.id not in self.membership.voters and self._conf_index[-1] <= committed:
             self._step_down_removed()
+        if self.role is Role.LEADER and self.membership.learners:
+            # A learner that caught up while a membership change was pending (often its own
+            # ADD_LEARNER entry) was not promoted then; its index may never move again.
+            for nid in sorted(self.membership.learners):
+                pr = self.progress.get(nid)
+                if pr is not None:
+                    self._recheck_promotion(nid, pr)
 
     def _step_down_removed(self) -> None:
         """We are no longer a voter and that is committed: hand over and step down."""
@@ -930,6 +940,14 @@ class RaftNode:
         self.pending_conf_index = idx
         self._bcast_append()
         return idx
+
+    def _recheck_promotion(self, nid: str, pr: Progress) -> None:
+        """Auto-promotion checked when no acknowledgement moved: when the commit index moves
+        (a pending change may just have committed) and at each heartbeat round. Before
+        2026-11-27 it was checked only when a learner's acknowledged index moved, so a learner
+        that caught up while a change was pending stayed a learner on an idle cluster (the
+        simulator's post-heal promotion check and tests/unit/sim/broken.py keep it that way)."""
+        self._maybe_auto_promote(nid, pr)
 
     def _maybe_auto_promote(self, nid: str, pr: Progress) -> None:
         if (

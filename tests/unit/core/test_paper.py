@@ -565,3 +565,53 @@ def test_thesis_4_1_demoted_voter_is_not_promoted_again_automatically():
     c.stabilize()
     assert "c" in leader.committed_membership.voters
     assert not leader.committed_membership.demoted
+
+
+def _learner_caught_up_before_its_entry_committed(c: Cluster):
+    """``d`` asks to join; the leader's messages to and from ``d`` go first, so ``d`` has
+    acknowledged everything, its own ADD_LEARNER entry included, while that entry is still
+    uncommitted (the voters' acknowledgements are held). Promotion must wait then: one
+    membership change at a time."""
+    leader = c.nodes["a"]
+    c.add_fresh("d")
+    idx = leader.propose_conf_change(ConfOp.ADD_LEARNER, "d", "addr-d")
+    c.process()
+    c.deliver(lambda m: "d" in (m.to, m.frm))
+    assert leader.progress["d"].match == idx == leader.log.last_index
+    assert leader.log.committed < idx and "d" in leader.membership.learners
+    return leader, idx
+
+
+def test_a_learner_that_caught_up_while_its_entry_was_pending_is_promoted_at_the_commit():
+    """It used to stay a learner until the next entry was appended: promotion was checked only
+    when a learner's acknowledged index moved, and on an idle cluster it does not move again.
+    A Salt master joining a quiet cluster then stayed a learner (its gate closed)."""
+    c = Cluster()
+    c.elect("a")
+    leader, idx = _learner_caught_up_before_its_entry_committed(c)
+    c.stabilize()  # the voters acknowledge: the entry commits; no ticks, no new proposals
+    assert leader.log.committed >= idx
+    assert "d" in leader.committed_membership.voters
+    assert "d" in c.nodes["d"].membership.voters
+
+
+def test_a_learner_left_waiting_by_a_leadership_transfer_is_promoted_by_a_heartbeat():
+    """A learner is not promoted while leadership is being handed over; once the transfer is
+    given up (it did not complete within an election timeout), the next heartbeat round
+    promotes the learner."""
+    c = Cluster()
+    c.elect("a")
+    leader, idx = _learner_caught_up_before_its_entry_committed(c)
+    leader.transfer_leader("b")
+    c.dropped = {("a", "b")}  # b never catches up: the transfer cannot complete
+    c.net = [m for m in c.net if m.to != "b"]
+    c.stabilize()
+    assert leader.log.committed >= idx and leader.lead_transferee == "b"
+    assert "d" in leader.committed_membership.learners  # held back by the transfer
+    for _ in range(4 * leader.cfg.election_ticks):
+        c.tick("a")
+        c.stabilize()
+        if "d" in leader.committed_membership.voters:
+            break
+    assert not leader.lead_transferee
+    assert leader.role is Role.LEADER and "d" in leader.committed_membership.voters
