@@ -640,6 +640,33 @@ class Simulation:
                 probes += 1
                 self._probe(probes)
             self.step()
+        if self.config["auto_promote"]:
+            self._await_promotions()
+
+    def _await_promotions(self) -> None:
+        """With auto-promotion on, every running learner (not deliberately demoted) must become a
+        voter within ``heal_ticks`` of the heal write's commit, with no more writes: a learner
+        that caught up while another change was pending must not wait for the next entry."""
+        start = self.stats.ticks
+        while True:
+            leader = self._leader()
+            waiting = []
+            if leader is not None:
+                m = leader.node.membership
+                waiting = sorted(
+                    nid
+                    for nid in m.learners - m.demoted
+                    if nid in self.slots and self.slots[nid].node is not None
+                )
+                if not waiting and leader.node.committed_membership == m:
+                    return
+            if self.stats.ticks - start > self.opts.heal_ticks:
+                raise Violation(
+                    "liveness",
+                    f"learners {waiting} not promoted within {self.opts.heal_ticks} ticks after "
+                    f"the heal write (leader: {leader.id if leader else 'none'})",
+                )
+            self.step()
 
     def _probe(self, k: int) -> None:
         leader = self._leader()

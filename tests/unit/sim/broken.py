@@ -72,3 +72,12 @@ class ReadIndexWithoutHeartbeatRound(RaftNode):
     def _start_read_round(self) -> None:
         requests, self._read_batch = self._read_batch, []
         self._release_reads(self.log.committed, requests)
+
+
+class PromotesOnlyWhenAcksMove(RaftNode):
+    """Auto-promotion checked only when a learner's acknowledged index moves (the core before
+    2026-11-27): a learner that caught up while a membership change was pending stays a
+    learner until the next entry, forever on an idle cluster."""
+
+    def _recheck_promotion(self, nid, pr) -> None:
+        pass
