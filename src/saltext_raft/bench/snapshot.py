@@ -104,7 +104,7 @@ async def longest_gap(work) -> tuple[float, float]:
             gaps.append(now - last)
             last = now
 
-    gc.collect()  # as clean_start(): no collection left over from earlier steps
+    clean_start()  # no collection left over from earlier steps
     task = asyncio.ensure_future(ticker())
     await asyncio.sleep(0.01)  # the ticker is running
     t0 = time.perf_counter()

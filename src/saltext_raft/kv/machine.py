@@ -186,8 +186,8 @@ def _unpack_snapshot(data: bytes) -> tuple[_Bank, OrderedDict]:
     a time (the inverse of :func:`_pack_snapshot`), so that a worker thread running it hands the
     GIL back to the event loop every switch interval: ``msgpack.unpackb`` of the whole snapshot
     holds it for the whole decode (~200 ms for 75 MB). Iterative, so deep banks cannot hit the
-    recursion limit. Raises ``ValueError`` (msgpack's errors are ValueErrors too) on bytes
-    that are not such a snapshot."""
+    recursion limit. Raises ``ValueError`` on bytes that are not such a snapshot (msgpack's
+    format errors are ValueErrors; running out of data and wrong shapes are turned into one)."""
     unpacker = msgpack.Unpacker(
         io.BytesIO(data),
         raw=False,

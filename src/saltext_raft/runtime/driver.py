@@ -245,9 +245,9 @@ class RaftRuntime:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
-        for name in ("_snapshot_job", "_restore_job"):
-            job = getattr(self, name)
-            setattr(self, name, None)
+        jobs = (self._snapshot_job, self._restore_job)
+        self._snapshot_job = self._restore_job = None
+        for job in jobs:
             if job is not None and not job.done():
                 # An encoding or decoding thread cannot be interrupted; let it finish rather
                 # than leave it running behind a stopped node. Its result is dropped (_packed
@@ -498,13 +498,13 @@ class RaftRuntime:
         )
         return install
 
-    def _apply(self, rd: Ready, install: Callable[[], None] | None = None) -> int:
-        """Apply ``rd``'s snapshot (``install``, from :meth:`_decode_snapshot`) and entries;
-        returns how many local proposals it answered."""
+    def _apply(self, rd: Ready, install: Callable[[], None] | None) -> int:
+        """Apply ``rd``'s snapshot (``install``, from :meth:`_decode_snapshot`; None when there
+        is none) and entries; returns how many local proposals it answered."""
         sm = self.sm
-        if rd.snapshot is not None:
+        if install is not None:
             meta = rd.snapshot.meta
-            (install or functools.partial(sm.restore, rd.snapshot.data))()
+            install()
             self._last_snapshot = meta.index
             self.counters["snapshots_restored"] += 1
             for idx in [i for i in self._conf_waiters if i <= meta.index]:
