@@ -570,9 +570,9 @@ def test_a_master_that_fell_behind_installs_the_leaders_snapshot_into_its_local_
         return encode_batch([cmd._replace(client="worker", seq=i + 1)])
 
     async def go():
-        c = LocalCluster(snapshot_interval=30, snapshot_keep=3, sm_factory=cache_machine)
-        await c.start_all()
-        try:
+        async with LocalCluster(
+            snapshot_interval=30, snapshot_keep=3, sm_factory=cache_machine
+        ) as c:
             leader = await c.leader()
             lagging = next(rt.id for rt in c.nodes.values() if rt is not leader)
             await c.stop(lagging)
@@ -590,8 +590,6 @@ def test_a_master_that_fell_behind_installs_the_leaders_snapshot_into_its_local_
             for node in (leader, rt):
                 await asyncio.wait_for(node.sm.writer.wait(node.sm.writer.ticket), 5)
             return leader, rt
-        finally:
-            await c.stop_all()
 
     try:
         leader, rt = run(go())

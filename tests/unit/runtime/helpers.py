@@ -57,6 +57,19 @@ class LocalCluster:
         for nid in self.founders:
             await self.start(nid)
 
+    async def __aenter__(self) -> LocalCluster:
+        """``async with LocalCluster() as c``: the founders are started, and every node that
+        is running at the end (founders, joiners, restarts) is stopped, whatever happened."""
+        try:
+            await self.start_all()
+        except BaseException:
+            await self.stop_all()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.stop_all()
+
     async def stop(self, nid: str):
         rt = self.nodes.pop(nid)
         await rt.stop()

@@ -27,9 +27,7 @@ def run(coro):
 
 def test_elects_one_leader_and_commits_on_every_node():
     async def main():
-        c = LocalCluster()
-        await c.start_all()
-        try:
+        async with LocalCluster() as c:
             leader = await c.leader()
             result = await leader.propose(DictStateMachine.set_command(b"k", b"v"))
             assert isinstance(result, int)
@@ -37,24 +35,18 @@ def test_elects_one_leader_and_commits_on_every_node():
                 "every node applied the write",
                 lambda: all(rt.sm.get(b"k") == b"v" for rt in c.nodes.values()),
             )
-        finally:
-            await c.stop_all()
 
     run(main())
 
 
 def test_propose_on_a_follower_is_forwarded_and_returns_the_local_result():
     async def main():
-        c = LocalCluster()
-        await c.start_all()
-        try:
+        async with LocalCluster() as c:
             leader = await c.leader()
             follower = next(rt for rt in c.nodes.values() if rt is not leader)
             results = await asyncio.gather(*(follower.propose(b"x%d" % i) for i in range(50)))
             assert results == sorted(results) and len(set(results)) == 50  # entry indexes, in order
             assert follower.sm.count >= 50
-        finally:
-            await c.stop_all()
 
     run(main())
 
@@ -63,24 +55,18 @@ def test_many_outstanding_proposals_share_few_saves():
     """Group commit: proposals queued while a save runs go into the next Ready together."""
 
     async def main():
-        c = LocalCluster()
-        await c.start_all()
-        try:
+        async with LocalCluster() as c:
             leader = await c.leader()
             before = leader.counters["saves"]
             await asyncio.gather(*(leader.propose(b"p" * 100) for _ in range(2000)))
             assert leader.counters["saves"] - before < 400, leader.counters
-        finally:
-            await c.stop_all()
 
     run(main())
 
 
 def test_read_is_a_barrier_after_a_committed_write():
     async def main():
-        c = LocalCluster()
-        await c.start_all()
-        try:
+        async with LocalCluster() as c:
             leader = await c.leader()
             follower = next(rt for rt in c.nodes.values() if rt is not leader)
             idx = await leader.propose(DictStateMachine.set_command(b"a", b"1"))
@@ -88,17 +74,13 @@ def test_read_is_a_barrier_after_a_committed_write():
             assert read_index >= idx
             assert follower.sm.get(b"a") == b"1"  # linearizable: the write is visible
             assert await leader.read(timeout=2) >= idx
-        finally:
-            await c.stop_all()
 
     run(main())
 
 
 def test_propose_without_quorum_times_out_with_a_clear_error():
     async def main():
-        c = LocalCluster()
-        await c.start_all()
-        try:
+        async with LocalCluster() as c:
             leader = await c.leader()
             for rt in c.nodes.values():
                 if rt is not leader:
@@ -106,8 +88,6 @@ def test_propose_without_quorum_times_out_with_a_clear_error():
             with pytest.raises((CommitTimeout, NoLeader)) as info:
                 await leader.propose(b"lost", timeout=0.3)
             assert "0.3s" in str(info.value)
-        finally:
-            await c.stop_all()
 
     run(main())
 
@@ -117,9 +97,7 @@ def test_answered_proposals_do_not_pile_up_in_the_deadline_heap():
     timeouts must still be swept, or a busy node would hold one per write for an hour."""
 
     async def main():
-        c = LocalCluster()
-        await c.start_all()
-        try:
+        async with LocalCluster() as c:
             leader = await c.leader()
             for _ in range(6):
                 await asyncio.gather(*(leader.propose(b"x", timeout=3600) for _ in range(500)))
@@ -127,8 +105,6 @@ def test_answered_proposals_do_not_pile_up_in_the_deadline_heap():
             ok = await leader.wait_for(lambda: leader.counters["ticks"] > ticks + 1, 5)
             assert ok, "no tick within 5 s"
             assert len(leader._deadlines) <= 1024  # pylint: disable=protected-access
-        finally:
-            await c.stop_all()
 
     run(main())
 
@@ -150,9 +126,7 @@ def test_propose_with_no_leader_says_so():
 
 def test_leader_failover_and_restart_catches_up():
     async def main():
-        c = LocalCluster()
-        await c.start_all()
-        try:
+        async with LocalCluster() as c:
             leader = await c.leader()
             for i in range(20):
                 await leader.propose(b"before%d" % i)
@@ -166,17 +140,13 @@ def test_leader_failover_and_restart_catches_up():
                 f"{old} applied up to {last}", lambda: c.nodes[old].node.applied_index >= last
             )
             assert c.nodes[old].sm.count == new.sm.count
-        finally:
-            await c.stop_all()
 
     run(main())
 
 
 def test_snapshot_compaction_and_install_snapshot_to_a_lagging_node():
     async def main():
-        c = LocalCluster(snapshot_interval=50, snapshot_keep=5)
-        await c.start_all()
-        try:
+        async with LocalCluster(snapshot_interval=50, snapshot_keep=5) as c:
             leader = await c.leader()
             lagging = next(rt.id for rt in c.nodes.values() if rt is not leader)
             await c.stop(lagging)
@@ -199,8 +169,6 @@ def test_snapshot_compaction_and_install_snapshot_to_a_lagging_node():
                 "restart from a snapshot", lambda: rt.node.applied_index >= leader.node.commit_index
             )
             assert rt.sm.data == leader.sm.data
-        finally:
-            await c.stop_all()
 
     run(main())
 
@@ -258,36 +226,36 @@ def test_a_snapshot_is_encoded_off_the_loop_while_entries_keep_committing(slow_s
     heartbeats meanwhile (a leader's loop stalled for ~250 ms loses its leadership)."""
 
     async def main():
-        c = LocalCluster(snapshot_interval=20, snapshot_keep=2, sm_factory=slow_snapshots)
-        await c.start_all()
-        try:
-            leader = await c.leader()
-            for i in range(25):
-                await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v%d" % i))
-            await c.until("encoding started", slow_snapshots.started.is_set)
-            assert leader._snapshot_job is not None  # pylint: disable=protected-access
-            assert leader.counters["snapshots_taken"] == 0
-            term = leader.node.term
-            for i in range(25, 60):  # the loop commits and applies while the thread waits
-                await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v%d" % i))
-            assert leader.node.term == term and leader.node.role is Role.LEADER
-            assert leader.counters["snapshots_taken"] == 0
-            applied_at_release = leader.node.applied_index
-            slow_snapshots.release.set()
-            await c.until("snapshot recorded", lambda: leader.counters["snapshots_taken"] >= 1)
-            assert leader.node.snapshot.meta.index >= 20
-            # The first snapshot holds the state when it was asked for, not the later one.
-            first = DictStateMachine()
-            first.restore(slow_snapshots.packed[0])
-            assert 20 <= first.applied < applied_at_release
-            n = len(first.data)  # the writes were made one after the other: a prefix of them
-            assert set(first.data) == {b"k%d" % i for i in range(n)} and 18 <= n < 30
-            await c.until(
-                "the next snapshot", lambda: leader.counters["snapshots_taken"] >= 2, timeout=5
-            )
-        finally:
-            slow_snapshots.release.set()
-            await c.stop_all()
+        async with LocalCluster(
+            snapshot_interval=20, snapshot_keep=2, sm_factory=slow_snapshots
+        ) as c:
+            try:
+                leader = await c.leader()
+                for i in range(25):
+                    await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v%d" % i))
+                await c.until("encoding started", slow_snapshots.started.is_set)
+                assert leader._snapshot_job is not None  # pylint: disable=protected-access
+                assert leader.counters["snapshots_taken"] == 0
+                term = leader.node.term
+                for i in range(25, 60):  # the loop commits and applies while the thread waits
+                    await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v%d" % i))
+                assert leader.node.term == term and leader.node.role is Role.LEADER
+                assert leader.counters["snapshots_taken"] == 0
+                applied_at_release = leader.node.applied_index
+                slow_snapshots.release.set()
+                await c.until("snapshot recorded", lambda: leader.counters["snapshots_taken"] >= 1)
+                assert leader.node.snapshot.meta.index >= 20
+                # The first snapshot holds the state when it was asked for, not the later one.
+                first = DictStateMachine()
+                first.restore(slow_snapshots.packed[0])
+                assert 20 <= first.applied < applied_at_release
+                n = len(first.data)  # the writes were made one after the other: a prefix of them
+                assert set(first.data) == {b"k%d" % i for i in range(n)} and 18 <= n < 30
+                await c.until(
+                    "the next snapshot", lambda: leader.counters["snapshots_taken"] >= 2, timeout=5
+                )
+            finally:
+                slow_snapshots.release.set()
 
     run(main())
 
@@ -308,20 +276,18 @@ async def stop_while_held(c: LocalCluster, rt, slow) -> bool:
 
 def test_stop_waits_for_a_snapshot_being_encoded_and_drops_it(slow_snapshots):
     async def main():
-        c = LocalCluster(snapshot_interval=5, sm_factory=slow_snapshots)
-        await c.start_all()
-        leader = await c.leader()
-        for i in range(6):
-            await leader.propose(b"x%d" % i)
-        await c.until(
-            "the leader's encoding is running",
-            lambda: leader._snapshot_job is not None,  # pylint: disable=protected-access
-        )
-        try:
-            waited = await stop_while_held(c, leader, slow_snapshots)
-        finally:
-            slow_snapshots.release.set()
-            await c.stop_all()
+        async with LocalCluster(snapshot_interval=5, sm_factory=slow_snapshots) as c:
+            try:
+                leader = await c.leader()
+                for i in range(6):
+                    await leader.propose(b"x%d" % i)
+                await c.until(
+                    "the leader's encoding is running",
+                    lambda: leader._snapshot_job is not None,  # pylint: disable=protected-access
+                )
+                waited = await stop_while_held(c, leader, slow_snapshots)
+            finally:
+                slow_snapshots.release.set()
         return leader, waited
 
     leader, waited = run(main())
@@ -356,9 +322,8 @@ class SlowRestores(Held):
 
 
 async def _lag_behind_a_snapshot(c: LocalCluster):
-    """Start ``c``, stop a follower, commit past two snapshots, restart the follower: it must
-    install the leader's snapshot. Returns (leader, the follower's runtime)."""
-    await c.start_all()
+    """In the started ``c``, stop a follower, commit past two snapshots, restart the follower:
+    it must install the leader's snapshot. Returns (leader, the follower's runtime)."""
     leader = await c.leader()
     lagging = next(rt.id for rt in c.nodes.values() if rt is not leader)
     await c.stop(lagging)
@@ -374,51 +339,53 @@ def test_a_follower_decodes_a_snapshot_off_the_loop_and_installs_it_whole(slow_r
     while the follower's decoding is held, so the loop is free."""
 
     async def main():
-        c = LocalCluster(snapshot_interval=50, snapshot_keep=5, sm_factory=slow_restores)
-        try:
-            leader, rt = await _lag_behind_a_snapshot(c)
-            await c.until("decoding started", slow_restores.started.is_set)
-            before = (rt.sm.applied, dict(rt.sm.data))
-            term = leader.node.term
-            for i in range(120, 140):  # the shared loop commits meanwhile
-                await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v"))
-            assert (rt.sm.applied, rt.sm.data) == before  # nothing installed or applied yet
-            assert rt.counters["snapshots_restored"] == 0
-            assert leader.node.term == term and rt.node.term == term  # nobody campaigned
-            slow_restores.release.set()
-            await c.until(
-                "the follower caught up",
-                lambda: rt.node.applied_index >= leader.node.commit_index,
-                timeout=10,
-            )
-            assert rt.counters["snapshots_restored"] == 1
-            assert slow_restores.installed[0] >= 50
-            assert rt.sm.data == leader.sm.data
-            # A restart installs its own stored snapshot the same way.
-            await c.stop(rt.id)
-            rt = await c.start(rt.id)
-            assert len(slow_restores.installed) == 2
-            await c.until(
-                "caught up again", lambda: rt.node.applied_index >= leader.node.commit_index
-            )
-            assert rt.sm.data == leader.sm.data
-        finally:
-            slow_restores.release.set()
-            await c.stop_all()
+        async with LocalCluster(
+            snapshot_interval=50, snapshot_keep=5, sm_factory=slow_restores
+        ) as c:
+            try:
+                leader, rt = await _lag_behind_a_snapshot(c)
+                await c.until("decoding started", slow_restores.started.is_set)
+                before = (rt.sm.applied, dict(rt.sm.data))
+                term = leader.node.term
+                for i in range(120, 140):  # the shared loop commits meanwhile
+                    await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v"))
+                assert (rt.sm.applied, rt.sm.data) == before  # nothing installed or applied yet
+                assert rt.counters["snapshots_restored"] == 0
+                assert leader.node.term == term and rt.node.term == term  # nobody campaigned
+                slow_restores.release.set()
+                await c.until(
+                    "the follower caught up",
+                    lambda: rt.node.applied_index >= leader.node.commit_index,
+                    timeout=10,
+                )
+                assert rt.counters["snapshots_restored"] == 1
+                assert slow_restores.installed[0] >= 50
+                assert rt.sm.data == leader.sm.data
+                # A restart installs its own stored snapshot the same way.
+                await c.stop(rt.id)
+                rt = await c.start(rt.id)
+                assert len(slow_restores.installed) == 2
+                await c.until(
+                    "caught up again", lambda: rt.node.applied_index >= leader.node.commit_index
+                )
+                assert rt.sm.data == leader.sm.data
+            finally:
+                slow_restores.release.set()
 
     run(main())
 
 
 def test_stop_waits_for_a_snapshot_being_decoded_and_does_not_install_it(slow_restores):
     async def main():
-        c = LocalCluster(snapshot_interval=50, snapshot_keep=5, sm_factory=slow_restores)
-        try:
-            _, rt = await _lag_behind_a_snapshot(c)
-            await c.until("decoding started", slow_restores.started.is_set)
-            waited = await stop_while_held(c, rt, slow_restores)
-        finally:
-            slow_restores.release.set()
-            await c.stop_all()
+        async with LocalCluster(
+            snapshot_interval=50, snapshot_keep=5, sm_factory=slow_restores
+        ) as c:
+            try:
+                _, rt = await _lag_behind_a_snapshot(c)
+                await c.until("decoding started", slow_restores.started.is_set)
+                waited = await stop_while_held(c, rt, slow_restores)
+            finally:
+                slow_restores.release.set()
         return rt, waited
 
     rt, waited = run(main())
@@ -429,9 +396,9 @@ def test_stop_waits_for_a_snapshot_being_decoded_and_does_not_install_it(slow_re
 
 def test_snapshot_on_demand_compacts_the_log_at_the_applied_index():
     async def main():
-        c = LocalCluster(snapshot_interval=0, snapshot_keep=5)  # only the snapshot asked for
-        await c.start_all()
-        try:
+        async with LocalCluster(
+            snapshot_interval=0, snapshot_keep=5
+        ) as c:  # only the snapshot asked for
             leader = await c.leader()
             for i in range(20):
                 await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v"))
@@ -440,43 +407,39 @@ def test_snapshot_on_demand_compacts_the_log_at_the_applied_index():
             assert out == {"snapshot_index": applied, "term": leader.node.term}
             assert leader.counters["snapshots_taken"] == 1
             assert leader.node.first_index == applied - 5 + 1  # keeps snapshot_keep entries
-        finally:
-            await c.stop_all()
 
     run(main())
 
 
 def test_a_snapshot_asked_for_is_encoded_off_the_loop_at_the_index_of_the_call(slow_snapshots):
     async def main():
-        c = LocalCluster(snapshot_interval=0, snapshot_keep=2, sm_factory=slow_snapshots)
-        await c.start_all()
-        try:
-            leader = await c.leader()
-            for i in range(10):
-                await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v"))
-            applied = leader.node.applied_index
-            asked = asyncio.ensure_future(leader.take_snapshot())
-            await c.until("encoding started", slow_snapshots.started.is_set)
-            for i in range(10, 20):  # committed while the runner waits
-                await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v"))
-            assert not asked.done()
-            slow_snapshots.release.set()
-            out = await asyncio.wait_for(asked, 5)
-            assert out == {"snapshot_index": applied, "term": leader.node.term}
-            assert leader.counters["snapshots_taken"] == 1
-            assert leader.node.snapshot.meta.index == applied < leader.node.applied_index
-        finally:
-            slow_snapshots.release.set()
-            await c.stop_all()
+        async with LocalCluster(
+            snapshot_interval=0, snapshot_keep=2, sm_factory=slow_snapshots
+        ) as c:
+            try:
+                leader = await c.leader()
+                for i in range(10):
+                    await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v"))
+                applied = leader.node.applied_index
+                asked = asyncio.ensure_future(leader.take_snapshot())
+                await c.until("encoding started", slow_snapshots.started.is_set)
+                for i in range(10, 20):  # committed while the runner waits
+                    await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v"))
+                assert not asked.done()
+                slow_snapshots.release.set()
+                out = await asyncio.wait_for(asked, 5)
+                assert out == {"snapshot_index": applied, "term": leader.node.term}
+                assert leader.counters["snapshots_taken"] == 1
+                assert leader.node.snapshot.meta.index == applied < leader.node.applied_index
+            finally:
+                slow_snapshots.release.set()
 
     run(main())
 
 
 def test_join_adds_a_learner_that_is_auto_promoted():
     async def main():
-        c = LocalCluster(extra=("n4",))
-        await c.start_all()
-        try:
+        async with LocalCluster(extra=("n4",)) as c:
             leader = await c.leader()
             await leader.propose(b"x")
             events = []
@@ -490,17 +453,13 @@ def test_join_adds_a_learner_that_is_auto_promoted():
             await c.until("n4 knows it is a voter", lambda: n4.node.is_voter, 5)
             assert any(e["event"] == "membership" for e in events)
             assert any(e["event"] == "role" and e["leader"] == leader.id for e in events)
-        finally:
-            await c.stop_all()
 
     run(main())
 
 
 def test_membership_ops_from_a_follower_are_forwarded():
     async def main():
-        c = LocalCluster(extra=("n4",))
-        await c.start_all()
-        try:
+        async with LocalCluster(extra=("n4",)) as c:
             leader = await c.leader()
             follower = next(rt for rt in c.nodes.values() if rt is not leader)
             res = await follower.demote(follower.id)
@@ -517,41 +476,31 @@ def test_membership_ops_from_a_follower_are_forwarded():
             assert "n4" not in res["membership"]["learners"]
             res = await follower.remove("n4")
             assert res["changed"] is False
-        finally:
-            await c.stop_all()
 
     run(main())
 
 
 def test_transfer_leader_from_a_follower():
     async def main():
-        c = LocalCluster()
-        await c.start_all()
-        try:
+        async with LocalCluster() as c:
             leader = await c.leader()
             target = next(rt for rt in c.nodes.values() if rt is not leader)
             res = await target.transfer_leader(target.id)
             assert res["leader"] == target.id
             await c.until("target leads", lambda: target.node.role is Role.LEADER)
-        finally:
-            await c.stop_all()
 
     run(main())
 
 
 def test_status_has_core_transport_storage_and_runtime_parts():
     async def main():
-        c = LocalCluster()
-        await c.start_all()
-        try:
+        async with LocalCluster() as c:
             leader = await c.leader()
             st = leader.status()
             assert st["role"] == "leader" and st["leader_committed"]
             assert {"sent", "received", "dropped"} <= set(st["transport"])
             assert st["storage"]["type"] == "MemoryStore"
             assert st["runtime"]["saves"] > 0 and st["runtime"]["running"]
-        finally:
-            await c.stop_all()
 
     run(main())
 
@@ -567,9 +516,7 @@ class FailingStore(MemoryStore):
 
 def test_storage_failure_stops_the_node_and_fails_waiters():
     async def main():
-        c = LocalCluster()
-        await c.start_all()
-        try:
+        async with LocalCluster() as c:
             leader = await c.leader()
             store = FailingStore(c.disks[leader.id])
             leader.store = store
@@ -580,8 +527,6 @@ def test_storage_failure_stops_the_node_and_fails_waiters():
             with pytest.raises(Stopped):
                 await leader.propose(b"y")
             assert "disk on fire" in leader.status()["runtime"]["failure"]
-        finally:
-            await c.stop_all()
 
     run(main())
 
@@ -611,9 +556,9 @@ def test_commit_only_hard_state_rides_with_the_next_save_and_reaches_disk_when_i
     it within a couple of ticks."""
 
     async def main():
-        c = LocalCluster(tick_seconds=0.05)  # two idle ticks (100 ms) never pass between proposals
-        await c.start_all()
-        try:
+        async with LocalCluster(
+            tick_seconds=0.05
+        ) as c:  # two idle ticks (100 ms) never pass between proposals
             leader = await c.leader(timeout=10)
             before = dict(leader.counters)
             for i in range(30):
@@ -627,8 +572,6 @@ def test_commit_only_hard_state_rides_with_the_next_save_and_reaches_disk_when_i
                 "the leader's latest commit index on its disk",
                 lambda: disk.hard_state.commit == leader.node.commit_index,
             )
-        finally:
-            await c.stop_all()
 
     run(main())
 
@@ -648,9 +591,7 @@ def test_commit_updates_ride_on_the_next_append_and_are_sent_when_nothing_follow
     nothing after it, must still go out (not wait for a heartbeat)."""
 
     async def main():
-        c = QuietHeartbeatCluster()
-        await c.start_all()
-        try:
+        async with QuietHeartbeatCluster() as c:
             first = c.nodes["n1"]
             first.node.campaign()
             first._kick()  # pylint: disable=protected-access
@@ -666,8 +607,6 @@ def test_commit_updates_ride_on_the_next_append_and_are_sent_when_nothing_follow
                 ),
                 timeout=3.0,
             )
-        finally:
-            await c.stop_all()
 
     run(main())
 
@@ -675,9 +614,7 @@ def test_commit_updates_ride_on_the_next_append_and_are_sent_when_nothing_follow
 @pytest.mark.parametrize("inline", [True, False])
 def test_followers_save_small_readies_on_the_loop_and_the_leader_never_does(inline):
     async def main():
-        c = LocalCluster(follower_inline_saves=inline)
-        await c.start_all()
-        try:
+        async with LocalCluster(follower_inline_saves=inline) as c:
             leader = await c.leader()
             before = {n: rt.counters["inline_saves"] for n, rt in c.nodes.items()}
             for i in range(10):
@@ -689,7 +626,5 @@ def test_followers_save_small_readies_on_the_loop_and_the_leader_never_does(inli
             grew = {n: rt.counters["inline_saves"] - before[n] for n, rt in c.nodes.items()}
             assert grew.pop(leader.id) == 0, grew
             assert all(n > 0 for n in grew.values()) if inline else not any(grew.values()), grew
-        finally:
-            await c.stop_all()
 
     run(main())
