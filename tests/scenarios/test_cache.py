@@ -17,6 +17,7 @@ import shutil
 import time
 
 import pytest
+import salt.cache
 
 from tests.scenarios.masters import IDS
 from tests.scenarios.masters import run
@@ -106,6 +107,24 @@ def test_a_value_stored_on_master_1_is_read_on_masters_2_and_3(cluster):
     assert status["cache"]["layout"] == m1.config["raft_cache_backend"], status["cache"]
     assert status["cache"]["mirror_counters"]["errors"] == 0, status["cache"]
     assert status["cache"]["applied_commands"] >= 2, status["cache"]
+
+
+def test_a_localfs_cache_from_before_the_switch_is_imported_with_the_runner(cluster):
+    masters, _ = cluster
+    m1 = masters[IDS[0]]
+    # What master 1 cached before it was switched to cache: raft: Salt's localfs files in its
+    # cachedir, which the raft driver does not read.
+    old = salt.cache.Cache(dict(m1.config, cache="localfs"))
+    old.store("scenario_import/sub", "k", {"from": "localfs"})
+    rc, data, ret = run(m1, "raft.import_cache", "banks=scenario_import")
+    assert rc == 0, ret
+    assert (data["imported"], data["unreadable"], data["result"]) == (1, 0, True), data
+    for mid in IDS:
+        fetch_until(
+            masters[mid], "scenario_import/sub", "k", {"from": "localfs"}, 15, f"import on {mid}"
+        )
+    rc, data, ret = run(m1, "raft.import_cache", "banks=scenario_import")
+    assert rc == 0 and (data["imported"], data["already_present"]) == (0, 1), ret
 
 
 def test_minion_data_cached_on_master_1_is_visible_on_the_others(cluster):

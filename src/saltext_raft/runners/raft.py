@@ -112,3 +112,36 @@ def snapshot(timeout=30):
     CLI Example: ``salt-run raft.snapshot``
     """
     return _call("snapshot", timeout)
+
+
+def import_cache(banks=None, source="localfs", overwrite=False):
+    """Copy an existing Salt cache into the replicated one (``cache: raft``), through the
+    cluster, so that every master has it. Run once, on one master, after switching every master
+    to ``cache: raft`` with the engine running. Keys the replicated cache already has are kept
+    (they are newer) unless ``overwrite=True``; running it again copies nothing more.
+
+    ``banks``: comma-separated banks to copy, sub-banks included (default: the minion data
+    banks present: ``grains``, ``pillar``, ``mine`` on Salt 3008, ``minions`` on 3007).
+    ``source``: the cache driver to copy from (default ``localfs``, in this master's cachedir).
+
+    CLI Example: ``salt-run raft.import_cache`` or ``salt-run raft.import_cache banks=mine``
+    """
+    from salt.exceptions import SaltCacheError  # pylint: disable=import-outside-toplevel
+
+    from saltext_raft.integration import cacheimport  # pylint: disable=import-outside-toplevel
+
+    if isinstance(banks, str):
+        banks = [b.strip() for b in banks.split(",") if b.strip()]
+    try:
+        report = cacheimport.import_cache(
+            __opts__,  # pylint: disable=undefined-variable
+            banks,
+            source,
+            overwrite=str(overwrite).lower() in ("true", "1", "yes"),
+        )
+    except (cacheimport.ImportRefused, SaltCacheError) as exc:
+        return {"result": False, "error": f"raft.import_cache: {exc}", "retcode": 1}
+    report["result"] = not report["unreadable"]
+    if report["unreadable"]:
+        report["retcode"] = 1
+    return report
