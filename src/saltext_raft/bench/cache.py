@@ -69,6 +69,16 @@ def build_parser():
         type=float,
         help="raft_cache_batch_wait of each node, in seconds (default: the shipped default)",
     )
+    p.add_argument(
+        "--import-minions",
+        type=int,
+        default=0,
+        help="also time raft.import_cache of this many minions' grains, pillar and mine from "
+        "a localfs cache (default 0: skip)",
+    )
+    p.add_argument(
+        "--import-workers", type=int, default=8, help="writes in flight during the import"
+    )
     p.add_argument("--writer", help=argparse.SUPPRESS)  # internal: run one writer process
     return p
 
@@ -386,6 +396,36 @@ def fetch_phase(nodes: Nodes, args) -> dict:
     return out
 
 
+#: Bytes of one minion's grains, pillar and mine values in the import phase (a small minion).
+IMPORT_VALUE_BYTES = {"grains": 2000, "pillar": 1000, "mine": 200}
+
+
+def import_phase(nodes: Nodes, minions: int, workers: int) -> dict:
+    """Time :func:`cacheimport.import_cache` of ``minions`` minions' data kept by Salt's localfs
+    in the first node's cachedir (what a master had before the switch to ``cache: raft``)."""
+    import salt.cache  # pylint: disable=import-outside-toplevel
+
+    from saltext_raft.integration import cacheimport  # pylint: disable=import-outside-toplevel
+
+    opts = nodes.opts(nodes.ids[0])
+    old = salt.cache.Cache(dict(opts, cache="localfs"))
+    for i in range(minions):
+        for bank, size in IMPORT_VALUE_BYTES.items():
+            old.store(bank, f"minion{i}", {"blob": "x" * size})
+    t0 = time.perf_counter()
+    report = cacheimport.import_cache(opts, workers=workers)
+    seconds = time.perf_counter() - t0
+    return {
+        "minions": minions,
+        "workers": workers,
+        "value_bytes": IMPORT_VALUE_BYTES,
+        "imported": report["imported"],
+        "seconds": round(seconds, 2),
+        "keys_per_s": round(report["imported"] / seconds, 1),
+        "note": "raft.import_cache through the raft driver of the first node",
+    }
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.writer:
@@ -428,6 +468,8 @@ def main(argv=None) -> int:
             3,
         )
         result["fetch"] = fetch_phase(nodes, args)
+        if args.import_minions > 0:
+            result["import"] = import_phase(nodes, args.import_minions, args.import_workers)
     finally:
         nodes.stop()
         result["nodes"] = {
@@ -464,6 +506,12 @@ def main(argv=None) -> int:
             f"fetch: raft p50 {f['raft']['p50_us']} us vs localfs {f['localfs']['p50_us']} us "
             f"(x{f['ratio_p50']}, target <= {TARGET_FETCH_RATIO}: {f_ok})"
         )
+        if "import" in result:
+            i = result["import"]
+            print(
+                f"import: {i['imported']} keys of {i['minions']} minions in {i['seconds']} s "
+                f"({i['keys_per_s']} keys/s, {i['workers']} workers)"
+            )
     return 0
 
 

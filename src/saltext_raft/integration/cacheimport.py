@@ -26,6 +26,7 @@ Rules:
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import time
 
@@ -41,6 +42,9 @@ from saltext_raft.integration import keystore
 MINION_DATA_BANKS = ("grains", "pillar", "mine", "minions")
 #: Top-level names under ``cachedir`` that belong to saltext-raft itself.
 OWN_BANKS = ("saltext_raft", cacheconfig.DIR_NAME, keystore.MIRROR_PREFIX)
+#: Writes in flight at a time: enough for the engine to batch them (one commit, one fsync per
+#: batch), few enough not to crowd out the master's own workers.
+DEFAULT_WORKERS = 8
 #: Names of failed keys kept for the report (the count is always complete).
 MAX_NAMED_FAILURES = 20
 
@@ -133,14 +137,17 @@ def import_cache(
     banks=None,
     source_driver: str = "localfs",
     overwrite: bool = False,
-    progress=None,
+    workers: int = DEFAULT_WORKERS,
     clock=time.time,
 ) -> dict:
     """Copy ``banks`` (default: :func:`default_banks`) from ``source_driver`` into the
-    replicated cache of the master with ``opts``. Returns the counts (``imported``,
-    ``already_present``, ``expired``, ``unreadable``), ``banks`` and the names of unreadable
-    keys. Raises :class:`ImportRefused` for a bad request and ``SaltCacheError`` when the
-    cluster refuses a write (the counts so far are in its message)."""
+    replicated cache of the master with ``opts``, ``workers`` writes in flight at a time.
+    Returns the counts (``imported``, ``already_present``, ``expired``, ``unreadable``),
+    ``banks`` and the names of unreadable keys. Raises :class:`ImportRefused` for a bad request
+    and ``SaltCacheError`` when the cluster refuses a write (the counts so far are in its
+    message)."""
+    if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 64:
+        raise ImportRefused(f"workers must be a whole number from 1 to 64, not {workers!r}")
     target = target_cache(opts)
     source = source_cache(opts, source_driver)
     banks = check_banks(opts, banks) if banks else default_banks(source)
@@ -154,31 +161,60 @@ def import_cache(
         "unreadable_keys": [],
     }
     now = clock()
-    for bank in banks:
-        for sub, key in _walk(source, bank):
-            try:
-                value = _raw_fetch(source, sub, key)
-            except (SaltException, OSError, ValueError) as exc:  # e.g. a torn file
-                report["unreadable"] += 1
-                if len(report["unreadable_keys"]) < MAX_NAMED_FAILURES:
-                    report["unreadable_keys"].append(f"{sub}/{key}: {exc}")
-                continue
-            if _expired(value, now):
-                report["expired"] += 1
-                continue
-            if not overwrite and target.contains(sub, key):
-                report["already_present"] += 1
-                continue
-            try:
-                target.store(sub, key, value)
-            except SaltCacheError as exc:
-                raise SaltCacheError(
-                    f"import stopped at {sub}/{key}: {exc} (so far: {summary(report)}; run the "
-                    "import again once the cluster has a quorum: what is copied stays copied)"
-                ) from None
-            report["imported"] += 1
-            if progress is not None:
-                progress(report)
+    failed: list[str] = []  # the first write the cluster refused, as a message
+    in_flight: set[concurrent.futures.Future] = set()
+
+    def settle(done) -> None:
+        for fut in done:
+            in_flight.discard(fut)
+            name, exc = fut.result()
+            if exc is None:
+                report["imported"] += 1
+            elif not failed:
+                failed.append(f"import stopped at {name}: {exc}")
+
+    def store(sub, key, value):
+        try:
+            target.store(sub, key, value)
+            return f"{sub}/{key}", None
+        except SaltCacheError as exc:
+            return f"{sub}/{key}", exc
+
+    # Each worker thread has its own connection to the engine (the driver keeps one per
+    # thread), so up to ``workers`` writes share the engine's batches.
+    with concurrent.futures.ThreadPoolExecutor(workers, "raft-import") as pool:
+        for bank in banks:
+            if failed:
+                break
+            for sub, key in _walk(source, bank):
+                if failed:
+                    break
+                try:
+                    value = _raw_fetch(source, sub, key)
+                except (SaltException, OSError, ValueError) as exc:  # e.g. a torn file
+                    report["unreadable"] += 1
+                    if len(report["unreadable_keys"]) < MAX_NAMED_FAILURES:
+                        report["unreadable_keys"].append(f"{sub}/{key}: {exc}")
+                    continue
+                if _expired(value, now):
+                    report["expired"] += 1
+                    continue
+                if not overwrite and target.contains(sub, key):
+                    report["already_present"] += 1
+                    continue
+                in_flight.add(pool.submit(store, sub, key, value))
+                if len(in_flight) >= workers:  # bounded: the source is read as fast as written
+                    settle(
+                        concurrent.futures.wait(
+                            in_flight, return_when=concurrent.futures.FIRST_COMPLETED
+                        ).done
+                    )
+        settle(concurrent.futures.wait(in_flight).done)
+    if failed:
+        raise SaltCacheError(
+            f"{failed[0]} (so far: {summary(report)}; run the import again once the cluster "
+            "has a quorum: what is copied stays copied)"
+        )
     return report
 
 
@@ -213,10 +249,13 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace keys the replicated cache already has"
     )
+    parser.add_argument(
+        "--workers", type=int, default=DEFAULT_WORKERS, help="writes in flight at a time"
+    )
     args = parser.parse_args(argv)
     opts = salt.config.master_config(os.path.join(args.config_dir, "master"))
     try:
-        report = import_cache(opts, args.banks, args.source, args.overwrite)
+        report = import_cache(opts, args.banks, args.source, args.overwrite, args.workers)
     except ImportRefused as exc:
         parser.error(str(exc))
     except SaltCacheError as exc:

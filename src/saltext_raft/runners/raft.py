@@ -114,7 +114,7 @@ def snapshot(timeout=30):
     return _call("snapshot", timeout)
 
 
-def import_cache(banks=None, source="localfs", overwrite=False):
+def import_cache(banks=None, source="localfs", overwrite=False, workers=8):
     """Copy an existing Salt cache into the replicated one (``cache: raft``), through the
     cluster, so that every master has it. Run once, on one master, after switching every master
     to ``cache: raft`` with the engine running. Keys the replicated cache already has are kept
@@ -123,6 +123,7 @@ def import_cache(banks=None, source="localfs", overwrite=False):
     ``banks``: comma-separated banks to copy, sub-banks included (default: the minion data
     banks present: ``grains``, ``pillar``, ``mine`` on Salt 3008, ``minions`` on 3007).
     ``source``: the cache driver to copy from (default ``localfs``, in this master's cachedir).
+    ``workers``: writes in flight at a time (1 to 64).
 
     CLI Example: ``salt-run raft.import_cache`` or ``salt-run raft.import_cache banks=mine``
     """
@@ -138,8 +139,9 @@ def import_cache(banks=None, source="localfs", overwrite=False):
             banks,
             source,
             overwrite=str(overwrite).lower() in ("true", "1", "yes"),
+            workers=int(workers),
         )
-    except (cacheimport.ImportRefused, SaltCacheError) as exc:
+    except (cacheimport.ImportRefused, SaltCacheError, ValueError) as exc:
         return {"result": False, "error": f"raft.import_cache: {exc}", "retcode": 1}
     report["result"] = not report["unreadable"]
     if report["unreadable"]:

@@ -146,6 +146,7 @@ def test_an_unreadable_key_is_named_and_the_rest_is_copied(cluster):
         ({"banks": ["saltext_raft_cache/x"]}, "belongs to saltext-raft itself"),
         ({"banks": ["/"]}, "not a bank name"),
         ({"source_driver": "raft"}, "cannot be 'raft'"),
+        ({"workers": 0}, "workers must be a whole number from 1 to 64"),
     ],
 )
 def test_requests_that_make_no_sense_are_refused_before_anything_is_written(cluster, kwargs, match):
@@ -165,14 +166,15 @@ def test_without_a_quorum_the_import_stops_with_what_it_did_and_resumes_later(cl
     opts = salt_opts(cluster.opts("m1"), raft_cache_timeout=0.5)
     cluster.stop("m2")
     cluster.stop("m3")
-    with pytest.raises(SaltCacheError, match=r"import stopped at grains/m0: .*0 imported"):
+    with pytest.raises(SaltCacheError, match=r"import stopped at grains/m\d: .*0 imported"):
         cacheimport.import_cache(opts, ["grains"])
     cluster.start("m2")
     wait_for(lambda: cluster.leader() is not None, 10, "a leader again")
     report = cacheimport.import_cache(salt_opts(cluster.opts("m1")), ["grains"])
-    # The write that timed out may still have committed once m2 was back (Raft does not
-    # take an appended entry back): then it is found present, not copied twice.
-    assert report["imported"] + report["already_present"] == 3 and report["imported"] >= 2
+    # The writes that timed out were appended to m1's log, and may still have committed once
+    # m2 was back (Raft does not take an appended entry back): those are found present, not
+    # copied twice.
+    assert report["imported"] + report["already_present"] == 3
     wait_for(
         lambda: all(raft_cache(cluster, "m2").contains("grains", f"m{i}") for i in range(3)),
         5,
