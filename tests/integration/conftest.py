@@ -122,6 +122,15 @@ def time_to_all_gates_open(cluster, ids, start) -> float:
     return gates.at - max(w.at for w in port_watches)
 
 
+def gates_vs_ports(took: float) -> str:
+    """What :func:`time_to_all_gates_open` measured, in words: the gates can also open before
+    the last request port does (the engines reach a quorum while a master's request server is
+    still binding; with ``transport: tcp`` this is seconds)."""
+    if took >= 0:
+        return f"every gate open {took:.2f}s after the last request port opened"
+    return f"every gate open {-took:.2f}s before the last request port opened"
+
+
 class GateWatch(threading.Thread):
     """Polls the readiness files of some masters every 50 ms and records every closed look."""
 

@@ -19,6 +19,7 @@ import pytest
 
 from tests.integration.conftest import Cluster
 from tests.integration.conftest import GateWatch
+from tests.integration.conftest import gates_vs_ports
 from tests.integration.conftest import in_threads
 from tests.integration.conftest import kill_tree
 from tests.integration.conftest import log_text
@@ -72,7 +73,7 @@ def test_minion_started_before_the_cluster_is_ready_is_held_then_served(cluster)
     assert not early["minion_errors"], early["minion_errors"]
     ok, ret = ping(cluster, cluster.ids[0])
     assert ok, ret  # the job return arrived: none lost
-    print(f"\nlast request port open -> all gates open: {early['all_open_after_last_port']:.2f}s")
+    print(f"\n{gates_vs_ports(early['all_open_after_last_port'])}")
 
 
 def test_three_masters_elect_one_leader_and_agree_on_members(cluster):
@@ -324,7 +325,7 @@ def test_full_cluster_restart_elects_a_leader_and_reopens_every_gate(cluster):
         in_threads(*(lambda m=m: m.start(start_timeout=120) for m in masters))
 
     took = time_to_all_gates_open(cluster, cluster.ids, start_all)
-    print(f"\nfull restart: last request port open -> all gates open: {took:.2f}s")
+    print(f"\nfull restart: {gates_vs_ports(took)}")
     # Gates may open within gate_grace before every readiness file names the new leader.
     # Generous: on a loaded CI machine a master can take tens of seconds to restart (the
     # factory retries a start it thinks failed), and its readiness file is stale meanwhile.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.conftest import Cluster
+from tests.integration.conftest import gates_vs_ports
 from tests.integration.conftest import log_text
 from tests.integration.conftest import start_with_early_minion
 
@@ -36,5 +37,4 @@ def test_gate_holds_then_serves_a_minion_over_tcp(tcp_cluster):
     assert "saltext-raft gate: refused a request" in text or "saltext-raft gate: held a" in text
     ret = m1.salt_cli(timeout=90).run("test.ping", minion_tgt="minion-tcp")
     assert ret.returncode == 0 and ret.data is True, ret
-    took = early["all_open_after_last_port"]
-    print(f"\n(tcp) last request port open -> all gates open: {took:.2f}s")
+    print(f"\n(tcp) {gates_vs_ports(early['all_open_after_last_port'])}")
