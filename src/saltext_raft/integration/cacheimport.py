@@ -212,8 +212,8 @@ def import_cache(
         settle(concurrent.futures.wait(in_flight).done)
     if failed:
         raise SaltCacheError(
-            f"{failed[0]} (so far: {summary(report)}; run the import again once the cluster "
-            "has a quorum: what is copied stays copied)"
+            f"{failed[0]} (so far: {summary(report)}; run the import again once the engine "
+            "runs and the cluster has a quorum: what is copied stays copied)"
         )
     return report
 
