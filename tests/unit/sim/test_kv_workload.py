@@ -10,10 +10,6 @@ looking.
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 from saltext_raft.core.types import Entry
 from saltext_raft.core.types import EntryKind
@@ -27,15 +23,10 @@ from saltext_raft.sim import SimOptions
 from saltext_raft.sim import run_seed
 from saltext_raft.sim import run_seeds
 from saltext_raft.sim.kvworkload import KVReplica
+from tests.unit.sim.helpers import outputs_under_hash_seeds
+from tests.unit.sim.helpers import run_python
 
-SRC = str(pathlib.Path(__file__).resolve().parents[3] / "src")
 KV = SimOptions(kv=True)
-
-
-def _env(**extra) -> dict:
-    env = dict(os.environ, **extra)
-    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def _failures(summary) -> list:
@@ -119,16 +110,7 @@ def test_kv_results_do_not_depend_on_the_string_hash_seed():
         "from saltext_raft.sim import SimOptions, run_seed;"
         "print([run_seed(s, SimOptions(kv=True)).stats for s in range(3)])"
     )
-    outs = {
-        subprocess.run(
-            [sys.executable, "-c", code],
-            env=_env(PYTHONHASHSEED=h),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        for h in ("0", "12345")
-    }
+    outs = outputs_under_hash_seeds(code)
     assert len(outs) == 1, outs
 
 
@@ -161,33 +143,16 @@ def test_teeth_a_state_machine_that_drops_the_rest_of_a_batch():
 
 
 def test_cli_kv_summary_and_local_gets_violation_with_replay():
-    proc = subprocess.run(
-        [sys.executable, "-m", "saltext_raft.sim", "--kv", "--seeds", "3"],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_python(["-m", "saltext_raft.sim", "--kv", "--seeds", "3"])
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["kv_seeds"] == 3 and summary["violations"] == 0 and summary["kv_ops"] > 0
-    proc = subprocess.run(
-        [sys.executable, "-m", "saltext_raft.sim", "--local-gets", "--seeds", "20"]
-        + ["--stop-on-first"],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = run_python(
+        ["-m", "saltext_raft.sim", "--local-gets", "--seeds", "20", "--stop-on-first"]
     )
     assert proc.returncode == 1
     assert "invariant=linearizable" in proc.stderr and "not linearizable on key" in proc.stderr
     replay = proc.stderr.split("replay: ", 1)[1].splitlines()[0]
-    rerun = subprocess.run(
-        [sys.executable, *replay.split()[1:]],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    rerun = run_python(replay.split()[1:], timeout=60)
     assert rerun.returncode == 1
     assert "kv c1 local get" in rerun.stdout and "VIOLATION linearizable" in rerun.stdout

@@ -4,23 +4,13 @@ every fault kind is exercised."""
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 from saltext_raft.sim import FAULT_KINDS
 from saltext_raft.sim import SimOptions
 from saltext_raft.sim import run_seed
 from saltext_raft.sim import run_seeds
-
-SRC = str(pathlib.Path(__file__).resolve().parents[3] / "src")
-
-
-def _env(**extra) -> dict:
-    env = dict(os.environ, **extra)
-    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+from tests.unit.sim.helpers import outputs_under_hash_seeds
+from tests.unit.sim.helpers import run_python
 
 
 def test_a_handful_of_seeds_run_clean():
@@ -53,16 +43,7 @@ def test_results_do_not_depend_on_the_string_hash_seed():
         "from saltext_raft.sim import run_seed;"
         "print([run_seed(s).stats['steps'] for s in range(3)])"
     )
-    outs = {
-        subprocess.run(
-            [sys.executable, "-c", code],
-            env=_env(PYTHONHASHSEED=h),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        for h in ("0", "12345")
-    }
+    outs = outputs_under_hash_seeds(code)
     assert len(outs) == 1, outs
 
 
@@ -74,13 +55,7 @@ def test_jobs_give_the_same_results_in_seed_order():
 
 
 def test_cli_prints_one_json_summary_line_and_exits_zero():
-    proc = subprocess.run(
-        [sys.executable, "-m", "saltext_raft.sim", "--seeds", "3"],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_python(["-m", "saltext_raft.sim", "--seeds", "3"])
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1
@@ -101,26 +76,14 @@ def test_cli_reports_seed_invariant_and_replay_command_on_a_violation():
         "--send-before-persist",
         "--stop-on-first",
     ]
-    proc = subprocess.run(
-        [sys.executable, "-m", "saltext_raft.sim", *args],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_python(["-m", "saltext_raft.sim", *args])
     assert proc.returncode == 1
     assert "VIOLATION seed=" in proc.stderr
     replay = proc.stderr.split("replay: ", 1)[1].splitlines()[0]
     assert replay.startswith("python -m saltext_raft.sim --seed ")
     assert "--send-before-persist" in replay and replay.endswith("--trace")
     # the replay command reproduces the violation, with a readable trace
-    rerun = subprocess.run(
-        [sys.executable, *replay.split()[1:]],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    rerun = run_python(replay.split()[1:], timeout=60)
     assert rerun.returncode == 1
     assert "deliver " in rerun.stdout and "VIOLATION" in rerun.stdout
 
