@@ -11,6 +11,10 @@ On failure (engine not running, no reply in time, operation refused) the returne
     salt-run raft.members --out json
     salt-run raft.add node=m4 address=10.0.0.4:4606
     salt-run raft.remove node=m2
+    salt-run raft.import_cache          # once, after switching the masters to cache: raft
+
+``import_cache`` is the exception to the above: it writes through this master's ``raft`` cache
+driver (the engine's cache socket), as any cache write does.
 """
 
 from saltext_raft.integration import control as _control
