@@ -1,0 +1,65 @@
+"""``bench cache`` end to end on a tiny load: it runs, every phase reports coherent figures,
+and it leaves no node process behind. (The figures themselves are for docs/benchmarks.md.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+SRC = str(pathlib.Path(__file__).resolve().parents[3] / "src")
+SMALL = [
+    "--duration", "0.3", "--count", "40", "--writers", "4", "--procs", "2",
+    "--fetches", "20", "--backend", "sqlite", "--import-minions", "5",
+]  # fmt: skip
+
+
+def run_bench(*args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run(
+        [sys.executable, "-m", "saltext_raft.bench", "cache", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def node_pids() -> set[int]:
+    """Running ``bench.cache_node`` processes (Linux /proc)."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if b"saltext_raft.bench.cache_node" in fh.read():
+                        pids.add(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def test_bench_cache_small_run_reports_every_phase_and_cleans_up():
+    before = node_pids()
+    proc = run_bench("--json", *SMALL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    store = result["store"]
+    assert store["errors"] == 0 and 0 < store["stores"] <= 4 * 40
+    assert store["latency_ms"]["p50"] <= store["latency_ms"]["p99"] <= store["latency_ms"]["max"]
+    assert result["store_plain_localfs"]["stores"] > 0
+    assert result["fetch"]["raft"]["p50_us"] > 0 and result["fetch"]["fetches"] == 20
+    assert result["import"]["imported"] == 5 * 3  # grains, pillar and mine of each minion
+    leaders = {n["leader"] for n in result["nodes"].values()}
+    assert len(leaders) == 1 and leaders <= set(result["nodes"]), result["nodes"]
+    assert node_pids() <= before  # every node process it started has exited
+
+
+def test_bench_cache_text_output_names_the_targets():
+    proc = run_bench(*SMALL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "store: " in out and "targets 5000/s" in out
+    assert "fetch: raft p50" in out and "import: 15 keys of 5 minions" in out
