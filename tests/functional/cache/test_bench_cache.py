@@ -5,26 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
-import subprocess
-import sys
 
-SRC = str(pathlib.Path(__file__).resolve().parents[3] / "src")
+from tests.childpython import run_python
+
 SMALL = [
     "--duration", "0.3", "--count", "40", "--writers", "4", "--procs", "2",
     "--fetches", "20", "--backend", "sqlite", "--import-minions", "5",
 ]  # fmt: skip
 
 
-def run_bench(*args) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run(
-        [sys.executable, "-m", "saltext_raft.bench", "cache", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+def run_bench(*args):
+    return run_python(["-m", "saltext_raft.bench", "cache", *args], timeout=180)
 
 
 def node_pids() -> set[int]:

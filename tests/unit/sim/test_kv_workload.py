@@ -23,8 +23,8 @@ from saltext_raft.sim import SimOptions
 from saltext_raft.sim import run_seed
 from saltext_raft.sim import run_seeds
 from saltext_raft.sim.kvworkload import KVReplica
+from tests.childpython import run_python
 from tests.unit.sim.helpers import outputs_under_hash_seeds
-from tests.unit.sim.helpers import run_python
 
 KV = SimOptions(kv=True)
 

@@ -9,8 +9,8 @@ from saltext_raft.sim import FAULT_KINDS
 from saltext_raft.sim import SimOptions
 from saltext_raft.sim import run_seed
 from saltext_raft.sim import run_seeds
+from tests.childpython import run_python
 from tests.unit.sim.helpers import outputs_under_hash_seeds
-from tests.unit.sim.helpers import run_python
 
 
 def test_a_handful_of_seeds_run_clean():
