@@ -53,14 +53,13 @@ class ImportRefused(ValueError):
     """The import was asked for something it must not do (the message says what and why)."""
 
 
-def _envelope_aware() -> bool:
-    """Salt 3008's ``Cache.fetch`` unwraps expiry envelopes (and hides expired entries); 3007's
-    returns what the driver holds."""
-    return hasattr(salt.cache.Cache, "clean_expired")
+#: Salt 3008's ``Cache.fetch`` unwraps expiry envelopes (and hides expired entries); 3007's
+#: returns what the driver holds.
+_FETCH_UNWRAPS = hasattr(salt.cache.Cache, "clean_expired")
 
 
 def _raw_fetch(cache: salt.cache.Cache, bank: str, key: str):
-    if _envelope_aware():
+    if _FETCH_UNWRAPS:
         return cache.modules[f"{cache.driver}.fetch"](bank, key, **cache.kwargs)
     return cache.fetch(bank, key)
 
