@@ -1,7 +1,7 @@
 """A replicated key/value state machine with Salt cache semantics (no Salt import).
 
-``KVStateMachine`` applies committed commands (store, flush; one or a batch per entry)
-deterministically, answers reads (fetch, list, contains, updated) from its local copy,
+``KVStateMachine`` applies committed commands (store, add-if-absent, flush; one or a batch per
+entry) deterministically, answers reads (fetch, list, contains, updated) from its local copy,
 deduplicates client retries by (client id, sequence number), and snapshots/restores itself.
 The Salt cache driver ``raft`` and the simulator's linearizability workload both drive it.
 """

@@ -22,9 +22,17 @@ FLUSH = 2
 #: Not a command of its own: an entry holding several commands, applied in order (the cache
 #: service packs the writes that arrive together into one Raft entry).
 BATCH = 3
+#: Store only if the bank does not hold the key yet; the result says whether it stored. The
+#: check and the write are one step of the replicated state machine, so a write committed
+#: before the add is never overwritten by it (the cache import uses it to keep keys written since the
+#: switch to ``cache: raft``).
+ADD = 4
+#: The commands a log entry may hold.
+OPS = (STORE, FLUSH, ADD)
 # How many client ids the dedup table remembers. A client (one master process) that has been
 # silent for this many other clients' writes loses its dedup record; its retries of writes that
-# old could then apply twice, which for store/flush of a value is harmless (idempotent).
+# old could then apply twice, which for store/flush of a value is harmless (idempotent); an
+# add applied twice changes nothing the second time either, but answers "present".
 MAX_CLIENTS = 4096
 
 
@@ -65,10 +73,12 @@ def _command(raw) -> Command:
         op, bank, key, value, ts, client, seq = raw
     except (TypeError, ValueError) as exc:
         raise ValueError(f"malformed KV command: {exc}") from exc
-    if op not in (STORE, FLUSH) or not isinstance(bank, str) or not isinstance(value, bytes):
+    if op not in OPS or not isinstance(bank, str) or not isinstance(value, bytes):
         raise ValueError(f"malformed KV command: {raw!r:.200}")
     if key is not None and not isinstance(key, str):
         raise ValueError("malformed KV command: key must be a string or nil")
+    if key is None and op != FLUSH:  # only a flush may name a whole bank
+        raise ValueError(f"malformed KV command: {'store' if op == STORE else 'add'} needs a key")
     try:
         return Command(op, bank, key, value, int(ts), str(client), int(seq))
     except (TypeError, ValueError) as exc:
@@ -268,7 +278,12 @@ class KVStateMachine:
             seen = self._dedup.get(cmd.client)
             if seen is not None and cmd.seq <= seen[0]:
                 return seen[1] if cmd.seq == seen[0] else True
-        result = self._store(cmd) if cmd.op == STORE else self._flush(cmd)
+        if cmd.op == STORE:
+            result = self._store(cmd)
+        elif cmd.op == FLUSH:
+            result = self._flush(cmd)
+        else:
+            result = self._add(cmd)
         self.applied_commands += 1
         if cmd.client:
             self._dedup[cmd.client] = (cmd.seq, result)
@@ -337,9 +352,14 @@ class KVStateMachine:
         return node
 
     def _store(self, cmd: Command) -> bool:
-        if cmd.key is None:
-            raise ValueError("store needs a key")
         self._bank(cmd.bank, create=True).keys[cmd.key] = (cmd.value, cmd.ts)
+        return True
+
+    def _add(self, cmd: Command) -> bool:
+        keys = self._bank(cmd.bank, create=True).keys
+        if cmd.key in keys:
+            return False
+        keys[cmd.key] = (cmd.value, cmd.ts)
         return True
 
     def _flush(self, cmd: Command) -> bool:

@@ -12,6 +12,7 @@ from saltext_raft.kv import decode_command
 from saltext_raft.kv import decode_entry
 from saltext_raft.kv import encode_batch
 from saltext_raft.kv import encode_command
+from saltext_raft.kv.machine import ADD
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
 from saltext_raft.kv.machine import tree_contents
@@ -67,6 +68,35 @@ def test_malformed_command_raises_a_clear_error():
         decode_command(encode_command(Command(7, "b", "k")))
 
 
+def add(sm, bank, key, value, ts=1, client="", seq=0):
+    return sm.apply(encode_command(Command(ADD, bank, key, value, ts, client, seq)))
+
+
+def test_add_stores_only_a_key_the_bank_lacks():
+    sm = KVStateMachine()
+    assert add(sm, "minions/web1", "mine", b"old", ts=5) is True
+    assert sm.list("minions") == ["web1"] and sm.updated("minions/web1", "mine") == 5
+    store(sm, "minions/web1", "mine", b"new", ts=9)
+    assert add(sm, "minions/web1", "mine", b"old", ts=10) is False
+    assert sm.fetch("minions/web1", "mine") == b"new" and sm.updated("minions/web1", "mine") == 9
+    # a bank of that name does not count as the key
+    store(sm, "minions/web1/mine", "x", b"1")
+    flush(sm, "minions/web1", "mine")
+    assert add(sm, "minions/web1", "mine", b"again") is True
+    assert sm.applied_commands == 6
+
+
+def test_a_retried_add_answers_what_its_first_apply_answered():
+    sm = KVStateMachine()
+    assert add(sm, "b", "k", b"v1", client="imp", seq=1) is True
+    # the retry finds the key present, but it is the same add: it did store
+    assert add(sm, "b", "k", b"v1", client="imp", seq=1) is True
+    store(sm, "b", "k", b"v2", client="m1", seq=1)
+    assert add(sm, "b", "k", b"v3", client="imp", seq=2) is False
+    assert add(sm, "b", "k", b"v3", client="imp", seq=2) is False
+    assert sm.fetch("b", "k") == b"v2" and sm.applied_commands == 3
+
+
 def test_a_batch_applies_its_commands_in_order_with_one_result_each():
     sm = KVStateMachine()
     batch = [
@@ -90,6 +120,8 @@ def test_a_batch_applies_its_commands_in_order_with_one_result_each():
         [3, [[STORE, "b", "k", b"v", 0, "c", 1], [7, "b", "k", b"", 0, "c", 2]]],
         [3, [[STORE, "b", "k", b"v", 0, "c"]]],  # six fields
         [3, [[STORE, "b", "k", b"v", None, "c", 1]]],
+        [3, [[STORE, "b", "k", b"v", 0, "c", 1], [STORE, "b", None, b"v", 0, "c", 2]]],
+        [3, [[ADD, "b", "k", b"v", 0, "c", 1], [ADD, "b", None, b"v", 0, "c", 2]]],
     ],
 )
 def test_a_malformed_batch_is_refused_whole(raw):
@@ -103,7 +135,7 @@ def test_a_malformed_batch_is_refused_whole(raw):
 
 cmds = st.lists(
     st.tuples(
-        st.sampled_from([STORE, FLUSH]),
+        st.sampled_from([STORE, FLUSH, ADD]),
         st.sampled_from(["a", "a/b", "a/b/c", "d"]),
         st.one_of(st.none(), st.sampled_from(["k1", "k2"])),
         st.binary(max_size=8),
