@@ -213,19 +213,26 @@ def get_storage_id(opts: dict, kwargs: dict):
     return ("raft", _settings(opts).root)
 
 
-def store(opts: dict, bank: str, key: str, data) -> bool:
+def _value_request(op: str, bank: str, key: str, data) -> dict:
     _check(bank, key, key_required=True)
     try:
         value = salt.payload.dumps(data)
     except Exception as exc:  # pylint: disable=broad-except
         raise SaltCacheError(f"raft cache: cannot serialize {bank}/{key}: {exc}") from None
-    request = {
-        "op": "cache.store",
-        "bank": bank,
-        "key": key,
-        "value": base64.b64encode(value).decode("ascii"),
-    }
+    return {"op": op, "bank": bank, "key": key, "value": base64.b64encode(value).decode("ascii")}
+
+
+def store(opts: dict, bank: str, key: str, data) -> bool:
+    request = _value_request("cache.store", bank, key, data)
     return _engine_call(opts, f"store {bank}/{key}", request, write=True)
+
+
+def add(opts: dict, bank: str, key: str, data) -> bool:
+    """Store ``data`` only if ``bank`` has no key ``key`` yet; True if it stored, False if the
+    key was there (left as it is). Not part of Salt's cache API: the cluster decides, in one
+    committed step, so a write another master commits meanwhile is never overwritten."""
+    request = _value_request("cache.add", bank, key, data)
+    return bool(_engine_call(opts, f"add {bank}/{key}", request, write=True))
 
 
 def flush(opts: dict, bank: str, key: str | None = None) -> bool:

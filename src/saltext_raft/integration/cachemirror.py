@@ -38,6 +38,7 @@ from typing import NamedTuple
 
 from saltext_raft.integration.fileutil import atomic_write
 from saltext_raft.kv import KVStateMachine
+from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
 from saltext_raft.kv.machine import decode_entry
 from saltext_raft.kv.machine import tree_contents
@@ -474,10 +475,11 @@ class CacheStateMachine:
         result = kv.apply_command(cmd)
         if kv.applied_commands == before:  # a retry the dedup table answered: nothing changed
             return result
-        if cmd.op == STORE:
+        if cmd.op == FLUSH:
+            if result:
+                self.writer.enqueue(("flush", cmd.bank, cmd.key))
+        elif cmd.op == STORE or result:  # an add that found the key present changed nothing
             self.writer.enqueue(("store", cmd.bank, cmd.key, cmd.value, cmd.ts))
-        elif result:
-            self.writer.enqueue(("flush", cmd.bank, cmd.key))
         return result
 
     def repair_if_damaged(self) -> bool:

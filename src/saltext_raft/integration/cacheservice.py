@@ -12,6 +12,7 @@ Requests (JSON lines; several may be outstanding per connection, answers carry t
      "value": <base64 of the salt.payload bytes>, "client": "host:pid:rand", "seq": 7,
      "timeout": 4.8}
     {"id": 2, "op": "cache.flush", "bank": "minions/web1", "key": null, "client": ..., "seq": 8}
+    {"id": 5, "op": "cache.add", ...same fields as cache.store}  # result: false if key present
     {"id": 3, "op": "cache.read", "timeout": 5}     # ReadIndex barrier, then mirror caught up
     {"id": 4, "op": "cache.status"}
 
@@ -44,6 +45,7 @@ from saltext_raft.integration.cachemirror import CacheStateMachine
 from saltext_raft.integration.cachemirror import MirrorWriter
 from saltext_raft.integration.cachemirror import check_name
 from saltext_raft.integration.cachemirror import new_mirror
+from saltext_raft.kv.machine import ADD
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
 from saltext_raft.kv.machine import Command
@@ -104,7 +106,11 @@ class CacheService:
         server = ControlServer(runtime, self.settings.socket)
         # Only the cache operations: membership changes are not for request workers.
         server.handlers = {"cache.read": self._read, "cache.status": self._status}
-        server.future_handlers = {"cache.store": self._store, "cache.flush": self._flush}
+        server.future_handlers = {
+            "cache.store": self._store,
+            "cache.flush": self._flush,
+            "cache.add": self._add,
+        }
         self.server = server
         bound = await server.start()
         self._schedule_repair_check()
@@ -147,15 +153,18 @@ class CacheService:
     def _flush(self, rt, req: dict) -> asyncio.Future:
         return self._write(req, FLUSH)
 
+    def _add(self, rt, req: dict) -> asyncio.Future:
+        return self._write(req, ADD)
+
     def _write(self, req: dict, op: int) -> asyncio.Future:
-        """The command of a ``cache.store`` or ``cache.flush`` request, checked before it joins
-        a batch (a bad one is refused alone), queued for this turn's batch."""
+        """The command of a ``cache.store``, ``cache.add`` or ``cache.flush`` request, checked
+        before it joins a batch (a bad one is refused alone), queued for this turn's batch."""
         bank, key = req.get("bank", ""), req.get("key")
         try:
             check_name("bank", bank, allow_empty=True)
-            if op == STORE or key is not None:  # a flush without a key flushes the bank
+            if op != FLUSH or key is not None:  # a flush without a key flushes the bank
                 check_name("key", key)
-            value = base64.b64decode(req.get("value") or "", validate=True) if op == STORE else b""
+            value = base64.b64decode(req.get("value") or "", validate=True) if op != FLUSH else b""
             client, seq = str(req.get("client") or ""), int(req.get("seq") or 0)
         except (TypeError, ValueError) as exc:
             raise Rejected(str(exc)) from None

@@ -16,6 +16,7 @@ import salt.cache
 import salt.config
 from salt.exceptions import SaltCacheError
 
+from saltext_raft.integration import cachedriver
 from saltext_raft.waiting import WaitTimeout
 from saltext_raft.waiting import wait_until
 from tests.functional.cache.inprocess import InProcessCluster
@@ -115,6 +116,24 @@ def test_flush_key_and_bank_replicate(caches):
     assert c1.flush("fl") is True
     assert c1.list("fl") == [] and not c1.contains("fl")
     wait_for(lambda: not caches["m3"].contains("fl"), 5, "the flush on m3")
+
+
+def test_add_stores_once_through_the_cluster_and_refuses_a_keyless_request(cluster, caches):
+    """``cachedriver.add`` (the cache import's write) is decided by the cluster: the first add
+    stores and replicates, a later one leaves the key as it is."""
+    opts = salt_opts(cluster.opts("m1"))
+    assert cachedriver.add(opts, "adds/web1", "mine", {"v": 1}) is True
+    assert cachedriver.add(salt_opts(cluster.opts("m2")), "adds/web1", "mine", {"v": 2}) is False
+    wait_for(lambda: caches["m3"].fetch("adds/web1", "mine") == {"v": 1}, 5, "the add on m3")
+    assert caches["m2"].fetch("adds/web1", "mine") == {"v": 1}
+    client = cachedriver.EngineClient(cachedriver._settings(opts).socket)
+    try:
+        answer = client.call({"op": "cache.add", "bank": "adds", "key": None, "value": ""}, 5)
+    finally:
+        client.close()
+    assert answer["ok"] is False and answer["error"]["code"] == "rejected", answer
+    with pytest.raises(SaltCacheError, match="leave the cache directory"):
+        cachedriver.add(opts, "../escape", "k", 1)
 
 
 def test_linearizable_reads_see_a_write_made_on_another_master(cluster, caches):

@@ -22,6 +22,7 @@ from saltext_raft.integration.cachemirror import new_mirror
 from saltext_raft.integration.cacheservice import CacheService
 from saltext_raft.integration.cachesqlite import SqliteReader
 from saltext_raft.kv import KVStateMachine
+from saltext_raft.kv.machine import ADD
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
 from saltext_raft.kv.machine import Command
@@ -148,6 +149,20 @@ def test_a_retried_write_is_applied_once_and_queues_no_mirror_write(harness, run
     run(harness.apply(put("b", "k", "first", client="w:1", seq=1)))
     assert harness.writer.counters["jobs"] == jobs
     assert harness.reads.fetch("b", "k") == "second"
+
+
+def test_an_add_is_mirrored_only_when_it_stored(harness, run):
+    added = run(harness.apply(put("b", "k", "imported", ts=1_600_000_001)._replace(op=ADD)))
+    assert added.result is True
+    assert harness.reads.fetch("b", "k") == "imported"
+    assert harness.reads.updated("b", "k") == 1_600_000_001
+    run(harness.apply(put("b", "k", "newer", ts=1_600_000_002)))
+    jobs = harness.writer.counters["jobs"]
+    again = run(harness.apply(put("b", "k", "imported", ts=1_600_000_003)._replace(op=ADD)))
+    assert again.result is False
+    assert harness.writer.counters["jobs"] == jobs
+    assert harness.reads.fetch("b", "k") == "newer"
+    assert harness.reads.updated("b", "k") == 1_600_000_002
 
 
 def test_writes_are_mirrored_in_apply_order(harness, run):
