@@ -15,8 +15,9 @@ Rules:
 - Only the banks asked for (default: the minion data banks found in the source): a master's
   ``cachedir`` also holds jobs, file lists and the engine's own log, which are not cache data.
 - A key the replicated cache already has is left alone (it was written since the switch, so it
-  is newer), unless ``overwrite`` is set. Running the import twice copies nothing the second
-  time.
+  is newer), unless ``overwrite`` is set. The cluster decides that when it applies the write (a
+  conditional "add" command), so a key a minion writes while the import runs is kept too.
+  Running the import twice copies nothing the second time.
 - Values are copied as the source driver holds them, including Salt 3008's expiry envelope
   (``{"data": ..., "_expires": ...}``); entries that have already expired are skipped.
 - A key the source cannot read is counted and named, and the import goes on. A write the cluster
@@ -35,6 +36,7 @@ from salt.exceptions import SaltCacheError
 from salt.exceptions import SaltException
 
 from saltext_raft.integration import cacheconfig
+from saltext_raft.integration import cachedriver
 from saltext_raft.integration import keystore
 
 #: Banks of minion data: Salt 3008 keeps ``grains``, ``pillar`` and ``mine`` per minion id;
@@ -166,18 +168,23 @@ def import_cache(
     def settle(done) -> None:
         for fut in done:
             in_flight.discard(fut)
-            name, exc = fut.result()
-            if exc is None:
+            name, stored, exc = fut.result()
+            if exc is not None:
+                if not failed:
+                    failed.append(f"import stopped at {name}: {exc}")
+            elif stored:
                 report["imported"] += 1
-            elif not failed:
-                failed.append(f"import stopped at {name}: {exc}")
+            else:  # written by someone else between the check below and the add
+                report["already_present"] += 1
 
     def store(sub, key, value):
         try:
-            target.store(sub, key, value)
-            return f"{sub}/{key}", None
+            if overwrite:
+                target.store(sub, key, value)
+                return f"{sub}/{key}", True, None
+            return f"{sub}/{key}", cachedriver.add(opts, sub, key, value), None
         except SaltCacheError as exc:
-            return f"{sub}/{key}", exc
+            return f"{sub}/{key}", False, exc
 
     # Each worker thread has its own connection to the engine (the driver keeps one per
     # thread), so up to ``workers`` writes share the engine's batches.
@@ -198,6 +205,8 @@ def import_cache(
                 if _expired(value, now):
                     report["expired"] += 1
                     continue
+                # A local read that spares a write for what is already there (a second run);
+                # the add itself decides, in the cluster, for keys written since this check.
                 if not overwrite and target.contains(sub, key):
                     report["already_present"] += 1
                     continue

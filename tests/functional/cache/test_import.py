@@ -115,6 +115,47 @@ def test_an_existing_cache_is_copied_to_every_master_and_a_second_run_copies_not
     assert again["imported"] == 0 and again["already_present"] == len(want) + 1
 
 
+def test_a_key_written_between_the_check_and_the_copy_is_kept(cluster, monkeypatch):
+    """A minion's write through another master lands after the import saw the key missing and
+    before its copy commits: the cluster's add finds the key and keeps the newer value."""
+    old_cache(cluster, "m1").store("grains", "web1", {"id": "web1", "os": "Debian 12"})
+    old_cache(cluster, "m1").store("grains", "db1", {"id": "db1"})
+    newer = {"id": "web1", "os": "Debian 13"}
+    real_add = cacheimport.cachedriver.add
+    raced = []
+
+    def add_after_a_minion_write(opts, bank, key, value):
+        if (bank, key) == ("grains", "web1"):
+            raft_cache(cluster, "m2").store("grains", "web1", newer)  # committed before the add
+            raced.append(key)
+        return real_add(opts, bank, key, value)
+
+    monkeypatch.setattr(cacheimport.cachedriver, "add", add_after_a_minion_write)
+    report = cacheimport.import_cache(salt_opts(cluster.opts("m1")), ["grains"])
+    assert raced == ["web1"]
+    assert (report["imported"], report["already_present"]) == (1, 1), report
+    for nid in IDS:
+        wait_for(
+            lambda nid=nid: raft_cache(cluster, nid).contains("grains", "db1"), 5, f"db1 on {nid}"
+        )
+        assert raft_cache(cluster, nid).fetch("grains", "web1") == newer, nid
+
+
+def test_overwrite_replaces_what_the_replicated_cache_has(cluster):
+    old_cache(cluster, "m1").store("grains", "web1", {"id": "web1", "os": "Debian 12"})
+    raft_cache(cluster, "m2").store("grains", "web1", {"id": "web1", "os": "Debian 13"})
+    wait_for(lambda: raft_cache(cluster, "m1").contains("grains", "web1"), 5, "m2's write on m1")
+    opts = salt_opts(cluster.opts("m1"))
+    report = cacheimport.import_cache(opts, ["grains"], overwrite=True)
+    assert (report["imported"], report["already_present"]) == (1, 0), report
+    for nid in IDS:
+        wait_for(
+            lambda nid=nid: raft_cache(cluster, nid).fetch("grains", "web1")["os"] == "Debian 12",
+            5,
+            f"the imported value on {nid}",
+        )
+
+
 def test_the_default_banks_are_the_minion_data_banks_present(cluster):
     old = old_cache(cluster, "m1")
     old.store("grains", "web1", {"id": "web1"})
