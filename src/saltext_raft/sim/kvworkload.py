@@ -9,7 +9,8 @@ drives Readys; ``cluster`` calls in after every step, and on applies, served rea
 
 A client has at most one operation outstanding, like one master worker process:
 
-- put (Salt ``store``) and delete (``flush`` of one key) go through Raft. The client's node
+- put (Salt ``store``), add (store if absent, the cache import's write; answers whether it
+  stored) and delete (``flush`` of one key) go through Raft. The client's node
   proposes an encoded ``Command`` carrying the client id and a sequence number; the operation
   completes when the client's node applies an entry with that (client, seq). If it does not
   within a timeout (8-30 ticks by seed), or the node crashes, the client retries the same
@@ -39,6 +40,7 @@ from saltext_raft.kv import KVStateMachine
 from saltext_raft.kv import decode_entry
 from saltext_raft.kv import encode_command
 from saltext_raft.kv import encode_entry
+from saltext_raft.kv.machine import ADD
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
 from saltext_raft.sim.linearizability import Op
@@ -55,12 +57,17 @@ REFUSALS = 8  # proposals refused (no leader known, transfer...) before a write 
 BACKOFF = 3  # ticks to wait after a refusal before asking another node
 MAX_OPS_PER_KEY = 40  # keeps each key's history short, so the search stays fast
 LOCAL_GET_SHARE = 0.15  # of gets, read locally (unchecked) when the client is correct
+#: The share of each kind of operation a client issues (the rest are gets). Deletes are as
+#: frequent as adds so that adds often find their key missing and store.
+PUT_SHARE, ADD_SHARE, DELETE_SHARE = 0.35, 0.12, 0.13
+#: The command of each kind of write.
+WRITE_OPS = {"put": STORE, "add": ADD, "delete": FLUSH}
 
 
 class KVReplica:
     """A node's state machine in KV mode: applied index, CRC chain and a ``KVStateMachine``."""
 
-    __slots__ = ("applied", "chain", "kv")
+    __slots__ = ("applied", "chain", "kv", "results")
 
     kv_class = KVStateMachine  # replaced in tests by a deliberately broken machine
 
@@ -68,12 +75,14 @@ class KVReplica:
         self.applied = 0
         self.chain = 0
         self.kv = self.kv_class()
+        #: What the machine answered for the last entry applied (a list for a batch).
+        self.results = None
 
     def apply(self, entry) -> None:
         self.applied = entry.index
         self.chain = chain_hash(self.chain, entry)
         if entry.kind == EntryKind.NORMAL and entry.data:
-            self.kv.apply(entry.data)
+            self.results = self.kv.apply(entry.data)
 
     def encode(self) -> bytes:
         return msgpack.packb([self.applied, self.chain, self.kv.snapshot()], use_bin_type=True)
@@ -105,6 +114,7 @@ class ClientOp:
         "kind",
         "key",
         "value",
+        "result",
         "seq",
         "call",
         "ret",
@@ -116,9 +126,10 @@ class ClientOp:
 
     def __init__(self, client: str, kind: str, key: str, value, seq: int, call: int):
         self.client = client
-        self.kind = kind  # put, delete, get
+        self.kind = kind  # put, add, delete, get
         self.key = key
-        self.value = value  # put: value written; get: value read
+        self.value = value  # put, add: value written; get: value read
+        self.result = None  # add: whether it stored, from the state machine's answer
         self.seq = seq
         self.call = call
         self.ret: int | None = None
@@ -220,10 +231,11 @@ class KVWorkload:
         key = self.rng.choice(keys)
         r = self.rng.random()
         now = self.sim.now
-        if r < 0.45:
+        if r < PUT_SHARE + ADD_SHARE:
             c.seq += 1
-            op = ClientOp(c.id, "put", key, f"{c.id}.{c.seq}", c.seq, now)
-        elif r < 0.55:
+            kind = "put" if r < PUT_SHARE else "add"
+            op = ClientOp(c.id, kind, key, f"{c.id}.{c.seq}", c.seq, now)
+        elif r < PUT_SHARE + ADD_SHARE + DELETE_SHARE:
             c.seq += 1
             op = ClientOp(c.id, "delete", key, None, c.seq, now)
         else:
@@ -252,9 +264,9 @@ class KVWorkload:
 
     def _propose(self, c: KVClient, slot) -> None:
         op = c.op
-        value = op.value.encode() if op.kind == "put" else b""
+        value = op.value.encode() if op.kind != "delete" else b""
         cmd = Command(
-            STORE if op.kind == "put" else FLUSH,
+            WRITE_OPS[op.kind],
             BANK,
             op.key,
             value,
@@ -296,7 +308,7 @@ class KVWorkload:
                 op.refusals += 1
                 op.deadline = self.sim.now + BACKOFF * TICK
                 outcome = what
-            arg = f"={op.value!r}" if op.kind == "put" else ""
+            arg = f"={op.value!r}" if op.kind != "delete" else ""
             self._t(
                 f"kv {c.id} {op.kind} {op.key}{arg} seq={op.seq} at {slot.id}: {outcome}" + batch
             )
@@ -350,7 +362,9 @@ class KVWorkload:
     # --- completions --------------------------------------------------------------------------
     def on_applied(self, slot, entry) -> None:
         """``slot`` applied ``entry`` (NORMAL, non-empty): complete the writes waiting for it."""
-        for cmd in decode_entry(entry.data)[1]:
+        batch, cmds = decode_entry(entry.data)
+        results = slot.sm.results if batch else [slot.sm.results]
+        for cmd, result in zip(cmds, results, strict=True):
             c = self.by_id.get(cmd.client)
             if c is None or c.node != slot.id:
                 continue
@@ -358,8 +372,15 @@ class KVWorkload:
             if op is None or op.kind == "get" or op.seq != cmd.seq:
                 continue
             op.ret = self.sim.now
+            answer = ""
+            if op.kind == "add":
+                op.result = bool(result)
+                answer = f" -> {op.result}"
             self.history.append(op)
-            self._t(f"kv {c.id} {op.kind} {op.key} seq={op.seq}: done (applied at {entry.index})")
+            self._t(
+                f"kv {c.id} {op.kind} {op.key} seq={op.seq}: done{answer} "
+                f"(applied at {entry.index})"
+            )
             self._idle(c)
 
     def on_read_served(self, slot, ctx: bytes) -> None:
@@ -392,6 +413,7 @@ class KVWorkload:
                 op.call / TICK,
                 None if op.ret is None else op.ret / TICK,
                 op.value,
+                op.result,
             )
             for op in self.history
         ]

@@ -11,6 +11,8 @@ from saltext_raft.core.types import EntryKind
 from saltext_raft.core.types import Message
 from saltext_raft.core.types import MsgType
 from saltext_raft.kv import decode_entry
+from saltext_raft.kv.machine import ADD
+from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
 
 
@@ -46,9 +48,9 @@ def fmt_kv(data: bytes) -> str:
 
 
 def _fmt_command(cmd) -> str:
-    op = "store" if cmd.op == STORE else "flush"
+    op = {STORE: "store", ADD: "add"}.get(cmd.op, "flush")
     s = f"{op}:{cmd.bank}/{cmd.key}"
-    if cmd.op == STORE:
+    if cmd.op != FLUSH:
         s += f"={cmd.value.decode(errors='replace')!r}"
     if cmd.client:
         s += f"@{cmd.client}#{cmd.seq}"
