@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 import msgpack
 
+from saltext_raft.version import __version__
+
 STORE = 1
 FLUSH = 2
 #: Not a command of its own: an entry holding several commands, applied in order (the cache
@@ -24,16 +26,27 @@ FLUSH = 2
 BATCH = 3
 #: Store only if the bank does not hold the key yet; the result says whether it stored. The
 #: check and the write are one step of the replicated state machine, so a write committed
-#: before the add is never overwritten by it (the cache import uses it to keep keys written since the
-#: switch to ``cache: raft``).
+#: before the add is never overwritten by it (the cache import uses it to keep keys written
+#: since the switch to ``cache: raft``).
 ADD = 4
 #: The commands a log entry may hold.
 OPS = (STORE, FLUSH, ADD)
+#: The first item of every entry this version writes: a command's op, or BATCH.
+KNOWN_TYPES = frozenset(OPS + (BATCH,))
 # How many client ids the dedup table remembers. A client (one master process) that has been
 # silent for this many other clients' writes loses its dedup record; its retries of writes that
 # old could then apply twice, which for store/flush of a value is harmless (idempotent); an
 # add applied twice changes nothing the second time either, but answers "present".
 MAX_CLIENTS = 4096
+
+
+class UnknownCommand(ValueError):
+    """An entry whose command type this version does not know: a newer version wrote it. The
+    runtime stops the node instead of skipping the entry (``halt``): the masters that know the
+    command apply it, so skipping it would make this master's cache differ from theirs for
+    good. Once this master runs the newer version, it applies the entry on restart."""
+
+    halt = True
 
 
 class Command(NamedTuple):
@@ -61,6 +74,19 @@ def encode_entry(cmds) -> bytes:
     return encode_command(cmds[0]) if len(cmds) == 1 else encode_batch(cmds)
 
 
+def _check_known(raw) -> None:
+    """A command, or an entry, is a list whose first item is its type: one this version does
+    not know was written by a newer version, whatever follows it."""
+    if isinstance(raw, list) and raw:
+        kind = raw[0]
+        if isinstance(kind, int) and not isinstance(kind, bool) and kind not in KNOWN_TYPES:
+            raise UnknownCommand(
+                f"KV command type {kind} is not known to this version of saltext-raft "
+                f"({__version__}), so another master with a newer version wrote it; upgrade "
+                "saltext-raft on this master and restart it (nothing is skipped meanwhile)"
+            )
+
+
 def _unpack(data: bytes):
     try:
         return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
@@ -69,6 +95,7 @@ def _unpack(data: bytes):
 
 
 def _command(raw) -> Command:
+    _check_known(raw)
     try:
         op, bank, key, value, ts, client, seq = raw
     except (TypeError, ValueError) as exc:
@@ -95,6 +122,7 @@ def decode_entry(data: bytes) -> tuple[bool, list[Command]]:
     :func:`encode_batch`. A malformed entry, or a batch with a malformed or no command, raises
     ValueError as a whole: nothing of it is applied."""
     raw = _unpack(data)
+    _check_known(raw)
     if isinstance(raw, list) and len(raw) == 2 and raw[0] == BATCH:
         cmds = raw[1]
         if not isinstance(cmds, list) or not cmds:

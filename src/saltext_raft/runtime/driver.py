@@ -65,6 +65,7 @@ from saltext_raft.runtime import envelope
 from saltext_raft.runtime.config import DEFAULT_ELECTION_TICKS
 from saltext_raft.runtime.config import DEFAULT_HEARTBEAT_TICKS
 from saltext_raft.runtime.config import RuntimeConfig
+from saltext_raft.runtime.errors import ApplyHalted
 from saltext_raft.runtime.errors import CommitTimeout
 from saltext_raft.runtime.errors import NoLeader
 from saltext_raft.runtime.errors import RaftRuntimeError
@@ -474,6 +475,8 @@ class RaftRuntime:
                 task.cancel()
 
     def _failure_error(self) -> RaftRuntimeError:
+        if isinstance(self._failure, ApplyHalted):
+            return Stopped(f"raft node {self.id} stopped: {self._failure}")
         return StorageFailed(f"raft node {self.id} stopped after a failure: {self._failure}")
 
     async def _decode_snapshot(self, data: bytes) -> Callable[[], None]:
@@ -535,6 +538,10 @@ class RaftRuntime:
                     try:
                         result = sm.apply(Entry(e.term, e.index, e.kind, payload))
                     except Exception as exc:  # the state machine's bug: answer the proposer
+                        if getattr(exc, "halt", False):
+                            # It cannot apply this entry, and every node that can will: stop
+                            # (the entry is applied after a fix and a restart), never skip.
+                            raise ApplyHalted(f"cannot apply entry {e.index}: {exc}") from exc
                         log.exception("raft %s: state machine failed on entry %d", self.id, e.index)
                         if fut is not None and not fut.done():
                             fut.set_exception(

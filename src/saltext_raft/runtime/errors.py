@@ -42,6 +42,12 @@ class StorageFailed(Stopped):
     code = "storage_failed"
 
 
+class ApplyHalted(Stopped):
+    """The state machine could not apply a committed entry and said the node must stop rather
+    than skip it (e.g. an entry written by a newer version): skipping it would leave this
+    node's state different from every other node's."""
+
+
 _BY_CODE = {
     c.code: c for c in (RaftRuntimeError, NoLeader, CommitTimeout, Rejected, Stopped, StorageFailed)
 }

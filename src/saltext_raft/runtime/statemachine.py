@@ -39,7 +39,12 @@ from saltext_raft.core.types import Entry
 
 
 class StateMachine(Protocol):
-    def apply(self, entry: Entry) -> object: ...
+    def apply(self, entry: Entry) -> object:
+        """Apply a committed entry; returns the proposer's result. An exception is the
+        proposer's answer and the entry counts as applied (every node fails on it the same
+        way), unless the exception has a true ``halt`` attribute: the node then stops without
+        applying it (see ``ApplyHalted``), for entries some nodes can apply and this one
+        cannot, such as a command of a newer version."""
 
     def snapshot(self) -> bytes: ...
 

@@ -15,6 +15,7 @@ from saltext_raft.kv import encode_command
 from saltext_raft.kv.machine import ADD
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
+from saltext_raft.kv.machine import UnknownCommand
 from saltext_raft.kv.machine import tree_contents
 
 
@@ -65,7 +66,29 @@ def test_malformed_command_raises_a_clear_error():
     with pytest.raises(ValueError, match="malformed KV command"):
         sm.apply(b"\xc1garbage")
     with pytest.raises(ValueError, match="malformed KV command"):
-        decode_command(encode_command(Command(7, "b", "k")))
+        decode_command(encode_command(Command(STORE, "b", "k", "not bytes")))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [7, "b", "k", b"", 0, "c", 1],  # a newer version's command
+        [9, {"whatever": "shape"}],  # a newer version's entry of another shape
+        [3, [[STORE, "b", "k", b"v", 0, "c", 1], [7, "b", "k", b"", 0, "c", 2]]],
+    ],
+)
+def test_a_command_type_of_a_newer_version_asks_the_node_to_halt(raw):
+    """Skipping it would leave this master's cache different from the masters that apply it:
+    the error carries ``halt``, which stops the runtime instead (tests/functional/runtime)."""
+    sm = KVStateMachine()
+    with pytest.raises(UnknownCommand, match="not known to this version") as info:
+        sm.apply(msgpack.packb(raw, use_bin_type=True))
+    assert info.value.halt is True
+    assert sm.applied_commands == 0 and sm.list("") == []
+    # a known type in a wrong shape is malformed: every node skips it alike
+    with pytest.raises(ValueError, match="malformed") as info:
+        sm.apply(msgpack.packb([STORE, "b"], use_bin_type=True))
+    assert not getattr(info.value, "halt", False)
 
 
 def add(sm, bank, key, value, ts=1, client="", seq=0):
@@ -117,7 +140,6 @@ def test_a_batch_applies_its_commands_in_order_with_one_result_each():
     [
         [3, []],  # no commands
         [3, "x"],
-        [3, [[STORE, "b", "k", b"v", 0, "c", 1], [7, "b", "k", b"", 0, "c", 2]]],
         [3, [[STORE, "b", "k", b"v", 0, "c"]]],  # six fields
         [3, [[STORE, "b", "k", b"v", None, "c", 1]]],
         [3, [[STORE, "b", "k", b"v", 0, "c", 1], [STORE, "b", None, b"v", 0, "c", 2]]],

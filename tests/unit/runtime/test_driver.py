@@ -531,6 +531,52 @@ def test_storage_failure_stops_the_node_and_fails_waiters():
     run(main())
 
 
+class TooNew(ValueError):
+    halt = True
+
+
+class OldVersion(DictStateMachine):
+    """A machine that does not know the commands starting with ``NEW`` (a newer version's)."""
+
+    def apply(self, entry):
+        if entry.data.startswith(b"NEW"):
+            raise TooNew("a command of a newer version")
+        return super().apply(entry)
+
+
+def test_an_entry_the_state_machine_must_not_skip_stops_the_node_until_it_can_apply_it():
+    """The other nodes apply the entry; a node that skipped it would differ from them for
+    good. It stops instead, says why, and applies the entry once restarted with a machine
+    that knows it."""
+
+    async def main():
+        async with LocalCluster() as c:
+            leader = await c.leader()
+            old = next(rt for rt in c.nodes.values() if rt is not leader)
+            before = old.sm
+            old.sm = OldVersion()
+            old.sm.__dict__.update(before.__dict__)
+            await leader.propose(b"plain")
+            idx = await leader.propose(b"NEW command")
+            await c.until("the old node stopped", lambda: not old.running)
+            assert old.node.applied_index < idx
+            failure = old.status()["runtime"]["failure"]
+            assert f"cannot apply entry {idx}" in failure and "newer version" in failure
+            with pytest.raises(Stopped, match=f"cannot apply entry {idx}") as info:
+                await old.propose(b"y")
+            assert not isinstance(info.value, StorageFailed)
+            # the others went on
+            assert await leader.propose(b"after") > idx
+            await c.stop(old.id)
+            new = await c.start(old.id)
+            await c.until(
+                "the restarted node applied the entry",
+                lambda: new.node.applied_index > idx and new.sm.count == leader.sm.count,
+            )
+
+    run(main())
+
+
 def test_config_validation_names_the_option():
     with pytest.raises(RuntimeConfigError, match="tick_seconds"):
         RuntimeConfig(tick_seconds=0).validate()
