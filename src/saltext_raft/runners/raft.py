@@ -121,8 +121,9 @@ def snapshot(timeout=30):
 def import_cache(banks=None, source="localfs", overwrite=False, workers=8):
     """Copy an existing Salt cache into the replicated one (``cache: raft``), through the
     cluster, so that every master has it. Run once, on one master, after switching every master
-    to ``cache: raft`` with the engine running. Keys the replicated cache already has are kept
-    (they are newer) unless ``overwrite=True``; running it again copies nothing more.
+    to ``cache: raft`` with the engine running. Keys the replicated cache already has, or gets
+    while the import runs, are kept (they are newer) unless ``overwrite=True``; running it
+    again copies nothing more.
 
     ``banks``: comma-separated banks to copy, sub-banks included (default: the minion data
     banks present: ``grains``, ``pillar``, ``mine`` on Salt 3008, ``minions`` on 3007).
