@@ -17,6 +17,9 @@ import salt.config
 from salt.exceptions import SaltCacheError
 
 from saltext_raft.integration import cachedriver
+from saltext_raft.kv.machine import ADD
+from saltext_raft.kv.machine import UnknownCommand
+from saltext_raft.kv.machine import decode_entry
 from saltext_raft.waiting import WaitTimeout
 from saltext_raft.waiting import wait_until
 from tests.functional.cache.inprocess import InProcessCluster
@@ -223,5 +226,45 @@ def test_a_master_cut_off_from_the_quorum_refuses_writes_and_still_reads(tmp_pat
         caches["p1"].store("part", "k", "majority")
         c.net.heal()
         wait_for(lambda: caches[lonely].fetch("part", "k") == "majority", 10, "p3 catching up")
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_master_that_does_not_know_a_command_stops_and_applies_it_once_upgraded(tmp_path, layout):
+    """A rolling upgrade, half done: p3 runs a (simulated) older version that does not know
+    the add command. It must not skip the entry the others applied: its engine stops, its
+    writes fail saying why, the others go on; restarted with the current code, it applies the
+    entry and has the value."""
+    c = InProcessCluster(
+        str(tmp_path), ids=("p1", "p2", "p3"), base_opts={"raft_cache_backend": layout}
+    )
+    try:
+        for nid in c.ids:
+            c.start(nid)
+        wait_for(lambda: c.leader() is not None, 10, "a leader")
+        old = c.services["p3"].state_machine
+        current_apply = old.apply
+
+        def old_version_apply(entry):
+            if any(cmd.op == ADD for cmd in decode_entry(entry.data)[1]):
+                raise UnknownCommand(f"KV command type {ADD} is not known to this version")
+            return current_apply(entry)
+
+        old.apply = old_version_apply
+        caches = Caches(c)
+        assert cachedriver.add(salt_opts(c.opts("p1")), "up", "k", "added") is True
+        wait_for(lambda: not c.runtimes["p3"].running, 5, "p3's engine to stop")
+        failure = c.runtimes["p3"].status()["runtime"]["failure"]
+        assert "cannot apply entry" in failure and "not known to this version" in failure
+        with pytest.raises(SaltCacheError, match="has stopped.*cannot apply entry"):
+            caches["p3"].store("up", "other", 1)
+        assert caches["p3"].fetch("up", "k") == {}  # skipped it would stay so for good
+        wait_for(lambda: c.leader() in ("p1", "p2"), 10, "a leader among p1 and p2")
+        caches["p2"].store("up", "after", 2)  # p1 and p2 are a quorum
+        c.stop("p3")
+        c.start("p3")  # upgraded
+        wait_for(lambda: caches["p3"].fetch("up", "after") == 2, 10, "p3 catching up")
+        assert caches["p3"].fetch("up", "k") == "added"
     finally:
         c.close()
