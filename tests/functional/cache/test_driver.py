@@ -201,15 +201,14 @@ def test_without_the_engine_writes_fail_clearly_and_reads_work(tmp_path, layout)
         c.close()
 
 
+def three_masters(tmp_path, layout):
+    """p1, p2, p3 started, with a leader; closed on exit."""
+    return started_cluster(str(tmp_path), ("p1", "p2", "p3"), {"raft_cache_backend": layout})
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_a_master_cut_off_from_the_quorum_refuses_writes_and_still_reads(tmp_path, layout):
-    c = InProcessCluster(
-        str(tmp_path), ids=("p1", "p2", "p3"), base_opts={"raft_cache_backend": layout}
-    )
-    try:
-        for nid in c.ids:
-            c.start(nid)
-        wait_for(lambda: c.leader() is not None, 10, "a leader")
+    with three_masters(tmp_path, layout) as c:
         caches = Caches(c)
         caches["p1"].store("part", "k", "before")
         wait_for(lambda: caches["p3"].fetch("part", "k") == "before", 5, "replication to p3")
@@ -226,8 +225,6 @@ def test_a_master_cut_off_from_the_quorum_refuses_writes_and_still_reads(tmp_pat
         caches["p1"].store("part", "k", "majority")
         c.net.heal()
         wait_for(lambda: caches[lonely].fetch("part", "k") == "majority", 10, "p3 catching up")
-    finally:
-        c.close()
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -236,13 +233,7 @@ def test_a_master_that_does_not_know_a_command_stops_and_applies_it_once_upgrade
     the add command. It must not skip the entry the others applied: its engine stops, its
     writes fail saying why, the others go on; restarted with the current code, it applies the
     entry and has the value."""
-    c = InProcessCluster(
-        str(tmp_path), ids=("p1", "p2", "p3"), base_opts={"raft_cache_backend": layout}
-    )
-    try:
-        for nid in c.ids:
-            c.start(nid)
-        wait_for(lambda: c.leader() is not None, 10, "a leader")
+    with three_masters(tmp_path, layout) as c:
         old = c.services["p3"].state_machine
         current_apply = old.apply
 
@@ -266,5 +257,3 @@ def test_a_master_that_does_not_know_a_command_stops_and_applies_it_once_upgrade
         c.start("p3")  # upgraded
         wait_for(lambda: caches["p3"].fetch("up", "after") == 2, 10, "p3 catching up")
         assert caches["p3"].fetch("up", "k") == "added"
-    finally:
-        c.close()
