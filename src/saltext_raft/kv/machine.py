@@ -95,12 +95,16 @@ def _unpack(data: bytes):
 
 
 def _command(raw) -> Command:
-    _check_known(raw)
+    # A newer version's command may have any shape: look for one only when this shape fails.
     try:
         op, bank, key, value, ts, client, seq = raw
     except (TypeError, ValueError) as exc:
+        _check_known(raw)
         raise ValueError(f"malformed KV command: {exc}") from exc
-    if op not in OPS or not isinstance(bank, str) or not isinstance(value, bytes):
+    if op not in OPS:
+        _check_known(raw)
+        raise ValueError(f"malformed KV command: {raw!r:.200}")
+    if not isinstance(bank, str) or not isinstance(value, bytes):
         raise ValueError(f"malformed KV command: {raw!r:.200}")
     if key is not None and not isinstance(key, str):
         raise ValueError("malformed KV command: key must be a string or nil")
@@ -122,7 +126,6 @@ def decode_entry(data: bytes) -> tuple[bool, list[Command]]:
     :func:`encode_batch`. A malformed entry, or a batch with a malformed or no command, raises
     ValueError as a whole: nothing of it is applied."""
     raw = _unpack(data)
-    _check_known(raw)
     if isinstance(raw, list) and len(raw) == 2 and raw[0] == BATCH:
         cmds = raw[1]
         if not isinstance(cmds, list) or not cmds:
