@@ -77,7 +77,8 @@ def check_key(ops: list[Op], initial=None, budget: int = 2_000_000) -> tuple[boo
 
     Raises RuntimeError if the search exceeds ``budget`` states (report, don't guess).
     """
-    ops, twins = _twins(sorted(_unobserved_dropped(ops), key=lambda o: o.call))
+    seen = _values_read(ops)  # leaving out unanswered writes keeps every answered read
+    ops, twins = _twins(sorted(_unobserved_dropped(ops, seen), key=lambda o: o.call), seen)
     n = len(ops)
     must = 0  # bitmask of operations that must be linearized (answered ones)
     for i, op in enumerate(ops):
@@ -126,7 +127,12 @@ def check_key(ops: list[Op], initial=None, budget: int = 2_000_000) -> tuple[boo
 _UNSEEN = ("<a value no read returned>",)
 
 
-def _twins(ops: list[Op]) -> tuple[list[Op], list]:
+def _values_read(ops: list[Op]) -> set:
+    """The values answered reads returned (hashable)."""
+    return {_hashable(op.value) for op in ops if op.kind == "get" and op.ret is not None}
+
+
+def _twins(ops: list[Op], seen: set) -> tuple[list[Op], list]:
     """``ops`` with every unseen written value replaced by ``_UNSEEN``, and for each operation
     its class of twins (None: no twin): unanswered deletes are one class, unanswered puts of
     unseen values another, unanswered adds of unseen values a third. Twins have the same
@@ -137,7 +143,6 @@ def _twins(ops: list[Op]) -> tuple[list[Op], list]:
     answered operation that returned before its invocation is already linearized, or it could
     not go next). k unanswered writes of one class then cost k + 1 subsets, not 2**k.
     """
-    seen = {_hashable(op.value) for op in ops if op.kind == "get" and op.ret is not None}
     out, twins = [], []
     for op in ops:
         twin = None
@@ -152,7 +157,7 @@ def _twins(ops: list[Op]) -> tuple[list[Op], list]:
     return out, twins
 
 
-def _unobserved_dropped(ops: list[Op]) -> list[Op]:
+def _unobserved_dropped(ops: list[Op], seen: set) -> list[Op]:
     """Leave out unanswered operations that cannot matter, before the search sees them.
 
     Each unanswered write may be placed anywhere after its invocation or left out, so k of
@@ -176,7 +181,6 @@ def _unobserved_dropped(ops: list[Op]) -> list[Op]:
     returned), which leaving out unanswered ones does not change, so leaving out all that
     qualify at once is sound too. Sound for any values, not only unique ones.
     """
-    seen = {_hashable(op.value) for op in ops if op.kind == "get" and op.ret is not None}
     # the latest answer of an answered add that stored / that found the key present
     stored_end = found_end = -INF
     for op in ops:
