@@ -10,7 +10,10 @@ writes are forwarded by a follower to the leader).
 Measures (a) ``cache.store`` throughput and latency with ``--writers`` concurrent writers of
 ``--value-size``-byte values for ``--duration`` seconds (or ``--count`` stores per writer);
 (b) ``cache.fetch`` latency through the ``raft`` driver (which reads the local mirror) vs a
-plain ``localfs`` cache holding the same data. Everything is bounded in count and time.
+plain ``localfs`` cache holding the same data. Two ceilings run alongside (a): the same writers
+through Salt's plain ``localfs`` driver (one master, nothing replicated), and, before the nodes
+start, the same writers against engines that answer every write at once (``--no-instant``
+skips it). Everything is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -78,6 +81,11 @@ def build_parser():
     )
     p.add_argument(
         "--import-workers", type=int, default=8, help="writes in flight during the import"
+    )
+    p.add_argument(
+        "--no-instant",
+        action="store_true",
+        help="skip the writers' ceiling: the same writers against engines that answer at once",
     )
     p.add_argument("--writer", help=argparse.SUPPRESS)  # internal: run one writer process
     return p
@@ -227,6 +235,41 @@ class Nodes:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+class InstantEngines(Nodes):
+    """Three engines that answer every write at once (``bench.instant_engine``), in place of
+    the cache nodes: the writers' own ceiling on this machine (see that module)."""
+
+    def start(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        for nid in self.ids:
+            sock = cacheconfig.from_opts(self.opts(nid)).socket
+            self.procs[nid] = subprocess.Popen(
+                [sys.executable, "-m", "saltext_raft.bench.instant_engine", "--socket", sock],
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+        for nid, proc in self.procs.items():
+            line = proc.stdout.readline()
+            if '"ready"' not in line or time.monotonic() > deadline:
+                raise RuntimeError(f"instant engine {nid} did not start: {line!r}")
+
+
+def instant_phase(base: str, args) -> dict:
+    """The store phase against :class:`InstantEngines` (nothing of Raft running)."""
+    os.makedirs(base, exist_ok=True)
+    engines = InstantEngines(base, backend=args.backend)
+    try:
+        engines.start()
+        out = store_phase(engines, args)
+    finally:
+        engines.stop()
+    out["note"] = (
+        "the same writers, Salt loader, raft driver and engine socket protocol against three "
+        "engines that answer every write at once (no Raft, no log, no local copy): what is "
+        "left of the machine for a real cluster's work"
+    )
+    return out
 
 
 def wait_writable(opts, timeout=60.0):
@@ -453,6 +496,8 @@ def main(argv=None) -> int:
         import salt.version  # pylint: disable=import-outside-toplevel
 
         result["salt"] = salt.version.__version__
+        if not args.no_instant:
+            result["store_instant_engine"] = instant_phase(os.path.join(base, "instant"), args)
         nodes.start()
         wait_writable(nodes.opts(nodes.ids[0]))
         result["store"] = store_phase(nodes, args)
@@ -467,6 +512,12 @@ def main(argv=None) -> int:
             / max(result["store_plain_localfs"]["stores_per_s"], 1e-9),
             3,
         )
+        if "store_instant_engine" in result:
+            result["store_over_instant_engine"] = round(
+                result["store"]["stores_per_s"]
+                / max(result["store_instant_engine"]["stores_per_s"], 1e-9),
+                3,
+            )
         result["fetch"] = fetch_phase(nodes, args)
         if args.import_minions > 0:
             result["import"] = import_phase(nodes, args.import_minions, args.import_workers)
@@ -502,6 +553,14 @@ def main(argv=None) -> int:
             f"store, plain localfs (one master, no replication): {c['stores_per_s']}/s, "
             f"p99 {c['latency_ms']['p99']} ms; raft/plain = {result['store_over_plain_localfs']}"
         )
+        if "store_instant_engine" in result:
+            e = result["store_instant_engine"]
+            print(
+                f"store, engines answering at once (no Raft): {e['stores_per_s']}/s, "
+                f"p99 {e['latency_ms']['p99']} ms, writers' CPU per store "
+                f"{e['cpu']['writers_ms_per_store']} ms; raft/instant = "
+                f"{result['store_over_instant_engine']}"
+            )
         print(
             f"fetch: raft p50 {f['raft']['p50_us']} us vs localfs {f['localfs']['p50_us']} us "
             f"(x{f['ratio_p50']}, target <= {TARGET_FETCH_RATIO}: {f_ok})"

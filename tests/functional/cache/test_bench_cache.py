@@ -19,14 +19,17 @@ def run_bench(*args):
 
 
 def node_pids() -> set[int]:
-    """Running ``bench.cache_node`` processes (Linux /proc)."""
+    """Running ``bench.cache_node`` and ``bench.instant_engine`` processes (Linux /proc)."""
     pids = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                    if b"saltext_raft.bench.cache_node" in fh.read():
-                        pids.add(int(entry))
+                    cmdline = fh.read()
+                if b"saltext_raft.bench.cache_node" in cmdline or (
+                    b"saltext_raft.bench.instant_engine" in cmdline
+                ):
+                    pids.add(int(entry))
             except OSError:
                 pass
     return pids
@@ -41,6 +44,10 @@ def test_bench_cache_small_run_reports_every_phase_and_cleans_up():
     assert store["errors"] == 0 and 0 < store["stores"] <= 4 * 40
     assert store["latency_ms"]["p50"] <= store["latency_ms"]["p99"] <= store["latency_ms"]["max"]
     assert result["store_plain_localfs"]["stores"] > 0
+    instant = result["store_instant_engine"]
+    assert instant["errors"] == 0 and 0 < instant["stores"] <= 4 * 40
+    assert set(instant["cpu"]["node_ms_per_store"]) == set(result["nodes"])
+    assert result["store_over_instant_engine"] > 0
     assert result["fetch"]["raft"]["p50_us"] > 0 and result["fetch"]["fetches"] == 20
     assert result["import"]["imported"] == 5 * 3  # grains, pillar and mine of each minion
     leaders = {n["leader"] for n in result["nodes"].values()}
@@ -54,3 +61,12 @@ def test_bench_cache_text_output_names_the_targets():
     out = proc.stdout
     assert "store: " in out and "targets 5000/s" in out
     assert "fetch: raft p50" in out and "import: 15 keys of 5 minions" in out
+    assert "engines answering at once (no Raft)" in out
+
+
+def test_bench_cache_no_instant_skips_the_writers_ceiling():
+    proc = run_bench("--json", "--no-instant", *SMALL[:-2])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert "store_instant_engine" not in result and "store_over_instant_engine" not in result
+    assert result["store"]["stores"] > 0
