@@ -25,6 +25,7 @@ import sys
 from saltext_raft.integration import gate as _gate
 from saltext_raft.integration.config import EngineConfigError
 from saltext_raft.integration.config import from_opts
+from saltext_raft.integration.fileutil import LockHeld
 
 log = logging.getLogger(__name__)
 
@@ -54,4 +55,14 @@ def start(**options):
         # Exit non-zero; the master's process manager restarts us and the error repeats in the
         # log until the configuration is fixed. The gate stays closed meanwhile (fail closed).
         sys.exit(2)
-    RaftService(opts, cfg).run()
+    try:
+        RaftService(opts, cfg).run()
+    except LockHeld as exc:
+        log.error(
+            "saltext-raft: not starting: process %s holds %s, so a raft engine is already "
+            "running on this master's Raft storage, or the offline recovery command "
+            "(python -m saltext_raft.integration.recover) is. Two writers would corrupt it.",
+            exc.pid or "(unknown)",
+            exc.path,
+        )
+        sys.exit(2)

@@ -146,6 +146,11 @@ class EngineConfig:
         return os.path.join(self.cachedir, STATE_DIRNAME)
 
     @property
+    def lock_path(self) -> str:
+        """Held (``flock``) by the running engine and by the offline recovery command."""
+        return os.path.join(self.state_dir, "engine.lock")
+
+    @property
     def readiness_path(self) -> str:
         return os.path.join(self.state_dir, "ready")
 

@@ -22,6 +22,7 @@ import time
 
 from saltext_raft.integration import control
 from saltext_raft.integration.config import EngineConfig
+from saltext_raft.integration.fileutil import ProcessLock
 from saltext_raft.integration.readiness import ReadinessWriter
 
 log = logging.getLogger(__name__)
@@ -443,7 +444,13 @@ class RaftService:
     # lifecycle
     # ------------------------------------------------------------------------------------------
     def run(self) -> None:
-        asyncio.run(self._main())
+        """Raises :class:`~saltext_raft.integration.fileutil.LockHeld` when another process
+        owns this master's Raft storage (another engine, or the offline recovery command)."""
+        lock = ProcessLock(self.cfg.lock_path).acquire()
+        try:
+            asyncio.run(self._main())
+        finally:
+            lock.release()
 
     async def _main(self) -> None:
         self.loop = asyncio.get_running_loop()
