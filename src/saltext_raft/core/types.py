@@ -115,6 +115,9 @@ class ConfOp(str, enum.Enum):
     PROMOTE = "promote"  # learner -> voter
     DEMOTE = "demote"  # voter -> learner
     REMOVE = "remove"  # voter or learner -> gone
+    #: Written offline by ``force_new_cluster`` (core/recovery.py) after a permanent loss of
+    #: quorum, never proposed: the node that wrote it becomes the only voter.
+    FORCE_NEW_CLUSTER = "force_new_cluster"
 
 
 @dataclass(frozen=True)
