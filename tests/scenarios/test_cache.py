@@ -19,6 +19,7 @@ import time
 import pytest
 import salt.cache
 
+from tests.childpython import run_python
 from tests.scenarios.masters import IDS
 from tests.scenarios.masters import run
 from tests.scenarios.masters import start_masters
@@ -184,3 +185,31 @@ def test_writes_succeed_with_one_master_down_and_fail_clearly_without_quorum(clu
     assert elapsed < 30, f"the refusal took {elapsed:.1f}s (raft_cache_timeout is 3s)"
     # reads keep working from the local copy, and show the last committed value
     assert fetch(m1, "scenario/degraded", "k") == "one-down"
+
+
+def test_the_last_master_recovers_with_force_new_cluster_and_keeps_the_cache(cluster):
+    """Masters 2 and 3 are lost for good (the test before stopped them). Master 1, stopped,
+    is made the only voter offline; started again it serves writes alone and still has every
+    value the cluster committed."""
+    masters, _ = cluster
+    m1 = masters[IDS[0]]
+    m1.terminate()
+    proc = run_python(
+        ["-m", "saltext_raft.integration.recover", "-c", m1.config_dir, "--force-new-cluster"],
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Written. Next:" in proc.stdout, proc.stdout
+    m1.start(start_timeout=120)
+    wait_for(
+        lambda: run(m1, "cache.store", "scenario/recovered", "k", "alone")[0] == 0,
+        60,
+        "a cache write on master 1 alone after the recovery",
+        interval=0.5,
+    )
+    rc, members, ret = run(m1, "raft.members")
+    assert rc == 0, ret
+    assert members["voters"] == [IDS[0]] and members["leader"] == IDS[0], members
+    assert fetch(m1, "scenario/degraded", "k") == "one-down"
+    assert fetch(m1, "scenario/shared", "greeting") == {"hello": "world"}
+    assert fetch(m1, "scenario/recovered", "k") == "alone"

@@ -1,0 +1,158 @@
+"""Recovering a cluster that lost quorum for good: ``python -m saltext_raft.integration.recover``.
+
+When a majority of the voters is gone and will not come back (disks lost, hosts destroyed), no
+leader can be elected, every gate stays closed and ``cache: raft`` writes fail, although the
+surviving masters still hold the log. This command, run on one surviving master **with
+salt-master stopped**, makes that master the only voter of its cluster, keeping everything its
+log holds (see :mod:`saltext_raft.core.recovery` for what is kept and why). Started again, the
+master elects itself, applies its whole log and opens its gate; the other masters are then
+rebuilt empty and join it as new masters do. docs/operations.md has the step-by-step runbook.
+
+Without ``--force-new-cluster`` it only reports what it would do (nothing is written).
+
+Lives here: the Salt side (master config, engine options, the engine lock, the storage through
+Salt's cache) and the report. Must not live here: the decision itself (``core/recovery.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from saltext_raft.integration.fileutil import LockHeld
+from saltext_raft.integration.fileutil import ProcessLock
+
+#: What the operator does next, after the recovery entry is written.
+NEXT_STEPS = (
+    "Make sure the lost masters never start again with their old Raft data: with another "
+    "lost master they could still elect a leader of the old membership. Safest: give this "
+    "master a new secret_file now, and each rebuilt master the same one.",
+    "Start salt-master here. It elects itself, applies its log and opens its gate; "
+    "'salt-run raft.members' shows it as the only voter.",
+    "Rebuild each other master with empty Raft data (remove <cachedir>/saltext_raft/ and the "
+    "cache bank saltext_raft/ of its cache driver) and 'join: true' in its engine options, then "
+    "start it: it joins as a learner, copies the log and is promoted.",
+)
+
+
+class RecoverError(Exception):
+    """The recovery cannot run; the message says why and what to do."""
+
+
+def recover(opts: dict, address: str = "", *, write: bool) -> dict:
+    """Run the recovery (or, without ``write``, a dry run) on the master whose opts these are.
+    Returns the report; raises :class:`RecoverError`."""
+    # pylint: disable=import-outside-toplevel
+    from saltext_raft.core.types import RaftError
+    from saltext_raft.integration.cacheconfig import storage_opts
+    from saltext_raft.integration.config import EngineConfigError
+    from saltext_raft.integration.config import engine_options
+    from saltext_raft.integration.config import from_opts
+    from saltext_raft.runtime.recovery import recover_store
+    from saltext_raft.storage.base import StorageError
+    from saltext_raft.storage.cache import open_store
+
+    options = engine_options(opts)
+    if options is None:
+        raise RecoverError(
+            f"the raft engine is not configured in {opts.get('conf_file') or 'this master'}'s "
+            "'engines' option: there is no Raft storage to recover"
+        )
+    try:
+        cfg = from_opts(opts, options, load_secret=False)
+    except EngineConfigError as exc:
+        raise RecoverError(f"raft engine option {exc}") from None
+    try:
+        lock = ProcessLock(cfg.lock_path).acquire()
+    except LockHeld as exc:
+        raise RecoverError(
+            f"the raft engine is running on this master (process {exc.pid or 'unknown'} holds "
+            f"{exc.path}): stop salt-master first. A running engine would overwrite the recovery."
+        ) from None
+    try:
+        store = open_store(storage_opts(opts), cfg.cluster_id, cfg.node_id)
+        try:
+            recovery = recover_store(store, cfg.node_id, address, write=write)
+        finally:
+            store.close()
+    except (RaftError, StorageError) as exc:
+        raise RecoverError(str(exc)) from None
+    finally:
+        lock.release()
+    report = {
+        "node_id": cfg.node_id,
+        "cluster_id": cfg.cluster_id,
+        "written": write,
+        **recovery.summary(),
+    }
+    if write:
+        report["next_steps"] = list(NEXT_STEPS)
+    return report
+
+
+def render(report: dict) -> str:
+    before = report["previous_membership"]
+    lines = [
+        f"master {report['node_id']} of raft cluster {report['cluster_id']}",
+        f"  voters now:   {', '.join(before['voters']) or '(none)'}",
+        f"  learners now: {', '.join(before['learners']) or '(none)'}",
+        f"  log: last index {report['last_index']}, commit index "
+        f"{report['previous_commit_index']}, "
+        f"{report['entries_committed_by_recovery']} entries after it that count as committed "
+        "after the recovery",
+        f"  after: {report['node_id']} the only voter "
+        f"(at {report['membership']['addresses'].get(report['node_id'], '?')}), "
+        f"term {report['term']}, commit index {report['commit_index']}",
+    ]
+    if report["written"]:
+        lines.append("Written. Next:")
+        lines.extend(f"  {n}. {step}" for n, step in enumerate(report["next_steps"], 1))
+    else:
+        lines.append(
+            "Dry run: nothing was written. Run again with --force-new-cluster to make this master "
+            "the only voter (only when a majority of the voters is lost for good)."
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m saltext_raft.integration.recover",
+        description="After a permanent loss of quorum: make this master the only voter of its "
+        "raft cluster, keeping its whole log. Run with salt-master stopped. Without "
+        "--force-new-cluster, only report what would change.",
+    )
+    parser.add_argument("-c", "--config-dir", default="/etc/salt")
+    parser.add_argument(
+        "--force-new-cluster",
+        action="store_true",
+        help="write the recovery (default: a dry run that writes nothing)",
+    )
+    parser.add_argument(
+        "--address",
+        default="",
+        help="host:port the other masters will reach this one at (default: the address its "
+        "membership records)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    import salt.config  # pylint: disable=import-outside-toplevel
+
+    path = os.path.join(args.config_dir, "master")
+    if not os.path.isfile(path):
+        print(f"recover: no master config at {path} (use -c)", file=sys.stderr)
+        return 2
+    opts = salt.config.master_config(path)
+    try:
+        report = recover(opts, args.address, write=args.force_new_cluster)
+    except RecoverError as exc:
+        print(f"recover: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""``python -m saltext_raft.integration.recover`` on a master's real Raft storage (Salt's
+localfs cache): a dry run by default, the recovery with --force-new-cluster, and clear refusals
+(engine running, engine not configured, no config)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import salt.config
+
+from saltext_raft.core import ConfChange
+from saltext_raft.core import ConfOp
+from saltext_raft.core import Entry
+from saltext_raft.core import EntryKind
+from saltext_raft.core import HardState
+from saltext_raft.core import Membership
+from saltext_raft.integration.cacheconfig import storage_opts
+from saltext_raft.integration.config import engine_options
+from saltext_raft.integration.config import from_opts
+from saltext_raft.integration.fileutil import ProcessLock
+from saltext_raft.storage.cache import open_store
+from tests.childpython import run_python
+
+PEERS = {"m1": "127.0.0.1:47001", "m2": "127.0.0.1:47002", "m3": "127.0.0.1:47003"}
+
+
+def write_config(root, engine: bool = True) -> None:
+    lines = [
+        f"root_dir: {root}",
+        f"cachedir: {root}/cache",
+        f"pki_dir: {root}/pki",
+        f"sock_dir: {root}/sock",
+        f"log_file: {root}/master.log",
+        "id: m1",
+    ]
+    if engine:
+        lines += ["engines:", "  - raft:", "      peers:"]
+        lines += [f"        {nid}: {addr}" for nid, addr in PEERS.items()]
+    with open(os.path.join(root, "master"), "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def master_opts(root) -> dict:
+    return salt.config.master_config(os.path.join(root, "master"))
+
+
+def engine_cfg(opts):
+    return from_opts(opts, engine_options(opts), load_secret=False)
+
+
+def load(opts):
+    cfg = engine_cfg(opts)
+    store = open_store(storage_opts(opts), cfg.cluster_id, cfg.node_id)
+    try:
+        return store.load()
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def master(tmp_path):
+    """A stopped master m1 of m1-m3 whose log holds 5 entries, 3 of them known committed."""
+    root = str(tmp_path)
+    write_config(root)
+    opts = master_opts(root)
+    cfg = engine_cfg(opts)
+    founding = Membership(voters=frozenset(PEERS), addresses=tuple(sorted(PEERS.items())))
+    entries = [
+        Entry(1, 1, EntryKind.CONF, ConfChange(ConfOp.BOOTSTRAP, "", result=founding).encode()),
+        *(Entry(2, i, data=b"w%d" % i) for i in range(2, 6)),
+    ]
+    store = open_store(storage_opts(opts), cfg.cluster_id, cfg.node_id)
+    try:
+        store.load()
+        store.save(HardState(2, "m2", 3), entries)
+    finally:
+        store.close()
+    return root
+
+
+def recover(root, *args):
+    return run_python(["-m", "saltext_raft.integration.recover", "-c", root, *args], timeout=120)
+
+
+def test_a_dry_run_reports_and_writes_nothing(master):
+    before = load(master_opts(master))
+    proc = recover(master)
+    assert proc.returncode == 0, proc.stderr
+    assert "voters now:   m1, m2, m3" in proc.stdout
+    assert "last index 5, commit index 3, 2 entries after it that count as committed" in proc.stdout
+    assert "Dry run: nothing was written" in proc.stdout
+    assert load(master_opts(master)) == before
+
+
+def test_force_new_cluster_makes_this_master_the_only_voter(master):
+    proc = recover(master, "--force-new-cluster", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["written"] is True and report["node_id"] == "m1"
+    assert report["membership"] == {
+        "voters": ["m1"],
+        "learners": [],
+        "addresses": {"m1": PEERS["m1"]},
+    }
+    assert report["previous_commit_index"] == 3 and report["commit_index"] == 6
+    assert report["last_index"] == 5 and report["entries_committed_by_recovery"] == 2
+    assert any("secret_file" in step for step in report["next_steps"])
+    hs, snap, entries = load(master_opts(master))
+    assert snap is None and [e.index for e in entries] == [1, 2, 3, 4, 5, 6]
+    last = ConfChange.decode(entries[-1].data)
+    assert last.op is ConfOp.FORCE_NEW_CLUSTER and last.result.voters == {"m1"}
+    assert hs == HardState(3, "m1", 6)
+    # Text output of the same command names what to do next.
+    text = recover(master, "--force-new-cluster", "--address", "127.0.0.1:47009")
+    assert text.returncode == 0, text.stderr
+    assert "Written. Next:" in text.stdout and "join: true" in text.stdout
+    assert load(master_opts(master)).entries[-1].index == 7  # a second run appends again
+
+
+def test_refuses_while_the_engine_holds_the_lock(master):
+    before = load(master_opts(master))
+    lock = ProcessLock(engine_cfg(master_opts(master)).lock_path).acquire()
+    try:
+        proc = recover(master, "--force-new-cluster")
+    finally:
+        lock.release()
+    assert proc.returncode == 2
+    assert f"the raft engine is running on this master (process {os.getpid()}" in proc.stderr
+    assert "stop salt-master first" in proc.stderr
+    assert load(master_opts(master)) == before
+
+
+def test_refuses_without_the_engine_or_without_a_config(tmp_path):
+    write_config(str(tmp_path), engine=False)
+    proc = recover(str(tmp_path))
+    assert proc.returncode == 2 and "the raft engine is not configured" in proc.stderr
+    missing = recover(str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "no master config at" in missing.stderr
+
+
+def test_refuses_on_a_master_with_no_raft_data(tmp_path):
+    write_config(str(tmp_path))
+    proc = recover(str(tmp_path), "--force-new-cluster")
+    assert proc.returncode == 2 and "holds no log and no snapshot" in proc.stderr
