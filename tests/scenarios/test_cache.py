@@ -18,6 +18,7 @@ import time
 
 import pytest
 import salt.cache
+import yaml
 
 from tests.childpython import run_python
 from tests.scenarios.masters import IDS
@@ -213,3 +214,28 @@ def test_the_last_master_recovers_with_force_new_cluster_and_keeps_the_cache(clu
     assert fetch(m1, "scenario/degraded", "k") == "one-down"
     assert fetch(m1, "scenario/shared", "greeting") == {"hello": "world"}
     assert fetch(m1, "scenario/recovered", "k") == "alone"
+
+
+def test_a_lost_master_rebuilt_empty_rejoins_the_recovered_master(cluster):
+    """The runbook's last step: master 2 comes back with its Raft data removed and
+    ``join: true``; it joins master 1 as a learner, is promoted and reads the cache."""
+    masters, _ = cluster
+    m1, m2 = masters[IDS[0]], masters[IDS[1]]
+    shutil.rmtree(os.path.join(m2.config["cachedir"], "saltext_raft"))
+    with open(m2.config_file, encoding="utf-8") as fh:
+        config = yaml.safe_load(fh)
+    config["engines"][0]["raft"]["join"] = True
+    with open(m2.config_file, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(config, fh)
+    m2.start(start_timeout=120)
+
+    def m2_is_a_voter():
+        rc, members, _ = run(m1, "raft.members")
+        return rc == 0 and IDS[1] in members["voters"]
+
+    wait_for(m2_is_a_voter, 90, "master 2 to join master 1 and be promoted")
+    fetch_until(m2, "scenario/recovered", "k", "alone", 30, "the recovered value on master 2")
+    assert fetch(m2, "scenario/degraded", "k") == "one-down"
+    rc, _, ret = run(m2, "cache.store", "scenario/rejoined", "k", "two")  # a quorum of two
+    assert rc == 0, ret
+    fetch_until(m1, "scenario/rejoined", "k", "two", 15, "master 2's write on master 1")
