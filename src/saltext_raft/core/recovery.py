@@ -70,12 +70,14 @@ def force_new_cluster(
     snapshot: SnapshotMeta | None,
     entries: Sequence[Entry],
     address: str = "",
+    default_address: str = "",
 ) -> Recovery:
     """The entry and hard state that make ``node_id`` the only voter of its cluster.
 
     ``hard_state``, ``snapshot`` and ``entries`` are what the node's storage loads (the
     snapshot's meta only). ``address`` is where the others reach this node; empty keeps the
-    address the node has in its latest membership. Raises :class:`RaftError` when there is
+    address the node has in its latest membership, or, when that records none (a backup
+    restored on another master), ``default_address``. Raises :class:`RaftError` when there is
     nothing to recover from (an empty log), when the node has no address, or when the stored
     state is inconsistent."""
     if not node_id:
@@ -104,7 +106,7 @@ def force_new_cluster(
             result = ConfChange.decode(entry.data).result
             if result is not None:
                 previous = result
-    address = address or previous.address_of(node_id)
+    address = address or previous.address_of(node_id) or default_address
     if not address:
         raise RaftError(
             f"force_new_cluster: no address for {node_id}: its latest membership records none; "

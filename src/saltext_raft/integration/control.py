@@ -43,6 +43,7 @@ RET_PREFIX = "saltext/raft/ctl/ret/"
 MAX_REQUEST_AGE = 120.0
 
 OPS = (
+    "backup",
     "members",
     "status",
     "leader",

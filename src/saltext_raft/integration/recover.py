@@ -10,6 +10,10 @@ rebuilt empty and join it as new masters do. docs/operations.md has the step-by-
 
 Without ``--force-new-cluster`` it only reports what it would do (nothing is written).
 
+With ``--restore FILE`` it starts instead from a backup written by ``salt-run raft.backup``,
+into a master whose Raft storage is empty: after losing every master, or to roll the cluster's
+state back to the backup (a new cluster, rebuilt around that master as above).
+
 Lives here: the Salt side (master config, engine options, the engine lock, the storage through
 Salt's cache) and the report. Must not live here: the decision itself (``core/recovery.py``).
 """
@@ -41,8 +45,9 @@ class RecoverError(Exception):
     """The recovery cannot run; the message says why and what to do."""
 
 
-def recover(opts: dict, address: str = "", *, write: bool) -> dict:
-    """Run the recovery (or, without ``write``, a dry run) on the master whose opts these are.
+def recover(opts: dict, address: str = "", *, write: bool, restore: str = "") -> dict:
+    """Run the recovery (or, without ``write``, a dry run) on the master whose opts these are:
+    from its own log, or with ``restore`` from that backup file into its empty storage.
     Returns the report; raises :class:`RecoverError`."""
     # pylint: disable=import-outside-toplevel
     from saltext_raft.core.types import RaftError
@@ -50,7 +55,11 @@ def recover(opts: dict, address: str = "", *, write: bool) -> dict:
     from saltext_raft.integration.config import EngineConfigError
     from saltext_raft.integration.config import engine_options
     from saltext_raft.integration.config import from_opts
+    from saltext_raft.runtime.backup import BackupError
+    from saltext_raft.runtime.backup import read_file
+    from saltext_raft.runtime.recovery import RecoveryRefused
     from saltext_raft.runtime.recovery import recover_store
+    from saltext_raft.runtime.recovery import restore_store
     from saltext_raft.storage.base import StorageError
     from saltext_raft.storage.cache import open_store
 
@@ -64,6 +73,12 @@ def recover(opts: dict, address: str = "", *, write: bool) -> dict:
         cfg = from_opts(opts, options, load_secret=False)
     except EngineConfigError as exc:
         raise RecoverError(f"raft engine option {exc}") from None
+    backup = None
+    if restore:
+        try:
+            backup = read_file(restore)
+        except BackupError as exc:
+            raise RecoverError(str(exc)) from None
     try:
         lock = ProcessLock(cfg.lock_path).acquire()
     except LockHeld as exc:
@@ -74,10 +89,15 @@ def recover(opts: dict, address: str = "", *, write: bool) -> dict:
     try:
         store = open_store(storage_opts(opts), cfg.cluster_id, cfg.node_id)
         try:
-            recovery = recover_store(store, cfg.node_id, address, write=write)
+            if backup is not None:
+                recovery = restore_store(
+                    store, cfg.node_id, backup.snapshot, address, cfg.advertise, write=write
+                )
+            else:
+                recovery = recover_store(store, cfg.node_id, address, cfg.advertise, write=write)
         finally:
             store.close()
-    except (RaftError, StorageError) as exc:
+    except (RaftError, StorageError, RecoveryRefused) as exc:
         raise RecoverError(str(exc)) from None
     finally:
         lock.release()
@@ -87,6 +107,8 @@ def recover(opts: dict, address: str = "", *, write: bool) -> dict:
         "written": write,
         **recovery.summary(),
     }
+    if backup is not None:
+        report["restored_from"] = dict(backup.summary(), path=restore)
     if write:
         report["next_steps"] = list(NEXT_STEPS)
     return report
@@ -94,14 +116,25 @@ def recover(opts: dict, address: str = "", *, write: bool) -> dict:
 
 def render(report: dict) -> str:
     before = report["previous_membership"]
-    lines = [
-        f"master {report['node_id']} of raft cluster {report['cluster_id']}",
-        f"  voters now:   {', '.join(before['voters']) or '(none)'}",
-        f"  learners now: {', '.join(before['learners']) or '(none)'}",
-        f"  log: last index {report['last_index']}, commit index "
-        f"{report['previous_commit_index']}, "
-        f"{report['entries_committed_by_recovery']} entries after it that count as committed "
-        "after the recovery",
+    lines = [f"master {report['node_id']} of raft cluster {report['cluster_id']}"]
+    source = report.get("restored_from")
+    if source:
+        lines += [
+            f"  restoring {source['path']}: the state of cluster {source['cluster_id']} at "
+            f"index {source['snapshot_index']}, taken on {source['taken_on']} at "
+            f"{source['created']} ({source['state_bytes']} bytes)",
+            f"  voters in the backup:   {', '.join(before['voters']) or '(none)'}",
+        ]
+    else:
+        lines += [
+            f"  voters now:   {', '.join(before['voters']) or '(none)'}",
+            f"  learners now: {', '.join(before['learners']) or '(none)'}",
+            f"  log: last index {report['last_index']}, commit index "
+            f"{report['previous_commit_index']}, "
+            f"{report['entries_committed_by_recovery']} entries after it that count as "
+            "committed after the recovery",
+        ]
+    lines += [
         f"  after: {report['node_id']} the only voter "
         f"(at {report['membership']['addresses'].get(report['node_id'], '?')}), "
         f"term {report['term']}, commit index {report['commit_index']}",
@@ -110,10 +143,13 @@ def render(report: dict) -> str:
         lines.append("Written. Next:")
         lines.extend(f"  {n}. {step}" for n, step in enumerate(report["next_steps"], 1))
     else:
-        lines.append(
-            "Dry run: nothing was written. Run again with --force-new-cluster to make this master "
-            "the only voter (only when a majority of the voters is lost for good)."
+        what = (
+            "restore the backup here"
+            if source
+            else "make this master the only voter (only when a majority of the voters is lost "
+            "for good)"
         )
+        lines.append(f"Dry run: nothing was written. Run again with --force-new-cluster to {what}.")
     return "\n".join(lines)
 
 
@@ -136,6 +172,13 @@ def main(argv=None) -> int:
         help="host:port the other masters will reach this one at (default: the address its "
         "membership records)",
     )
+    parser.add_argument(
+        "--restore",
+        metavar="FILE",
+        default="",
+        help="restore this backup (salt-run raft.backup) into this master's empty Raft storage "
+        "instead of recovering from its own log",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     import salt.config  # pylint: disable=import-outside-toplevel
@@ -146,7 +189,7 @@ def main(argv=None) -> int:
         return 2
     opts = salt.config.master_config(path)
     try:
-        report = recover(opts, args.address, write=args.force_new_cluster)
+        report = recover(opts, args.address, write=args.force_new_cluster, restore=args.restore)
     except RecoverError as exc:
         print(f"recover: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ server blocks on the event bus in a second thread and hands each operation to th
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import importlib.util
 import logging
@@ -373,7 +374,27 @@ class RaftService:
             return await rt.transfer_leader(node_arg, timeout)
         if op == "snapshot":
             return await rt.take_snapshot()
+        if op == "backup":
+            return await self._backup(rt, args)
         raise ValueError(f"unknown operation {op!r}")
+
+    async def _backup(self, rt, args: dict) -> dict:
+        # pylint: disable=import-outside-toplevel
+        from saltext_raft.runtime.backup import Backup
+        from saltext_raft.runtime.backup import write_file
+
+        path = str(args.get("path") or "")
+        if not path:
+            raise ValueError("backup: pass path=<absolute path of the backup file to write>")
+        overwrite = args.get("overwrite") in (True, 1, "true", "True", "yes")
+        backup = Backup(
+            self.cfg.cluster_id, self.cfg.node_id, time.time(), await rt.backup_snapshot()
+        )
+        size = await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(write_file, path, backup, overwrite=overwrite)
+        )
+        log.info("saltext-raft %s: wrote a backup of %d bytes to %s", self.cfg.node_id, size, path)
+        return {"path": path, "bytes": size, **backup.summary()}
 
     def status(self) -> dict:
         st = self.runtime.status()

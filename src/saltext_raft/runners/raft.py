@@ -118,6 +118,17 @@ def snapshot(timeout=30):
     return _call("snapshot", timeout)
 
 
+def backup(path, overwrite=False, timeout=120):
+    """Write a backup of the cluster's state, as this master has applied it, to ``path`` on
+    this master (a snapshot of the state machine, the replicated cache included, and the
+    membership; one file that checks itself). Restore it with
+    ``python -m saltext_raft.integration.recover --restore <path>`` (docs/operations.md).
+
+    CLI Example: ``salt-run raft.backup path=/var/backups/salt-raft.bak``
+    """
+    return _call("backup", timeout, path=path, overwrite=bool(overwrite))
+
+
 def import_cache(banks=None, source="localfs", overwrite=False, workers=8):
     """Copy an existing Salt cache into the replicated one (``cache: raft``), through the
     cluster, so that every master has it. Run once, on one master, after switching every master

@@ -61,6 +61,7 @@ from saltext_raft.core import RaftError
 from saltext_raft.core import RaftNode
 from saltext_raft.core import Ready
 from saltext_raft.core import Role
+from saltext_raft.core import Snapshot
 from saltext_raft.runtime import envelope
 from saltext_raft.runtime.config import DEFAULT_ELECTION_TICKS
 from saltext_raft.runtime.config import DEFAULT_HEARTBEAT_TICKS
@@ -638,6 +639,23 @@ class RaftRuntime:
         self._check_running()
         self._record_snapshot(index, data)
         return {"snapshot_index": index, "term": self.node.term_at(index)}
+
+    async def backup_snapshot(self) -> Snapshot:
+        """The state machine at this node's applied index, with the membership in force there:
+        a snapshot taken now (as :meth:`take_snapshot` does, log compaction included), or the
+        latest one when nothing was applied since. For ``raft.backup``."""
+        self._check_running()
+        if self.node.applied_index > self.node.snapshot_meta.index:
+            try:
+                await self.take_snapshot()
+            except RaftError:
+                # A periodic snapshot got to this index first: the latest one is just as good.
+                if self.node.snapshot is None:
+                    raise
+        snap = self.node.snapshot
+        if snap is None:
+            raise RaftRuntimeError("nothing applied yet on this node: no state to back up")
+        return snap
 
     def _snapshot_in_background(self, index: int, pack) -> None:
         """Encode the state machine's snapshot at ``index`` (``pack``, from ``snapshot_later``)

@@ -1,18 +1,30 @@
-"""Apply :func:`saltext_raft.core.recovery.force_new_cluster` to a stopped node's storage.
+"""Apply :func:`saltext_raft.core.recovery.force_new_cluster` to a stopped node's storage: to
+its own log (:func:`recover_store`) or to a backup restored into empty storage
+(:func:`restore_store`).
 
-Lives here: :func:`recover_store` (load, decide, append, store). Must not live here: making sure
-no running node owns the storage (the caller holds the engine's lock: integration/recover.py),
-Salt.
+Must not live here: making sure no running node owns the storage (the caller holds the engine's
+lock: integration/recover.py), Salt.
 """
 
 from __future__ import annotations
 
 from saltext_raft.core.recovery import Recovery
 from saltext_raft.core.recovery import force_new_cluster
+from saltext_raft.core.types import HardState
+from saltext_raft.core.types import Snapshot
+from saltext_raft.runtime.errors import RaftRuntimeError
 from saltext_raft.storage.base import LogStore
 
 
-def recover_store(store: LogStore, node_id: str, address: str = "", *, write: bool) -> Recovery:
+class RecoveryRefused(RaftRuntimeError):
+    """The storage is not in a state this recovery can start from; the message says why."""
+
+    code = "refused"
+
+
+def recover_store(
+    store: LogStore, node_id: str, address: str = "", default_address: str = "", *, write: bool
+) -> Recovery:
     """Decide the recovery from what ``store`` holds and, with ``write``, append its entry and
     hard state in one durable ``save()``. Without ``write`` nothing is stored (a dry run).
     The store must be freshly opened (``load()`` is called here) and is left open."""
@@ -23,7 +35,39 @@ def recover_store(store: LogStore, node_id: str, address: str = "", *, write: bo
         restored.snapshot.meta if restored.snapshot is not None else None,
         restored.entries,
         address,
+        default_address,
     )
     if write:
         store.save(recovery.hard_state, [recovery.entry])
+    return recovery
+
+
+def restore_store(
+    store: LogStore,
+    node_id: str,
+    snapshot: Snapshot,
+    address: str = "",
+    default_address: str = "",
+    *,
+    write: bool,
+) -> Recovery:
+    """Make ``node_id`` the only voter of a cluster whose state is ``snapshot`` (from a backup):
+    with ``write``, one durable ``save()`` stores the snapshot, the recovery entry after it and
+    the hard state. ``store`` must hold nothing yet: a restore never mixes a backup with a log.
+    Without ``write`` nothing is stored."""
+    restored = store.load()
+    if restored.hard_state != HardState() or restored.snapshot is not None or restored.entries:
+        last = (
+            restored.entries[-1].index
+            if restored.entries
+            else (restored.snapshot.meta.index if restored.snapshot is not None else 0)
+        )
+        raise RecoveryRefused(
+            f"{node_id} already holds Raft data (log up to index {last}); a backup is restored "
+            "only into empty storage. Remove this master's Raft data first, or recover it from "
+            "its own log instead (without --restore)"
+        )
+    recovery = force_new_cluster(node_id, HardState(), snapshot.meta, [], address, default_address)
+    if write:
+        store.save(recovery.hard_state, [recovery.entry], snapshot)
     return recovery

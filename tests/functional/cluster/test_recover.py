@@ -16,10 +16,14 @@ from saltext_raft.core import Entry
 from saltext_raft.core import EntryKind
 from saltext_raft.core import HardState
 from saltext_raft.core import Membership
+from saltext_raft.core import Snapshot
+from saltext_raft.core import SnapshotMeta
 from saltext_raft.integration.cacheconfig import storage_opts
 from saltext_raft.integration.config import engine_options
 from saltext_raft.integration.config import from_opts
 from saltext_raft.integration.fileutil import ProcessLock
+from saltext_raft.runtime.backup import Backup
+from saltext_raft.runtime.backup import write_file
 from saltext_raft.storage.cache import open_store
 from tests.childpython import run_python
 
@@ -144,3 +148,61 @@ def test_refuses_on_a_master_with_no_raft_data(tmp_path):
     write_config(str(tmp_path))
     proc = recover(str(tmp_path), "--force-new-cluster")
     assert proc.returncode == 2 and "holds no log and no snapshot" in proc.stderr
+
+
+OLD = Membership(voters=frozenset({"a", "b", "c"}), addresses=(("a", "10.9.0.1:4606"),))
+
+
+def backup_file(tmp_path) -> str:
+    path = str(tmp_path / "raft.bak")
+    write_file(
+        path,
+        Backup("saltext-raft", "a", 1_795_000_000.0, Snapshot(SnapshotMeta(40, 6, OLD), b"state")),
+    )
+    return path
+
+
+def test_a_backup_is_restored_into_an_empty_master(tmp_path):
+    root = str(tmp_path / "m1")
+    os.makedirs(root)
+    write_config(root)
+    path = backup_file(tmp_path)
+    dry = recover(root, "--restore", path)
+    assert dry.returncode == 0, dry.stderr
+    assert (
+        f"restoring {path}: the state of cluster saltext-raft at index 40, taken on a" in dry.stdout
+    )
+    assert "voters in the backup:   a, b, c" in dry.stdout
+    assert "Run again with --force-new-cluster to restore the backup here" in dry.stdout
+    assert load(master_opts(root)) == (HardState(), None, [])
+
+    proc = recover(root, "--restore", path, "--force-new-cluster", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert (
+        report["restored_from"]["snapshot_index"] == 40 and report["restored_from"]["path"] == path
+    )
+    # m1 is not in the backup's membership: its address comes from its engine configuration.
+    assert report["membership"]["addresses"] == {"m1": PEERS["m1"]}
+    hs, snap, entries = load(master_opts(root))
+    assert snap == Snapshot(SnapshotMeta(40, 6, OLD), b"state")
+    assert [e.index for e in entries] == [41] and hs == HardState(7, "m1", 41)
+    assert ConfChange.decode(entries[0].data).result.voters == {"m1"}
+
+
+def test_a_restore_refuses_a_master_with_raft_data_or_a_damaged_backup(master, tmp_path):
+    before = load(master_opts(master))
+    good = backup_file(tmp_path)
+    proc = recover(master, "--restore", good, "--force-new-cluster")
+    assert proc.returncode == 2 and "m1 already holds Raft data (log up to index 5)" in proc.stderr
+    assert load(master_opts(master)) == before
+
+    empty = str(tmp_path / "empty")
+    os.makedirs(empty)
+    write_config(empty)
+    torn = str(tmp_path / "torn.bak")
+    with open(good, "rb") as src, open(torn, "wb") as dst:
+        dst.write(src.read()[:-10])
+    proc = recover(empty, "--restore", torn, "--force-new-cluster")
+    assert proc.returncode == 2 and "torn.bak is damaged or incomplete" in proc.stderr
+    assert load(master_opts(empty)) == (HardState(), None, [])

@@ -11,7 +11,12 @@ from saltext_raft.core import Role
 from saltext_raft.runtime import CommitTimeout
 from saltext_raft.runtime import DictStateMachine
 from saltext_raft.runtime import NoLeader
+from saltext_raft.runtime.backup import Backup
+from saltext_raft.runtime.backup import read_file
+from saltext_raft.runtime.backup import write_file
+from saltext_raft.runtime.recovery import RecoveryRefused
 from saltext_raft.runtime.recovery import recover_store
+from saltext_raft.runtime.recovery import restore_store
 from saltext_raft.storage import MemoryStore
 from tests.unit.runtime.helpers import LocalCluster
 
@@ -61,5 +66,39 @@ def test_the_survivor_of_a_lost_majority_serves_again_with_every_write():
             )
             assert all(n4.sm.get(key(i)) == b"v%d" % i for i in range(20))
             await n1.propose(DictStateMachine.set_command(b"two", b"2"))  # quorum of two now
+
+    run(main())
+
+
+def test_a_backup_restored_on_a_new_master_starts_a_cluster_with_that_state(tmp_path):
+    async def main():
+        async with LocalCluster(extra=("n9",)) as c:
+            leader = await c.leader()
+            for i in range(20):
+                await leader.propose(DictStateMachine.set_command(key(i), b"v%d" % i))
+            follower = next(rt for rt in c.nodes.values() if rt is not leader)
+            await c.until("the follower applied every write", lambda: len(follower.sm.data) == 20)
+            snap = await follower.backup_snapshot()  # any member can take one
+            assert snap.meta.index == follower.node.applied_index
+            assert await follower.backup_snapshot() == snap  # nothing applied since: the same
+            path = str(tmp_path / "raft.bak")
+            write_file(path, Backup("test", follower.id, 0.0, snap))
+            await leader.propose(DictStateMachine.set_command(b"later", b"x"))  # not in it
+            await c.stop_all()  # every master is lost
+
+            with pytest.raises(RecoveryRefused, match="already holds Raft data"):
+                restore_store(MemoryStore(c.disks["n1"]), "n1", snap, write=False)
+            backup = read_file(path)
+            rec = restore_store(
+                MemoryStore(c.disks["n9"]), "n9", backup.snapshot, default_address="mem://n9",
+                write=True,
+            )  # fmt: skip
+            assert rec.previous.voters == {"n1", "n2", "n3"}
+            assert rec.membership.addresses == (("n9", "mem://n9"),)
+            n9 = await c.start("n9")
+            await c.until("n9 leads alone", lambda: n9.node.role is Role.LEADER)
+            assert all(n9.sm.get(key(i)) == b"v%d" % i for i in range(20))
+            assert n9.sm.get(b"later") is None  # written after the backup
+            await n9.propose(DictStateMachine.set_command(b"new", b"1"))
 
     run(main())

@@ -1,0 +1,149 @@
+"""Backup files: one node's snapshot (state machine at an applied index, and the membership in
+force there) in one self-checking file.
+
+Lives here: :func:`encode`/:func:`decode` of the format, :func:`write_file`/:func:`read_file`
+(atomic and durable). Must not live here: taking the snapshot (``RaftRuntime.backup_snapshot``),
+restoring it into storage (``runtime/recovery.py``), Salt.
+
+Format (version 1): the magic line ``saltext-raft backup 1\\n``, a msgpack map (``cluster_id``,
+``node_id``, ``created`` (Unix time), ``index``, ``term``, ``membership``, ``data``), then the
+SHA-256 of everything before it. A torn or damaged file fails the digest check and is refused
+whole: a backup is either restored exactly or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+
+import msgpack
+
+from saltext_raft.core.types import Membership
+from saltext_raft.core.types import Snapshot
+from saltext_raft.core.types import SnapshotMeta
+
+MAGIC = b"saltext-raft backup 1\n"
+_DIGEST = 32
+
+
+class BackupError(ValueError):
+    """A file is not a usable backup; the message says why."""
+
+
+@dataclass(frozen=True)
+class Backup:
+    cluster_id: str
+    node_id: str  #: the master it was taken on
+    created: float
+    snapshot: Snapshot
+
+    def summary(self) -> dict:
+        meta = self.snapshot.meta
+        return {
+            "cluster_id": self.cluster_id,
+            "taken_on": self.node_id,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created)),
+            "snapshot_index": meta.index,
+            "snapshot_term": meta.term,
+            "membership": meta.membership.to_dict(),
+            "state_bytes": len(self.snapshot.data),
+        }
+
+
+def encode(backup: Backup) -> bytes:
+    meta = backup.snapshot.meta
+    body = MAGIC + msgpack.packb(
+        {
+            "cluster_id": backup.cluster_id,
+            "node_id": backup.node_id,
+            "created": backup.created,
+            "index": meta.index,
+            "term": meta.term,
+            "membership": meta.membership.to_dict(),
+            "data": backup.snapshot.data,
+        },
+        use_bin_type=True,
+    )
+    return body + hashlib.sha256(body).digest()
+
+
+def decode(blob: bytes, source: str = "the backup") -> Backup:
+    if not blob.startswith(MAGIC):
+        if blob.startswith(b"saltext-raft backup "):
+            raise BackupError(f"{source} is in a backup format this version does not know")
+        raise BackupError(f"{source} is not a saltext-raft backup file")
+    body, digest = blob[:-_DIGEST], blob[-_DIGEST:]
+    if len(blob) < len(MAGIC) + _DIGEST or hashlib.sha256(body).digest() != digest:
+        raise BackupError(
+            f"{source} is damaged or incomplete (checksum mismatch, {len(blob)} bytes): it was "
+            "cut short or changed after it was written; use another backup"
+        )
+    try:
+        obj = msgpack.unpackb(body[len(MAGIC) :], raw=False)
+        meta = SnapshotMeta(
+            int(obj["index"]), int(obj["term"]), Membership.from_dict(obj["membership"])
+        )
+        backup = Backup(
+            str(obj["cluster_id"]),
+            str(obj["node_id"]),
+            float(obj["created"]),
+            Snapshot(meta, bytes(obj["data"])),
+        )
+    except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
+        raise BackupError(f"{source} has a valid checksum but unreadable contents: {exc}") from None
+    if meta.index < 1 or meta.term < 1:
+        raise BackupError(f"{source} holds no state (snapshot index {meta.index})")
+    return backup
+
+
+def write_file(path: str, backup: Backup, *, overwrite: bool = False) -> int:
+    """Write ``backup`` to ``path`` atomically and durably (temp file, fsync, rename, fsync of
+    the directory); returns its size. Refuses an existing ``path`` unless ``overwrite``."""
+    if not os.path.isabs(path):
+        raise BackupError(f"backup path must be absolute (got {path!r})")
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        raise BackupError(f"backup directory {directory} does not exist")
+    if os.path.exists(path) and not overwrite:
+        raise BackupError(f"{path} exists; pass overwrite=True to replace it")
+    blob = encode(backup)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                view = memoryview(blob)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        dfd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as exc:
+        raise BackupError(
+            f"cannot write the backup to {path}: {exc.strerror or exc} (nothing was written "
+            "there; a file already at that path is unchanged)"
+        ) from None
+    return len(blob)
+
+
+def read_file(path: str) -> Backup:
+    try:
+        with open(path, "rb") as fh:
+            blob = fh.read()
+    except OSError as exc:
+        raise BackupError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return decode(blob, path)
