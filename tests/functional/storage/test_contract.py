@@ -132,6 +132,16 @@ def test_received_snapshot_matching_the_log_keeps_the_suffix(backend):
     assert state.hard_state == HardState(1, "", 5)
 
 
+def test_a_snapshot_and_the_entries_after_it_in_one_save_into_a_fresh_store(backend):
+    """What restoring a backup writes (runtime/recovery.py: restore_store)."""
+    store, _ = reopen(backend)
+    store.save(HardState(4, "m1", 41), ents(41, 41, term=4), snap(40, 3))
+    _, state = restart(backend, store)
+    assert state.snapshot == snap(40, 3)
+    assert state.entries == ents(41, 41, term=4)
+    assert state.hard_state == HardState(4, "m1", 41)
+
+
 def test_received_snapshot_not_matching_the_log_drops_it(backend):
     store, _ = reopen(backend)
     store.save(HardState(1, "", 0), ents(1, 10))
