@@ -109,9 +109,28 @@ def recover(opts: dict, address: str = "", *, write: bool, restore: str = "") ->
     }
     if backup is not None:
         report["restored_from"] = dict(backup.summary(), path=restore)
+    report["warnings"] = _warnings(cfg.node_id, recovery.previous, backup is not None)
     if write:
         report["next_steps"] = list(NEXT_STEPS)
     return report
+
+
+def _warnings(node_id: str, previous, restoring: bool) -> list[str]:
+    """What the operator should weigh before writing: a survivor that was not a voter may
+    hold an older log than the lost voters had."""
+    if restoring:
+        return []
+    if node_id in previous.learners:
+        return [
+            f"{node_id} is a learner in its own log: learners may lag behind the voters, so its "
+            "log may miss writes the lost voters committed. Prefer a surviving voter if any."
+        ]
+    if node_id not in previous.voters:
+        return [
+            f"{node_id} is not a member in its own log (it was removed, or never added): its log "
+            "stopped when it left and may be far behind. Prefer a surviving member if any."
+        ]
+    return []
 
 
 def render(report: dict) -> str:
@@ -139,6 +158,7 @@ def render(report: dict) -> str:
         f"(at {report['membership']['addresses'].get(report['node_id'], '?')}), "
         f"term {report['term']}, commit index {report['commit_index']}",
     ]
+    lines.extend(f"  warning: {text}" for text in report["warnings"])
     if report["written"]:
         lines.append("Written. Next:")
         lines.extend(f"  {n}. {step}" for n, step in enumerate(report["next_steps"], 1))

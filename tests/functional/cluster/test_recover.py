@@ -102,7 +102,7 @@ def test_force_new_cluster_makes_this_master_the_only_voter(master):
     proc = recover(master, "--force-new-cluster", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["written"] is True and report["node_id"] == "m1"
+    assert report["written"] is True and report["node_id"] == "m1" and report["warnings"] == []
     assert report["membership"] == {
         "voters": ["m1"],
         "learners": [],
@@ -206,3 +206,24 @@ def test_a_restore_refuses_a_master_with_raft_data_or_a_damaged_backup(master, t
     proc = recover(empty, "--restore", torn, "--force-new-cluster")
     assert proc.returncode == 2 and "torn.bak is damaged or incomplete" in proc.stderr
     assert load(master_opts(empty)) == (HardState(), None, [])
+
+
+def test_a_survivor_that_was_not_a_voter_is_warned_about(master, tmp_path):
+    """m1's log says m1 was removed (the entry the leader wrote before m1 stopped hearing)."""
+    opts = master_opts(master)
+    cfg = engine_cfg(opts)
+    others = {k: v for k, v in PEERS.items() if k != "m1"}
+    removed = Membership(voters=frozenset(others), addresses=tuple(sorted(others.items())))
+    entry = Entry(2, 6, EntryKind.CONF, ConfChange(ConfOp.REMOVE, "m1", result=removed).encode())
+    store = open_store(storage_opts(opts), cfg.cluster_id, cfg.node_id)
+    try:
+        store.load()
+        store.save(None, [entry])
+    finally:
+        store.close()
+    proc = recover(master, "--address", PEERS["m1"])
+    assert proc.returncode == 0, proc.stderr
+    assert "voters now:   m2, m3" in proc.stdout
+    assert "warning: m1 is not a member in its own log" in proc.stdout
+    report = json.loads(recover(master, "--address", PEERS["m1"], "--json").stdout)
+    assert len(report["warnings"]) == 1 and report["written"] is False
