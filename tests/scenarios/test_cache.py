@@ -112,8 +112,9 @@ def test_a_value_stored_on_master_1_is_read_on_masters_2_and_3(cluster):
 
 
 def backup_path(master) -> str:
-    """Where this cluster's backup goes: next to the masters' own directories."""
-    return os.path.join(os.path.dirname(master.config["root_dir"]), "raft-scenario.bak")
+    """Where this cluster's backup goes: in master 1's own root_dir (each run of the module,
+    one per layout, has its own masters; the directory their root_dirs share is common)."""
+    return os.path.join(master.config["root_dir"], "raft-scenario.bak")
 
 
 def test_a_backup_is_written_with_the_runner(cluster):
@@ -205,6 +206,27 @@ def test_writes_succeed_with_one_master_down_and_fail_clearly_without_quorum(clu
     assert fetch(m1, "scenario/degraded", "k") == "one-down"
 
 
+def recover_and_start(master, bank, value, *args):
+    """Run the offline recovery (``args``: e.g. ``--restore FILE``) on the stopped ``master``,
+    start it, and wait until it commits a cache write alone. Returns the command's result."""
+    proc = run_python(
+        [
+            "-m", "saltext_raft.integration.recover", "-c", master.config_dir,
+            *args, "--force-new-cluster",
+        ],
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    master.start(start_timeout=120)
+    wait_for(
+        lambda: run(master, "cache.store", bank, "k", value)[0] == 0,
+        60,
+        f"a cache write on {master.id} alone after the recovery",
+        interval=0.5,
+    )
+    return proc
+
+
 def test_the_last_master_recovers_with_force_new_cluster_and_keeps_the_cache(cluster):
     """Masters 2 and 3 are lost for good (the test before stopped them). Master 1, stopped,
     is made the only voter offline; started again it serves writes alone and still has every
@@ -212,19 +234,8 @@ def test_the_last_master_recovers_with_force_new_cluster_and_keeps_the_cache(clu
     masters, _ = cluster
     m1 = masters[IDS[0]]
     m1.terminate()
-    proc = run_python(
-        ["-m", "saltext_raft.integration.recover", "-c", m1.config_dir, "--force-new-cluster"],
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = recover_and_start(m1, "scenario/recovered", "alone")
     assert "Written. Next:" in proc.stdout, proc.stdout
-    m1.start(start_timeout=120)
-    wait_for(
-        lambda: run(m1, "cache.store", "scenario/recovered", "k", "alone")[0] == 0,
-        60,
-        "a cache write on master 1 alone after the recovery",
-        interval=0.5,
-    )
     rc, members, ret = run(m1, "raft.members")
     assert rc == 0, ret
     assert members["voters"] == [IDS[0]] and members["leader"] == IDS[0], members
@@ -264,21 +275,7 @@ def test_a_backup_restored_on_a_wiped_master_serves_the_state_it_holds(cluster):
     masters, _ = cluster
     m3 = masters[IDS[2]]
     shutil.rmtree(os.path.join(m3.config["cachedir"], "saltext_raft"))
-    proc = run_python(
-        [
-            "-m", "saltext_raft.integration.recover", "-c", m3.config_dir,
-            "--restore", backup_path(masters[IDS[0]]), "--force-new-cluster",
-        ],
-        timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    m3.start(start_timeout=120)
-    wait_for(
-        lambda: run(m3, "cache.store", "scenario/restored", "k", "three")[0] == 0,
-        60,
-        "a cache write on the restored master 3",
-        interval=0.5,
-    )
+    recover_and_start(m3, "scenario/restored", "three", "--restore", backup_path(masters[IDS[0]]))
     assert fetch(m3, "scenario/shared", "greeting") == {"hello": "world"}  # in the backup
     assert not fetch(m3, "scenario/degraded", "k")  # written after the backup
     rc, members, ret = run(m3, "raft.members")

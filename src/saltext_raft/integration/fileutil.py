@@ -17,14 +17,17 @@ def atomic_write(
     tmp_path: str | None = None,
     mode: int | None = None,
     mtime: float | None = None,
+    durable: bool = False,
 ) -> None:
     """Write ``data`` to a temp file and rename it over ``path``: readers never see a partial
     file (as ``salt.utils.atomicfile.atomic_open`` does). The temp file is ``tmp_path`` when
     the caller has a name no one else uses (the mirror: one per process and write, cheaper than
     ``mkstemp``'s random names), else a new one in ``tmp_dir`` (default: ``path``'s directory);
     either must be on the same file system as ``path``. ``mode`` and ``mtime`` are set before
-    the rename, so the file appears with them. Plain ``os`` calls on the descriptor: the mirror
-    does this once per stored key on every master."""
+    the rename, so the file appears with them. With ``durable`` the file is fsynced before the
+    rename and its directory after it, so the new contents survive a crash (backups); the
+    mirror and the readiness file are rebuilt at start and skip that cost. Plain ``os`` calls on
+    the descriptor: the mirror does this once per stored key on every master."""
     if tmp_path is None:
         fd, tmp = tempfile.mkstemp(prefix=prefix, dir=tmp_dir or os.path.dirname(path))
     else:
@@ -39,6 +42,8 @@ def atomic_write(
                 os.fchmod(fd, mode)
             if mtime is not None:
                 os.utime(fd, (mtime, mtime))
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -46,6 +51,12 @@ def atomic_write(
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    if durable:
+        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
 
 class LockHeld(OSError):

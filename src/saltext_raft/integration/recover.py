@@ -15,7 +15,9 @@ into a master whose Raft storage is empty: after losing every master, or to roll
 state back to the backup (a new cluster, rebuilt around that master as above).
 
 Lives here: the Salt side (master config, engine options, the engine lock, the storage through
-Salt's cache) and the report. Must not live here: the decision itself (``core/recovery.py``).
+Salt's cache), the report, and the backup files on a master (:func:`write_backup`, used by the
+engine for ``raft.backup``, and :func:`read_backup`). Must not live here: the decision itself
+(``core/recovery.py``), the backup format (``runtime/backup.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import sys
 
 from saltext_raft.integration.fileutil import LockHeld
 from saltext_raft.integration.fileutil import ProcessLock
+from saltext_raft.integration.fileutil import atomic_write
 
 #: What the operator does next, after the recovery entry is written.
 NEXT_STEPS = (
@@ -39,6 +42,46 @@ NEXT_STEPS = (
     "cache bank saltext_raft/ of its cache driver) and 'join: true' in its engine options, then "
     "start it: it joins as a learner, copies the log and is promoted.",
 )
+
+
+def write_backup(path: str, backup, *, overwrite: bool = False) -> int:
+    """Write ``backup`` (a :class:`~saltext_raft.runtime.backup.Backup`) to ``path``, whole or
+    not at all, durably, mode 0600; returns its size. Refuses a relative ``path``, a missing
+    directory, and an existing file unless ``overwrite``. Raises ``BackupError``."""
+    # pylint: disable=import-outside-toplevel
+    from saltext_raft.runtime.backup import BackupError
+    from saltext_raft.runtime.backup import encode
+
+    if not os.path.isabs(path):
+        raise BackupError(f"backup path must be absolute (got {path!r})")
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        raise BackupError(f"backup directory {directory} does not exist")
+    if os.path.exists(path) and not overwrite:
+        raise BackupError(f"{path} exists; pass overwrite=True to replace it")
+    blob = encode(backup)
+    try:
+        atomic_write(path, blob, tmp_path=f"{path}.tmp-{os.getpid()}", mode=0o600, durable=True)
+    except OSError as exc:
+        raise BackupError(
+            f"cannot write the backup to {path}: {exc.strerror or exc} (nothing was written "
+            "there; a file already at that path is unchanged)"
+        ) from None
+    return len(blob)
+
+
+def read_backup(path: str):
+    """The :class:`~saltext_raft.runtime.backup.Backup` in ``path``; raises ``BackupError``."""
+    # pylint: disable=import-outside-toplevel
+    from saltext_raft.runtime.backup import BackupError
+    from saltext_raft.runtime.backup import decode
+
+    try:
+        with open(path, "rb") as fh:
+            blob = fh.read()
+    except OSError as exc:
+        raise BackupError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return decode(blob, path)
 
 
 class RecoverError(Exception):
@@ -56,7 +99,6 @@ def recover(opts: dict, address: str = "", *, write: bool, restore: str = "") ->
     from saltext_raft.integration.config import engine_options
     from saltext_raft.integration.config import from_opts
     from saltext_raft.runtime.backup import BackupError
-    from saltext_raft.runtime.backup import read_file
     from saltext_raft.runtime.recovery import RecoveryRefused
     from saltext_raft.runtime.recovery import recover_store
     from saltext_raft.runtime.recovery import restore_store
@@ -76,7 +118,7 @@ def recover(opts: dict, address: str = "", *, write: bool, restore: str = "") ->
     backup = None
     if restore:
         try:
-            backup = read_file(restore)
+            backup = read_backup(restore)
         except BackupError as exc:
             raise RecoverError(str(exc)) from None
     try:

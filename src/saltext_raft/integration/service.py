@@ -380,8 +380,8 @@ class RaftService:
 
     async def _backup(self, rt, args: dict) -> dict:
         # pylint: disable=import-outside-toplevel
+        from saltext_raft.integration.recover import write_backup
         from saltext_raft.runtime.backup import Backup
-        from saltext_raft.runtime.backup import write_file
 
         path = str(args.get("path") or "")
         if not path:
@@ -391,7 +391,7 @@ class RaftService:
             self.cfg.cluster_id, self.cfg.node_id, time.time(), await rt.backup_snapshot()
         )
         size = await asyncio.get_running_loop().run_in_executor(
-            None, functools.partial(write_file, path, backup, overwrite=overwrite)
+            None, functools.partial(write_backup, path, backup, overwrite=overwrite)
         )
         log.info("saltext-raft %s: wrote a backup of %d bytes to %s", self.cfg.node_id, size, path)
         return {"path": path, "bytes": size, **backup.summary()}

@@ -1,9 +1,9 @@
 """Backup files: one node's snapshot (state machine at an applied index, and the membership in
 force there) in one self-checking file.
 
-Lives here: :func:`encode`/:func:`decode` of the format, :func:`write_file`/:func:`read_file`
-(atomic and durable). Must not live here: taking the snapshot (``RaftRuntime.backup_snapshot``),
-restoring it into storage (``runtime/recovery.py``), Salt.
+Lives here: the format (:func:`encode`, :func:`decode`). Must not live here: taking the
+snapshot (``RaftRuntime.backup_snapshot``), restoring it into storage (``runtime/recovery.py``),
+reading and writing the files on a master (``integration/recover.py``), Salt.
 
 Format (version 1): the magic line ``saltext-raft backup 1\\n``, a msgpack map (``cluster_id``,
 ``node_id``, ``created`` (Unix time), ``index``, ``term``, ``membership``, ``data``), then the
@@ -14,7 +14,6 @@ whole: a backup is either restored exactly or not at all.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import dataclass
 
@@ -96,54 +95,3 @@ def decode(blob: bytes, source: str = "the backup") -> Backup:
     if meta.index < 1 or meta.term < 1:
         raise BackupError(f"{source} holds no state (snapshot index {meta.index})")
     return backup
-
-
-def write_file(path: str, backup: Backup, *, overwrite: bool = False) -> int:
-    """Write ``backup`` to ``path`` atomically and durably (temp file, fsync, rename, fsync of
-    the directory); returns its size. Refuses an existing ``path`` unless ``overwrite``."""
-    if not os.path.isabs(path):
-        raise BackupError(f"backup path must be absolute (got {path!r})")
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        raise BackupError(f"backup directory {directory} does not exist")
-    if os.path.exists(path) and not overwrite:
-        raise BackupError(f"{path} exists; pass overwrite=True to replace it")
-    blob = encode(backup)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                view = memoryview(blob)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        dfd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError as exc:
-        raise BackupError(
-            f"cannot write the backup to {path}: {exc.strerror or exc} (nothing was written "
-            "there; a file already at that path is unchanged)"
-        ) from None
-    return len(blob)
-
-
-def read_file(path: str) -> Backup:
-    try:
-        with open(path, "rb") as fh:
-            blob = fh.read()
-    except OSError as exc:
-        raise BackupError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return decode(blob, path)

@@ -22,8 +22,8 @@ from saltext_raft.integration.cacheconfig import storage_opts
 from saltext_raft.integration.config import engine_options
 from saltext_raft.integration.config import from_opts
 from saltext_raft.integration.fileutil import ProcessLock
+from saltext_raft.integration.recover import write_backup
 from saltext_raft.runtime.backup import Backup
-from saltext_raft.runtime.backup import write_file
 from saltext_raft.storage.cache import open_store
 from tests.childpython import run_python
 
@@ -155,7 +155,7 @@ OLD = Membership(voters=frozenset({"a", "b", "c"}), addresses=(("a", "10.9.0.1:4
 
 def backup_file(tmp_path) -> str:
     path = str(tmp_path / "raft.bak")
-    write_file(
+    write_backup(
         path,
         Backup("saltext-raft", "a", 1_795_000_000.0, Snapshot(SnapshotMeta(40, 6, OLD), b"state")),
     )

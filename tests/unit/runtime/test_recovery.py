@@ -12,8 +12,8 @@ from saltext_raft.runtime import CommitTimeout
 from saltext_raft.runtime import DictStateMachine
 from saltext_raft.runtime import NoLeader
 from saltext_raft.runtime.backup import Backup
-from saltext_raft.runtime.backup import read_file
-from saltext_raft.runtime.backup import write_file
+from saltext_raft.runtime.backup import decode
+from saltext_raft.runtime.backup import encode
 from saltext_raft.runtime.recovery import RecoveryRefused
 from saltext_raft.runtime.recovery import recover_store
 from saltext_raft.runtime.recovery import restore_store
@@ -70,7 +70,7 @@ def test_the_survivor_of_a_lost_majority_serves_again_with_every_write():
     run(main())
 
 
-def test_a_backup_restored_on_a_new_master_starts_a_cluster_with_that_state(tmp_path):
+def test_a_backup_restored_on_a_new_master_starts_a_cluster_with_that_state():
     async def main():
         async with LocalCluster(extra=("n9",)) as c:
             leader = await c.leader()
@@ -81,14 +81,13 @@ def test_a_backup_restored_on_a_new_master_starts_a_cluster_with_that_state(tmp_
             snap = await follower.backup_snapshot()  # any member can take one
             assert snap.meta.index == follower.node.applied_index
             assert await follower.backup_snapshot() == snap  # nothing applied since: the same
-            path = str(tmp_path / "raft.bak")
-            write_file(path, Backup("test", follower.id, 0.0, snap))
+            blob = encode(Backup("test", follower.id, 0.0, snap))
             await leader.propose(DictStateMachine.set_command(b"later", b"x"))  # not in it
             await c.stop_all()  # every master is lost
 
             with pytest.raises(RecoveryRefused, match="already holds Raft data"):
                 restore_store(MemoryStore(c.disks["n1"]), "n1", snap, write=False)
-            backup = read_file(path)
+            backup = decode(blob)
             rec = restore_store(
                 MemoryStore(c.disks["n9"]), "n9", backup.snapshot, default_address="mem://n9",
                 write=True,
