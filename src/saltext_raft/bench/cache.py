@@ -216,11 +216,14 @@ class Nodes:
                  "--dir", self.dir(nid), "--secret-file", self.secret, *extra],
                 stdout=subprocess.PIPE, text=True,
             )  # fmt: skip
-        deadline = time.monotonic() + timeout
+        self._await_ready("cache node", time.monotonic() + timeout)
+
+    def _await_ready(self, what: str, deadline: float) -> None:
+        """Each process started prints one ``ready`` line first."""
         for nid, proc in self.procs.items():
             line = proc.stdout.readline()
             if '"ready"' not in line or time.monotonic() > deadline:
-                raise RuntimeError(f"cache node {nid} did not start: {line!r}")
+                raise RuntimeError(f"{what} {nid} did not start: {line!r}")
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -249,10 +252,7 @@ class InstantEngines(Nodes):
                 [sys.executable, "-m", "saltext_raft.bench.instant_engine", "--socket", sock],
                 stdout=subprocess.PIPE, text=True,
             )  # fmt: skip
-        for nid, proc in self.procs.items():
-            line = proc.stdout.readline()
-            if '"ready"' not in line or time.monotonic() > deadline:
-                raise RuntimeError(f"instant engine {nid} did not start: {line!r}")
+        self._await_ready("instant engine", deadline)
 
 
 def instant_phase(base: str, args) -> dict:
@@ -507,17 +507,13 @@ def main(argv=None) -> int:
             "the same writers through Salt's plain localfs driver, one cachedir (one master, "
             "no replication), on the same filesystem as the raft copies: the ceiling"
         )
-        result["store_over_plain_localfs"] = round(
-            result["store"]["stores_per_s"]
-            / max(result["store_plain_localfs"]["stores_per_s"], 1e-9),
-            3,
-        )
-        if "store_instant_engine" in result:
-            result["store_over_instant_engine"] = round(
-                result["store"]["stores_per_s"]
-                / max(result["store_instant_engine"]["stores_per_s"], 1e-9),
-                3,
-            )
+        for ceiling in ("plain_localfs", "instant_engine"):
+            if f"store_{ceiling}" in result:
+                result[f"store_over_{ceiling}"] = round(
+                    result["store"]["stores_per_s"]
+                    / max(result[f"store_{ceiling}"]["stores_per_s"], 1e-9),
+                    3,
+                )
         result["fetch"] = fetch_phase(nodes, args)
         if args.import_minions > 0:
             result["import"] = import_phase(nodes, args.import_minions, args.import_workers)

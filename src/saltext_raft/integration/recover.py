@@ -61,7 +61,7 @@ def write_backup(path: str, backup, *, overwrite: bool = False) -> int:
         raise BackupError(f"{path} exists; pass overwrite=True to replace it")
     blob = encode(backup)
     try:
-        atomic_write(path, blob, tmp_path=f"{path}.tmp-{os.getpid()}", mode=0o600, durable=True)
+        atomic_write(path, blob, prefix=f".{os.path.basename(path)}.", mode=0o600, durable=True)
     except OSError as exc:
         raise BackupError(
             f"cannot write the backup to {path}: {exc.strerror or exc} (nothing was written "
@@ -122,27 +122,23 @@ def recover(opts: dict, address: str = "", *, write: bool, restore: str = "") ->
         except BackupError as exc:
             raise RecoverError(str(exc)) from None
     try:
-        lock = ProcessLock(cfg.lock_path).acquire()
-    except LockHeld as exc:
-        raise RecoverError(
-            f"the raft engine is running on this master (process {exc.pid or 'unknown'} holds "
-            f"{exc.path}): stop salt-master first. A running engine would overwrite the recovery."
-        ) from None
-    try:
-        store = open_store(storage_opts(opts), cfg.cluster_id, cfg.node_id)
-        try:
+        with (
+            ProcessLock(cfg.lock_path),
+            open_store(storage_opts(opts), cfg.cluster_id, cfg.node_id) as store,
+        ):
             if backup is not None:
                 recovery = restore_store(
                     store, cfg.node_id, backup.snapshot, address, cfg.advertise, write=write
                 )
             else:
                 recovery = recover_store(store, cfg.node_id, address, cfg.advertise, write=write)
-        finally:
-            store.close()
+    except LockHeld as exc:
+        raise RecoverError(
+            f"the raft engine is running on this master (process {exc.pid or 'unknown'} holds "
+            f"{exc.path}): stop salt-master first. A running engine would overwrite the recovery."
+        ) from None
     except (RaftError, StorageError, RecoveryRefused) as exc:
         raise RecoverError(str(exc)) from None
-    finally:
-        lock.release()
     report = {
         "node_id": cfg.node_id,
         "cluster_id": cfg.cluster_id,

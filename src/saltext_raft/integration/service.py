@@ -386,7 +386,7 @@ class RaftService:
         path = str(args.get("path") or "")
         if not path:
             raise ValueError("backup: pass path=<absolute path of the backup file to write>")
-        overwrite = args.get("overwrite") in (True, 1, "true", "True", "yes")
+        overwrite = args.get("overwrite") is True  # the runner sends a bool
         backup = Backup(
             self.cfg.cluster_id, self.cfg.node_id, time.time(), await rt.backup_snapshot()
         )
@@ -467,11 +467,8 @@ class RaftService:
     def run(self) -> None:
         """Raises :class:`~saltext_raft.integration.fileutil.LockHeld` when another process
         owns this master's Raft storage (another engine, or the offline recovery command)."""
-        lock = ProcessLock(self.cfg.lock_path).acquire()
-        try:
+        with ProcessLock(self.cfg.lock_path):
             asyncio.run(self._main())
-        finally:
-            lock.release()
 
     async def _main(self) -> None:
         self.loop = asyncio.get_running_loop()
