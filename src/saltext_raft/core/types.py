@@ -206,7 +206,9 @@ class Message:
                    when campaigning on a leader transfer (voters then ignore their lease).
     HEARTBEAT:     commit = min(leader commit, follower match); context = read-index round.
     SNAPSHOT:      snapshot = the chunk. SNAPSHOT_RESP: index = bytes received so far,
-                   reject = restart from 0; log_term = snapshot index acknowledged.
+                   reject = restart from 0; log_term = snapshot index acknowledged;
+                   commit = that index once the follower holds everything the snapshot
+                   covers (installed it, or its log already did), else 0.
     READ_INDEX(_RESP): context = the caller's request id; index = the read index.
     PROPOSE:       entries = the proposed entries (term/index 0, assigned by the leader).
     APP:           context = an opaque runtime payload; never stepped into the core.

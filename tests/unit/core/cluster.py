@@ -47,6 +47,10 @@ class Cluster:
         self.sent: list[Message] = []
         self.dropped: set[tuple[str, str]] = set()  # (from, to) links that lose messages
         self.read_states: dict[str, list] = {}
+        # index -> (term, data) of the first entry any node applied there: a node applying a
+        # different entry at an index is a safety violation (State Machine Safety, §5.4.3)
+        self.applied_at: dict[int, tuple[int, bytes]] = {}
+        self.divergences: list[str] = []
         voters = {i: f"addr-{i}" for i in ids}
         for i in ids:
             self.disks[i] = Disk()
@@ -89,6 +93,11 @@ class Cluster:
                 if rd.snapshot is not None:
                     self.applied[i] = [("snapshot", rd.snapshot.meta.index)]
                 for e in rd.committed_entries:
+                    first = self.applied_at.setdefault(e.index, (e.term, e.data))
+                    if first != (e.term, e.data):
+                        self.divergences.append(
+                            f"{i} applied {e.term}/{e.data!r} at {e.index}; first was {first}"
+                        )
                     if e.kind == EntryKind.NORMAL and e.data:
                         self.applied[i].append(e.data)
                 self.read_states[i].extend(rd.read_states)
