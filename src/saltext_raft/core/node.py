@@ -515,12 +515,11 @@ class RaftNode:
         elif t is MsgType.READ_INDEX_RESP:
             self._read_states.append(ReadState(m.index, m.context))
         elif t in _FORWARDED_TYPES:
-            if self.leader == NONE or self.leader == m.frm:
-                self._counters["dropped"] += 1
-                return
-            m.to = self.leader
-            m.term = 0
-            self._msgs.append(m)
+            # Sent to us while we led (or by a node that still thinks so). Not relayed: a relayed
+            # request would claim another sender (an authenticated transport drops it), and a
+            # proposal is tagged with the term it was sent in, which no other leader accepts.
+            # The proposer re-sends once it sees that term end (runtime), a read is retried.
+            self._counters["dropped"] += 1
         # responses to a leadership we no longer hold are stale: ignore them
 
     def _step_candidate(self, m: Message) -> None:
@@ -548,7 +547,9 @@ class RaftNode:
         elif t is MsgType.SNAPSHOT_RESP:
             self._handle_snapshot_resp(m)
         elif t is MsgType.PROPOSE:
-            if self.lead_transferee:
+            if self.lead_transferee or (m.log_term and m.log_term != self.term):
+                # A proposal sent in another term is never appended in this one: its proposer
+                # may already treat it as dead and re-send it (see propose_batch).
                 self._counters["dropped"] += 1
                 return
             datas = [e.data for e in m.entries if e.kind == EntryKind.NORMAL]
@@ -881,7 +882,14 @@ class RaftNode:
         return self.propose_batch([data])
 
     def propose_batch(self, datas: Sequence[bytes]) -> int | None:
-        """Propose several entries at once. Leader: returns the index of the last one."""
+        """Propose several entries at once. Leader: returns the index of the last one.
+
+        Either way the entries can only ever be appended in the current term (a follower's
+        forwarded proposal carries it; the leader drops one from another term). Hence, by log
+        matching and leader completeness (§5.3, §5.4): once this node has applied an entry of a
+        later term, a proposal of this term that it has not applied will never commit, and the
+        caller may propose it again without risk of applying it twice.
+        """
         if self.role is Role.LEADER:
             if self.lead_transferee:
                 raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
@@ -891,7 +899,9 @@ class RaftNode:
         if self.leader == NONE:
             raise NotLeader(NONE)
         ents = tuple(Entry(0, 0, EntryKind.NORMAL, d) for d in datas)
-        self._msgs.append(Message(MsgType.PROPOSE, self.leader, self.id, 0, entries=ents))
+        self._msgs.append(
+            Message(MsgType.PROPOSE, self.leader, self.id, 0, log_term=self.term, entries=ents)
+        )
         return None
 
     def propose_conf_change(self, op: ConfOp, node_id: str, address: str = "") -> int:

@@ -210,7 +210,10 @@ class Message:
                    commit = that index once the follower holds everything the snapshot
                    covers (installed it, or its log already did), else 0.
     READ_INDEX(_RESP): context = the caller's request id; index = the read index.
-    PROPOSE:       entries = the proposed entries (term/index 0, assigned by the leader).
+    PROPOSE:       entries = the proposed entries (term/index 0, assigned by the leader);
+                   log_term = the proposer's term when it sent them (0: untagged). A leader
+                   appends them only in that term, so once the proposer has applied an entry of
+                   a later term, a proposal it has not seen applied can never commit.
     APP:           context = an opaque runtime payload; never stepped into the core.
     """
 

@@ -45,6 +45,7 @@ _CAUSES = {
     "stopped": "the local raft engine is stopping or has stopped",
     "storage_failed": "the local raft engine stopped after a storage failure",
     "rejected": "rejected by the raft engine",
+    "overloaded": "the local raft engine has too many writes waiting; not applied, retry later",
 }
 
 

@@ -9,6 +9,7 @@ from saltext_raft.runtime.driver import RaftRuntime
 from saltext_raft.runtime.driver import default_core_config
 from saltext_raft.runtime.errors import CommitTimeout
 from saltext_raft.runtime.errors import NoLeader
+from saltext_raft.runtime.errors import Overloaded
 from saltext_raft.runtime.errors import RaftRuntimeError
 from saltext_raft.runtime.errors import Rejected
 from saltext_raft.runtime.errors import Stopped
@@ -20,6 +21,7 @@ __all__ = [
     "CommitTimeout",
     "DictStateMachine",
     "NoLeader",
+    "Overloaded",
     "RaftRuntime",
     "RaftRuntimeError",
     "Rejected",

@@ -43,6 +43,7 @@ import heapq
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 
 from saltext_raft.core import NONE
@@ -69,6 +70,7 @@ from saltext_raft.runtime.config import RuntimeConfig
 from saltext_raft.runtime.errors import ApplyHalted
 from saltext_raft.runtime.errors import CommitTimeout
 from saltext_raft.runtime.errors import NoLeader
+from saltext_raft.runtime.errors import Overloaded
 from saltext_raft.runtime.errors import RaftRuntimeError
 from saltext_raft.runtime.errors import Rejected
 from saltext_raft.runtime.errors import Stopped
@@ -143,7 +145,11 @@ class RaftRuntime:
         self._prefix = envelope.prefix(node_id, envelope.new_nonce())
         self._seq = 0
         self._waiting: dict[int, asyncio.Future] = {}  # proposal seq -> future
-        self._pending: list[tuple[bytes, asyncio.Future]] = []  # not yet handed to the core
+        # (data, future, seq) of proposals not yet handed to the core
+        self._pending: list[tuple[bytes, asyncio.Future, int]] = []
+        # (term, seq, data) of proposals handed to the core, in that order (terms never go
+        # down): what _settle_sent re-sends once their term has provably ended without them.
+        self._sent: deque[tuple[int, int, bytes]] = deque()
         # (deadline, seq, timeout) of proposals, checked every tick (see _expire_proposals)
         self._deadlines: list[tuple[float, int, float]] = []
         self._reads: dict[bytes, asyncio.Future] = {}  # read context -> future (read index)
@@ -182,6 +188,8 @@ class RaftRuntime:
                 "proposals",
                 "proposal_batches",
                 "proposal_timeouts",
+                "proposals_resent",
+                "proposals_overloaded",
                 "reads",
                 "snapshots_taken",
                 "snapshots_restored",
@@ -520,6 +528,8 @@ class RaftRuntime:
                             )
                         )
             self._emit_membership(meta.membership, meta.index)
+            if self._sent:
+                self._settle_overtaken(meta.term)
         pfx = self._prefix
         plen = len(pfx)
         waiting = self._waiting
@@ -567,6 +577,8 @@ class RaftRuntime:
                                 CommitTimeout(f"entry {e.index} was replaced after a leader change")
                             )
         self.counters["applied"] += applied
+        if self._sent and rd.committed_entries:
+            self._settle_sent(rd.committed_entries[-1].term)
         for rs in rd.read_states:
             fut = self._reads.pop(rs.context, None)
             if fut is not None and not fut.done():
@@ -777,13 +789,21 @@ class RaftRuntime:
 
     def submit(self, data: bytes, timeout: float | None = None) -> asyncio.Future:
         """:meth:`propose` without a coroutine: the future of the result, for callers that
-        answer from a done-callback (the cache service) rather than from a task of their own."""
+        answer from a done-callback (the cache service) rather than from a task of their own.
+        Raises :class:`Overloaded` at once when ``max_pending_proposals`` are waiting."""
         self._check_running()
+        limit = self.config.max_pending_proposals
+        if len(self._waiting) >= limit:
+            self.counters["proposals_overloaded"] += 1
+            raise Overloaded(
+                f"{limit} proposals of node {self.id} are already waiting "
+                "(max_pending_proposals): not queued; retry after a short back-off"
+            )
         timeout = self._timeout(timeout)
         self._seq = seq = self._seq + 1
         fut = self._loop.create_future()
         self._waiting[seq] = fut
-        self._pending.append((envelope.wrap(self._prefix, seq, data), fut))
+        self._pending.append((envelope.wrap(self._prefix, seq, data), fut, seq))
         self.counters["proposals"] += 1
         self._kick()
         heapq.heappush(self._deadlines, (self._loop.time() + timeout, seq, timeout))
@@ -814,7 +834,7 @@ class RaftRuntime:
             return
         self.counters["proposal_timeouts"] += 1
         node = self.node
-        if any(f is fut for _, f in self._pending) and node.leader == NONE:
+        if any(f is fut for _, f, _ in self._pending) and node.leader == NONE:
             fut.set_exception(
                 NoLeader(f"no leader known within {timeout:g}s (election in progress or no quorum)")
             )
@@ -842,19 +862,69 @@ class RaftRuntime:
             chunk = live[k : k + limit]
             size = 0
             n = 0
-            for d, _ in chunk:
+            for d, _, _ in chunk:
                 size += len(d)
                 n += 1
                 if size >= _MAX_BATCH_BYTES:
                     break
             chunk = chunk[:n]
             try:
-                node.propose_batch([d for d, _ in chunk])
+                node.propose_batch([d for d, _, _ in chunk])
             except (NotLeader, ProposalDropped):
                 pending.extend(live[k:])  # retried on the next wake-up
                 return
+            term = node.term
+            self._sent.extend([(term, seq, d) for d, _, seq in chunk])
             self.counters["proposal_batches"] += 1
             k += n
+
+    def _settle_sent(self, applied_term: int) -> None:
+        """Re-send the proposals whose term ended without them (issue 17, part 3).
+
+        This node has just applied an entry of ``applied_term``. A proposal handed to the core
+        in an earlier term and not applied here by now can never commit (``propose_batch``
+        explains why), so proposing it again cannot apply it twice: the caller gets its answer
+        from the new leader instead of waiting out its timeout. Called after every apply; the
+        front of ``_sent`` is pruned of answered proposals on the way."""
+        sent = self._sent
+        waiting = self._waiting
+        again = []
+        while sent:
+            term, seq, data = sent[0]
+            fut = waiting.get(seq)
+            if fut is not None and term >= applied_term:
+                break
+            sent.popleft()
+            if fut is not None and not fut.done():
+                again.append((data, fut, seq))
+        if again:
+            self.counters["proposals_resent"] += len(again)
+            log.info(
+                "raft %s: re-sending %d proposal(s) of an earlier term that did not commit "
+                "(term %d applied)",
+                self.id,
+                len(again),
+                applied_term,
+            )
+            self._pending[:0] = again
+            self._kick()
+
+    def _settle_overtaken(self, snap_term: int) -> None:
+        """A snapshot up to term ``snap_term`` was installed instead of entries: whether a
+        proposal sent in a term up to ``snap_term`` is inside it cannot be told, so answer those
+        at once with an indeterminate error (never re-send them: that could apply twice)."""
+        sent = self._sent
+        waiting = self._waiting
+        while sent and sent[0][0] <= snap_term:
+            _, seq, _ = sent.popleft()
+            fut = waiting.pop(seq, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(
+                    CommitTimeout(
+                        "a snapshot from the leader replaced the entries; "
+                        "outcome unknown (the write may or may not have been applied)"
+                    )
+                )
 
     # ------------------------------------------------------------------------------------------
     # client API: reads
@@ -942,7 +1012,7 @@ class RaftRuntime:
                 raise RemoteNotLeader(node.leader)
             leader = node.leader or hint
             if leader == NONE or leader == self.id:
-                last = NoLeader(f"no leader known within {timeout:g}s")
+                last = _keep_uncertain(last, NoLeader(f"no leader known within {timeout:g}s"))
                 await self.wait_changed(min(remaining, self.config.tick_seconds * 2))
                 continue
             try:
@@ -951,7 +1021,7 @@ class RaftRuntime:
                 )
             except RemoteNotLeader as exc:
                 hint = exc.leader if exc.leader != leader else NONE
-                last = NoLeader(f"{leader} is not the leader")
+                last = _keep_uncertain(last, NoLeader(f"{leader} is not the leader"))
                 await self.wait_changed(min(deadline - loop.time(), self.config.tick_seconds * 2))
             except CommitTimeout as exc:
                 last = exc
@@ -1062,11 +1132,12 @@ class RaftRuntime:
     # shutdown helpers
     # ------------------------------------------------------------------------------------------
     def _fail_all(self, exc: RaftRuntimeError) -> None:
-        futs = [f for _, f in self._pending]
+        futs = [f for _, f, _ in self._pending]
         futs += list(self._waiting.values()) + list(self._reads.values())
         futs += [f for _, _, f in self._read_heap]
         futs += [f for lst in self._conf_waiters.values() for _, f in lst]
         self._pending.clear()
+        self._sent.clear()
         self._waiting.clear()
         self._deadlines.clear()
         self._read_heap.clear()
@@ -1077,6 +1148,12 @@ class RaftRuntime:
         if self._changed is not None and not self._changed.done():
             self._changed.set_result(None)
         self._remote.fail_all(exc)
+
+
+def _keep_uncertain(last: RaftRuntimeError | None, new: RaftRuntimeError) -> RaftRuntimeError:
+    """The error to report after another failed attempt: a definite one (``new``) must not
+    hide an earlier attempt whose outcome is unknown."""
+    return last if last is not None and not last.definite else new
 
 
 def _commit_updates_only(messages: list[Message]) -> bool:

@@ -204,6 +204,10 @@ def test_future_handlers_are_answered_from_their_futures(tmp_path):
 
     answers = {a["id"]: a for a in asyncio.run(main())}
     assert answers[4]["error"]["code"] == "error" and "bad request body" in str(answers[4])
-    assert answers[2]["error"] == {"code": "timeout", "message": "not committed within 1s"}
+    assert answers[2]["error"] == {
+        "code": "timeout",
+        "message": "not committed within 1s",
+        "definite": False,
+    }
     assert answers[3]["error"]["code"] == "stopped"
     assert answers[1] == {"id": 1, "ok": True, "result": {"applied": True}}
