@@ -29,6 +29,7 @@ import sys
 import time
 
 from saltext_raft.runtime import DictStateMachine
+from saltext_raft.runtime import Overloaded
 from saltext_raft.runtime import RaftRuntime
 from saltext_raft.runtime import RaftRuntimeError
 from saltext_raft.runtime import RuntimeConfig
@@ -74,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot-interval", type=int, default=RuntimeConfig.snapshot_interval)
     p.add_argument("--snapshot-keep", type=int, default=RuntimeConfig.snapshot_keep)
     p.add_argument(
+        "--max-pending",
+        type=int,
+        default=RuntimeConfig.max_pending_proposals,
+        help="proposals waiting here beyond which a new one is refused as overloaded",
+    )
+    p.add_argument(
         "--follower-inline-saves",
         choices=("on", "off"),
         default="on" if RuntimeConfig.follower_inline_saves else "off",
@@ -100,9 +107,16 @@ def open_node_store(args):
 
 
 # --- benchmark load, run inside the node so no client round trip is measured ------------------
+#: A load worker refused as ``overloaded`` waits this long, doubling up to the cap, as a client
+#: that backs off would; a refusal does not count toward ``count`` (it proposed nothing).
+_BACKOFF_FIRST = 0.005
+_BACKOFF_CAP = 0.5
+
+
 async def _load(rt: RaftRuntime, req: dict) -> dict:
     """Propose ``count`` payloads of ``size`` bytes with ``outstanding`` in flight, for at most
-    ``duration`` seconds. Returns throughput and, per proposal, commit-and-apply latency."""
+    ``duration`` seconds. Returns throughput, per proposal commit-and-apply latency, and the
+    errors by code (``overloaded``: refused at once, counted per refusal)."""
     count = int(req.get("count", 1000))
     size = int(req.get("size", 100))
     outstanding = max(1, int(req.get("outstanding", 1)))
@@ -118,11 +132,24 @@ async def _load(rt: RaftRuntime, req: dict) -> dict:
 
     async def worker():
         nonlocal issued
+        backoff = _BACKOFF_FIRST
         while issued < count and time.perf_counter() < stop_at:
-            issued += 1
             t0 = time.perf_counter()
             try:
-                await rt.propose(payload, timeout)
+                fut = rt.submit(payload, timeout)
+            except Overloaded:
+                errors["overloaded"] = errors.get("overloaded", 0) + 1
+                await asyncio.sleep(min(backoff, max(0.0, stop_at - t0)))
+                backoff = min(backoff * 2, _BACKOFF_CAP)
+                continue
+            except RaftRuntimeError as exc:
+                errors[exc.code] = errors.get(exc.code, 0) + 1
+                issued += 1
+                continue
+            issued += 1
+            backoff = _BACKOFF_FIRST
+            try:
+                await fut
             except RaftRuntimeError as exc:
                 errors[exc.code] = errors.get(exc.code, 0) + 1
                 continue
@@ -196,6 +223,7 @@ async def main(argv=None) -> int:
             tick_seconds=args.tick,
             snapshot_interval=args.snapshot_interval,
             snapshot_keep=args.snapshot_keep,
+            max_pending_proposals=args.max_pending,
             follower_inline_saves=args.follower_inline_saves == "on",
         ),
         founders=founders,

@@ -4,7 +4,9 @@ Three node processes on loopback with durable storage (``python -m saltext_raft.
 transport with encryption, CacheStore over Salt's localfs cache with fsync), 100-byte payloads:
 
 (a) commit latency p50/p99 with one proposal outstanding;
-(b) throughput with many proposals outstanding (``--outstanding``, default 1000);
+(b) throughput with many proposals outstanding (``--outstanding``, default 1000), and the
+    outcome of every such proposal by kind (``outcomes``: committed, overloaded = refused at
+    once by backpressure, timeout, other);
 (c) throughput once the log holds ``--log-entries`` (default 100k) entries, against (b);
 (d) failover: SIGKILL the leader, time until a new leader has committed an entry of its term
     (polled every 10 ms on the survivors' control channels), ``--trials`` times, p50/p99;
@@ -159,6 +161,7 @@ def one_run(leader: NodeProc, o, status_of) -> dict:
     thr = leader.call(
         "load", count=o.throughput_count, outstanding=o.outstanding, size=o.size, duration=o.seconds
     )
+    loads = [thr]
     t0 = time.monotonic()
     while status_of(leader) < o.log_entries and time.monotonic() - t0 < o.fill_seconds:
         need = o.log_entries - status_of(leader)
@@ -169,18 +172,43 @@ def one_run(leader: NodeProc, o, status_of) -> dict:
             size=o.size,
             duration=o.seconds,
         )
+        loads.append(r)
         if not r["committed"]:
             break
     big_entries = status_of(leader)
     big = leader.call(
         "load", count=o.throughput_count, outstanding=o.outstanding, size=o.size, duration=o.seconds
     )
-    return {"latency": lat, "throughput": thr, "big_log": dict(big, log_entries_before=big_entries)}
+    loads.append(big)
+    return {
+        "latency": lat,
+        "throughput": thr,
+        "big_log": dict(big, log_entries_before=big_entries),
+        # the loads with --outstanding in flight: throughput, every fill, big log
+        "outcomes": outcomes(*loads),
+    }
+
+
+#: The kinds of outcome a load reports (``outcomes``): a proposal committed, refused at once
+#: because too many were waiting, timed out (outcome unknown), or failed otherwise.
+OUTCOMES = ("committed", "overloaded", "timeout", "other")
+
+
+def outcomes(*loads: dict) -> dict:
+    """Proposals of ``loads`` (results of the ``load`` op) by kind of outcome."""
+    out = dict.fromkeys(OUTCOMES, 0)
+    for load in loads:
+        out["committed"] += load.get("committed", 0)
+        for code, n in (load.get("errors") or {}).items():
+            out[code if code in ("overloaded", "timeout") else "other"] += n
+    return out
 
 
 def summarize(runs: list[dict]) -> dict:
     med = statistics.median
     return {
+        # every load with many outstanding (throughput, fill, big log) of every run
+        "outcomes": {k: sum(r["outcomes"][k] for r in runs) for k in OUTCOMES},
         "latency_p50_ms": med(r["latency"]["p50_ms"] for r in runs),
         "latency_p99_ms": med(r["latency"]["p99_ms"] for r in runs),
         "throughput_per_s": med(r["throughput"]["per_second"] for r in runs),
@@ -408,6 +436,10 @@ def main(argv=None) -> int:
     result["seconds"] = round(time.time() - started, 1)
     result["machine"]["loadavg_at_end"] = os.getloadavg()
     if not o.json:
+        for name, section in (("ours", ours), ("pysyncobj", result.get("pysyncobj") or {})):
+            if "outcomes" in section:
+                kinds = "  ".join(f"{k}={v}" for k, v in section["outcomes"].items())
+                print(f"{name + ' proposals':32} {kinds}", file=sys.stderr)
         for name, v in result["targets"].items():
             print(
                 f"{name:32} {v['value']!s:>12}  target {v['target']:<6} met={v['met']}",
