@@ -919,6 +919,7 @@ class RaftNode:
         cur = self.membership
         voters, learners, demoted = set(cur.voters), set(cur.learners), set(cur.demoted)
         addresses = cur.addresses
+        removed = cur.removed
         if not node_id:
             raise ProposalDropped("node id is empty")
         if op is ConfOp.ADD_LEARNER:
@@ -926,6 +927,7 @@ class RaftNode:
                 raise ProposalDropped(f"{node_id} is already a member")
             learners.add(node_id)
             addresses = cur.with_address(node_id, address)
+            removed = cur.with_removed(node_id, 0)  # an explicit add clears the tombstone
         elif op is ConfOp.PROMOTE:
             if node_id not in learners:
                 raise ProposalDropped(f"{node_id} is not a learner")
@@ -949,9 +951,14 @@ class RaftNode:
             learners.discard(node_id)
             demoted.discard(node_id)
             addresses = cur.with_address(node_id, "")
+            # A tombstone: the removed node may not add itself back (runtime JOIN) until an
+            # explicit add; it carries the index of this entry so that everyone can say when.
+            removed = cur.with_removed(node_id, self.log.last_index + 1)
         else:
             raise ProposalDropped(f"unsupported membership operation {op.value}")
-        result = Membership(frozenset(voters), frozenset(learners), addresses, frozenset(demoted))
+        result = Membership(
+            frozenset(voters), frozenset(learners), addresses, frozenset(demoted), removed
+        )
         data = ConfChange(op, node_id, address, result).encode()
         idx = self._append_local([data], EntryKind.CONF)
         self.pending_conf_index = idx

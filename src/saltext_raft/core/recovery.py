@@ -112,7 +112,11 @@ def force_new_cluster(
             f"force_new_cluster: no address for {node_id}: its latest membership records none; "
             "give the address the other masters will reach it at"
         )
-    membership = Membership(voters=frozenset({node_id}), addresses=((node_id, address),))
+    membership = Membership(
+        voters=frozenset({node_id}),
+        addresses=((node_id, address),),
+        removed=previous.with_removed(node_id, 0),  # nodes removed before stay removed
+    )
     term = max(hard_state.term, last_term) + 1
     data = ConfChange(ConfOp.FORCE_NEW_CLUSTER, node_id, address, result=membership).encode()
     entry = Entry(term, last_index + 1, EntryKind.CONF, data)

@@ -17,6 +17,8 @@ from dataclasses import field
 from typing import NamedTuple
 
 NONE = ""  # the id of nobody: no vote cast, no leader known
+#: Removed ids a membership remembers (the newest by removal index); see ``Membership.removed``.
+MAX_TOMBSTONES = 256
 
 
 class EntryKind(enum.IntEnum):
@@ -54,12 +56,17 @@ class Membership:
     Learners receive the log but never vote and never count toward any quorum.
     ``demoted`` are learners that were voters and were demoted on purpose: automatic promotion
     leaves them alone (only an explicit promote turns them back into voters).
+    ``removed`` are tombstones, ``(node id, index of the entry that removed it)`` sorted by id:
+    a removed node may not add itself back (JOIN) until an explicit add clears its tombstone.
+    They are part of the replicated state so that every node, the removed one included once it
+    has that entry, knows it (at most ``MAX_TOMBSTONES``, the newest).
     """
 
     voters: frozenset[str] = frozenset()
     learners: frozenset[str] = frozenset()
     addresses: tuple[tuple[str, str], ...] = ()
     demoted: frozenset[str] = frozenset()
+    removed: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self):
         overlap = self.voters & self.learners
@@ -69,6 +76,9 @@ class Membership:
             raise ValueError(
                 f"demoted members must be learners: {sorted(self.demoted - self.learners)}"
             )
+        gone = {nid for nid, _ in self.removed}
+        if len(gone) != len(self.removed) or gone & (self.voters | self.learners):
+            raise ValueError(f"removed ids must be distinct non-members: {list(self.removed)}")
 
     @property
     def members(self) -> frozenset[str]:
@@ -80,6 +90,22 @@ class Membership:
                 return addr
         return ""
 
+    def removed_at(self, node_id: str) -> int:
+        """The index of the entry that removed ``node_id`` if it is tombstoned here, else 0."""
+        for nid, index in self.removed:
+            if nid == node_id:
+                return index
+        return 0
+
+    def with_removed(self, node_id: str, index: int) -> tuple[tuple[str, int], ...]:
+        """The tombstones with ``node_id`` removed at ``index`` (``index`` 0: cleared)."""
+        kept = [(n, i) for n, i in self.removed if n != node_id]
+        if index:
+            kept.append((node_id, index))
+            if len(kept) > MAX_TOMBSTONES:
+                kept = sorted(kept, key=lambda t: (t[1], t[0]))[-MAX_TOMBSTONES:]
+        return tuple(sorted(kept))
+
     def to_dict(self) -> dict:
         out = {
             "voters": sorted(self.voters),
@@ -88,6 +114,8 @@ class Membership:
         }
         if self.demoted:
             out["demoted"] = sorted(self.demoted)
+        if self.removed:
+            out["removed"] = dict(self.removed)
         return out
 
     @classmethod
@@ -98,6 +126,7 @@ class Membership:
             learners=frozenset(obj.get("learners") or ()),
             addresses=tuple(sorted((str(k), str(v)) for k, v in addrs.items())),
             demoted=frozenset(obj.get("demoted") or ()),
+            removed=tuple(sorted((str(k), int(v)) for k, v in (obj.get("removed") or {}).items())),
         )
 
     def with_address(self, node_id: str, address: str) -> tuple[tuple[str, str], ...]:

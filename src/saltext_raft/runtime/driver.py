@@ -77,6 +77,7 @@ from saltext_raft.runtime.errors import Stopped
 from saltext_raft.runtime.errors import StorageFailed
 from saltext_raft.runtime.remote import Remote
 from saltext_raft.runtime.remote import RemoteNotLeader
+from saltext_raft.runtime.remote import removed_message
 from saltext_raft.runtime.storage_thread import StorageThread
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ _LEADER_EARLY = frozenset({MsgType.APPEND, MsgType.HEARTBEAT})
 _INLINE_SAVE_ENTRIES = 8
 #: Seconds ``stop()`` waits for a snapshot being encoded on a worker thread.
 SNAPSHOT_STOP_WAIT = 60.0
+#: After a refused JOIN, a node asks again after this many join intervals (or once added).
+JOIN_REFUSED_WAIT = 60
 
 
 def default_core_config(node_id: str, **overrides) -> Config:
@@ -237,7 +240,12 @@ class RaftRuntime:
         await self.transport.start()
         self._tick_handle = loop.call_later(self.config.tick_seconds, self._on_tick)
         self._tasks.append(loop.create_task(self._ready_loop(), name=f"raft-ready-{self.id}"))
-        if not self.is_member:
+        removed_at = node.membership.removed_at(self.id)
+        if removed_at:
+            # Our own log says we were removed: stay out (no JOIN) until an operator adds us
+            # back, which makes the leader replicate to us again (issue 18, M3).
+            log.warning("raft %s: %s", self.id, removed_message(self.id, removed_at))
+        elif not self.is_member:
             self._tasks.append(loop.create_task(self._join_loop(), name=f"raft-join-{self.id}"))
         self._kick()
 
@@ -1052,6 +1060,12 @@ class RaftRuntime:
             or (op is ConfOp.DEMOTE and target in m.learners)
             or (op is ConfOp.REMOVE and target not in m.members)
         )
+        removed_at = m.removed_at(target)
+        if op is ConfOp.ADD_LEARNER and args.get("join") and removed_at:
+            # A node asking to add itself back after it was removed: only an operator may.
+            msg = removed_message(target, removed_at)
+            log.warning("raft %s: JOIN refused: %s", self.id, msg)
+            raise Rejected(msg)
         if already:  # idempotent, so a JOIN or a retried request is harmless
             return {
                 "index": node.membership_at(node.last_index)[0],
@@ -1099,6 +1113,12 @@ class RaftRuntime:
                 )
                 log.info("raft %s: %s accepted our JOIN; waiting for the log", self.id, target)
                 await self.wait_for(lambda: self.is_member, self.config.join_interval * 4)
+            except Rejected as exc:
+                # Definite, e.g. we were removed: asking again soon would only fill two logs.
+                log.warning("raft %s: JOIN via %s refused: %s", self.id, target, exc)
+                await self.wait_for(
+                    lambda: self.is_member, self.config.join_interval * JOIN_REFUSED_WAIT
+                )
             except RaftRuntimeError as exc:
                 log.info("raft %s: JOIN via %s failed: %s", self.id, target, exc)
                 await self.wait_changed(self.config.join_interval)

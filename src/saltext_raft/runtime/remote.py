@@ -34,6 +34,14 @@ log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
 
 
+def removed_message(node_id: str, index: int) -> str:
+    """What a node removed from the cluster, and a node refusing its JOIN, both log."""
+    return (
+        f"{node_id} was removed from the cluster at index {index}; it stays out until "
+        f"re-added with: salt-run raft.add node={node_id} address=<host:port>"
+    )
+
+
 class RemoteNotLeader(NoLeader):
     """The node asked is not the leader; ``leader`` is its hint ("" if none)."""
 
@@ -141,7 +149,15 @@ class Remote:
                 address = str(body.get("address") or "")
                 log.info("raft %s: %s asks to join at %s", rt.id, frm, address or "(no address)")
                 rt.learn_joiner_address(frm, address)  # so that the answer can reach it
-                result = await rt.add_learner(frm, address)
+                removed_at = rt.node.membership.removed_at(frm)
+                if removed_at:  # the leader checks again (its membership may be newer)
+                    msg = removed_message(frm, removed_at)
+                    _rl.warning(frm, "raft %s: JOIN refused: %s", rt.id, msg)
+                    raise Rejected(msg)
+                # "join": the leader refuses a removed node (an operator's add is not refused)
+                result = await rt.admin(
+                    "add_learner", {"node": frm, "address": address, "join": True}
+                )
             else:
                 raise Rejected(f"unknown request {op!r}")
             reply = {"k": "rep", "id": rid, "ok": True, "result": result}

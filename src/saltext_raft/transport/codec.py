@@ -253,6 +253,7 @@ def _meta_array(meta: SnapshotMeta) -> tuple:
         tuple(sorted(m.learners)),
         tuple(sorted(m.addresses)),
         tuple(sorted(m.demoted)),
+        tuple(sorted(m.removed)),
     )
 
 
@@ -268,8 +269,24 @@ def _ids(raw, name: str) -> frozenset[str]:
     return ids
 
 
+def _tombstones(raw) -> tuple[tuple[str, int], ...]:
+    _array(raw, "removed")
+    if len(raw) > MAX_MEMBERS:
+        raise _bad("too many removed ids")
+    out = []
+    for pair in raw:
+        nid, index = _array(pair, "removed id", 2)
+        out.append((_ident(nid, "removed id"), _u63(index, "removal index")))
+    if len({nid for nid, _ in out}) != len(out):
+        raise _bad("duplicate removed id")
+    return tuple(sorted(out))
+
+
 def _meta(raw) -> SnapshotMeta:
-    index, term, voters, learners, addresses, demoted = _array(raw, "snapshot meta", 6)
+    _array(raw, "snapshot meta")
+    if len(raw) == 6:  # written before tombstones existed
+        raw = (*raw, ())
+    index, term, voters, learners, addresses, demoted, removed = _array(raw, "snapshot meta", 7)
     _array(addresses, "addresses")
     if len(addresses) > MAX_MEMBERS:
         raise _bad("too many addresses")
@@ -289,11 +306,15 @@ def _meta(raw) -> SnapshotMeta:
     demoted_set = _ids(demoted, "demoted")
     if not demoted_set <= learners_set:
         raise _bad("a demoted member is not a learner")
+    removed_ids = _tombstones(removed)
+    if {nid for nid, _ in removed_ids} & (voters_set | learners_set):
+        raise _bad("a removed id is a member")
     membership = Membership(
         voters=voters_set,
         learners=learners_set,
         addresses=tuple(sorted(pairs)),
         demoted=demoted_set,
+        removed=removed_ids,
     )
     return SnapshotMeta(_u63(index, "snapshot index"), _u63(term, "snapshot term"), membership)
 

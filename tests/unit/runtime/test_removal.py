@@ -1,0 +1,90 @@
+"""Removal sticks (issue 18, M3): a removed node is tombstoned in the replicated membership and
+may not add itself back (JOIN) until an operator adds it again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from saltext_raft.runtime import Rejected
+from saltext_raft.storage import MemoryDisk
+
+from .helpers import LocalCluster
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def test_a_removed_leader_is_answered_success_and_stays_out_after_a_restart(caplog):
+    """Before: the removed master sent JOIN on its next start, was re-added and promoted."""
+    caplog.set_level(logging.INFO, logger="saltext_raft")
+
+    async def main():
+        async with LocalCluster() as c:
+            old = await c.leader()
+            result = await old.remove(old.id)  # the leader removes itself: answered, no timeout
+            assert result["changed"] and old.id not in result["membership"]["voters"]
+            assert result["membership"]["removed"] == {old.id: result["index"]}
+            new = await c.leader()
+            assert new is not old
+            await c.until("the old leader applied its removal", lambda: not old.is_member)
+            await c.stop(old.id)
+            again = await c.start(old.id)  # its own data, no join
+            await c.until(
+                "a leader known to the others",
+                lambda: len([r for r in c.leaders() if r is not again]) == 1,
+            )
+            # Bounded observation window of several election timeouts: it must not come back.
+            for _ in range(60):
+                await asyncio.sleep(0.01)
+                assert old.id not in new.node.membership.members
+            assert not again.is_member
+            assert again._remote.stats()["requests_sent"] == 0  # no JOIN sent at all
+            assert "was removed from the cluster at index" in caplog.text
+            # An operator's add clears the tombstone: it is back and auto-promoted.
+            await new.add_learner(old.id, f"mem://{old.id}")
+            await c.until(
+                "the re-added node promoted to voter",
+                lambda: old.id in new.node.membership.voters and again.is_member,
+            )
+            assert not new.node.membership.removed_at(old.id)
+
+    run(main())
+
+
+def test_a_join_from_a_removed_id_is_refused_until_an_explicit_add(caplog):
+    """A removed node rebuilt empty (or replaying a JOIN) is refused with a clear reason."""
+    caplog.set_level(logging.INFO, logger="saltext_raft")
+
+    async def main():
+        async with LocalCluster(ids=("n1", "n2", "n3"), extra=("n4",)) as c:
+            leader = await c.leader()
+            await c.start("n4", join=True)
+            await c.until("n4 is a voter", lambda: "n4" in leader.node.membership.voters)
+            await leader.remove("n4")
+            await c.stop("n4")
+            c.disks["n4"] = MemoryDisk()  # wiped: a fresh node that asks to join again
+            n4 = await c.start("n4", join=True)
+            await c.until(
+                "the JOIN refused on both sides",
+                lambda: (
+                    caplog.text.count("JOIN refused") >= 1
+                    and "JOIN via" in caplog.text
+                    and "refused" in caplog.text.split("JOIN via", 1)[1]
+                ),
+            )
+            assert "n4" not in leader.node.membership.members and not n4.is_member
+            assert "re-added with: salt-run raft.add node=n4" in caplog.text
+            # Also refused when a follower forwards it to the leader as a JOIN.
+            follower = next(rt for rt in c.nodes.values() if rt.id not in ("n4", leader.id))
+            with pytest.raises(Rejected, match="was removed"):
+                await follower.admin(
+                    "add_learner", {"node": "n4", "address": "mem://n4", "join": True}
+                )
+            await follower.add_learner("n4", "mem://n4")  # explicit: allowed
+            await c.until("n4 back in", lambda: n4.is_member, timeout=10.0)
+
+    run(main())
