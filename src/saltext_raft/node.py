@@ -187,6 +187,12 @@ async def _set(rt: RaftRuntime, req: dict):
     return await rt.propose(cmd, req.get("timeout"))
 
 
+async def _sm_stats(rt: RaftRuntime, req: dict) -> dict:
+    """How many entries the state machine applied and how many keys it holds: a test that sets
+    every key once finds a write applied twice as ``count > keys``."""
+    return {"count": rt.sm.count, "keys": len(rt.sm.data), "applied": rt.sm.applied}
+
+
 async def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -232,7 +238,9 @@ async def main(argv=None) -> int:
         join=args.join,
     )
     await rt.start()
-    control = ControlServer(rt, args.control, handlers={"load": _load, "get": _get, "set": _set})
+    control = ControlServer(
+        rt, args.control, handlers={"load": _load, "get": _get, "set": _set, "sm_stats": _sm_stats}
+    )
     bound = await control.start()
     # Everything loaded so far (Salt, the loaders, the restored state) lives as long as the
     # process: keep it out of the cyclic GC's full collections, which otherwise walk those
