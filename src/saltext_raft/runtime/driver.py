@@ -1082,18 +1082,45 @@ class RaftRuntime:
                 raise _Retry(text) from None
             raise Rejected(text) from None
         fut = self._loop.create_future()
-        self._conf_waiters.setdefault(index, []).append((node.term, fut))
+        term = node.term
+        self._conf_waiters.setdefault(index, []).append((term, fut))
         self._kick()
-        remaining = deadline - self._loop.time()
-        try:
-            await asyncio.wait_for(fut, max(remaining, 0.001))
-        except asyncio.TimeoutError:
+        if not await self._wait_conf(fut, index, term, deadline):
             raise CommitTimeout(f"{cmd} {target} (entry {index}) not committed in time") from None
         return {
             "index": index,
             "membership": node.membership_at(index)[1].to_dict(),
             "changed": True,
         }
+
+    async def _wait_conf(self, fut: asyncio.Future, index: int, term: int, deadline: float) -> bool:
+        """Wait for our membership entry ``(index, term)`` to be applied here (True), or for the
+        deadline (False); raises what ``fut`` raises (e.g. the entry was replaced).
+
+        A leader that removed itself may lose leadership before it learns that the entry
+        committed (check-quorum, a partition): the next leader commits it but no longer
+        replicates to the removed node, so it would never apply it here. Such a node asks the
+        remaining members instead, once per election timeout (``Remote.committed``)."""
+        loop = self._loop
+        retry = self.core_config.election_ticks * self.config.tick_seconds
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            done, _ = await asyncio.wait((fut,), timeout=min(remaining, retry))
+            if done:
+                fut.result()
+                return True
+            node = self.node
+            if node.role is Role.LEADER or self.is_member:
+                continue  # it reaches us through the log
+            answer = await self._remote.committed(
+                sorted(node.membership.voters), index, term, deadline - loop.time()
+            )
+            if answer is True:
+                return True
+            if answer is False:
+                raise CommitTimeout(f"entry {index} was replaced after a leader change")
 
     # ------------------------------------------------------------------------------------------
     # JOIN: a node in no membership asks a peer to add it as a learner
@@ -1126,6 +1153,18 @@ class RaftRuntime:
     # ------------------------------------------------------------------------------------------
     # status
     # ------------------------------------------------------------------------------------------
+    def entry_committed(self, index: int, term: int) -> bool | None:
+        """Whether entry ``(index, term)`` is committed (True), was replaced or never existed
+        in that term (False), or this node cannot tell yet (None)."""
+        node = self.node
+        if index > node.commit_index:
+            return None
+        at = node.term_at(index)
+        if at is None:  # compacted behind the snapshot: only its last entry's term is known
+            meta = node.snapshot_meta
+            return meta.term == term if index == meta.index else None
+        return at == term
+
     def status(self) -> dict:
         node = self.node
         st = node.status()

@@ -2,8 +2,10 @@
 
 Lives here: :class:`Remote` — request ids, reply matching with timeouts, and the server side
 that answers ``admin`` requests (membership, transfer: run on the leader or refused with a
-leader hint) and ``join`` requests (a node in no membership asks to be added as a learner; the
-receiver adds it through the leader). Payloads are ``codec.encode_payload`` maps in the APP
+leader hint), ``join`` requests (a node in no membership asks to be added as a learner; the
+receiver adds it through the leader, unless the membership tombstones it: removed) and
+``committed`` requests (is entry (index, term) committed? asked by a leader that removed itself
+and lost leadership before it could see the commit). Payloads are ``codec.encode_payload`` maps in the APP
 message's ``context``.
 
 A request is ``{"k": "req", "id": n, "op": ..., ...}``; a reply is ``{"k": "rep", "id": n,
@@ -94,6 +96,26 @@ class Remote:
         finally:
             self._calls.pop(rid, None)
 
+    async def committed(self, members: list[str], index: int, term: int, timeout: float):
+        """Ask ``members`` in turn whether entry ``(index, term)`` is committed: True, False
+        (replaced), or None (nobody could tell within ``timeout``)."""
+        loop = self.rt._loop
+        deadline = loop.time() + timeout
+        for nid in members:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or nid == self.rt.id:
+                continue
+            try:
+                reply = await self.request(
+                    nid, {"op": "committed", "index": index, "term": term}, min(remaining, 1.0)
+                )
+            except RaftRuntimeError:
+                continue
+            answer = reply.get("committed") if isinstance(reply, dict) else None
+            if answer is not None:
+                return bool(answer)
+        return None
+
     def _send(self, to: str, body: dict) -> None:
         try:
             ctx = encode_payload(body)
@@ -158,6 +180,11 @@ class Remote:
                 result = await rt.admin(
                     "add_learner", {"node": frm, "address": address, "join": True}
                 )
+            elif op == "committed":  # read-only: may this node tell that an entry committed?
+                index, term = body.get("index"), body.get("term")
+                if type(index) is not int or type(term) is not int:
+                    raise Rejected("committed request without an integer index and term")
+                result = {"committed": rt.entry_committed(index, term)}
             else:
                 raise Rejected(f"unknown request {op!r}")
             reply = {"k": "rep", "id": rid, "ok": True, "result": result}

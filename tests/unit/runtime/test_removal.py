@@ -88,3 +88,22 @@ def test_a_join_from_a_removed_id_is_refused_until_an_explicit_add(caplog):
             await c.until("n4 back in", lambda: n4.is_member, timeout=10.0)
 
     run(main())
+
+
+def test_a_leader_that_removes_itself_is_answered_success_when_the_next_leader_commits_it():
+    """Regression (issue 18, M3): the removed leader lost leadership before it saw the commit
+    (check-quorum: it could not reach one of the remaining voters); the next leader committed
+    the removal but no longer replicates to it, so it answered "not committed in time"."""
+
+    async def main():
+        async with LocalCluster(request_timeout=10.0) as c:
+            old = await c.leader()
+            a, b = sorted(n for n in c.nodes if n != old.id)
+            c.net.cut(old.id, b)  # b cannot be reached by the old leader, a can
+            result = await asyncio.wait_for(old.remove(old.id), 8.0)
+            assert result["changed"] and result["membership"]["voters"] == [a, b]
+            new = await c.leader()
+            assert new.id in (a, b) and old.node.role.value != "leader"
+            assert new.node.membership.removed_at(old.id) == result["index"]
+
+    run(main())
