@@ -5,8 +5,8 @@ that answers ``admin`` requests (membership, transfer: run on the leader or refu
 leader hint), ``join`` requests (a node in no membership asks to be added as a learner; the
 receiver adds it through the leader, unless the membership tombstones it: removed) and
 ``committed`` requests (is entry (index, term) committed? asked by a leader that removed itself
-and lost leadership before it could see the commit). Payloads are ``codec.encode_payload`` maps in the APP
-message's ``context``.
+and lost leadership before it could see the commit). Payloads are ``codec.encode_payload``
+maps in the APP message's ``context``.
 
 A request is ``{"k": "req", "id": n, "op": ..., ...}``; a reply is ``{"k": "rep", "id": n,
 "ok": True, "result": ...}`` or ``{"k": "rep", "id": n, "ok": False, "error": {code, message,
