@@ -277,18 +277,32 @@ class RaftNode:
             self._set_membership(latest)
 
     def _set_membership(self, membership: Membership) -> None:
-        self.membership = membership
+        previous, self.membership = self.membership, membership
         if self.role is not Role.LEADER:
             return
         last = self.log.last_index
         for nid in sorted(membership.members):  # sorted: same message order in every run
-            if nid not in self.progress:
+            if nid not in self.progress or (nid not in previous.members and nid != self.id):
+                # A node added back while still departing may have been rebuilt empty: what it
+                # acknowledged before its removal proves nothing now.
                 self.progress[nid] = Progress(last + 1, self.cfg.max_inflight)
         for nid in list(self.progress):
-            if nid != self.id and nid not in membership.members:
+            if nid != self.id and nid not in membership.members and not self._departing(nid):
                 del self.progress[nid]
         if self.lead_transferee and self.lead_transferee not in membership.voters:
             self.lead_transferee = NONE
+
+    def _departing(self, nid: str) -> bool:
+        """True while ``nid``, removed by the latest configuration entry, has not yet stored
+        that entry and learnt that it committed. The leader keeps replicating to it until then,
+        so that a removed node knows (and keeps on disk) that it was removed: it then stays out
+        instead of asking to join again on its next start (its tombstone, ``Membership.removed``).
+        It never counts toward any quorum (those count voters only)."""
+        conf_index = self._conf_index[-1]
+        if self.membership.removed_at(nid) != conf_index:
+            return False
+        pr = self.progress.get(nid)
+        return pr is None or pr.match < conf_index or self.log.committed < conf_index
 
     # ------------------------------------------------------------------------------------------
     # role changes
@@ -765,6 +779,10 @@ class RaftNode:
         if pr is None:
             return
         pr.recent_active = True
+        if m.frm not in self.membership.members and not self._departing(m.frm):
+            # a removed node that has its removal entry and knows it committed: done with it
+            del self.progress[m.frm]
+            return
         pr.probe_sent = False
         if pr.state is ProgressState.REPLICATE and pr.is_paused():
             # The window is full and its acknowledgements may all have been lost: free one

@@ -728,7 +728,17 @@ class RaftRuntime:
                 self._update_peers()
 
     def _update_peers(self) -> None:
-        membership = self._membership = self.node.membership
+        previous, membership = self._membership, self.node.membership
+        self._membership = membership
+        if previous is not None:
+            for nid in previous.members - membership.members:
+                # A removed node is still told about its removal (RaftNode._departing): keep
+                # reaching it at its last address.
+                if nid != self.id and nid not in self.peers and previous.address_of(nid):
+                    self.peers[nid] = previous.address_of(nid)
+            removed_at = membership.removed_at(self.id)
+            if removed_at and self.id in previous.members:
+                log.warning("raft %s: %s", self.id, removed_message(self.id, removed_at))
         addresses = dict(self.peers)
         addresses.update(membership.addresses)
         addresses.pop(self.id, None)

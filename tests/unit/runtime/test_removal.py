@@ -42,7 +42,7 @@ def test_a_removed_leader_is_answered_success_and_stays_out_after_a_restart(capl
                 await asyncio.sleep(0.01)
                 assert old.id not in new.node.membership.members
             assert not again.is_member
-            assert again._remote.stats()["requests_sent"] == 0  # no JOIN sent at all
+            assert again.status()["runtime"]["remote"]["requests_sent"] == 0  # no JOIN sent at all
             assert "was removed from the cluster at index" in caplog.text
             # An operator's add clears the tombstone: it is back and auto-promoted.
             await new.add_learner(old.id, f"mem://{old.id}")
@@ -105,5 +105,38 @@ def test_a_leader_that_removes_itself_is_answered_success_when_the_next_leader_c
             new = await c.leader()
             assert new.id in (a, b) and old.node.role.value != "leader"
             assert new.node.membership.removed_at(old.id) == result["index"]
+
+    run(main())
+
+
+def test_a_removed_follower_learns_its_removal_and_stays_out_after_a_restart(caplog):
+    """Before, the leader stopped replicating to a node the moment it appended its removal, so
+    a removed follower never knew: it kept thinking it was a voter. Now it gets the entry (its
+    tombstone is in its own log) and stays out on its next start without asking to join."""
+    caplog.set_level(logging.INFO, logger="saltext_raft")
+
+    async def main():
+        async with LocalCluster() as c:
+            leader = await c.leader()
+            gone = next(rt for rt in c.nodes.values() if rt is not leader)
+            result = await leader.remove(gone.id)
+            await c.until(
+                "the removed follower stored its removal",
+                lambda: gone.node.membership.removed_at(gone.id) == result["index"],
+            )
+            await c.until(
+                "the leader stopped replicating to it",
+                lambda: gone.id not in leader.node.progress,
+            )
+            assert not gone.is_member and not gone.node.is_voter
+            await c.stop(gone.id)
+            again = await c.start(gone.id)  # its own data, no join
+            assert again.node.membership.removed_at(gone.id) == result["index"]
+            for _ in range(40):  # several election timeouts: it must not come back
+                await asyncio.sleep(0.01)
+                assert gone.id not in leader.node.membership.members
+                assert again.node.role.value == "follower"
+            assert again.status()["runtime"]["remote"]["requests_sent"] == 0
+            assert f"{gone.id} was removed from the cluster at index" in caplog.text
 
     run(main())
