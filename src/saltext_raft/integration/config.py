@@ -22,6 +22,7 @@ from dataclasses import field
 from dataclasses import fields
 
 from saltext_raft.integration.cacheconfig import cache_enabled
+from saltext_raft.runtime.config import RuntimeConfig
 
 #: The engine's own TCP port. Clear of Salt's publish (4505) and request (4506) ports and of
 #: Salt 3008's core consensus pool port (4520; 55596 in 3008.0).
@@ -106,6 +107,9 @@ class EngineConfig:
     heartbeat_ticks: int = 2
     #: Take a snapshot after this many applied entries since the last one.
     snapshot_entries: int = 10000
+    #: This master's proposals (cache writes, batched) waiting for their answer beyond which a
+    #: new one is refused at once as ``overloaded`` (the runtime's ``max_pending_proposals``).
+    max_pending_proposals: int = RuntimeConfig.max_pending_proposals
     #: Seconds between refreshes of the readiness file (workers treat a file older than three
     #: intervals plus one second as "not ready": a dead engine fails closed).
     readiness_interval: float = 1.0
@@ -216,7 +220,12 @@ class EngineConfig:
             )
         if self.tick > 10:
             raise EngineConfigError("tick", f"must be at most 10 seconds (got {self.tick!r})")
-        for name in ("election_ticks", "heartbeat_ticks", "snapshot_entries"):
+        for name in (
+            "election_ticks",
+            "heartbeat_ticks",
+            "snapshot_entries",
+            "max_pending_proposals",
+        ):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise EngineConfigError(name, f"must be a positive integer (got {value!r})")

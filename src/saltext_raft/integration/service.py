@@ -212,7 +212,11 @@ class RaftService:
                 election_ticks=cfg.election_ticks,
                 heartbeat_ticks=cfg.heartbeat_ticks,
             ),
-            config=RuntimeConfig(tick_seconds=cfg.tick, snapshot_interval=cfg.snapshot_entries),
+            config=RuntimeConfig(
+                tick_seconds=cfg.tick,
+                snapshot_interval=cfg.snapshot_entries,
+                max_pending_proposals=cfg.max_pending_proposals,
+            ),
             founders=cfg.founders,
             peers=cfg.peers,
             address=cfg.advertise,
