@@ -33,7 +33,9 @@ def memberships(draw):
     voters, learners = frozenset(ids[:split]), frozenset(ids[split:])
     addressed = draw(st.lists(st.sampled_from(ids), unique=True)) if ids else []
     addresses = tuple(sorted((nid, draw(st.text(max_size=30))) for nid in addressed))
-    return Membership(voters=voters, learners=learners, addresses=addresses)
+    gone = draw(st.lists(st.text(min_size=1, max_size=12), unique=True, max_size=4))
+    removed = tuple(sorted((nid, draw(u63)) for nid in gone if nid not in ids))
+    return Membership(voters=voters, learners=learners, addresses=addresses, removed=removed)
 
 
 snapshot_metas = st.builds(SnapshotMeta, index=u63, term=u63, membership=memberships())
