@@ -176,6 +176,11 @@ def test_writes_through_followers_survive_a_paused_or_killed_leader(cluster):
         assert st["count"] == st["keys"], (n, st)
     assert stats[reader.id]["keys"] >= len(ok)
 
+    for node in cluster.nodes.values():
+        with open(node.log_path, encoding="utf-8", errors="replace") as fh:
+            # an ex-leader used to relay forwarded requests under their sender's id
+            assert "claims to be from" not in fh.read(), node.log_path
+
     times = [t for _, t in recoveries]
     by_kind = {k: [round(t, 3) for kk, t in recoveries if kk == k] for k, _ in TRIALS}
     print(
