@@ -71,6 +71,7 @@ def evaluate_readiness(
     now: float,
     grace: float,
     learners_ok: bool,
+    removed_at: int = 0,
 ) -> tuple[bool, str]:
     """Whether this master may serve minions, and why not. Pure: unit-tested on its own.
 
@@ -89,6 +90,11 @@ def evaluate_readiness(
             return False, "this master is a learner (not yet promoted to voter)"
         if node_id in voters:
             return False, "this master's membership is not committed yet"
+        if removed_at:
+            return False, (
+                f"this master is not a member of the raft cluster: it was removed at index "
+                f"{removed_at} (re-add it with salt-run raft.add)"
+            )
         return False, "this master is not a member of the raft cluster"
     if leader and role in ("leader", "follower"):
         return True, "ready"
@@ -285,6 +291,7 @@ class RaftService:
                 now=now,
                 grace=self.cfg.gate_grace,
                 learners_ok=self.cfg.gate_learners,
+                removed_at=m.removed_at(self.cfg.node_id),
             )
             state = {
                 "role": node.role.value,

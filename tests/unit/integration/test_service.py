@@ -63,6 +63,9 @@ def test_removed_or_uncommitted_member_is_not_ready():
     ok, why = decide(committed_voters=frozenset({"m2", "m3"}))  # added, not yet committed
     assert not ok and "not committed" in why
     assert not decide(running=False)[0]
+    removed = frozenset({"m2", "m3"})
+    ok, why = decide(voters=removed, committed_voters=removed, removed_at=7)  # tombstoned
+    assert not ok and "removed at index 7" in why and "raft.add" in why
 
 
 def test_core_consensus_detection_needs_cluster_id_and_peers():
