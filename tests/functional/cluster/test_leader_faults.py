@@ -29,7 +29,9 @@ MAX_ELECTION_S = 2 * DEFAULT_ELECTION_TICKS * RuntimeConfig.tick_seconds
 #: Liveness bound on fault -> next acknowledged write (the figure itself is printed).
 LIVENESS_S = 10 * 2 * MAX_ELECTION_S
 WRITE_TIMEOUT = 10.0  # far above any expected stall: a timeout here is a stuck write
-TRIALS = (("pause", 3), ("kill", 3))
+#: Faults of each kind; more for a figure (docs/benchmarks.md): SALTEXT_RAFT_FAULT_TRIALS=15.
+PER_KIND = int(os.environ.get("SALTEXT_RAFT_FAULT_TRIALS", "3"))
+TRIALS = (("pause", PER_KIND), ("kill", PER_KIND))
 MAX_WRITES = 4000  # per writer
 MAX_SECONDS = 120.0  # per writer
 
@@ -109,19 +111,21 @@ def test_writes_through_followers_survive_a_paused_or_killed_leader(cluster):
                     lambda a=acked_before: sum(len(w.results) for w in writers) >= a + 20,
                     20,
                 )
-                commit0 = leader.call("status")["commit_index"]
                 t_fault = time.monotonic()
                 if kind == "pause":
                     os.kill(leader.pid, signal.SIGSTOP)
                 else:
                     leader.kill()
 
-                def first_ack(c0=commit0, t=t_fault):
+                def first_ack(t=t_fault):
+                    # a write sent after the fault cannot have been committed by the old
+                    # leader: its acknowledgement needs the new one (the write outstanding at
+                    # the fault is re-sent first, so this includes its recovery)
                     acks = [
                         r[1]
                         for w in writers
                         for r in list(w.results)
-                        if isinstance(r[4], int) and r[4] > c0 and r[1] >= t
+                        if isinstance(r[4], int) and r[0] >= t
                     ]
                     return min(acks) if acks else None
 
