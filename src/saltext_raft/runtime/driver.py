@@ -1096,6 +1096,7 @@ class RaftRuntime:
         self._conf_waiters.setdefault(index, []).append((term, fut))
         self._kick()
         if not await self._wait_conf(fut, index, term, deadline):
+            fut.cancel()  # its entry in _conf_waiters is dropped when that index is applied
             raise CommitTimeout(f"{cmd} {target} (entry {index}) not committed in time") from None
         return {
             "index": index,
