@@ -27,6 +27,11 @@ Rules that differ from a naive Raft, each with its reason:
   one; at most one change is uncommitted at a time.
 - A leader removed from the voters keeps leading until the change commits (it no longer counts
   itself), then hands leadership to the most up-to-date voter with TimeoutNow and steps down.
+- A removal leaves a tombstone (``Membership.removed``), and the leader keeps replicating to the
+  removed node until it has stored its removal and learnt that it committed (never counting
+  it toward a quorum), so a removed node knows it was removed.
+- A forwarded proposal carries the proposer's term and is appended only in that term; a node
+  that is not the leader drops forwarded requests (no relay). See ``propose_batch``.
 """
 
 from __future__ import annotations
