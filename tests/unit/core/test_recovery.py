@@ -136,3 +136,20 @@ def test_refuses_with_a_reason(kwargs, message):
     args.update(kwargs)
     with pytest.raises(RaftError, match=message):
         force_new_cluster(**args)
+
+
+def test_nodes_removed_before_the_recovery_stay_removed():
+    """A tombstone (issue 18, M3) survives force_new_cluster: a master removed before the loss
+    of quorum may still not add itself back by JOIN afterwards."""
+    removed = Membership(
+        voters=frozenset({"n1", "n2", "n3"}),
+        addresses=tuple(sorted((n, ADDRS[n]) for n in ("n1", "n2", "n3"))),
+        removed=(("n4", 5),),
+    )
+    entries = [
+        conf(1, 1, ConfOp.BOOTSTRAP, {"n1", "n2", "n3", "n4"}),
+        Entry(1, 5, EntryKind.CONF, ConfChange(ConfOp.REMOVE, "n4", "", removed).encode()),
+    ]
+    entries = [entries[0], *(Entry(1, i, data=b"x") for i in (2, 3, 4)), entries[1]]
+    rec = force_new_cluster("n1", HardState(1, "n1", 5), None, entries)
+    assert rec.membership.voters == {"n1"} and rec.membership.removed_at("n4") == 5
