@@ -79,8 +79,10 @@ from saltext_raft.runtime.remote import Remote
 from saltext_raft.runtime.remote import RemoteNotLeader
 from saltext_raft.runtime.remote import removed_message
 from saltext_raft.runtime.storage_thread import StorageThread
+from saltext_raft.transport.base import RateLimitedLog
 
 log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)  # per node id: lines a remote node can make repeat
 
 _CONF_OPS = {
     "add_learner": ConfOp.ADD_LEARNER,
@@ -1074,7 +1076,7 @@ class RaftRuntime:
         if op is ConfOp.ADD_LEARNER and args.get("join") and removed_at:
             # A node asking to add itself back after it was removed: only an operator may.
             msg = removed_message(target, removed_at)
-            log.warning("raft %s: JOIN refused: %s", self.id, msg)
+            _rl.warning(target, "raft %s: JOIN refused: %s", self.id, msg)
             raise Rejected(msg)
         if already:  # idempotent, so a JOIN or a retried request is harmless
             return {
