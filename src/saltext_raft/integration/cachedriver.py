@@ -36,6 +36,8 @@ from saltext_raft.integration import cacheconfig
 from saltext_raft.integration.cachemirror import MirrorPathError
 from saltext_raft.integration.cachemirror import check_name
 from saltext_raft.integration.cachesqlite import SqliteReader
+from saltext_raft.integration.fileutil import UnsafeDirectory
+from saltext_raft.integration.fileutil import check_private_dir
 
 #: Seconds between reconnection attempts while the engine is not reachable.
 RECONNECT_INTERVAL = 0.05
@@ -249,7 +251,23 @@ def read_barrier(opts: dict, what: str = "linearizable read") -> None:
     _engine_call(opts, what, {"op": "cache.read"}, write=False)
 
 
+#: Local copies found private to this process's user (a directory that is private stays so:
+#: only its owner, this user, or root could change that).
+_trusted_roots: set[str] = set()
+
+
 def _before_read(opts: dict, settings) -> None:
+    """Refuse to read a local copy someone else could have written (it decides, among other
+    things, which minion keys are accepted): the engine refuses to start on it, and the
+    workers must not serve it either."""
+    root = settings.root
+    if root not in _trusted_roots:
+        try:
+            exists = check_private_dir(root, "the raft cache directory (raft_cache_dir)")
+        except UnsafeDirectory as exc:
+            raise SaltCacheError(f"raft cache: not reading the local copy: {exc}") from None
+        if exists:
+            _trusted_roots.add(root)
     if settings.linearizable_reads:
         read_barrier(opts)
 

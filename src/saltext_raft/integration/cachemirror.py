@@ -32,11 +32,13 @@ import logging
 import os
 import queue
 import shutil
+import stat
 import threading
 import time
 from typing import NamedTuple
 
 from saltext_raft.integration.fileutil import atomic_write
+from saltext_raft.integration.fileutil import ensure_private_dir
 from saltext_raft.kv import KVStateMachine
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
@@ -71,10 +73,12 @@ class LocalfsMirror:
     reader listing a bank never sees them (``localfs.list`` would report them as sub-banks)."""
 
     def __init__(self, root: str):
-        self.root = os.path.abspath(root)
-        self.tmpdir = self.root + ".tmp"
-        os.makedirs(self.root, mode=0o700, exist_ok=True)
-        os.makedirs(self.tmpdir, mode=0o700, exist_ok=True)
+        self.root = ensure_private_dir(root, "the raft cache directory (raft_cache_dir)")
+        self.tmpdir = ensure_private_dir(
+            self.root + ".tmp", "the raft cache's temp directory (raft_cache_dir + '.tmp')"
+        )
+        #: Directories below the root already checked to be real directories (never symlinks):
+        #: nobody else can write in the private root, so one check per process is enough.
         self._dirs: set[str] = set()
         # Temp names: unique per process (pid) and per write (counter), so creating one never
         # needs ``mkstemp``'s random names and retries. ``itertools.count`` is thread-safe.
@@ -99,10 +103,49 @@ class LocalfsMirror:
         """Where ``bank``/``key`` lives: two names with the same slot are the same key."""
         return self.key_path(bank, key)
 
+    def _components(self, path: str):
+        """``path``'s directories from just below the root down to ``path`` itself."""
+        rel = os.path.relpath(path, self.root)
+        if rel == ".":
+            return
+        cur = self.root
+        for part in rel.split(os.sep):
+            cur = os.path.join(cur, part)
+            yield cur
+
     def _makedirs(self, path: str) -> None:
-        if path not in self._dirs:
-            os.makedirs(path, exist_ok=True)
-            self._dirs.add(path)
+        """Create ``path`` below the root, refusing to pass through anything but a real
+        directory: a symlinked bank would make the engine write where the link points."""
+        if path in self._dirs:
+            return
+        for cur in self._components(path):
+            if cur in self._dirs:
+                continue
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(cur, 0o700)
+            self._check_real_dir(cur)
+            self._dirs.add(cur)
+
+    @staticmethod
+    def _check_real_dir(path: str) -> None:
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a directory"
+            raise MirrorPathError(
+                f"{path} in the raft cache directory is {kind}: refusing to write through it "
+                "(the engine never creates links there; remove it, the next rebuild restores "
+                "the bank)"
+            )
+
+    def _reachable(self, path: str) -> bool:
+        """Whether ``path``'s parents below the root are all real directories (so removing
+        ``path`` cannot reach outside the root); False if one is missing."""
+        for cur in self._components(os.path.dirname(path)):
+            try:
+                self._check_real_dir(cur)
+            except FileNotFoundError:
+                return False
+        return True
 
     def store(self, bank: str, key: str, value: bytes, ts: int) -> None:
         check_name("bank", bank, allow_empty=True)
@@ -117,12 +160,14 @@ class LocalfsMirror:
         check_name("bank", bank, allow_empty=True)
         if key is not None:
             check_name("key", key)
-            try:
-                os.unlink(self.key_path(bank, key))
-            except FileNotFoundError:
-                pass
+            path = self.key_path(bank, key)
+            if self._reachable(path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
             return
         target = self.bank_dir(bank)
+        if target != self.root and not self._reachable(target):
+            return
         if target == self.root:
             for name in os.listdir(self.root):
                 self._remove(os.path.join(self.root, name))
@@ -151,10 +196,21 @@ class LocalfsMirror:
                 want_dirs.add(d)
                 d = os.path.dirname(d)
         stats = {"written": 0, "deleted": 0, "kept": 0}
-        for dirpath, _dirnames, filenames in os.walk(self.root, topdown=False):
+        for dirpath, dirnames, filenames in os.walk(self.root, topdown=False):
+            for name in dirnames:  # os.walk lists a link to a directory here, not below
+                path = os.path.join(dirpath, name)
+                if os.path.islink(path):
+                    log.warning(
+                        "saltext-raft cache: removed the symbolic link %s -> %s from the local "
+                        "copy (the engine never creates links there and does not follow them)",
+                        path,
+                        os.readlink(path),
+                    )
+                    os.unlink(path)
+                    stats["deleted"] += 1
             for name in filenames:
                 path = os.path.join(dirpath, name)
-                if path not in want_files:
+                if path not in want_files or os.path.islink(path):
                     os.unlink(path)
                     stats["deleted"] += 1
             if dirpath not in want_dirs:
@@ -164,12 +220,12 @@ class LocalfsMirror:
                     pass
         self._dirs.clear()
         for d in sorted(want_dirs):
-            os.makedirs(d, exist_ok=True)
+            self._makedirs(d)
         for b, k, v, ts in items:
             path = self.key_path(b, k)
             try:
-                st = os.stat(path)
-                if int(st.st_mtime) == ts and st.st_size == len(v):
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode) and int(st.st_mtime) == ts and st.st_size == len(v):
                     with open(path, "rb") as fh:
                         if fh.read() == v:
                             stats["kept"] += 1

@@ -31,6 +31,7 @@ import threading
 import time
 
 from saltext_raft.integration.cachemirror import check_name
+from saltext_raft.integration.fileutil import ensure_private_dir
 
 #: File name of the database inside ``raft_cache_dir``.
 DB_NAME = "cache.sqlite3"
@@ -91,9 +92,8 @@ class SqliteMirror:
     """The engine side: used by one thread at a time (the mirror writer thread)."""
 
     def __init__(self, root: str):
-        self.root = os.path.abspath(root)
+        self.root = ensure_private_dir(root, "the raft cache directory (raft_cache_dir)")
         self.path = db_path(self.root)
-        os.makedirs(self.root, mode=0o700, exist_ok=True)
         self._conn: sqlite3.Connection | None = None
         self._banks: set[str] = set()
 

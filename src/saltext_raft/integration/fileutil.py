@@ -1,11 +1,99 @@
-"""Atomic file replacement for the files the engine shares with other processes on the host
-(the readiness file, the cache driver's local mirror). No Salt import."""
+"""Files and directories the engine shares with other processes on the host.
+
+Lives here: atomic file replacement (the readiness file, the cache driver's local mirror,
+backups), the engine's process lock, and the one rule for a directory the engine trusts
+(:func:`ensure_private_dir`, :func:`check_private_dir`): what it reads there decides which
+minion keys are accepted and whether the master serves, so nobody but the master's user may
+have put anything in it. Must not live here: what goes into those files. No Salt import.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
+
+
+class UnsafeDirectory(OSError):
+    """A directory the engine would trust is not private to the master's user: it is a
+    symlink, not a directory, owned by another user, or writable by group or others."""
+
+    def __init__(self, path: str, why: str, fix: str):
+        super().__init__(f"{path}: {why}; {fix}")
+        self.path = path
+        self.why = why
+
+
+def _unsafe(path: str, what: str, st: os.stat_result) -> UnsafeDirectory | None:
+    """Why ``st`` (an ``lstat`` of ``path``) is not a private directory, or None."""
+    euid = os.geteuid()
+    mode = stat.S_IMODE(st.st_mode)
+    fix = (
+        f"remove it (it may have been created by someone else) or, if it is yours, make it a "
+        f"directory owned by uid {euid} with mode 0700 (chown {euid} {path}; chmod 0700 {path}); "
+        f"the engine creates it 0700 when it is missing"
+    )
+    if stat.S_ISLNK(st.st_mode):
+        return UnsafeDirectory(
+            path, f"{what} is a symbolic link (to {os.readlink(path)!r}), refused", fix
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        return UnsafeDirectory(path, f"{what} is not a directory", fix)
+    if st.st_uid != euid:
+        return UnsafeDirectory(
+            path,
+            f"{what} is owned by uid {st.st_uid} (mode {mode:04o}), not by uid {euid} that the "
+            "master runs as, refused",
+            fix,
+        )
+    if mode & 0o022:
+        return UnsafeDirectory(
+            path, f"{what} has mode {mode:04o}: writable by group or others, refused", fix
+        )
+    return None
+
+
+def _check_parent(path: str, what: str) -> None:
+    """A parent others may write to without the sticky bit (``/dev/shm`` and ``/tmp`` have it)
+    lets them rename our directory away and put theirs in its place."""
+    parent = os.path.dirname(path) or "."
+    st = os.stat(parent)
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022 and not mode & stat.S_ISVTX and st.st_uid != 0:
+        raise UnsafeDirectory(
+            path,
+            f"the parent of {what}, {parent}, has mode {mode:04o} (writable by others without "
+            "the sticky bit), so another user could replace it",
+            "put it in a directory only root and the master's user can write to",
+        )
+
+
+def check_private_dir(path: str, what: str = "the directory") -> bool:
+    """True if ``path`` is a private directory, False if it does not exist; raises
+    :class:`UnsafeDirectory` otherwise. For readers: creates nothing."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    problem = _unsafe(path, what, st)
+    if problem is not None:
+        raise problem
+    return True
+
+
+def ensure_private_dir(path: str, what: str = "the directory") -> str:
+    """Create ``path`` with mode 0700 (its parents as ``makedirs`` does) or accept it as it is
+    if it already exists and is private; raise :class:`UnsafeDirectory` otherwise. A
+    pre-existing directory is never "repaired" (chown/chmod): whatever another user put in it
+    stays untrusted. Returns the absolute path."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _check_parent(path, what)
+    with contextlib.suppress(FileExistsError):  # lost a race: the lstat below judges
+        os.mkdir(path, 0o700)
+    check_private_dir(path, what)
+    return path
 
 
 def atomic_write(
@@ -84,8 +172,10 @@ class ProcessLock:
     def acquire(self) -> ProcessLock:
         import fcntl  # pylint: disable=import-outside-toplevel
 
-        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # The lock's directory is the engine's state directory (the readiness file, the Raft
+        # storage's banks): whoever could write there could open the gate or rewrite the log.
+        ensure_private_dir(os.path.dirname(self.path) or ".", "the engine's state directory")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

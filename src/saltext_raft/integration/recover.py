@@ -29,6 +29,7 @@ import sys
 
 from saltext_raft.integration.fileutil import LockHeld
 from saltext_raft.integration.fileutil import ProcessLock
+from saltext_raft.integration.fileutil import UnsafeDirectory
 from saltext_raft.integration.fileutil import atomic_write
 
 #: What the operator does next, after the recovery entry is written.
@@ -132,6 +133,8 @@ def recover(opts: dict, address: str = "", *, write: bool, restore: str = "") ->
                 )
             else:
                 recovery = recover_store(store, cfg.node_id, address, cfg.advertise, write=write)
+    except UnsafeDirectory as exc:
+        raise RecoverError(f"not touching the Raft storage: {exc}") from None
     except LockHeld as exc:
         raise RecoverError(
             f"the raft engine is running on this master (process {exc.pid or 'unknown'} holds "
