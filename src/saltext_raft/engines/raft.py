@@ -26,6 +26,7 @@ from saltext_raft.integration import gate as _gate
 from saltext_raft.integration.config import EngineConfigError
 from saltext_raft.integration.config import from_opts
 from saltext_raft.integration.fileutil import LockHeld
+from saltext_raft.integration.fileutil import UnsafeDirectory
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,9 @@ __virtualname__ = "raft"
 def __virtual__():
     if __opts__.get("__role") == "master":  # pylint: disable=undefined-variable
         # The master parent imports configured engines before it forks the request workers:
-        # wrapping the class here makes every worker inherit the gate.
-        try:
-            _gate.install()
-        except Exception as exc:  # pylint: disable=broad-except
-            log.error("saltext-raft: could not install the request gate: %s", exc)
+        # wrapping the class here makes every worker inherit the gate. If that fails the
+        # master stops (GateNotInstalled) instead of serving ungated: fail closed.
+        _gate.install_for_master(__opts__)  # pylint: disable=undefined-variable
     return __virtualname__
 
 
@@ -57,6 +56,9 @@ def start(**options):
         sys.exit(2)
     try:
         RaftService(opts, cfg).run()
+    except UnsafeDirectory as exc:
+        log.error("saltext-raft: not starting: %s", exc)
+        sys.exit(2)
     except LockHeld as exc:
         log.error(
             "saltext-raft: not starting: process %s holds %s, so a raft engine is already "

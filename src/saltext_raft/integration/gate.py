@@ -241,6 +241,32 @@ def install(worker_cls=None) -> bool:
     return True
 
 
+class GateNotInstalled(SystemExit):
+    """The gate is on but could not be installed: the master must not start serving.
+
+    A ``SystemExit`` on purpose: Salt's loader turns an ``Exception`` raised by a module's
+    ``__virtual__`` into a log line and carries on, and a master without its gate would serve
+    minions whatever the cluster says. Raised in the master parent while it loads its engines,
+    before it creates its request server, it stops the master there (fail closed)."""
+
+
+def install_for_master(opts: dict, worker_cls=None) -> bool:
+    """Install the gate when the master's engine options have it on (the default); if that
+    fails, raise :class:`GateNotInstalled` instead of letting the master serve ungated."""
+    if not settings_from_opts(opts).enabled:
+        return False
+    try:
+        return install(worker_cls)
+    except Exception as exc:  # pylint: disable=broad-except
+        msg = (
+            f"saltext-raft: could not install the request gate ({type(exc).__name__}: {exc}); "
+            "the master stops here rather than serve minions without it. Set the raft engine "
+            "option 'gate: false' to run without the gate."
+        )
+        log.critical("%s", msg)
+        raise GateNotInstalled(msg) from exc
+
+
 def uninstall(worker_cls) -> bool:
     current = worker_cls.__dict__.get("_handle_payload")
     if current is None or not getattr(current, _MARK, False):

@@ -159,24 +159,23 @@ def test_gate_switched_off_or_engine_not_configured(worker_cls, tmp_path):
 
 def test_stale_readiness_file_fails_closed(tmp_path):
     path = str(tmp_path / "ready")
-    wr = ReadinessWriter(path, interval=1.0)
+    clock = [1000.0]
+    wr = ReadinessWriter(path, interval=1.0, clock=lambda: clock[0])
     wr.publish({"ready": True})
-    now = [time.time()]
-    reader = ReadinessReader(path, stale_after=4.0, cache_for=0.0, wall=lambda: now[0])
+    reader = ReadinessReader(path, stale_after=4.0, cache_for=0.0, clock=lambda: clock[0])
     assert reader.is_open()
-    now[0] += 10  # the engine died: nobody refreshes the mtime
+    clock[0] += 10  # the engine hangs: nobody refreshes the heartbeat
     assert not reader.is_open()
-    assert "not running" in reader.reason
-    os.utime(path)  # a restarted engine refreshes it
-    now[0] = time.time()
+    assert "not running (no heartbeat for 10s)" in reader.reason
+    wr.heartbeat()  # it comes back
     assert reader.is_open()
 
 
 def test_reader_caches_its_stat(tmp_path):
     path = str(tmp_path / "ready")
-    wr = ReadinessWriter(path)
-    wr.publish({"ready": True})
     clock = [0.0]
+    wr = ReadinessWriter(path, clock=lambda: clock[0])
+    wr.publish({"ready": True})
     reader = ReadinessReader(path, cache_for=0.25, clock=lambda: clock[0])
     assert reader.is_open()
     wr.publish({"ready": False, "reason": "removed"})
