@@ -33,11 +33,12 @@ import salt.payload
 from salt.exceptions import SaltCacheError
 
 from saltext_raft.integration import cacheconfig
-from saltext_raft.integration.cachemirror import MirrorPathError
-from saltext_raft.integration.cachemirror import check_name
 from saltext_raft.integration.cachesqlite import SqliteReader
 from saltext_raft.integration.fileutil import UnsafeDirectory
 from saltext_raft.integration.fileutil import check_private_dir
+from saltext_raft.kv.machine import BadName
+from saltext_raft.kv.machine import check_flush
+from saltext_raft.kv.machine import check_name
 
 #: Seconds between reconnection attempts while the engine is not reachable.
 RECONNECT_INTERVAL = 0.05
@@ -168,12 +169,15 @@ def _settings(opts: dict):
     return settings
 
 
-def _check(bank, key=None, *, key_required=False) -> None:
+def _check(bank, key=None, *, key_required=False, flush=False) -> None:
     try:
-        check_name("bank", bank, allow_empty=True)
-        if key is not None or key_required:
-            check_name("key", key)
-    except MirrorPathError as exc:
+        if flush:
+            check_flush(bank, key)
+        else:
+            check_name("bank", bank, allow_empty=True)
+            if key is not None or key_required:
+                check_name("key", key)
+    except BadName as exc:
         raise SaltCacheError(f"raft cache: {exc}") from None
 
 
@@ -239,7 +243,7 @@ def add(opts: dict, bank: str, key: str, data) -> bool:
 
 
 def flush(opts: dict, bank: str, key: str | None = None) -> bool:
-    _check(bank, key)
+    _check(bank, key, flush=True)
     request = {"op": "cache.flush", "bank": bank, "key": key}
     what = f"flush {bank}/{key}" if key is not None else f"flush bank {bank}"
     return bool(_engine_call(opts, what, request, write=True))

@@ -42,6 +42,9 @@ from saltext_raft.integration.fileutil import ensure_private_dir
 from saltext_raft.kv import KVStateMachine
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
+from saltext_raft.kv.machine import BadName
+from saltext_raft.kv.machine import check_flush
+from saltext_raft.kv.machine import check_name
 from saltext_raft.kv.machine import decode_entry
 from saltext_raft.kv.machine import tree_contents
 
@@ -57,15 +60,9 @@ ERROR_LOG_INTERVAL = 10.0
 REPAIR_INTERVAL = 30.0
 
 
-class MirrorPathError(ValueError):
-    """A bank or key that would leave the mirror directory ("..", absolute, NUL)."""
-
-
-def check_name(what: str, name: str, *, allow_empty: bool = False) -> None:
-    if not isinstance(name, str) or (not name and not allow_empty):
-        raise MirrorPathError(f"{what} must be a non-empty string (got {name!r})")
-    if "\0" in name or name.startswith("/") or ".." in name.split("/"):
-        raise MirrorPathError(f"{what} {name!r} would leave the cache directory")
+class MirrorPathError(BadName):
+    """A bank or key the mirror refuses: a bad name (:func:`check_name`, the state machine's
+    rule) or a path through a symbolic link."""
 
 
 class LocalfsMirror:
@@ -157,21 +154,15 @@ class LocalfsMirror:
         atomic_write(path, value, tmp_path=f"{self._tmp_prefix}{next(self._tmp_seq)}", mtime=ts)
 
     def flush(self, bank: str, key: str | None) -> None:
-        check_name("bank", bank, allow_empty=True)
+        check_flush(bank, key)
         if key is not None:
-            check_name("key", key)
             path = self.key_path(bank, key)
             if self._reachable(path):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
             return
-        target = self.bank_dir(bank)
-        if target != self.root and not self._reachable(target):
-            return
-        if target == self.root:
-            for name in os.listdir(self.root):
-                self._remove(os.path.join(self.root, name))
-        else:
+        target = self.bank_dir(bank)  # never the root: check_flush refuses it
+        if self._reachable(target):
             self._remove(target)
         self._dirs = {d for d in self._dirs if not (d == target or d.startswith(target + os.sep))}
 
@@ -423,7 +414,7 @@ class MirrorWriter:
             try:
                 check_name("bank", job[1], allow_empty=True)
                 check_name("key", job[2])
-            except MirrorPathError:
+            except BadName:
                 return None
             return self.mirror.slot(job[1], job[2])
         return None

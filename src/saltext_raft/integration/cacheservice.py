@@ -43,12 +43,13 @@ import time
 from saltext_raft.integration.cacheconfig import CacheSettings
 from saltext_raft.integration.cachemirror import CacheStateMachine
 from saltext_raft.integration.cachemirror import MirrorWriter
-from saltext_raft.integration.cachemirror import check_name
 from saltext_raft.integration.cachemirror import new_mirror
 from saltext_raft.kv.machine import ADD
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
 from saltext_raft.kv.machine import Command
+from saltext_raft.kv.machine import check_flush
+from saltext_raft.kv.machine import check_name
 from saltext_raft.kv.machine import encode_entry
 from saltext_raft.runtime.control import ControlServer
 from saltext_raft.runtime.errors import RaftRuntimeError
@@ -161,8 +162,10 @@ class CacheService:
         before it joins a batch (a bad one is refused alone), queued for this turn's batch."""
         bank, key = req.get("bank", ""), req.get("key")
         try:
-            check_name("bank", bank, allow_empty=True)
-            if op != FLUSH or key is not None:  # a flush without a key flushes the bank
+            if op == FLUSH:
+                check_flush(bank, key)  # without a key: the bank, never the root
+            else:
+                check_name("bank", bank, allow_empty=True)
                 check_name("key", key)
             value = base64.b64decode(req.get("value") or "", validate=True) if op != FLUSH else b""
             client, seq = str(req.get("client") or ""), int(req.get("seq") or 0)

@@ -30,8 +30,9 @@ import sqlite3
 import threading
 import time
 
-from saltext_raft.integration.cachemirror import check_name
 from saltext_raft.integration.fileutil import ensure_private_dir
+from saltext_raft.kv.machine import check_flush
+from saltext_raft.kv.machine import check_name
 
 #: File name of the database inside ``raft_cache_dir``.
 DB_NAME = "cache.sqlite3"
@@ -208,20 +209,13 @@ class SqliteMirror:
             db.executemany("DELETE FROM keys WHERE bank = ? AND key = ?", deletes)
 
     def flush(self, bank: str, key: str | None) -> None:
-        check_name("bank", bank, allow_empty=True)
-        if key is not None:
-            check_name("key", key)
+        check_flush(bank, key)
         db = self._db()
         bank = norm_bank(bank)
         if key is not None:
             db.execute("DELETE FROM keys WHERE bank = ? AND key = ?", (bank, key))
             return
-        if not bank:
-            db.execute("DELETE FROM keys")
-            db.execute("DELETE FROM banks WHERE bank != ''")
-            self._banks.clear()
-            return
-        lo, hi = _below(bank)
+        lo, hi = _below(bank)  # never the root: check_flush refuses it
         db.execute("DELETE FROM keys WHERE bank = ? OR (bank >= ? AND bank < ?)", (bank, lo, hi))
         db.execute("DELETE FROM banks WHERE bank = ? OR (bank >= ? AND bank < ?)", (bank, lo, hi))
         self._banks = {b for b in self._banks if not (b == bank or lo <= b < hi)}

@@ -58,6 +58,7 @@ from salt.utils.verify import valid_id
 from saltext_raft.integration import cacheconfig
 from saltext_raft.integration import cachedriver
 from saltext_raft.integration.readiness import ReadinessReader
+from saltext_raft.kv.machine import bank_parts
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def route(opts: dict, bank) -> str:
     """Where a ``raft`` driver call for ``bank`` goes: :data:`KEYS` (replicated key store),
     :data:`LOCAL` (``localfs_key`` in this master's ``pki_dir``) or :data:`CACHE` (the plain
     replicated cache). The key banks are only special when this driver is the keys driver."""
-    if isinstance(bank, str) and (bank == MIRROR_PREFIX or bank.startswith(MIRROR_PREFIX + "/")):
+    if isinstance(bank, str) and bank_parts(bank)[:1] == [MIRROR_PREFIX]:
         raise SaltCacheError(
             f"raft cache: bank {bank!r} is reserved for the replicated minion key store"
         )

@@ -138,6 +138,44 @@ def _parts(bank: str) -> list[str]:
     return [p for p in bank.split("/") if p]
 
 
+# --- names: the one rule for banks and keys, used by every edge (driver, engine socket, mirror)
+class BadName(ValueError):
+    """A bank or key name the replicated cache refuses (see :func:`check_name`)."""
+
+
+def check_name(what: str, name, *, allow_empty: bool = False) -> None:
+    """A bank (``allow_empty``: the root, "") or key must be a string of "/"-separated parts,
+    none of them "." or "..", not starting with "/", without NUL: it names the same place in
+    the state machine, in the ``localfs`` copy (a path) and in the ``sqlite`` copy. A "."
+    part would differ: the state machine keeps a bank called ".", a path drops it, so
+    ``./x`` would reach bank ``x`` in the local copy without passing the checks made on ``x``."""
+    if not isinstance(name, str) or (not name and not allow_empty):
+        raise BadName(f"{what} must be a non-empty string (got {name!r})")
+    if "\0" in name or name.startswith("/") or ".." in name.split("/"):
+        raise BadName(f"{what} {name!r} would leave the cache directory")
+    if "." in name.split("/"):
+        raise BadName(f"{what} {name!r} has a '.' part: name the bank without it")
+
+
+def check_flush(bank, key) -> None:
+    """:func:`check_name` for a flush; a flush without a key must name a bank below the root:
+    flushing the root ("", "/") would remove every bank of every master (every replicated
+    minion key included), which no Salt cache call means to do."""
+    check_name("bank", bank, allow_empty=True)
+    if key is not None:
+        check_name("key", key)
+    elif not _parts(bank):
+        raise BadName(
+            f"flushing bank {bank!r} would remove every bank of the replicated cache; "
+            "name the bank to flush"
+        )
+
+
+def bank_parts(bank: str) -> list[str]:
+    """The bank's non-empty parts: how the state machine (and every copy) names it."""
+    return _parts(bank)
+
+
 class _Bank:
     __slots__ = ("keys", "children")
 
@@ -399,9 +437,9 @@ class KVStateMachine:
             node = self._bank(cmd.bank, create=False)
             return node is not None and node.keys.pop(cmd.key, None) is not None
         if not parts:
-            existed = bool(self._root.keys or self._root.children)
-            self._root = _Bank()
-            return existed
+            # Refused at every edge (check_flush); an entry that got in anyway (an older
+            # master) changes nothing, the same on every node.
+            return False
         parent = self._bank("/".join(parts[:-1]), create=False)
         return parent is not None and parent.children.pop(parts[-1], None) is not None
 

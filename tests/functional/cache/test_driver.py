@@ -185,6 +185,28 @@ def test_bad_names_are_refused_before_reaching_the_engine(caches):
         caches["m1"].store("../escape", "k", 1)
 
 
+def test_flushing_the_root_bank_is_refused_and_every_bank_stays(caches):
+    """Regression (issue 18, L7): ``flush("")`` through the driver removed every bank on every
+    master (the minion keys of 3008's key store included)."""
+    c1 = caches["m1"]
+    c1.store("root-flush/a", "k", "kept")
+    wait_for(lambda: caches["m3"].fetch("root-flush/a", "k") == "kept", 5, "the store on m3")
+    for bank in ("", "/"):
+        with pytest.raises(SaltCacheError, match="would remove every bank|would leave"):
+            c1.flush(bank)
+    for nid in ("m1", "m2", "m3"):
+        assert caches[nid].fetch("root-flush/a", "k") == "kept"
+
+
+def test_a_dot_part_cannot_reach_the_reserved_key_store_bank(caches):
+    """``./saltext_raft_keys/keys`` is a bank "." in the state machine but the key store's bank
+    in the local copy: refused before the reserved-bank check could be sidestepped."""
+    with pytest.raises(SaltCacheError, match="'.' part"):
+        caches["m1"].store("./saltext_raft_keys/keys", "rogue", {"state": "accepted"})
+    with pytest.raises(SaltCacheError, match="reserved"):
+        caches["m1"].store("saltext_raft_keys//keys", "rogue", {"state": "accepted"})
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_without_the_engine_writes_fail_clearly_and_reads_work(tmp_path, layout):
     c = InProcessCluster(str(tmp_path), ids=("solo",), base_opts={"raft_cache_backend": layout})

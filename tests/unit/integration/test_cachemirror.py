@@ -16,7 +16,6 @@ from saltext_raft.core import Entry
 from saltext_raft.core import EntryKind
 from saltext_raft.integration.cacheconfig import CacheSettings
 from saltext_raft.integration.cachemirror import CacheStateMachine
-from saltext_raft.integration.cachemirror import MirrorPathError
 from saltext_raft.integration.cachemirror import MirrorWriter
 from saltext_raft.integration.cachemirror import new_mirror
 from saltext_raft.integration.cacheservice import CacheService
@@ -25,6 +24,7 @@ from saltext_raft.kv import KVStateMachine
 from saltext_raft.kv.machine import ADD
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
+from saltext_raft.kv.machine import BadName
 from saltext_raft.kv.machine import Command
 from saltext_raft.kv.machine import encode_batch
 from saltext_raft.kv.machine import encode_command
@@ -246,7 +246,7 @@ def test_restore_rebuilds_the_mirror_from_the_snapshot(tmp_path, run, layout, of
 @pytest.mark.parametrize("bank,key", [("../etc", "k"), ("/abs", "k"), ("a", "../../x"), ("a", "")])
 def test_names_that_would_leave_the_mirror_are_refused(tmp_path, bank, key, layout):
     mirror = new_mirror(layout, str(tmp_path / "kv"))
-    with pytest.raises(MirrorPathError):
+    with pytest.raises(BadName):
         mirror.store(bank, key, b"x", 1)
 
 

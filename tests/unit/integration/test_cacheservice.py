@@ -163,6 +163,21 @@ def test_a_bad_name_is_refused_before_it_joins_a_batch(service):
     assert run(main()) == []
 
 
+@pytest.mark.parametrize("bank", ["", "/"])
+def test_a_flush_of_the_root_bank_is_refused_before_it_is_proposed(service, bank):
+    """Regression (issue 18, L7): the engine's socket accepted ``cache.flush`` of bank "",
+    which the state machine applied as "remove every bank"."""
+
+    async def main():
+        rt = attach(service)
+        with pytest.raises(Rejected, match="would remove every bank|would leave"):
+            service._flush(rt, {"bank": bank, "key": None, "client": "c", "seq": 1})
+        await asyncio.sleep(0)
+        return rt.proposals
+
+    assert run(main()) == []
+
+
 def test_the_answer_waits_for_the_local_copy(tmp_path):
     svc = CacheService(settings(tmp_path, backend="localfs"), clock=lambda: 1)
 

@@ -15,7 +15,10 @@ from saltext_raft.kv import encode_command
 from saltext_raft.kv.machine import ADD
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
+from saltext_raft.kv.machine import BadName
 from saltext_raft.kv.machine import UnknownCommand
+from saltext_raft.kv.machine import check_flush
+from saltext_raft.kv.machine import check_name
 from saltext_raft.kv.machine import tree_contents
 
 
@@ -386,3 +389,29 @@ def test_deep_banks_pack_and_unpack_without_recursion():
     restored = KVStateMachine()
     restored.restore(data)
     assert restored.fetch(bank, "k") == b"deep"
+
+
+@pytest.mark.parametrize("root", ["", "/", "//"])
+def test_flushing_the_root_bank_is_refused_and_changes_nothing(root):
+    """Regression (issue 18, L7): a flush of bank "" wiped every bank, every replicated minion
+    key included, on every master."""
+    sm = KVStateMachine()
+    store(sm, "saltext_raft_keys/keys", "web1", b"accepted")
+    store(sm, "minions/web1", "data", b"grains")
+    before = sm.snapshot()
+    assert flush(sm, root) is False
+    assert sm.snapshot() == before
+    assert sm.fetch("saltext_raft_keys/keys", "web1") == b"accepted"
+    with pytest.raises(BadName, match="would remove every bank|would leave"):
+        check_flush(root, None)
+
+
+@pytest.mark.parametrize(
+    "bank", ["./saltext_raft_keys/keys", "a/./b", "..", "a/../b", "/abs", "a\0b"]
+)
+def test_the_name_rule_refuses_dot_parts_escapes_and_nul(bank):
+    with pytest.raises(BadName):
+        check_name("bank", bank, allow_empty=True)
+    check_name("bank", "minions/web1")
+    check_flush("minions", None)
+    check_flush("", "key")  # a key of the root bank is an ordinary key
