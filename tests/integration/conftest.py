@@ -212,6 +212,7 @@ class Cluster:
         path = str(self.tmp_path / f"{name}.secret")
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(secret or self.secret)
+        os.chmod(path, 0o600)  # the engine refuses a secret others can read
         return path
 
     def engine(self, mid, **extra):

@@ -44,6 +44,7 @@ def start_masters(
     has committed."""
     secret_file = tmp_path_factory.mktemp(f"{prefix}-secret") / "raft.secret"
     secret_file.write_text(secrets.token_hex(32))
+    secret_file.chmod(0o600)  # the engine refuses a secret others can read
     raft_port = ports.get_unused_localhost_port()
     masters = {}
     for mid in IDS:

@@ -22,6 +22,10 @@ from dataclasses import field
 from dataclasses import fields
 
 from saltext_raft.integration.cacheconfig import cache_enabled
+from saltext_raft.integration.secret import HOW_TO_GENERATE
+from saltext_raft.integration.secret import MIN_SECRET_BYTES
+from saltext_raft.integration.secret import SecretError
+from saltext_raft.integration.secret import read_secret_file
 from saltext_raft.runtime.config import RuntimeConfig
 
 #: The engine's own TCP port. Clear of Salt's publish (4505) and request (4506) ports and of
@@ -41,7 +45,6 @@ STATE_DIRNAME = "saltext_raft"
 #: The file inside ``cluster_pki_dir`` the default secret is derived from (Salt's shared
 #: cluster private key: the same on every master of a Salt cluster).
 CLUSTER_KEY_FILE = "cluster.pem"
-MIN_SECRET_BYTES = 16
 _HKDF_SALT = b"saltext-raft/v1 secret"
 _HKDF_INFO = b"saltext-raft transport secret from cluster.pem"
 _WILDCARDS = {"0.0.0.0", "::", "*", ""}
@@ -81,7 +84,9 @@ class EngineConfig:
     #: ``peers``, else ``bind:port``. Required when ``bind`` is a wildcard and this node is not
     #: in ``peers``.
     advertise: str = ""
-    #: File holding the shared cluster secret (at least 16 bytes; 32 random bytes recommended).
+    #: File holding the shared cluster secret: at least 32 random bytes (hex, base64 or raw),
+    #: owned by the master's user, mode 0600 (``python -m saltext_raft.integration.secret
+    #: generate PATH`` writes one).
     #: Default: derived from ``cluster_pki_dir``/cluster.pem when Salt clustering is configured.
     secret_file: str = ""
     #: Join an existing cluster instead of founding one, even if this master is listed in
@@ -419,33 +424,25 @@ def _check_host_port(option: str, addr, *, wildcard_ok: bool) -> None:
 def read_secret(secret_file: str, opts: dict) -> tuple[bytes, str]:
     """The cluster secret and where it came from. Never logs the secret.
 
-    ``secret_file`` set: its contents, surrounding whitespace stripped (so ``openssl rand -hex
-    32 > file`` works). Otherwise, when Salt's ``cluster_pki_dir`` holds ``cluster.pem`` (the
+    ``secret_file`` set: its contents, surrounding whitespace stripped, once
+    :func:`~saltext_raft.integration.secret.read_secret_file` has checked its owner, mode and
+    strength. Otherwise, when Salt's ``cluster_pki_dir`` holds ``cluster.pem`` (the
     private key every master of a Salt cluster shares): HKDF-SHA256 of that key, so the Raft
     secret changes when the cluster key does and is never the key itself.
     """
     if secret_file:
         try:
-            with open(secret_file, "rb") as fh:
-                data = fh.read().strip()
-        except OSError as exc:
-            raise EngineConfigError(
-                "secret_file", f"cannot read {secret_file}: {exc.strerror or exc}"
-            ) from None
-        if len(data) < MIN_SECRET_BYTES:
-            raise EngineConfigError(
-                "secret_file",
-                f"{secret_file} holds {len(data)} bytes; at least "
-                f"{MIN_SECRET_BYTES} are required (try: openssl rand -hex 32 > {secret_file})",
-            )
-        return data, secret_file
+            return read_secret_file(secret_file), secret_file
+        except SecretError as exc:
+            raise EngineConfigError("secret_file", str(exc)) from None
     pki_dir = opts.get("cluster_pki_dir")
     if not pki_dir:
         raise EngineConfigError(
             "secret_file",
             "not set, and Salt's cluster_pki_dir is not set either, so there is "
-            "no cluster key to derive a secret from: create a file with 32 random bytes on every "
-            "master (openssl rand -hex 32) and set secret_file to its path",
+            "no cluster key to derive a secret from: create a secret file ("
+            + HOW_TO_GENERATE.format(path="/etc/salt/raft.secret")
+            + "), copy it to every master and set secret_file to its path",
         )
     path = os.path.join(pki_dir, CLUSTER_KEY_FILE)
     try:

@@ -12,13 +12,14 @@ from saltext_raft.integration.config import EngineConfigError
 from saltext_raft.integration.config import engine_options
 from saltext_raft.integration.config import from_opts
 
-SECRET = b"0123456789abcdef0123456789abcdef"
+SECRET = b"0123456789abcdef" * 4  # 64 hex digits: 32 bytes of key material
 
 
 @pytest.fixture
 def secret_file(tmp_path):
     path = tmp_path / "raft.secret"
     path.write_bytes(SECRET + b"\n")
+    path.chmod(0o600)
     return str(path)
 
 
@@ -136,7 +137,7 @@ def test_missing_secret_says_what_to_do(tmp_path):
     with pytest.raises(EngineConfigError) as excinfo:
         from_opts(opts(tmp_path), {})
     assert excinfo.value.option == "secret_file"
-    assert "openssl rand" in str(excinfo.value)
+    assert "python -m saltext_raft.integration.secret generate" in str(excinfo.value)
 
 
 def test_unreadable_or_short_secret(tmp_path):
@@ -144,7 +145,8 @@ def test_unreadable_or_short_secret(tmp_path):
         from_opts(opts(tmp_path), {"secret_file": str(tmp_path / "nope")})
     short = tmp_path / "short"
     short.write_bytes(b"abc")
-    with pytest.raises(EngineConfigError, match="at least 16"):
+    short.chmod(0o600)
+    with pytest.raises(EngineConfigError, match="at least 32"):
         from_opts(opts(tmp_path), {"secret_file": str(short)})
     with pytest.raises(EngineConfigError, match="cluster.pem"):
         from_opts(opts(tmp_path, cluster_pki_dir=str(tmp_path / "nopki")), {})
