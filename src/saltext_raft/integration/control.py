@@ -21,6 +21,14 @@ event is forwarded to every peer master, so a request carrying the key itself wo
 them. Peer masters have their own keys, and the server also drops anything carrying
 ``__peer_id`` or naming another node, so a forwarded request is ignored rather than answered
 twice. The client matches its reply by ``rid``.
+
+Each request is served at most once: the server remembers the ``rid`` of every request it
+accepted until the request is too old to be accepted anyway (:class:`SeenRequests`), so a
+request recorded off the bus and fired again (a ``remove``, an ``add``) is ignored. The memory
+is bounded: at most :data:`MAX_REMEMBERED` requests per window; beyond that new requests are
+refused (never forgotten early). It lives in the engine process: a request recorded less than
+:data:`MAX_REQUEST_AGE` seconds before an engine restart could be served again after it, but
+the master key that signs requests changes with every master restart.
 """
 
 from __future__ import annotations
@@ -41,6 +49,10 @@ RET_PREFIX = "saltext/raft/ctl/ret/"
 #: Requests older than this (seconds, by the request's own clock) are ignored: a replayed or
 #: long-queued request must not change membership.
 MAX_REQUEST_AGE = 120.0
+
+#: Accepted requests remembered at most (each for its validity window); beyond this new ones
+#: are refused until old ones expire. Only holders of the master key can sign requests.
+MAX_REMEMBERED = 4096
 
 OPS = (
     "backup",
@@ -118,6 +130,31 @@ def check_request(data, node_id: str, key: str, now: float | None = None) -> str
     if abs(now - ts) > MAX_REQUEST_AGE:
         return "too old"
     return None
+
+
+class SeenRequests:
+    """The ids of accepted requests, each until its request could no longer be accepted
+    (``ts + MAX_REQUEST_AGE``). Bounded by ``limit``: when full of unexpired ids, a new request
+    is refused rather than an old id forgotten (forgetting would re-open its replay)."""
+
+    def __init__(self, limit: int = MAX_REMEMBERED, window: float = MAX_REQUEST_AGE):
+        self.limit = limit
+        self.window = window
+        self._expires: dict[str, float] = {}
+
+    def admit(self, rid: str, ts: float, now: float) -> str | None:
+        """Remember ``rid``; why it must be refused (seen before, or too many), or None."""
+        if rid in self._expires:
+            return "replayed (this request id was served already)"
+        if len(self._expires) >= self.limit:
+            self._expires = {r: t for r, t in self._expires.items() if t >= now}
+            if len(self._expires) >= self.limit:
+                return f"more than {self.limit} requests within {self.window:g}s"
+        self._expires[rid] = ts + self.window
+        return None
+
+    def __len__(self) -> int:
+        return len(self._expires)
 
 
 def master_key(opts: dict) -> str:
@@ -211,6 +248,7 @@ class ControlServer:
         self._key = key
         self._key_from_disk = key is None
         self._ignored_log = 0.0
+        self._seen = SeenRequests()
         self.served = 0
 
     @property
@@ -240,6 +278,8 @@ class ControlServer:
             # The master key is regenerated at each master start: re-read it once.
             self._key = None
             why = check_request(data, self.node_id, self.key())
+        if why is None:  # authentic and fresh: is it new?
+            why = self._seen.admit(data["rid"], float(data["ts"]), time.time())
         if why is not None:
             if why not in ("forwarded from a peer master",) and not why.startswith("addressed"):
                 now = time.monotonic()

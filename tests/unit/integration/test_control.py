@@ -135,3 +135,41 @@ def test_client_matches_its_own_request_id():
     t.start()
     assert ControlClient(OPTS, bus_factory=bus.handle, key=KEY).call("leader", timeout=5) == "mine"
     t.join(5)
+
+
+def test_a_replayed_signed_remove_is_refused_and_membership_changes_once():
+    """Regression (issue 18, L4): the same signed ``remove`` ran twice within its 120 s
+    window. The attacker recorded the request off the bus and fires it again, unchanged."""
+    bus = Bus()
+    members = {"m1", "m2", "m3"}
+    changes = []
+
+    def engine(op, args):
+        assert op == "remove"
+        if args["node"] not in members:
+            raise LookupError(f"{args['node']} is not a member")
+        members.discard(args["node"])
+        changes.append(args["node"])
+        return {"voters": sorted(members)}
+
+    server = ControlServer(OPTS, "m1", engine, bus=bus.handle(), key=KEY)
+    request = control.make_request(KEY, "m1", "remove", {"node": "m2"})
+    assert server.handle(request)["ok"] is True
+    members.add("m2")  # the operator adds m2 back ...
+    replay = dict(request)  # ... and the recorded request is fired again
+    assert server.handle(replay) is None
+    assert changes == ["m2"] and "m2" in members
+    fresh = control.make_request(KEY, "m1", "remove", {"node": "m2"})
+    assert server.handle(fresh)["ok"] is True  # a new request still works
+    assert changes == ["m2", "m2"]
+
+
+def test_remembered_request_ids_are_bounded_and_refuse_rather_than_forget():
+    seen = control.SeenRequests(limit=3, window=10.0)
+    for i in range(3):
+        assert seen.admit(f"r{i}", 100.0, 100.0) is None
+    assert "replayed" in seen.admit("r0", 100.0, 105.0)
+    assert "more than 3 requests" in seen.admit("r3", 105.0, 105.0)  # full, none expired
+    assert "replayed" in seen.admit("r1", 100.0, 109.0)  # not forgotten to make room
+    assert seen.admit("r3", 111.0, 111.0) is None  # the old ones expired: room again
+    assert len(seen) == 1
