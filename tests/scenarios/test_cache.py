@@ -112,9 +112,10 @@ def test_a_value_stored_on_master_1_is_read_on_masters_2_and_3(cluster):
 
 
 def backup_path(master) -> str:
-    """Where this cluster's backup goes: in master 1's own root_dir (each run of the module,
-    one per layout, has its own masters; the directory their root_dirs share is common)."""
-    return os.path.join(master.config["root_dir"], "raft-scenario.bak")
+    """Where this cluster's backup goes: master 1's backup directory (the engine's default,
+    ``<cachedir>/saltext_raft_backups``; each run of the module, one per layout, has its own
+    masters)."""
+    return os.path.join(master.config["cachedir"], "saltext_raft_backups", "raft-scenario.bak")
 
 
 def test_a_backup_is_written_with_the_runner(cluster):

@@ -42,6 +42,8 @@ DEFAULT_CLUSTER_ID = "saltext-raft"
 #: Where the readiness file and other small engine files live, relative to ``cachedir``.
 #: Not ``.cluster_joined.*`` nor ``health/`` (Salt 3008 core consensus owns those).
 STATE_DIRNAME = "saltext_raft"
+#: Default directory of ``raft.backup`` files, relative to ``cachedir``.
+BACKUP_DIRNAME = "saltext_raft_backups"
 #: The file inside ``cluster_pki_dir`` the default secret is derived from (Salt's shared
 #: cluster private key: the same on every master of a Salt cluster).
 CLUSTER_KEY_FILE = "cluster.pem"
@@ -125,6 +127,9 @@ class EngineConfig:
     #: Host the replicated Salt cache (the ``raft`` cache driver; docs/cache.md). Default
     #: (unset): on when the master's ``cache`` (or 3008's ``keys.cache_driver``) is ``raft``.
     cache: bool | None = None
+    #: The only directory ``salt-run raft.backup`` writes to (created 0700, owned by the
+    #: master's user). Default: ``<cachedir>/saltext_raft_backups``.
+    backup_dir: str = ""
     #: Resolved ``cache`` (from_opts fills it in).
     cache_enabled: bool = False
 
@@ -158,6 +163,11 @@ class EngineConfig:
     def lock_path(self) -> str:
         """Held (``flock``) by the running engine and by the offline recovery command."""
         return os.path.join(self.state_dir, "engine.lock")
+
+    @property
+    def backups(self) -> str:
+        """Where backups are written (``backup_dir``, or its default under ``cachedir``)."""
+        return self.backup_dir or os.path.join(self.cachedir, BACKUP_DIRNAME)
 
     @property
     def readiness_path(self) -> str:
@@ -239,6 +249,12 @@ class EngineConfig:
                 "election_ticks",
                 f"must be greater than heartbeat_ticks ({self.election_ticks} <= "
                 f"{self.heartbeat_ticks})",
+            )
+        if not isinstance(self.backup_dir, str) or (
+            self.backup_dir and not os.path.isabs(self.backup_dir)
+        ):
+            raise EngineConfigError(
+                "backup_dir", f"must be an absolute directory path (got {self.backup_dir!r})"
             )
         if self.aead not in ("chacha20poly1305", "aesgcm"):
             raise EngineConfigError("aead", "must be 'chacha20poly1305' or 'aesgcm'")

@@ -31,6 +31,7 @@ from saltext_raft.integration.fileutil import LockHeld
 from saltext_raft.integration.fileutil import ProcessLock
 from saltext_raft.integration.fileutil import UnsafeDirectory
 from saltext_raft.integration.fileutil import atomic_write
+from saltext_raft.integration.fileutil import ensure_private_dir
 
 #: What the operator does next, after the recovery entry is written.
 NEXT_STEPS = (
@@ -45,22 +46,54 @@ NEXT_STEPS = (
 )
 
 
-def write_backup(path: str, backup, *, overwrite: bool = False) -> int:
-    """Write ``backup`` (a :class:`~saltext_raft.runtime.backup.Backup`) to ``path``, whole or
-    not at all, durably, mode 0600; returns its size. Refuses a relative ``path``, a missing
-    directory, and an existing file unless ``overwrite``. Raises ``BackupError``."""
+def backup_path(backup_dir: str, path: str) -> str:
+    """Where ``raft.backup path=<path>`` writes: ``path`` is a file name in ``backup_dir``, or
+    an absolute path of a file directly in it. Anything else (another directory, "..", a
+    symbolic link at that name) is refused: the runner may be granted through
+    ``external_auth`` to users who must not write files as the master's user elsewhere."""
+    from saltext_raft.runtime.backup import BackupError  # pylint: disable=import-outside-toplevel
+
+    backup_dir = os.path.abspath(backup_dir)
+    where = f"the backup directory {backup_dir} (engine option backup_dir)"
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise BackupError("backup: pass path=<file name in the backup directory>")
+    parts = path.split("/")
+    if ".." in parts or "." in parts:
+        raise BackupError(
+            f"backup path {path!r}: '.' and '..' are not allowed; name a file in {where}"
+        )
+    candidate = path if os.path.isabs(path) else os.path.join(backup_dir, path)
+    candidate = os.path.normpath(candidate)
+    if os.path.dirname(candidate) != backup_dir or not os.path.basename(candidate):
+        raise BackupError(
+            f"backup path {path!r} is outside {where}: backups are written there only; give a "
+            "file name, or change backup_dir"
+        )
+    if os.path.islink(candidate):
+        raise BackupError(f"{candidate} is a symbolic link: refusing to write a backup through it")
+    return candidate
+
+
+def write_backup(
+    path: str, backup, *, secret: bytes, backup_dir: str, overwrite: bool = False
+) -> tuple[str, int]:
+    """Write ``backup`` (a :class:`~saltext_raft.runtime.backup.Backup`), authenticated with a
+    key derived from ``secret``, to ``path`` in ``backup_dir`` (:func:`backup_path`), whole or
+    not at all, durably, mode 0600; returns the path written and its size. ``backup_dir`` is
+    created 0700 and must be private to the master's user. Refuses an existing file unless
+    ``overwrite``. Raises ``BackupError``."""
     # pylint: disable=import-outside-toplevel
     from saltext_raft.runtime.backup import BackupError
     from saltext_raft.runtime.backup import encode
 
-    if not os.path.isabs(path):
-        raise BackupError(f"backup path must be absolute (got {path!r})")
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        raise BackupError(f"backup directory {directory} does not exist")
+    try:
+        ensure_private_dir(backup_dir, "the backup directory (engine option backup_dir)")
+    except UnsafeDirectory as exc:
+        raise BackupError(str(exc)) from None
+    path = backup_path(backup_dir, path)
     if os.path.exists(path) and not overwrite:
         raise BackupError(f"{path} exists; pass overwrite=True to replace it")
-    blob = encode(backup)
+    blob = encode(backup, secret)
     try:
         atomic_write(path, blob, prefix=f".{os.path.basename(path)}.", mode=0o600, durable=True)
     except OSError as exc:
@@ -68,11 +101,12 @@ def write_backup(path: str, backup, *, overwrite: bool = False) -> int:
             f"cannot write the backup to {path}: {exc.strerror or exc} (nothing was written "
             "there; a file already at that path is unchanged)"
         ) from None
-    return len(blob)
+    return path, len(blob)
 
 
-def read_backup(path: str):
-    """The :class:`~saltext_raft.runtime.backup.Backup` in ``path``; raises ``BackupError``."""
+def read_backup(path: str, secret: bytes):
+    """The :class:`~saltext_raft.runtime.backup.Backup` in ``path``, authenticated with
+    ``secret``; raises ``BackupError``."""
     # pylint: disable=import-outside-toplevel
     from saltext_raft.runtime.backup import BackupError
     from saltext_raft.runtime.backup import decode
@@ -82,23 +116,29 @@ def read_backup(path: str):
             blob = fh.read()
     except OSError as exc:
         raise BackupError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return decode(blob, path)
+    return decode(blob, secret, path)
 
 
 class RecoverError(Exception):
     """The recovery cannot run; the message says why and what to do."""
 
 
-def recover(opts: dict, address: str = "", *, write: bool, restore: str = "") -> dict:
+def recover(
+    opts: dict, address: str = "", *, write: bool, restore: str = "", backup_secret: str = ""
+) -> dict:
     """Run the recovery (or, without ``write``, a dry run) on the master whose opts these are:
-    from its own log, or with ``restore`` from that backup file into its empty storage.
-    Returns the report; raises :class:`RecoverError`."""
+    from its own log, or with ``restore`` from that backup file into its empty storage. The
+    backup is authenticated with this master's cluster secret, or with the secret file
+    ``backup_secret`` (the one in force when it was taken). Returns the report; raises
+    :class:`RecoverError`."""
     # pylint: disable=import-outside-toplevel
     from saltext_raft.core.types import RaftError
     from saltext_raft.integration.cacheconfig import storage_opts
     from saltext_raft.integration.config import EngineConfigError
     from saltext_raft.integration.config import engine_options
     from saltext_raft.integration.config import from_opts
+    from saltext_raft.integration.secret import SecretError
+    from saltext_raft.integration.secret import read_secret_file
     from saltext_raft.runtime.backup import BackupError
     from saltext_raft.runtime.recovery import RecoveryRefused
     from saltext_raft.runtime.recovery import recover_store
@@ -113,13 +153,17 @@ def recover(opts: dict, address: str = "", *, write: bool, restore: str = "") ->
             "'engines' option: there is no Raft storage to recover"
         )
     try:
-        cfg = from_opts(opts, options, load_secret=False)
+        cfg = from_opts(opts, options, load_secret=bool(restore and not backup_secret))
+        if restore and backup_secret:
+            cfg.secret = read_secret_file(backup_secret)
     except EngineConfigError as exc:
         raise RecoverError(f"raft engine option {exc}") from None
+    except SecretError as exc:
+        raise RecoverError(f"--backup-secret: {exc}") from None
     backup = None
     if restore:
         try:
-            backup = read_backup(restore)
+            backup = read_backup(restore, cfg.secret)
         except BackupError as exc:
             raise RecoverError(str(exc)) from None
     try:
@@ -240,6 +284,13 @@ def main(argv=None) -> int:
         help="restore this backup (salt-run raft.backup) into this master's empty Raft storage "
         "instead of recovering from its own log",
     )
+    parser.add_argument(
+        "--backup-secret",
+        metavar="FILE",
+        default="",
+        help="with --restore: the secret file in force when the backup was taken, if it is not "
+        "this master's secret_file any more (backups are authenticated with the cluster secret)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     import salt.config  # pylint: disable=import-outside-toplevel
@@ -250,7 +301,13 @@ def main(argv=None) -> int:
         return 2
     opts = salt.config.master_config(path)
     try:
-        report = recover(opts, args.address, write=args.force_new_cluster, restore=args.restore)
+        report = recover(
+            opts,
+            args.address,
+            write=args.force_new_cluster,
+            restore=args.restore,
+            backup_secret=args.backup_secret,
+        )
     except RecoverError as exc:
         print(f"recover: {exc}", file=sys.stderr)
         return 2

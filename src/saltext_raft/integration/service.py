@@ -391,18 +391,28 @@ class RaftService:
 
     async def _backup(self, rt, args: dict) -> dict:
         # pylint: disable=import-outside-toplevel
+        from saltext_raft.integration.recover import backup_path
         from saltext_raft.integration.recover import write_backup
         from saltext_raft.runtime.backup import Backup
 
-        path = str(args.get("path") or "")
-        if not path:
-            raise ValueError("backup: pass path=<absolute path of the backup file to write>")
-        overwrite = args.get("overwrite") is True  # the runner sends a bool
-        backup = Backup(
-            self.cfg.cluster_id, self.cfg.node_id, time.time(), await rt.backup_snapshot()
+        created = time.time()
+        default_name = time.strftime(
+            f"{self.cfg.cluster_id}-{self.cfg.node_id}-%Y%m%dT%H%M%SZ.bak", time.gmtime(created)
         )
-        size = await asyncio.get_running_loop().run_in_executor(
-            None, functools.partial(write_backup, path, backup, overwrite=overwrite)
+        path = str(args.get("path") or default_name)
+        overwrite = args.get("overwrite") is True  # the runner sends a bool
+        backup_path(self.cfg.backups, path)  # refuse a bad path before taking the snapshot
+        backup = Backup(self.cfg.cluster_id, self.cfg.node_id, created, await rt.backup_snapshot())
+        path, size = await asyncio.get_running_loop().run_in_executor(
+            None,
+            functools.partial(
+                write_backup,
+                path,
+                backup,
+                secret=self.cfg.secret,
+                backup_dir=self.cfg.backups,
+                overwrite=overwrite,
+            ),
         )
         log.info("saltext-raft %s: wrote a backup of %d bytes to %s", self.cfg.node_id, size, path)
         return {"path": path, "bytes": size, **backup.summary()}

@@ -118,15 +118,18 @@ def snapshot(timeout=30):
     return _call("snapshot", timeout)
 
 
-def backup(path, overwrite=False, timeout=120):
-    """Write a backup of the cluster's state, as this master has applied it, to ``path`` on
-    this master (a snapshot of the state machine, the replicated cache included, and the
-    membership; one file that checks itself). Restore it with
+def backup(path=None, overwrite=False, timeout=120):
+    """Write a backup of the cluster's state, as this master has applied it, to a file in the
+    engine's backup directory on this master (engine option ``backup_dir``, default
+    ``<cachedir>/saltext_raft_backups``): a snapshot of the state machine, the replicated cache
+    included, and the membership, in one file authenticated with the cluster secret. ``path``:
+    a file name in that directory, or an absolute path of a file directly in it (default:
+    ``<cluster>-<node>-<UTC time>.bak``); anything else is refused. Restore it with
     ``python -m saltext_raft.integration.recover --restore <path>`` (docs/operations.md).
 
-    CLI Example: ``salt-run raft.backup path=/var/backups/salt-raft.bak``
+    CLI Example: ``salt-run raft.backup path=salt-raft.bak``
     """
-    return _call("backup", timeout, path=path, overwrite=bool(overwrite))
+    return _call("backup", timeout, path=path or "", overwrite=bool(overwrite))
 
 
 def import_cache(banks=None, source="localfs", overwrite=False, workers=8):

@@ -5,15 +5,20 @@ Lives here: the format (:func:`encode`, :func:`decode`). Must not live here: tak
 snapshot (``RaftRuntime.backup_snapshot``), restoring it into storage (``runtime/recovery.py``),
 reading and writing the files on a master (``integration/recover.py``), Salt.
 
-Format (version 1): the magic line ``saltext-raft backup 1\\n``, a msgpack map (``cluster_id``,
-``node_id``, ``created`` (Unix time), ``index``, ``term``, ``membership``, ``data``), then the
-SHA-256 of everything before it. A torn or damaged file fails the digest check and is refused
-whole: a backup is either restored exactly or not at all.
+Format (version 2): the magic line ``saltext-raft backup 2\\n``, a msgpack map (``cluster_id``,
+``node_id``, ``created`` (Unix time), ``index``, ``term``, ``membership``, ``data``), the
+SHA-256 of everything before it, then an HMAC-SHA256 of everything before that under the
+backup key (``transport.crypto.derive_backup_key``: derived from the cluster secret under its
+own label). A torn or damaged file fails the digest check and is refused whole: a backup is
+either restored exactly or not at all. A file changed on purpose, its digest recomputed (keys
+added to the cache, a membership rewritten), fails the HMAC: only holders of the cluster secret
+can make a backup this code restores. Version 1 files (digest only) are refused.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import time
 from dataclasses import dataclass
 
@@ -22,9 +27,13 @@ import msgpack
 from saltext_raft.core.types import Membership
 from saltext_raft.core.types import Snapshot
 from saltext_raft.core.types import SnapshotMeta
+from saltext_raft.transport.crypto import derive_backup_key
 
-MAGIC = b"saltext-raft backup 1\n"
+MAGIC = b"saltext-raft backup 2\n"
+#: The unauthenticated format of earlier builds.
+_MAGIC_V1 = b"saltext-raft backup 1\n"
 _DIGEST = 32
+_MAC = 32
 
 
 class BackupError(ValueError):
@@ -51,7 +60,12 @@ class Backup:
         }
 
 
-def encode(backup: Backup) -> bytes:
+def _mac(secret: bytes, signed: bytes) -> bytes:
+    return hmac.new(derive_backup_key(secret), signed, hashlib.sha256).digest()
+
+
+def encode(backup: Backup, secret: bytes) -> bytes:
+    """The file's bytes, authenticated with a key derived from the cluster ``secret``."""
     meta = backup.snapshot.meta
     body = MAGIC + msgpack.packb(
         {
@@ -65,19 +79,34 @@ def encode(backup: Backup) -> bytes:
         },
         use_bin_type=True,
     )
-    return body + hashlib.sha256(body).digest()
+    signed = body + hashlib.sha256(body).digest()
+    return signed + _mac(secret, signed)
 
 
-def decode(blob: bytes, source: str = "the backup") -> Backup:
+def decode(blob: bytes, secret: bytes, source: str = "the backup") -> Backup:
+    """The backup in ``blob`` once its digest and its HMAC under ``secret`` check out."""
+    if blob.startswith(_MAGIC_V1):
+        raise BackupError(
+            f"{source} is a version 1 backup, which carries no authentication; this version "
+            "restores only backups authenticated with the cluster secret: take a new one with "
+            "salt-run raft.backup"
+        )
     if not blob.startswith(MAGIC):
         if blob.startswith(b"saltext-raft backup "):
             raise BackupError(f"{source} is in a backup format this version does not know")
         raise BackupError(f"{source} is not a saltext-raft backup file")
-    body, digest = blob[:-_DIGEST], blob[-_DIGEST:]
-    if len(blob) < len(MAGIC) + _DIGEST or hashlib.sha256(body).digest() != digest:
+    signed, mac = blob[:-_MAC], blob[-_MAC:]
+    body, digest = signed[:-_DIGEST], signed[-_DIGEST:]
+    if len(blob) < len(MAGIC) + _DIGEST + _MAC or hashlib.sha256(body).digest() != digest:
         raise BackupError(
             f"{source} is damaged or incomplete (checksum mismatch, {len(blob)} bytes): it was "
             "cut short or changed after it was written; use another backup"
+        )
+    if not hmac.compare_digest(_mac(secret, signed), mac):
+        raise BackupError(
+            f"{source} is not authenticated by the cluster secret: it was changed after it was "
+            "written (its checksum recomputed), or it was taken under another secret (pass the "
+            "secret file in force when it was taken with --backup-secret); refused"
         )
     try:
         obj = msgpack.unpackb(body[len(MAGIC) :], raw=False)

@@ -109,6 +109,14 @@ def _derive_cluster_key(secret: bytes, cluster_id: str) -> bytes:
     ).derive(secret)
 
 
+def derive_backup_key(secret: bytes) -> bytes:
+    """The key that authenticates backup files (HMAC-SHA256): from the cluster secret, under
+    its own label, so it is never a frame key and a frame key never authenticates a backup."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"saltext-raft/v1", info=b"backup file"
+    ).derive(secret)
+
+
 def _derive_frame_key(cluster_key: bytes, sender: bytes, receiver: bytes, epoch: int) -> bytes:
     info = b"frame" + _lp(sender) + _lp(receiver) + epoch.to_bytes(8, "big")
     return HKDFExpand(algorithm=hashes.SHA256(), length=32, info=info).derive(cluster_key)

@@ -30,6 +30,10 @@ from tests.childpython import run_python
 PEERS = {"m1": "127.0.0.1:47001", "m2": "127.0.0.1:47002", "m3": "127.0.0.1:47003"}
 
 
+#: Every master of these tests shares this secret (the backup file is authenticated with it).
+SECRET_HEX = "5e" * 32
+
+
 def write_config(root, engine: bool = True) -> None:
     lines = [
         f"root_dir: {root}",
@@ -40,7 +44,11 @@ def write_config(root, engine: bool = True) -> None:
         "id: m1",
     ]
     if engine:
-        lines += ["engines:", "  - raft:", "      peers:"]
+        secret = os.path.join(root, "raft.secret")
+        with open(secret, "w", encoding="utf-8") as fh:
+            fh.write(SECRET_HEX)
+        os.chmod(secret, 0o600)
+        lines += ["engines:", "  - raft:", f"      secret_file: {secret}", "      peers:"]
         lines += [f"        {nid}: {addr}" for nid, addr in PEERS.items()]
     with open(os.path.join(root, "master"), "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
@@ -154,10 +162,11 @@ OLD = Membership(voters=frozenset({"a", "b", "c"}), addresses=(("a", "10.9.0.1:4
 
 
 def backup_file(tmp_path) -> str:
-    path = str(tmp_path / "raft.bak")
-    write_backup(
-        path,
+    path, _ = write_backup(
+        "raft.bak",
         Backup("saltext-raft", "a", 1_795_000_000.0, Snapshot(SnapshotMeta(40, 6, OLD), b"state")),
+        secret=SECRET_HEX.encode(),
+        backup_dir=str(tmp_path / "backups"),
     )
     return path
 

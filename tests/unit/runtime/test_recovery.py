@@ -20,6 +20,8 @@ from saltext_raft.runtime.recovery import restore_store
 from saltext_raft.storage import MemoryStore
 from tests.unit.runtime.helpers import LocalCluster
 
+SECRET = b"recovery-test-secret-recovery-test-secret"
+
 
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
@@ -81,13 +83,13 @@ def test_a_backup_restored_on_a_new_master_starts_a_cluster_with_that_state():
             snap = await follower.backup_snapshot()  # any member can take one
             assert snap.meta.index == follower.node.applied_index
             assert await follower.backup_snapshot() == snap  # nothing applied since: the same
-            blob = encode(Backup("test", follower.id, 0.0, snap))
+            blob = encode(Backup("test", follower.id, 0.0, snap), SECRET)
             await leader.propose(DictStateMachine.set_command(b"later", b"x"))  # not in it
             await c.stop_all()  # every master is lost
 
             with pytest.raises(RecoveryRefused, match="already holds Raft data"):
                 restore_store(MemoryStore(c.disks["n1"]), "n1", snap, write=False)
-            backup = decode(blob)
+            backup = decode(blob, SECRET)
             rec = restore_store(
                 MemoryStore(c.disks["n9"]), "n9", backup.snapshot, default_address="mem://n9",
                 write=True,
