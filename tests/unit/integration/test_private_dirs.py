@@ -76,6 +76,7 @@ def plant_rogue_key(root: str) -> None:
 def opts_for(tmp_path, root: str, backend: str = "localfs") -> dict:
     return {
         "cachedir": str(tmp_path / "cachedir"),
+        "pki_dir": str(tmp_path / "pki"),
         "sock_dir": str(tmp_path / "sock"),
         "raft_cache_dir": root,
         "raft_cache_backend": backend,
@@ -95,6 +96,7 @@ def test_a_cache_dir_planted_by_another_user_is_refused_and_nothing_from_it_is_s
     as_nobody(lambda: plant_rogue_key(root))
     assert os.stat(root).st_uid == NOBODY
     opts = opts_for(tmp_path, root, backend)
+    os.makedirs(opts["pki_dir"])
 
     # the engine's side: the cache service (hence the engine) does not start on it
     with pytest.raises(UnsafeDirectory) as info:
