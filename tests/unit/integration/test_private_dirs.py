@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 
 import pytest
-import salt.payload
 from salt.exceptions import SaltCacheError
 
 from saltext_raft.integration import cachedriver
@@ -25,52 +23,18 @@ from saltext_raft.integration.cachesqlite import SqliteMirror
 from saltext_raft.integration.fileutil import ProcessLock
 from saltext_raft.integration.fileutil import UnsafeDirectory
 from saltext_raft.integration.fileutil import ensure_private_dir
-
-NOBODY = 65534
-ROGUE_PUB = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQ\n-----END PUBLIC KEY-----\n"
+from tests.attacker import NOBODY
+from tests.attacker import as_nobody
+from tests.attacker import plant_rogue_key
+from tests.attacker import sticky_shared_dir
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 
 
-def as_nobody(fn) -> None:
-    """Run ``fn`` in a forked child as uid/gid 65534; fail the test if it fails there."""
-    pid = os.fork()
-    if pid == 0:  # the attacker
-        code = 1
-        try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            fn()
-            code = 0
-        except BaseException as exc:  # pylint: disable=broad-except
-            os.write(2, f"attacker failed: {exc!r}\n".encode())
-        finally:
-            os._exit(code)  # pylint: disable=protected-access
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "the attacker's setup failed"
-
-
 @pytest.fixture
 def shared():
-    """A world-writable sticky directory (like /dev/shm), outside pytest's private tmp."""
-    path = tempfile.mkdtemp(prefix="raft-shm-", dir="/tmp")
-    os.chmod(path, 0o1777)
-    yield path
-    import shutil  # pylint: disable=import-outside-toplevel
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def plant_rogue_key(root: str) -> None:
-    """As the attacker: the local copy's layout with minion ``rogue`` accepted."""
-    os.umask(0)
-    bank = os.path.join(root, keystore.MIRROR_PREFIX, "keys")
-    os.makedirs(bank, mode=0o777)
-    data = salt.payload.dumps({"state": "accepted", "pub": ROGUE_PUB})
-    with open(os.path.join(bank, "rogue.p"), "wb") as fh:
-        fh.write(data)
-    os.makedirs(root + ".tmp", mode=0o777)
+    with sticky_shared_dir() as path:
+        yield path
 
 
 def opts_for(tmp_path, root: str, backend: str = "localfs") -> dict:

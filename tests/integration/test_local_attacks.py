@@ -1,0 +1,63 @@
+"""A local unprivileged user against a real master (issue 18, H1): the attack runs where it
+lives, on a salt-master with the raft engine, ``cache: raft`` and ``keys.cache_driver: raft``."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import salt.config
+
+from tests.attacker import NOBODY
+from tests.attacker import as_nobody
+from tests.attacker import plant_rogue_key
+from tests.attacker import sticky_shared_dir
+from tests.integration.conftest import Cluster
+from tests.integration.conftest import log_text
+from tests.integration.conftest import ready_state
+from tests.integration.conftest import wait_for
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user"),
+    pytest.mark.skipif(
+        "keys.cache_driver" not in salt.config.DEFAULT_MASTER_OPTS,
+        reason="minion keys go through the cache driver on Salt 3008 only",
+    ),
+]
+
+
+def accepted_keys(master) -> list:
+    ret = master.salt_key_cli(timeout=60).run("-L", "--out", "json", _timeout=60)
+    try:
+        return list(json.loads(ret.stdout).get("minions", []))
+    except ValueError:
+        return []  # salt-key failed: it listed nothing
+
+
+def test_a_cache_dir_planted_by_a_local_user_is_refused_by_a_real_master(salt_factories, tmp_path):
+    """Regression (H1): uid 65534 created the suggested ``/dev/shm/salt-raft-cache`` first and
+    planted ``rogue`` as accepted; ``salt-key -L`` listed it and the engine wrote
+    ``pki_dir/minions/rogue``."""
+    with sticky_shared_dir() as shared:
+        root = os.path.join(shared, "salt-raft-cache")
+        as_nobody(lambda: plant_rogue_key(root))
+        c = Cluster(salt_factories, tmp_path, size=1)
+        f = c.master_factory(
+            c.ids[0],
+            name="planted-cache",
+            cache="raft",
+            raft_cache_dir=root,
+            **{"keys.cache_driver": "raft"},
+        )
+        with f.started(start_timeout=120):
+            assert "rogue" not in accepted_keys(f)  # the workers do not read it
+            wait_for(
+                lambda: "not starting" in log_text(f) and f"owned by uid {NOBODY}" in log_text(f),
+                60,
+                "the engine's refusal of the planted directory in the master log",
+            )
+            assert "rogue" not in accepted_keys(f)
+            assert not os.path.exists(os.path.join(f.config["pki_dir"], "minions", "rogue"))
+            assert ready_state(f).get("ready") is not True
+        assert sorted(os.listdir(root)) == ["saltext_raft_keys"]  # nothing written into it
