@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 
 import pytest
 import salt.config
@@ -61,3 +63,44 @@ def test_a_cache_dir_planted_by_a_local_user_is_refused_by_a_real_master(salt_fa
             assert not os.path.exists(os.path.join(f.config["pki_dir"], "minions", "rogue"))
             assert ready_state(f).get("ready") is not True
         assert sorted(os.listdir(root)) == ["saltext_raft_keys"]  # nothing written into it
+
+
+def ping(master, minion_id) -> bool:
+    """One ``salt <minion> test.ping`` (salt's timeout 8 s): the minion's return goes through the
+    master's request workers, hence through the gate."""
+    try:
+        ret = master.salt_cli(timeout=40).run("test.ping", "-t", "8", minion_tgt=minion_id)
+    except Exception:  # pylint: disable=broad-except
+        return False
+    return ret.returncode == 0 and ret.data is True
+
+
+def test_a_hung_engine_with_the_wall_clock_stepped_back_closes_a_real_masters_gate(
+    salt_factories, tmp_path
+):
+    """Regression (L8): the workers judged the engine alive by ``now - mtime`` of the
+    readiness file; with the engine not running and the wall clock stepped back an hour, its
+    last "ready" stayed believed. Here the engine is stopped (SIGSTOP: the master's process
+    manager would restart a killed one) and the file's mtime put an hour ahead."""
+    c = Cluster(salt_factories, tmp_path, size=1)
+    mid = c.ids[0]
+    f = c.start(c.master_factory(mid, name="clock-step"))
+    try:
+        wait_for(lambda: ready_state(f).get("ready"), 60, "the single master's gate to open")
+        minion = f.salt_minion_daemon("minion-clock", overrides={"master": mid})
+        c.stack.enter_context(minion.started(start_timeout=120))
+        f.salt_key_cli(timeout=60).run("-y", "-a", "minion-clock", _timeout=60)
+        wait_for(lambda: ping(f, "minion-clock"), 90, "the minion to answer through the gate")
+        engine_pid = ready_state(f)["pid"]
+        path = os.path.join(f.config["cachedir"], "saltext_raft", "ready")
+        os.kill(engine_pid, signal.SIGSTOP)
+        try:
+            future = time.time() + 3600
+            os.utime(path, (future, future))
+            wait_for(lambda: not ping(f, "minion-clock"), 60, "the gate to close")
+            assert ready_state(f).get("ready") is True  # the file still says so; not believed
+        finally:
+            os.kill(engine_pid, signal.SIGCONT)
+        wait_for(lambda: ping(f, "minion-clock"), 90, "the gate to reopen with the engine back")
+    finally:
+        c.close()
