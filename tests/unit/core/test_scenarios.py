@@ -27,6 +27,7 @@ from saltext_raft.core import ConfOp
 from saltext_raft.core import EntryKind
 from saltext_raft.core import MsgType
 from saltext_raft.core import RaftError
+from tests.ci import in_ci
 from tests.unit.core.cluster import Cluster
 
 HERE = pathlib.Path(__file__).parent / "scenarios"
@@ -208,7 +209,7 @@ def rewrite_requested(env=os.environ) -> bool:
     """True when the expected outputs are to be rewritten; fails the test under CI."""
     if not env.get("SCENARIO_REWRITE"):
         return False
-    if env.get("CI"):
+    if in_ci(env):
         pytest.fail(
             "SCENARIO_REWRITE is set while CI is: refusing to rewrite the expected outputs "
             "(every scenario would pass); unset SCENARIO_REWRITE"
