@@ -91,8 +91,13 @@ def test_a_master_that_joins_is_gated_until_promoted_then_removal_closes_its_gat
                         in [(e["op"], e["node"]) for e in sc.events(n, "membership")]
                     ),
                 )
-            # The removed master hears of its removal, or loses its leader: past the grace
-            # period its gate closes either way.
+            # The removed master hears of its removal, or loses its leader (the leader stops
+            # talking to it): then, past the grace period, its gate closes either way.
+            m4 = sc.cluster.nodes["m4"].node
+            await sc.until(
+                "m4 to learn its removal or lose its leader",
+                lambda: "m4" not in m4.membership.members or not m4.leader,
+            )
             sc.clock.advance(sc.engine_options["gate_grace"] + 1)
             await sc.until("m4's gate to close", lambda: not sc.gate_open("m4"))
             closed = sc.events("m4", "gate/closed")
