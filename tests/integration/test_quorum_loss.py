@@ -40,6 +40,7 @@ TAG = "saltext/raft/"
 @pytest.fixture(scope="module")
 def cluster(salt_factories, tmp_path_factory):
     c = Cluster(salt_factories, tmp_path_factory.mktemp("quorum"), gate_grace=GRACE)
+    c.started_at = time.time()
     try:
         in_threads(*(lambda m=m: c.start(c.master_factory(m)) for m in c.ids))
         yield c
@@ -68,8 +69,13 @@ def salt_call(cluster, mid: str, fun: str):
     return ret.data
 
 
-def test_salt_run_raft_leader_and_salt_call_raft_is_ready_on_every_master(cluster):
+def test_salt_run_raft_leader_and_salt_call_raft_is_ready_on_every_master(cluster, event_listener):
     leader = healthy(cluster)
+    # Bootstrap announced itself: every master's gate/open (reactors wait for it).
+    opened = event_listener.wait_for_events(
+        [(m, TAG + "gate/open") for m in cluster.ids], after_time=cluster.started_at, timeout=30
+    )
+    assert opened.found_all_events, sorted((e.daemon_id, e.tag) for e in opened)
     for mid in cluster.ids:
         rc, data, ret = run_json(cluster.masters[mid], "raft.leader")
         assert rc == 0, ret
