@@ -5,7 +5,8 @@ quorum, gate closed), a minion starts against it, then masters 2 and 3. Then: on
 agreed membership; masters with a wrong secret can neither join nor vote; a master nobody
 added joins by itself (JOIN) as a learner and is promoted, alongside one added with
 ``raft.add``, then both are removed (their gates close); the leader is SIGKILLed (failover,
-rejoin); every master is stopped and started again.
+rejoin); every master is stopped and started again. A test that needs what an earlier one
+left behind checks it first and names the missing precondition (tests/preconditions.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.integration.conftest import run_json
 from tests.integration.conftest import start_with_early_minion
 from tests.integration.conftest import time_to_all_gates_open
 from tests.integration.conftest import wait_for
+from tests.preconditions import require
 
 pytestmark = [pytest.mark.slow]
 
@@ -199,9 +201,16 @@ def test_a_master_nobody_added_joins_by_itself_as_learner_and_is_promoted(cluste
 
 
 def test_removing_a_master_closes_its_gate(cluster):
+    joined = "test_a_master_nobody_added_joins_by_itself_as_learner_and_is_promoted"
+    for new in (JOINER, ADDED):
+        require(
+            new in cluster.masters and cluster.masters[new].is_running(),
+            f"master {new} running",
+            joined,
+        )
+        require(cluster.ready(new), f"master {new}'s gate open (a promoted voter)", joined)
     removed = {}
     for new in (JOINER, ADDED):  # removed one after the other; their gates close concurrently
-        assert cluster.ready(new)
         rc, data, ret = run_json(cluster.masters[cluster.ids[0]], "raft.remove", f"node={new}")
         assert rc == 0, ret
         removed[new] = time.monotonic()

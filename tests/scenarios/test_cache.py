@@ -3,7 +3,10 @@
 One three-master cluster (127.0.0.1-3, ``cache: raft`` on every master, no shared filesystem:
 each master has its own root_dir, cachedir and pki_dir) is shared by the whole module; the tests
 run in file order and the last ones stop masters. A minion is attached to master 1 only. The
-module runs twice: local copies in the ``localfs`` layout, then in the ``sqlite`` layout.
+module runs twice: local copies in the ``localfs`` layout, then in the ``sqlite`` layout. A test
+that needs what an earlier one left behind (masters stopped, values or a backup written) checks
+it first and names the missing precondition (tests/preconditions.py): run alone, the recovery
+tests would otherwise build a second cluster beside a running one.
 
 Every wait is bounded and says what it waited for; daemons are stopped by their factories
 (by PID).
@@ -21,6 +24,7 @@ import salt.cache
 import yaml
 
 from tests.childpython import run_python
+from tests.preconditions import require
 from tests.scenarios.masters import IDS
 from tests.scenarios.masters import run
 from tests.scenarios.masters import start_masters
@@ -188,6 +192,8 @@ def minion_mine(master, mid):
 def test_writes_succeed_with_one_master_down_and_fail_clearly_without_quorum(cluster):
     masters, _ = cluster
     m1 = masters[IDS[0]]
+    down = [mid for mid in IDS if not masters[mid].is_running()]
+    require(not down, f"all three masters running (stopped: {down})")
     masters[IDS[2]].terminate()
     rc, _, ret = run(m1, "cache.store", "scenario/degraded", "k", "one-down")
     assert rc == 0, ret
@@ -234,6 +240,16 @@ def test_the_last_master_recovers_with_force_new_cluster_and_keeps_the_cache(clu
     value the cluster committed."""
     masters, _ = cluster
     m1 = masters[IDS[0]]
+    quorum_test = "test_writes_succeed_with_one_master_down_and_fail_clearly_without_quorum"
+    require(
+        not masters[IDS[1]].is_running() and not masters[IDS[2]].is_running(),
+        "masters 2 and 3 stopped (recovering master 1 beside them would split the cluster)",
+        quorum_test,
+    )
+    require(m1.is_running(), "master 1 running", quorum_test)
+    require(fetch(m1, "scenario/degraded", "k") == "one-down", "scenario/degraded/k", quorum_test)
+    shared = "test_a_value_stored_on_master_1_is_read_on_masters_2_and_3"
+    require(fetch(m1, "scenario/shared", "greeting"), "scenario/shared/greeting", shared)
     m1.terminate()
     proc = recover_and_start(m1, "scenario/recovered", "alone")
     assert "Written. Next:" in proc.stdout, proc.stdout
@@ -250,6 +266,14 @@ def test_a_lost_master_rebuilt_empty_rejoins_the_recovered_master(cluster):
     ``join: true``; it joins master 1 as a learner, is promoted and reads the cache."""
     masters, _ = cluster
     m1, m2 = masters[IDS[0]], masters[IDS[1]]
+    recovered = "test_the_last_master_recovers_with_force_new_cluster_and_keeps_the_cache"
+    require(not m2.is_running(), "master 2 stopped", recovered)
+    rc, members, _ = run(m1, "raft.members") if m1.is_running() else (1, None, None)
+    require(
+        rc == 0 and members["voters"] == [IDS[0]],
+        "master 1 running as the only voter (recovered)",
+        recovered,
+    )
     shutil.rmtree(os.path.join(m2.config["cachedir"], "saltext_raft"))
     with open(m2.config_file, encoding="utf-8") as fh:
         config = yaml.safe_load(fh)
@@ -275,6 +299,16 @@ def test_a_backup_restored_on_a_wiped_master_serves_the_state_it_holds(cluster):
     after the first test: alone, it serves the values of that moment and none written later."""
     masters, _ = cluster
     m3 = masters[IDS[2]]
+    require(
+        not m3.is_running(),
+        "master 3 stopped",
+        "test_writes_succeed_with_one_master_down_and_fail_clearly_without_quorum",
+    )
+    require(
+        os.path.isfile(backup_path(masters[IDS[0]])),
+        f"the backup file {backup_path(masters[IDS[0]])}",
+        "test_a_backup_is_written_with_the_runner",
+    )
     shutil.rmtree(os.path.join(m3.config["cachedir"], "saltext_raft"))
     recover_and_start(m3, "scenario/restored", "three", "--restore", backup_path(masters[IDS[0]]))
     assert fetch(m3, "scenario/shared", "greeting") == {"hello": "world"}  # in the backup

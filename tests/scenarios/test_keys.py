@@ -3,7 +3,8 @@
 Three masters (127.0.0.1-3) with the ``raft`` engine, ``cache: raft`` and
 ``keys.cache_driver: raft``; each has its own root_dir, cachedir and pki_dir (nothing shared).
 Salt-factories' automatic key acceptance is switched off: the tests accept keys with
-``salt-key`` on one master and look at the others. The tests run in file order on one cluster.
+``salt-key`` on one master and look at the others. The tests run in file order on one cluster;
+the restart test checks what it needs from the earlier ones and names what is missing.
 
 Salt 3007 has no ``keys.cache_driver``: the module skips there.
 """
@@ -17,6 +18,7 @@ import threading
 import pytest
 import salt.config
 
+from tests.preconditions import require
 from tests.scenarios.masters import IDS
 from tests.scenarios.masters import start_masters
 from tests.scenarios.masters import wait_for
@@ -168,6 +170,13 @@ def test_a_key_accepted_on_master_3_lets_the_minion_work_on_master_2(cluster):
 def test_a_restarted_master_keeps_its_key_and_the_accepted_minions(cluster):
     masters, _ = cluster
     m2 = masters[IDS[1]]
+    require(m2.is_running(), "master 2 running")
+    accepted = key_list(m2).get("minions") or []
+    for minion_id, test in (
+        (MINION_1, "test_a_key_accepted_on_master_1_is_accepted_on_masters_2_and_3"),
+        (MINION_2, "test_a_key_accepted_on_master_3_lets_the_minion_work_on_master_2"),
+    ):
+        require(minion_id in accepted, f"{minion_id}'s key accepted", test)
     before = master_pub(m2)
     m2.terminate()
     m2.start(start_timeout=120)

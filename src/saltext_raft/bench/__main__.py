@@ -30,6 +30,10 @@ COMMANDS = {
         "saltext_raft.bench.cache",
         "raft cache driver: 32 writers' cache.store rate/latency, cache.fetch vs localfs",
     ),
+    "gate": (
+        "saltext_raft.bench.gate",
+        "the request gate's cost per request on a ready master (target: <= 20 µs)",
+    ),
     "snapshot": (
         "saltext_raft.bench.snapshot",
         "a big cache state: how long snapshot, rebuild listing and restore hold the loop",

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import fields
 
+from saltext_raft.integration import readiness
 from saltext_raft.integration.cacheconfig import cache_enabled
 from saltext_raft.integration.secret import HOW_TO_GENERATE
 from saltext_raft.integration.secret import MIN_SECRET_BYTES
@@ -175,7 +176,7 @@ class EngineConfig:
 
     @property
     def readiness_stale_after(self) -> float:
-        return 3 * self.readiness_interval + 1.0
+        return readiness.stale_after(self.readiness_interval)
 
     def public_dict(self) -> dict:
         """The options as configured, without the secret (for logs and status)."""

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from saltext_raft.integration.config import STATE_DIRNAME
 from saltext_raft.integration.config import engine_options
 from saltext_raft.integration.readiness import ReadinessReader
+from saltext_raft.integration.readiness import stale_after
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def settings_from_opts(opts: dict) -> GateSettings:
     hold = min(_number(options.get("gate_hold"), DEFAULT_HOLD), MAX_HOLD)
     interval = _number(options.get("readiness_interval"), 1.0)
     path = os.path.join(opts.get("cachedir") or "", STATE_DIRNAME, "ready")
-    return GateSettings(True, hold, path, 3 * interval + 1.0)
+    return GateSettings(True, hold, path, stale_after(interval))
 
 
 def _number(value, default: float) -> float:

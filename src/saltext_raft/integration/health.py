@@ -12,6 +12,7 @@ import os
 from saltext_raft.integration.config import STATE_DIRNAME
 from saltext_raft.integration.config import engine_options
 from saltext_raft.integration.readiness import ReadinessReader
+from saltext_raft.integration.readiness import stale_after
 
 
 def master_opts(master_config: str, minion_opts: dict | None = None) -> dict:
@@ -30,7 +31,7 @@ def _reader(opts: dict) -> ReadinessReader:
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
         interval = 1.0
     path = os.path.join(opts.get("cachedir") or "", STATE_DIRNAME, "ready")
-    return ReadinessReader(path, stale_after=3 * interval + 1.0, cache_for=0.0)
+    return ReadinessReader(path, stale_after=stale_after(interval), cache_for=0.0)
 
 
 def status(opts: dict) -> dict:

@@ -47,6 +47,14 @@ def boot_id() -> str:
 BOOT_ID = boot_id()
 
 
+def stale_after(interval: float) -> float:
+    """Seconds without a refresh after which a readiness file written every ``interval``
+    seconds is stale: its engine is gone and the gate closes. Three missed refreshes plus one
+    second of slack. The one home of this rule (the gate, ``raft.is_ready`` and the engine's
+    config all ask here)."""
+    return 3 * interval + 1.0
+
+
 def _atomic_write(path: str, data: bytes) -> None:
     """Replace the readiness file atomically (world-readable: workers of any user read it)."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -122,7 +130,7 @@ class ReadinessReader:
     def __init__(
         self,
         path: str,
-        stale_after: float = 4.0,
+        stale_after: float = stale_after(1.0),
         cache_for: float = DEFAULT_CACHE_FOR,
         clock=time.monotonic,
         alive=process_alive,

@@ -8,6 +8,11 @@ runners' control requests; detects Salt 3008's core consensus. Must not live her
 
 Threads: the asyncio loop (runtime, readiness) runs in the engine's main thread; the control
 server blocks on the event bus in a second thread and hands each operation to the loop.
+
+Ports (for tests; the engine passes none): ``event_bus`` (``fire_event(data, tag)``), ``clock``
+(the monotonic clock readiness is measured on: the leader-loss grace), ``runtime_factory``
+(builds the runtime instead of :meth:`RaftService.build_runtime`) and ``control_bus`` (what the
+control server listens on). :meth:`RaftService.serve` runs the service on the caller's loop.
 """
 
 from __future__ import annotations
@@ -158,10 +163,22 @@ class PeerContactCheck:
 class RaftService:
     """One Raft node in a master. ``run()`` blocks until ``stop()`` (or the process ends)."""
 
-    def __init__(self, opts: dict, cfg: EngineConfig, *, event_bus=None):
+    def __init__(
+        self,
+        opts: dict,
+        cfg: EngineConfig,
+        *,
+        event_bus=None,
+        clock=time.monotonic,
+        runtime_factory=None,
+        control_bus=None,
+    ):
         self.opts = opts
         self.cfg = cfg
         self._bus = event_bus
+        self._clock = clock
+        self._runtime_factory = runtime_factory or self.build_runtime
+        self._control_bus = control_bus
         self.runtime = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.readiness = ReadinessWriter(cfg.readiness_path, cfg.readiness_interval)
@@ -261,14 +278,16 @@ class RaftService:
                 self._leader = leader
         elif kind == "membership":
             self.fire(TAG_MEMBERSHIP, {k: v for k, v in event.items() if k != "event"})
-        self._update_readiness()
+        self.update_readiness()
 
     # ------------------------------------------------------------------------------------------
     # readiness
     # ------------------------------------------------------------------------------------------
-    def _update_readiness(self) -> None:
+    def update_readiness(self) -> None:
+        """Decide readiness now, fire a gate event if it changed, publish the readiness file.
+        Called on the loop: by the readiness loop, and on every runtime event."""
         rt = self.runtime
-        now = time.monotonic()
+        now = self._clock()
         node = rt.node if rt is not None else None
         if node is None:
             ready, reason = False, "starting"
@@ -339,7 +358,7 @@ class RaftService:
 
     async def _readiness_loop(self) -> None:
         while not self._stop_async.is_set():
-            self._update_readiness()
+            self.update_readiness()
             try:
                 await asyncio.wait_for(self._stop_async.wait(), READINESS_PERIOD)
             except asyncio.TimeoutError:
@@ -439,7 +458,7 @@ class RaftService:
 
     def members(self) -> dict:
         node = self.runtime.node
-        now = time.monotonic()
+        now = self._clock()
         m = node.membership
         committed_index, committed = node.membership_at(node.commit_index)
         is_leader = node.role.value == "leader"
@@ -489,9 +508,10 @@ class RaftService:
         """Raises :class:`~saltext_raft.integration.fileutil.LockHeld` when another process
         owns this master's Raft storage (another engine, or the offline recovery command)."""
         with ProcessLock(self.cfg.lock_path):
-            asyncio.run(self._main())
+            asyncio.run(self.serve())
 
-    async def _main(self) -> None:
+    async def serve(self) -> None:
+        """Run on the current loop until :meth:`stop` (``run()`` adds the storage lock)."""
         self.loop = asyncio.get_running_loop()
         self._stop_async = asyncio.Event()
         cfg = self.cfg
@@ -515,8 +535,8 @@ class RaftService:
                 EVENT_PREFIX,
                 cfg.state_dir,
             )
-        self._update_readiness()  # "starting": workers hold requests rather than see a stale file
-        self.runtime = self.build_runtime()
+        self.update_readiness()  # "starting": workers hold requests rather than see a stale file
+        self.runtime = self._runtime_factory()
         self.runtime.add_observer(self._on_runtime_event)
         if self.cache is not None:
             self.cache.start_writer(self.loop)
@@ -524,7 +544,9 @@ class RaftService:
         if self.cache is not None:
             await self.cache.start(self.runtime)
         self.fire(TAG_STARTED, {"founding": cfg.founding})
-        server = control.ControlServer(self.opts, cfg.node_id, self.handle_control)
+        server = control.ControlServer(
+            self.opts, cfg.node_id, self.handle_control, bus=self._control_bus
+        )
         self._control_thread = threading.Thread(
             target=server.serve, args=(self._stop_thread,), name="raft-control", daemon=True
         )

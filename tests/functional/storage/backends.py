@@ -3,7 +3,8 @@ forced to one key per record), and a real Redis.
 
 ``Backend.open()`` builds a new store over the same durable data: calling it again models a
 restart of the node. The Redis server is started by ``redis_server`` on a free loopback port
-with persistence off and killed by PID at the end of the session.
+with persistence off and killed by PID at the end of the session. Without ``redis-server`` (or
+the ``redis`` package) the Redis tests skip on a developer's machine and fail in CI.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 
 from saltext_raft.storage import MemoryDisk
 from saltext_raft.storage import MemoryStore
+from tests.ci import skip_or_fail
 
 _ids = itertools.count()
 
@@ -124,8 +126,11 @@ class RedisServer:
 def redis_server(tmp_path_factory):
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
-    pytest.importorskip("redis", reason="Salt's redis_cache needs the 'redis' Python package")
+        skip_or_fail("redis-server is not installed (apt-get install -y redis-server)")
+    try:
+        import redis  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except ImportError:
+        skip_or_fail("Salt's redis_cache needs the 'redis' Python package (pip install redis)")
     server = RedisServer(binary, str(tmp_path_factory.mktemp("redis")))
     try:
         yield server

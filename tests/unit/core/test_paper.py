@@ -394,23 +394,25 @@ def test_thesis_4_1_one_membership_change_at_a_time():
 
 
 def test_thesis_4_1_new_leader_changes_membership_only_after_committing_its_own_entry():
+    """The 2015 single-server change fix: a leader of a new term accepts a membership change
+    only once the empty entry of its own term has committed."""
     c = Cluster()
-    leader = c.elect("a")
-    c.dropped = {("a", "b"), ("a", "c")}
-    leader2 = c.nodes["a"]
-    # force a new term with nothing committed in it yet
-    c.crash("a")
-    c.restart("a")
-    leader2 = c.nodes["a"]
-    leader2.campaign()
+    c.elect("a")
+    c.stabilize()
+    b = c.nodes["b"]
+    b.campaign(transfer=True)  # as on a leader transfer: no pre-vote, no leader lease
     c.process()
-    c.dropped = {("a", "b"), ("a", "c")}
-    c.deliver()
-    leader2._become_candidate()
-    leader2._become_leader()
+    votes = (MsgType.VOTE, MsgType.VOTE_RESP)
+    c.deliver(lambda m: m.type in votes)  # b wins; its empty entry is not delivered yet
+    assert b.role is Role.LEADER and b.term == 3
+    assert b.term_at(b.commit_index) != b.term
     with pytest.raises(ProposalDropped, match="pending"):
-        leader2.propose_conf_change(ConfOp.ADD_LEARNER, "d")
-    assert leader is not None
+        b.propose_conf_change(ConfOp.ADD_LEARNER, "d")
+    c.stabilize()  # the empty entry of term 3 commits
+    assert b.term_at(b.commit_index) == b.term
+    idx = b.propose_conf_change(ConfOp.ADD_LEARNER, "d")
+    c.stabilize()
+    assert b.commit_index >= idx and "d" in b.committed_membership.learners
 
 
 def test_thesis_4_2_2_removing_the_leader_hands_over_leadership():
@@ -471,6 +473,55 @@ def test_thesis_3_10_transfer_aborts_after_an_election_timeout():
         c.nodes["a"].tick()
     assert c.nodes["a"].lead_transferee == ""
     c.nodes["a"].propose(b"ok again")
+
+
+# --- thesis §6.2 check-quorum -------------------------------------------------------------
+def _ticks_until_not_leader(c: Cluster, nid: str, limit: int) -> int | None:
+    """Tick ``nid`` alone, one tick at a time, delivering whatever can be delivered; the number
+    of ticks after which it is no longer leader, or None if it still leads after ``limit``."""
+    for n in range(1, limit + 1):
+        c.tick(nid)
+        c.stabilize()
+        if c.nodes[nid].role is not Role.LEADER:
+            return n
+    return None
+
+
+def test_thesis_6_2_leader_cut_off_from_a_quorum_steps_down_within_two_election_timeouts():
+    """A leader that has heard from no quorum during a whole election timeout steps down to
+    follower, forgetting itself as leader (same term: it learnt of no newer one). This is what
+    closes a cut-off master's gate: a leader that kept believing in itself would keep serving."""
+    c = Cluster(election_ticks=10)
+    leader = c.elect("a")
+    c.stabilize()
+    term = leader.term
+    c.dropped = {("a", "b"), ("a", "c"), ("b", "a"), ("c", "a")}
+    took = _ticks_until_not_leader(c, "a", 4 * 10)
+    # The followers were heard from just before the cut, so the first check (after one election
+    # timeout) still counts them; the next one finds nobody.
+    assert took is not None, "the cut-off leader never stepped down"
+    assert 10 <= took <= 2 * 10, took
+    assert leader.role is Role.FOLLOWER and leader.leader == "" and leader.term == term
+    with pytest.raises(NotLeader):
+        leader.propose(b"after the cut")
+
+
+def test_thesis_6_2_leader_that_still_hears_from_a_quorum_keeps_leading():
+    c = Cluster(election_ticks=10)
+    leader = c.elect("a")
+    c.stabilize()
+    c.dropped = {("a", "c"), ("c", "a")}  # a and b are a quorum of three
+    assert _ticks_until_not_leader(c, "a", 6 * 10) is None
+    assert leader.role is Role.LEADER and leader.term == c.nodes["b"].term
+
+
+def test_thesis_6_2_without_check_quorum_a_cut_off_leader_keeps_believing_it_leads():
+    """The contrast that shows what the check is for (and that the test above tests it)."""
+    c = Cluster(election_ticks=10, check_quorum=False)
+    c.elect("a")
+    c.stabilize()
+    c.dropped = {("a", "b"), ("a", "c"), ("b", "a"), ("c", "a")}
+    assert _ticks_until_not_leader(c, "a", 6 * 10) is None
 
 
 # --- thesis §6.4 ReadIndex ----------------------------------------------------------------

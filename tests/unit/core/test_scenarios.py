@@ -6,12 +6,15 @@ purpose, regenerate the expected output with::
 
     SCENARIO_REWRITE=1 python -m pytest tests/unit/core/test_scenarios.py
 
-and review the diff like any other change: it shows, message by message, what changed.
+and review the diff like any other change: it shows, message by message, what changed. Rewrite
+mode is refused when ``CI`` is set: a leaked ``SCENARIO_REWRITE`` would otherwise make every
+scenario pass by rewriting its expectations.
 
 Commands: cluster IDS... [key=value config...] | campaign N | tick N [count] | propose N DATA |
 conf N OP NODE | transfer N TARGET | read N CTX | snapshot N [keep] | deliver (one round) |
-stabilize | drop A B (A's messages to B are lost) | isolate N | heal | crash N | restart N |
-add N (start a fresh, empty node) | status N... | log N
+stabilize | elapse N [count] (tick N once, then stabilize; count times) | drop A B (A's
+messages to B are lost) | isolate N | heal | crash N | restart N | add N (start a fresh, empty
+node) | status N... | log N
 """
 
 import os
@@ -24,6 +27,7 @@ from saltext_raft.core import ConfOp
 from saltext_raft.core import EntryKind
 from saltext_raft.core import MsgType
 from saltext_raft.core import RaftError
+from tests.ci import in_ci
 from tests.unit.core.cluster import Cluster
 
 HERE = pathlib.Path(__file__).parent / "scenarios"
@@ -117,6 +121,13 @@ class Runner:
                     break
                 out += self.run("deliver")
             return out
+        if cmd == "elapse":
+            out = []
+            for _ in range(int(args[1]) if len(args) > 1 else 1):
+                c.nodes[args[0]].tick()
+                c.process()
+                out += self.run("stabilize")
+            return out
         if cmd == "drop":
             c.dropped.add((args[0], args[1]))
             return []
@@ -194,12 +205,24 @@ def render(blocks, outputs):
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def rewrite_requested(env=os.environ) -> bool:
+    """True when the expected outputs are to be rewritten; fails the test under CI."""
+    if not env.get("SCENARIO_REWRITE"):
+        return False
+    if in_ci(env):
+        pytest.fail(
+            "SCENARIO_REWRITE is set while CI is: refusing to rewrite the expected outputs "
+            "(every scenario would pass); unset SCENARIO_REWRITE"
+        )
+    return True
+
+
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 def test_scenario(path):
     blocks = parse(path.read_text())
     r = Runner()
     outputs = [r.run(cmd) if cmd is not None else [] for cmd, _, _ in blocks]
-    if os.environ.get("SCENARIO_REWRITE"):
+    if rewrite_requested():
         path.write_text(render(blocks, outputs))
         return
     for (cmd, expected, _), got in zip(blocks, outputs, strict=True):
@@ -209,3 +232,10 @@ def test_scenario(path):
 
 def test_scenarios_exist():
     assert len(FILES) >= 5
+
+
+def test_rewrite_mode_is_refused_under_ci():
+    assert rewrite_requested({}) is False
+    assert rewrite_requested({"SCENARIO_REWRITE": "1"}) is True
+    with pytest.raises(pytest.fail.Exception, match="refusing to rewrite"):
+        rewrite_requested({"SCENARIO_REWRITE": "1", "CI": "true"})

@@ -1,14 +1,21 @@
-"""The request gate: hold, release, refuse with the right shape, fail closed, stay cheap."""
+"""The request gate: hold, release, refuse with the right shape, fail closed, stay cheap.
+
+No wall-clock bounds here (a loaded machine would break them): how long a request was held is
+counted in the gate's polls (``POLL_INTERVAL`` sleeps each), and cheapness in ``stat()`` calls.
+The cost in µs is a benchmark: ``python -m saltext_raft.bench gate``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
+import types
 
 import pytest
 
 from saltext_raft.integration import gate as gatemod
+from saltext_raft.integration import readiness as readinessmod
 from saltext_raft.integration.readiness import ReadinessReader
 from saltext_raft.integration.readiness import ReadinessWriter
 
@@ -56,6 +63,19 @@ def run(coro):
     return asyncio.run(coro)
 
 
+@pytest.fixture
+def polls(monkeypatch):
+    """Counts the gate's polls while it holds a request (each one sleeps POLL_INTERVAL)."""
+    count = []
+
+    async def sleep(seconds):
+        count.append(seconds)
+        await asyncio.sleep(seconds)
+
+    monkeypatch.setattr(gatemod, "asyncio", types.SimpleNamespace(sleep=sleep))
+    return count
+
+
 def test_install_is_idempotent(worker_cls):
     wrapped = worker_cls._handle_payload
     assert gatemod.install(worker_cls) is False
@@ -71,20 +91,22 @@ def test_ready_master_calls_through(worker_cls, opts):
     assert w.calls == [AES]
 
 
-def test_auth_always_passes(worker_cls, opts):
+def test_auth_always_passes(worker_cls, opts, polls):
     w = worker_cls(opts)  # no readiness file at all
-    t0 = time.monotonic()
     assert run(w._handle_payload(AUTH))[0] == {"ok": True}
     assert run(w._handle_payload({"cmd": "_auth", "_start": 0}))[0] == {"ok": True}
-    assert time.monotonic() - t0 < 0.2
+    assert polls == []  # passed at once, never held
 
 
-def test_closed_gate_refuses_aes_in_the_clear_after_the_hold(worker_cls, opts):
+def test_closed_gate_refuses_aes_in_the_clear_after_the_hold(worker_cls, opts, polls):
     writer(opts).publish({"ready": False, "reason": "no leader"})
     w = worker_cls(opts)
     t0 = time.monotonic()
     ret, req_opts = run(w._handle_payload(AES))
-    assert 0.3 <= time.monotonic() - t0 < 1.5
+    # Held for the whole gate_hold (0.3 s) first, polling: a lower bound, which load cannot
+    # break (the hold's deadline is measured on the same clock).
+    assert time.monotonic() - t0 >= 0.3
+    assert polls and all(0 < p <= gatemod.POLL_INTERVAL for p in polls)
     # A plain string sent in the clear: the minion cannot decrypt it and retries. Never an
     # (encrypted) empty success, which the minion would take as delivered.
     assert req_opts == {"fun": "send_clear"}
@@ -97,12 +119,19 @@ def test_refusal_string_is_never_accepted_by_a_minion_channel():
     crypt = pytest.importorskip("salt.crypt")
     from saltext_raft.integration.gate import aes_refusal
 
+    exceptions = pytest.importorskip("salt.exceptions")
     message, _ = aes_refusal("no leader elected yet", 1.0)
     c = crypt.Crypticle({}, crypt.Crypticle.generate_key_string())
-    with pytest.raises(Exception):  # noqa: B017 - TypeError or AuthenticationError by version
-        c.loads(message, nonce="0" * 32)
-    with pytest.raises(Exception):  # noqa: B017
-        c.loads(message.encode(), nonce="0" * 32)
+    nonce = "0" * 32
+    # The call itself is right: a real reply of this shape loads (so a failure below is about
+    # our refusal, not a wrong signature).
+    assert c.loads(c.dumps({"ret": True}, nonce=nonce), nonce=nonce) == {"ret": True}
+    with pytest.raises(exceptions.AuthenticationError, match="authentication failed"):
+        c.loads(message.encode(), nonce=nonce)
+    # As a str (what msgpack hands the minion) 3008 fails before its HMAC check, with a
+    # TypeError; either way loads() raises and the channel's send() retries the request.
+    with pytest.raises((TypeError, exceptions.AuthenticationError)):
+        c.loads(message, nonce=nonce)
 
 
 def test_hold_is_capped(worker_cls, opts):
@@ -124,7 +153,7 @@ def test_closed_gate_refuses_clear_with_a_clearfuncs_error(worker_cls, opts):
     assert w.calls == []
 
 
-def test_held_request_is_released_when_the_gate_opens(tmp_path, worker_cls, opts, caplog):
+def test_held_request_is_released_when_the_gate_opens(tmp_path, worker_cls, opts, caplog, polls):
     gatemod._GATE._held_log = 0.0  # the once-a-minute log may have fired in another test
     opts["engines"][0]["raft"]["gate_hold"] = 3.0
     wr = writer(opts)
@@ -133,17 +162,22 @@ def test_held_request_is_released_when_the_gate_opens(tmp_path, worker_cls, opts
 
     async def scenario():
         task = asyncio.ensure_future(w._handle_payload(AES))
-        await asyncio.sleep(0.2)
-        assert not task.done()  # held
+        for _ in range(1000):  # bounded: until the gate has polled twice
+            if len(polls) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(polls) >= 2 and not task.done()  # held
         wr.publish({"ready": True})
-        t_open = time.monotonic()
-        ret = await asyncio.wait_for(task, 2)
-        return ret, time.monotonic() - t_open
+        before = len(polls)
+        ret = await asyncio.wait_for(task, 30)
+        return ret, len(polls) - before
 
     with caplog.at_level("INFO", logger=gatemod.__name__):
-        ret, latency = run(scenario())
+        ret, polls_after_open = run(scenario())
     assert ret == ({"ok": True}, {"fun": "send"})
-    assert latency < 0.5  # released within a poll interval or two, not at the end of the hold
+    # Released at the next poll (the one under way when the file changed, and at most one
+    # more), not at the end of the hold (3 s / POLL_INTERVAL = 60 polls).
+    assert polls_after_open <= 2, polls_after_open
     # An operator sees that the gate acted even when nothing was refused.
     assert "held a request (enc=aes, cmd=None)" in caplog.text
 
@@ -195,35 +229,28 @@ def test_writer_close_marks_not_ready(tmp_path):
     assert reader.reason == "engine stopped"
 
 
-def test_ready_path_cost_microbenchmark(worker_cls, opts, capsys):
-    """The gate's cost per request on a ready master (target: <= 20 µs; typically ~1 µs)."""
+def test_an_open_gate_costs_one_stat_per_cache_period_not_one_per_request(opts, monkeypatch):
+    """The hot path on a ready master is a clock read and a compare: the readiness file is
+    looked at once per ``cache_for`` (here the clock never moves: once for every request)."""
     writer(opts).publish({"ready": True})
-    gated = worker_cls(opts)
+    g = gatemod.Gate().for_opts(opts)
+    path = g.settings.readiness_path
+    g.reader = ReadinessReader(path, g.settings.stale_after, clock=lambda: 0.0)
+    stats = []
+    real_stat = os.stat
 
-    class Plain(FakeWorker):
-        pass
+    def counting_stat(p, *args, **kwargs):
+        if p == path:
+            stats.append(p)
+        return real_stat(p, *args, **kwargs)
 
-    plain = Plain(opts)
-    n = 20000
+    monkeypatch.setattr(readinessmod.os, "stat", counting_stat)
+    worker = FakeWorker(opts)
 
-    async def loop(w):
-        payload = AES
-        t0 = time.perf_counter()
+    async def requests(n):
         for _ in range(n):
-            await w._handle_payload(payload)
-        return (time.perf_counter() - t0) / n
+            await gatemod.gated_call(FakeWorker._handle_payload, worker, AES, g)
 
-    async def bench():
-        await loop(gated)
-        best_gated = min([await loop(gated) for _ in range(3)])
-        best_plain = min([await loop(plain) for _ in range(3)])
-        return best_gated, best_plain
-
-    g, p = asyncio.run(bench())
-    cost_us = (g - p) * 1e6
-    with capsys.disabled():
-        print(
-            f"\ngate cost per request on a ready master: {cost_us:.2f} µs "
-            f"(gated {g * 1e6:.2f} µs, plain {p * 1e6:.2f} µs)"
-        )
-    assert cost_us <= 20
+    run(requests(1000))
+    assert len(worker.calls) == 1000
+    assert len(stats) == 1

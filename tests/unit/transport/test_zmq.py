@@ -184,10 +184,9 @@ def test_send_never_blocks_and_counts_queue_full():
         # b exists in a's peer map but nothing listens there: with IMMEDIATE every send drops
         async with cluster("a", send_hwm=10) as n:
             n["a"].set_peers({"b": "127.0.0.1:9"})
-            loop = asyncio.get_running_loop()
-            start = loop.time()
+            # A blocking send would hang at the first call; each one returns, dropped and
+            # counted (no wall-clock bound: a loaded machine is slow, not blocked).
             results = [n["a"].send(hb("a", "b")) for _ in range(1000)]
-            assert loop.time() - start < 2.0
             assert not any(results)
             assert n["a"].stats()["dropped"]["queue_full"] == 1000
 
