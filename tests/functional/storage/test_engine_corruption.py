@@ -16,6 +16,7 @@ import pytest
 
 from saltext_raft.integration import gate
 from saltext_raft.integration.config import from_opts
+from saltext_raft.integration.secret import generate
 from saltext_raft.integration.service import RaftService
 from saltext_raft.runtime import DictStateMachine
 from saltext_raft.storage import StorageCorruption
@@ -30,7 +31,7 @@ pytest.importorskip("zmq")
 
 def engine_opts(tmp_path) -> dict:
     secret = tmp_path / "raft.secret"
-    secret.write_bytes(b"k" * 32)
+    generate(str(secret))
     raft = {
         "peers": {"m1": f"127.0.0.1:{free_port()}"},
         "secret_file": str(secret),

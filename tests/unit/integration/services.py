@@ -18,12 +18,11 @@ import gc
 import threading
 
 from saltext_raft.integration import gate
+from saltext_raft.integration import secret
 from saltext_raft.integration.config import from_opts
 from saltext_raft.integration.service import EVENT_PREFIX
 from saltext_raft.integration.service import RaftService
 from tests.unit.runtime.helpers import LocalCluster
-
-SECRET = b"s" * 32
 
 
 class ManualClock:
@@ -89,7 +88,8 @@ class ServiceCluster:
     # --- building -------------------------------------------------------------------------
     def master_opts(self, nid: str, **options) -> dict:
         secret_file = self.tmp_path / "raft.secret"
-        secret_file.write_bytes(SECRET)
+        if not secret_file.exists():  # one secret for the whole cluster, private and strong
+            secret.generate(str(secret_file))
         raft = {
             "peers": self.peers,
             "secret_file": str(secret_file),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 from saltext_raft.integration import gate
 from saltext_raft.integration import health
@@ -179,16 +180,16 @@ def test_the_stale_rule_has_one_home_and_every_reader_applies_it(tmp_path):
     cfg = from_opts(opts, opts["engines"][0]["raft"])
     assert cfg.readiness_stale_after == 7.0  # the engine's config
     os.makedirs(os.path.dirname(cfg.readiness_path))
-    writer = ReadinessWriter(cfg.readiness_path, cfg.readiness_interval)
+    beat = time.monotonic()
+    writer = ReadinessWriter(cfg.readiness_path, cfg.readiness_interval, clock=lambda: beat)
     writer.publish({"ready": True, "reason": "ready", "node_id": "m1"})
-    written = os.stat(cfg.readiness_path).st_mtime
     assert health.status(opts)["ready"] is True  # salt-call raft.is_ready
-    # A dead engine stops refreshing the file: as its age crosses the rule, the gate closes.
+    # A dead engine stops refreshing its heartbeat: as its age crosses the rule, the gate closes.
     for age, want in ((6.9, True), (7.1, False)):
-        reader = ReadinessReader(
-            cfg.readiness_path, 7.0, cache_for=0, wall=lambda a=age: written + a
-        )
+        reader = ReadinessReader(cfg.readiness_path, 7.0, cache_for=0, clock=lambda a=age: beat + a)
         assert reader.check() is want, (age, reader.reason)
     assert "not running" in reader.reason
-    os.utime(cfg.readiness_path, (written - 7.1, written - 7.1))
+    # the same file with a heartbeat 7.1 s old, as raft.is_ready sees it
+    stale = ReadinessWriter(cfg.readiness_path, cfg.readiness_interval, clock=lambda: beat - 7.1)
+    stale.publish({"ready": True, "reason": "ready", "node_id": "m1"})
     assert health.status(opts)["ready"] is False and health.status(opts)["fresh"] is False
