@@ -143,6 +143,12 @@ def run_seed(seed: int, options: SimOptions | None = None, trace=None) -> Result
         "snapshots": st.snapshots,
         "transfers": st.transfers,
         "partitions": st.partitions,
+        "saves_inflight": st.saves_inflight,
+        "stepped_while_saving": st.stepped_while_saving,
+        "disk_failures": st.disk_failures,
+        "torn_writes": st.torn_writes,
+        "pauses": st.pauses,
+        "lingered": st.lingered,
         "fault_kinds": list(sim.mix.kinds),
     }
     if sim.kv is not None:
