@@ -467,14 +467,19 @@ class Simulation:
 
     # --- events -------------------------------------------------------------------------------
     def _live(self) -> list[Slot]:
-        return [s for s in self.slots.values() if s.node is not None]
+        """Running nodes a client or an operator can reach now (not paused)."""
+        now = self.now
+        return [s for s in self.slots.values() if s.node is not None and s.paused_until <= now]
 
     def _leader(self) -> Slot | None:
+        """The running, unpaused leader of the highest term."""
         best = None
+        now = self.now
         for s in self.slots.values():
             n = s.node
             if (
                 n is not None
+                and s.paused_until <= now
                 and n.role is Role.LEADER
                 and (best is None or n.term > best.node.term)
             ):
@@ -742,7 +747,7 @@ class Simulation:
                 self._t("HEAL network")
 
     def _do_pause(self) -> None:
-        live = [s for s in self._live() if s.paused_until <= self.now]
+        live = self._live()
         if not live:
             return
         leader = self._leader()
