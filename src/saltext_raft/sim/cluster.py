@@ -210,7 +210,7 @@ class Simulation:
             "auto_promote": rng.random() < 0.6,
             "max_inflight": rng.choice((1, 4, 256)),
             "max_msg_bytes": rng.choice((1, 64, 1 << 20)),
-            "snapshot_chunk_bytes": rng.choice((16, 256, 1 << 20)),
+            "snapshot_chunk_bytes": rng.choice((16, 16, 64, 256, 1 << 20)),
         }
         self.network = Network(random.Random(f"{seed}/net"), self.mix.net)
         self.slots: dict[str, Slot] = {}

@@ -62,7 +62,7 @@ def test_snapshots_keep_entries_and_their_data_shrinks_and_grows(monkeypatch):
     by_node = {}
     for nid, _, size in taken:
         by_node.setdefault(nid, []).append(size)
-    steps = [b - a for sizes in by_node.values() for a, b in zip(sizes, sizes[1:])]
+    steps = [b - a for sizes in by_node.values() for a, b in zip(sizes, sizes[1:], strict=False)]
     assert any(d < -50 for d in steps) and any(d > 50 for d in steps)
 
 
@@ -131,7 +131,7 @@ def test_a_failed_save_stops_the_node_and_a_crash_mid_save_tears_the_write():
     for i, nid in stopped:
         # nothing from that node until it is restarted: it does not go on after the failure
         for _, text in events[i + 1 :]:
-            if text.startswith(f"RESTART {nid} ") or text.startswith("==="):
+            if text.startswith((f"RESTART {nid} ", "===")):
                 break
             assert not text.startswith(f"{nid} ready"), text  # (what it sent before may land)
 
@@ -168,7 +168,7 @@ def test_removed_nodes_keep_running_for_a_while():
     assert lingered
     events = _timed(lines)
     shown = False
-    for i, (t0, text) in enumerate(events):
+    for i, (_t0, text) in enumerate(events):
         m = re.match(r"(\S+) removed: stops in (\d+) tick", text)
         if not m or int(m.group(2)) < 5:
             continue
