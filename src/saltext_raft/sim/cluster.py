@@ -864,6 +864,8 @@ class Simulation:
             self._t("=== HEAL: no more faults; every node up; a write must commit ===")
         for s in self.slots.values():
             s.paused_until = 0
+            if s.inflight is not None:
+                s.inflight.crash_before = None  # drawn before healing: no more crashes now
             if s.node is None and not s.removed:
                 self.restart(s)
         self._settle()

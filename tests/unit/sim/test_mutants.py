@@ -48,7 +48,7 @@ def test_planting_replaces_and_then_restores_the_methods():
         ("vote-reply-before-persist", range(3), {"durable_when_sent"}),
         ("leader-counts-unsaved-entries", range(3), {"commit_durable"}),
         ("no-check-quorum-step-down", range(6), {"leader_steps_down"}),
-        ("snapshot-ack-inflated", range(25), {"match_index_true"}),
+        ("snapshot-ack-inflated", range(100), {"match_index_true"}),
     ],
 )
 def test_mutant_caught_and_unmodified_clean_on_the_same_seeds(name, seeds, expected):
