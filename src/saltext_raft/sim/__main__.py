@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="NAME",
-        help="with --mutants: only this mutant (repeatable)",
+        help="with --mutants: only this mutant (repeatable); without: run the seeds with this "
+        "planted bug (the replay command of a mutant's violation uses it)",
     )
     p.add_argument(
         "--budget", type=int, default=None, help="with --mutants: seeds per mutant (default 500)"
@@ -101,8 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.mutants or args.mutant:
+    if args.mutants:
         return _run_mutants(parser, args)
+    mutant = ""
+    if args.mutant:
+        from saltext_raft.sim import mutants  # pylint: disable=import-outside-toplevel
+
+        if len(args.mutant) > 1 or args.mutant[0] not in mutants.BY_NAME:
+            parser.error(
+                f"--mutant without --mutants takes one of {sorted(mutants.BY_NAME)}; got "
+                f"{args.mutant}"
+            )
+        mutant = args.mutant[0]
     options = SimOptions(
         nodes=args.nodes,
         steps=args.steps,
@@ -112,6 +123,7 @@ def main(argv=None) -> int:
         heal_ticks=args.heal_ticks,
         kv=args.kv,
         local_gets=args.local_gets,
+        mutant=mutant,
     )
 
     def show(r) -> None:

@@ -87,6 +87,7 @@ class SimOptions:
     kv: bool = False  # KV workload: clients, KVStateMachine replicas, linearizability check
     local_gets: bool = False  # a broken KV client: gets read the local copy (implies kv)
     kv_class: type | None = None  # hook: a KVStateMachine variant to replicate (implies kv)
+    mutant: str = ""  # a planted bug of saltext_raft.sim.mutants, applied for the run
 
     @property
     def kv_mode(self) -> bool:
@@ -302,6 +303,10 @@ class Simulation:
 
     # --- the node lifecycle ---------------------------------------------------------------------
     def crash(self, slot: Slot, why: str) -> None:
+        if slot.node is not None:
+            # What the node decided since the checkers last looked (a leader's commit in an
+            # advance() of this drain, say) happened, even though the crash loses it.
+            self.checkers.on_node(slot.node)
         if slot.inflight is not None:
             self.driver.crash_inflight(slot)
         slot.node = None
@@ -864,6 +869,11 @@ class Simulation:
             self._t("=== HEAL: no more faults; every node up; a write must commit ===")
         for s in self.slots.values():
             s.paused_until = 0
+            # clocks back in step: with pre-vote off, a node with a stale log whose clock runs
+            # 1.5 times as fast as the others' times out first every time and its vote requests
+            # (a higher term) reset their timers, so no election ever succeeds (the randomized
+            # timeouts of §5.2 assume clocks that agree within their 2x range)
+            s.rate = 1.0
             if s.inflight is not None:
                 s.inflight.crash_before = None  # drawn before healing: no more crashes now
             if s.node is None and not s.removed:

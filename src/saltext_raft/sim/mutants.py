@@ -20,6 +20,7 @@ with a Ready (persist, send, apply, advance, with the runtime's refinements when
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from dataclasses import field
@@ -34,6 +35,7 @@ from saltext_raft.core.types import MsgType
 from saltext_raft.core.types import Role
 from saltext_raft.sim import driver as sim_driver
 from saltext_raft.sim.cluster import SimOptions
+from saltext_raft.sim.runner import replay_command
 from saltext_raft.sim.runner import run_seed
 
 #: Seeds each mutant may take before it counts as not caught.
@@ -409,6 +411,7 @@ class HuntResult:
     seed: int | None = None  # the first seed that caught it (None: not caught)
     invariant: str = ""
     detail: str = ""
+    replay: str = ""
 
     @property
     def caught(self) -> bool:
@@ -422,13 +425,15 @@ class HuntResult:
             "invariant": self.invariant,
             "seeds_run": self.seeds_run,
             "seconds": round(self.seconds, 2),
+            "replay": self.replay,
         }
 
 
 def options_for(mutant: Mutant, base: SimOptions | None = None) -> SimOptions:
-    opts = base or SimOptions()
-    fields = dict(opts.__dict__)
+    """``base`` (default options) with the mutant planted and its own options on top."""
+    fields = dict((base or SimOptions()).__dict__)
     fields.update(mutant.options)
+    fields["mutant"] = mutant.name
     return SimOptions(**fields)
 
 
@@ -437,12 +442,19 @@ def hunt(mutant: Mutant, seeds, base: SimOptions | None = None) -> HuntResult:
     opts = options_for(mutant, base)
     t0 = time.perf_counter()
     n = 0
-    with planted(mutant):
+    with planted(mutant):  # once for all seeds (run_seed would plant it per seed)
+        plain = dataclasses.replace(opts, mutant="")
         for seed in seeds:
             n += 1
-            r = run_seed(seed, opts)
+            r = run_seed(seed, plain)
             if not r.ok:
                 return HuntResult(
-                    mutant.name, n, time.perf_counter() - t0, seed, r.invariant, r.detail
+                    mutant.name,
+                    n,
+                    time.perf_counter() - t0,
+                    seed,
+                    r.invariant,
+                    r.detail,
+                    replay_command(seed, opts),
                 )
     return HuntResult(mutant.name, n, time.perf_counter() - t0)

@@ -8,6 +8,7 @@ so this file stays fast.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -56,7 +57,9 @@ def test_mutant_caught_and_unmodified_clean_on_the_same_seeds(name, seeds, expec
     found = mutants.hunt(mutant, seeds)
     assert found.caught, f"{name} not caught in seeds {seeds}"
     assert found.invariant in expected, (found.seed, found.invariant, found.detail)
-    clean = run_seeds(range(seeds.start, found.seed + 1), mutants.options_for(mutant))
+    # the same options (a mutant may need the runtime's Ready order), without the planted bug
+    unmodified = dataclasses.replace(mutants.options_for(mutant), mutant="")
+    clean = run_seeds(range(seeds.start, found.seed + 1), unmodified)
     assert clean.violations == 0, [(f.seed, f.invariant, f.detail) for f in clean.failures]
 
 
@@ -100,3 +103,18 @@ def test_cli_exits_one_when_a_mutant_escapes_the_budget():
     )
     assert proc.returncode == 1
     assert "NOT CAUGHT mutant=snapshot-ack-inflated" in proc.stderr
+
+
+def test_a_mutants_replay_command_reproduces_its_violation():
+    found = mutants.hunt(mutants.BY_NAME["leader-counts-unsaved-entries"], range(3))
+    assert found.caught
+    assert "--mutant leader-counts-unsaved-entries" in found.replay
+    assert "--runtime-refinements" in found.replay
+    proc = run_python(found.replay.split()[1:], timeout=60)
+    assert proc.returncode == 1
+    assert f"VIOLATION {found.invariant}" in proc.stdout
+    # the same seed without the planted bug is clean
+    clean = run_python(
+        found.replay.replace(" --mutant leader-counts-unsaved-entries", "").split()[1:]
+    )
+    assert clean.returncode == 0, clean.stderr
