@@ -37,7 +37,7 @@ Checked (Raft paper Figure 3 and thesis §3, §4, §6.4):
   granted vote is in the persisted hard state (or a later term is); an append acknowledgement's
   index is on disk with the term the node's log had when the Ready was taken (or under the disk
   snapshot); a complete snapshot acknowledgement (``commit`` set) is under the disk's snapshot
-  or in its log.
+  or in its log. Acknowledgements of a term older than the one on disk are stale and skipped.
 - committed_kept: no disk ever loses a committed entry (a suffix replacement or a snapshot
   install that drops an entry the cluster committed).
 - follower_commit_rule: after an append, a follower's commit index is at most
@@ -386,6 +386,13 @@ class Checkers:
                 f"{nid} grants its term-{m.term} vote to {m.to} but its disk holds term "
                 f"{hs.term} vote {hs.vote or '-'}",
             )
+        if t is MsgType.APPEND_RESP or t is MsgType.SNAPSHOT_RESP:
+            if disk.hs.term > m.term:
+                # Written in an older term, sent after the node moved on (it was stepped while
+                # a save was in flight) and may have truncated what it acknowledged: stale.
+                # The old leader cannot commit with it: a quorum elected the newer leader, and
+                # this node was not in it (it held the entry then, and would have refused).
+                return
         if t is MsgType.APPEND_RESP:
             if m.reject or not m.index or m.index <= disk.offset:
                 return  # a rejection, an answer to a stale leader, or under the disk snapshot

@@ -402,3 +402,16 @@ def test_match_index_true_ignores_a_follower_in_a_later_term():
     lead = leader("a", 2, {1: 1, 2: 2})
     lead.progress = {"a": _Pr(2), "b": _Pr(2)}
     c.on_leader_progress(lead, lambda nid: 3)
+
+
+def test_durable_when_sent_skips_an_ack_of_a_term_the_node_has_left():
+    """Stepped while a save was in flight, a follower acknowledged index 3 of term 2, then a
+    term-3 leader made it truncate index 3; the ack leaves after that save: stale, not a lie
+    the term-2 leader could commit with."""
+    c = Checkers()
+    d = disk_with(1, 1)
+    d.hs = HardState(term=3)
+    c.on_send("a", Message(MsgType.APPEND_RESP, to="b", frm="a", term=2, index=3), d, None)
+    d.hs = HardState(term=2)
+    with raises("durable_when_sent"):
+        c.on_send("a", Message(MsgType.APPEND_RESP, to="b", frm="a", term=2, index=3), d, None)
