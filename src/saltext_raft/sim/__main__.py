@@ -76,6 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the broken KV client whose gets read the local copy without ReadIndex "
         "(implies --kv; the linearizability check must object)",
     )
+    p.add_argument(
+        "--mutants",
+        action="store_true",
+        help="the mutation suite: plant each bug of saltext_raft.sim.mutants and run seeds "
+        "START.. until a violation; exit 1 if one is not caught within --budget seeds",
+    )
+    p.add_argument(
+        "--mutant",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="with --mutants: only this mutant (repeatable); without: run the seeds with this "
+        "planted bug (the replay command of a mutant's violation uses it)",
+    )
+    p.add_argument(
+        "--budget", type=int, default=None, help="with --mutants: seeds per mutant (default 500)"
+    )
     p.add_argument("--jobs", type=int, default=1, help="worker processes (0: one per CPU)")
     p.add_argument("--stop-on-first", action="store_true", help="stop at the first violation")
     p.add_argument("--json", action="store_true", help="also print each seed's result as JSON")
@@ -83,7 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.mutants:
+        return _run_mutants(parser, args)
+    mutant = ""
+    if args.mutant:
+        from saltext_raft.sim import mutants  # pylint: disable=import-outside-toplevel
+
+        if len(args.mutant) > 1 or args.mutant[0] not in mutants.BY_NAME:
+            parser.error(
+                f"--mutant without --mutants takes one of {sorted(mutants.BY_NAME)}; got "
+                f"{args.mutant}"
+            )
+        mutant = args.mutant[0]
     options = SimOptions(
         nodes=args.nodes,
         steps=args.steps,
@@ -93,6 +123,7 @@ def main(argv=None) -> int:
         heal_ticks=args.heal_ticks,
         kv=args.kv,
         local_gets=args.local_gets,
+        mutant=mutant,
     )
 
     def show(r) -> None:
@@ -117,6 +148,39 @@ def main(argv=None) -> int:
         )
     print(json.dumps(summary.to_json()), flush=True)
     return 1 if summary.violations else 0
+
+
+def _run_mutants(parser, args) -> int:
+    from saltext_raft.sim import mutants  # pylint: disable=import-outside-toplevel
+
+    names = args.mutant or [m.name for m in mutants.MUTANTS]
+    unknown = [n for n in names if n not in mutants.BY_NAME]
+    if unknown:
+        parser.error(f"unknown mutants {unknown}; known: {sorted(mutants.BY_NAME)}")
+    budget = args.budget or mutants.BUDGET
+    seeds = range(args.start, args.start + budget)
+    missed = []
+    t0 = time.perf_counter()
+    for name in names:
+        r = mutants.hunt(mutants.BY_NAME[name], seeds)
+        print(json.dumps(r.to_json()), flush=True)
+        if not r.caught:
+            missed.append(name)
+            print(
+                f"NOT CAUGHT mutant={name} in seeds {seeds.start}..{seeds.stop - 1}",
+                file=sys.stderr,
+                flush=True,
+            )
+    summary = {
+        "mutants": len(names),
+        "caught": len(names) - len(missed),
+        "missed": missed,
+        "budget": budget,
+        "start": args.start,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    print(json.dumps(summary), flush=True)
+    return 1 if missed else 0
 
 
 def _report(r) -> None:

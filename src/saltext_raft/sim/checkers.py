@@ -33,6 +33,23 @@ Checked (Raft paper Figure 3 and thesis §3, §4, §6.4):
   granted votes delivered to it come from a majority of its voters (learners never count).
 - read_linearizable: a ReadIndex result is at least the highest commit index observed when the
   read began, and the node serves it only after applying that far.
+- durable_when_sent: checked when a message leaves its node, against that node's disk: a
+  granted vote is in the persisted hard state (or a later term is); an append acknowledgement's
+  index is on disk with the term the node's log had when the Ready was taken (or under the disk
+  snapshot); a complete snapshot acknowledgement (``commit`` set) is under the disk's snapshot
+  or in its log. Acknowledgements of a term older than the one on disk are stale and skipped.
+- committed_kept: no disk ever loses a committed entry (a suffix replacement or a snapshot
+  install that drops an entry the cluster committed).
+- follower_commit_rule: after an append, a follower's commit index is at most
+  max(its previous commit, min(leader commit, index of the append's last entry)) (Figure 2,
+  AppendEntries step 5); after a heartbeat at most max(previous, the heartbeat's commit).
+- match_index_true: a leader's match index for a follower (or learner) is a fact about that
+  follower's disk: whenever it rises, the follower's disk holds the leader's entry there (or a
+  snapshot covering it), unless the follower has moved to a later term meanwhile (a newer
+  leader may legitimately overwrite uncommitted entries it had acknowledged).
+- leader_steps_down (checked by the simulator, which knows the network): with check-quorum on,
+  a leader that cannot reach a quorum of its voters steps down within a bounded number of its
+  own ticks.
 """
 
 from __future__ import annotations
@@ -86,6 +103,8 @@ class Checkers:
         self._reads: dict[bytes, int] = {}
         # (candidate, term) -> ids whose granted vote was delivered to the candidate
         self._votes: dict[tuple[str, int], set[str]] = {}
+        # (leader, term, follower) -> the follower's match index when last checked
+        self._match: dict[tuple[str, int, str], int] = {}
 
     @property
     def max_commit(self) -> int:
@@ -228,6 +247,37 @@ class Checkers:
         self._check_completeness(view)
         self._check_pending_conf(view)
 
+    def on_leader_progress(self, view, term_of) -> None:
+        """Check each follower's match index of leader ``view`` that rose since last time.
+        ``term_of(nid)`` is the follower's current term (memory if running, else disk)."""
+        progress = getattr(view, "progress", None)
+        if not progress:
+            return
+        nid, term = view.id, view.term
+        seen = self._match
+        for fid, pr in progress.items():
+            if fid == nid:
+                continue
+            match = pr.match
+            key = (nid, term, fid)
+            if match <= seen.get(key, 0):
+                continue
+            seen[key] = match
+            disk = self.disks.get(fid)
+            if disk is None or term_of(fid) > term or match <= disk.offset:
+                continue
+            have = disk.term_at(match)
+            want = view.term_at(match)
+            if have is not None and (want is None or have == want):
+                continue
+            raise Violation(
+                "match_index_true",
+                f"leader {nid} (term {term}) holds match index {match} for {fid}, whose disk "
+                f"has {'term ' + str(have) if have is not None else 'nothing'} there (leader: "
+                f"term {want}; follower's disk: snapshot at {disk.offset}, log to "
+                f"{disk.last_index})",
+            )
+
     def _new_leader(self, view) -> None:
         nid, term = view.id, view.term
         voters = view.membership.voters
@@ -319,6 +369,84 @@ class Checkers:
     def on_deliver(self, msg: Message) -> None:
         if msg.type == MsgType.VOTE_RESP and not msg.reject:
             self._votes.setdefault((msg.to, msg.term), set()).add(msg.frm)
+
+    def on_send(self, nid: str, m: Message, disk, claim) -> None:
+        """``m`` leaves ``nid`` now; ``disk`` is its disk; ``claim`` the term of the entry an
+        append acknowledgement vouches for (None: compacted from memory when its Ready was
+        taken, then it must at least be on disk)."""
+        t = m.type
+        if t is MsgType.VOTE_RESP:
+            if m.reject:
+                return
+            hs = disk.hs
+            if hs.term > m.term or (hs.term == m.term and hs.vote == m.to):
+                return
+            raise Violation(
+                "durable_when_sent",
+                f"{nid} grants its term-{m.term} vote to {m.to} but its disk holds term "
+                f"{hs.term} vote {hs.vote or '-'}",
+            )
+        if t is MsgType.APPEND_RESP or t is MsgType.SNAPSHOT_RESP:
+            if disk.hs.term > m.term:
+                # Written in an older term, sent after the node moved on (it was stepped while
+                # a save was in flight) and may have truncated what it acknowledged: stale.
+                # The old leader cannot commit with it: a quorum elected the newer leader, and
+                # this node was not in it (it held the entry then, and would have refused).
+                return
+        if t is MsgType.APPEND_RESP:
+            if m.reject or not m.index or m.index <= disk.offset:
+                return  # a rejection, an answer to a stale leader, or under the disk snapshot
+            have = disk.term_at(m.index)
+            if have is not None and (have == claim or claim is None):
+                return
+            raise Violation(
+                "durable_when_sent",
+                f"{nid} acknowledges index {m.index} (term {claim}) to {m.to} but its disk "
+                f"holds {'term ' + str(have) if have is not None else 'nothing'} there (log "
+                f"ends at {disk.last_index})",
+            )
+        if t is MsgType.SNAPSHOT_RESP and m.commit and not m.reject:
+            if m.commit <= disk.offset or disk.term_at(m.commit) is not None:
+                return
+            raise Violation(
+                "durable_when_sent",
+                f"{nid} acknowledges the whole snapshot at {m.commit} to {m.to} but its disk has "
+                f"a snapshot at {disk.offset} and a log to {disk.last_index}",
+            )
+
+    def on_disk_truncated(self, nid: str, removed) -> None:
+        """A write on ``nid``'s disk dropped ``removed`` (entries it did not write back)."""
+        if not removed:
+            return
+        terms = self.committed_terms
+        top = len(terms) - 1
+        for e in removed:
+            if e.index <= top and terms[e.index] == e.term:
+                raise Violation(
+                    "committed_kept",
+                    f"{nid}'s disk dropped committed entry {e.index} (term {e.term})",
+                )
+
+    def on_follower_step(self, nid: str, m: Message, before: int, after: int) -> None:
+        """Stepping leader message ``m`` moved ``nid``'s commit index ``before`` -> ``after``."""
+        if after <= before:
+            return
+        t = m.type
+        if t is MsgType.APPEND:
+            bound = min(m.commit, m.index + len(m.entries))
+        elif t is MsgType.HEARTBEAT:
+            bound = m.commit
+        elif t is MsgType.SNAPSHOT and m.snapshot is not None:
+            bound = m.snapshot.meta.index
+        else:
+            return  # only a leader's messages move a follower's commit index
+        if after > bound:
+            raise Violation(
+                "follower_commit_rule",
+                f"{nid} moved its commit index {before} -> {after} on {t.name} from {m.frm} "
+                f"(prev={m.index}, {len(m.entries)} entries, leader commit {m.commit}): at most "
+                f"{max(before, bound)} is allowed",
+            )
 
     def on_read_start(self, context: bytes) -> None:
         self._reads[context] = self.max_commit

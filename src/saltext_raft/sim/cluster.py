@@ -15,7 +15,9 @@ and no set is ever iterated unsorted, so a seed replays exactly.
 
 from __future__ import annotations
 
+import copy
 import heapq
+import math
 import random
 from dataclasses import dataclass
 from dataclasses import field
@@ -26,6 +28,7 @@ from saltext_raft.core.types import ConfChange
 from saltext_raft.core.types import ConfOp
 from saltext_raft.core.types import EntryKind
 from saltext_raft.core.types import Message
+from saltext_raft.core.types import MsgType
 from saltext_raft.core.types import RaftError
 from saltext_raft.core.types import Role
 from saltext_raft.kv import decode_entry
@@ -57,11 +60,19 @@ FAULT_KINDS = (
     "crash-ready",  # crash in the middle of handling a Ready (between its stages)
     "membership",  # add learner, promote, demote, remove follower, remove leader
     "transfer",  # leader transfers and forced campaigns
-    "snapshot",  # periodic snapshots and log compaction
+    "snapshot",  # periodic snapshots and log compaction (keeping 0..1000 entries)
+    "group-commit",  # a Ready's save stays in flight while the node is stepped and ticked
+    "disk",  # saves that fail (the node stops) and torn writes on a crash
+    "clock",  # nodes tick at different rates
+    "pause",  # a node stops ticking and stepping for a while, then resumes
 )
 
 _TICK_EVENT = 0
 _DELIVER_EVENT = 1
+_SAVE_EVENT = 2
+_LEADER_TYPES = frozenset({MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT})
+#: How long a removed node may keep running after its removal commits (ticks).
+LINGER_TICKS_MAX = 40
 
 
 @dataclass
@@ -76,6 +87,7 @@ class SimOptions:
     kv: bool = False  # KV workload: clients, KVStateMachine replicas, linearizability check
     local_gets: bool = False  # a broken KV client: gets read the local copy (implies kv)
     kv_class: type | None = None  # hook: a KVStateMachine variant to replicate (implies kv)
+    mutant: str = ""  # a planted bug of saltext_raft.sim.mutants, applied for the run
 
     @property
     def kv_mode(self) -> bool:
@@ -88,6 +100,12 @@ class FaultMix:
     net: NetFaults
     crash_ready: float  # probability that handling a Ready crashes the node midway
     snapshot_every: int  # entries applied between snapshots (0: never)
+    snapshot_keep: int = 0  # a snapshot keeps 0..this many entries before it in memory
+    save_inflight: float = 0.0  # probability that a Ready's save stays in flight
+    disk_fail: float = 0.0  # probability that a save raises
+    torn: bool = False  # a crash in the middle of a save keeps a prefix of its entries
+    clock_skew: float = 0.0  # node tick rates vary within 1 +- this
+    pause_max: int = 0  # longest pause in ticks (0: no pauses)
 
     @classmethod
     def choose(cls, rng: random.Random, kinds: tuple[str, ...] | None) -> FaultMix:
@@ -105,15 +123,35 @@ class FaultMix:
             net=net,
             crash_ready=rng.choice((0.003, 0.01, 0.03)) if "crash-ready" in on else 0.0,
             snapshot_every=rng.choice((2, 5, 20)) if "snapshot" in on else 0,
+            snapshot_keep=rng.choice((0, 0, 2, 10, 1000)) if "snapshot" in on else 0,
+            save_inflight=rng.choice((0.3, 0.7, 1.0)) if "group-commit" in on else 0.0,
+            disk_fail=rng.choice((0.002, 0.01)) if "disk" in on else 0.0,
+            torn="disk" in on,
+            clock_skew=rng.choice((0.2, 0.5)) if "clock" in on else 0.0,
+            pause_max=rng.choice((15, 40)) if "pause" in on else 0,
         )
 
 
 class Slot:
     """Everything the sim keeps for one node id."""
 
-    __slots__ = ("id", "node", "disk", "sm", "incarnation", "removed", "pending_reads")
+    __slots__ = (
+        "id",
+        "node",
+        "disk",
+        "sm",
+        "incarnation",
+        "removed",
+        "pending_reads",
+        "inflight",
+        "rate",
+        "phase",
+        "paused_until",
+        "stop_at",
+        "isolated",
+    )
 
-    def __init__(self, nid: str, sm_class: type = StateMachine):
+    def __init__(self, nid: str, sm_class: type = StateMachine, rate: float = 1.0):
         self.id = nid
         self.node = None
         self.disk = Disk()
@@ -121,6 +159,12 @@ class Slot:
         self.incarnation = 0
         self.removed = False
         self.pending_reads: list = []
+        self.inflight = None  # a Ready whose save is in flight (driver.InFlight)
+        self.rate = rate  # ticks of this node per simulated tick (clock-rate differences)
+        self.phase = 0.0
+        self.paused_until = 0  # sim time before which the node neither ticks nor steps
+        self.stop_at = None  # a removed node lingering: sim time at which it stops
+        self.isolated = 0  # own ticks as a leader out of reach of a quorum of its voters
 
 
 @dataclass
@@ -137,6 +181,12 @@ class Stats:
     snapshots: int = 0
     transfers: int = 0
     partitions: int = 0
+    saves_inflight: int = 0  # Readys whose save was in flight while the node was stepped
+    stepped_while_saving: int = 0  # messages and ticks a node took with a save in flight
+    disk_failures: int = 0
+    torn_writes: int = 0
+    pauses: int = 0
+    lingered: int = 0  # messages sent by removed nodes that had not stopped yet
     kv_ops: int = 0  # answered KV operations checked for linearizability
     kv_unknown: int = 0  # KV writes without an answer (outcome unknown)
     kv_local_reads: int = 0  # local (possibly stale, unchecked) reads
@@ -161,7 +211,7 @@ class Simulation:
             "auto_promote": rng.random() < 0.6,
             "max_inflight": rng.choice((1, 4, 256)),
             "max_msg_bytes": rng.choice((1, 64, 1 << 20)),
-            "snapshot_chunk_bytes": rng.choice((16, 256, 1 << 20)),
+            "snapshot_chunk_bytes": rng.choice((16, 16, 64, 256, 1 << 20)),
         }
         self.network = Network(random.Random(f"{seed}/net"), self.mix.net)
         self.slots: dict[str, Slot] = {}
@@ -180,10 +230,18 @@ class Simulation:
         self._next_id = self.n_founders + 1
         self._write_seq = 0
         self._read_seq = 0
+        self._started = False  # the founding Readys are saved without faults
         self._healing = False
         self._heal_committed = False
         self._quiet_ticks = 0
         self._weights = self._action_weights()
+        delay_ticks = NetFaults.delay_max / TICK
+        # two election timeouts for check-quorum, then the latest a message sent before the
+        # leader lost its quorum can still arrive (delays, reordering, saves in flight), in the
+        # leader's own ticks
+        self._stepdown_bound = 2 * self.config["election_ticks"] + math.ceil(
+            (delay_ticks + 10) * (1 + self.mix.clock_skew)
+        )
         kv = opts.kv_mode
         self.sm_class = replica_class(opts.kv_class) if kv else StateMachine
         self.kv = KVWorkload(self, local_gets=opts.local_gets) if kv else None
@@ -216,9 +274,7 @@ class Simulation:
                 f"config {self.config}"
             )
         for nid in founders:
-            slot = Slot(nid, self.sm_class)
-            self.slots[nid] = slot
-            self.checkers.disks[nid] = slot.disk
+            slot = self._new_slot(nid)
             slot.node = self.opts.node_class.bootstrap(
                 self._node_config(nid), self._node_rng(slot), founders
             )
@@ -228,7 +284,18 @@ class Simulation:
             self.driver.drain(slot)
         if self.kv is not None:
             self.kv.start(sorted(founders))
+        self._started = True
         self._push(TICK, _TICK_EVENT, None)
+
+    def _new_slot(self, nid: str) -> Slot:
+        skew = self.mix.clock_skew
+        rate = round(self.rng.uniform(1 - skew, 1 + skew), 3) if skew else 1.0
+        slot = Slot(nid, self.sm_class, rate)
+        self.slots[nid] = slot
+        self.checkers.disks[nid] = slot.disk
+        if self.trace and skew:
+            self._t(f"{nid} clock rate {rate}")
+        return slot
 
     def _push(self, at: int, kind: int, payload) -> None:
         self._seq += 1
@@ -236,7 +303,16 @@ class Simulation:
 
     # --- the node lifecycle ---------------------------------------------------------------------
     def crash(self, slot: Slot, why: str) -> None:
+        if slot.node is not None:
+            # What the node decided since the checkers last looked (a leader's commit in an
+            # advance() of this drain, say) happened, even though the crash loses it.
+            self.checkers.on_node(slot.node)
+        if slot.inflight is not None:
+            self.driver.crash_inflight(slot)
         slot.node = None
+        slot.paused_until = 0
+        slot.stop_at = None
+        slot.isolated = 0
         slot.sm = None
         slot.pending_reads.clear()
         self.checkers.on_crash(slot.id)
@@ -277,13 +353,51 @@ class Simulation:
             return self.rng.randrange(len(self.driver.stages))
         return None
 
+    def pick_save_delay(self, slot: Slot, rd) -> int:
+        """How long this Ready's save stays in flight (0: done at once)."""
+        p = self.mix.save_inflight
+        if p and self._started and rd.must_sync and self.rng.random() < p:
+            self.stats.saves_inflight += 1
+            return self.rng.randint(1, 3 * TICK)
+        return 0
+
+    def schedule_save(self, slot: Slot, delay: int, token: int) -> None:
+        self._push(self.now + delay, _SAVE_EVENT, (slot.id, token))
+        if self.trace:
+            self._t(f"{slot.id} save in flight ({delay / TICK:.2f} ticks)")
+
+    def pick_disk_failure(self, slot: Slot, rd) -> bool:
+        p = self.mix.disk_fail
+        if p and self._started and not self._healing and rd.must_sync and self.rng.random() < p:
+            self.stats.disk_failures += 1
+            return True
+        return False
+
+    def pick_torn_prefix(self, slot: Slot, rd) -> int | None:
+        """How many of the save's entries a crash in its middle leaves on disk (None: none, and
+        no snapshot either)."""
+        if not self.mix.torn or (not rd.entries and rd.snapshot is None):
+            return None
+        k = self.rng.randint(0, len(rd.entries))
+        self.stats.torn_writes += 1
+        if self.trace:
+            self._t(f"{slot.id} torn write: {k} of {len(rd.entries)} entries reach the disk")
+        return k
+
     # --- driver callbacks -----------------------------------------------------------------------
     def send(self, m: Message) -> None:
         slot = self.slots.get(m.to)
         if slot is None:
             return  # an id nobody ever started
+        sender = self.slots.get(m.frm)
+        if sender is not None and sender.stop_at is not None:
+            self.stats.lingered += 1
+        first = True
         for at in self.network.route(m.frm, m.to, self.now):
-            self._push(at, _DELIVER_EVENT, m)
+            # a duplicate is a distinct copy, as two decodes of the same bytes are: the core
+            # may change a message it steps (a forwarded request is readdressed in place)
+            self._push(at, _DELIVER_EVENT, m if first else copy.deepcopy(m))
+            first = False
 
     def after_advance(self, slot: Slot) -> None:
         every = self.mix.snapshot_every
@@ -291,11 +405,16 @@ class Simulation:
             return
         sm = slot.sm
         if sm.applied - slot.disk.offset >= every and sm.applied > slot.node.snapshot_meta.index:
-            snap = slot.node.create_snapshot(sm.applied, sm.encode())
+            keep = self.mix.snapshot_keep
+            keep = self.rng.randint(0, keep) if keep else 0
+            snap = slot.node.create_snapshot(sm.applied, sm.encode(), keep=keep)
             slot.disk.compact(snap)
             self.stats.snapshots += 1
             if self.trace:
-                self._t(f"{slot.id} snapshot@{snap.meta.index} (log compacted)")
+                self._t(
+                    f"{slot.id} snapshot@{snap.meta.index} ({len(snap.data)} bytes, log "
+                    f"compacted, {keep} kept in memory)"
+                )
 
     def check_memory_matches_disk(self, slot: Slot) -> None:
         node, disk = slot.node, slot.disk
@@ -317,8 +436,14 @@ class Simulation:
             if cc.op == ConfOp.REMOVE:
                 slot = self.slots.get(cc.node_id)
                 if slot is not None and not slot.removed:
+                    # an operator stops a removed master some time after the removal: until
+                    # then it keeps running, ticking and sending
                     slot.removed = True
+                    linger = self.rng.randint(0, LINGER_TICKS_MAX) * TICK
+                    slot.stop_at = self.now + linger
                     self._to_stop.append(cc.node_id)
+                    if self.trace:
+                        self._t(f"{cc.node_id} removed: stops in {linger // TICK} tick(s)")
         elif self._healing and e.data and self._is_probe(e.data):
             self._heal_committed = True
 
@@ -347,14 +472,19 @@ class Simulation:
 
     # --- events -------------------------------------------------------------------------------
     def _live(self) -> list[Slot]:
-        return [s for s in self.slots.values() if s.node is not None]
+        """Running nodes a client or an operator can reach now (not paused)."""
+        now = self.now
+        return [s for s in self.slots.values() if s.node is not None and s.paused_until <= now]
 
     def _leader(self) -> Slot | None:
+        """The running, unpaused leader of the highest term."""
         best = None
+        now = self.now
         for s in self.slots.values():
             n = s.node
             if (
                 n is not None
+                and s.paused_until <= now
                 and n.role is Role.LEADER
                 and (best is None or n.term > best.node.term)
             ):
@@ -362,14 +492,63 @@ class Simulation:
         return best
 
     def _tick(self) -> None:
+        """One tick of simulated time: each running node ticks ``rate`` times on average (a
+        paused node not at all); each leader's reach is checked (check-quorum)."""
         self.stats.ticks += 1
+        now = self.now
         for s in self.slots.values():
-            if s.node is not None:
-                s.node.tick()
+            node = s.node
+            if node is None or s.paused_until > now:
+                continue
+            s.phase += s.rate
+            n = int(s.phase)
+            s.phase -= n
+            for _ in range(n):
+                node.tick()
+                if s.inflight is not None:
+                    self.stats.stepped_while_saving += 1
+                if node.role is Role.LEADER:
+                    self._check_leader_reach(s)
+                else:
+                    s.isolated = 0
+            if n:
                 self._touched[s.id] = None
-        self._push(self.now + TICK, _TICK_EVENT, None)
+        self._push(now + TICK, _TICK_EVENT, None)
         if self.trace:
             self._quiet_ticks += 1
+
+    def _check_leader_reach(self, s: Slot) -> None:
+        """With check-quorum, a leader out of reach of a quorum of its voters (partitioned,
+        voters crashed or paused) must step down within ``_stepdown_bound`` of its own ticks
+        (two election timeouts, plus the longest a message can still arrive late)."""
+        node = s.node
+        if not node.cfg.check_quorum:
+            return
+        voters = node.membership.voters
+        blocked = self.network.blocked
+        now = self.now
+        reach = 0
+        for v in voters:
+            if v == s.id:
+                reach += 1
+                continue
+            o = self.slots.get(v)
+            if o is None or o.node is None or o.paused_until > now:
+                continue
+            if (s.id, v) in blocked or (v, s.id) in blocked:
+                continue
+            reach += 1
+        if reach * 2 > len(voters):
+            s.isolated = 0
+            return
+        s.isolated += 1
+        if s.isolated > self._stepdown_bound:
+            raise Violation(
+                "leader_steps_down",
+                f"leader {s.id} (term {node.term}) has been out of reach of a quorum of voters "
+                f"{sorted(voters)} for {s.isolated} of its ticks and still leads (check-quorum "
+                f"bound {self._stepdown_bound})",
+            )
 
     def _deliver(self, m: Message) -> None:
         slot = self.slots.get(m.to)
@@ -377,11 +556,31 @@ class Simulation:
             return
         if self.network.is_blocked(m.frm, m.to):
             return  # cut while in flight
+        if slot.paused_until > self.now:
+            self._push(slot.paused_until, _DELIVER_EVENT, m)  # read when the node resumes
+            return
         if self.trace:
             self._t(f"deliver {fmt_msg(m)}")
         self.checkers.on_deliver(m)
-        slot.node.step(m)
+        node = slot.node
+        if slot.inflight is not None:
+            self.stats.stepped_while_saving += 1
+        before = node.commit_index
+        node.step(m)
+        if m.type in _LEADER_TYPES:
+            self.checkers.on_follower_step(slot.id, m, before, node.commit_index)
         self._touched[slot.id] = None
+
+    def _save_done(self, payload) -> None:
+        nid, token = payload
+        slot = self.slots[nid]
+        if slot.paused_until > self.now:
+            self._push(slot.paused_until, _SAVE_EVENT, payload)  # a paused process writes on
+            return  # ... but completes nothing until it runs again
+        if self.driver.resume(slot, token):
+            if self.trace:
+                self._t(f"{nid} save done")
+            self._touched[nid] = None
 
     def step(self) -> None:
         self.stats.steps += 1
@@ -392,8 +591,10 @@ class Simulation:
             self.now = at
             if kind == _TICK_EVENT:
                 self._tick()
-            else:
+            elif kind == _DELIVER_EVENT:
                 self._deliver(payload)
+            else:
+                self._save_done(payload)
         if self.kv is not None:
             self.kv.poll()
         self._settle()
@@ -407,15 +608,34 @@ class Simulation:
                 slot = self.slots[nid]
                 if slot.node is not None:
                     self.driver.drain(slot)
-            while self._to_stop:
-                slot = self.slots[self._to_stop.pop(0)]
-                if slot.node is not None:
-                    self.crash(slot, "removed from the cluster: stopped")
+            if self._to_stop:
+                self._stop_removed()
             check = self.checkers.on_node
             for nid in touched:
                 node = self.slots[nid].node
                 if node is not None:
                     check(node)
+                    if node.role is Role.LEADER:
+                        self.checkers.on_leader_progress(node, self._term_of)
+
+    def _term_of(self, nid: str) -> int:
+        slot = self.slots[nid]
+        node = slot.node
+        return max(node.term if node is not None else 0, slot.disk.hs.term)
+
+    def _stop_removed(self) -> None:
+        """Stop the removed nodes whose lingering time is over."""
+        now = self.now
+        keep = []
+        for nid in self._to_stop:
+            slot = self.slots[nid]
+            if slot.node is None or slot.stop_at is None:
+                continue
+            if slot.stop_at <= now:
+                self.crash(slot, "removed from the cluster: stopped")
+            else:
+                keep.append(nid)
+        self._to_stop = keep
 
     # --- actions ------------------------------------------------------------------------------
     def _action_weights(self) -> list[tuple[str, float]]:
@@ -438,6 +658,8 @@ class Simulation:
             ]
         if "transfer" in on:
             w += [("transfer", 1.5), ("campaign", 0.5)]
+        if "pause" in on:
+            w += [("pause", 2.0)]
         return w
 
     def _action(self) -> None:
@@ -450,8 +672,17 @@ class Simulation:
         live = self._live()
         if not live:
             return
-        leader = self._leader()
-        slot = leader if leader is not None and self.rng.random() < 0.7 else self.rng.choice(live)
+        # Most writes go to a node that believes it leads: the newest leader, or (a client
+        # still attached to it) a deposed one on the minority side of a partition, whose
+        # entries then sit uncommitted and divergent on its followers' disks.
+        leaders = [s for s in live if s.node.role is Role.LEADER]
+        r = self.rng.random()
+        if leaders and r < 0.5:
+            slot = self._leader()
+        elif len(leaders) > 1 and r < 0.7:
+            slot = self.rng.choice(leaders)
+        else:
+            slot = self.rng.choice(live)
         # a burst of writes now and then: longer logs, multi-entry appends, snapshots
         for _ in range(1 if self.rng.random() < 0.8 else self.rng.randint(2, 8)):
             self._write_seq += 1
@@ -491,6 +722,13 @@ class Simulation:
             return
         self.rng.shuffle(ids)
         k = self.rng.randint(1, len(ids) // 2)
+        leader = self._leader()
+        if leader is not None and leader.id in ids and self.rng.random() < 0.5:
+            # Jepsen's "isolate the leader": the leader and k-1 followers on the minority side,
+            # where the writes its clients still send stay uncommitted and divergent
+            k = max(k, min(2, len(ids) // 2))
+            ids.remove(leader.id)
+            ids.insert(0, leader.id)
         a, b = sorted(ids[:k]), sorted(ids[k:])
         self.network.partition(a, b)
         self.stats.partitions += 1
@@ -512,6 +750,18 @@ class Simulation:
             self.network.heal()
             if self.trace:
                 self._t("HEAL network")
+
+    def _do_pause(self) -> None:
+        live = self._live()
+        if not live:
+            return
+        leader = self._leader()
+        slot = leader if leader is not None and self.rng.random() < 0.5 else self.rng.choice(live)
+        ticks = self.rng.randint(3, self.mix.pause_max)
+        slot.paused_until = self.now + ticks * TICK
+        self.stats.pauses += 1
+        if self.trace:
+            self._t(f"PAUSE {slot.id} for {ticks} ticks")
 
     def _do_crash(self) -> None:
         live = self._live()
@@ -542,9 +792,7 @@ class Simulation:
         nid = f"n{self._next_id}"
         if self._conf_change(ConfOp.ADD_LEARNER, nid, f"addr-{nid}"):
             self._next_id += 1
-            slot = Slot(nid, self.sm_class)
-            self.slots[nid] = slot
-            self.checkers.disks[nid] = slot.disk
+            slot = self._new_slot(nid)
             slot.node = self.opts.node_class(self._node_config(nid), self._node_rng(slot))
             self._touched[nid] = None
             if self.trace:
@@ -620,6 +868,14 @@ class Simulation:
         if self.trace:
             self._t("=== HEAL: no more faults; every node up; a write must commit ===")
         for s in self.slots.values():
+            s.paused_until = 0
+            # clocks back in step: with pre-vote off, a node with a stale log whose clock runs
+            # 1.5 times as fast as the others' times out first every time and its vote requests
+            # (a higher term) reset their timers, so no election ever succeeds (the randomized
+            # timeouts of §5.2 assume clocks that agree within their 2x range)
+            s.rate = 1.0
+            if s.inflight is not None:
+                s.inflight.crash_before = None  # drawn before healing: no more crashes now
             if s.node is None and not s.removed:
                 self.restart(s)
         self._settle()
@@ -640,8 +896,43 @@ class Simulation:
                 probes += 1
                 self._probe(probes)
             self.step()
+        self._await_catch_up()
         if self.config["auto_promote"]:
             self._await_promotions()
+
+    def _await_catch_up(self) -> None:
+        """Every member (voters and learners, as the leader's configuration lists them) must
+        commit and apply up to the leader's commit index of the moment the heal write
+        committed, within ``heal_ticks`` and with no more writes: a follower stuck behind (a
+        snapshot transfer that never completes, a log that never converges) fails here."""
+        leader = self._leader()
+        target = leader.node.commit_index if leader is not None else self.checkers.max_commit
+        start = self.stats.ticks
+        while True:
+            leader = self._leader()
+            behind = ["no leader"]
+            if leader is not None:
+                behind = []
+                for nid in sorted(leader.node.membership.members):
+                    slot = self.slots.get(nid)
+                    if slot is None:
+                        continue
+                    node = slot.node
+                    if node is None or node.commit_index < target or slot.sm.applied < target:
+                        behind.append(
+                            f"{nid} (commit {node.commit_index}, applied {slot.sm.applied})"
+                            if node is not None
+                            else f"{nid} (down)"
+                        )
+                if not behind:
+                    return
+            if self.stats.ticks - start > self.opts.heal_ticks:
+                raise Violation(
+                    "liveness",
+                    f"members not caught up to commit {target} within {self.opts.heal_ticks} "
+                    f"ticks after the heal write: {', '.join(behind)}",
+                )
+            self.step()
 
     def _await_promotions(self) -> None:
         """With auto-promotion on, every running learner (not deliberately demoted) must become a

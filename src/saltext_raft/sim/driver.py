@@ -13,6 +13,16 @@ simulator checks the two refinements of the contract it makes (docs/architecture
 runtime"): a leader whose Ready keeps term and vote sends its appends and heartbeats before
 its own save; a Ready whose only durable change is the commit index is sent and applied at
 once and its hard state saved afterwards (a crash may lose that save).
+
+Group commit: with the ``group-commit`` fault kind the save of a Ready (its PERSIST stage: the
+snapshot, the entries and the hard state) stays *in flight* for a while, as the runtime's save
+in its storage thread does, and the node keeps being stepped and ticked meanwhile; the rest of
+the Ready's stages run when the save completes (``resume``). A crash while a save is in flight,
+or a crash point inside PERSIST, may leave a torn write (a prefix of the entries); a disk write
+that fails (``disk`` fault kind) stops the node as the runtime's ``_fatal`` does.
+
+Every message is checked when it leaves (``Checkers.on_send``): a granted vote, an append
+acknowledgement and a complete snapshot acknowledgement must be backed by what is on disk.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from saltext_raft.core.types import EntryKind
 from saltext_raft.core.types import MsgType
 from saltext_raft.core.types import Role
 from saltext_raft.sim.checkers import Violation
+from saltext_raft.sim.model import DiskFailure
 
 PERSIST = "persist"  # snapshot + entries
 PERSIST_HS = "persist-hs"  # hard state (a crash between the two persists is allowed)
@@ -36,12 +47,40 @@ COMMIT_ONLY_BACKGROUND = (SEND, APPLY, ADVANCE, PERSIST_HS)
 _EARLY_TYPES = frozenset({MsgType.APPEND, MsgType.HEARTBEAT})
 
 
+_NO_CLAIM = object()
+
+
 def _recipient(m) -> str:
     return m.to
 
 
 class Crashed(Exception):
     """The node crashed in the middle of handling a Ready."""
+
+
+class InFlight:
+    """A Ready whose save has not completed: the stages still to run, from ``k`` on."""
+
+    __slots__ = ("rd", "stages", "k", "messages", "claims", "crash_before", "token")
+
+    def __init__(self, rd, stages, k, messages, claims, crash_before, token):
+        self.rd = rd
+        self.stages = stages
+        self.k = k
+        self.messages = messages
+        self.claims = claims
+        self.crash_before = crash_before
+        self.token = token
+
+
+def _ack_claims(node, messages) -> dict:
+    """For each append acknowledgement: the term of the entry it vouches for, as the node's log
+    holds it when the Ready is taken (what the Ready's save writes, or what is already saved)."""
+    claims = {}
+    for m in messages:
+        if m.type is MsgType.APPEND_RESP and not m.reject and m.index:
+            claims[id(m)] = node.term_at(m.index)
+    return claims
 
 
 class Driver:
@@ -51,6 +90,7 @@ class Driver:
         self.sim = sim
         self.stages = SEND_BEFORE_PERSIST if send_before_persist else CONTRACT
         self.runtime_refinements = runtime_refinements and not send_before_persist
+        self._tokens = 0
 
     def stages_for(self, slot, rd) -> tuple[str, ...]:
         if not self.runtime_refinements:
@@ -65,17 +105,21 @@ class Driver:
             return LEADER_EARLY_SEND
         return CONTRACT
 
+    def early_types(self, slot, rd) -> frozenset:
+        """Message types the SEND_EARLY stage sends before the save."""
+        return _EARLY_TYPES
+
     def drain(self, slot) -> None:
-        """Handle Readys until the node has none (or crashes)."""
+        """Handle Readys until the node has none, crashes, or waits for a save in flight."""
         sim = self.sim
-        while slot.node is not None and slot.node.has_ready():
+        while slot.node is not None and slot.inflight is None and slot.node.has_ready():
             crash_before = sim.pick_crash_point(slot)
             try:
                 self.handle(slot, crash_before)
             except Crashed:
                 return
         node = slot.node
-        if node is not None:
+        if node is not None and slot.inflight is None:
             sim.check_memory_matches_disk(slot)
 
     def handle(self, slot, crash_before: int | None = None) -> None:
@@ -84,43 +128,118 @@ class Driver:
         rd = node.ready()
         sim.trace_ready(slot, rd)
         stages = self.stages_for(slot, rd)
+        # sorted by recipient (stable): the core may build messages by iterating a frozenset
+        # of voters, whose order depends on PYTHONHASHSEED
         messages = sorted(rd.messages, key=_recipient)
-        for k, stage in enumerate(stages):
-            if crash_before == k:
+        claims = _ack_claims(node, messages)
+        self._run(slot, InFlight(rd, stages, 0, messages, claims, crash_before, 0))
+
+    def resume(self, slot, token: int) -> bool:
+        """The save in flight with ``token`` completed: run the rest of its Ready. False if that
+        save is no longer in flight (the node crashed meanwhile)."""
+        st = slot.inflight
+        if st is None or st.token != token or slot.node is None:
+            return False
+        slot.inflight = None
+        try:
+            self._run(slot, st, resumed=True)
+        except Crashed:
+            pass
+        return True
+
+    def crash_inflight(self, slot) -> None:
+        """The node crashes while a save is in flight: the write may be torn."""
+        st = slot.inflight
+        slot.inflight = None
+        if st is not None and st.k < len(st.stages) and st.stages[st.k] == PERSIST:
+            self._torn_write(slot, st.rd)
+
+    def _run(self, slot, st: InFlight, resumed: bool = False) -> None:
+        sim = self.sim
+        node = slot.node
+        rd, stages, messages = st.rd, st.stages, st.messages
+        k = st.k
+        while k < len(stages):
+            stage = stages[k]
+            if st.crash_before == k and not resumed:
+                if stage == PERSIST:
+                    self._torn_write(slot, rd)
                 sim.crash(slot, f"before {stage}")
                 raise Crashed
             if stage == PERSIST:
-                self.persist(slot, rd)
+                if not resumed:
+                    delay = sim.pick_save_delay(slot, rd)
+                    if delay:
+                        self._tokens += 1
+                        st.k, st.messages, st.token = k, messages, self._tokens
+                        slot.inflight = st
+                        sim.schedule_save(slot, delay, st.token)
+                        return
+                resumed = False
+                try:
+                    self.persist(slot, rd)
+                except DiskFailure as exc:
+                    sim.crash(slot, f"disk write failed: {exc}; node stopped")
+                    raise Crashed from None
             elif stage == PERSIST_HS:
                 if rd.hard_state is not None:
                     sim.checkers.on_persist_hard_state(slot.id, slot.disk.hs, rd.hard_state)
                     slot.disk.hs = rd.hard_state
             elif stage == SEND_EARLY:
-                early = [m for m in messages if m.type in _EARLY_TYPES]
-                messages = [m for m in messages if m.type not in _EARLY_TYPES]
+                early_types = self.early_types(slot, rd)
+                early = [m for m in messages if m.type in early_types]
+                messages = [m for m in messages if m.type not in early_types]
                 for m in early:
-                    sim.send(m)
+                    self._send(slot, m, st.claims)
             elif stage == SEND:
-                # sorted by recipient (stable): the core may build messages by iterating a
-                # frozenset of voters, whose order depends on PYTHONHASHSEED
                 for m in messages:
-                    sim.send(m)
+                    self._send(slot, m, st.claims)
             elif stage == APPLY:
                 self.apply(slot, rd)
             else:
                 node.advance(rd)
                 sim.after_advance(slot)
+            k += 1
 
-    def persist(self, slot, rd) -> None:
+    def _send(self, slot, m, claims) -> None:
+        sim = self.sim
+        sim.checkers.on_send(slot.id, m, slot.disk, claims.get(id(m), _NO_CLAIM))
+        sim.send(m)
+
+    def _torn_write(self, slot, rd) -> None:
+        """A crash in the middle of the save: the snapshot (written first) may be there, and a
+        prefix of the entries; never the hard state (written last)."""
+        k = self.sim.pick_torn_prefix(slot, rd)
+        if k is None:
+            return
         disk = slot.disk
         if rd.snapshot is not None:
             disk.install_snapshot(rd.snapshot)
-        if rd.entries:
-            off = disk.offset
-            ents = [e for e in rd.entries if e.index > off]
-            if ents:
-                prev_term = disk.append(ents)
-                self.sim.checkers.on_persist_entries(slot.id, ents, prev_term)
+            self.sim.checkers.on_disk_truncated(slot.id, disk.truncated)
+        self._write_entries(slot, rd.entries[:k])
+
+    def persist(self, slot, rd) -> None:
+        disk = slot.disk
+        fail = self.sim.pick_disk_failure(slot, rd)
+        if fail:
+            self._torn_write(slot, rd)
+            raise DiskFailure(f"{slot.id}: write of {len(rd.entries)} entries raised")
+        if rd.snapshot is not None:
+            disk.install_snapshot(rd.snapshot)
+            self.sim.checkers.on_disk_truncated(slot.id, disk.truncated)
+        self._write_entries(slot, rd.entries)
+
+    def _write_entries(self, slot, entries) -> None:
+        if not entries:
+            return
+        disk = slot.disk
+        off = disk.offset
+        ents = [e for e in entries if e.index > off]
+        if ents:
+            prev_term = disk.append(ents)
+            checkers = self.sim.checkers
+            checkers.on_disk_truncated(slot.id, disk.truncated)
+            checkers.on_persist_entries(slot.id, ents, prev_term)
 
     def apply(self, slot, rd) -> None:
         sim = self.sim

@@ -113,11 +113,23 @@ def replay_command(seed: int, options: SimOptions | None) -> str:
         cmd += ["--kv"]
     if o.heal_ticks != SimOptions.heal_ticks:
         cmd += ["--heal-ticks", str(o.heal_ticks)]
+    if o.mutant:
+        cmd += ["--mutant", o.mutant]
     return " ".join(cmd + ["--trace"])
 
 
 def run_seed(seed: int, options: SimOptions | None = None, trace=None) -> Result:
-    """Run one seed. ``trace`` is a callable taking one line of text (or None)."""
+    """Run one seed. ``trace`` is a callable taking one line of text (or None). With
+    ``options.mutant`` the run has that planted bug (``saltext_raft.sim.mutants``)."""
+    if options is not None and options.mutant:
+        from saltext_raft.sim import mutants  # pylint: disable=import-outside-toplevel
+
+        with mutants.planted(mutants.BY_NAME[options.mutant]):
+            return _run_seed(seed, options, trace)
+    return _run_seed(seed, options, trace)
+
+
+def _run_seed(seed: int, options: SimOptions | None, trace) -> Result:
     sim = Simulation(seed, options, trace=trace)
     invariant = detail = ""
     try:
@@ -143,6 +155,12 @@ def run_seed(seed: int, options: SimOptions | None = None, trace=None) -> Result
         "snapshots": st.snapshots,
         "transfers": st.transfers,
         "partitions": st.partitions,
+        "saves_inflight": st.saves_inflight,
+        "stepped_while_saving": st.stepped_while_saving,
+        "disk_failures": st.disk_failures,
+        "torn_writes": st.torn_writes,
+        "pauses": st.pauses,
+        "lingered": st.lingered,
         "fault_kinds": list(sim.mix.kinds),
     }
     if sim.kv is not None:

@@ -41,6 +41,7 @@ def _first_violation(options: SimOptions):
         pytest.param(
             SimOptions(node_class=broken.FollowerCommitsEverything),
             {
+                "follower_commit_rule",
                 "read_linearizable",
                 "committed_agreement",
                 "state_machine_safety",
@@ -65,7 +66,13 @@ def _first_violation(options: SimOptions):
             # the bug only shows when a crash lands between send and persist: keep crashes
             # inside Ready handling on for every seed (the random mix finds it too, slower)
             SimOptions(send_before_persist=True, faults=("crash-ready",)),
-            {"commit_durable", "election_safety", "state_machine_safety", "hard_state"},
+            {
+                "durable_when_sent",
+                "commit_durable",
+                "election_safety",
+                "state_machine_safety",
+                "hard_state",
+            },
             id="send-before-persist",
         ),
     ],

@@ -305,3 +305,113 @@ def test_read_served_before_applying_earlier_writes():
     c.on_read_served("a", b"r1", 4)
     with raises("read_linearizable"):
         c.on_read_served("a", b"r1", 3)
+
+
+# --- durable when sent ----------------------------------------------------------------------
+def test_durable_when_sent_vote_grant_needs_the_vote_on_disk():
+    c = Checkers()
+    d = Disk()
+    d.hs = HardState(term=3, vote="")
+    vote = Message(MsgType.VOTE_RESP, to="b", frm="a", term=3)
+    with raises("durable_when_sent"):
+        c.on_send("a", vote, d, None)
+    d.hs = HardState(term=3, vote="c")  # a vote for someone else is no better
+    with raises("durable_when_sent"):
+        c.on_send("a", vote, d, None)
+    d.hs = HardState(term=3, vote="b")
+    c.on_send("a", vote, d, None)
+    d.hs = HardState(term=4, vote="")  # a later term on disk: no second vote in term 3 possible
+    c.on_send("a", vote, d, None)
+    c.on_send("a", Message(MsgType.VOTE_RESP, "b", "a", 3, reject=True), Disk(), None)
+
+
+def test_durable_when_sent_append_ack_needs_the_entry_on_disk():
+    c = Checkers()
+    ack = Message(MsgType.APPEND_RESP, to="b", frm="a", term=2, index=3)
+    with raises("durable_when_sent"):
+        c.on_send("a", ack, disk_with(1, 1), 2)  # index 3 not written yet
+    with raises("durable_when_sent"):
+        c.on_send("a", ack, disk_with(1, 1, 1), 2)  # index 3 holds an older term's entry
+    c.on_send("a", ack, disk_with(1, 1, 2), 2)
+    c.on_send("a", Message(MsgType.APPEND_RESP, "b", "a", 2, index=3, reject=True), Disk(), 2)
+
+
+def test_durable_when_sent_complete_snapshot_ack_needs_the_snapshot_on_disk():
+    c = Checkers()
+    ack = Message(MsgType.SNAPSHOT_RESP, to="b", frm="a", term=2, log_term=5, index=40, commit=5)
+    with raises("durable_when_sent"):
+        c.on_send("a", ack, disk_with(1, 1), None)
+    c.on_send("a", ack, disk_with(1, 1, 2, 2, 2), None)
+    partial = Message(MsgType.SNAPSHOT_RESP, to="b", frm="a", term=2, log_term=5, index=16)
+    c.on_send("a", partial, Disk(), None)  # a byte count promises nothing
+
+
+# --- committed kept -------------------------------------------------------------------------
+def test_committed_kept_a_disk_never_drops_a_committed_entry():
+    c = Checkers()
+    c.on_node(View("a", commit_index=2, log={1: 1, 2: 1}))
+    d = disk_with(1, 1, 1)
+    d.append([Entry(2, 3)])  # uncommitted entry 3 replaced: fine
+    c.on_disk_truncated("b", d.truncated)
+    assert [e.index for e in d.truncated] == [3]
+    d.append([Entry(2, 2)])  # committed entry 2 (term 1) replaced
+    with raises("committed_kept"):
+        c.on_disk_truncated("b", d.truncated)
+
+
+def test_disk_rewriting_the_same_entries_drops_nothing():
+    d = disk_with(1, 1, 1)
+    assert d.append([Entry(1, 2), Entry(1, 3), Entry(2, 4)]) == 1  # only entry 4 is written
+    assert d.truncated == [] and d.last_index == 4
+
+
+# --- follower commit rule -------------------------------------------------------------------
+def test_follower_commit_rule_bounds_commit_by_the_appends_last_entry():
+    c = Checkers()
+    app = Message(MsgType.APPEND, "b", "a", 2, log_term=1, index=3, entries=[Entry(2, 4)], commit=9)
+    c.on_follower_step("b", app, 2, 4)
+    with raises("follower_commit_rule"):
+        c.on_follower_step("b", app, 2, 5)  # its own entry 5 was never shown to match
+    hb = Message(MsgType.HEARTBEAT, "b", "a", 2, commit=4)
+    c.on_follower_step("b", hb, 2, 4)
+    with raises("follower_commit_rule"):
+        c.on_follower_step("b", hb, 2, 5)
+    c.on_follower_step("b", Message(MsgType.APPEND_RESP, "a", "b", 2, index=5), 2, 5)  # leader
+
+
+# --- match index true -----------------------------------------------------------------------
+@dataclass
+class _Pr:
+    match: int
+
+
+def test_match_index_true_a_leaders_match_index_is_on_the_followers_disk():
+    b_disk = disk_with(1, 2)
+    c = Checkers({"b": b_disk})
+    lead = leader("a", 2, {1: 1, 2: 2, 3: 2})
+    lead.progress = {"a": _Pr(3), "b": _Pr(2)}
+    c.on_leader_progress(lead, lambda nid: 2)
+    lead.progress["b"] = _Pr(3)  # b never wrote entry 3 (an inflated acknowledgement)
+    with raises("match_index_true"):
+        c.on_leader_progress(lead, lambda nid: 2)
+
+
+def test_match_index_true_ignores_a_follower_in_a_later_term():
+    b_disk = disk_with(1, 3)  # a newer leader overwrote entry 2
+    c = Checkers({"b": b_disk})
+    lead = leader("a", 2, {1: 1, 2: 2})
+    lead.progress = {"a": _Pr(2), "b": _Pr(2)}
+    c.on_leader_progress(lead, lambda nid: 3)
+
+
+def test_durable_when_sent_skips_an_ack_of_a_term_the_node_has_left():
+    """Stepped while a save was in flight, a follower acknowledged index 3 of term 2, then a
+    term-3 leader made it truncate index 3; the ack leaves after that save: stale, not a lie
+    the term-2 leader could commit with."""
+    c = Checkers()
+    d = disk_with(1, 1)
+    d.hs = HardState(term=3)
+    c.on_send("a", Message(MsgType.APPEND_RESP, to="b", frm="a", term=2, index=3), d, None)
+    d.hs = HardState(term=2)
+    with raises("durable_when_sent"):
+        c.on_send("a", Message(MsgType.APPEND_RESP, to="b", frm="a", term=2, index=3), d, None)

@@ -135,9 +135,10 @@ def test_teeth_gets_from_the_local_copy_are_not_linearizable():
 
 def test_teeth_a_state_machine_that_applies_retries_twice():
     """Without dedup, a put whose answer was lost and that was retried on another node applies
-    again after a newer put: reads see the old value come back. Found within 150 seeds
-    (seed 9 when measured, with adds in the workload)."""
-    summary = run_seeds(range(150), SimOptions(kv_class=NoDedupKV), stop_on_first=True)
+    again after a newer put: reads see the old value come back. Found within 250 seeds (seed 9
+    when measured with adds in the workload; seed 179 with the fault model of issue 17, which
+    finds it in about 2 % of seeds, as before)."""
+    summary = run_seeds(range(250), SimOptions(kv_class=NoDedupKV), stop_on_first=True)
     assert summary.failures, f"no violation in {summary.seeds} seeds"
     f = summary.failures[0]
     assert f.invariant == "linearizable", (f.seed, f.invariant, f.detail)

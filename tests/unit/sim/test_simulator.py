@@ -20,7 +20,9 @@ def test_a_handful_of_seeds_run_clean():
 
 
 def test_every_fault_kind_clean():
-    summary = run_seeds(range(100, 104), SimOptions(faults=FAULT_KINDS, steps=1500))
+    # every kind at once keeps a 3-node cluster down much of the time (crashes inside 3 % of
+    # Readys, partitions, pauses, failing disks): longer runs, so that some reads get served
+    summary = run_seeds(range(100, 106), SimOptions(faults=FAULT_KINDS, steps=2500))
     assert summary.violations == 0, [(f.seed, f.invariant, f.detail) for f in summary.failures]
     assert summary.reads > 0 and summary.membership_changes > 0
 
