@@ -82,7 +82,15 @@ class SimOptions:
     faults: tuple[str, ...] | None = None  # fault kinds; None: a random mix per seed
     send_before_persist: bool = False  # a broken driver, for tests
     runtime_refinements: bool = False  # drive Readys as saltext_raft.runtime does
-    heal_ticks: int = 300  # liveness bound after healing
+    #: Liveness bound after healing (ticks): 30 election timeouts. Elections are randomized, so
+    #: this is a bound on bad luck, not a proof: with pre-vote off, candidates with stale logs
+    #: keep raising the term, each resetting everyone's timer, and only one node may be able to
+    #: win (sim-long seed 9533: the most up-to-date node had appended its own removal, so only one
+    #: of the other three could win and it needed to time out first; it did after 310 ticks).
+    #: Catch-up is bounded by the drawn flow control too: `--kv` seed 3905 (max_inflight 1, one
+    #: 64-byte entry per append, saves of up to 2.7 ticks) needed 300+ ticks to bring two
+    #: followers 120 entries forward before the leader could commit.
+    heal_ticks: int = 600
     node_class: type = RaftNode  # hook: a subclass or patched class to run instead
     kv: bool = False  # KV workload: clients, KVStateMachine replicas, linearizability check
     local_gets: bool = False  # a broken KV client: gets read the local copy (implies kv)

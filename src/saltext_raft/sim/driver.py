@@ -83,6 +83,13 @@ def _ack_claims(node, messages) -> dict:
     return claims
 
 
+def _known_commit(slot) -> int:
+    """The highest index ``slot``'s node knows is committed: its persisted commit index, or
+    the live node's own if that is higher."""
+    live = slot.node.commit_index if slot.node is not None else 0
+    return max(slot.disk.hs.commit, live)
+
+
 class Driver:
     """Handles Readys for the simulator ``sim`` (which owns disks, network and checkers)."""
 
@@ -215,7 +222,7 @@ class Driver:
         disk = slot.disk
         if rd.snapshot is not None:
             disk.install_snapshot(rd.snapshot)
-            self.sim.checkers.on_disk_truncated(slot.id, disk.truncated)
+            self.sim.checkers.on_disk_truncated(slot.id, disk.truncated, _known_commit(slot))
         self._write_entries(slot, rd.entries[:k])
 
     def persist(self, slot, rd) -> None:
@@ -226,7 +233,7 @@ class Driver:
             raise DiskFailure(f"{slot.id}: write of {len(rd.entries)} entries raised")
         if rd.snapshot is not None:
             disk.install_snapshot(rd.snapshot)
-            self.sim.checkers.on_disk_truncated(slot.id, disk.truncated)
+            self.sim.checkers.on_disk_truncated(slot.id, disk.truncated, _known_commit(slot))
         self._write_entries(slot, rd.entries)
 
     def _write_entries(self, slot, entries) -> None:
@@ -238,7 +245,7 @@ class Driver:
         if ents:
             prev_term = disk.append(ents)
             checkers = self.sim.checkers
-            checkers.on_disk_truncated(slot.id, disk.truncated)
+            checkers.on_disk_truncated(slot.id, disk.truncated, _known_commit(slot))
             checkers.on_persist_entries(slot.id, ents, prev_term)
 
     def apply(self, slot, rd) -> None:

@@ -347,16 +347,27 @@ def test_durable_when_sent_complete_snapshot_ack_needs_the_snapshot_on_disk():
 
 
 # --- committed kept -------------------------------------------------------------------------
-def test_committed_kept_a_disk_never_drops_a_committed_entry():
+def test_committed_kept_a_node_never_drops_an_entry_it_knows_is_committed():
     c = Checkers()
     c.on_node(View("a", commit_index=2, log={1: 1, 2: 1}))
     d = disk_with(1, 1, 1)
     d.append([Entry(2, 3)])  # uncommitted entry 3 replaced: fine
-    c.on_disk_truncated("b", d.truncated)
+    c.on_disk_truncated("b", d.truncated, 2)
     assert [e.index for e in d.truncated] == [3]
-    d.append([Entry(2, 2)])  # committed entry 2 (term 1) replaced
+    d.append([Entry(2, 2)])  # committed entry 2 (term 1) replaced, and b knew it
     with raises("committed_kept"):
-        c.on_disk_truncated("b", d.truncated)
+        c.on_disk_truncated("b", d.truncated, 2)
+
+
+def test_committed_kept_allows_an_older_leader_to_overwrite_a_copy_its_node_never_saw_committed():
+    """sim-long seed 11492: entry 9 (term 2) was committed in term 5 without node b; a leader
+    of term 4 (legitimately elected before term 5) overwrote b's copy. b never knew 9 was
+    committed (its commit index was 8) and b's term was below 5, so this is Raft, not a bug."""
+    c = Checkers()
+    c.on_node(View("a", commit_index=2, log={1: 1, 2: 1}))
+    d = disk_with(1, 1, 1)
+    d.append([Entry(2, 2)])
+    c.on_disk_truncated("b", d.truncated, 1)
 
 
 def test_disk_rewriting_the_same_entries_drops_nothing():
