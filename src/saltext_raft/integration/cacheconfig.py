@@ -40,6 +40,9 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_BATCH_WAIT = 0.002
 #: A batch that waits longer than this costs its writers more than it saves.
 MAX_BATCH_WAIT = 0.1
+#: Beside the local copy (``<raft_cache_dir>`` + this): present while the copy has caught up
+#: with the cluster since the engine started (docs/cache.md, "Consistency").
+CAUGHT_UP_SUFFIX = ".caught-up"
 
 
 class CacheConfigError(ValueError):
@@ -56,6 +59,13 @@ class CacheSettings:
     timeout: float = DEFAULT_TIMEOUT
     linearizable_reads: bool = False
     batch_wait: float = DEFAULT_BATCH_WAIT
+
+    @property
+    def caught_up_path(self) -> str:
+        """The marker the engine writes once the local copy has applied the read index a
+        leader confirmed after the engine's start, and removes when the engine starts or
+        stops: reads are served only while it exists."""
+        return self.root.rstrip(os.sep) + CAUGHT_UP_SUFFIX
 
 
 def from_opts(opts: dict) -> CacheSettings:

@@ -14,7 +14,14 @@ worker handlers on executor threads, so this matters.
 Reads never talk to the engine unless ``raft_cache_linearizable_reads`` is on: they are Salt's
 ``localfs`` functions pointed at the mirror directory (or, with ``raft_cache_backend: sqlite``,
 one indexed query of the mirror's database), so they cost what a local read costs and keep
-working while the engine or the quorum is down.
+working while the quorum is down, or the engine crashed after it had caught up.
+
+They are served only while the engine's caught-up marker exists (``cacheservice``, "Caught
+up"): after a restart the mirror may be older than what the cluster committed meanwhile (a key
+deleted while this master was down would still be there). Without the marker a read waits for
+it, polling, at most ``raft_cache_timeout``, then fails with a ``SaltCacheError`` that says to
+retry. The marker is looked at on every read (one ``stat``, about a microsecond): a marker
+remembered for a while would let a worker read a copy its engine has just started to rebuild.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ from saltext_raft.kv.machine import check_name
 
 #: Seconds between reconnection attempts while the engine is not reachable.
 RECONNECT_INTERVAL = 0.05
+#: Seconds between looks at the caught-up marker while a read waits for it.
+CAUGHT_UP_POLL = 0.05
 _CAUSES = {
     "no_leader": "no leader: this master cannot reach a quorum of the raft cluster",
     "timeout": "not committed in time: no quorum of masters reachable, or the leader changed",
@@ -260,10 +269,11 @@ def read_barrier(opts: dict, what: str = "linearizable read") -> None:
 _trusted_roots: set[str] = set()
 
 
-def _before_read(opts: dict, settings) -> None:
+def _before_read(opts: dict, settings, what: str) -> None:
     """Refuse to read a local copy someone else could have written (it decides, among other
     things, which minion keys are accepted): the engine refuses to start on it, and the
-    workers must not serve it either."""
+    workers must not serve it either. Then wait until the copy has caught up (see the module
+    docstring)."""
     root = settings.root
     if root not in _trusted_roots:
         try:
@@ -273,7 +283,34 @@ def _before_read(opts: dict, settings) -> None:
         if exists:
             _trusted_roots.add(root)
     if settings.linearizable_reads:
-        read_barrier(opts)
+        read_barrier(opts)  # it waits for a current copy itself
+        return
+    wait_caught_up(settings, what)
+
+
+class NotCaughtUp(SaltCacheError):
+    """This master's local copy has not caught up with the cluster since its engine started."""
+
+
+def wait_caught_up(settings, what: str) -> None:
+    """Return once the engine's caught-up marker exists (see the module docstring); raise
+    :class:`NotCaughtUp` after ``raft_cache_timeout`` seconds without it."""
+    path = settings.caught_up_path
+    if os.path.exists(path):
+        return
+    deadline = time.monotonic() + settings.timeout
+    while True:
+        if os.path.exists(path):
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise NotCaughtUp(
+                f"raft cache: {what} refused: this master's local copy has not caught up with "
+                "the raft cluster since its engine started (it is catching up after a restart, "
+                f"has no quorum yet, or the raft engine is not running; waited "
+                f"{settings.timeout:g}s); retry in a moment, or on another master"
+            )
+        time.sleep(min(CAUGHT_UP_POLL, remaining))
 
 
 _readers: dict[str, SqliteReader] = {}
@@ -297,7 +334,7 @@ def _sqlite_call(what: str, fn, *args):
 def fetch(opts: dict, bank: str, key: str):
     settings = _settings(opts)
     _check(bank, key)
-    _before_read(opts, settings)
+    _before_read(opts, settings, f"fetch {bank}/{key}")
     if settings.backend != "sqlite":
         return _localfs.fetch(bank, key, settings.root)
     value = _sqlite_call(f"fetch {bank}/{key}", _sqlite(settings).fetch, bank, key)
@@ -312,7 +349,7 @@ def fetch(opts: dict, bank: str, key: str):
 def updated(opts: dict, bank: str, key: str):
     settings = _settings(opts)
     _check(bank, key)
-    _before_read(opts, settings)
+    _before_read(opts, settings, f"updated {bank}/{key}")
     if settings.backend == "sqlite":
         return _sqlite_call(f"updated {bank}/{key}", _sqlite(settings).updated, bank, key)
     path = os.path.join(settings.root, os.path.normpath(bank), f"{key}.p")
@@ -325,7 +362,7 @@ def updated(opts: dict, bank: str, key: str):
 def list_(opts: dict, bank: str):
     settings = _settings(opts)
     _check(bank)
-    _before_read(opts, settings)
+    _before_read(opts, settings, f"list {bank}")
     if settings.backend == "sqlite":
         return _sqlite_call(f"list {bank}", _sqlite(settings).list, bank)
     return _localfs.list_(bank, settings.root)
@@ -334,7 +371,7 @@ def list_(opts: dict, bank: str):
 def contains(opts: dict, bank: str, key: str | None = None) -> bool:
     settings = _settings(opts)
     _check(bank, key)
-    _before_read(opts, settings)
+    _before_read(opts, settings, f"contains {bank}")
     if settings.backend == "sqlite":
         return _sqlite_call(f"contains {bank}", _sqlite(settings).contains, bank, key)
     return _localfs.contains(bank, key, settings.root)

@@ -17,7 +17,17 @@ Requests (JSON lines; several may be outstanding per connection, answers carry t
     {"id": 4, "op": "cache.status"}
 
 A write is answered once its entry is committed, applied here and written to this master's
-mirror. ``(client, seq)`` makes a retried write apply at most once (the KV state machine's
+mirror.
+
+**Caught up.** When the engine starts, the mirror is the state this master had applied before
+(or its rebuild from the local log), which can be older than what the cluster committed while
+the master was down. The service removes the marker ``CacheSettings.caught_up_path`` before the
+runtime starts, waits for the runtime's catch-up barrier (a read index confirmed by a leader,
+applied here), waits until the mirror shows it, and only then writes the marker again. The
+driver serves no read without the marker (``cachedriver``), and the engine's readiness (the
+request gate) waits for :attr:`CacheService.caught_up`. A clean stop removes the marker too.
+
+``(client, seq)`` makes a retried write apply at most once (the KV state machine's
 dedup table), so a worker may resend a write whose answer it lost.
 
 Writes are batched: those that arrive while a batch is open (from any number of workers)
@@ -36,14 +46,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
+import json
 import logging
+import os
 import time
 
 from saltext_raft.integration.cacheconfig import CacheSettings
 from saltext_raft.integration.cachemirror import CacheStateMachine
 from saltext_raft.integration.cachemirror import MirrorWriter
 from saltext_raft.integration.cachemirror import new_mirror
+from saltext_raft.integration.fileutil import atomic_write
 from saltext_raft.kv.machine import ADD
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
@@ -79,6 +93,9 @@ class CacheService:
         self._repair_check = repair_check
         self._repair_timer = None
         self.runtime = None
+        #: The local copy has applied the read index confirmed after start (see the docstring).
+        self.caught_up = False
+        self._catch_up_task: asyncio.Task | None = None
         #: Writes received in this turn of the loop: (command, future of its result, timeout).
         self._batch: list[tuple[Command, asyncio.Future, float]] = []
         self._batch_bytes = 0
@@ -99,8 +116,40 @@ class CacheService:
         }
 
     def start_writer(self, loop) -> None:
-        """Before the runtime starts: its start may restore a snapshot into the mirror."""
+        """Before the runtime starts: its start may restore a snapshot into the mirror. The
+        caught-up marker goes first: from here on the copy may be behind the cluster."""
+        self._remove_caught_up_marker()
         self.writer.start(loop)
+
+    def _remove_caught_up_marker(self) -> None:
+        self.caught_up = False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.settings.caught_up_path)
+
+    async def _catch_up(self, runtime) -> None:
+        """Wait for the runtime's barrier after start, then for the mirror to show what it
+        applied; then mark the copy caught up (file for the driver, flag for readiness)."""
+        try:
+            index = await runtime.wait_caught_up()
+        except Stopped:
+            return
+        await self.writer.wait(self.writer.ticket)
+        body = json.dumps({"pid": os.getpid(), "read_index": index, "at": time.time()})
+        try:
+            atomic_write(self.settings.caught_up_path, body.encode(), prefix=".caught-up-")
+        except OSError as exc:
+            log.error(
+                "saltext-raft cache: cannot write %s (%s); reads on this master keep failing",
+                self.settings.caught_up_path,
+                exc,
+            )
+            return
+        self.caught_up = True
+        log.info(
+            "saltext-raft cache: local copy caught up with the cluster (read index %d); "
+            "serving reads",
+            index,
+        )
 
     async def start(self, runtime) -> str:
         self.runtime = runtime
@@ -114,6 +163,7 @@ class CacheService:
         }
         self.server = server
         bound = await server.start()
+        self._catch_up_task = asyncio.get_running_loop().create_task(self._catch_up(runtime))
         self._schedule_repair_check()
         log.info(
             "saltext-raft cache: serving the raft cache driver on %s (mirror %s)",
@@ -133,6 +183,12 @@ class CacheService:
         self._schedule_repair_check()
 
     async def stop(self) -> None:
+        self._remove_caught_up_marker()  # no longer kept current: a restart must catch up first
+        if self._catch_up_task is not None:
+            self._catch_up_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._catch_up_task
+            self._catch_up_task = None
         if self._repair_timer is not None:
             self._repair_timer.cancel()
             self._repair_timer = None
@@ -269,6 +325,7 @@ class CacheService:
             "socket": self.settings.socket,
             "layout": self.settings.backend,
             "mirror": self.settings.root,
+            "caught_up": self.caught_up,
             "mirror_counters": dict(self.writer.counters),
             "mirror_last_error": self.writer.last_error or None,
             "applied_commands": self.state_machine.kv.applied_commands,

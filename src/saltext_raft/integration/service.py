@@ -77,11 +77,14 @@ def evaluate_readiness(
     grace: float,
     learners_ok: bool,
     removed_at: int = 0,
+    caught_up: bool = True,
 ) -> tuple[bool, str]:
     """Whether this master may serve minions, and why not. Pure: unit-tested on its own.
 
     Ready = a committed voter (or learner, if allowed) that is still a member in its latest
-    known configuration, with a live leader, or one seen within ``grace`` seconds.
+    known configuration, that has caught up with the cluster since it started (applied a read
+    index a leader confirmed, and, with the cache, written it to the local copy), with a live
+    leader, or one seen within ``grace`` seconds.
     """
     if not running:
         return False, "the raft node is not running"
@@ -101,6 +104,8 @@ def evaluate_readiness(
                 f"{removed_at} (re-add it with salt-run raft.add)"
             )
         return False, "this master is not a member of the raft cluster"
+    if not caught_up:
+        return False, "catching up with the cluster after start (waiting for a read index)"
     if leader and role in ("leader", "follower"):
         return True, "ready"
     if last_leader_seen is None:
@@ -311,8 +316,10 @@ class RaftService:
                 grace=self.cfg.gate_grace,
                 learners_ok=self.cfg.gate_learners,
                 removed_at=m.removed_at(self.cfg.node_id),
+                caught_up=self._caught_up(rt),
             )
             state = {
+                "caught_up": self._caught_up(rt),
                 "role": node.role.value,
                 "leader": node.leader,
                 "term": node.term,
@@ -345,6 +352,12 @@ class RaftService:
             self.readiness.heartbeat()
         except OSError as exc:
             log.warning("saltext-raft: cannot write %s: %s", self.readiness.path, exc)
+
+    def _caught_up(self, rt) -> bool:
+        """The runtime passed its barrier after start, and the cache's copy shows it."""
+        if self.cache is not None:
+            return self.cache.caught_up
+        return rt.caught_up_index is not None
 
     def _track_contact(self, node, now: float) -> None:
         if node.role.value != "leader":

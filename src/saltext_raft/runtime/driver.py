@@ -1,9 +1,10 @@
 """The asyncio driver: feeds ticks and messages into the Raft core and carries out its Ready.
 
 Lives here: :class:`RaftRuntime` — the tick timer, the Ready loop (persist → send → apply →
-advance), proposals, ReadIndex reads, membership changes, leader transfer, JOIN, periodic
-snapshots, ``status()`` and observer hooks. Must not live here: Salt (a test enforces it),
-sockets (``transport``), disk formats (``storage``), Raft rules (``core``).
+advance), proposals, ReadIndex reads, the catch-up barrier after start, membership changes,
+leader transfer, JOIN, periodic snapshots, ``status()`` and observer hooks. Must not live
+here: Salt (a test enforces it), sockets (``transport``), disk formats (``storage``), Raft
+rules (``core``).
 
 Theory of operation
 -------------------
@@ -33,6 +34,14 @@ of entries per fsync grows with load.
 
 Requests that need the leader (membership, transfer) are sent to it as ``MsgType.APP``
 request/reply messages (``runtime.remote``); proposals and reads are forwarded by the core.
+
+**Catching up after a start.** A node that restarts replays its own log, which may end long
+before what the cluster committed while it was down. Whatever it serves from its state before
+it hears from a leader may be stale (a key deleted meanwhile still looks present). So right
+after ``start()`` the runtime takes one ReadIndex barrier (thesis §6.4: the leader confirms
+its commit index with a heartbeat round) and waits until it has applied up to it;
+``caught_up_index`` is None until then, and observers get ``{"event": "caught_up"}``. The
+barrier is retried until it succeeds (without a quorum it keeps trying) or the node stops.
 """
 
 from __future__ import annotations
@@ -177,6 +186,9 @@ class RaftRuntime:
         self._snapshot_job: asyncio.Future | None = None
         #: A snapshot being decoded on a worker thread (``restore_later``).
         self._restore_job: asyncio.Future | None = None
+        #: The read index confirmed by a leader after start, once applied here (None before).
+        self._caught_up_index: int | None = None
+        self._caught_up: asyncio.Event | None = None
         self._term = 0
         self._saved_vote = (0, NONE)
         # A commit-only hard state waiting for the next save (or the next idle tick).
@@ -215,6 +227,8 @@ class RaftRuntime:
     async def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._caught_up = asyncio.Event()
+        self._caught_up_index = None
         self._storage = StorageThread(loop, f"raft-store-{self.id}")
         restored = await self._storage.submit(self.store.load)
         hs, snap, entries = restored
@@ -249,6 +263,7 @@ class RaftRuntime:
             log.warning("raft %s: %s", self.id, removed_message(self.id, removed_at))
         elif not self.is_member:
             self._tasks.append(loop.create_task(self._join_loop(), name=f"raft-join-{self.id}"))
+        self._tasks.append(loop.create_task(self._catch_up_loop(), name=f"raft-catchup-{self.id}"))
         self._kick()
 
     async def stop(self) -> None:
@@ -987,6 +1002,49 @@ class RaftRuntime:
             f"read not confirmed within {timeout:g}s (no quorum reachable, or the leader changed)"
         )
 
+    @property
+    def caught_up_index(self) -> int | None:
+        """The read index a leader confirmed after this start, once applied here; None until
+        then (see the module docstring, "Catching up after a start")."""
+        return self._caught_up_index
+
+    async def wait_caught_up(self, timeout: float | None = None) -> int:
+        """Wait until the catch-up barrier after start is passed; returns its read index.
+        Raises ``asyncio.TimeoutError`` after ``timeout`` (None: no limit), Stopped if the
+        node stops meanwhile."""
+        loop = self._loop
+        deadline = None if timeout is None else loop.time() + timeout
+        while self._caught_up_index is None:
+            self._check_running()
+            wait = 0.5 if deadline is None else min(0.5, deadline - loop.time())
+            if wait <= 0:
+                raise asyncio.TimeoutError(f"not caught up within {timeout:g}s")
+            try:  # short waits: a stop is noticed within half a second
+                await asyncio.wait_for(self._caught_up.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+        return self._caught_up_index
+
+    async def _catch_up_loop(self) -> None:
+        """One ReadIndex barrier after start, retried until it passes or the node stops."""
+        timeout = max(self.core_config.election_ticks * self.config.tick_seconds * 4, 0.5)
+        attempts = 0
+        while self._running:
+            attempts += 1
+            try:
+                index = await self.read(timeout)
+            except (NoLeader, CommitTimeout) as exc:
+                if attempts == 1 or attempts % 10 == 0:
+                    log.info("raft %s: not caught up with the cluster yet: %s", self.id, exc)
+                continue
+            except Stopped:
+                return
+            self._caught_up_index = index
+            self._caught_up.set()
+            log.info("raft %s: caught up with the cluster (read index %d applied)", self.id, index)
+            self._emit({"event": "caught_up", "index": index})
+            return
+
     # ------------------------------------------------------------------------------------------
     # client API: membership and leadership (on the leader; forwarded from followers)
     # ------------------------------------------------------------------------------------------
@@ -1191,6 +1249,7 @@ class RaftRuntime:
             self.counters,
             running=self._running,
             failure=str(self._failure) if self._failure else None,
+            caught_up_index=self._caught_up_index,
             pending_proposals=len(self._pending),
             waiting_proposals=len(self._waiting),
             waiting_reads=len(self._reads) + len(self._read_heap),

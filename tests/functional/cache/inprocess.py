@@ -94,6 +94,15 @@ class InProcessCluster:
         self.thread.join(5)
         self.loop.close()
 
+    def wait_caught_up(self, timeout: float = 10.0) -> None:
+        """Until every running node's cache has caught up after its start (reads are served)."""
+        wait_until(
+            lambda: all(s.caught_up for s in self.services.values()),
+            timeout,
+            "every node's local copy caught up",
+            0.01,
+        )
+
     def leader(self) -> str | None:
         for nid, rt in self.runtimes.items():
             if rt.running and rt.node.role is Role.LEADER:
@@ -109,6 +118,7 @@ def started_cluster(base_dir: str, ids, base_opts=None):
         for nid in c.ids:
             c.start(nid)
         wait_until(lambda: c.leader() is not None, 10, "a leader", 0.01)
+        c.wait_caught_up()
         yield c
     finally:
         c.close()

@@ -119,6 +119,9 @@ def test_both_layouts_refuse_the_same_names(tmp_path):
 
 
 def driver_opts(tmp_path):
+    # The engine's caught-up marker (what the engine writes once its copy is current): these
+    # tests read a copy written here, with no engine.
+    (tmp_path / "copy.caught-up").write_text("{}")
     return {
         "cachedir": str(tmp_path / "c"),
         "sock_dir": str(tmp_path / "s"),

@@ -10,6 +10,7 @@ has one set of opts; here three share a process), so every operation builds a fr
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 import salt.cache
@@ -242,3 +243,49 @@ def test_importing_an_existing_pki_dir_makes_its_keys_visible_everywhere(cluster
     assert kcache(cluster, "m1").fetch("keys", "legacy2")["state"] == "rejected"
     # running it again changes nothing
     assert keystore.import_pki_dir(master_opts(cluster, "m3"))["imported"] == 0
+
+
+def test_a_restarted_master_never_serves_a_key_deleted_while_it_was_down(tmp_path, pubs):
+    """Issue 17 part 4: m3 is down while m1 deletes an accepted key; m3 restarts with its old
+    local copy (the key still accepted there) and is cut off from the others, so it cannot
+    catch up. From the moment it starts, every lookup of that key on m3 (what ``_auth`` does
+    on a minion's login) is refused or reports no key: never the deleted key. Once the cut
+    heals, m3 catches up and reports the key gone."""
+    with started_cluster(str(tmp_path), IDS) as c:
+        kcache(c, "m1").store("keys", "gone", {"state": "accepted", "pub": pubs[0]})
+        wait_for(
+            lambda: (kcache(c, "m3").fetch("keys", "gone") or {}).get("state") == "accepted",
+            5,
+            "the key accepted on m3",
+        )
+        c.stop("m3")
+        assert kcache(c, "m1").flush("keys", "gone")
+        for other in ("m1", "m2"):
+            c.net.cut("m3", other)
+        seen = []
+        stop = threading.Event()
+
+        def lookups():
+            while not stop.is_set():
+                try:
+                    seen.append(kcache(c, "m3", raft_cache_timeout=0.1).fetch("keys", "gone"))
+                except SaltCacheError as exc:
+                    seen.append(exc)
+
+        poller = threading.Thread(target=lookups, daemon=True)
+        poller.start()
+        try:
+            c.start("m3")
+            wait_for(lambda: len(seen) >= 5, 10, "five lookups on m3 while it is cut off")
+            assert not c.services["m3"].caught_up
+            c.net.heal()
+            wait_for(lambda: seen and seen[-1] is None, 10, "m3 reporting the key gone")
+        finally:
+            stop.set()
+            poller.join(10)
+        served = [s for s in seen if isinstance(s, dict)]
+        assert not served, f"m3 served the deleted key: {served[:3]}"
+        refused = [s for s in seen if isinstance(s, SaltCacheError)]
+        assert refused and all("caught up" in str(e) or "confirm" in str(e) for e in refused)
+        path = os.path.join(master_opts(c, "m3")["pki_dir"], "minions", "gone")
+        assert not os.path.exists(path)

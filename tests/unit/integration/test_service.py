@@ -124,3 +124,11 @@ def test_peer_contact_check_is_quiet_on_a_healthy_master():
     rt.transport.received = 5
     for t in range(0, 100, 3):
         assert check.check(svc, rt, t > 2, float(t)) is None
+
+
+def test_the_gate_stays_closed_until_the_master_caught_up_after_its_start():
+    """Issue 17 part 4: a restarted master with a live leader still serves nothing until it
+    has applied the read index that leader confirmed after its start."""
+    ok, why = decide(caught_up=False)
+    assert not ok and "catching up" in why
+    assert decide(caught_up=True) == (True, "ready")

@@ -674,3 +674,30 @@ def test_followers_save_small_readies_on_the_loop_and_the_leader_never_does(inli
             assert all(n > 0 for n in grew.values()) if inline else not any(grew.values()), grew
 
     run(main())
+
+
+def test_a_restarted_node_is_caught_up_only_once_it_applied_what_the_leader_confirmed():
+    """Issue 17 part 4: n3 restarts behind the cluster (a write committed while it was down)
+    and cut off: ``caught_up_index`` stays None and ``wait_caught_up`` times out; once the cut
+    heals it is the leader's commit index at least, and the write is applied."""
+
+    async def main():
+        async with LocalCluster() as c:
+            leader = await c.leader()
+            for rt in c.nodes.values():
+                await rt.wait_caught_up(5)
+            behind = next(n for n, rt in c.nodes.items() if rt is not leader)
+            await c.stop(behind)
+            idx = await leader.propose(DictStateMachine.set_command(b"late", b"1"))
+            for other in list(c.nodes):
+                c.net.cut(behind, other)
+            rt = await c.start(behind)
+            with pytest.raises(asyncio.TimeoutError):
+                await rt.wait_caught_up(0.5)
+            assert rt.caught_up_index is None and rt.sm.get(b"late") is None
+            c.net.heal()
+            index = await rt.wait_caught_up(5)
+            assert index >= idx and rt.sm.get(b"late") == b"1"
+            assert rt.status()["runtime"]["caught_up_index"] == index
+
+    run(main())
