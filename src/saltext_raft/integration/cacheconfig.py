@@ -19,6 +19,9 @@ Both sides read the same master config file, so every setting is a top-level mas
   one per key) or ``sqlite`` (one SQLite database, far cheaper per write).
 - ``raft_cache_batch_wait`` (0.002): longest time, in seconds, a batch of writes waits for
   workers answered a moment ago to send their next write (0: never wait).
+- ``raft_keys_rotate_window`` (1): with ``keys.cache_driver: raft``, seconds during which key
+  revocations applied on this master are gathered into one AES key rotation
+  (``integration/revocation.py``).
 - ``raft_cache_dir`` (``<cachedir>/saltext_raft_cache``): directory of the local copy.
 - ``raft_cache_socket`` (``<sock_dir>/raft_cache.sock``): the engine's unix socket.
 """
@@ -43,12 +46,16 @@ MAX_BATCH_WAIT = 0.1
 #: Beside the local copy (``<raft_cache_dir>`` + this): present while the copy has caught up
 #: with the cluster since the engine started (docs/cache.md, "Consistency").
 CAUGHT_UP_SUFFIX = ".caught-up"
+DEFAULT_ROTATE_WINDOW = 1.0
+#: A longer window leaves a revoked minion its publishes for longer than it saves.
+MAX_ROTATE_WINDOW = 60.0
 
 
 class CacheConfigError(ValueError):
     def __init__(self, option: str, why: str):
         super().__init__(f"raft cache option {option!r}: {why}")
         self.option = option
+        self.why = why
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ class CacheSettings:
     timeout: float = DEFAULT_TIMEOUT
     linearizable_reads: bool = False
     batch_wait: float = DEFAULT_BATCH_WAIT
+    rotate_window: float = DEFAULT_ROTATE_WINDOW
 
     @property
     def caught_up_path(self) -> str:
@@ -95,6 +103,16 @@ def from_opts(opts: dict) -> CacheSettings:
             "raft_cache_batch_wait",
             f"must be a number of seconds from 0 to {MAX_BATCH_WAIT:g} (got {wait!r})",
         )
+    window = opts.get("raft_keys_rotate_window", DEFAULT_ROTATE_WINDOW)
+    if (
+        isinstance(window, bool)
+        or not isinstance(window, (int, float))
+        or not 0 <= window <= MAX_ROTATE_WINDOW
+    ):
+        raise CacheConfigError(
+            "raft_keys_rotate_window",
+            f"must be a number of seconds from 0 to {MAX_ROTATE_WINDOW:g} (got {window!r})",
+        )
     root = opts.get("raft_cache_dir") or os.path.join(cachedir, DIR_NAME)
     socket = opts.get("raft_cache_socket") or os.path.join(sock_dir, SOCKET_NAME)
     return CacheSettings(
@@ -104,6 +122,7 @@ def from_opts(opts: dict) -> CacheSettings:
         timeout=float(timeout),
         linearizable_reads=lin,
         batch_wait=float(wait),
+        rotate_window=float(window),
     )
 
 

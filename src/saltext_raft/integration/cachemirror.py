@@ -495,12 +495,18 @@ class CacheStateMachine:
         self._clock = clock
         self._repair_interval = repair_interval
         self._last_repair = float("-inf")
+        #: ``on_change(bank, key, ticket)`` after each command that changed the state (``key``
+        #: None: a whole bank; ``bank`` None: everything, a rebuild); ``ticket`` is the mirror
+        #: ticket that shows it. Called on the loop: be quick (the cache service's watchers).
+        self.on_change = None
 
     def _sync_mirror(self) -> None:
         # The writer thread lists the copy's banks and keys: on the loop, walking 30,000 keys
         # took ~190 ms, copying the tree takes 10-16 ms (bench snapshot).
         self.writer.enqueue(("rebuild", self.kv.copy_tree()))
         self._synced = True
+        if self.on_change is not None:
+            self.on_change(None, None, self.writer.ticket)
 
     def apply(self, entry) -> Applied:
         if not self._synced:
@@ -527,6 +533,10 @@ class CacheStateMachine:
                 self.writer.enqueue(("flush", cmd.bank, cmd.key))
         elif cmd.op == STORE or result:  # an add that found the key present changed nothing
             self.writer.enqueue(("store", cmd.bank, cmd.key, cmd.value, cmd.ts))
+        else:
+            return result
+        if self.on_change is not None:
+            self.on_change(cmd.bank, cmd.key, self.writer.ticket)
         return result
 
     def repair_if_damaged(self) -> bool:

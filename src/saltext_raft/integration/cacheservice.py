@@ -96,6 +96,9 @@ class CacheService:
         #: The local copy has applied the read index confirmed after start (see the docstring).
         self.caught_up = False
         self._catch_up_task: asyncio.Task | None = None
+        #: (bank prefix, callback) pairs: see :meth:`watch`.
+        self._watchers: list[tuple[str, object]] = []
+        self.state_machine.on_change = self._changed
         #: Writes received in this turn of the loop: (command, future of its result, timeout).
         self._batch: list[tuple[Command, asyncio.Future, float]] = []
         self._batch_bytes = 0
@@ -150,6 +153,41 @@ class CacheService:
             "serving reads",
             index,
         )
+        self._notify([cb for _, cb in self._watchers], None, None)
+
+    # --- watchers -----------------------------------------------------------------------------
+    def watch(self, prefix: str, callback) -> None:
+        """``callback(bank, key)`` on the loop for each applied change of a bank under
+        ``prefix`` (``key`` None: the whole bank), once the local copy shows it; and
+        ``callback(None, None)`` when the copy has caught up after start, or was rebuilt from a
+        snapshot, when anything may have changed. Nothing is reported before the copy caught
+        up: until then it may be older than the cluster, and the catch-up call covers it."""
+        self._watchers.append((prefix, callback))
+
+    def _changed(self, bank, key, ticket: int) -> None:
+        if not self.caught_up or not self._watchers:
+            return
+        matching = [
+            cb
+            for prefix, cb in self._watchers
+            if bank is None or bank == prefix or bank.startswith(prefix + "/")
+        ]
+        if not matching:
+            return
+        if self.writer.done(ticket):
+            self._notify(matching, bank, key)
+        else:
+            self.writer.future(ticket).add_done_callback(
+                lambda _: self._notify(matching, bank, key)
+            )
+
+    @staticmethod
+    def _notify(callbacks, bank, key) -> None:
+        for cb in callbacks:
+            try:
+                cb(bank, key)
+            except Exception:  # pylint: disable=broad-except
+                log.exception("saltext-raft cache: a watcher failed on %s/%s", bank, key)
 
     async def start(self, runtime) -> str:
         self.runtime = runtime

@@ -22,7 +22,9 @@ from dataclasses import field
 from dataclasses import fields
 
 from saltext_raft.integration import readiness
+from saltext_raft.integration.cacheconfig import CacheConfigError
 from saltext_raft.integration.cacheconfig import cache_enabled
+from saltext_raft.integration.cacheconfig import from_opts as cache_settings
 from saltext_raft.integration.secret import HOW_TO_GENERATE
 from saltext_raft.integration.secret import MIN_SECRET_BYTES
 from saltext_raft.integration.secret import SecretError
@@ -315,6 +317,11 @@ def from_opts(opts: dict, options: dict | None = None, *, load_secret: bool = Tr
     if cfg.cache is not None and not isinstance(cfg.cache, bool):
         raise EngineConfigError("cache", f"must be true or false (got {cfg.cache!r})")
     cfg.cache_enabled = cache_enabled(opts, cfg.cache)
+    if cfg.cache_enabled:
+        try:  # the cache options too, so that a bad one stops the engine with its reason
+            cache_settings(opts)
+        except CacheConfigError as exc:
+            raise EngineConfigError(exc.option, exc.why) from None
     if cfg.advertise:
         _check_host_port("advertise", cfg.advertise, wildcard_ok=False)
     if not cfg.node_id:

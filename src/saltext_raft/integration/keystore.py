@@ -38,6 +38,14 @@ first takes a ReadIndex barrier (the engine confirms with the leader and waits u
 has caught up) and looks again; without a quorum it fails with a ``SaltCacheError`` (the pending
 write that would follow would fail too), and the minion retries its authentication.
 
+**Revocation on every master.** A fetch updates the view only when a minion authenticates, so a
+key deleted or rejected through another master used to stay in this master's view until then,
+and the minion kept its session here. The engine therefore refreshes the view itself for every
+replicated key change it applies (:func:`refresh_view`, called by
+``integration/revocation.py``), and reconciles the whole view once its copy has caught up after
+a start (:func:`view_ids`). :func:`refresh_view` says whether it took away an accepted key: that
+is the case where a minion may hold a session here, and the engine then rotates the AES key.
+
 **Writes on a master that is not a member.** The engine's readiness file says so; a key write is
 then refused at once with that reason, rather than being forwarded to a cluster that this master
 does not follow (it would never see the result, and the caller would get a timeout for a write
@@ -188,6 +196,45 @@ def sync_view(opts: dict, kwargs: dict, bank: str, key: str, want) -> None:
         if _same(bank, again, want):
             return
         want = again
+
+
+def _accepted_pub(value) -> str | None:
+    if isinstance(value, dict) and value.get("state") == "accepted":
+        return (value.get("pub") or "").strip() or None
+    return None
+
+
+def refresh_view(opts: dict, bank: str, key: str) -> bool:
+    """Engine side, after a replicated change of ``bank``/``key`` is in the (caught-up) mirror:
+    make this master's ``pki_dir`` view show it at once (an acceptance excepted: see below).
+    True when the view held an accepted key for ``key`` that is no longer accepted with that
+    public key (deleted, rejected, changed): a minion may have a session with this master on
+    the strength of it."""
+    before = None
+    if bank == "keys":
+        try:
+            before = local_cache(opts, {}).fetch(bank, key)
+        except (OSError, SaltCacheError) as exc:
+            _view_warning(f"{bank}/{key}", exc)
+    want = _mirror_fetch(opts, bank, key)
+    old, new = _accepted_pub(before), _accepted_pub(want)
+    if bank == "keys" and old is None and new is not None:
+        # An acceptance: left to the minion's login here (``fetch``), as before. A view that
+        # holds only the keys of minions that talked to this master (or were accepted
+        # through it) keeps revocations, and their AES rotations, to those masters.
+        return False
+    sync_view(opts, {}, bank, key, want)
+    return old is not None and old != new
+
+
+def view_ids(opts: dict, bank: str) -> set:
+    """Every minion id ``bank`` has in this master's ``pki_dir`` view or in the mirror."""
+    try:
+        ids = set(local_cache(opts, {}).list(bank))
+    except (OSError, SaltCacheError) as exc:
+        _view_warning(f"{bank} (listing)", exc)
+        ids = set()
+    return {i for i in ids if valid_id(opts, i)} | set(list_(opts, bank))
 
 
 # --------------------------------------------------------------------------------------------

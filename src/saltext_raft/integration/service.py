@@ -199,10 +199,21 @@ class RaftService:
         self.coexisting = core_consensus_active(opts)
         self._contact_check = PeerContactCheck()
         self.cache = None  # CacheService when this engine hosts the replicated Salt cache
+        #: KeyRevocation when the minion keys are replicated too (Salt 3008
+        #: ``keys.cache_driver: raft``): revocations reach this master (docs/cache.md).
+        self.revocation = None
         if cfg.cache_enabled:
-            from saltext_raft.integration.cacheservice import new_cache_service  # pylint: disable=import-outside-toplevel
+            # pylint: disable=import-outside-toplevel
+            from saltext_raft.integration.cacheconfig import keys_driver_enabled
+            from saltext_raft.integration.cacheservice import new_cache_service
 
             self.cache = new_cache_service(opts)
+            if keys_driver_enabled(opts):
+                from saltext_raft.integration.keystore import MIRROR_PREFIX
+                from saltext_raft.integration.revocation import KeyRevocation
+
+                self.revocation = KeyRevocation(opts, window=self.cache.settings.rotate_window)
+                self.cache.watch(MIRROR_PREFIX, self.revocation.changed)
 
     # ------------------------------------------------------------------------------------------
     # building
@@ -467,6 +478,8 @@ class RaftService:
         }
         if self.cache is not None:  # the replicated Salt cache (docs/cache.md)
             st["cache"] = self.cache.status()
+        if self.revocation is not None:  # revocations applied here (docs/cache.md)
+            st["keys"] = self.revocation.status()
         return st
 
     def members(self) -> dict:
@@ -553,6 +566,8 @@ class RaftService:
         self.runtime.add_observer(self._on_runtime_event)
         if self.cache is not None:
             self.cache.start_writer(self.loop)
+        if self.revocation is not None:
+            self.revocation.start()
         await self.runtime.start()
         if self.cache is not None:
             await self.cache.start(self.runtime)
@@ -577,6 +592,8 @@ class RaftService:
             try:
                 if self.cache is not None:
                     await self.cache.stop()
+                if self.revocation is not None:
+                    self.revocation.stop()
                 await self.runtime.stop()
             finally:
                 if self._control_thread is not None:

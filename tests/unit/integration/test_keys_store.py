@@ -20,6 +20,7 @@ import salt.key
 from salt.exceptions import SaltCacheError
 
 from saltext_raft.integration import keystore
+from saltext_raft.integration.revocation import KeyRevocation
 from saltext_raft.waiting import WaitTimeout
 from saltext_raft.waiting import wait_until
 from tests.functional.cache.inprocess import InProcessCluster
@@ -289,3 +290,46 @@ def test_a_restarted_master_never_serves_a_key_deleted_while_it_was_down(tmp_pat
         assert refused and all("caught up" in str(e) or "confirm" in str(e) for e in refused)
         path = os.path.join(master_opts(c, "m3")["pki_dir"], "minions", "gone")
         assert not os.path.exists(path)
+
+
+def test_a_delete_through_one_master_revokes_the_key_on_the_others_with_one_rotation(
+    tmp_path, pubs
+):
+    """Issue 24: keys accepted on m1 and known to m2 (a login there wrote m2's pki_dir view)
+    are deleted through m1. Without any lookup on m2, m2's view loses them at once (Salt's
+    token check refuses the minions' requests there) and m2 rotates its AES key once for the
+    three deletes; m3, whose view never held them, does not rotate."""
+    with started_cluster(str(tmp_path), IDS) as c:
+        rotations = {nid: [] for nid in IDS}
+        watchers = {}
+        for nid in IDS:
+            opts = master_opts(c, nid)
+            rev = watchers[nid] = KeyRevocation(
+                opts, window=0.3, rotate=lambda nid=nid: rotations[nid].append(1) or "rotated"
+            )
+            rev.start()
+            c.services[nid].watch(keystore.MIRROR_PREFIX, rev.changed)
+        try:
+            names = ("r1", "r2", "r3")
+            for name, pub in zip(names, pubs, strict=True):
+                kcache(c, "m1").store("keys", name, {"state": "accepted", "pub": pub})
+            for name in names:  # a minion login on m2 fetches its key: m2's view gets it
+                wait_for(
+                    lambda name=name: (
+                        (kcache(c, "m2").fetch("keys", name) or {}).get("state") == "accepted"
+                    ),
+                    5,
+                    f"{name} accepted on m2",
+                )
+            m2_view = os.path.join(master_opts(c, "m2")["pki_dir"], "minions")
+            assert sorted(os.listdir(m2_view)) == sorted(names)
+            for name in names:
+                assert kcache(c, "m1").flush("keys", name)
+            wait_for(lambda: not os.listdir(m2_view), 5, "m2's view to lose the three keys")
+            wait_for(lambda: rotations["m2"], 5, "m2 rotating its AES key")
+            wait_for(lambda: watchers["m2"].status()["revoked"] == 3, 5, "three revocations")
+            assert rotations["m2"] == [1], "three deletes within the window: one rotation"
+            assert watchers["m3"].status()["revoked"] == 0 and not rotations["m3"]
+        finally:
+            for rev in watchers.values():
+                rev.stop()
