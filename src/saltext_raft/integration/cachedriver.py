@@ -14,13 +14,15 @@ worker handlers on executor threads, so this matters.
 Reads never talk to the engine unless ``raft_cache_linearizable_reads`` is on: they are Salt's
 ``localfs`` functions pointed at the mirror directory (or, with ``raft_cache_backend: sqlite``,
 one indexed query of the mirror's database), so they cost what a local read costs and keep
-working while the quorum is down, or the engine crashed after it had caught up.
+working while the quorum is down.
 
-They are served only while the engine's caught-up marker exists (``cacheservice``, "Caught
-up"): after a restart the mirror may be older than what the cluster committed meanwhile (a key
-deleted while this master was down would still be there). Without the marker a read waits for
-it, polling, at most ``raft_cache_timeout``, then fails with a ``SaltCacheError`` that says to
-retry. The marker is looked at on every read (one ``stat``, about a microsecond): a marker
+They are served only while the engine's caught-up marker exists and the engine that wrote it
+(its pid is in the marker) is alive (``cacheservice``, "Caught up"): after a restart the mirror
+may be older than what the cluster committed meanwhile (a key deleted while this master was
+down would still be there), and an engine killed without its clean stop leaves its marker
+behind. Without a live marker a read waits for one, polling, at most ``raft_cache_timeout``,
+then fails with a ``SaltCacheError`` that says to retry. The marker is looked at on every read
+(a ``stat`` and a signal-0 ``kill``; the file is read again only when it changed): a marker
 remembered for a while would let a worker read a copy its engine has just started to rebuild.
 """
 
@@ -293,15 +295,53 @@ class NotCaughtUp(SaltCacheError):
     """This master's local copy has not caught up with the cluster since its engine started."""
 
 
+#: marker path -> (its stat signature, the pid it names), read again when the file changes.
+_markers: dict[str, tuple[tuple, int]] = {}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    except (OSError, OverflowError, ValueError):
+        return False
+    return True
+
+
+def marker_live(path: str) -> bool:
+    """Whether the caught-up marker at ``path`` exists and names a running engine."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+    known = _markers.get(path)
+    if known is not None and known[0] == sig:
+        pid = known[1]
+    else:
+        try:
+            with open(path, "rb") as fh:
+                pid = int(json.loads(fh.read())["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        if len(_markers) >= 64:
+            _markers.clear()
+        _markers[path] = (sig, pid)
+    return pid > 0 and _pid_alive(pid)
+
+
 def wait_caught_up(settings, what: str) -> None:
-    """Return once the engine's caught-up marker exists (see the module docstring); raise
+    """Return once the engine's caught-up marker is live (see the module docstring); raise
     :class:`NotCaughtUp` after ``raft_cache_timeout`` seconds without it."""
     path = settings.caught_up_path
-    if os.path.exists(path):
+    if marker_live(path):
         return
     deadline = time.monotonic() + settings.timeout
     while True:
-        if os.path.exists(path):
+        if marker_live(path):
             return
         remaining = deadline - time.monotonic()
         if remaining <= 0:

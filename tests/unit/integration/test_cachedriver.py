@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from salt.exceptions import SaltCacheError
 
@@ -77,3 +79,35 @@ def test_the_batch_wait_is_checked(tmp_path):
     for bad in (-0.001, 0.5, "2ms", True, None):
         with pytest.raises(SaltCacheError, match="raft_cache_batch_wait.*from 0 to 0.1"):
             cachedriver._settings(base_opts(tmp_path, raft_cache_batch_wait=bad))  # pylint: disable=protected-access
+
+
+def test_reads_need_a_caught_up_marker_written_by_a_running_engine(tmp_path):
+    """Issue 17 part 4: a local copy is served only while its engine's caught-up marker
+    exists and names a live process; an engine killed without its clean stop leaves a marker
+    naming a dead pid, and that copy may be behind the cluster after a restart."""
+    import json  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    opts = base_opts(tmp_path, raft_cache_timeout=0.2)
+    settings = cachedriver._settings(opts)  # pylint: disable=protected-access
+    marker = settings.caught_up_path
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    with pytest.raises(SaltCacheError, match="has not caught up.*retry"):
+        cachedriver.fetch(opts, "b", "k")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    with open(marker, "w", encoding="utf-8") as fh:
+        json.dump({"pid": int(dead.stdout)}, fh)
+    assert not cachedriver.marker_live(marker)
+    with pytest.raises(SaltCacheError, match="has not caught up"):
+        cachedriver.list_(opts, "b")
+    with open(marker + ".new", "w", encoding="utf-8") as fh:
+        json.dump({"pid": os.getpid()}, fh)
+    os.replace(marker + ".new", marker)
+    assert cachedriver.fetch(opts, "b", "k") == {}
+    assert cachedriver.list_(opts, "b") == []

@@ -3,6 +3,8 @@ every master applies), and clear behaviour when the database is missing, old or 
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import sqlite3
 
@@ -121,7 +123,7 @@ def test_both_layouts_refuse_the_same_names(tmp_path):
 def driver_opts(tmp_path):
     # The engine's caught-up marker (what the engine writes once its copy is current): these
     # tests read a copy written here, with no engine.
-    (tmp_path / "copy.caught-up").write_text("{}")
+    (tmp_path / "copy.caught-up").write_text(json.dumps({"pid": os.getpid()}))
     return {
         "cachedir": str(tmp_path / "c"),
         "sock_dir": str(tmp_path / "s"),
