@@ -23,9 +23,10 @@ mirror.
 (or its rebuild from the local log), which can be older than what the cluster committed while
 the master was down. The service removes the marker ``CacheSettings.caught_up_path`` before the
 runtime starts, waits for the runtime's catch-up barrier (a read index confirmed by a leader,
-applied here), waits until the mirror shows it, and only then writes the marker again. The
-driver serves no read without the marker (``cachedriver``), and the engine's readiness (the
-request gate) waits for :attr:`CacheService.caught_up`. A clean stop removes the marker too.
+applied here), waits until the mirror shows it, and only then writes the marker again, with
+the engine's pid. The driver serves no read without a marker naming a running engine
+(``cachedriver``), and the engine's readiness (the request gate) waits for
+:attr:`CacheService.caught_up`. A clean stop removes the marker too.
 
 ``(client, seq)`` makes a retried write apply at most once (the KV state machine's
 dedup table), so a worker may resend a write whose answer it lost.

@@ -199,7 +199,7 @@ class KeyRevocation:
         if not self.rotate_enabled:
             log.info(
                 "saltext-raft keys: revoked %s here (pki_dir view); rotate_aes_key is off, so "
-                "they keep receiving publishes until the AES key next rotates",
+                "they keep receiving publishes until the AES key next changes",
                 ", ".join(revoked),
             )
             return
