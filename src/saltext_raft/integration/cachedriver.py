@@ -33,6 +33,7 @@ import json
 import os
 import socket
 import sqlite3
+import stat
 import threading
 import time
 import uuid
@@ -312,10 +313,14 @@ def _pid_alive(pid: int) -> bool:
 
 
 def marker_live(path: str) -> bool:
-    """Whether the caught-up marker at ``path`` exists and names a running engine."""
+    """Whether the caught-up marker at ``path`` exists and names a running engine. It sits
+    beside the local copy, whose parent may be shared (``/dev/shm``): only a regular file of
+    this process's user that others cannot write counts (the engine writes it mode 0600)."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
         return False
     sig = (st.st_ino, st.st_mtime_ns, st.st_size)
     known = _markers.get(path)

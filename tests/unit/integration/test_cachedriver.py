@@ -111,3 +111,26 @@ def test_reads_need_a_caught_up_marker_written_by_a_running_engine(tmp_path):
     os.replace(marker + ".new", marker)
     assert cachedriver.fetch(opts, "b", "k") == {}
     assert cachedriver.list_(opts, "b") == []
+
+
+def test_a_marker_others_could_have_written_is_not_trusted(tmp_path):
+    """The marker sits beside the local copy, whose parent may be ``/dev/shm``: a marker that
+    is a symlink, or writable by others, never lets a copy be read."""
+    import json  # pylint: disable=import-outside-toplevel
+
+    opts = base_opts(tmp_path, raft_cache_timeout=0.1)
+    marker = cachedriver._settings(opts).caught_up_path  # pylint: disable=protected-access
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    real = tmp_path / "elsewhere"
+    real.write_text(json.dumps({"pid": os.getpid()}))
+    os.symlink(real, marker)
+    assert not cachedriver.marker_live(marker)
+    os.unlink(marker)
+    with open(marker, "w", encoding="utf-8") as fh:
+        json.dump({"pid": os.getpid()}, fh)
+    os.chmod(marker, 0o666)
+    assert not cachedriver.marker_live(marker)
+    with pytest.raises(SaltCacheError, match="has not caught up"):
+        cachedriver.fetch(opts, "b", "k")
+    os.chmod(marker, 0o600)
+    assert cachedriver.marker_live(marker)
