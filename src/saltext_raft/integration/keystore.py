@@ -204,16 +204,24 @@ def _accepted_pub(value) -> str | None:
     return None
 
 
+def _engine_kwargs(opts: dict) -> dict:
+    """The ``pki_dir`` the engine's view updates use, named explicitly (as Salt's request
+    server passes it) rather than left to whichever opts ``localfs_key`` was loaded with."""
+    pki_dir = opts.get("cluster_pki_dir") if opts.get("cluster_id") else opts.get("pki_dir")
+    return {"pki_dir": pki_dir} if pki_dir else {}
+
+
 def refresh_view(opts: dict, bank: str, key: str) -> bool:
     """Engine side, after a replicated change of ``bank``/``key`` is in the (caught-up) mirror:
     make this master's ``pki_dir`` view show it at once (an acceptance excepted: see below).
     True when the view held an accepted key for ``key`` that is no longer accepted with that
     public key (deleted, rejected, changed): a minion may have a session with this master on
     the strength of it."""
+    kwargs = _engine_kwargs(opts)
     before = None
     if bank == "keys":
         try:
-            before = local_cache(opts, {}).fetch(bank, key)
+            before = local_cache(opts, kwargs).fetch(bank, key)
         except (OSError, SaltCacheError) as exc:
             _view_warning(f"{bank}/{key}", exc)
     want = _mirror_fetch(opts, bank, key)
@@ -223,14 +231,14 @@ def refresh_view(opts: dict, bank: str, key: str) -> bool:
         # holds only the keys of minions that talked to this master (or were accepted
         # through it) keeps revocations, and their AES rotations, to those masters.
         return False
-    sync_view(opts, {}, bank, key, want)
+    sync_view(opts, kwargs, bank, key, want)
     return old is not None and old != new
 
 
 def view_ids(opts: dict, bank: str) -> set:
     """Every minion id ``bank`` has in this master's ``pki_dir`` view or in the mirror."""
     try:
-        ids = set(local_cache(opts, {}).list(bank))
+        ids = set(local_cache(opts, _engine_kwargs(opts)).list(bank))
     except (OSError, SaltCacheError) as exc:
         _view_warning(f"{bank} (listing)", exc)
         ids = set()
