@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from saltext_raft.core.nodeid import node_id_problem
 from saltext_raft.core.types import ConfigError
 
 
@@ -40,8 +41,9 @@ class Config:
     max_apply_bytes: int = 4 << 20
 
     def validate(self) -> Config:
-        if not isinstance(self.id, str) or not self.id:
-            raise ConfigError("id: must be a non-empty string")
+        problem = node_id_problem(self.id)
+        if problem:
+            raise ConfigError(f"id: {problem}")
         for name in (
             "election_ticks",
             "heartbeat_ticks",

@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from saltext_raft.core import quorum
 from saltext_raft.core.config import Config
 from saltext_raft.core.log import RaftLog
+from saltext_raft.core.nodeid import node_id_problem
 from saltext_raft.core.progress import Progress
 from saltext_raft.core.progress import ProgressState
 from saltext_raft.core.types import NONE
@@ -948,6 +949,9 @@ class RaftNode:
         if op is ConfOp.ADD_LEARNER:
             if node_id in cur.members:
                 raise ProposalDropped(f"{node_id} is already a member")
+            problem = node_id_problem(node_id)
+            if problem:  # the last line: an invalid id never enters a membership
+                raise ProposalDropped(problem)
             learners.add(node_id)
             addresses = cur.with_address(node_id, address)
             removed = cur.with_removed(node_id, 0)  # an explicit add clears the tombstone
