@@ -70,12 +70,17 @@ from saltext_raft.runtime.control import ControlServer
 from saltext_raft.runtime.errors import RaftRuntimeError
 from saltext_raft.runtime.errors import Rejected
 from saltext_raft.runtime.errors import Stopped
+from saltext_raft.runtime.limits import DEFAULT_MAX_ENTRY_BYTES
 
 log = logging.getLogger(__name__)
 
 #: Value bytes that close a batch at once (an entry stays a modest size however many workers
 #: write big values in the same turn).
 MAX_BATCH_BYTES = 1 << 20
+#: Value bytes one entry may hold: the runtime's entry limit less room for keys and framing.
+#: A batch is proposed before a value would take it past this (a single larger value still
+#: goes alone and is refused with the runtime's "larger than max_entry_bytes" if too large).
+ENTRY_VALUES_MAX = DEFAULT_MAX_ENTRY_BYTES - (256 << 10)
 #: Seconds between two checks for a local copy that failed writes left stale.
 REPAIR_CHECK_INTERVAL = 10.0
 
@@ -274,6 +279,8 @@ class CacheService:
         entry is applied here and written to the local copy."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
+        if self._batch and self._batch_bytes + len(cmd.value) > ENTRY_VALUES_MAX:
+            self._propose_batch()  # this value would take the entry past max_entry_bytes
         self._batch.append((cmd, fut, self._timeout(req)))
         self._batch_bytes += len(cmd.value)
         if self._awaited:

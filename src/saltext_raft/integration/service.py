@@ -230,8 +230,19 @@ class RaftService:
 
         cfg = self.cfg
         from saltext_raft.integration.cacheconfig import storage_opts  # pylint: disable=import-outside-toplevel
+        from saltext_raft.runtime.limits import max_frame_bytes  # pylint: disable=import-outside-toplevel
 
         store = open_store(storage_opts(self.opts), cfg.cluster_id, cfg.node_id)
+        core_config = Config(
+            cfg.node_id,
+            election_ticks=cfg.election_ticks,
+            heartbeat_ticks=cfg.heartbeat_ticks,
+        )
+        config = RuntimeConfig(
+            tick_seconds=cfg.tick,
+            snapshot_interval=cfg.snapshot_entries,
+            max_pending_proposals=cfg.max_pending_proposals,
+        )
         transport = ZmqTransport(
             TransportConfig(
                 cluster_id=cfg.cluster_id,
@@ -239,6 +250,7 @@ class RaftService:
                 secret=cfg.secret,
                 listen=cfg.listen,
                 aead=cfg.aead,
+                max_frame_bytes=max_frame_bytes(core_config, config),
             )
         )
         return RaftRuntime(
@@ -246,16 +258,8 @@ class RaftService:
             store,
             transport,
             self.cache.state_machine if self.cache is not None else DictStateMachine(),
-            core_config=Config(
-                cfg.node_id,
-                election_ticks=cfg.election_ticks,
-                heartbeat_ticks=cfg.heartbeat_ticks,
-            ),
-            config=RuntimeConfig(
-                tick_seconds=cfg.tick,
-                snapshot_interval=cfg.snapshot_entries,
-                max_pending_proposals=cfg.max_pending_proposals,
-            ),
+            core_config=core_config,
+            config=config,
             founders=cfg.founders,
             peers=cfg.peers,
             address=cfg.advertise,

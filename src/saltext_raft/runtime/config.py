@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from saltext_raft.runtime.limits import DEFAULT_MAX_ENTRY_BYTES
+
 
 class RuntimeConfigError(ValueError):
     """A runtime option is invalid; the message names it and says why."""
@@ -54,6 +56,10 @@ class RuntimeConfig:
     #: Off by default: the loop must never block on disk (in a Salt engine it also serves the
     #: cache socket and the readiness file); on, it trades that for ~0.4 ms less commit latency.
     follower_inline_saves: bool = False
+    #: Largest payload of one proposal, bytes; a larger one is refused when proposed. It sets
+    #: the largest frame the transport accepts (``runtime.limits``), so it is also what an
+    #: attacker can make a node decrypt per forged frame: keep it near the largest real write.
+    max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
 
     def validate(self) -> RuntimeConfig:
         def bad(name, why):
@@ -71,6 +77,11 @@ class RuntimeConfig:
             bad(
                 "follower_inline_saves",
                 f"must be true or false, got {self.follower_inline_saves!r}",
+            )
+        if type(self.max_entry_bytes) is not int or not 1024 <= self.max_entry_bytes <= 256 << 20:
+            bad(
+                "max_entry_bytes",
+                f"must be an integer in [1024, {256 << 20}], got {self.max_entry_bytes!r}",
             )
         for name in ("max_batch", "max_pending_proposals"):
             value = getattr(self, name)

@@ -84,6 +84,8 @@ from saltext_raft.runtime.errors import RaftRuntimeError
 from saltext_raft.runtime.errors import Rejected
 from saltext_raft.runtime.errors import Stopped
 from saltext_raft.runtime.errors import StorageFailed
+from saltext_raft.runtime.limits import ENTRY_OVERHEAD
+from saltext_raft.runtime.limits import PROPOSAL_BATCH_BYTES
 from saltext_raft.runtime.remote import Remote
 from saltext_raft.runtime.remote import RemoteNotLeader
 from saltext_raft.runtime.remote import removed_message
@@ -99,7 +101,6 @@ _CONF_OPS = {
     "demote": ConfOp.DEMOTE,
     "remove": ConfOp.REMOVE,
 }
-_MAX_BATCH_BYTES = 1 << 20
 _LEADER_EARLY = frozenset({MsgType.APPEND, MsgType.HEARTBEAT})
 #: A follower's Ready with at most this many entries is saved on the loop (follower_inline_saves).
 _INLINE_SAVE_ENTRIES = 8
@@ -827,6 +828,11 @@ class RaftRuntime:
         answer from a done-callback (the cache service) rather than from a task of their own.
         Raises :class:`Overloaded` at once when ``max_pending_proposals`` are waiting."""
         self._check_running()
+        if len(data) > self.config.max_entry_bytes:
+            raise Rejected(
+                f"a proposal of {len(data)} bytes is larger than max_entry_bytes "
+                f"({self.config.max_entry_bytes})"
+            )
         limit = self.config.max_pending_proposals
         if len(self._waiting) >= limit:
             self.counters["proposals_overloaded"] += 1
@@ -895,13 +901,15 @@ class RaftRuntime:
         k = 0
         while k < len(live):
             chunk = live[k : k + limit]
+            # Stop before the batch's encoded size would pass PROPOSAL_BATCH_BYTES (one larger
+            # entry goes alone): runtime.limits derives the frame size cap from this.
             size = 0
             n = 0
             for d, _, _ in chunk:
-                size += len(d)
-                n += 1
-                if size >= _MAX_BATCH_BYTES:
+                size += len(d) + ENTRY_OVERHEAD
+                if size > PROPOSAL_BATCH_BYTES and n:
                     break
+                n += 1
             chunk = chunk[:n]
             try:
                 node.propose_batch([d for d, _, _ in chunk])

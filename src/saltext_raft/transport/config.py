@@ -27,12 +27,17 @@ class TransportConfig:
     secret: bytes = field(repr=False)
     #: Where to bind: "host:port" ("0.0.0.0:4606", "[::1]:4606") or a zmq endpoint "tcp://...".
     listen: str = "127.0.0.1:4606"
-    #: Largest frame accepted or sent, header and tag included.
+    #: Largest frame accepted or sent, header and tag included. zmq discards a larger one
+    #: before it is read (MAXMSGSIZE). The engine and the standalone node set it to what a
+    #: node really sends (``runtime.limits.max_frame_bytes``: about 4 MiB with the defaults);
+    #: every byte above that is AEAD work an attacker can make a node do per forged frame.
     max_frame_bytes: int = 16 << 20
     #: Frames queued per peer before send() drops (counted as queue_full).
     send_hwm: int = 1000
-    #: Frames queued by zmq on the listening socket before it stops reading from peers.
-    recv_hwm: int = 10000
+    #: Frames queued by zmq per inbound connection before it stops reading from it (TCP
+    #: back-pressure, then the sender's own queue drops). Bounds what one connection can make
+    #: a node hold: at most ``recv_hwm * max_frame_bytes`` (docs/security.md).
+    recv_hwm: int = 32
     #: Decoded messages buffered for recv() before new ones are dropped (inbound_full).
     max_inbound: int = 100_000
     #: Reconnect backoff: first retry after reconnect_ivl_ms, doubling up to reconnect_ivl_max_ms.
@@ -55,8 +60,16 @@ class TransportConfig:
     epoch_stale_after: float = 30.0
     #: At most one log line per peer per this many seconds about dropped frames.
     log_interval: float = 60.0
-    #: Frames read per wake-up before yielding to the event loop.
+    #: Frames read per wake-up before yielding to the event loop...
     drain_max: int = 1024
+    #: ...or bytes read (after the frame that passes it)...
+    drain_bytes: int = 4 << 20
+    #: ...or seconds spent: a flood of frames costs the loop at most this plus one frame per
+    #: turn, so ticks, heartbeats and client requests keep running.
+    drain_seconds: float = 0.01
+    #: Frames from a sender that is not a peer (a node asking to JOIN) are authenticated only up
+    #: to this size; larger ones are refused as ``unknown_sender`` before any crypto work.
+    unknown_sender_max_bytes: int = 4096
 
     def validate(self) -> TransportConfig:
         def bad(name, why):
@@ -82,6 +95,8 @@ class TransportConfig:
             "heartbeat_timeout_ms": (0, 3_600_000),
             "replay_window": (1, 1024),
             "drain_max": (1, 1 << 20),
+            "drain_bytes": (1, 1 << 30),
+            "unknown_sender_max_bytes": (0, 1 << 20),
         }
         for name, (low, high) in ints.items():
             value = getattr(self, name)
@@ -91,6 +106,12 @@ class TransportConfig:
             bad("reconnect_ivl_max_ms", "must be 0 or at least reconnect_ivl_ms")
         if self.aead not in ("chacha20poly1305", "aesgcm"):
             bad("aead", "must be 'chacha20poly1305' or 'aesgcm'")
+        if (
+            isinstance(self.drain_seconds, bool)
+            or not isinstance(self.drain_seconds, (int, float))
+            or not 0 < self.drain_seconds <= 1
+        ):
+            bad("drain_seconds", "must be a number in (0, 1]")
         for name in ("epoch_stale_after", "log_interval"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:

@@ -56,6 +56,7 @@ __all__ = [
     "FrameCrypto",
     "FrameRejected",
     "MIN_SECRET_BYTES",
+    "frame_bytes_for",
     "new_epoch",
 ]
 
@@ -70,6 +71,13 @@ _EPOCH_COUNTER = struct.Struct(">QQ")
 _NONCE_PAD = b"\x00\x00\x00\x00"
 _MAX_COUNTER = (1 << 64) - 1
 _AEADS = {"chacha20poly1305": ChaCha20Poly1305, "aesgcm": AESGCM}
+#: The longest header: the fixed part and three length-prefixed ids of at most 255 bytes.
+MAX_HEADER_BYTES = _FIXED_SIZE + 3 * 256
+
+
+def frame_bytes_for(message_bytes: int) -> int:
+    """The size of the frame that carries a message of ``message_bytes``, at most."""
+    return message_bytes + MAX_HEADER_BYTES + TAG_BYTES
 
 
 class FrameRejected(CodecError):
@@ -221,8 +229,15 @@ class FrameCrypto:
 
     # --- receiving ----------------------------------------------------------------------------
 
-    def open(self, frame: bytes, known_senders=None) -> tuple[str, bytes]:
+    def open(
+        self, frame: bytes, known_senders=None, unknown_max_bytes: int = 0
+    ) -> tuple[str, bytes]:
         """Check and decrypt ``frame``; returns ``(sender id, plaintext)``.
+
+        ``known_senders`` (a container of ids) limits who may send: a frame from anyone else is
+        refused before any key derivation or decryption, unless it is at most
+        ``unknown_max_bytes`` long (a JOIN request from a node nobody lists yet). ``None``
+        accepts any sender that authenticates.
 
         Raises only :class:`FrameRejected` (a :class:`CodecError`) with the reason.
         """
@@ -262,8 +277,16 @@ class FrameCrypto:
             raise FrameRejected("malformed", "sender id is not UTF-8") from None
         if frame[pos:end] != self._receiver_tail:
             raise FrameRejected("wrong_receiver", "frame addressed to another node", sender_id)
-        if known_senders is not None and sender_id not in known_senders:
-            raise FrameRejected("unknown_sender", f"sender {sender_id!r} is not a peer", sender_id)
+        if (
+            known_senders is not None
+            and sender_id not in known_senders
+            and size > unknown_max_bytes
+        ):
+            raise FrameRejected(
+                "unknown_sender",
+                f"sender {sender_id!r} is not a peer (frame of {size} bytes)",
+                sender_id,
+            )
         epoch, counter = _EPOCH_COUNTER.unpack_from(frame, 4)
         pos = end
         now = self._clock()

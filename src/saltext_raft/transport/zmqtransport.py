@@ -14,8 +14,14 @@ header. (A ROUTER would tell us nothing we could trust and costs a second ``recv
 fills only its own queue (SNDHWM) and
 ``send`` drops for it alone. Sends are synchronous non-blocking zmq calls (zmq's I/O thread does
 the socket work), so the event loop never waits on the network. Reads drain every readable
-frame at once (up to ``drain_max``) after one wake-up, then hand messages to the handler or the
-inbox in a batch.
+frame at once after one wake-up (up to ``drain_max`` frames, ``drain_bytes`` or
+``drain_seconds``, whichever comes first), then hand messages to the handler or the inbox in a
+batch.
+
+Against a network attacker (docs/security.md, "Network attacker"): a frame from a sender that
+is not a peer is refused before any key derivation or AEAD work unless it is small (a JOIN);
+zmq discards frames above ``max_frame_bytes`` before we read them (MAXMSGSIZE) and holds at
+most ``recv_hwm`` per connection; each wake-up is bounded in frames, bytes and time.
 """
 
 from __future__ import annotations
@@ -99,6 +105,8 @@ class ZmqTransport(Transport):
         self._reader: asyncio.Task | None = None
         self._bytes_sent = 0
         self._bytes_received = 0
+        self._drains_cut = 0  # wake-ups that stopped on the byte or time bound
+        self._drain_longest = 0.0  # seconds, the longest one wake-up spent reading frames
         #: The endpoint actually bound ("tcp://127.0.0.1:34567"), known after start().
         self.bound_endpoint: str | None = None
 
@@ -276,8 +284,13 @@ class ZmqTransport(Transport):
             return
         recv = sock.recv
         events = sock.get
+        cfg = self.config
+        clock = time.monotonic
+        started = clock()
+        stop_at = started + cfg.drain_seconds
+        budget = cfg.drain_bytes
         try:
-            for _ in range(self.config.drain_max):
+            for _ in range(cfg.drain_max):
                 # Ask EVENTS before each recv instead of reading until Again: EVENTS keeps the
                 # GIL (recv drops and retakes it, a thread switch when the storage thread is
                 # waiting for it) and costs no exception per wake-up.
@@ -288,6 +301,15 @@ class ZmqTransport(Transport):
                 except zmq.Again:
                     continue
                 self._handle_frame(frame)
+                # Bounded by bytes and time too: frames of a flood can each cost an AEAD pass
+                # over max_frame_bytes, and the loop must keep ticking (docs/security.md).
+                budget -= len(frame)
+                now = clock()
+                if now - started > self._drain_longest:
+                    self._drain_longest = now - started
+                if budget <= 0 or now >= stop_at:
+                    self._drains_cut += 1
+                    break
         except zmq.ZMQError:
             if self._closed:
                 return
@@ -312,21 +334,31 @@ class ZmqTransport(Transport):
                 if self._closed:
                     return
                 raise
-            for _ in range(self.config.drain_max):
+            cfg = self.config
+            stop_at = time.monotonic() + cfg.drain_seconds
+            budget = cfg.drain_bytes
+            for _ in range(cfg.drain_max):
                 try:
                     frame = recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 self._handle_frame(frame)
+                budget -= len(frame)
+                if budget <= 0 or time.monotonic() >= stop_at:
+                    self._drains_cut += 1
+                    await asyncio.sleep(0)
+                    break
             else:
                 await asyncio.sleep(0)  # more is waiting: let other tasks run, then continue
 
     def _on_frame(self, frame: bytes) -> None:
         self._bytes_received += len(frame)
         try:
-            # Anyone holding the cluster secret may authenticate; unknown senders are narrowed
-            # down below, once the frame is proven genuine.
-            sender, plaintext = self._crypto.open(frame, None)
+            # Peers only, checked before any key derivation or decryption; a node that is no
+            # peer yet (JOIN) gets small frames authenticated, and only APP ones through below.
+            sender, plaintext = self._crypto.open(
+                frame, self._known, self.config.unknown_sender_max_bytes
+            )
         except FrameRejected as exc:
             self._drop(
                 exc.reason, exc.sender if exc.sender in self._known else "unknown", exc.detail
@@ -355,4 +387,6 @@ class ZmqTransport(Transport):
         out["bytes_sent"] = self._bytes_sent
         out["bytes_received"] = self._bytes_received
         out["peers"] = len(self._dealers)
+        out["drains_cut"] = self._drains_cut
+        out["drain_longest_ms"] = round(self._drain_longest * 1000, 3)
         return out

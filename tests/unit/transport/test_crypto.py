@@ -182,3 +182,24 @@ def test_sealing_for_an_unframeable_receiver_raises_codec_error():
     for receiver in ("", "x" * 256):
         with pytest.raises(CodecError):
             a.seal(receiver, b"x")
+
+
+def test_a_large_frame_from_an_unknown_sender_costs_no_key_derivation(monkeypatch):
+    """M1: the known-sender check runs before any HKDF or AEAD work; only small frames from
+    unknown senders (a JOIN) are authenticated."""
+    import saltext_raft.transport.crypto as crypto  # pylint: disable=import-outside-toplevel
+
+    a, b, _ = pair()
+    big = a.seal("b", b"x" * 100_000)
+    small = a.seal("b", b"join")
+    derived = []
+    real = crypto._derive_frame_key  # pylint: disable=protected-access
+    monkeypatch.setattr(
+        crypto, "_derive_frame_key", lambda *args: derived.append(args) or real(*args)
+    )
+    with pytest.raises(FrameRejected) as info:
+        b.open(big, {"c"}, unknown_max_bytes=4096)
+    assert info.value.reason == "unknown_sender"
+    assert derived == []
+    assert b.open(small, {"c"}, unknown_max_bytes=4096) == ("a", b"join")
+    assert len(derived) == 1

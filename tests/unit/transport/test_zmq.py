@@ -283,3 +283,68 @@ def test_an_unexpected_error_in_frame_handling_does_not_stop_the_reader(monkeypa
             assert n["b"].stats()["dropped"]["malformed"] >= 1
 
     run(main())
+
+
+def test_a_large_forged_frame_from_an_unknown_sender_is_refused_before_any_crypto(monkeypatch):
+    """M1 regression: the receiver passed no known-sender set to ``open``, so a forged frame
+    from any claimed sender paid key derivation and a full AEAD pass before it was refused."""
+    import saltext_raft.transport.crypto as crypto  # pylint: disable=import-outside-toplevel
+
+    derived = []
+    real = crypto._derive_frame_key  # pylint: disable=protected-access
+    monkeypatch.setattr(
+        crypto, "_derive_frame_key", lambda *args: derived.append(args) or real(*args)
+    )
+
+    async def main():
+        async with cluster("b") as n:
+            b = n["b"]
+            forged = FrameCrypto(b"not-the-secret-not-the-secret!!!", "cl", "mallory").seal(
+                "b", encode_message(Message(MsgType.APP, "b", "mallory", 0, context=b"x" * 200_000))
+            )
+            derived.clear()  # the forger's own sealing
+            ctx = zmq.Context()
+            raw = ctx.socket(zmq.PUSH)
+            raw.connect(b.bound_endpoint)
+            try:
+                await wait_until(
+                    lambda: b.stats()["dropped"]["unknown_sender"] >= 3,
+                    "three unknown_sender drops",
+                    each=lambda: raw.send(forged, zmq.NOBLOCK),
+                )
+            finally:
+                raw.close(linger=0)
+                ctx.term()
+            assert b.stats()["dropped"]["auth"] == 0
+            assert derived == []
+
+    run(main())
+
+
+def test_a_drain_stops_on_its_time_bound_and_yields_to_the_loop():
+    """M1: one wake-up reads frames for at most ``drain_seconds`` (plus one frame), then lets
+    the loop run other callbacks; every frame still arrives."""
+
+    async def main():
+        async with cluster("a", "b", drain_seconds=1e-6) as n:
+            a, b = n["a"], n["b"]
+            await deliver(a, b, hb("a", "b", term=1))
+            ticks = []
+            loop = asyncio.get_running_loop()
+
+            def tick():
+                ticks.append(loop.time())
+                if len(ticks) < 10_000:
+                    loop.call_soon(tick)
+
+            for i in range(200):
+                assert a.send(hb("a", "b", term=2 + i))
+            loop.call_soon(tick)
+            got = 0
+            while got < 200:
+                await asyncio.wait_for(b.recv(), TIMEOUT)
+                got += 1
+            assert b.stats()["drains_cut"] >= 1
+            assert ticks  # the loop ran other callbacks while frames were being drained
+
+    run(main())
