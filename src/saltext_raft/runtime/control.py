@@ -1,9 +1,10 @@
 """The local control channel: JSON lines over a loopback TCP port or a unix socket.
 
 Lives here: :class:`ControlServer`, which answers requests from runners, the request gate,
-tests and benchmarks with the runtime's client API. Must not live here: authentication (bind
-it to loopback or a unix socket with tight permissions: whoever can connect can change
-membership), Salt.
+tests and benchmarks with the runtime's client API, and :func:`bind_unix_socket` (a unix socket
+that is never reachable by anyone but its owner, whatever the umask). Must not live here:
+authentication (use a unix socket, which is 0600 from the moment it exists, or loopback TCP,
+which any local user can reach: whoever can connect can change membership), Salt.
 
 One request per line: ``{"id": any, "op": "...", ...}``; one answer per line, in completion
 order (several requests may be outstanding on one connection): ``{"id": ..., "ok": true,
@@ -24,6 +25,8 @@ import functools
 import json
 import logging
 import os
+import socket
+import tempfile
 
 from saltext_raft.runtime.errors import RaftRuntimeError
 from saltext_raft.runtime.errors import Stopped
@@ -99,10 +102,12 @@ class ControlServer:
     async def start(self) -> str:
         loop = asyncio.get_running_loop()
         if "/" in self.address:
-            if os.path.exists(self.address):
-                os.unlink(self.address)
-            self._server = await loop.create_unix_server(lambda: _Connection(self), self.address)
-            os.chmod(self.address, 0o600)
+            sock = bind_unix_socket(self.address)
+            try:
+                self._server = await loop.create_unix_server(lambda: _Connection(self), sock=sock)
+            except BaseException:
+                sock.close()
+                raise
             self.bound = self.address
         else:
             host, _, port = self.address.rpartition(":")
@@ -130,6 +135,43 @@ class ControlServer:
         except Exception as exc:  # pylint: disable=broad-except
             out = error_answer(rid, req.get("op"), exc)
         conn.write(out)
+
+
+def bind_unix_socket(path: str, mode: int = 0o600) -> socket.socket:
+    """A listening unix socket at ``path`` with ``mode``, never reachable with a wider one.
+
+    ``bind`` creates the socket file with ``0777 & ~umask``; a later ``chmod`` leaves a window
+    in which anyone may connect (0777 under umask 000). Changing the umask is no fix in a
+    process with threads (it is process-wide). So the socket is bound inside a fresh private
+    directory (0700: nobody else can reach anything in it), given ``mode`` there, then renamed
+    onto ``path`` (atomic; replaces a stale socket left by an earlier run)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    private = tempfile.mkdtemp(prefix=".s", dir=parent)  # mode 0700
+    tmp = os.path.join(private, "s")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            sock.bind(tmp)
+        except OSError as exc:
+            if len(tmp.encode()) > 100:
+                raise OSError(
+                    exc.errno, f"cannot bind unix socket {path}: the path is too long ({exc})"
+                ) from None
+            raise
+        os.chmod(tmp, mode)
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise IsADirectoryError(f"cannot bind unix socket {path}: it is a directory")
+        os.rename(tmp, path)
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        os.rmdir(private)
+    return sock
 
 
 def error_answer(rid, op, exc: BaseException) -> dict:

@@ -211,3 +211,87 @@ def test_future_handlers_are_answered_from_their_futures(tmp_path):
     }
     assert answers[3]["error"]["code"] == "stopped"
     assert answers[1] == {"id": 1, "ok": True, "result": {"applied": True}}
+
+
+def test_the_unix_socket_is_never_reachable_with_a_wider_mode_even_under_umask_000(
+    tmp_path, monkeypatch
+):
+    """L2 of issue 18: the socket was bound and listening (0777 under umask 000), then chmod'ed
+    0600. A client can connect from the moment the socket listens, so the mode of the path at
+    every ``listen()`` must already be 0600; a watcher thread also lstat()s the path as fast
+    as it can while servers start, and may only ever see 0600."""
+    import os  # pylint: disable=import-outside-toplevel
+    import socket  # pylint: disable=import-outside-toplevel
+    import stat  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    import threading  # pylint: disable=import-outside-toplevel
+
+    path = str(tmp_path / "ctl.sock")
+    at_listen: list[int | None] = []
+    real_listen = socket.socket.listen
+
+    def listen(self, *args):
+        if self.family == socket.AF_UNIX:
+            try:
+                at_listen.append(stat.S_IMODE(os.lstat(path).st_mode))
+            except FileNotFoundError:
+                at_listen.append(None)  # not at the path yet: nobody can connect to it there
+        return real_listen(self, *args)
+
+    monkeypatch.setattr(socket.socket, "listen", listen)
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            try:
+                seen.add(stat.S_IMODE(os.lstat(path).st_mode))
+            except FileNotFoundError:
+                pass
+
+    async def main():
+        for _ in range(30):
+            server = ControlServer(runtime=None, address=path)
+            await server.start()
+            assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
+            assert stat.S_ISSOCK(os.lstat(path).st_mode)
+            await server.close()
+            os.unlink(path)
+
+    old_umask = os.umask(0)
+    old_switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # let the watcher run between any two bytecodes of start()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        asyncio.run(main())
+    finally:
+        stop.set()
+        watcher.join(10)
+        sys.setswitchinterval(old_switch)
+        os.umask(old_umask)
+    assert len(at_listen) >= 30 and set(at_listen) <= {0o600, None}, at_listen
+    assert seen <= {0o600}, sorted(oct(m) for m in seen)
+    assert sorted(os.listdir(tmp_path)) == []  # no private directory left behind
+
+
+def test_binding_over_a_stale_socket_replaces_it(tmp_path):
+    async def main():
+        path = str(tmp_path / "ctl.sock")
+        first = ControlServer(runtime=None, address=path)
+        await first.start()
+        await first.close()  # leaves the socket file, as a crashed engine would
+        second = _server(tmp_path, {"ping": _pong})
+        await second.start()
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b'{"id": 1, "op": "ping"}\n')
+        await writer.drain()
+        assert (await _answers(reader, 1))[0]["result"] == "pong"
+        writer.close()
+        await second.close()
+
+    asyncio.run(main())
+
+
+async def _pong(rt, req):
+    return "pong"
