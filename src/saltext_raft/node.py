@@ -2,15 +2,22 @@
 
 Lives here: argument parsing, building the store (a durable ``CacheStore`` over Salt's localfs
 cache in ``--data-dir``; Salt is only used as a library for that), the pyzmq transport, the
-runtime with the built-in KV state machine, and the local control channel. Used by the
-functional tests and the cluster benchmark. Prints one JSON line ``{"event": "ready", ...}``
-on stdout once it listens (with the control address), then logs to stderr.
+runtime with the built-in KV state machine, the local control channel and a loop-lag monitor
+(``status`` reports the event loop's longest stall and the process's memory). Used by the
+functional tests and the benchmarks. Prints one JSON line ``{"event": "ready", ...}`` on stdout
+once it listens (with the control address), then logs to stderr.
 
 Example::
 
     python -m saltext_raft.node --id n1 --listen 127.0.0.1:4701 \\
         --peers n1=127.0.0.1:4701,n2=127.0.0.1:4702,n3=127.0.0.1:4703 \\
-        --data-dir /tmp/n1 --secret-file /tmp/secret --control 127.0.0.1:0
+        --data-dir /tmp/n1 --secret-file /tmp/secret
+
+The control channel is a unix socket, ``control.sock`` in ``--data-dir`` (mode 0600 from the
+moment it exists, in a data directory made 0700): only the node's user can reach it.
+``--control host:port`` serves it on loopback TCP instead, **unauthenticated**: every local
+user can then write data and change membership. Use that only on a machine without untrusted
+local users (benchmarks); a non-loopback address is refused.
 
 ``--founders`` (default: every id in ``--peers``) names the founding voters. A node that is not
 a founder, or is started with ``--join``, starts empty and asks a peer to add it as a learner.
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import ipaddress
 import json
 import logging
 import os
@@ -28,6 +36,8 @@ import signal
 import sys
 import time
 
+from saltext_raft.core.nodeid import InvalidNodeId
+from saltext_raft.core.nodeid import check_node_id
 from saltext_raft.runtime import DictStateMachine
 from saltext_raft.runtime import Overloaded
 from saltext_raft.runtime import RaftRuntime
@@ -35,6 +45,8 @@ from saltext_raft.runtime import RaftRuntimeError
 from saltext_raft.runtime import RuntimeConfig
 from saltext_raft.runtime import default_core_config
 from saltext_raft.runtime.control import ControlServer
+from saltext_raft.runtime.limits import max_frame_bytes
+from saltext_raft.runtime.looplag import LoopLagMonitor
 
 log = logging.getLogger("saltext_raft.node")
 
@@ -45,15 +57,47 @@ def parse_peers(text: str) -> dict[str, str]:
         nid, sep, addr = item.partition("=")
         if not sep or not nid or not addr:
             raise argparse.ArgumentTypeError(f"peer {item!r} is not id=host:port")
-        peers[nid] = addr
+        peers[node_id_arg(nid)] = addr
     return peers
+
+
+def node_id_arg(text: str) -> str:
+    try:
+        return check_node_id(text)
+    except InvalidNodeId as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+#: The control socket's name inside --data-dir.
+CONTROL_SOCKET = "control.sock"
+
+
+def control_address(control: str | None, data_dir: str) -> str:
+    """Where the control channel listens: the unix socket in the data directory by default;
+    "host:port" only on a loopback address (it is unauthenticated)."""
+    if not control:
+        return os.path.join(os.path.abspath(data_dir), CONTROL_SOCKET)
+    if "/" in control:
+        return control
+    host, sep, port = control.rpartition(":")
+    host = host.strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not sep or not port.isdigit() or not loopback:
+        raise SystemExit(
+            f"--control {control!r}: give a unix socket path or a loopback host:port "
+            "(the TCP control channel is unauthenticated)"
+        )
+    return control
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m saltext_raft.node", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--id", required=True)
+    p.add_argument("--id", required=True, type=node_id_arg)
     p.add_argument("--listen", required=True, help="host:port for Raft traffic")
     p.add_argument("--peers", type=parse_peers, default={}, help="id=host:port,... (known nodes)")
     p.add_argument(
@@ -65,7 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--secret-file", required=True)
     p.add_argument("--cluster-id", default="raft")
-    p.add_argument("--control", default="127.0.0.1:0", help="host:port or unix socket path")
+    p.add_argument(
+        "--control",
+        default=None,
+        help=f"unix socket path (default: {CONTROL_SOCKET} in --data-dir), or a loopback "
+        "host:port: unauthenticated, any local user can use it",
+    )
+    p.add_argument(
+        "--max-entry-bytes",
+        type=int,
+        default=RuntimeConfig.max_entry_bytes,
+        help="largest proposal; also sets the largest frame accepted",
+    )
     p.add_argument("--store", choices=("cache", "memory"), default="cache")
     p.add_argument(
         "--tick", type=float, default=RuntimeConfig.tick_seconds, help="tick length, seconds"
@@ -193,6 +248,21 @@ async def _sm_stats(rt: RaftRuntime, req: dict) -> dict:
     return {"count": rt.sm.count, "keys": len(rt.sm.data), "applied": rt.sm.applied}
 
 
+def process_memory() -> dict:
+    """This process's resident memory now and at its peak (Linux /proc; {} elsewhere)."""
+    out = {}
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    name = "rss_bytes" if key == "VmRSS" else "rss_peak_bytes"
+                    out[name] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
 async def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -208,15 +278,32 @@ async def main(argv=None) -> int:
     peers = dict(args.peers)
     peers.setdefault(args.id, args.listen)
     founders_ids = args.founders.split(",") if args.founders else list(peers)
-    founders = {n: peers.get(n, "") for n in founders_ids if n}
+    founders = {node_id_arg(n): peers.get(n, "") for n in founders_ids if n}
+    control_at = control_address(args.control, args.data_dir)
+    os.makedirs(args.data_dir, mode=0o700, exist_ok=True)
+    if "/" in control_at and os.path.dirname(control_at) == os.path.abspath(args.data_dir):
+        os.chmod(args.data_dir, 0o700)  # the socket's directory: nobody else may even look
     overrides = {}
     if args.election_ticks:
         overrides["election_ticks"] = args.election_ticks
     if args.heartbeat_ticks:
         overrides["heartbeat_ticks"] = args.heartbeat_ticks
+    core_config = default_core_config(args.id, **overrides)
+    config = RuntimeConfig(
+        tick_seconds=args.tick,
+        snapshot_interval=args.snapshot_interval,
+        snapshot_keep=args.snapshot_keep,
+        max_pending_proposals=args.max_pending,
+        follower_inline_saves=args.follower_inline_saves == "on",
+        max_entry_bytes=args.max_entry_bytes,
+    ).validate()
     transport = ZmqTransport(
         TransportConfig(
-            cluster_id=args.cluster_id, node_id=args.id, secret=secret, listen=args.listen
+            cluster_id=args.cluster_id,
+            node_id=args.id,
+            secret=secret,
+            listen=args.listen,
+            max_frame_bytes=max_frame_bytes(core_config, config),
         )
     )
     rt = RaftRuntime(
@@ -224,22 +311,33 @@ async def main(argv=None) -> int:
         open_node_store(args),
         transport,
         DictStateMachine(),
-        core_config=default_core_config(args.id, **overrides),
-        config=RuntimeConfig(
-            tick_seconds=args.tick,
-            snapshot_interval=args.snapshot_interval,
-            snapshot_keep=args.snapshot_keep,
-            max_pending_proposals=args.max_pending,
-            follower_inline_saves=args.follower_inline_saves == "on",
-        ),
+        core_config=core_config,
+        config=config,
         founders=founders,
         peers=peers,
         address=args.listen,
         join=args.join,
     )
     await rt.start()
+    lag = LoopLagMonitor()
+    lag.start()
+
+    async def _status(rt_, req):
+        st = rt_.status()
+        st["loop_lag"] = lag.stats(reset=bool(req.get("reset_loop_lag")))
+        st["process"] = process_memory()
+        return st
+
     control = ControlServer(
-        rt, args.control, handlers={"load": _load, "get": _get, "set": _set, "sm_stats": _sm_stats}
+        rt,
+        control_at,
+        handlers={
+            "load": _load,
+            "get": _get,
+            "set": _set,
+            "sm_stats": _sm_stats,
+            "status": _status,
+        },
     )
     bound = await control.start()
     # Everything loaded so far (Salt, the loaders, the restored state) lives as long as the
@@ -268,6 +366,7 @@ async def main(argv=None) -> int:
             await asyncio.wait_for(stop.wait(), 0.5)
         except asyncio.TimeoutError:
             pass
+    lag.stop()
     await control.close()
     await rt.stop()
     return 0 if rt.status()["runtime"]["failure"] is None else 1

@@ -34,6 +34,10 @@ COMMANDS = {
         "saltext_raft.bench.gate",
         "the request gate's cost per request on a ready master (target: <= 20 µs)",
     ),
+    "flood": (
+        "saltext_raft.bench.flood",
+        "200 forged maximum-size frames at a 3-node cluster's leader: leadership, stall, RSS",
+    ),
     "snapshot": (
         "saltext_raft.bench.snapshot",
         "a big cache state: how long snapshot, rebuild listing and restore hold the loop",

@@ -1,7 +1,8 @@
 """Real node processes on loopback, for the functional tests and the cluster benchmark.
 
 Lives here: :class:`NodeProc` (one ``python -m saltext_raft.node`` process: start, wait for its
-"ready" line, talk JSON lines to its control port, SIGKILL/SIGTERM it by PID) and
+"ready" line, talk JSON lines to its control channel (a unix socket by default), SIGKILL or
+SIGTERM it by PID) and
 :class:`ProcCluster` (a set of them sharing a secret and a peer map). Every wait is bounded and
 says what it waited for; every process started is killed by PID in ``close()``.
 """
@@ -30,8 +31,18 @@ class ControlClient:
     """A blocking JSON-lines client for a node's control channel."""
 
     def __init__(self, address: str, timeout: float = 30.0):
-        host, _, port = address.rpartition(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        """``address``: a unix socket path (the node's default) or "host:port"."""
+        if "/" in address:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            try:
+                self.sock.connect(address)
+            except OSError:
+                self.sock.close()
+                raise
+        else:
+            host, _, port = address.rpartition(":")
+            self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         self.file = self.sock.makefile("rwb")
         self._id = 0
 

@@ -1,0 +1,33 @@
+"""M1 of issue 18, performed: 200 forged frames of the largest accepted size, with a plausible
+header (right cluster, a known peer as sender, a fresh epoch) but no secret, sent to the
+leader of a 3-node cluster of real ``python -m saltext_raft.node`` processes on loopback.
+
+Before the fix such a flood blocked the leader's event loop for seconds, took it to 1.7 GB and
+cost it its leadership. Asserted here: the leader keeps its leadership throughout, every frame
+is refused as ``auth``, memory stays within the bound the receive queue sets, and no single
+wake-up of the transport holds the loop for long. The stall figures for docs/security.md come
+from ``python -m saltext_raft.bench flood`` (same code); no tight wall-clock bound here, as
+this machine may be loaded."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("zmq")
+
+from saltext_raft.bench.flood import flood
+from saltext_raft.transport import TransportConfig
+
+FRAMES = 200
+
+
+def test_a_flood_of_forged_maximum_size_frames_leaves_the_leader_in_place(tmp_path):
+    result = flood(str(tmp_path), FRAMES, baseline=0.5)
+    assert result["leader_kept"], result
+    assert result["dropped"] == {"auth": FRAMES}, result
+    # zmq holds at most recv_hwm frames of the connection; the rest waits in the sender
+    queue_mb = TransportConfig.recv_hwm * result["frame_bytes"] / 2**20
+    assert result["rss_peak_mb"] - result["rss_before_mb"] < 2 * queue_mb, result
+    # each wake-up stops after drain_seconds plus one frame (generous: a loaded 2-CPU machine)
+    assert result["drain_longest_ms"] < 1000, result
+    assert result["drains_cut"] >= 1, result
