@@ -72,6 +72,7 @@ from saltext_raft.core import RaftNode
 from saltext_raft.core import Ready
 from saltext_raft.core import Role
 from saltext_raft.core import Snapshot
+from saltext_raft.core.nodeid import node_id_problem
 from saltext_raft.runtime import envelope
 from saltext_raft.runtime.config import DEFAULT_ELECTION_TICKS
 from saltext_raft.runtime.config import DEFAULT_HEARTBEAT_TICKS
@@ -82,12 +83,14 @@ from saltext_raft.runtime.errors import NoLeader
 from saltext_raft.runtime.errors import Overloaded
 from saltext_raft.runtime.errors import RaftRuntimeError
 from saltext_raft.runtime.errors import Rejected
+from saltext_raft.runtime.errors import StaleRequest
 from saltext_raft.runtime.errors import Stopped
 from saltext_raft.runtime.errors import StorageFailed
 from saltext_raft.runtime.limits import ENTRY_OVERHEAD
 from saltext_raft.runtime.limits import PROPOSAL_BATCH_BYTES
 from saltext_raft.runtime.remote import Remote
 from saltext_raft.runtime.remote import RemoteNotLeader
+from saltext_raft.runtime.remote import binding as remote_binding
 from saltext_raft.runtime.remote import removed_message
 from saltext_raft.runtime.storage_thread import StorageThread
 from saltext_raft.transport.base import RateLimitedLog
@@ -1072,10 +1075,25 @@ class RaftRuntime:
         return await self.admin("transfer", {"node": target}, timeout)
 
     async def admin(
-        self, cmd: str, args: dict, timeout: float | None = None, *, forward: bool = True
+        self,
+        cmd: str,
+        args: dict,
+        timeout: float | None = None,
+        *,
+        forward: bool = True,
+        bound: Callable[[RaftNode], None] | None = None,
     ) -> dict:
-        """Run a leader operation here if we lead, else on the leader (APP request/reply)."""
+        """Run a leader operation here if we lead, else on the leader (APP request/reply).
+
+        ``bound(node)``, for a request that came from another node, raises
+        :class:`StaleRequest` unless the request was issued against this leader's term and
+        membership (``runtime.remote``); it is checked right before the operation runs."""
         self._check_running()
+        target = args.get("node")
+        problem = node_id_problem(target)
+        if problem and (cmd == "add_learner" or target not in self.node.membership.members):
+            # An id that was committed before ids were checked can still be removed.
+            raise Rejected(f"{cmd}: {problem}")
         timeout = self._timeout(timeout)
         loop = self._loop
         deadline = loop.time() + timeout
@@ -1088,6 +1106,8 @@ class RaftRuntime:
             if remaining <= 0:
                 break
             if node.role is Role.LEADER:
+                if bound is not None:
+                    bound(node)
                 try:
                     return await self._admin_local(cmd, args, deadline)
                 except _Retry as exc:
@@ -1101,10 +1121,14 @@ class RaftRuntime:
                 last = _keep_uncertain(last, NoLeader(f"no leader known within {timeout:g}s"))
                 await self.wait_changed(min(remaining, self.config.tick_seconds * 2))
                 continue
+            request = {"op": "admin", "cmd": cmd, "args": args}
+            request.update(remote_binding(node, remaining, time.time()))
             try:
-                return await self._remote.request(
-                    leader, {"op": "admin", "cmd": cmd, "args": args}, remaining
-                )
+                return await self._remote.request(leader, request, remaining)
+            except StaleRequest as exc:
+                # Our view of the term or membership lags the leader's: catch up, ask again.
+                last = exc
+                await self.wait_changed(min(deadline - loop.time(), self.config.tick_seconds * 2))
             except RemoteNotLeader as exc:
                 hint = exc.leader if exc.leader != leader else NONE
                 last = _keep_uncertain(last, NoLeader(f"{leader} is not the leader"))
@@ -1214,8 +1238,9 @@ class RaftRuntime:
             target = targets[k % len(targets)]
             k += 1
             try:
+                wait = self.config.join_interval * 4
                 await self._remote.request(
-                    target, {"op": "join", "address": self.address}, self.config.join_interval * 4
+                    target, {"op": "join", "address": self.address, "exp": time.time() + wait}, wait
                 )
                 log.info("raft %s: %s accepted our JOIN; waiting for the log", self.id, target)
                 await self.wait_for(lambda: self.is_member, self.config.join_interval * 4)

@@ -56,6 +56,14 @@ class Overloaded(RaftRuntimeError):
     definite = True
 
 
+class StaleRequest(Rejected):
+    """A membership request was issued against another term or membership than the leader's
+    now, or has expired: refused, so that a recorded request never replays as a new change.
+    The node that issued it retries with a fresh binding (runtime.remote)."""
+
+    code = "stale_request"
+
+
 class Stopped(RaftRuntimeError):
     """The runtime is stopped (or stopped while the request waited). Indeterminate: a write
     already handed to the leader may still commit."""
@@ -85,6 +93,7 @@ ERRORS = {
         CommitTimeout,
         Rejected,
         Overloaded,
+        StaleRequest,
         Stopped,
         StorageFailed,
     )

@@ -12,6 +12,19 @@ A request is ``{"k": "req", "id": n, "op": ..., ...}``; a reply is ``{"k": "rep"
 "ok": True, "result": ...}`` or ``{"k": "rep", "id": n, "ok": False, "error": {code, message,
 leader}}``. Ids are unique per boot (a boot nonce is part of them), so a reply meant for an
 earlier incarnation of this node never matches a new request.
+
+Replay (docs/security.md, "Replay"): the transport refuses a replayed frame only while it
+remembers the sender's epoch, and forgets on a restart (or adopts an older epoch after a long
+silence). So a membership request must be worthless once recorded: every ``admin`` request
+carries its *binding* — the sender's term, the index of the membership it was issued against
+and an expiry (sender's wall clock + timeout) — and the leader serves it only in that same term,
+against that same membership, before expiry plus :data:`MAX_CLOCK_SKEW`. Term and membership
+index live in the log, so neither a receiver restart nor any silence re-opens the window; any
+membership change or election makes every earlier request stale. A node that finds its own
+request stale (it lagged behind the leader) retries with a fresh binding. ``admin`` requests
+are served only from current members. A ``join`` (from a node in no membership: it has no term
+or membership to bind to) carries the expiry only; a node removed on purpose is refused by the
+removal tombstones, not here.
 """
 
 from __future__ import annotations
@@ -19,14 +32,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 
 from saltext_raft.core import Message
 from saltext_raft.core import MsgType
+from saltext_raft.core.nodeid import node_id_problem
 from saltext_raft.runtime import errors
 from saltext_raft.runtime.errors import CommitTimeout
 from saltext_raft.runtime.errors import NoLeader
 from saltext_raft.runtime.errors import RaftRuntimeError
 from saltext_raft.runtime.errors import Rejected
+from saltext_raft.runtime.errors import StaleRequest
 from saltext_raft.transport.base import RateLimitedLog
 from saltext_raft.transport.codec import CodecError
 from saltext_raft.transport.codec import decode_payload
@@ -61,9 +77,47 @@ class RemoteNotLeader(NoLeader):
         self.leader = leader
 
 
+#: Seconds a request stays acceptable past its expiry: how far two masters' wall clocks may
+#: differ (keep them NTP-synchronised). A recorded request is worthless after expiry + this
+#: even when no term or membership change made it stale first.
+MAX_CLOCK_SKEW = 30.0
+
+
+def binding(node, timeout: float, now: float) -> dict:
+    """What a membership request from ``node`` is bound to (see the module docstring)."""
+    return {"term": node.term, "conf": node.membership_at(node.last_index)[0], "exp": now + timeout}
+
+
+def check_expiry(body: dict, now: float) -> None:
+    exp = body.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
+        raise StaleRequest("request without an expiry (sent by an older version?)")
+    if now > exp + MAX_CLOCK_SKEW:
+        raise StaleRequest(
+            f"request expired {now - exp:.0f}s ago (a replay, or clocks more than "
+            f"{MAX_CLOCK_SKEW:g}s apart)"
+        )
+
+
+def check_binding(node, body: dict, now: float) -> None:
+    """Raise :class:`StaleRequest` unless ``body`` was issued in ``node``'s (the leader's)
+    current term, against its current membership, and has not expired."""
+    check_expiry(body, now)
+    term, conf = body.get("term"), body.get("conf")
+    if type(term) is not int or type(conf) is not int:
+        raise StaleRequest("request without its term and membership index")
+    current = node.membership_at(node.last_index)[0]
+    if term != node.term or conf != current:
+        raise StaleRequest(
+            f"request issued in term {term} against the membership of entry {conf}; "
+            f"now term {node.term}, membership of entry {current}"
+        )
+
+
 class Remote:
-    def __init__(self, runtime):
+    def __init__(self, runtime, clock=time.time):
         self.rt = runtime
+        self._clock = clock  # wall clock: expiries are compared across masters
         self._boot = int.from_bytes(os.urandom(4), "big") << 32
         self._next = 0
         self._calls: dict[int, asyncio.Future] = {}
@@ -73,6 +127,7 @@ class Remote:
             "requests_served": 0,
             "replies_unmatched": 0,
             "bad_payloads": 0,
+            "stale_requests": 0,
         }
 
     def stats(self) -> dict:
@@ -165,9 +220,22 @@ class Remote:
                 args = body.get("args")
                 if not isinstance(args, dict) or not isinstance(body.get("cmd"), str):
                     raise Rejected("admin request without cmd/args")
+                if frm not in rt.node.membership.members:
+                    raise Rejected(f"admin requests are served for members only, not {frm}")
                 # No second hop: a follower answers with its leader hint instead of forwarding.
-                result = await rt.admin(body["cmd"], args, rt.config.request_timeout, forward=False)
+                # The leader checks the binding right before it acts (RaftRuntime.admin).
+                result = await rt.admin(
+                    body["cmd"],
+                    args,
+                    rt.config.request_timeout,
+                    forward=False,
+                    bound=lambda node: check_binding(node, body, self._clock()),
+                )
             elif op == "join":
+                problem = node_id_problem(frm)
+                if problem:
+                    raise Rejected(f"join refused: {problem}")
+                check_expiry(body, self._clock())
                 address = str(body.get("address") or "")
                 log.info("raft %s: %s asks to join at %s", rt.id, frm, address or "(no address)")
                 rt.learn_joiner_address(frm, address)  # so that the answer can reach it
@@ -196,6 +264,9 @@ class Remote:
                 "error": dict(exc.to_dict(), leader=exc.leader),
             }
         except RaftRuntimeError as exc:
+            if isinstance(exc, StaleRequest):
+                self._counters["stale_requests"] += 1
+                _rl.warning(frm, "raft %s: %s request from %s refused: %s", rt.id, op, frm, exc)
             reply = {"k": "rep", "id": rid, "ok": False, "error": exc.to_dict()}
         except Exception as exc:
             log.exception("raft %s: request %s from %s failed", rt.id, op, frm)

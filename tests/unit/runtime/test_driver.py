@@ -700,4 +700,17 @@ def test_a_restarted_node_is_caught_up_only_once_it_applied_what_the_leader_conf
             assert index >= idx and rt.sm.get(b"late") == b"1"
             assert rt.status()["runtime"]["caught_up_index"] == index
 
+
+def test_a_proposal_larger_than_max_entry_bytes_is_refused_and_one_at_the_limit_commits():
+    """The entry limit is what runtime.limits sizes the transport's frame cap from."""
+
+    async def main():
+        async with LocalCluster(max_entry_bytes=4096) as c:
+            leader = await c.leader()
+            follower = next(rt for rt in c.nodes.values() if rt is not leader)
+            for rt in (leader, follower):
+                with pytest.raises(Rejected, match="max_entry_bytes"):
+                    await rt.propose(b"x" * 4097)
+                await rt.propose(b"x" * 4096)  # forwarded by the follower in a PROPOSE
+
     run(main())
