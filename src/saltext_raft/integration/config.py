@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import fields
 
+from saltext_raft.core.nodeid import node_id_problem
 from saltext_raft.integration import readiness
 from saltext_raft.integration.cacheconfig import CacheConfigError
 from saltext_raft.integration.cacheconfig import cache_enabled
@@ -191,10 +192,14 @@ class EngineConfig:
 
     # ------------------------------------------------------------------------------------------
     def validate(self) -> EngineConfig:
-        for name in ("node_id", "cluster_id"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value or len(value.encode()) > 255:
-                raise EngineConfigError(name, f"must be a non-empty string (got {value!r})")
+        problem = node_id_problem(self.node_id)
+        if problem:
+            raise EngineConfigError("node_id", f"{problem} (set node_id, or the master's id)")
+        value = self.cluster_id
+        if not isinstance(value, str) or not value or len(value.encode()) > 255:
+            raise EngineConfigError(
+                "cluster_id", f"must be a non-empty string of at most 255 bytes (got {value!r})"
+            )
         check_port("port", self.port)
         if not isinstance(self.bind, str) or not self.bind:
             raise EngineConfigError("bind", "must be an address to bind to")
@@ -210,8 +215,9 @@ class EngineConfig:
                 "no founding voters: list the masters (id: host:port) or set Salt's cluster_peers",
             )
         for nid, addr in self.peers.items():
-            if not isinstance(nid, str) or not nid:
-                raise EngineConfigError("peers", f"node id {nid!r} must be a non-empty string")
+            problem = node_id_problem(nid)
+            if problem:
+                raise EngineConfigError("peers", problem)
             _check_host_port(f"peers[{nid}]", addr, wildcard_ok=False)
         if self.advertise:
             _check_host_port("advertise", self.advertise, wildcard_ok=False)

@@ -17,6 +17,7 @@ On failure (engine not running, no reply in time, operation refused) the returne
 driver (the engine's cache socket), as any cache write does.
 """
 
+from saltext_raft.core.nodeid import node_id_problem as _node_id_problem
 from saltext_raft.integration import control as _control
 
 __virtualname__ = "raft"
@@ -24,6 +25,14 @@ __virtualname__ = "raft"
 
 def __virtual__():
     return __virtualname__
+
+
+def _refused_node(op, node):
+    """An error mapping if ``node`` is no valid node id (docs/security.md, "Node ids")."""
+    problem = _node_id_problem(str(node) if isinstance(node, (int, float)) else node)
+    if problem:
+        return {"result": False, "error": f"raft.{op}: {problem}", "retcode": 1}
+    return None
 
 
 def _call(op, timeout, **args):
@@ -75,7 +84,7 @@ def add(node, address, timeout=30):
 
     CLI Example: ``salt-run raft.add node=m4 address=10.0.0.4:4606``
     """
-    return _call("add", timeout, node=node, address=address)
+    return _refused_node("add", node) or _call("add", timeout, node=str(node), address=address)
 
 
 def promote(node, timeout=30):
@@ -83,7 +92,7 @@ def promote(node, timeout=30):
 
     CLI Example: ``salt-run raft.promote node=m4``
     """
-    return _call("promote", timeout, node=node)
+    return _refused_node("promote", node) or _call("promote", timeout, node=str(node))
 
 
 def demote(node, timeout=30):
@@ -91,11 +100,14 @@ def demote(node, timeout=30):
 
     CLI Example: ``salt-run raft.demote node=m2``
     """
-    return _call("demote", timeout, node=node)
+    return _refused_node("demote", node) or _call("demote", timeout, node=str(node))
 
 
 def remove(node, timeout=30):
     """Remove a master from the cluster. Its request gate closes.
+
+    The engine refuses an invalid node id unless it is a member already (an id committed by a
+    version that did not check ids can still be removed).
 
     CLI Example: ``salt-run raft.remove node=m2``
     """
@@ -107,7 +119,9 @@ def transfer_leader(node, timeout=30):
 
     CLI Example: ``salt-run raft.transfer_leader node=m2``
     """
-    return _call("transfer_leader", timeout, node=node)
+    return _refused_node("transfer_leader", node) or _call(
+        "transfer_leader", timeout, node=str(node)
+    )
 
 
 def snapshot(timeout=30):

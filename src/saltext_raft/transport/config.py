@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import field
 
+from saltext_raft.core.nodeid import node_id_problem
 from saltext_raft.transport.codec import MAX_ID_LEN
 from saltext_raft.transport.crypto import MIN_SECRET_BYTES
 
@@ -75,10 +76,12 @@ class TransportConfig:
         def bad(name, why):
             raise TransportConfigError(f"transport option {name}: {why}")
 
-        for name in ("cluster_id", "node_id"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not 0 < len(value.encode()) <= MAX_ID_LEN:
-                bad(name, f"must be a non-empty string of at most {MAX_ID_LEN} bytes")
+        value = self.cluster_id
+        if not isinstance(value, str) or not 0 < len(value.encode()) <= MAX_ID_LEN:
+            bad("cluster_id", f"must be a non-empty string of at most {MAX_ID_LEN} bytes")
+        problem = node_id_problem(self.node_id)
+        if problem:
+            bad("node_id", problem)
         secret = self.secret.encode() if isinstance(self.secret, str) else self.secret
         if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_BYTES:
             bad("secret", f"must be at least {MIN_SECRET_BYTES} bytes")
