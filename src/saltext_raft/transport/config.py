@@ -26,6 +26,9 @@ class TransportConfig:
     node_id: str
     #: Shared cluster secret, at least 16 bytes (32 random bytes recommended).
     secret: bytes = field(repr=False)
+    #: Further secrets accepted on frames (never used to send): a rotation in progress
+    #: (docs/operations.md, "Rotating the cluster secret"). Each at least 16 bytes.
+    accept_secrets: tuple = field(default=(), repr=False)
     #: Where to bind: "host:port" ("0.0.0.0:4606", "[::1]:4606") or a zmq endpoint "tcp://...".
     listen: str = "127.0.0.1:4606"
     #: Largest frame accepted or sent, header and tag included. zmq discards a larger one
@@ -85,6 +88,12 @@ class TransportConfig:
         secret = self.secret.encode() if isinstance(self.secret, str) else self.secret
         if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_BYTES:
             bad("secret", f"must be at least {MIN_SECRET_BYTES} bytes")
+        if not isinstance(self.accept_secrets, (tuple, list)):
+            bad("accept_secrets", "must be a list of secrets")
+        for extra in self.accept_secrets:
+            extra = extra.encode() if isinstance(extra, str) else extra
+            if not isinstance(extra, bytes) or len(extra) < MIN_SECRET_BYTES:
+                bad("accept_secrets", f"each must be at least {MIN_SECRET_BYTES} bytes")
         if not isinstance(self.listen, str) or not self.listen:
             bad("listen", "must be 'host:port'")
         ints = {

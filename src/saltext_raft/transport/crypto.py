@@ -40,6 +40,7 @@ import os
 import struct
 import time
 from collections.abc import Callable
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -146,7 +147,8 @@ class FrameCrypto:
     """Seals frames from ``node_id`` and opens frames addressed to it, for one cluster.
 
     ``known_senders`` (a set the owner keeps current) limits who may send; ``None`` accepts any
-    sender that authenticates. Not thread-safe: use from one thread (the event loop).
+    sender that authenticates. ``accept_secrets``: further secrets frames may be sealed with
+    (never used to seal): a secret rotation in progress. Not thread-safe: use from one thread (the event loop).
     """
 
     def __init__(
@@ -161,11 +163,8 @@ class FrameCrypto:
         epoch_stale_after: float = 30.0,
         max_frame_bytes: int = 16 << 20,
         clock: Callable[[], float] = time.monotonic,
+        accept_secrets: Sequence[bytes | str] = (),
     ):
-        if isinstance(secret, str):
-            secret = secret.encode()
-        if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_BYTES:
-            raise ValueError(f"the cluster secret must be at least {MIN_SECRET_BYTES} bytes")
         if aead not in _AEADS:
             raise ValueError(f"aead must be one of {sorted(_AEADS)}")
         if not 1 <= replay_window <= 1024:
@@ -181,7 +180,9 @@ class FrameCrypto:
         if not 0 <= self.epoch <= _MAX_COUNTER:
             raise ValueError("epoch must fit in 64 bits")
         self._aead_cls = _AEADS[aead]
-        self._cluster_key = _derive_cluster_key(secret, cluster_id)
+        self._cluster_key = b""
+        self._open_keys: tuple[bytes, ...] = ()
+        self.set_secrets(secret, accept_secrets)
         self._counter = 0
         self._window = replay_window
         self._window_mask = (1 << replay_window) - 1
@@ -193,9 +194,28 @@ class FrameCrypto:
         self._receiver_tail = bytes([len(self._node_b)]) + self._node_b
         # sender side: receiver id -> (header tail bytes, AEAD) for our epoch
         self._seal_cache: dict[str, tuple[bytes, object]] = {}
-        # receiver side: (sender bytes, epoch) -> AEAD, only for authenticated epochs
-        self._open_cache: dict[tuple[bytes, int], object] = {}
+        # receiver side: (sender bytes, epoch) -> (index in _open_keys, AEAD), only for
+        # authenticated epochs
+        self._open_cache: dict[tuple[bytes, int], tuple[int, object]] = {}
         self._replay: dict[bytes, _Replay] = {}
+
+    def set_secrets(self, secret: bytes | str, accept_secrets: Sequence[bytes | str] = ()):
+        """Seal with ``secret`` from now on; open frames sealed with it or any of
+        ``accept_secrets`` (a rotation in progress: docs/operations.md). Replay state is kept:
+        only keys change. Raises ``ValueError`` for a secret shorter than MIN_SECRET_BYTES."""
+        keys = []
+        for value in (secret, *accept_secrets):
+            if isinstance(value, str):
+                value = value.encode()
+            if not isinstance(value, bytes) or len(value) < MIN_SECRET_BYTES:
+                raise ValueError(f"the cluster secret must be at least {MIN_SECRET_BYTES} bytes")
+            key = _derive_cluster_key(value, self.cluster_id)
+            if key not in keys:
+                keys.append(key)
+        self._cluster_key = keys[0]
+        self._open_keys = tuple(keys)
+        self._seal_cache = {}
+        self._open_cache = {}
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -295,18 +315,31 @@ class FrameCrypto:
         in_order = state is not None and epoch == state.epoch and counter > state.high
         if not in_order and state is not None and not self._fresh(state, epoch, counter, now):
             raise FrameRejected("replay", f"epoch {epoch} counter {counter}", sender_id)
-        aead = self._open_cache.get((sender, epoch))
-        cache_it = aead is None
-        if cache_it:
-            aead = self._aead_cls(_derive_frame_key(self._cluster_key, sender, self._node_b, epoch))
-        try:
-            plaintext = aead.decrypt(_NONCE_PAD + frame[12:20], frame[pos:], frame[:pos])
-        except InvalidTag:
-            raise FrameRejected("auth", "authentication failed", sender_id) from None
-        if cache_it:
-            self._open_cache[(sender, epoch)] = aead
-            if state is not None and state.epoch != epoch:
-                self._open_cache.pop((sender, state.epoch), None)
+        nonce, body, header = _NONCE_PAD + frame[12:20], frame[pos:], frame[:pos]
+        cached = self._open_cache.get((sender, epoch))
+        plaintext = None
+        if cached is not None:
+            try:
+                plaintext = cached[1].decrypt(nonce, body, header)
+            except InvalidTag:
+                pass
+        if plaintext is None:
+            # No key cached for this epoch yet, or the sender switched secrets (a rotation):
+            # try each accepted secret once, the sending one first (one pass normally).
+            for k, cluster_key in enumerate(self._open_keys):
+                if cached is not None and cached[0] == k:
+                    continue
+                aead = self._aead_cls(_derive_frame_key(cluster_key, sender, self._node_b, epoch))
+                try:
+                    plaintext = aead.decrypt(nonce, body, header)
+                except InvalidTag:
+                    continue
+                self._open_cache[(sender, epoch)] = (k, aead)
+                if state is not None and state.epoch != epoch:
+                    self._open_cache.pop((sender, state.epoch), None)
+                break
+            else:
+                raise FrameRejected("auth", "authentication failed", sender_id)
         if in_order:
             shift = counter - state.high
             state.mask = (

@@ -92,6 +92,7 @@ class ZmqTransport(Transport):
             epoch_stale_after=config.epoch_stale_after,
             max_frame_bytes=config.max_frame_bytes,
             clock=clock,
+            accept_secrets=tuple(config.accept_secrets),
         )
         self._own_context = context is None
         self._ctx = context if context is not None else zmq.asyncio.Context()
@@ -195,6 +196,18 @@ class ZmqTransport(Transport):
                 task.exception(),
                 exc_info=task.exception(),
             )
+
+    def set_secrets(self, secret: bytes, accept_secrets=()) -> None:
+        """Send under ``secret`` from now on and accept frames under it or any of
+        ``accept_secrets`` (a secret rotation without a restart: docs/operations.md)."""
+        self._crypto.set_secrets(secret, tuple(accept_secrets))
+        self.config.secret = secret
+        self.config.accept_secrets = tuple(accept_secrets)
+        log.info(
+            "raft transport %s: cluster secret replaced (%d more accepted)",
+            self.node_id,
+            len(accept_secrets),
+        )
 
     # --- peers --------------------------------------------------------------------------------
 

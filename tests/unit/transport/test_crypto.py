@@ -203,3 +203,54 @@ def test_a_large_frame_from_an_unknown_sender_costs_no_key_derivation(monkeypatc
     assert derived == []
     assert b.open(small, {"c"}, unknown_max_bytes=4096) == ("a", b"join")
     assert len(derived) == 1
+
+
+NEW_SECRET = b"fedcba9876543210fedcba9876543210"
+
+
+def test_a_secret_rotation_keeps_both_sides_talking_and_then_refuses_the_old_secret():
+    """Three phases, one node at a time: accept the new secret; send under it (accepting the
+    old); drop the old. Frames flow both ways in every state in between."""
+    a, b, _ = pair()
+
+    def talk():
+        assert b.open(a.seal("b", b"ab"), PEERS) == ("a", b"ab")
+        assert a.open(b.seal("a", b"ba"), PEERS) == ("b", b"ba")
+
+    talk()
+    a.set_secrets(SECRET, [NEW_SECRET])  # phase 1, a first
+    talk()
+    b.set_secrets(SECRET, [NEW_SECRET])
+    talk()
+    a.set_secrets(NEW_SECRET, [SECRET])  # phase 2: a sends under the new secret
+    talk()
+    b.set_secrets(NEW_SECRET, [SECRET])
+    talk()
+    old_frame_sender = FrameCrypto(SECRET, "cl", "a")  # someone still on the old secret
+    old_frame = old_frame_sender.seal("b", b"old")
+    a.set_secrets(NEW_SECRET)  # phase 3: the old secret is dropped
+    b.set_secrets(NEW_SECRET)
+    talk()
+    assert rejected(b, old_frame) == "auth"
+
+
+def test_a_forged_frame_costs_one_pass_per_accepted_secret_and_no_more():
+    import saltext_raft.transport.crypto as crypto  # pylint: disable=import-outside-toplevel
+
+    a, b, _ = pair()
+    talk = a.seal("b", b"x")
+    b.open(talk, PEERS)
+    forged = FrameCrypto(b"not-the-secret-not-the-secret!!!", "cl", "a").seal("b", b"y")
+    calls = []
+    real = crypto._derive_frame_key  # pylint: disable=protected-access
+    crypto._derive_frame_key = lambda *args: calls.append(args) or real(*args)
+    try:
+        # a forged frame in a fresh epoch: one derivation (and AEAD pass) per accepted secret
+        assert rejected(b, forged) == "auth"
+        assert len(calls) == 1
+        b.set_secrets(SECRET, [NEW_SECRET])
+        calls.clear()
+        assert rejected(b, forged) == "auth"
+        assert len(calls) == 2
+    finally:
+        crypto._derive_frame_key = real

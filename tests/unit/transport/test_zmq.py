@@ -348,3 +348,46 @@ def test_a_drain_stops_on_its_time_bound_and_yields_to_the_loop():
             assert ticks  # the loop ran other callbacks while frames were being drained
 
     run(main())
+
+
+NEW_SECRET = b"the-new-secret-the-new-secret!!!"
+
+
+def test_two_transports_keep_talking_through_a_secret_rotation_and_then_refuse_the_old():
+    async def main():
+        async with cluster("a", "b") as n:
+            a, b = n["a"], n["b"]
+            term = [0]
+
+            async def both_ways(what):
+                term[0] += 1
+                got = await deliver(a, b, hb("a", "b", term=term[0]), f"a->b {what}")
+                assert got.term == term[0]
+                got = await deliver(b, a, hb("b", "a", term=term[0]), f"b->a {what}")
+                assert got.term == term[0]
+
+            await both_ways("before")
+            a.set_secrets(SECRET, [NEW_SECRET])  # phase 1: accept the new secret
+            await both_ways("a accepts the new secret")
+            b.set_secrets(SECRET, [NEW_SECRET])
+            a.set_secrets(NEW_SECRET, [SECRET])  # phase 2: a sends under the new one
+            await both_ways("a sends under the new secret")
+            b.set_secrets(NEW_SECRET, [SECRET])
+            await both_ways("both send under the new secret")
+            a.set_secrets(NEW_SECRET)  # phase 3: the old secret is dropped
+            b.set_secrets(NEW_SECRET)
+            await both_ways("after the rotation")
+            # a peer still on the old secret is refused now
+            stale = ZmqTransport(config("a", secret=SECRET))
+            await stale.start()
+            stale.set_peers({"b": b.bound_endpoint})
+            try:
+                await wait_until(
+                    lambda: b.stats()["dropped"]["auth"] >= 1,
+                    "b to refuse a frame under the old secret",
+                    each=lambda: stale.send(hb("a", "b", term=99)),
+                )
+            finally:
+                await stale.close()
+
+    run(main())
