@@ -95,6 +95,11 @@ class EngineConfig:
     #: generate PATH`` writes one).
     #: Default: derived from ``cluster_pki_dir``/cluster.pem when Salt clustering is configured.
     secret_file: str = ""
+    #: Files holding further secrets that frames from other masters may be sealed with (never
+    #: used to send): a secret rotation without downtime (docs/operations.md). A listed file
+    #: that does not exist is skipped, so the list can name a file created only for a
+    #: rotation; ``salt-run raft.reload_secrets`` re-reads these files and ``secret_file``.
+    accept_secret_files: list = field(default_factory=list)
     #: Join an existing cluster instead of founding one, even if this master is listed in
     #: ``peers`` (a master added later is normally simply left out of ``peers``). Ignored after
     #: the first start.
@@ -139,6 +144,8 @@ class EngineConfig:
 
     #: Loaded secret bytes (never logged, never in repr).
     secret: bytes = field(default=b"", repr=False, compare=False)
+    #: Loaded contents of the existing ``accept_secret_files`` (never logged, never in repr).
+    accept_secrets: tuple = field(default=(), repr=False, compare=False)
     #: Where the secret came from (a path; for messages).
     secret_source: str = ""
     #: The master's cachedir (for the readiness file); from opts.
@@ -185,7 +192,7 @@ class EngineConfig:
         """The options as configured, without the secret (for logs and status)."""
         out = {}
         for f in fields(self):
-            if f.name in ("secret",):
+            if f.name in ("secret", "accept_secrets"):
                 continue
             out[f.name] = getattr(self, f.name)
         return out
@@ -282,7 +289,7 @@ class EngineConfig:
 _OPTION_NAMES = {
     f.name
     for f in fields(EngineConfig)
-    if f.name not in ("secret", "secret_source", "cachedir", "cache_enabled")
+    if f.name not in ("secret", "accept_secrets", "secret_source", "cachedir", "cache_enabled")
 }
 
 
@@ -353,8 +360,13 @@ def from_opts(opts: dict, options: dict | None = None, *, load_secret: bool = Tr
         cfg.advertise = cfg.peers[cfg.node_id]
     if not cfg.advertise and not _is_wildcard(cfg.bind):
         cfg.advertise = cfg.listen
+    if not isinstance(cfg.accept_secret_files, (list, tuple)) or not all(
+        isinstance(p, str) and p for p in cfg.accept_secret_files
+    ):
+        raise EngineConfigError("accept_secret_files", "must be a list of file paths")
     if load_secret:
         cfg.secret, cfg.secret_source = read_secret(cfg.secret_file, opts)
+        cfg.accept_secrets = read_accept_secrets(cfg.accept_secret_files, opts)
     else:
         cfg.secret, cfg.secret_source = b"\0" * MIN_SECRET_BYTES, "(not loaded)"
     return cfg.validate()
@@ -487,6 +499,21 @@ def read_secret(secret_file: str, opts: dict) -> tuple[bytes, str]:
     if not material.strip():
         raise EngineConfigError("secret_file", f"not set, and the cluster key {path} is empty")
     return derive_secret(material), f"derived from {path}"
+
+
+def read_accept_secrets(paths, opts: dict) -> tuple[bytes, ...]:
+    """The contents of those of ``paths`` that exist, each read and checked as ``secret_file``
+    is (a file that exists but is unusable is an error, naming it)."""
+    out = []
+    for path in paths:
+        if not os.path.lexists(path):
+            continue
+        try:
+            secret, _ = read_secret(path, opts)
+        except EngineConfigError as exc:
+            raise EngineConfigError("accept_secret_files", exc.why) from None
+        out.append(secret)
+    return tuple(out)
 
 
 def derive_secret(material: bytes) -> bytes:

@@ -66,6 +66,7 @@ OPS = (
     "transfer_leader",
     "snapshot",
     "ping",
+    "reload_secrets",
 )
 
 

@@ -248,6 +248,7 @@ class RaftService:
                 cluster_id=cfg.cluster_id,
                 node_id=cfg.node_id,
                 secret=cfg.secret,
+                accept_secrets=cfg.accept_secrets,
                 listen=cfg.listen,
                 aead=cfg.aead,
                 max_frame_bytes=max_frame_bytes(core_config, config),
@@ -432,9 +433,36 @@ class RaftService:
             return await rt.transfer_leader(node_arg, timeout)
         if op == "snapshot":
             return await rt.take_snapshot()
+        if op == "reload_secrets":
+            return self._reload_secrets(rt)
         if op == "backup":
             return await self._backup(rt, args)
         raise ValueError(f"unknown operation {op!r}")
+
+    def _reload_secrets(self, rt) -> dict:
+        """Re-read ``secret_file`` and ``accept_secret_files`` (same paths as at start) and
+        switch the transport to them: one step of a rotation (docs/operations.md)."""
+        # pylint: disable=import-outside-toplevel
+        from saltext_raft.integration.config import read_accept_secrets
+        from saltext_raft.integration.config import read_secret
+
+        cfg = self.cfg
+        if not cfg.secret_file:
+            raise ValueError(
+                "reload_secrets: the secret is derived from the cluster key, not read from "
+                "secret_file; set secret_file to rotate it (docs/operations.md)"
+            )
+        secret, source = read_secret(cfg.secret_file, self.opts)
+        accept = read_accept_secrets(cfg.accept_secret_files, self.opts)
+        rt.transport.set_secrets(secret, accept)
+        cfg.secret, cfg.accept_secrets = secret, accept
+        log.info(
+            "saltext-raft %s: secrets reloaded: sending with %s, %d more accepted",
+            cfg.node_id,
+            source,
+            len(accept),
+        )
+        return {"secret_file": source, "accepted_more": len(accept)}
 
     async def _backup(self, rt, args: dict) -> dict:
         # pylint: disable=import-outside-toplevel

@@ -124,6 +124,16 @@ def transfer_leader(node, timeout=30):
     )
 
 
+def reload_secrets(timeout=30):
+    """Re-read this master's ``secret_file`` and ``accept_secret_files`` and switch its Raft
+    transport to them, without a restart: one step of a secret rotation (docs/operations.md,
+    "Rotating the cluster secret"). Run it on every master after each step.
+
+    CLI Example: ``salt-run raft.reload_secrets``
+    """
+    return _call("reload_secrets", timeout)
+
+
 def snapshot(timeout=30):
     """Take a snapshot of this master's state machine now and compact its log.
 

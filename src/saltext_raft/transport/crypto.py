@@ -148,7 +148,8 @@ class FrameCrypto:
 
     ``known_senders`` (a set the owner keeps current) limits who may send; ``None`` accepts any
     sender that authenticates. ``accept_secrets``: further secrets frames may be sealed with
-    (never used to seal): a secret rotation in progress. Not thread-safe: use from one thread (the event loop).
+    (never used to seal): a secret rotation in progress. Not thread-safe: use from one thread
+    (the event loop).
     """
 
     def __init__(

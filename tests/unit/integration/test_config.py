@@ -200,3 +200,50 @@ def test_engine_options_finds_the_raft_entry():
     assert engine_options({"engines": [{"r2": {"engine_module": "raft", "gate": False}}]}) == {
         "gate": False
     }
+
+
+def test_accept_secret_files_are_read_skipped_when_absent_and_checked(tmp_path, secret_file):
+    """Secret rotation: further secrets accepted on frames (docs/operations.md)."""
+    nxt = tmp_path / "raft.secret.next"
+    base = {"secret_file": secret_file, "accept_secret_files": [str(nxt)]}
+    cfg = from_opts(opts(tmp_path), base)
+    assert cfg.accept_secrets == ()  # absent: nothing more accepted yet
+    nxt.write_bytes(b"n" * 32 + b"\n")
+    cfg = from_opts(opts(tmp_path), base)
+    assert cfg.accept_secrets == (b"n" * 32,)
+    assert b"n" * 32 not in repr(cfg).encode() and "accept_secrets" not in cfg.public_dict()
+    nxt.write_bytes(b"short")
+    with pytest.raises(EngineConfigError, match="accept_secret_files"):
+        from_opts(opts(tmp_path), base)
+    with pytest.raises(EngineConfigError, match="accept_secret_files"):
+        from_opts(opts(tmp_path), dict(base, accept_secret_files="/etc/one/path"))
+
+
+def test_reload_secrets_switches_the_transport_to_the_files_contents(tmp_path, secret_file):
+    from saltext_raft.integration.service import RaftService  # pylint: disable=import-outside-toplevel
+
+    nxt = tmp_path / "raft.secret.next"
+    cfg = from_opts(opts(tmp_path), {"secret_file": secret_file, "accept_secret_files": [str(nxt)]})
+
+    class Transport:
+        calls = []
+
+        def set_secrets(self, secret, accept):
+            self.calls.append((secret, accept))
+
+    class Runtime:
+        transport = Transport()
+
+    service = RaftService.__new__(RaftService)
+    service.cfg, service.opts = cfg, opts(tmp_path)
+    nxt.write_bytes(b"N" * 32)
+    out = service._reload_secrets(Runtime())  # pylint: disable=protected-access
+    assert out == {"secret_file": secret_file, "accepted_more": 1}
+    assert Transport.calls == [(SECRET, (b"N" * 32,))]
+    open(secret_file, "wb").write(b"N" * 32)  # step 2: send under the new one
+    nxt.write_bytes(SECRET)
+    service._reload_secrets(Runtime())  # pylint: disable=protected-access
+    assert Transport.calls[-1] == (b"N" * 32, (SECRET,))
+    nxt.unlink()  # step 3: the old one is dropped
+    service._reload_secrets(Runtime())  # pylint: disable=protected-access
+    assert Transport.calls[-1] == (b"N" * 32, ())
