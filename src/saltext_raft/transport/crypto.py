@@ -26,9 +26,16 @@ boot time in milliseconds shifted left 22 bits plus 22 random bits: unique per b
 a sane clock, increasing across restarts.
 
 Receiver checks, in order (cheapest first, nothing stateful before authentication):
-size → magic/version → cluster id → receiver id → sender known → replay pre-check →
-AEAD open → commit replay state. Replay state per sender: the current epoch, the highest
-counter seen in it and a 64-frame sliding window (tolerates reordering). A higher epoch is
+size → magic/version → cluster id → receiver id → sender known (a sender that is no peer
+only for small frames, before any key derivation) → replay pre-check → AEAD open → commit
+replay state.
+
+Secret rotation: a receiver may accept frames under further secrets (``accept_secrets``,
+``set_secrets``); the key that authenticated a sender's epoch is cached, so a frame costs one
+AEAD pass normally and one per accepted secret when forged or when its sender switched.
+
+Replay state per sender: the current epoch, the highest counter seen in it and a 64-frame
+sliding window (tolerates reordering). A higher epoch is
 adopted once a frame in it authenticates (the sender restarted). A lower epoch is refused as
 a replay, unless the current epoch has been silent for ``epoch_stale_after`` seconds (the
 sender restarted with a clock that went backwards); docs/transport.md argues why that is safe.
