@@ -1,0 +1,125 @@
+"""Secret rotation on three real masters (issue 18): every master accepts the new secret, then
+sends under it, then drops the old one, each step with ``salt-run raft.reload_secrets`` and no
+restart. Throughout: one leader in one term, no frame refused for authentication, no gate
+closed, and a minion (on master 1) served before, between the steps and after. Runbook:
+docs/operations.md, "Rotating the cluster secret"."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+
+import pytest
+
+from tests.integration.conftest import Cluster
+from tests.integration.conftest import log_text
+from tests.integration.conftest import ready_state
+from tests.integration.conftest import run_json
+from tests.integration.conftest import wait_for
+
+pytestmark = [pytest.mark.slow]
+
+MINION = "minion-rotate"
+
+
+@pytest.fixture(scope="module")
+def cluster(salt_factories, tmp_path_factory):
+    c = Cluster(salt_factories, tmp_path_factory.mktemp("rotate"))
+    try:
+        for mid in c.ids:
+            engine = c.engine(mid, accept_secret_files=[next_file(c, mid)])
+            c.start(c.master_factory(mid, engine=engine))
+        wait_for(c.all_ready, 120, "every master's gate to open")
+        c.start(c.minion_factory(c.ids[0], MINION))
+        yield c
+    finally:
+        c.close()
+
+
+def next_file(c: Cluster, mid: str) -> str:
+    return str(c.tmp_path / f"{mid}.secret.next")
+
+
+def write(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def reload_all(c: Cluster, accepted_more: int) -> None:
+    for mid in c.ids:
+        rc, data, ret = run_json(c.masters[mid], "raft.reload_secrets")
+        assert rc == 0 and data["accepted_more"] == accepted_more, ret
+
+
+def auth_drops(c: Cluster) -> dict:
+    out = {}
+    for mid in c.ids:
+        rc, data, ret = run_json(c.masters[mid], "raft.status")
+        assert rc == 0, ret
+        out[mid] = data["transport"]["dropped"]["auth"]
+    return out
+
+
+def ping(c: Cluster, via: str) -> bool:
+    ret = c.masters[via].salt_cli(timeout=60).run("test.ping", "-t", "20", minion_tgt=MINION)
+    return ret.returncode == 0 and ret.data is True
+
+
+class LeaderWatch:
+    """Polls every master's readiness file; records each (leader, term) seen and closed gates."""
+
+    def __init__(self, c: Cluster):
+        self.c = c
+        self.seen: set[tuple] = set()
+        self.closed: list[tuple] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            for mid in self.c.ids:
+                st = ready_state(self.c.masters[mid])
+                if st:
+                    self.seen.add((st.get("leader"), st.get("term")))
+                    if not st.get("ready"):
+                        self.closed.append((mid, st.get("reason")))
+            self._stop.wait(0.1)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_three_masters_rotate_their_secret_without_losing_the_leader_or_a_request(cluster):
+    c = cluster
+    wait_for(c.leader, 30, "one agreed leader")
+    assert ping(c, c.ids[0])
+    old, new = c.secret, secrets.token_hex(32)
+    before = auth_drops(c)
+    with LeaderWatch(c) as watch:
+        # 1. every master accepts the new secret (still sends under the old one)
+        for mid in c.ids:
+            write(next_file(c, mid), new)
+        reload_all(c, accepted_more=1)
+        assert ping(c, c.ids[0])
+        # 2. every master sends under the new secret (accepts the old one)
+        for mid in c.ids:
+            write(str(c.tmp_path / f"{mid}.secret"), new)  # Cluster.secret_file's path
+            write(next_file(c, mid), old)
+        reload_all(c, accepted_more=1)
+        assert ping(c, c.ids[0])
+        # 3. the old secret is dropped
+        for mid in c.ids:
+            os.unlink(next_file(c, mid))
+        reload_all(c, accepted_more=0)
+        assert ping(c, c.ids[0])  # traffic flows under the new secret alone
+    assert len(watch.seen) == 1, watch.seen  # one leader, one term, throughout
+    assert not watch.closed, watch.closed[:5]
+    assert auth_drops(c) == before  # no frame failed authentication at any step
+    for mid in c.ids:
+        assert "saltext-raft gate: refused a request" not in log_text(c.masters[mid])
