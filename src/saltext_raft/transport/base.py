@@ -29,10 +29,13 @@ log = logging.getLogger(__name__)
 #: Why a frame or message was dropped. Inbound: malformed .. wrong_receiver, inbound_full.
 #: Outbound: queue_full (peer queue full or peer not connected), unknown_peer (no address),
 #: unencodable (a message the codec cannot pack: a bug in the caller), oversize (both ways).
+#: throttled: a large inbound frame refused unread while its claimed sender's frames keep
+#: failing authentication (someone forges them; docs/security.md).
 DROP_REASONS = (
     "malformed",
     "version",
     "auth",
+    "throttled",
     "oversize",
     "replay",
     "unknown_sender",

@@ -11,6 +11,7 @@ from dataclasses import field
 
 from saltext_raft.core.nodeid import node_id_problem
 from saltext_raft.transport.codec import MAX_ID_LEN
+from saltext_raft.transport.crypto import AUTH_FAILURE_RATE
 from saltext_raft.transport.crypto import MIN_SECRET_BYTES
 
 
@@ -71,6 +72,10 @@ class TransportConfig:
     #: ...or seconds spent: a flood of frames costs the loop at most this plus one frame per
     #: turn, so ticks, heartbeats and client requests keep running.
     drain_seconds: float = 0.01
+    #: Bytes per second of frames failing authentication that one claimed sender may cost
+    #: this node; beyond that its frames above 64 KiB are refused unread ("throttled") until
+    #: the forging stops. Small frames always get through (docs/security.md).
+    auth_failure_bytes_per_second: int = AUTH_FAILURE_RATE
     #: Frames from a sender that is not a peer (a node asking to JOIN) are authenticated only up
     #: to this size; larger ones are refused as ``unknown_sender`` before any crypto work.
     unknown_sender_max_bytes: int = 4096
@@ -109,6 +114,7 @@ class TransportConfig:
             "drain_max": (1, 1 << 20),
             "drain_bytes": (1, 1 << 30),
             "unknown_sender_max_bytes": (0, 1 << 20),
+            "auth_failure_bytes_per_second": (1024, 1 << 34),
         }
         for name, (low, high) in ints.items():
             value = getattr(self, name)

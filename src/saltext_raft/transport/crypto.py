@@ -79,6 +79,12 @@ _EPOCH_COUNTER = struct.Struct(">QQ")
 _NONCE_PAD = b"\x00\x00\x00\x00"
 _MAX_COUNTER = (1 << 64) - 1
 _AEADS = {"chacha20poly1305": ChaCha20Poly1305, "aesgcm": AESGCM}
+#: Frames up to this size are never throttled (heartbeats, votes, acknowledgements, small
+#: appends): a forger cannot cut a peer off, only delay its large frames.
+THROTTLE_MIN_BYTES = 64 << 10
+#: Bytes per second of frames failing authentication a claimed sender may cost a receiver
+#: (leaky bucket; burst: one maximum frame). About 5 ms of ChaCha20-Poly1305 per second.
+AUTH_FAILURE_RATE = 8 << 20
 #: The longest header: the fixed part and three length-prefixed ids of at most 255 bytes.
 MAX_HEADER_BYTES = _FIXED_SIZE + 3 * 256
 
@@ -172,6 +178,7 @@ class FrameCrypto:
         max_frame_bytes: int = 16 << 20,
         clock: Callable[[], float] = time.monotonic,
         accept_secrets: Sequence[bytes | str] = (),
+        auth_failure_rate: float = AUTH_FAILURE_RATE,
     ):
         if aead not in _AEADS:
             raise ValueError(f"aead must be one of {sorted(_AEADS)}")
@@ -206,6 +213,10 @@ class FrameCrypto:
         # authenticated epochs
         self._open_cache: dict[tuple[bytes, int], tuple[int, object]] = {}
         self._replay: dict[bytes, _Replay] = {}
+        # claimed sender -> (bytes of failed authentication not yet drained, when): a leaky
+        # bucket that drains at auth_failure_rate bytes/s (see _throttled)
+        self._auth_debt: dict[bytes, tuple[float, float]] = {}
+        self._debt_rate = float(auth_failure_rate)
 
     def set_secrets(self, secret: bytes | str, accept_secrets: Sequence[bytes | str] = ()):
         """Seal with ``secret`` from now on; open frames sealed with it or any of
@@ -224,6 +235,7 @@ class FrameCrypto:
         self._open_keys = tuple(keys)
         self._seal_cache = {}
         self._open_cache = {}
+        self._auth_debt = {}  # frames failing under the old keys say nothing about the new
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -323,6 +335,12 @@ class FrameCrypto:
         in_order = state is not None and epoch == state.epoch and counter > state.high
         if not in_order and state is not None and not self._fresh(state, epoch, counter, now):
             raise FrameRejected("replay", f"epoch {epoch} counter {counter}", sender_id)
+        if size > THROTTLE_MIN_BYTES and sender in self._auth_debt and self._throttled(sender, now):
+            raise FrameRejected(
+                "throttled",
+                f"frame of {size} bytes: frames claiming this sender keep failing authentication",
+                sender_id,
+            )
         nonce, body, header = _NONCE_PAD + frame[12:20], frame[pos:], frame[:pos]
         cached = self._open_cache.get((sender, epoch))
         plaintext = None
@@ -347,6 +365,8 @@ class FrameCrypto:
                     self._open_cache.pop((sender, state.epoch), None)
                 break
             else:
+                if size > THROTTLE_MIN_BYTES:
+                    self._charge(sender, size, now)
                 raise FrameRejected("auth", "authentication failed", sender_id)
         if in_order:
             shift = counter - state.high
@@ -358,6 +378,31 @@ class FrameCrypto:
         else:
             self._commit(sender, state, epoch, counter, now)
         return sender_id, plaintext
+
+    # --- forged-frame budget ------------------------------------------------------------------
+    # A genuine frame never fails authentication, so failures for a claimed sender mean someone
+    # forges its frames. Each failed frame above THROTTLE_MIN_BYTES adds its size to the
+    # sender's debt, which drains at auth_failure_rate bytes/s; while the debt exceeds the
+    # largest frame, that sender's large frames are refused unread ("throttled"). Small frames
+    # (heartbeats, votes, acknowledgements) always get through, so a forger costs the receiver
+    # at most about auth_failure_rate bytes of AEAD work per second per claimed peer, and the
+    # genuine peer keeps its place in the cluster (only its large appends wait for the attack
+    # to stop). docs/security.md, "Network attacker".
+
+    def _throttled(self, sender: bytes, now: float) -> bool:
+        debt, when = self._auth_debt[sender]
+        debt -= (now - when) * self._debt_rate
+        if debt <= 0:
+            del self._auth_debt[sender]
+            return False
+        return debt > self._max_frame
+
+    def _charge(self, sender: bytes, size: int, now: float) -> None:
+        debt, when = self._auth_debt.get(sender, (0.0, now))
+        debt = max(0.0, debt - (now - when) * self._debt_rate) + size
+        if len(self._auth_debt) >= 4096 and sender not in self._auth_debt:
+            self._auth_debt.clear()  # only peers get here: a map this large is stale ids
+        self._auth_debt[sender] = (debt, now)
 
     def _fresh(self, state: _Replay, epoch: int, counter: int, now: float) -> bool:
         if epoch == state.epoch:

@@ -93,6 +93,7 @@ class ZmqTransport(Transport):
             max_frame_bytes=config.max_frame_bytes,
             clock=clock,
             accept_secrets=tuple(config.accept_secrets),
+            auth_failure_rate=config.auth_failure_bytes_per_second,
         )
         self._own_context = context is None
         self._ctx = context if context is not None else zmq.asyncio.Context()

@@ -226,7 +226,7 @@ def test_a_secret_rotation_keeps_both_sides_talking_and_then_refuses_the_old_sec
     talk()
     b.set_secrets(NEW_SECRET, [SECRET])
     talk()
-    old_frame_sender = FrameCrypto(SECRET, "cl", "a")  # someone still on the old secret
+    old_frame_sender = FrameCrypto(SECRET, "cl", "a", epoch=a.epoch + 1)  # still on the old one
     old_frame = old_frame_sender.seal("b", b"old")
     a.set_secrets(NEW_SECRET)  # phase 3: the old secret is dropped
     b.set_secrets(NEW_SECRET)
@@ -240,7 +240,9 @@ def test_a_forged_frame_costs_one_pass_per_accepted_secret_and_no_more():
     a, b, _ = pair()
     talk = a.seal("b", b"x")
     b.open(talk, PEERS)
-    forged = FrameCrypto(b"not-the-secret-not-the-secret!!!", "cl", "a").seal("b", b"y")
+    forged = FrameCrypto(b"not-the-secret-not-the-secret!!!", "cl", "a", epoch=a.epoch + 1).seal(
+        "b", b"y"
+    )
     calls = []
     real = crypto._derive_frame_key  # pylint: disable=protected-access
     crypto._derive_frame_key = lambda *args: calls.append(args) or real(*args)
@@ -254,3 +256,28 @@ def test_a_forged_frame_costs_one_pass_per_accepted_secret_and_no_more():
         assert len(calls) == 2
     finally:
         crypto._derive_frame_key = real
+
+
+def test_a_sender_whose_frames_keep_failing_gets_its_large_frames_throttled_unread(monkeypatch):
+    """M1: each forged large frame costs an AEAD pass; past a budget of failed bytes per
+    claimed sender, large frames from it are refused unread until the forging stops. Small
+    ones (heartbeats, votes) still get through, and so do large ones once it has stopped."""
+    import saltext_raft.transport.crypto as crypto  # pylint: disable=import-outside-toplevel
+
+    a, b, clock = pair(max_frame_bytes=1 << 20, auth_failure_rate=1 << 20)
+    b.open(a.seal("b", b"hello"), PEERS)
+    mallory = FrameCrypto(b"not-the-secret-not-the-secret!!!", "cl", "a", epoch=a.epoch + 1)
+    forged = mallory.seal("b", b"x" * 500_000)
+    derived = []
+    real = crypto._derive_frame_key  # pylint: disable=protected-access
+    monkeypatch.setattr(
+        crypto, "_derive_frame_key", lambda *args: derived.append(args) or real(*args)
+    )
+    reasons = [rejected(b, forged) for _ in range(10)]
+    assert reasons[:3] == ["auth"] * 3 and set(reasons[3:]) == {"throttled"}, reasons
+    assert len(derived) == 3  # no key derivation, no AEAD pass for the throttled ones
+    assert b.open(a.seal("b", b"small"), PEERS) == ("a", b"small")  # small frames pass
+    big = b"y" * 500_000
+    assert rejected(b, a.seal("b", big)) == "throttled"  # the genuine peer waits too...
+    clock.now += 2.0  # ...until the forging has stopped for a moment
+    assert b.open(a.seal("b", big), PEERS) == ("a", big)
