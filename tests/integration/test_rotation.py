@@ -42,8 +42,11 @@ def next_file(c: Cluster, mid: str) -> str:
 
 
 def write(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
+    """A secret file as an operator writes one: 0600 (the engine refuses a wider mode)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
+    os.chmod(path, 0o600)
 
 
 def reload_all(c: Cluster, accepted_more: int) -> None:

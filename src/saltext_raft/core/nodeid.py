@@ -34,9 +34,9 @@ class InvalidNodeId(ValueError):
 def node_id_problem(value) -> str:
     """Why ``value`` is not a valid node id ("" if it is)."""
     if not isinstance(value, str):
-        return f"a node id must be a string, got {type(value).__name__}"
+        return f"a node id must be a non-empty string, got {type(value).__name__}"
     if not value:
-        return "a node id must not be empty"
+        return "a node id must be a non-empty string"
     if len(value) > MAX_NODE_ID_LEN:
         return f"a node id must be at most {MAX_NODE_ID_LEN} characters (got {len(value)})"
     if not _ALLOWED.fullmatch(value):

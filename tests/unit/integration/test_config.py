@@ -202,16 +202,21 @@ def test_engine_options_finds_the_raft_entry():
     }
 
 
+#: A second secret for the rotation tests (64 hex digits: 32 bytes of key material).
+NEXT_SECRET = b"0f1e2d3c4b5a6978" * 4
+
+
 def test_accept_secret_files_are_read_skipped_when_absent_and_checked(tmp_path, secret_file):
     """Secret rotation: further secrets accepted on frames (docs/operations.md)."""
     nxt = tmp_path / "raft.secret.next"
     base = {"secret_file": secret_file, "accept_secret_files": [str(nxt)]}
     cfg = from_opts(opts(tmp_path), base)
     assert cfg.accept_secrets == ()  # absent: nothing more accepted yet
-    nxt.write_bytes(b"n" * 32 + b"\n")
+    nxt.write_bytes(NEXT_SECRET + b"\n")
+    nxt.chmod(0o600)  # checked like secret_file
     cfg = from_opts(opts(tmp_path), base)
-    assert cfg.accept_secrets == (b"n" * 32,)
-    assert b"n" * 32 not in repr(cfg).encode() and "accept_secrets" not in cfg.public_dict()
+    assert cfg.accept_secrets == (NEXT_SECRET,)
+    assert NEXT_SECRET not in repr(cfg).encode() and "accept_secrets" not in cfg.public_dict()
     nxt.write_bytes(b"short")
     with pytest.raises(EngineConfigError, match="accept_secret_files"):
         from_opts(opts(tmp_path), base)
@@ -236,14 +241,15 @@ def test_reload_secrets_switches_the_transport_to_the_files_contents(tmp_path, s
 
     service = RaftService.__new__(RaftService)
     service.cfg, service.opts = cfg, opts(tmp_path)
-    nxt.write_bytes(b"N" * 32)
+    nxt.write_bytes(NEXT_SECRET)
+    nxt.chmod(0o600)
     out = service._reload_secrets(Runtime())  # pylint: disable=protected-access
     assert out == {"secret_file": secret_file, "accepted_more": 1}
-    assert Transport.calls == [(SECRET, (b"N" * 32,))]
-    open(secret_file, "wb").write(b"N" * 32)  # step 2: send under the new one
+    assert Transport.calls == [(SECRET, (NEXT_SECRET,))]
+    open(secret_file, "wb").write(NEXT_SECRET)  # step 2: send under the new one
     nxt.write_bytes(SECRET)
     service._reload_secrets(Runtime())  # pylint: disable=protected-access
-    assert Transport.calls[-1] == (b"N" * 32, (SECRET,))
+    assert Transport.calls[-1] == (NEXT_SECRET, (SECRET,))
     nxt.unlink()  # step 3: the old one is dropped
     service._reload_secrets(Runtime())  # pylint: disable=protected-access
-    assert Transport.calls[-1] == (b"N" * 32, ())
+    assert Transport.calls[-1] == (NEXT_SECRET, ())

@@ -132,6 +132,7 @@ def test_every_error_code_says_whether_it_is_definite_and_survives_the_wire():
         "no_leader": True,
         "timeout": False,
         "rejected": True,
+        "stale_request": True,
         "overloaded": True,
         "stopped": False,
         "storage_failed": False,
