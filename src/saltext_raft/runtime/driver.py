@@ -854,12 +854,18 @@ class RaftRuntime:
         reach the top, or in a sweep once they outnumber the live ones."""
         heap = self._deadlines
         waiting = self._waiting
+        expired = False
         while heap and heap[0][0] <= now:
             _, seq, timeout = heapq.heappop(heap)
             # Popped here or by the apply that answers it (a cancelled one waits for either).
             fut = waiting.pop(seq, None)
             if fut is not None:
                 self._expire_proposal(fut, timeout)
+                expired = True
+        if expired and self._pending:
+            # Answered proposals still queued (no leader known, so never flushed) go now, with
+            # their data: else a client retrying every timeout grows the queue without bound.
+            self._pending[:] = [p for p in self._pending if not p[1].done()]
         if len(heap) > 2 * len(waiting) + 1024:
             heap[:] = [d for d in heap if d[1] in waiting]
             heapq.heapify(heap)
