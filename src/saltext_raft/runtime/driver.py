@@ -866,6 +866,12 @@ class RaftRuntime:
             # Answered proposals still queued (no leader known, so never flushed) go now, with
             # their data: else a client retrying every timeout grows the queue without bound.
             self._pending[:] = [p for p in self._pending if not p[1].done()]
+        sent = self._sent
+        if expired and len(sent) > 2 * len(waiting):
+            # Likewise the record of sent proposals, pruned otherwise only by an apply (none
+            # comes while our proposals are lost on the way to a leader on an idle cluster).
+            # Order is kept; at least half of it is dead, so the sweep costs O(1) per entry.
+            self._sent = deque(s for s in sent if s[1] in waiting)
         if len(heap) > 2 * len(waiting) + 1024:
             heap[:] = [d for d in heap if d[1] in waiting]
             heapq.heapify(heap)
@@ -1258,6 +1264,7 @@ class RaftRuntime:
             caught_up_index=self._caught_up_index,
             pending_proposals=len(self._pending),
             waiting_proposals=len(self._waiting),
+            sent_proposals=len(self._sent),
             waiting_reads=len(self._reads) + len(self._read_heap),
             save_seconds_total=round(self._save_seconds, 6),
             save_seconds_max=round(self._save_max, 6),
