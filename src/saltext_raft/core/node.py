@@ -31,7 +31,8 @@ Rules that differ from a naive Raft, each with its reason:
   removed node until it has stored its removal and learnt that it committed (never counting
   it toward a quorum), so a removed node knows it was removed.
 - A forwarded proposal carries the proposer's term and is appended only in that term; a node
-  that is not the leader drops forwarded requests (no relay). See ``propose_batch``.
+  that is not the leader drops forwarded requests (no relay), and a leader drops those of a
+  node that is not a member (a removed node). See ``propose_batch``.
 """
 
 from __future__ import annotations
@@ -559,6 +560,11 @@ class RaftNode:
 
     def _step_leader(self, m: Message) -> None:
         t = m.type
+        if t in _FORWARDED_TYPES and m.frm not in self.membership.members:
+            # A removed node keeps its last leader (it never campaigns): it may not write into,
+            # read from or move the leadership of the cluster it left (issue 18, M3).
+            self._counters["dropped"] += 1
+            return
         if t is MsgType.APPEND_RESP:
             self._handle_append_resp(m)
         elif t is MsgType.HEARTBEAT_RESP:

@@ -825,8 +825,12 @@ class RaftRuntime:
     def submit(self, data: bytes, timeout: float | None = None) -> asyncio.Future:
         """:meth:`propose` without a coroutine: the future of the result, for callers that
         answer from a done-callback (the cache service) rather than from a task of their own.
-        Raises :class:`Overloaded` at once when ``max_pending_proposals`` are waiting."""
+        Raises :class:`Overloaded` at once when ``max_pending_proposals`` are waiting, and
+        :class:`Rejected` on a node whose membership says it was removed."""
         self._check_running()
+        removed_at = self.node.membership.removed_at(self.id)
+        if removed_at:  # the leader would drop it: say so now, definitely
+            raise Rejected(f"not queued: {removed_message(self.id, removed_at)}")
         limit = self.config.max_pending_proposals
         if len(self._waiting) >= limit:
             self.counters["proposals_overloaded"] += 1
@@ -899,6 +903,19 @@ class RaftRuntime:
         if not pending:
             return
         node = self.node
+        removed_at = node.membership.removed_at(self.id)
+        if removed_at:
+            # Removed while they were queued here: never handed to a leader, and no leader
+            # takes them from us now (RaftNode drops a non-member's forwarded requests).
+            refused = Rejected(f"not sent: {removed_message(self.id, removed_at)}")
+            for _, fut, seq in pending:
+                self._waiting.pop(seq, None)
+                if not fut.done():
+                    fut.set_exception(refused)
+            pending.clear()
+            # Those already sent are not re-sent (no leader would take them); they time out.
+            self._sent.clear()
+            return
         if node.role is not Role.LEADER and node.leader == NONE:
             return  # kept until a leader is known (or they time out)
         live = [p for p in pending if not p[1].done()]

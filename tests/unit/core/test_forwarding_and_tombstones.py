@@ -89,3 +89,21 @@ def test_snapshot_meta_carries_tombstones_and_an_older_meta_without_them_still_d
     old = codec.msgpack.packb((codec.CODEC_VERSION, (7, 2, ("a",), (), (("a", "x"),), ())))
     assert codec.decode_snapshot_meta(old).membership.removed == ()
     assert Membership.from_dict(meta.membership.to_dict()) == meta.membership
+
+
+def test_a_leader_drops_forwarded_requests_from_a_node_it_removed():
+    """A removed follower never campaigns, so it keeps its last leader and kept forwarding
+    its clients' proposals to it in the same term; the leader appended and committed them: a
+    removed master still wrote into the cluster, and its client was told ``timeout``."""
+    c = Cluster()
+    leader = c.elect("a")
+    leader.propose_conf_change(ConfOp.REMOVE, "c")
+    c.stabilize()
+    assert "c" not in leader.membership.members and c.nodes["c"].leader == "a"
+    removed_term = c.nodes["c"].term
+    before = leader.last_index
+    leader.step(_propose("a", "c", removed_term, b"ghost"))
+    leader.step(Message(MsgType.TRANSFER_LEADER, "a", "c", 0, context=b"b"))
+    assert leader.last_index == before and not leader.lead_transferee
+    leader.step(_propose("a", "b", leader.term, b"member"))  # a member is still served
+    assert leader.last_index == before + 1

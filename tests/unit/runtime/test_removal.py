@@ -12,6 +12,7 @@ from saltext_raft.runtime import Rejected
 from saltext_raft.storage import MemoryDisk
 
 from .helpers import LocalCluster
+from .test_forwarding import RecordingMachine
 
 
 def run(coro):
@@ -138,5 +139,31 @@ def test_a_removed_follower_learns_its_removal_and_stays_out_after_a_restart(cap
                 assert again.node.role.value == "follower"
             assert again.status()["runtime"]["remote"]["requests_sent"] == 0
             assert f"{gone.id} was removed from the cluster at index" in caplog.text
+
+    run(main())
+
+
+def test_a_removed_follower_cannot_write_into_the_cluster_it_left():
+    """A removed follower never campaigns, so it kept its last leader and forwarded its clients'
+    proposals to it in the same term; the leader applied them (a removed master still wrote)
+    while the client was told ``timeout``. Now the leader drops them and the removed node
+    refuses them at once, definitely (tests/unit/core: the leader's side)."""
+
+    async def main():
+        async with LocalCluster(sm_factory=RecordingMachine, request_timeout=0.5) as c:
+            leader = await c.leader()
+            gone = next(rt for rt in c.nodes.values() if rt is not leader)
+            result = await leader.remove(gone.id)
+            await c.until(
+                "the removed follower stored its removal",
+                lambda: gone.node.membership.removed_at(gone.id) == result["index"],
+            )
+            assert gone.node.leader == leader.id  # it still knows (and would forward to) it
+            with pytest.raises(Rejected, match="was removed") as info:
+                await gone.propose(b"ghost")
+            assert info.value.definite
+            await leader.propose(b"after")  # one more commit: the ghost would be before it
+            for rt in c.nodes.values():
+                assert b"ghost" not in rt.sm.payloads, rt.id
 
     run(main())
