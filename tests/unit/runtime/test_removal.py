@@ -8,6 +8,7 @@ import logging
 
 import pytest
 
+from saltext_raft.runtime import CommitTimeout
 from saltext_raft.runtime import Rejected
 from saltext_raft.storage import MemoryDisk
 
@@ -165,5 +166,36 @@ def test_a_removed_follower_cannot_write_into_the_cluster_it_left():
             await leader.propose(b"after")  # one more commit: the ghost would be before it
             for rt in c.nodes.values():
                 assert b"ghost" not in rt.sm.payloads, rt.id
+
+    run(main())
+
+
+@pytest.mark.parametrize("heal", ["none", "one", "all"])
+def test_a_leader_whose_own_removal_never_committed_is_not_answered_success(heal):
+    """The success answer of a removed leader must be true: cut off from every other voter, its
+    removal entry exists only in its own log, the others elect a leader without it; whatever
+    part of the network then heals, it must never report success."""
+
+    async def main():
+        async with LocalCluster(request_timeout=3.0) as c:
+            old = await c.leader()
+            a, b = sorted(n for n in c.nodes if n != old.id)
+            for other in (a, b):
+                c.net.cut(old.id, other)
+            removal = asyncio.ensure_future(old.remove(old.id))
+            await c.until(
+                "the others elected a leader without the removal",
+                lambda: any(rt.id != old.id for rt in c.leaders()),
+            )
+            new = next(rt for rt in c.leaders() if rt.id != old.id)
+            assert old.id in new.node.membership.voters
+            if heal != "none":
+                c.net.heal()
+                if heal == "one":
+                    c.net.cut(old.id, new.id)  # it reaches only the voter that is not leading
+            await c.until("the removal answered", removal.done, timeout=5.0)
+            with pytest.raises(CommitTimeout):
+                removal.result()
+            assert old.id in new.node.membership.voters and not new.node.membership.removed
 
     run(main())
