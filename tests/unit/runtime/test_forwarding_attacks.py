@@ -181,3 +181,51 @@ def test_writes_through_every_node_under_leader_loss_delay_and_duplication_apply
             c.net.filter = None
 
     run(main())
+
+
+def test_a_forwarded_proposal_overtaken_by_a_snapshot_is_answered_at_once_and_applied_once():
+    """The proposer is cut off right after its leader appended its proposal; the others commit
+    it and much more, then snapshot and compact past it. On healing the proposer installs the
+    snapshot: it must answer its caller at once (outcome unknown), not re-send the proposal
+    (that could apply it twice) and not leave it waiting for its timeout."""
+
+    async def main():
+        async with LocalCluster(
+            sm_factory=RecordingMachine,
+            request_timeout=20.0,
+            snapshot_interval=10,
+            snapshot_keep=0,
+        ) as c:
+            leader = await c.leader()
+            proposer = next(rt for rt in c.nodes.values() if rt is not leader)
+            before = leader.node.last_index
+            c.net.filter = lambda m: not (m.frm == leader.id and m.to == proposer.id)
+            fut = asyncio.ensure_future(proposer.propose(b"in-the-snapshot"))
+            await c.until("the leader appended it", lambda: leader.node.last_index > before)
+            for other in c.nodes:
+                if other != proposer.id:
+                    c.net.cut(proposer.id, other)
+            c.net.filter = None
+            for i in range(30):
+                await leader.propose(b"more-%d" % i)
+            await c.until(
+                "the leader compacted past the proposal",
+                lambda: leader.node.snapshot_meta.index > before + 1,
+            )
+            c.net.heal()
+            await c.until("the proposal answered", fut.done, timeout=5.0)
+            with pytest.raises(CommitTimeout, match="snapshot"):
+                fut.result()
+            await leader.propose(b"last")
+            await c.until(
+                "the proposer caught up",
+                lambda: proposer.node.applied_index >= leader.node.commit_index,
+            )
+            assert proposer.counters["proposals_resent"] == 0
+            assert proposer.node.applied_index == leader.node.applied_index
+            assert proposer.sm.count == leader.sm.count  # entries applied, snapshot included
+            for rt in c.nodes.values():
+                assert rt.sm.payloads.count(b"in-the-snapshot") <= 1, rt.id
+            assert leader.sm.payloads.count(b"in-the-snapshot") == 1
+
+    run(main())
