@@ -1166,11 +1166,14 @@ class RaftRuntime:
             _rl.warning(target, "raft %s: JOIN refused: %s", self.id, msg)
             raise Rejected(msg)
         if already:  # idempotent, so a JOIN or a retried request is harmless
-            return {
-                "index": node.membership_at(node.last_index)[0],
-                "membership": m.to_dict(),
-                "changed": False,
-            }
+            index = node.membership_at(node.last_index)[0]
+            if index > node.commit_index:
+                # What it asks for is appended but not committed (e.g. this very request sent
+                # again after an unclear answer): that entry may still be lost, so answer as
+                # its first sender is answered, once it commits.
+                term = node.term_at(index)
+                await self._await_conf(f"{cmd} {target}", index, term, deadline)
+            return {"index": index, "membership": m.to_dict(), "changed": False}
         try:
             index = node.propose_conf_change(op, target, str(args.get("address") or ""))
         except NotLeader:
@@ -1180,18 +1183,22 @@ class RaftRuntime:
             if "pending" in text or "transferred" in text:
                 raise _Retry(text) from None
             raise Rejected(text) from None
-        fut = self._loop.create_future()
-        term = node.term
-        self._conf_waiters.setdefault(index, []).append((term, fut))
-        self._kick()
-        if not await self._wait_conf(fut, index, term, deadline):
-            fut.cancel()  # its entry in _conf_waiters is dropped when that index is applied
-            raise CommitTimeout(f"{cmd} {target} (entry {index}) not committed in time") from None
+        await self._await_conf(f"{cmd} {target}", index, node.term, deadline)
         return {
             "index": index,
             "membership": node.membership_at(index)[1].to_dict(),
             "changed": True,
         }
+
+    async def _await_conf(self, what: str, index: int, term: int, deadline: float) -> None:
+        """Return once membership entry ``(index, term)`` is applied here (or known committed),
+        else raise :class:`CommitTimeout` (indeterminate)."""
+        fut = self._loop.create_future()
+        self._conf_waiters.setdefault(index, []).append((term, fut))
+        self._kick()
+        if not await self._wait_conf(fut, index, term, deadline):
+            fut.cancel()  # its entry in _conf_waiters is dropped when that index is applied
+            raise CommitTimeout(f"{what} (entry {index}) not committed in time")
 
     async def _wait_conf(self, fut: asyncio.Future, index: int, term: int, deadline: float) -> bool:
         """Wait for our membership entry ``(index, term)`` to be applied here (True), or for the

@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from saltext_raft.runtime import CommitTimeout
+from saltext_raft.runtime import RaftRuntimeError
 from saltext_raft.runtime import Rejected
 from saltext_raft.storage import MemoryDisk
 
@@ -197,5 +198,31 @@ def test_a_leader_whose_own_removal_never_committed_is_not_answered_success(heal
             with pytest.raises(CommitTimeout):
                 removal.result()
             assert old.id in new.node.membership.voters and not new.node.membership.removed
+
+    run(main())
+
+
+def test_a_repeated_membership_request_is_not_answered_success_before_the_change_commits():
+    """An operator re-runs ``raft.remove`` after an indeterminate answer (or two run it at once)
+    while the first removal is appended on a leader cut off from every other voter. Before,
+    the second request was answered success ("already removed": the leader looked at its
+    latest, uncommitted membership) although the change could not commit and was then lost
+    when the others elected a leader without it: a definite answer that was false."""
+
+    async def main():
+        async with LocalCluster(request_timeout=3.0) as c:
+            old = await c.leader()
+            a, b = sorted(n for n in c.nodes if n != old.id)
+            for other in (a, b):
+                c.net.cut(old.id, other)
+            first = asyncio.ensure_future(old.remove(b))
+            await c.until("the removal appended", lambda: b not in old.node.membership.voters)
+            with pytest.raises(RaftRuntimeError) as info:
+                await old.remove(b, timeout=0.5)
+            assert not info.value.definite
+            first.cancel()
+            await asyncio.gather(first, return_exceptions=True)
+            new = await c.leader()
+            assert new is not old and b in new.node.membership.voters  # it never took effect
 
     run(main())
