@@ -299,16 +299,18 @@ class RaftNode:
             self.lead_transferee = NONE
 
     def _departing(self, nid: str) -> bool:
-        """True while ``nid``, removed by the latest configuration entry, has not yet stored
-        that entry and learnt that it committed. The leader keeps replicating to it until then,
+        """True while ``nid``, removed (tombstoned) while we lead, has not yet stored its removal
+        entry and learnt that it committed. The leader keeps replicating to it until then,
         so that a removed node knows (and keeps on disk) that it was removed: it then stays out
         instead of asking to join again on its next start (its tombstone, ``Membership.removed``).
-        It never counts toward any quorum (those count voters only)."""
-        conf_index = self._conf_index[-1]
-        if self.membership.removed_at(nid) != conf_index:
+        Later configuration entries do not end this (a dead master is usually removed and then
+        replaced: it must still learn its removal when it comes back). It never counts toward
+        any quorum (those count voters only)."""
+        removed = self.membership.removed_at(nid)
+        if not removed:
             return False
         pr = self.progress.get(nid)
-        return pr is None or pr.match < conf_index or self.log.committed < conf_index
+        return pr is None or pr.match < removed or self.log.committed < removed
 
     # ------------------------------------------------------------------------------------------
     # role changes

@@ -107,3 +107,25 @@ def test_a_leader_drops_forwarded_requests_from_a_node_it_removed():
     assert leader.last_index == before and not leader.lead_transferee
     leader.step(_propose("a", "b", leader.term, b"member"))  # a member is still served
     assert leader.last_index == before + 1
+
+
+def test_a_removed_node_that_was_down_gets_its_removal_after_a_later_membership_change():
+    """The usual replacement of a dead master: remove it, then add (or change) another. The
+    leader dropped the removed node's progress at the next configuration entry, so when it came
+    back it never got its removal: it still thought it was a voter, never logged that it was
+    removed and kept campaigning. The leader now keeps replicating to it until it has it."""
+    c = Cluster(ids=("a", "b", "c", "d"))
+    leader = c.elect("a")
+    c.crash("d")
+    index = leader.propose_conf_change(ConfOp.REMOVE, "d")
+    c.stabilize()
+    leader.propose_conf_change(ConfOp.DEMOTE, "c")  # the next change, while d is still down
+    c.stabilize()
+    assert "c" in leader.membership.learners and leader.membership.removed_at("d") == index
+    c.restart("d")
+    for _ in range(3):  # a few heartbeat rounds
+        c.tick("a", leader.cfg.heartbeat_ticks)
+        c.stabilize()
+    gone = c.nodes["d"]
+    assert gone.membership.removed_at("d") == index and not gone.is_voter
+    assert "d" not in leader.progress  # and then the leader is done with it
