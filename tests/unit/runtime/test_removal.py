@@ -226,3 +226,28 @@ def test_a_repeated_membership_request_is_not_answered_success_before_the_change
             assert new is not old and b in new.node.membership.voters  # it never took effect
 
     run(main())
+
+
+def test_a_dead_master_removed_then_replaced_learns_its_removal_when_it_comes_back(caplog):
+    """Remove a stopped master, add its replacement (a JOIN, then auto-promotion: two more
+    configuration entries), then start the old one with its data: it must learn that it was
+    removed and stay out."""
+    caplog.set_level(logging.INFO, logger="saltext_raft")
+
+    async def main():
+        async with LocalCluster(ids=("n1", "n2", "n3", "n4"), extra=("n5",)) as c:
+            leader = await c.leader()
+            dead = next(n for n in ("n4", "n3") if n != leader.id)
+            await c.stop(dead)
+            result = await leader.remove(dead)
+            await c.start("n5", join=True)
+            await c.until("n5 is a voter", lambda: "n5" in leader.node.membership.voters)
+            back = await c.start(dead)  # its own data, no join
+            await c.until(
+                "it learnt its removal",
+                lambda: back.node.membership.removed_at(dead) == result["index"],
+            )
+            assert not back.is_member and not back.node.is_voter
+            assert f"{dead} was removed from the cluster at index" in caplog.text
+
+    run(main())
