@@ -251,3 +251,22 @@ def test_a_dead_master_removed_then_replaced_learns_its_removal_when_it_comes_ba
             assert f"{dead} was removed from the cluster at index" in caplog.text
 
     run(main())
+
+
+def test_a_node_id_the_wire_cannot_carry_is_refused_before_it_enters_the_membership():
+    """Issue 18 L9, made worse by tombstones: a 300-character id was committed (every frame to
+    it is dropped), and removing it, the obvious cure, now leaves it in the tombstones, which
+    every later snapshot carries and no node can decode: a follower that needs a snapshot
+    could never catch up again. The id is refused at once instead."""
+
+    async def main():
+        async with LocalCluster() as c:
+            leader = await c.leader()
+            follower = next(rt for rt in c.nodes.values() if rt is not leader)
+            before = leader.node.membership
+            for rt in (leader, follower):
+                with pytest.raises(Rejected, match="at most 255"):
+                    await rt.add_learner("x" * 300, "mem://x")
+            assert leader.node.membership == before
+
+    run(main())
