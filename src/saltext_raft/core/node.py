@@ -31,7 +31,8 @@ Rules that differ from a naive Raft, each with its reason:
   removed node until it has stored its removal and learnt that it committed (never counting
   it toward a quorum), so a removed node knows it was removed.
 - A forwarded proposal carries the proposer's term and is appended only in that term; a node
-  that is not the leader drops forwarded requests (no relay). See ``propose_batch``.
+  that is not the leader drops forwarded requests (no relay), and a leader drops those of a
+  node that is not a member (a removed node). See ``propose_batch``.
 """
 
 from __future__ import annotations
@@ -299,16 +300,18 @@ class RaftNode:
             self.lead_transferee = NONE
 
     def _departing(self, nid: str) -> bool:
-        """True while ``nid``, removed by the latest configuration entry, has not yet stored
-        that entry and learnt that it committed. The leader keeps replicating to it until then,
+        """True while ``nid``, removed (tombstoned) while we lead, has not yet stored its removal
+        entry and learnt that it committed. The leader keeps replicating to it until then,
         so that a removed node knows (and keeps on disk) that it was removed: it then stays out
         instead of asking to join again on its next start (its tombstone, ``Membership.removed``).
-        It never counts toward any quorum (those count voters only)."""
-        conf_index = self._conf_index[-1]
-        if self.membership.removed_at(nid) != conf_index:
+        Later configuration entries do not end this (a dead master is usually removed and then
+        replaced: it must still learn its removal when it comes back). It never counts toward
+        any quorum (those count voters only)."""
+        removed = self.membership.removed_at(nid)
+        if not removed:
             return False
         pr = self.progress.get(nid)
-        return pr is None or pr.match < conf_index or self.log.committed < conf_index
+        return pr is None or pr.match < removed or self.log.committed < removed
 
     # ------------------------------------------------------------------------------------------
     # role changes
@@ -560,6 +563,11 @@ class RaftNode:
 
     def _step_leader(self, m: Message) -> None:
         t = m.type
+        if t in _FORWARDED_TYPES and m.frm not in self.membership.members:
+            # A removed node keeps its last leader (it never campaigns): it may not write into,
+            # read from or move the leadership of the cluster it left (issue 18, M3).
+            self._counters["dropped"] += 1
+            return
         if t is MsgType.APPEND_RESP:
             self._handle_append_resp(m)
         elif t is MsgType.HEARTBEAT_RESP:

@@ -94,6 +94,7 @@ from saltext_raft.runtime.remote import binding as remote_binding
 from saltext_raft.runtime.remote import removed_message
 from saltext_raft.runtime.storage_thread import StorageThread
 from saltext_raft.transport.base import RateLimitedLog
+from saltext_raft.transport.codec import MAX_ID_LEN
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)  # per node id: lines a remote node can make repeat
@@ -829,13 +830,17 @@ class RaftRuntime:
     def submit(self, data: bytes, timeout: float | None = None) -> asyncio.Future:
         """:meth:`propose` without a coroutine: the future of the result, for callers that
         answer from a done-callback (the cache service) rather than from a task of their own.
-        Raises :class:`Overloaded` at once when ``max_pending_proposals`` are waiting."""
+        Raises :class:`Overloaded` at once when ``max_pending_proposals`` are waiting, and
+        :class:`Rejected` on a node whose membership says it was removed."""
         self._check_running()
         if len(data) > self.config.max_entry_bytes:
             raise Rejected(
                 f"a proposal of {len(data)} bytes is larger than max_entry_bytes "
                 f"({self.config.max_entry_bytes})"
             )
+        removed_at = self.node.membership.removed_at(self.id)
+        if removed_at:  # the leader would drop it: say so now, definitely
+            raise Rejected(f"not queued: {removed_message(self.id, removed_at)}")
         limit = self.config.max_pending_proposals
         if len(self._waiting) >= limit:
             self.counters["proposals_overloaded"] += 1
@@ -863,12 +868,24 @@ class RaftRuntime:
         reach the top, or in a sweep once they outnumber the live ones."""
         heap = self._deadlines
         waiting = self._waiting
+        expired = False
         while heap and heap[0][0] <= now:
             _, seq, timeout = heapq.heappop(heap)
             # Popped here or by the apply that answers it (a cancelled one waits for either).
             fut = waiting.pop(seq, None)
             if fut is not None:
                 self._expire_proposal(fut, timeout)
+                expired = True
+        if expired and self._pending:
+            # Answered proposals still queued (no leader known, so never flushed) go now, with
+            # their data: else a client retrying every timeout grows the queue without bound.
+            self._pending[:] = [p for p in self._pending if not p[1].done()]
+        sent = self._sent
+        if expired and len(sent) > 2 * len(waiting):
+            # Likewise the record of sent proposals, pruned otherwise only by an apply (none
+            # comes while our proposals are lost on the way to a leader on an idle cluster).
+            # Order is kept; at least half of it is dead, so the sweep costs O(1) per entry.
+            self._sent = deque(s for s in sent if s[1] in waiting)
         if len(heap) > 2 * len(waiting) + 1024:
             heap[:] = [d for d in heap if d[1] in waiting]
             heapq.heapify(heap)
@@ -896,6 +913,19 @@ class RaftRuntime:
         if not pending:
             return
         node = self.node
+        removed_at = node.membership.removed_at(self.id)
+        if removed_at:
+            # Removed while they were queued here: never handed to a leader, and no leader
+            # takes them from us now (RaftNode drops a non-member's forwarded requests).
+            refused = Rejected(f"not sent: {removed_message(self.id, removed_at)}")
+            for _, fut, seq in pending:
+                self._waiting.pop(seq, None)
+                if not fut.done():
+                    fut.set_exception(refused)
+            pending.clear()
+            # Those already sent are not re-sent (no leader would take them); they time out.
+            self._sent.clear()
+            return
         if node.role is not Role.LEADER and node.leader == NONE:
             return  # kept until a leader is known (or they time out)
         live = [p for p in pending if not p[1].done()]
@@ -1140,6 +1170,10 @@ class RaftRuntime:
     async def _admin_local(self, cmd: str, args: dict, deadline: float) -> dict:
         node = self.node
         target = str(args.get("node") or "")
+        if len(target) > MAX_ID_LEN:
+            # No frame could reach it, and once removed its tombstone would make every later
+            # snapshot undecodable (issue 18, L9): refused before it enters any membership.
+            raise Rejected(f"node id must be at most {MAX_ID_LEN} characters, got {len(target)}")
         if cmd == "transfer":
             try:
                 node.transfer_leader(target)
@@ -1169,11 +1203,14 @@ class RaftRuntime:
             _rl.warning(target, "raft %s: JOIN refused: %s", self.id, msg)
             raise Rejected(msg)
         if already:  # idempotent, so a JOIN or a retried request is harmless
-            return {
-                "index": node.membership_at(node.last_index)[0],
-                "membership": m.to_dict(),
-                "changed": False,
-            }
+            index = node.membership_at(node.last_index)[0]
+            if index > node.commit_index:
+                # What it asks for is appended but not committed (e.g. this very request sent
+                # again after an unclear answer): that entry may still be lost, so answer as
+                # its first sender is answered, once it commits.
+                term = node.term_at(index)
+                await self._await_conf(f"{cmd} {target}", index, term, deadline)
+            return {"index": index, "membership": m.to_dict(), "changed": False}
         try:
             index = node.propose_conf_change(op, target, str(args.get("address") or ""))
         except NotLeader:
@@ -1183,18 +1220,22 @@ class RaftRuntime:
             if "pending" in text or "transferred" in text:
                 raise _Retry(text) from None
             raise Rejected(text) from None
-        fut = self._loop.create_future()
-        term = node.term
-        self._conf_waiters.setdefault(index, []).append((term, fut))
-        self._kick()
-        if not await self._wait_conf(fut, index, term, deadline):
-            fut.cancel()  # its entry in _conf_waiters is dropped when that index is applied
-            raise CommitTimeout(f"{cmd} {target} (entry {index}) not committed in time") from None
+        await self._await_conf(f"{cmd} {target}", index, node.term, deadline)
         return {
             "index": index,
             "membership": node.membership_at(index)[1].to_dict(),
             "changed": True,
         }
+
+    async def _await_conf(self, what: str, index: int, term: int, deadline: float) -> None:
+        """Return once membership entry ``(index, term)`` is applied here (or known committed),
+        else raise :class:`CommitTimeout` (indeterminate)."""
+        fut = self._loop.create_future()
+        self._conf_waiters.setdefault(index, []).append((term, fut))
+        self._kick()
+        if not await self._wait_conf(fut, index, term, deadline):
+            fut.cancel()  # its entry in _conf_waiters is dropped when that index is applied
+            raise CommitTimeout(f"{what} (entry {index}) not committed in time")
 
     async def _wait_conf(self, fut: asyncio.Future, index: int, term: int, deadline: float) -> bool:
         """Wait for our membership entry ``(index, term)`` to be applied here (True), or for the
@@ -1285,6 +1326,7 @@ class RaftRuntime:
             caught_up_index=self._caught_up_index,
             pending_proposals=len(self._pending),
             waiting_proposals=len(self._waiting),
+            sent_proposals=len(self._sent),
             waiting_reads=len(self._reads) + len(self._read_heap),
             save_seconds_total=round(self._save_seconds, 6),
             save_seconds_max=round(self._save_max, 6),

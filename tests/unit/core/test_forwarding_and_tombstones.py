@@ -89,3 +89,43 @@ def test_snapshot_meta_carries_tombstones_and_an_older_meta_without_them_still_d
     old = codec.msgpack.packb((codec.CODEC_VERSION, (7, 2, ("a",), (), (("a", "x"),), ())))
     assert codec.decode_snapshot_meta(old).membership.removed == ()
     assert Membership.from_dict(meta.membership.to_dict()) == meta.membership
+
+
+def test_a_leader_drops_forwarded_requests_from_a_node_it_removed():
+    """A removed follower never campaigns, so it keeps its last leader and kept forwarding
+    its clients' proposals to it in the same term; the leader appended and committed them: a
+    removed master still wrote into the cluster, and its client was told ``timeout``."""
+    c = Cluster()
+    leader = c.elect("a")
+    leader.propose_conf_change(ConfOp.REMOVE, "c")
+    c.stabilize()
+    assert "c" not in leader.membership.members and c.nodes["c"].leader == "a"
+    removed_term = c.nodes["c"].term
+    before = leader.last_index
+    leader.step(_propose("a", "c", removed_term, b"ghost"))
+    leader.step(Message(MsgType.TRANSFER_LEADER, "a", "c", 0, context=b"b"))
+    assert leader.last_index == before and not leader.lead_transferee
+    leader.step(_propose("a", "b", leader.term, b"member"))  # a member is still served
+    assert leader.last_index == before + 1
+
+
+def test_a_removed_node_that_was_down_gets_its_removal_after_a_later_membership_change():
+    """The usual replacement of a dead master: remove it, then add (or change) another. The
+    leader dropped the removed node's progress at the next configuration entry, so when it came
+    back it never got its removal: it still thought it was a voter, never logged that it was
+    removed and kept campaigning. The leader now keeps replicating to it until it has it."""
+    c = Cluster(ids=("a", "b", "c", "d"))
+    leader = c.elect("a")
+    c.crash("d")
+    index = leader.propose_conf_change(ConfOp.REMOVE, "d")
+    c.stabilize()
+    leader.propose_conf_change(ConfOp.DEMOTE, "c")  # the next change, while d is still down
+    c.stabilize()
+    assert "c" in leader.membership.learners and leader.membership.removed_at("d") == index
+    c.restart("d")
+    for _ in range(3):  # a few heartbeat rounds
+        c.tick("a", leader.cfg.heartbeat_ticks)
+        c.stabilize()
+    gone = c.nodes["d"]
+    assert gone.membership.removed_at("d") == index and not gone.is_voter
+    assert "d" not in leader.progress  # and then the leader is done with it
