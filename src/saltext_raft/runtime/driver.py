@@ -94,7 +94,6 @@ from saltext_raft.runtime.remote import binding as remote_binding
 from saltext_raft.runtime.remote import removed_message
 from saltext_raft.runtime.storage_thread import StorageThread
 from saltext_raft.transport.base import RateLimitedLog
-from saltext_raft.transport.codec import MAX_ID_LEN
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)  # per node id: lines a remote node can make repeat
@@ -1170,10 +1169,6 @@ class RaftRuntime:
     async def _admin_local(self, cmd: str, args: dict, deadline: float) -> dict:
         node = self.node
         target = str(args.get("node") or "")
-        if len(target) > MAX_ID_LEN:
-            # No frame could reach it, and once removed its tombstone would make every later
-            # snapshot undecodable (issue 18, L9): refused before it enters any membership.
-            raise Rejected(f"node id must be at most {MAX_ID_LEN} characters, got {len(target)}")
         if cmd == "transfer":
             try:
                 node.transfer_leader(target)
