@@ -232,10 +232,12 @@ def test_writer_close_marks_not_ready(tmp_path):
 def test_an_open_gate_costs_one_stat_per_cache_period_not_one_per_request(opts, monkeypatch):
     """The hot path on a ready master is a clock read and a compare: the readiness file is
     looked at once per ``cache_for`` (here the clock never moves: once for every request)."""
-    writer(opts).publish({"ready": True})
+    beat = time.monotonic()
+    ReadinessWriter(writer(opts).path, interval=0.5, clock=lambda: beat).publish({"ready": True})
     g = gatemod.Gate().for_opts(opts)
     path = g.settings.readiness_path
-    g.reader = ReadinessReader(path, g.settings.stale_after, clock=lambda: 0.0)
+    # the clock stands still at the engine's last heartbeat: fresh, and the cache never expires
+    g.reader = ReadinessReader(path, g.settings.stale_after, clock=lambda: beat)
     stats = []
     real_stat = os.stat
 
