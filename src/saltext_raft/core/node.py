@@ -1005,7 +1005,8 @@ class RaftNode:
         (a pending change may just have committed) and at each heartbeat round. Before
         2026-11-27 it was checked only when a learner's acknowledged index moved, so a learner
         that caught up while a change was pending stayed a learner on an idle cluster (the
-        simulator's post-heal promotion check and tests/unit/sim/broken.py keep it that way)."""
+        simulator's post-heal promotion check and the mutant promotes-only-when-acks-move keep
+        it that way)."""
         self._maybe_auto_promote(nid, pr)
 
     def _maybe_auto_promote(self, nid: str, pr: Progress) -> None:
