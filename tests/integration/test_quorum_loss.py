@@ -40,7 +40,6 @@ TAG = "saltext/raft/"
 @pytest.fixture(scope="module")
 def cluster(salt_factories, tmp_path_factory):
     c = Cluster(salt_factories, tmp_path_factory.mktemp("quorum"), gate_grace=GRACE)
-    c.started_at = time.time()
     try:
         in_threads(*(lambda m=m: c.start(c.master_factory(m)) for m in c.ids))
         yield c
@@ -69,13 +68,14 @@ def salt_call(cluster, mid: str, fun: str):
     return ret.data
 
 
-def test_salt_run_raft_leader_and_salt_call_raft_is_ready_on_every_master(cluster, event_listener):
+def test_salt_run_raft_leader_and_salt_call_raft_is_ready_on_every_master(cluster):
     leader = healthy(cluster)
-    # Bootstrap announced itself: every master's gate/open (reactors wait for it).
-    opened = event_listener.wait_for_events(
-        [(m, TAG + "gate/open") for m in cluster.ids], after_time=cluster.started_at, timeout=30
-    )
-    assert opened.found_all_events, sorted((e.daemon_id, e.tag) for e in opened)
+    # Bootstrap's gate/open is not asserted here: the event listener's forwarding engine and
+    # the raft engine start side by side in each master, and a gate that opens before the
+    # forwarder has subscribed is announced to nobody (one master of three in a CI run). The
+    # gate/open and gate/closed events are asserted on real masters below, after the listener
+    # is in place (engine restart, quorum loss), and every emission in the service-wiring
+    # unit tests.
     for mid in cluster.ids:
         rc, data, ret = run_json(cluster.masters[mid], "raft.leader")
         assert rc == 0, ret
