@@ -43,8 +43,10 @@ TRIALS = (("pause", PER_KIND), ("kill", PER_KIND), ("partition", PER_KIND))
 PARTITION_HOLD_S = 3 * MAX_ELECTION_S
 #: Writes to the partitioned old leader: their timeout (their outcome may be unknown).
 OLD_LEADER_WRITE_TIMEOUT = 5.0
-MAX_WRITES = 4000  # per writer
-MAX_SECONDS = 120.0  # per writer
+FAULTS = sum(count for _, count in TRIALS)
+#: Per writer, scaled with the number of faults (about 150 writes and 2 s per fault here).
+MAX_WRITES = max(4000, 600 * FAULTS)
+MAX_SECONDS = max(120.0, 8.0 * FAULTS)
 
 
 class Writer(threading.Thread):
