@@ -19,6 +19,11 @@ moment it exists, in a data directory made 0700): only the node's user can reach
 user can then write data and change membership. Use that only on a machine without untrusted
 local users (benchmarks); a non-loopback address is refused.
 
+``--allow-fault-injection`` (test only, off by default) enables the ``partition`` control op:
+``{"op": "partition", "peers": ["n2", "n3"]}`` makes this node drop every message to and from
+those peers (counted as ``partitioned`` in ``status``'s transport drops); ``"peers": []``
+heals. Without the flag the op is refused (``rejected``). Masters have no such op.
+
 ``--founders`` (default: every id in ``--peers``) names the founding voters. A node that is not
 a founder, or is started with ``--join``, starts empty and asks a peer to add it as a learner.
 """
@@ -42,6 +47,7 @@ from saltext_raft.runtime import DictStateMachine
 from saltext_raft.runtime import Overloaded
 from saltext_raft.runtime import RaftRuntime
 from saltext_raft.runtime import RaftRuntimeError
+from saltext_raft.runtime import Rejected
 from saltext_raft.runtime import RuntimeConfig
 from saltext_raft.runtime import default_core_config
 from saltext_raft.runtime.control import ControlServer
@@ -140,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("on", "off"),
         default="on" if RuntimeConfig.follower_inline_saves else "off",
         help="a follower saves on the event loop instead of the storage thread",
+    )
+    p.add_argument(
+        "--allow-fault-injection",
+        action="store_true",
+        help="TEST ONLY: enable the 'partition' control op (drop links to chosen peers)",
     )
     p.add_argument("--log-level", default="info")
     return p
@@ -248,6 +259,34 @@ async def _sm_stats(rt: RaftRuntime, req: dict) -> dict:
     return {"count": rt.sm.count, "keys": len(rt.sm.data), "applied": rt.sm.applied}
 
 
+#: Why the ``partition`` op is refused on a node started without the flag.
+FAULT_INJECTION_OFF = (
+    "fault injection is disabled on this node: the 'partition' op is for tests only "
+    "(start the node with --allow-fault-injection)"
+)
+
+
+def partition_op(transport):
+    """The ``partition`` control op over ``transport`` (a PartitionableZmqTransport), or, with
+    None (the node was started without ``--allow-fault-injection``), an op that refuses."""
+
+    async def _partition(rt: RaftRuntime, req: dict) -> dict:
+        """Test-only: cut this node's links to ``peers`` (a list of ids; empty heals)."""
+        if transport is None:
+            raise Rejected(FAULT_INJECTION_OFF)
+        peers = req.get("peers")
+        if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+            raise Rejected("partition: 'peers' must be a list of node ids (empty to heal)")
+        try:
+            now = transport.partition(peers)
+        except ValueError as exc:  # an invalid id (InvalidNodeId) or its own
+            raise Rejected(f"partition: {exc}") from None
+        log.warning("fault injection: links to %s cut (empty: healed)", now)
+        return {"partitioned_from": now}
+
+    return _partition
+
+
 def process_memory() -> dict:
     """This process's resident memory now and at its peak (Linux /proc; {} elsewhere)."""
     out = {}
@@ -272,6 +311,9 @@ async def main(argv=None) -> int:
     )
     from saltext_raft.transport import TransportConfig  # pylint: disable=import-outside-toplevel
     from saltext_raft.transport import ZmqTransport  # pylint: disable=import-outside-toplevel
+
+    if args.allow_fault_injection:
+        from saltext_raft.transport.faults import PartitionableZmqTransport as ZmqTransport  # pylint: disable=import-outside-toplevel
 
     with open(args.secret_file, "rb") as fh:
         secret = fh.read().strip()
@@ -337,6 +379,7 @@ async def main(argv=None) -> int:
             "set": _set,
             "sm_stats": _sm_stats,
             "status": _status,
+            "partition": partition_op(transport if args.allow_fault_injection else None),
         },
     )
     bound = await control.start()

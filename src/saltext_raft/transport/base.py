@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 #: Outbound: queue_full (peer queue full or peer not connected), unknown_peer (no address),
 #: unencodable (a message the codec cannot pack: a bug in the caller), oversize (both ways).
 #: throttled: a large inbound frame refused unread while its claimed sender's frames keep
-#: failing authentication (someone forges them; docs/security.md).
+#: failing authentication (someone forges them; docs/security.md). partitioned (both ways): a
+#: link cut on purpose by test-only fault injection (transport.faults).
 DROP_REASONS = (
     "malformed",
     "version",
@@ -45,6 +46,7 @@ DROP_REASONS = (
     "unknown_peer",
     "unencodable",
     "inbound_full",
+    "partitioned",
 )
 
 

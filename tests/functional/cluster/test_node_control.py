@@ -72,6 +72,13 @@ def test_by_default_the_control_channel_is_an_owner_only_unix_socket(one_node):
     assert node.call("status")["role"] in ("leader", "candidate", "follower", "pre_candidate")
 
 
+def test_fault_injection_is_refused_without_its_flag(one_node):
+    _, node = one_node
+    with pytest.raises(RuntimeError, match=r"^rejected: .*--allow-fault-injection"):
+        node.call("partition", peers=["n2"])
+    assert node.call("status")["transport"].get("partitioned_from") is None
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as uid 65534")
 @pytest.mark.skipif(not os.access(SYSTEM_PYTHON, os.X_OK), reason=f"no {SYSTEM_PYTHON}")
 def test_another_local_user_cannot_use_the_control_channel(one_node):
