@@ -180,14 +180,13 @@ def test_a_leader_that_loses_its_quorum_steps_down_its_gate_closes_and_reopens(
     in_threads(*(lambda m=m: cluster.masters[m].start(start_timeout=120) for m in others))
     wait_for(cluster.all_ready, 120, "every gate open once the majority is back")
     wait_for(cluster.leader, 30, "an agreed leader after the majority came back")
-    # Not "started": a restarted master's engine can fire it before the test's event forwarder
-    # (another engine of that master) has subscribed; the dead-engine test above sees it.
+    # Only the survivor's gate/open: a restarted master's engine can fire "started", "leader"
+    # and even "gate/open" before the test's event forwarder (another engine of that master)
+    # has subscribed (a CI run lost one master's "leader" that way), and the survivor announces
+    # no "leader" if it is elected again (the event marks a change of leader). The restarted
+    # masters' readiness is checked above through their readiness files; "leader" events are
+    # asserted in the transfer test.
     back = event_listener.wait_for_events(
-        [(survivor, TAG + "gate/open")]
-        + [(m, TAG + tag) for m in others for tag in ("leader", "gate/open")],
-        after_time=t1,
-        timeout=30,
+        [(survivor, TAG + "gate/open")], after_time=t1, timeout=30
     )
-    assert back.found_all_events, sorted((e.daemon_id, e.tag) for e in back)
-    announced = {e.data["leader"] for e in back if e.tag == TAG + "leader"}
-    assert announced and announced <= set(cluster.ids), announced
+    assert back.found_all_events, f"no {TAG}gate/open from {survivor} after the majority returned"
