@@ -114,6 +114,17 @@ def target_cache(opts: dict) -> salt.cache.Cache:
     return salt.cache.Cache(opts)
 
 
+def _has_value(source: salt.cache.Cache, bank: str, key: str) -> bool:
+    """Whether ``key`` of ``bank`` has a stored value, for a name that is also a sub-bank.
+    Salt 3007's redis driver answers ``contains(bank, name)`` true for a sub-bank's name (its
+    bank sets hold both) and ``fetch`` gives ``{}`` for a key that does not exist, so only
+    ``updated`` (None for a key never stored) tells them apart. A driver without ``updated``
+    is taken at its word."""
+    if f"{source.driver}.updated" not in source.modules:
+        return True
+    return source.updated(bank, key) is not None
+
+
 def _walk(source: salt.cache.Cache, bank: str):
     """(bank, key) of every key under ``bank``, sub-banks included, depth first. A name can be
     both a key and a sub-bank (localfs: ``x.p`` beside ``x/``)."""
@@ -121,11 +132,14 @@ def _walk(source: salt.cache.Cache, bank: str):
     while stack:
         current = stack.pop()
         names = sorted(set(source.list(current)))  # localfs lists x.p and x/ both as "x"
+        banks = {name for name in names if source.contains(f"{current}/{name}")}
         for name in names:
-            if source.contains(current, name):
+            if source.contains(current, name) and (
+                name not in banks or _has_value(source, current, name)
+            ):
                 yield current, name
         for name in reversed(names):
-            if source.contains(f"{current}/{name}"):
+            if name in banks:
                 stack.append(f"{current}/{name}")
 
 
