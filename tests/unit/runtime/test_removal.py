@@ -250,7 +250,11 @@ def test_a_dead_master_removed_then_replaced_learns_its_removal_when_it_comes_ba
                 lambda: back.node.membership.removed_at(dead) == result["index"],
             )
             assert not back.is_member and not back.node.is_voter
-            assert f"{dead} was removed from the cluster at index" in caplog.text
+            # said when it applies its removal, which may come a moment after it stored it
+            await c.until(
+                "it logged its removal",
+                lambda: f"{dead} was removed from the cluster at index" in caplog.text,
+            )
 
     run(main())
 
