@@ -4,7 +4,6 @@ standalone node's ``partition`` op refusing without ``--allow-fault-injection``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 
@@ -16,26 +15,15 @@ from saltext_raft.node import partition_op
 from saltext_raft.runtime import Rejected
 from saltext_raft.transport.faults import PartitionableZmqTransport
 
-from .test_zmq import config
+from .test_zmq import cluster as zmq_cluster
 from .test_zmq import deliver
 from .test_zmq import hb
 from .test_zmq import run
 from .test_zmq import wait_until
 
 
-@contextlib.asynccontextmanager
-async def cluster(*ids):
-    nodes = {nid: PartitionableZmqTransport(config(nid)) for nid in ids}
-    try:
-        for node in nodes.values():
-            await node.start()
-        peers = {nid: node.bound_endpoint for nid, node in nodes.items()}
-        for node in nodes.values():
-            node.set_peers(peers)
-        yield nodes
-    finally:
-        for node in nodes.values():
-            await node.close()
+def cluster(*ids):
+    return zmq_cluster(*ids, transport_class=PartitionableZmqTransport)
 
 
 async def drain(t) -> list:

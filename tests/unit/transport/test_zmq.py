@@ -62,8 +62,8 @@ async def deliver(sender, receiver, msg, what="a message"):
 
 
 @contextlib.asynccontextmanager
-async def cluster(*ids, **kwargs):
-    nodes = {nid: ZmqTransport(config(nid, **kwargs)) for nid in ids}
+async def cluster(*ids, transport_class=ZmqTransport, **kwargs):
+    nodes = {nid: transport_class(config(nid, **kwargs)) for nid in ids}
     try:
         for node in nodes.values():
             await node.start()
