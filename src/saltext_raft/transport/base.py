@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 #: unencodable (a message the codec cannot pack: a bug in the caller), oversize (both ways).
 #: throttled: a large inbound frame refused unread while its claimed sender's frames keep
 #: failing authentication (someone forges them; docs/security.md). partitioned (both ways): a
-#: link cut on purpose by test-only fault injection (transport.faults).
+#: link cut on purpose by test-only fault injection (transport.faults). old_epoch: a frame in an
+#: epoch older than the sender's current one (a recording; epochs only grow).
 DROP_REASONS = (
     "malformed",
     "version",
@@ -39,6 +40,7 @@ DROP_REASONS = (
     "throttled",
     "oversize",
     "replay",
+    "old_epoch",
     "unknown_sender",
     "wrong_cluster",
     "wrong_receiver",

@@ -61,8 +61,6 @@ class TransportConfig:
     aead: str = "chacha20poly1305"
     #: Frames of reordering tolerated per sender.
     replay_window: int = 64
-    #: Seconds a sender's current epoch must be silent before an older epoch is adopted.
-    epoch_stale_after: float = 30.0
     #: At most one log line per peer per this many seconds about dropped frames.
     log_interval: float = 60.0
     #: Frames read per wake-up before yielding to the event loop...
@@ -130,10 +128,9 @@ class TransportConfig:
             or not 0 < self.drain_seconds <= 1
         ):
             bad("drain_seconds", "must be a number in (0, 1]")
-        for name in ("epoch_stale_after", "log_interval"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                bad(name, "must be a number >= 0")
+        value = self.log_interval
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            bad("log_interval", "must be a number >= 0")
         return self
 
 

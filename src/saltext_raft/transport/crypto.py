@@ -22,8 +22,9 @@ Keys (HKDF-SHA256)::
 One key per (direction, sender boot epoch), so the 96-bit AEAD nonce is just the 64-bit
 counter: the pair (epoch, counter) is the logical 128-bit nonce the design asks for, and a
 (key, nonce) pair is never reused as long as a sender never reuses an epoch. The epoch is the
-boot time in milliseconds shifted left 22 bits plus 22 random bits: unique per boot and, with
-a sane clock, increasing across restarts.
+boot time in milliseconds shifted left 22 bits plus 22 random bits, and never below the
+previous boot's epoch plus one when the owner persists it (``new_epoch(after=...)``): unique per
+boot and increasing across restarts even when the clock steps back.
 
 Receiver checks, in order (cheapest first, nothing stateful before authentication):
 size → magic/version → cluster id → receiver id → sender known (a sender that is no peer
@@ -36,9 +37,9 @@ AEAD pass normally and one per accepted secret when forged or when its sender sw
 
 Replay state per sender: the current epoch, the highest counter seen in it and a 64-frame
 sliding window (tolerates reordering). A higher epoch is
-adopted once a frame in it authenticates (the sender restarted). A lower epoch is refused as
-a replay, unless the current epoch has been silent for ``epoch_stale_after`` seconds (the
-sender restarted with a clock that went backwards); docs/transport.md argues why that is safe.
+adopted once a frame in it authenticates (the sender restarted). A lower epoch is always
+refused as a replay, however long the current one has been silent: epochs only grow, so a
+lower one is a recording (docs/transport.md).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ _FIXED_SIZE = _FIXED.size
 _EPOCH_COUNTER = struct.Struct(">QQ")
 _NONCE_PAD = b"\x00\x00\x00\x00"
 _MAX_COUNTER = (1 << 64) - 1
+_MAX_EPOCH = (1 << 63) - 1
 _AEADS = {"chacha20poly1305": ChaCha20Poly1305, "aesgcm": AESGCM}
 #: Frames up to this size are never throttled (heartbeats, votes, acknowledgements, small
 #: appends): a forger cannot cut a peer off, only delay its large frames.
@@ -104,10 +106,16 @@ class FrameRejected(CodecError):
         self.sender = sender
 
 
-def new_epoch() -> int:
-    """A fresh boot epoch: milliseconds since 1970 << 22 | 22 random bits (< 2**63 until 2248)."""
+def new_epoch(after: int = -1) -> int:
+    """A fresh boot epoch: milliseconds since 1970 << 22 | 22 random bits (< 2**63 until 2248),
+    and at least ``after + 1``: give it the previous boot's epoch (persisted) and epochs only
+    grow, even across a clock that stepped back. Receivers refuse every lower epoch, so a
+    sender whose epoch went down cannot talk until each receiver restarts."""
     ms = time.time_ns() // 1_000_000
-    return ((ms << 22) | int.from_bytes(os.urandom(3), "big") & 0x3FFFFF) & ((1 << 63) - 1)
+    fresh = ((ms << 22) | int.from_bytes(os.urandom(3), "big") & 0x3FFFFF) & _MAX_EPOCH
+    if after >= _MAX_EPOCH:
+        raise ValueError(f"no epoch left after {after}")
+    return max(fresh, after + 1)
 
 
 def _peek_sender(frame: bytes, pos: int) -> str:
@@ -147,13 +155,12 @@ def _derive_frame_key(cluster_key: bytes, sender: bytes, receiver: bytes, epoch:
 class _Replay:
     """Replay state for one sender: current epoch, highest counter, window bitmap."""
 
-    __slots__ = ("epoch", "high", "mask", "last_seen")
+    __slots__ = ("epoch", "high", "mask")
 
-    def __init__(self, epoch: int, counter: int, now: float):
+    def __init__(self, epoch: int, counter: int):
         self.epoch = epoch
         self.high = counter
         self.mask = 1
-        self.last_seen = now
 
 
 class FrameCrypto:
@@ -174,7 +181,6 @@ class FrameCrypto:
         epoch: int | None = None,
         aead: str = "chacha20poly1305",
         replay_window: int = REPLAY_WINDOW,
-        epoch_stale_after: float = 30.0,
         max_frame_bytes: int = 16 << 20,
         clock: Callable[[], float] = time.monotonic,
         accept_secrets: Sequence[bytes | str] = (),
@@ -201,7 +207,6 @@ class FrameCrypto:
         self._counter = 0
         self._window = replay_window
         self._window_mask = (1 << replay_window) - 1
-        self._stale_after = epoch_stale_after
         self._max_frame = max_frame_bytes
         self._clock = clock
         # what a frame for us must carry, byte for byte
@@ -333,8 +338,17 @@ class FrameCrypto:
         state = self._replay.get(sender)
         # Fast path: the sender's current epoch, the next counter (in-order delivery).
         in_order = state is not None and epoch == state.epoch and counter > state.high
-        if not in_order and state is not None and not self._fresh(state, epoch, counter, now):
-            raise FrameRejected("replay", f"epoch {epoch} counter {counter}", sender_id)
+        if not in_order and state is not None:
+            if epoch < state.epoch:
+                raise FrameRejected(
+                    "old_epoch",
+                    f"epoch {epoch} is older than the sender's current {state.epoch}: a recorded "
+                    "frame, or the sender lost its persisted epoch and restarted with its clock "
+                    "behind (restart this node to accept it)",
+                    sender_id,
+                )
+            if not self._fresh(state, epoch, counter):
+                raise FrameRejected("replay", f"epoch {epoch} counter {counter}", sender_id)
         if size > THROTTLE_MIN_BYTES and sender in self._auth_debt and self._throttled(sender, now):
             raise FrameRejected(
                 "throttled",
@@ -374,9 +388,8 @@ class FrameCrypto:
                 ((state.mask << shift) | 1) & self._window_mask if shift < self._window else 1
             )
             state.high = counter
-            state.last_seen = now
         else:
-            self._commit(sender, state, epoch, counter, now)
+            self._commit(sender, state, epoch, counter)
         return sender_id, plaintext
 
     # --- forged-frame budget ------------------------------------------------------------------
@@ -404,20 +417,19 @@ class FrameCrypto:
             self._auth_debt.clear()  # only peers get here: a map this large is stale ids
         self._auth_debt[sender] = (debt, now)
 
-    def _fresh(self, state: _Replay, epoch: int, counter: int, now: float) -> bool:
-        if epoch == state.epoch:
-            if counter > state.high:
-                return True
-            offset = state.high - counter
-            return offset < self._window and not (state.mask >> offset) & 1
+    def _fresh(self, state: _Replay, epoch: int, counter: int) -> bool:
+        """A frame in the sender's current epoch or a later one (never an older one) that is
+        not a replay."""
         if epoch > state.epoch:
             return True  # a restarted sender; adopted only if the frame authenticates
-        # An older epoch: a replay, unless the current epoch has gone quiet (clock stepped back).
-        return now - state.last_seen >= self._stale_after
+        if counter > state.high:
+            return True
+        offset = state.high - counter
+        return offset < self._window and not (state.mask >> offset) & 1
 
-    def _commit(self, sender: bytes, state: _Replay | None, epoch: int, counter: int, now: float):
+    def _commit(self, sender: bytes, state: _Replay | None, epoch: int, counter: int):
         if state is None or state.epoch != epoch:
-            self._replay[sender] = _Replay(epoch, counter, now)
+            self._replay[sender] = _Replay(epoch, counter)
             return
         if counter > state.high:
             shift = counter - state.high
@@ -427,7 +439,6 @@ class FrameCrypto:
             state.high = counter
         else:
             state.mask |= 1 << (state.high - counter)
-        state.last_seen = now
 
     def forget(self, sender: str) -> None:
         """Drop replay state and cached keys for ``sender`` (tests; never needed in service)."""

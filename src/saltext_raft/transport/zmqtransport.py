@@ -89,7 +89,6 @@ class ZmqTransport(Transport):
             epoch=epoch,
             aead=config.aead,
             replay_window=config.replay_window,
-            epoch_stale_after=config.epoch_stale_after,
             max_frame_bytes=config.max_frame_bytes,
             clock=clock,
             accept_secrets=tuple(config.accept_secrets),
