@@ -1,7 +1,8 @@
 """M2 and L9 of issue 18, performed on runtimes over the in-memory network.
 
-M2: the transport forgets a sender's replay window when the receiver restarts (and adopts an
-older epoch after a long silence), so a recorded APP request reaches the runtime again. A
+M2: the transport forgets a sender's replay window when the receiver restarts (and, before
+epochs were persisted, adopted an older epoch after a long silence), so a recorded APP request
+can reach the runtime again. A
 recorded ``add_learner n7`` re-added n7 after the operator had removed it. Here the recorded
 message is delivered again — after a receiver restart, and without one (what the transport
 does after the silence window) — and must be refused, n7 staying out.
