@@ -43,6 +43,7 @@ import time
 
 from saltext_raft.core.nodeid import InvalidNodeId
 from saltext_raft.core.nodeid import check_node_id
+from saltext_raft.integration.bootepoch import claim_epoch
 from saltext_raft.runtime import DictStateMachine
 from saltext_raft.runtime import Overloaded
 from saltext_raft.runtime import RaftRuntime
@@ -346,7 +347,8 @@ async def main(argv=None) -> int:
             secret=secret,
             listen=args.listen,
             max_frame_bytes=max_frame_bytes(core_config, config),
-        )
+        ),
+        epoch=claim_epoch(args.data_dir),
     )
     rt = RaftRuntime(
         args.id,

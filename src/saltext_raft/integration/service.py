@@ -229,6 +229,7 @@ class RaftService:
         from saltext_raft.transport.zmqtransport import ZmqTransport
 
         cfg = self.cfg
+        from saltext_raft.integration.bootepoch import claim_epoch  # pylint: disable=import-outside-toplevel
         from saltext_raft.integration.cacheconfig import storage_opts  # pylint: disable=import-outside-toplevel
         from saltext_raft.runtime.limits import max_frame_bytes  # pylint: disable=import-outside-toplevel
 
@@ -252,7 +253,8 @@ class RaftService:
                 listen=cfg.listen,
                 aead=cfg.aead,
                 max_frame_bytes=max_frame_bytes(core_config, config),
-            )
+            ),
+            epoch=claim_epoch(cfg.state_dir),
         )
         return RaftRuntime(
             cfg.node_id,
