@@ -547,6 +547,8 @@ class RaftService:
             "term": node.term,
             "voters": sorted(m.voters),
             "learners": sorted(m.learners),
+            # learners demoted on purpose: the leader never promotes them by itself
+            "demoted": sorted(m.demoted),
             "commit_index": node.commit_index,
             "membership_index": committed_index,
             "committed": sorted(committed.voters) == sorted(m.voters)
