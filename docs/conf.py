@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pathlib
 import re
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# autodoc imports the state module from the source tree; it and the code it imports
+# (saltext_raft.statelogic, saltext_raft.core.nodeid) need only the standard library.
+sys.path.insert(0, str(ROOT / "src"))
 
 project = "saltext-raft"
 author = "saltext-raft developers"
@@ -18,7 +22,7 @@ release = re.search(
 ).group(1)
 version = release
 
-extensions = ["myst_parser"]
+extensions = ["myst_parser", "sphinx.ext.autodoc"]
 source_suffix = {".md": "markdown"}
 root_doc = "index"
 exclude_patterns = ["_build"]
