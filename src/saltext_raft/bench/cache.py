@@ -1,4 +1,4 @@
-"""``python -m saltext_raft.bench cache [--json]``: the ``raft`` Salt cache driver under load.
+"""``python -m saltext_raft bench cache [--json]``: the ``raft`` Salt cache driver under load.
 
 Setup: three cache nodes in separate processes (``bench.cache_node``: runtime + durable
 CacheStore + zmq transport + the engine's CacheService, i.e. the engine's cache code without
@@ -48,7 +48,7 @@ def pct(values, q):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m saltext_raft.bench cache")
+    p = argparse.ArgumentParser(prog="python -m saltext_raft bench cache")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--writers", type=int, default=32, help="concurrent writer threads in total")
     p.add_argument("--procs", type=int, default=4, help="writer processes (threads split evenly)")

@@ -91,7 +91,7 @@ class EngineConfig:
     #: in ``peers``.
     advertise: str = ""
     #: File holding the shared cluster secret: at least 32 random bytes (hex, base64 or raw),
-    #: owned by the master's user, mode 0600 (``python -m saltext_raft.integration.secret
+    #: owned by the master's user, mode 0600 (``python -m saltext_raft secret
     #: generate PATH`` writes one).
     #: Default: derived from ``cluster_pki_dir``/cluster.pem when Salt clustering is configured.
     secret_file: str = ""

@@ -615,7 +615,7 @@ class RaftService:
         self._control_thread.start()
         # What Salt, the loaders and the restored state allocated lives as long as the engine
         # process: keep it out of the cyclic GC's full collections, which otherwise walk it
-        # every few hundred ms under load and pause the loop (as in node.py).
+        # every few hundred ms under load and pause the loop (as in standalone.py).
         gc.collect()
         gc.freeze()
         try:

@@ -149,7 +149,7 @@ def backup(path=None, overwrite=False, timeout=120):
     included, and the membership, in one file authenticated with the cluster secret. ``path``:
     a file name in that directory, or an absolute path of a file directly in it (default:
     ``<cluster>-<node>-<UTC time>.bak``); anything else is refused. Restore it with
-    ``python -m saltext_raft.integration.recover --restore <path>`` (docs/operations.md).
+    ``python -m saltext_raft recover --restore <path>`` (docs/operations.md).
 
     CLI Example: ``salt-run raft.backup path=salt-raft.bak``
     """

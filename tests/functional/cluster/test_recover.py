@@ -1,4 +1,4 @@
-"""``python -m saltext_raft.integration.recover`` on a master's real Raft storage (Salt's
+"""``python -m saltext_raft recover`` on a master's real Raft storage (Salt's
 localfs cache): a dry run by default, the recovery with --force-new-cluster, and clear refusals
 (engine running, engine not configured, no config)."""
 

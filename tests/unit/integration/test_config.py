@@ -167,7 +167,7 @@ def test_missing_secret_says_what_to_do(tmp_path):
     with pytest.raises(EngineConfigError) as excinfo:
         from_opts(opts(tmp_path), {})
     assert excinfo.value.option == "secret_file"
-    assert "python -m saltext_raft.integration.secret generate" in str(excinfo.value)
+    assert "python -m saltext_raft secret generate" in str(excinfo.value)
 
 
 def test_unreadable_or_short_secret(tmp_path):

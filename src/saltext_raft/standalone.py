@@ -1,4 +1,4 @@
-"""A standalone Raft node without a Salt master: ``python -m saltext_raft.node``.
+"""A standalone Raft node without a Salt master: ``python -m saltext_raft node``.
 
 Lives here: argument parsing, building the store (a durable ``CacheStore`` over Salt's localfs
 cache in ``--data-dir``; Salt is only used as a library for that), the pyzmq transport, the
@@ -9,7 +9,7 @@ once it listens (with the control address), then logs to stderr.
 
 Example::
 
-    python -m saltext_raft.node --id n1 --listen 127.0.0.1:4701 \\
+    python -m saltext_raft node --id n1 --listen 127.0.0.1:4701 \\
         --peers n1=127.0.0.1:4701,n2=127.0.0.1:4702,n3=127.0.0.1:4703 \\
         --data-dir /tmp/n1 --secret-file /tmp/secret
 
@@ -55,7 +55,7 @@ from saltext_raft.runtime.control import ControlServer
 from saltext_raft.runtime.limits import max_frame_bytes
 from saltext_raft.runtime.looplag import LoopLagMonitor
 
-log = logging.getLogger("saltext_raft.node")
+log = logging.getLogger(__name__)
 
 
 def parse_peers(text: str) -> dict[str, str]:
@@ -102,7 +102,7 @@ def control_address(control: str | None, data_dir: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m saltext_raft.node", description=__doc__.split("\n")[0]
+        prog="python -m saltext_raft node", description=__doc__.split("\n")[0]
     )
     p.add_argument("--id", required=True, type=node_id_arg)
     p.add_argument("--listen", required=True, help="host:port for Raft traffic")
@@ -303,7 +303,7 @@ def process_memory() -> dict:
     return out
 
 
-async def main(argv=None) -> int:
+async def serve(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper(), logging.INFO),
@@ -417,5 +417,9 @@ async def main(argv=None) -> int:
     return 0 if rt.status()["runtime"]["failure"] is None else 1
 
 
+def main(argv=None) -> int:
+    return asyncio.run(serve(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(main())
