@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+from saltext_raft.integration.secret import generate
 from saltext_raft.waiting import wait_until
 
 #: How a standalone node is started: ``python -m`` these words (the operator command).
@@ -202,8 +203,7 @@ class ProcCluster:
         self.python = python
         os.makedirs(workdir, exist_ok=True)
         self.secret_file = os.path.join(workdir, "secret")
-        with open(self.secret_file, "wb") as fh:
-            fh.write(os.urandom(24).hex().encode())
+        generate(self.secret_file, overwrite=True)  # as an operator would: 0600, 32 bytes
         self.founders = list(ids)
         self.addresses = {nid: f"127.0.0.1:{free_port()}" for nid in (*ids, *spare)}
         self.stranger_addresses = {nid: f"127.0.0.1:{free_port()}" for nid in strangers}
