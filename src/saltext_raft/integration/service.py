@@ -402,12 +402,14 @@ class RaftService:
             node = rt.node
             return {"leader": node.leader or None, "term": node.term, "node_id": self.cfg.node_id}
         node_arg = str(args.get("node") or "")
-        if op in ("add", "promote", "demote", "remove", "transfer_leader") and not node_arg:
+        if op in ("add_learner", "promote", "demote", "remove", "transfer_leader") and not node_arg:
             raise ValueError(f"{op}: which master? (pass node=<master id>)")
-        if op == "add":
+        if op == "add_learner":
             address = str(args.get("address") or "")
             if not address:
-                raise ValueError("add: pass address=<host:port> of the new master's raft port")
+                raise ValueError(
+                    "add_learner: pass address=<host:port> of the new master's raft port"
+                )
             from saltext_raft.integration.config import split_host_port  # pylint: disable=import-outside-toplevel
 
             split_host_port(address, None, "address")
