@@ -453,10 +453,3 @@ class FrameCrypto:
             state.high = counter
         else:
             state.mask |= 1 << (state.high - counter)
-
-    def forget(self, sender: str) -> None:
-        """Drop replay state and cached keys for ``sender`` (tests; never needed in service)."""
-        sender_b = sender.encode()
-        self._replay.pop(sender_b, None)
-        for key in [k for k in self._open_cache if k[0] == sender_b]:
-            del self._open_cache[key]
