@@ -47,6 +47,7 @@ import signal
 import sys
 import time
 
+from saltext_raft.bench.figures import load_figures
 from saltext_raft.core.nodeid import InvalidNodeId
 from saltext_raft.core.nodeid import check_node_id
 from saltext_raft.integration.bootepoch import claim_epoch
@@ -231,21 +232,7 @@ async def _load(rt: RaftRuntime, req: dict) -> dict:
             lat.append(time.perf_counter() - t0)
 
     await asyncio.gather(*(loop.create_task(worker()) for _ in range(outstanding)))
-    elapsed = time.perf_counter() - start
-    lat.sort()
-
-    def pct(q):
-        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else None
-
-    return {
-        "committed": len(lat),
-        "errors": errors,
-        "seconds": elapsed,
-        "per_second": len(lat) / elapsed if elapsed else 0.0,
-        "p50_ms": pct(0.5),
-        "p99_ms": pct(0.99),
-        "mean_ms": sum(lat) / len(lat) * 1000 if lat else None,
-    }
+    return load_figures(lat, errors, time.perf_counter() - start)
 
 
 async def _get(rt: RaftRuntime, req: dict):
