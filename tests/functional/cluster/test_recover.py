@@ -93,7 +93,7 @@ def master(tmp_path):
 
 
 def recover(root, *args):
-    return run_python(["-m", "saltext_raft.integration.recover", "-c", root, *args], timeout=120)
+    return run_python(["-m", "saltext_raft", "recover", "-c", root, *args], timeout=120)
 
 
 def test_a_dry_run_reports_and_writes_nothing(master):
