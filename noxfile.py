@@ -67,7 +67,7 @@ def tests(session: nox.Session, salt: str) -> None:
 
 
 def _run_sim(session: nox.Session, *runs: list[str]) -> None:
-    """Each run is one ``python -m saltext_raft.sim`` command line (arguments after -- are
+    """Each run is one ``python -m saltext_raft sim`` command line (arguments after -- are
     appended to every run)."""
     if not SIM_PACKAGE.is_dir():
         # Until the simulator lands there is nothing to run. Once the package exists, a missing
@@ -75,7 +75,7 @@ def _run_sim(session: nox.Session, *runs: list[str]) -> None:
         session.skip(f"{SIM_PACKAGE} does not exist yet")
     _install_without_salt(session)
     for args in runs:
-        session.run("python", "-m", "saltext_raft.sim", *args, *session.posargs)
+        session.run("python", "-m", "saltext_raft", "sim", *args, *session.posargs)
 
 
 #: CI's short form of the mutation suite: each planted bug must be caught within this many seeds
@@ -173,7 +173,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks (arguments after -- go to ``python -m saltext_raft.bench``).
+    """Benchmarks (arguments after -- go to ``python -m saltext_raft bench``).
 
     Installs Salt 3008 (so ``bench cluster`` includes Salt's core Raft for reference) and the
     ``bench`` extra: PySyncObj, and matplotlib for ``bench plot``, e.g.
@@ -183,11 +183,11 @@ def bench(session: nox.Session) -> None:
     # ``bench plot`` needs matplotlib; the extra lists it, this keeps the session whole if the
     # extra changes (pip skips it when already installed).
     session.install("matplotlib>=3.7")
-    session.run("python", "-m", "saltext_raft.bench", *session.posargs)
+    session.run("python", "-m", "saltext_raft", "bench", *session.posargs)
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The demo (arguments after -- go to ``python -m saltext_raft.demo``)."""
+    """The demo (arguments after -- go to ``python -m saltext_raft demo``)."""
     _install_with_salt(session, SALT_VERSIONS[0])
-    session.run("python", "-m", "saltext_raft.demo", *session.posargs)
+    session.run("python", "-m", "saltext_raft", "demo", *session.posargs)

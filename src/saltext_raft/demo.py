@@ -1,4 +1,4 @@
-"""The demo: ``python -m saltext_raft.demo`` (or ``python3 dev.py demo``).
+"""The demo: ``python -m saltext_raft demo`` (or ``python3 dev.py demo``).
 
 Brings up three Salt masters (127.0.0.1, .2, .3) with the ``raft`` engine and one minion,
 waits until every request gate is open, prints ``salt-run raft.members``, SIGKILLs the
@@ -333,7 +333,7 @@ def _interrupt(*_):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m saltext_raft.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m saltext_raft demo", description=__doc__)
     parser.add_argument("--timeout", type=float, default=420, help="overall bound (seconds)")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     parser.add_argument("--verbose", action="store_true")

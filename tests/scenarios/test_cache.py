@@ -218,7 +218,7 @@ def recover_and_start(master, bank, value, *args):
     start it, and wait until it commits a cache write alone. Returns the command's result."""
     proc = run_python(
         [
-            "-m", "saltext_raft.integration.recover", "-c", master.config_dir,
+            "-m", "saltext_raft", "recover", "-c", master.config_dir,
             *args, "--force-new-cluster",
         ],
         timeout=120,

@@ -321,3 +321,50 @@ def test_every_test_directory_is_a_package():
         and not (directory / "__init__.py").exists()
     )
     assert not missing, f"add an __init__.py to: {missing}"
+
+
+#: Where a class may be instantiated in src/ (a node is wired in one place: runtime/assemble.py).
+CONSTRUCTED_ONLY_IN = {
+    "RaftRuntime": {"runtime/assemble.py"},
+    # transport/bench.py measures the transport alone, without a node.
+    "ZmqTransport": {"runtime/assemble.py", "transport/bench.py"},
+}
+
+
+def _calls_to(path: pathlib.Path, names) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            if name in names:
+                found.append((name, node.lineno))
+    return found
+
+
+def test_a_node_is_wired_in_one_place():
+    """The engine, the standalone node and the benchmarks build their node through
+    ``runtime.assemble``; a second wiring would drift (a setting wired in one, not another)."""
+    _existing_package_dir("runtime")
+    assert (PACKAGE_DIR / "runtime" / "assemble.py").is_file()
+    problems = []
+    for path in _python_files(PACKAGE_DIR):
+        shown = path.relative_to(PACKAGE_DIR).as_posix()
+        for name, lineno in _calls_to(path, CONSTRUCTED_ONLY_IN):
+            if shown not in CONSTRUCTED_ONLY_IN[name]:
+                problems.append(f"{shown}:{lineno}: constructs {name}")
+    assert not problems, "build the node with runtime.assemble:\n" + "\n".join(problems)
+
+
+def test_storage_reaches_into_no_object_s_private_state():
+    """Each part of the store talks through a narrow port (``storage/durable.py``), so there
+    is no ``protected-access`` to silence: a suppression here means a new reach-in."""
+    directory = _existing_package_dir("storage")
+    problems = [
+        f"{path.relative_to(SRC_DIR)}:{lineno}"
+        for path in _python_files(directory)
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if "protected-access" in line
+    ]
+    assert not problems, "protected-access suppressed in storage/:\n" + "\n".join(problems)

@@ -1,4 +1,4 @@
-"""``python -m saltext_raft.bench <command> [options]``: run one benchmark, print its figures.
+"""``python -m saltext_raft bench <command> [options]``: run one benchmark, print its figures.
 
 The table maps a command to the module that implements it; each module has
 ``main(argv) -> int``. Add a benchmark by adding a row.
@@ -6,8 +6,11 @@ The table maps a command to the module that implements it; each module has
 
 from __future__ import annotations
 
-import importlib
 import sys
+
+from saltext_raft.cli import dispatch
+
+PROG = "python -m saltext_raft bench"
 
 COMMANDS = {
     "storage": (
@@ -38,6 +41,10 @@ COMMANDS = {
         "saltext_raft.bench.flood",
         "200 forged maximum-size frames at a 3-node cluster's leader: leadership, stall, RSS",
     ),
+    "transport": (
+        "saltext_raft.transport.bench",
+        "the transport alone: CPU per frame (seal/open), loopback messages/s",
+    ),
     "snapshot": (
         "saltext_raft.bench.snapshot",
         "a big cache state: how long snapshot, rebuild listing and restore hold the loop",
@@ -46,16 +53,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in COMMANDS:
-        print(
-            "usage: python -m saltext_raft.bench <command> [--help]\n\ncommands:", file=sys.stderr
-        )
-        for name, (_, what) in COMMANDS.items():
-            print(f"  {name:10} {what}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    return module.main(argv[1:])
+    return dispatch(PROG, COMMANDS, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

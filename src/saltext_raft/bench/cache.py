@@ -1,4 +1,4 @@
-"""``python -m saltext_raft.bench cache [--json]``: the ``raft`` Salt cache driver under load.
+"""``python -m saltext_raft bench cache [--json]``: the ``raft`` Salt cache driver under load.
 
 Setup: three cache nodes in separate processes (``bench.cache_node``: runtime + durable
 CacheStore + zmq transport + the engine's CacheService, i.e. the engine's cache code without
@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import resource
-import secrets
 import select
 import shutil
 import statistics
@@ -34,6 +33,7 @@ import time
 
 from saltext_raft.bench.procs import free_port
 from saltext_raft.integration import cacheconfig
+from saltext_raft.integration.secret import generate
 
 TARGET_STORES_PER_S = 5000
 TARGET_P99_MS = 20.0
@@ -48,7 +48,7 @@ def pct(values, q):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m saltext_raft.bench cache")
+    p = argparse.ArgumentParser(prog="python -m saltext_raft bench cache")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--writers", type=int, default=32, help="concurrent writer threads in total")
     p.add_argument("--procs", type=int, default=4, help="writer processes (threads split evenly)")
@@ -183,8 +183,7 @@ class Nodes:
         self.ids = [f"c{i + 1}" for i in range(n)]
         self.ports = {nid: free_port() for nid in self.ids}
         self.secret = os.path.join(base, "secret")
-        with open(self.secret, "w", encoding="utf-8") as fh:
-            fh.write(secrets.token_hex(32))
+        generate(self.secret, overwrite=True)  # as an operator would: 0600, 32 bytes
         self.procs: dict[str, subprocess.Popen] = {}
         self.final: dict[str, dict] = {}
 

@@ -1,7 +1,8 @@
 """One cache "master" for the cache benchmark: ``python -m saltext_raft.bench.cache_node``.
 
 What the ``raft`` engine runs for the cache, without the rest of a Salt master: a RaftRuntime
-with the durable CacheStore (localfs, fsync), the zmq transport, and the engine's
+built as the engine builds it (``runtime.assemble``) with the durable CacheStore (localfs,
+fsync) and the zmq transport, and the engine's
 :class:`~saltext_raft.integration.cacheservice.CacheService` (state machine wrapper, mirror
 writer thread, unix socket). Salt's request workers are played by the benchmark's writer
 processes, which use the real ``raft`` driver through ``salt.cache.Cache``. Prints one JSON
@@ -69,31 +70,26 @@ async def main(argv=None) -> int:
     from saltext_raft.integration.cacheconfig import from_opts  # pylint: disable=import-outside-toplevel
     from saltext_raft.integration.cacheconfig import storage_opts  # pylint: disable=import-outside-toplevel
     from saltext_raft.integration.cacheservice import CacheService  # pylint: disable=import-outside-toplevel
-    from saltext_raft.runtime import RaftRuntime  # pylint: disable=import-outside-toplevel
-    from saltext_raft.runtime import default_core_config  # pylint: disable=import-outside-toplevel
+    from saltext_raft.integration.secret import read_secret_file  # pylint: disable=import-outside-toplevel
+    from saltext_raft.runtime.assemble import NodeSpec  # pylint: disable=import-outside-toplevel
+    from saltext_raft.runtime.assemble import assemble  # pylint: disable=import-outside-toplevel
     from saltext_raft.storage import open_store  # pylint: disable=import-outside-toplevel
-    from saltext_raft.transport import TransportConfig  # pylint: disable=import-outside-toplevel
-    from saltext_raft.transport import ZmqTransport  # pylint: disable=import-outside-toplevel
 
     opts = node_opts(args.dir, args.mirror_dir, args.backend, args.batch_wait)
     for key in ("cachedir", "sock_dir"):
         os.makedirs(opts[key], exist_ok=True)
     peers = dict(p.split("=", 1) for p in args.peers.split(","))
-    with open(args.secret_file, "rb") as fh:
-        secret = fh.read().strip()
     service = CacheService(from_opts(opts))
-    rt = RaftRuntime(
-        args.id,
-        open_store(storage_opts(opts), "bench", args.id),
-        ZmqTransport(
-            TransportConfig(cluster_id="bench", node_id=args.id, secret=secret, listen=args.listen)
-        ),
-        service.state_machine,
-        core_config=default_core_config(args.id),
-        founders=peers,
+    spec = NodeSpec(
+        node_id=args.id,
+        cluster_id="bench",
+        listen=args.listen,
+        advertise=args.listen,
+        secret=read_secret_file(args.secret_file),  # the engine's checks: owner, mode, strength
         peers=peers,
-        address=args.listen,
+        founders=peers,
     )
+    rt = assemble(spec, open_store(storage_opts(opts), "bench", args.id), service.state_machine)
     loop = asyncio.get_running_loop()
     service.start_writer(loop)
     await rt.start()

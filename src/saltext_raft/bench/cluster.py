@@ -1,6 +1,6 @@
-"""Cluster benchmark: ``python -m saltext_raft.bench cluster [--quick] [--json]``.
+"""Cluster benchmark: ``python -m saltext_raft bench cluster [--quick] [--json]``.
 
-Three node processes on loopback with durable storage (``python -m saltext_raft.node``: zmq
+Three node processes on loopback with durable storage (``python -m saltext_raft node``: zmq
 transport with encryption, CacheStore over Salt's localfs cache with fsync), 100-byte payloads:
 
 (a) commit latency p50/p99 with one proposal outstanding;
@@ -69,7 +69,7 @@ class SyncObjCluster:
             ["--self", self.addresses[nid], "--partners", partners],
             os.path.join(self.workdir, f"{nid}.log"),
             self.python,
-            module="saltext_raft.bench.pysyncobj_node",
+            command=("saltext_raft.bench.pysyncobj_node",),
         )
         self.nodes[nid] = node
         return node.start()
@@ -343,7 +343,7 @@ def verdict(ours: dict, rat: dict | None) -> dict:
 
 def build_parser():
     p = argparse.ArgumentParser(
-        prog="python -m saltext_raft.bench cluster", description=__doc__.split("\n")[0]
+        prog="python -m saltext_raft bench cluster", description=__doc__.split("\n")[0]
     )
     p.add_argument(
         "--json",
@@ -407,7 +407,7 @@ def main(argv=None) -> int:
     started = time.time()
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python -m saltext_raft.bench cluster "
+        "command": "python -m saltext_raft bench cluster "
         + " ".join(argv if argv is not None else sys.argv[2:]),
         "machine": {
             "cpus": os.cpu_count(),

@@ -1,9 +1,9 @@
 """Flood a 3-node cluster's leader with forged maximum-size frames; report what it cost.
 
-Lives here: :func:`flood` (start three ``python -m saltext_raft.node`` processes on loopback,
+Lives here: :func:`flood` (start three ``python -m saltext_raft node`` processes on loopback,
 send ``count`` frames of the largest size the leader accepts, with a plausible header — right
 cluster id, a known peer as sender, the leader as receiver, a fresh epoch — but sealed under a
-wrong secret; watch the leader meanwhile) and ``main`` for ``python -m saltext_raft.bench
+wrong secret; watch the leader meanwhile) and ``main`` for ``python -m saltext_raft bench
 flood``. The functional test tests/functional/cluster/test_flood.py runs the same function.
 Must not live here: the defences (``transport``), the size rule (``runtime.limits``).
 
@@ -138,7 +138,7 @@ def flood(
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m saltext_raft.bench flood", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m saltext_raft bench flood", description=__doc__)
     p.add_argument("--frames", type=int, default=200)
     p.add_argument("--runs", type=int, default=1)
     p.add_argument(

@@ -1,4 +1,4 @@
-"""``python -m saltext_raft.bench gate [--calls N] [--rounds R] [--json]``: the request gate's
+"""``python -m saltext_raft bench gate [--calls N] [--rounds R] [--json]``: the request gate's
 cost per request on a ready master.
 
 Lives here: the measurement (the gate's wrapper around a stand-in for
@@ -83,7 +83,7 @@ def measure(calls: int, rounds: int) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m saltext_raft.bench gate", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m saltext_raft bench gate", description=__doc__)
     p.add_argument("--calls", type=int, default=20000, help="calls per round (default 20000)")
     p.add_argument("--rounds", type=int, default=3, help="rounds; the best counts (default 3)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")

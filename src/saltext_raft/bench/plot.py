@@ -1,4 +1,4 @@
-"""Plot ``bench cluster`` JSON: ``python -m saltext_raft.bench plot FILE.json… -o OUT.png``.
+"""Plot ``bench cluster`` JSON: ``python -m saltext_raft bench plot FILE.json… -o OUT.png``.
 
 Three panels, one bar per system and input file, with the targets drawn in:
 
@@ -307,7 +307,7 @@ def build(results: list[tuple[str, dict]], output: str, title: str | None = None
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m saltext_raft.bench plot", description=__doc__.split("\n")[0]
+        prog="python -m saltext_raft bench plot", description=__doc__.split("\n")[0]
     )
     p.add_argument("files", nargs="+", help="bench cluster JSON files, oldest first")
     p.add_argument("-o", "--output", default=DEFAULT_OUTPUT, help=f"PNG (default {DEFAULT_OUTPUT})")

@@ -1,6 +1,6 @@
 """Real node processes on loopback, for the functional tests and the cluster benchmark.
 
-Lives here: :class:`NodeProc` (one ``python -m saltext_raft.node`` process: start, wait for its
+Lives here: :class:`NodeProc` (one ``python -m saltext_raft node`` process: start, wait for its
 "ready" line, talk JSON lines to its control channel (a unix socket by default), SIGKILL or
 SIGTERM it by PID) and
 :class:`ProcCluster` (a set of them sharing a secret and a peer map). Every wait is bounded and
@@ -18,7 +18,11 @@ import subprocess
 import sys
 import time
 
+from saltext_raft.integration.secret import generate
 from saltext_raft.waiting import wait_until
+
+#: How a standalone node is started: ``python -m`` these words (the operator command).
+STANDALONE_NODE = ("saltext_raft", "node")
 
 
 def free_port() -> int:
@@ -80,9 +84,11 @@ class NodeProc:
         args: list[str],
         log_path: str,
         python: str = sys.executable,
-        module: str = "saltext_raft.node",
+        command: tuple[str, ...] = STANDALONE_NODE,
     ):
-        self.module = module
+        """``command``: what follows ``python -m`` (default: the standalone node, which is
+        given ``--id`` and ``--listen``; any other command gets only ``args``)."""
+        self.command = tuple(command)
         self.id = nid
         self.listen = listen
         self.args = args
@@ -102,7 +108,7 @@ class NodeProc:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
         log = open(self.log_path, "ab")  # pylint: disable=consider-using-with
         self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
-            [self.python, "-m", self.module, *self._id_args(), *self.args],
+            [self.python, "-m", *self.command, *self._id_args(), *self.args],
             stdout=subprocess.PIPE,
             stderr=log,
             env=env,
@@ -131,9 +137,9 @@ class NodeProc:
         return self
 
     def _id_args(self) -> list[str]:
-        return (
-            ["--id", self.id, "--listen", self.listen] if self.module == "saltext_raft.node" else []
-        )
+        if self.command != STANDALONE_NODE:
+            return []
+        return ["--id", self.id, "--listen", self.listen]
 
     @property
     def client(self) -> ControlClient:
@@ -197,8 +203,7 @@ class ProcCluster:
         self.python = python
         os.makedirs(workdir, exist_ok=True)
         self.secret_file = os.path.join(workdir, "secret")
-        with open(self.secret_file, "wb") as fh:
-            fh.write(os.urandom(24).hex().encode())
+        generate(self.secret_file, overwrite=True)  # as an operator would: 0600, 32 bytes
         self.founders = list(ids)
         self.addresses = {nid: f"127.0.0.1:{free_port()}" for nid in (*ids, *spare)}
         self.stranger_addresses = {nid: f"127.0.0.1:{free_port()}" for nid in strangers}

@@ -19,6 +19,8 @@ import time
 from pysyncobj import SyncObj
 from pysyncobj import replicated
 
+from saltext_raft.bench.figures import load_figures
+
 
 class Counter(SyncObj):
     def __init__(self, me, partners):
@@ -76,20 +78,7 @@ def load(obj: Counter, req: dict) -> dict:
             slots.acquire(timeout=max(0.01, stop_at + timeout - time.perf_counter()))
     elapsed = time.perf_counter() - start
     with lock:
-        lat = sorted(lat)
-
-    def pct(q):
-        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else None
-
-    return {
-        "committed": len(lat),
-        "errors": errors,
-        "seconds": elapsed,
-        "per_second": len(lat) / elapsed if elapsed else 0.0,
-        "p50_ms": pct(0.5),
-        "p99_ms": pct(0.99),
-        "mean_ms": sum(lat) / len(lat) * 1000 if lat else None,
-    }
+        return load_figures(list(lat), dict(errors), elapsed)
 
 
 def status(obj: Counter) -> dict:

@@ -1,5 +1,5 @@
 """Salt 3008's core Raft, driven in one process, for reference: section ``salt_core`` of
-``python -m saltext_raft.bench cluster``.
+``python -m saltext_raft bench cluster``.
 
 **One process, in-memory transport, for reference only — not a like-for-like comparison.**
 Our figures and PySyncObj's come from three OS processes talking over loopback sockets; these

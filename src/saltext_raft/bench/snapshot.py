@@ -1,4 +1,4 @@
-"""``python -m saltext_raft.bench snapshot [--json]``: how long a big cache state holds the loop.
+"""``python -m saltext_raft bench snapshot [--json]``: how long a big cache state holds the loop.
 
 The replicated cache's state machine (``KVStateMachine``) is filled as a Salt master's cache of
 ``--minions`` minions would be (three keys each: grains-like ``data``, ``pillar``, ``mine`` of
@@ -42,7 +42,7 @@ LEADERSHIP_STALL_MS = 250
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m saltext_raft.bench snapshot")
+    p = argparse.ArgumentParser(prog="python -m saltext_raft bench snapshot")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--minions", type=int, default=10_000)
     p.add_argument(

@@ -1,7 +1,7 @@
 """Steady run: 3 node processes under a steady write load while both CPUs are kept busy by
 other processes; reports every leader change (the target is none in 10 minutes).
 
-``python -m saltext_raft.bench steady [--minutes 10] [--burners 2] [--rate 200] [--json]``
+``python -m saltext_raft bench steady [--minutes 10] [--burners 2] [--rate 200] [--json]``
 
 Bounded in count and time: the run stops after ``--minutes``; the burner processes stop by
 themselves after the same time and are also killed by PID at the end.
@@ -68,7 +68,7 @@ def run(minutes: float, burners: int, rate: float, workdir: str) -> dict:
         final = {nid: st.get("term") for nid, st in cluster.statuses().items()}
         return {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": "python -m saltext_raft.bench steady "
+            "command": "python -m saltext_raft bench steady "
             f"--minutes {minutes:g} --burners {burners} --rate {rate:g}",
             "loadavg_at_end": list(os.getloadavg()),
             "cpus": os.cpu_count(),
@@ -90,7 +90,7 @@ def run(minutes: float, burners: int, rate: float, workdir: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m saltext_raft.bench steady", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m saltext_raft bench steady", description=__doc__)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--burners", type=int, default=os.cpu_count() or 2, help="busy-loop processes")
     p.add_argument("--rate", type=float, default=200.0, help="writes per second (one at a time)")

@@ -1,4 +1,4 @@
-"""``python -m saltext_raft.bench storage``: what durable storage costs on a real cache driver.
+"""``python -m saltext_raft bench storage``: what durable storage costs on a real cache driver.
 
 Measures CacheStore over ``salt.cache.Cache`` on localfs, for both log schemes side by side in
 one run (``segments``: the localfs fast path; ``keys``: one fsynced cache file per record, what
@@ -208,7 +208,7 @@ def measure(cachedir: str, points: list[int], args) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m saltext_raft.bench storage")
+    parser = argparse.ArgumentParser(prog="python -m saltext_raft bench storage")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--cachedir", help="directory for the localfs cache (default: a temp dir)")
     parser.add_argument("--points", default="1000,10000,100000", help="log lengths to probe")

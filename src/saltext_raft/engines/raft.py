@@ -63,7 +63,7 @@ def start(**options):
         log.error(
             "saltext-raft: not starting: process %s holds %s, so a raft engine is already "
             "running on this master's Raft storage, or the offline recovery command "
-            "(python -m saltext_raft.integration.recover) is. Two writers would corrupt it.",
+            "(python -m saltext_raft recover) is. Two writers would corrupt it.",
             exc.pid or "(unknown)",
             exc.path,
         )

@@ -1,7 +1,7 @@
 """Copying an existing Salt cache into the replicated one (``cache: raft``).
 
 Lives here: :func:`import_cache` (walk banks of a source driver, store what the replicated
-cache lacks) and the command line ``python -m saltext_raft.integration.cacheimport``; the
+cache lacks) and the command line ``python -m saltext_raft import``; the
 ``raft.import_cache`` runner calls the same function. Must not live here: the driver itself
 (``cachedriver``), anything that runs in the engine.
 
@@ -91,7 +91,7 @@ def check_banks(opts: dict, banks) -> list[str]:
         ):
             raise ImportRefused(
                 f"bank {bank!r} is the minion key store: import keys with "
-                "'python -m saltext_raft.integration.keystore import'"
+                "'python -m saltext_raft keys import'"
             )
         if bank not in out:
             out.append(bank)
@@ -248,14 +248,14 @@ def summary(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-    """``python -m saltext_raft.integration.cacheimport [-c /etc/salt] [--bank B]...``: run
+    """``python -m saltext_raft import [-c /etc/salt] [--bank B]...``: run
     once, on one master whose engine is up, after switching the masters to ``cache: raft``."""
     import argparse  # pylint: disable=import-outside-toplevel
 
     import salt.config  # pylint: disable=import-outside-toplevel
 
     parser = argparse.ArgumentParser(
-        prog="python -m saltext_raft.integration.cacheimport",
+        prog="python -m saltext_raft import",
         description="Copy an existing Salt cache (default: localfs in this master's cachedir) "
         "into the replicated raft cache. Keys the replicated cache already has are kept.",
     )

@@ -31,6 +31,7 @@ from saltext_raft.integration.secret import MIN_SECRET_BYTES
 from saltext_raft.integration.secret import SecretError
 from saltext_raft.integration.secret import read_secret_file
 from saltext_raft.runtime.config import RuntimeConfig
+from saltext_raft.transport.crypto import derive_secret_from_cluster_key
 
 #: The engine's own TCP port. Clear of Salt's publish (4505) and request (4506) ports and of
 #: Salt 3008's core consensus pool port (4520; 55596 in 3008.0).
@@ -51,8 +52,6 @@ BACKUP_DIRNAME = "saltext_raft_backups"
 #: The file inside ``cluster_pki_dir`` the default secret is derived from (Salt's shared
 #: cluster private key: the same on every master of a Salt cluster).
 CLUSTER_KEY_FILE = "cluster.pem"
-_HKDF_SALT = b"saltext-raft/v1 secret"
-_HKDF_INFO = b"saltext-raft transport secret from cluster.pem"
 _WILDCARDS = {"0.0.0.0", "::", "*", ""}
 
 
@@ -91,7 +90,7 @@ class EngineConfig:
     #: in ``peers``.
     advertise: str = ""
     #: File holding the shared cluster secret: at least 32 random bytes (hex, base64 or raw),
-    #: owned by the master's user, mode 0600 (``python -m saltext_raft.integration.secret
+    #: owned by the master's user, mode 0600 (``python -m saltext_raft secret
     #: generate PATH`` writes one).
     #: Default: derived from ``cluster_pki_dir``/cluster.pem when Salt clustering is configured.
     secret_file: str = ""
@@ -498,7 +497,7 @@ def read_secret(secret_file: str, opts: dict) -> tuple[bytes, str]:
         ) from None
     if not material.strip():
         raise EngineConfigError("secret_file", f"not set, and the cluster key {path} is empty")
-    return derive_secret(material), f"derived from {path}"
+    return derive_secret_from_cluster_key(material), f"derived from {path}"
 
 
 def read_accept_secrets(paths, opts: dict) -> tuple[bytes, ...]:
@@ -514,12 +513,3 @@ def read_accept_secrets(paths, opts: dict) -> tuple[bytes, ...]:
             raise EngineConfigError("accept_secret_files", exc.why) from None
         out.append(secret)
     return tuple(out)
-
-
-def derive_secret(material: bytes) -> bytes:
-    from cryptography.hazmat.primitives import hashes  # pylint: disable=import-outside-toplevel
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF  # pylint: disable=import-outside-toplevel
-
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=_HKDF_SALT, info=_HKDF_INFO).derive(
-        material
-    )

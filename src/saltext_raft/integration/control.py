@@ -59,7 +59,7 @@ OPS = (
     "members",
     "status",
     "leader",
-    "add",
+    "add_learner",
     "promote",
     "demote",
     "remove",

@@ -406,13 +406,13 @@ def import_pki_dir(opts: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    """``python -m saltext_raft.integration.keystore import [-c /etc/salt]``: run once, on one
+    """``python -m saltext_raft keys import [-c /etc/salt]``: run once, on one
     master whose engine is up, before minions authenticate against the replicated store."""
     import argparse  # pylint: disable=import-outside-toplevel
 
     import salt.config  # pylint: disable=import-outside-toplevel
 
-    parser = argparse.ArgumentParser(prog="python -m saltext_raft.integration.keystore")
+    parser = argparse.ArgumentParser(prog="python -m saltext_raft keys")
     parser.add_argument("command", choices=["import"])
     parser.add_argument("-c", "--config-dir", default="/etc/salt")
     args = parser.parse_args(argv)

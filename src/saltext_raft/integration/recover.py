@@ -1,4 +1,4 @@
-"""Recovering a cluster that lost quorum for good: ``python -m saltext_raft.integration.recover``.
+"""Recovering a cluster that lost quorum for good: ``python -m saltext_raft recover``.
 
 When a majority of the voters is gone and will not come back (disks lost, hosts destroyed), no
 leader can be elected, every gate stays closed and ``cache: raft`` writes fail, although the
@@ -260,7 +260,7 @@ def render(report: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m saltext_raft.integration.recover",
+        prog="python -m saltext_raft recover",
         description="After a permanent loss of quorum: make this master the only voter of its "
         "raft cluster, keeping its whole log. Run with salt-master stopped. Without "
         "--force-new-cluster, only report what would change.",

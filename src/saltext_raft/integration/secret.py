@@ -2,7 +2,7 @@
 
 Lives here: :func:`read_secret_file` (owner, mode and strength checks; the one reader of a
 ``secret_file``), :func:`secret_strength` (how many bytes of key material a file's contents
-carry), :func:`generate` and the command ``python -m saltext_raft.integration.secret generate
+carry), :func:`generate` and the command ``python -m saltext_raft secret generate
 PATH``. Must not live here: where the secret comes from when no file is set (derived from
 Salt's cluster key: ``integration.config``), how keys are derived from it
 (``transport.crypto``). No Salt import.
@@ -32,7 +32,7 @@ from saltext_raft.integration.fileutil import atomic_write
 
 #: Bytes of key material a secret file must carry (256 bits).
 MIN_SECRET_BYTES = 32
-HOW_TO_GENERATE = "python -m saltext_raft.integration.secret generate {path}"
+HOW_TO_GENERATE = "python -m saltext_raft secret generate {path}"
 
 _HEX = re.compile(rb"[0-9a-fA-F]+")
 _B64 = re.compile(rb"[A-Za-z0-9+/]+={0,2}")
@@ -111,7 +111,7 @@ def generate(path: str, *, overwrite: bool = False) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m saltext_raft.integration.secret",
+        prog="python -m saltext_raft secret",
         description="Generate or check the saltext-raft cluster secret file.",
     )
     sub = parser.add_subparsers(dest="command", required=True)

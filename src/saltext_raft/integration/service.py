@@ -220,22 +220,26 @@ class RaftService:
     # ------------------------------------------------------------------------------------------
     def build_runtime(self):
         # pylint: disable=import-outside-toplevel
-        from saltext_raft.core.config import Config
+        from saltext_raft.integration.bootepoch import claim_epoch
+        from saltext_raft.integration.cacheconfig import storage_opts
         from saltext_raft.runtime import DictStateMachine
-        from saltext_raft.runtime import RaftRuntime
         from saltext_raft.runtime import RuntimeConfig
+        from saltext_raft.runtime.assemble import NodeSpec
+        from saltext_raft.runtime.assemble import assemble
         from saltext_raft.storage.cache import open_store
-        from saltext_raft.transport import TransportConfig
-        from saltext_raft.transport.zmqtransport import ZmqTransport
 
         cfg = self.cfg
-        from saltext_raft.integration.bootepoch import claim_epoch  # pylint: disable=import-outside-toplevel
-        from saltext_raft.integration.cacheconfig import storage_opts  # pylint: disable=import-outside-toplevel
-        from saltext_raft.runtime.limits import max_frame_bytes  # pylint: disable=import-outside-toplevel
-
-        store = open_store(storage_opts(self.opts), cfg.cluster_id, cfg.node_id)
-        core_config = Config(
-            cfg.node_id,
+        spec = NodeSpec(
+            node_id=cfg.node_id,
+            cluster_id=cfg.cluster_id,
+            listen=cfg.listen,
+            secret=cfg.secret,
+            accept_secrets=cfg.accept_secrets,
+            aead=cfg.aead,
+            peers=cfg.peers,
+            founders=cfg.founders,
+            advertise=cfg.advertise,
+            join=not cfg.founding,
             election_ticks=cfg.election_ticks,
             heartbeat_ticks=cfg.heartbeat_ticks,
         )
@@ -244,29 +248,12 @@ class RaftService:
             snapshot_interval=cfg.snapshot_entries,
             max_pending_proposals=cfg.max_pending_proposals,
         )
-        transport = ZmqTransport(
-            TransportConfig(
-                cluster_id=cfg.cluster_id,
-                node_id=cfg.node_id,
-                secret=cfg.secret,
-                accept_secrets=cfg.accept_secrets,
-                listen=cfg.listen,
-                aead=cfg.aead,
-                max_frame_bytes=max_frame_bytes(core_config, config),
-            ),
-            epoch=claim_epoch(cfg.state_dir),
-        )
-        return RaftRuntime(
-            cfg.node_id,
-            store,
-            transport,
+        return assemble(
+            spec,
+            open_store(storage_opts(self.opts), cfg.cluster_id, cfg.node_id),
             self.cache.state_machine if self.cache is not None else DictStateMachine(),
-            core_config=core_config,
-            config=config,
-            founders=cfg.founders,
-            peers=cfg.peers,
-            address=cfg.advertise,
-            join=not cfg.founding,
+            config,
+            epoch=claim_epoch(cfg.state_dir),
         )
 
     # ------------------------------------------------------------------------------------------
@@ -415,12 +402,14 @@ class RaftService:
             node = rt.node
             return {"leader": node.leader or None, "term": node.term, "node_id": self.cfg.node_id}
         node_arg = str(args.get("node") or "")
-        if op in ("add", "promote", "demote", "remove", "transfer_leader") and not node_arg:
+        if op in ("add_learner", "promote", "demote", "remove", "transfer_leader") and not node_arg:
             raise ValueError(f"{op}: which master? (pass node=<master id>)")
-        if op == "add":
+        if op == "add_learner":
             address = str(args.get("address") or "")
             if not address:
-                raise ValueError("add: pass address=<host:port> of the new master's raft port")
+                raise ValueError(
+                    "add_learner: pass address=<host:port> of the new master's raft port"
+                )
             from saltext_raft.integration.config import split_host_port  # pylint: disable=import-outside-toplevel
 
             split_host_port(address, None, "address")
@@ -617,7 +606,7 @@ class RaftService:
         self._control_thread.start()
         # What Salt, the loaders and the restored state allocated lives as long as the engine
         # process: keep it out of the cyclic GC's full collections, which otherwise walk it
-        # every few hundred ms under load and pause the loop (as in node.py).
+        # every few hundred ms under load and pause the loop (as in standalone.py).
         gc.collect()
         gc.freeze()
         try:

@@ -380,7 +380,7 @@ class KVStateMachine:
         thread gives the GIL back to the event loop between pieces. For 30,000 keys of 2.5 KB
         on average (75 MB), encoding on the loop held it for 160-230 ms; this call holds it for
         8-12 ms (28-39 ms when a GC collection lands on it), and the encoding thread for at
-        most ~12 ms at a time (``python -m saltext_raft.bench snapshot``)."""
+        most ~12 ms at a time (``python -m saltext_raft bench snapshot``)."""
         tree = self.copy_tree()
         dedup = [[c, s, r] for c, (s, r) in self._dedup.items()]
         return lambda: _pack_snapshot(tree, dedup)
@@ -394,7 +394,7 @@ class KVStateMachine:
         commands are applied; the install must run where commands are applied (the loop) and
         is a swap of two references. A follower installing a 75 MB snapshot held its loop for
         115-235 ms decoding it there; while this decodes on a thread, the loop's longest gap
-        is 8-17 ms (``python -m saltext_raft.bench snapshot``)."""
+        is 8-17 ms (``python -m saltext_raft bench snapshot``)."""
 
         def decode():
             if not data:

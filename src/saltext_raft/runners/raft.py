@@ -35,7 +35,8 @@ def _refused_node(op, node):
     return None
 
 
-def _call(op, timeout, **args):
+def _call(op, timeout, runner=None, **args):
+    """Send ``op`` to the engine; ``runner``: the function's name in errors if not ``op``."""
     timeout = float(timeout)
     args = {k: v for k, v in args.items() if v is not None}
     args["timeout"] = timeout
@@ -43,7 +44,7 @@ def _call(op, timeout, **args):
         client = _control.ControlClient(__opts__)  # pylint: disable=undefined-variable
         result = client.call(op, args, timeout=timeout + 3)
     except _control.ControlError as exc:
-        return {"result": False, "error": f"raft.{op}: {exc}", "retcode": 1}
+        return {"result": False, "error": f"raft.{runner or op}: {exc}", "retcode": 1}
     if not isinstance(result, dict):
         result = {"value": result}
     return result
@@ -75,7 +76,8 @@ def leader(timeout=10):
 
 
 def add(node, address, timeout=30):
-    """Add a master as a learner (it is promoted to voter once it has caught up).
+    """Add a master as a learner (it is promoted to voter once it has caught up): the
+    ``add_learner`` operation, under the short name operators type.
 
     node
         The new master's id (its ``id``, or the engine's ``node_id``).
@@ -84,7 +86,9 @@ def add(node, address, timeout=30):
 
     CLI Example: ``salt-run raft.add node=m4 address=10.0.0.4:4606``
     """
-    return _refused_node("add", node) or _call("add", timeout, node=str(node), address=address)
+    return _refused_node("add", node) or _call(
+        "add_learner", timeout, runner="add", node=str(node), address=address
+    )
 
 
 def promote(node, timeout=30):
@@ -149,7 +153,7 @@ def backup(path=None, overwrite=False, timeout=120):
     included, and the membership, in one file authenticated with the cluster secret. ``path``:
     a file name in that directory, or an absolute path of a file directly in it (default:
     ``<cluster>-<node>-<UTC time>.bak``); anything else is refused. Restore it with
-    ``python -m saltext_raft.integration.recover --restore <path>`` (docs/operations.md).
+    ``python -m saltext_raft recover --restore <path>`` (docs/operations.md).
 
     CLI Example: ``salt-run raft.backup path=salt-raft.bak``
     """

@@ -12,7 +12,8 @@ order (several requests may be outstanding on one connection): ``{"id": ..., "ok
 
 Ops: ``status``; ``propose`` (``data`` latin-1 text, ``timeout``) → the state machine's result;
 ``read`` → the read index; ``add_learner`` (``node``, ``address``), ``promote``, ``demote``,
-``remove`` (``node``), ``transfer`` (``node``); plus any extra handlers the owner registers
+``remove`` (``node``), ``transfer_leader`` (``node``): the runtime's own names, one per
+operation; plus any extra handlers the owner registers
 (``handlers={"op": async fn(runtime, request) -> result}``), or, for ops on a hot path, that
 return a future without a task of their own (``future_handlers={"op": fn(runtime, request) ->
 asyncio.Future}``).
@@ -67,7 +68,7 @@ HANDLERS = {
     "promote": _admin("promote"),
     "demote": _admin("demote"),
     "remove": _admin("remove"),
-    "transfer": _admin("transfer"),
+    "transfer_leader": _admin("transfer_leader"),
 }
 
 

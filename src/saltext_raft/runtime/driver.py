@@ -1101,7 +1101,7 @@ class RaftRuntime:
         return await self.admin("remove", {"node": node_id}, timeout)
 
     async def transfer_leader(self, target: str, timeout: float | None = None) -> dict:
-        return await self.admin("transfer", {"node": target}, timeout)
+        return await self.admin("transfer_leader", {"node": target}, timeout)
 
     async def admin(
         self,
@@ -1169,7 +1169,7 @@ class RaftRuntime:
     async def _admin_local(self, cmd: str, args: dict, deadline: float) -> dict:
         node = self.node
         target = str(args.get("node") or "")
-        if cmd == "transfer":
+        if cmd == "transfer_leader":
             try:
                 node.transfer_leader(target)
             except ProposalDropped as exc:

@@ -1,7 +1,7 @@
 """The deterministic Raft simulator and its invariant checkers.
 
 Standard library and ``saltext_raft.core`` only: no Salt, asyncio or sockets. Entry points:
-``python -m saltext_raft.sim`` (see ``__main__``) and, for tests, ``run_seed`` /
+``python -m saltext_raft sim`` (see ``__main__``) and, for tests, ``run_seed`` /
 ``run_seeds``. See docs/simulator.md.
 """
 

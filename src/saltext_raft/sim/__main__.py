@@ -1,4 +1,4 @@
-"""Command line: ``python -m saltext_raft.sim [--seeds N | --seed S] [--trace] ...``.
+"""Command line: ``python -m saltext_raft sim [--seeds N | --seed S] [--trace] ...``.
 
 Prints one JSON summary line on stdout and exits 0 when no invariant broke; otherwise prints,
 for each failing seed, the invariant, what happened, and the command that replays it with a
@@ -36,7 +36,7 @@ def _parse_mix(text: str) -> tuple[str, ...] | None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m saltext_raft.sim",
+        prog="python -m saltext_raft sim",
         description="Deterministic Raft simulator: seeded faults, invariants checked every step.",
     )
     p.add_argument("--seeds", type=int, default=100, help="run seeds START..START+N-1")

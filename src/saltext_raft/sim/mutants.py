@@ -4,7 +4,7 @@ Lives here: ``Mutant`` (one planted bug: which methods it replaces and with what
 simulator options it runs under), ``MUTANTS`` (the standing list), ``planted`` (applies a
 mutant in this process by replacing methods on ``RaftNode`` or the simulator's ``Driver``, and
 restores them afterwards) and ``hunt`` (runs seeds until a violation). The command line is
-``python -m saltext_raft.sim --mutants`` (``__main__``); ``nox -s mutants`` runs the whole
+``python -m saltext_raft sim --mutants`` (``__main__``); ``nox -s mutants`` runs the whole
 budget, CI a short form.
 
 Must not live here: invariants (``checkers``), fault injection (``cluster``, ``driver``). A

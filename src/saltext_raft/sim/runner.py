@@ -95,7 +95,7 @@ class Summary:
 
 
 def replay_command(seed: int, options: SimOptions | None) -> str:
-    cmd = ["python", "-m", "saltext_raft.sim", "--seed", str(seed)]
+    cmd = ["python", "-m", "saltext_raft", "sim", "--seed", str(seed)]
     o = options or SimOptions()
     if o.nodes:
         cmd += ["--nodes", str(o.nodes)]

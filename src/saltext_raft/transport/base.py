@@ -177,10 +177,6 @@ class Transport(abc.ABC):
     async def close(self) -> None:
         """Stop, drop queued frames (linger 0) and wake ``recv`` waiters with TransportClosed."""
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     # --- for implementations ----------------------------------------------------------------
 
     def _deliver(self, msg: Message) -> None:

@@ -1,4 +1,4 @@
-"""Microbenchmark of the transport: ``python -m saltext_raft.transport.bench [--quick]``.
+"""Microbenchmark of the transport: ``python -m saltext_raft bench transport [--quick]``.
 
 Prints one JSON object:
 
@@ -171,7 +171,9 @@ async def _same_loop_rate(n: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m saltext_raft bench transport", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     args = parser.parse_args(argv)
     rounds = 2000 if args.quick else 20000

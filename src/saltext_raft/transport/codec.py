@@ -1,9 +1,10 @@
-"""The one serializer for everything saltext-raft puts on the wire (and storage may use it).
+"""The one serializer for everything saltext-raft puts on the wire.
 
-Lives here: msgpack encodings of the core value types (``Message`` with its ``Entry`` tuples,
-``SnapshotChunk``, ``SnapshotMeta`` with ``Membership``, ``HardState``), each inside a versioned
-envelope, strict decoders for them, and generic helpers for application payloads. Must not
-live here: sockets, keys, Salt, or any second encoding of a core type.
+Lives here: the msgpack encoding of ``Message`` (with its ``Entry`` tuples and its
+``SnapshotChunk``, whose ``SnapshotMeta`` carries the ``Membership``) inside a versioned
+envelope, its strict decoder, and generic helpers for application payloads. Must not live
+here: sockets, keys, Salt, the storage records (``storage/records.py``), or any second wire
+encoding of a core type.
 
 Theory of operation
 -------------------
@@ -14,7 +15,8 @@ A message is one msgpack array, its first element the codec version::
 
 ``entries`` is an array of ``[term, index, kind, data]`` arrays (``Entry`` is a NamedTuple, so
 msgpack packs it as an array without any per-entry conversion). ``snapshot`` is nil or
-``[meta, offset, data, done, total]`` with ``meta = [index, term, voters, learners, addresses]``.
+``[meta, offset, data, done, total]`` with ``meta = [index, term, voters, learners, addresses,
+demoted, removed]`` (a 6-element meta from before tombstones still decodes).
 
 Decoding trusts nothing: every field's type and range is checked, booleans are not accepted
 as integers, unknown message types and entry kinds are refused, and any failure — including
@@ -28,7 +30,6 @@ import msgpack
 
 from saltext_raft.core.types import Entry
 from saltext_raft.core.types import EntryKind
-from saltext_raft.core.types import HardState
 from saltext_raft.core.types import Membership
 from saltext_raft.core.types import Message
 from saltext_raft.core.types import MsgType
@@ -41,16 +42,10 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "MAX_ID_LEN",
     "MAX_U63",
-    "decode_entries",
-    "decode_hard_state",
     "decode_message",
     "decode_payload",
-    "decode_snapshot_meta",
-    "encode_entries",
-    "encode_hard_state",
     "encode_message",
     "encode_payload",
-    "encode_snapshot_meta",
 ]
 
 CODEC_VERSION = 1
@@ -213,34 +208,6 @@ def _entries(raw) -> tuple[Entry, ...]:
     return tuple(out)
 
 
-def encode_entries(entries) -> bytes:
-    """Encode a sequence of ``Entry`` (for storage: a batch of log entries) in an envelope."""
-    try:
-        return msgpack.packb((CODEC_VERSION, tuple(entries)), use_bin_type=True)
-    except Exception as exc:
-        raise CodecError("unencodable", f"entries: {exc}") from None
-
-
-def decode_entries(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> tuple[Entry, ...]:
-    obj = _envelope(_unpack(data, max_bytes, "entries"), "entries", 2)
-    return _entries(obj[1])
-
-
-# --- hard state ------------------------------------------------------------------------------
-
-
-def encode_hard_state(hs: HardState) -> bytes:
-    try:
-        return msgpack.packb((CODEC_VERSION, hs.term, hs.vote, hs.commit), use_bin_type=True)
-    except Exception as exc:
-        raise CodecError("unencodable", f"hard state: {exc}") from None
-
-
-def decode_hard_state(data: bytes) -> HardState:
-    obj = _envelope(_unpack(data, 4096, "hard state"), "hard state", 4)
-    return HardState(_u63(obj[1], "term"), _ident(obj[2], "vote"), _u63(obj[3], "commit"))
-
-
 # --- membership and snapshot meta ------------------------------------------------------------
 
 
@@ -317,18 +284,6 @@ def _meta(raw) -> SnapshotMeta:
         removed=removed_ids,
     )
     return SnapshotMeta(_u63(index, "snapshot index"), _u63(term, "snapshot term"), membership)
-
-
-def encode_snapshot_meta(meta: SnapshotMeta) -> bytes:
-    try:
-        return msgpack.packb((CODEC_VERSION, _meta_array(meta)), use_bin_type=True)
-    except Exception as exc:
-        raise CodecError("unencodable", f"snapshot meta: {exc}") from None
-
-
-def decode_snapshot_meta(data: bytes, max_bytes: int = 1 << 20) -> SnapshotMeta:
-    obj = _envelope(_unpack(data, max_bytes, "snapshot meta"), "snapshot meta", 2)
-    return _meta(obj[1])
 
 
 # --- messages --------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ Frame (version 1)::
 Everything before the ciphertext is the header and is the AEAD's associated data, so the
 cluster id, sender, receiver, protocol version, epoch and counter are all authenticated.
 
-Keys (HKDF-SHA256)::
+Keys (HKDF-SHA256; every key derivation of the project lives here)::
+
+    secret      = HKDF(cluster.pem, salt="saltext-raft/v1 secret", info=...)  when no secret file
 
     cluster_key = HKDF(secret, salt="saltext-raft/v1", info="cluster" | cluster_id)
     frame_key   = HKDF(cluster_key, info="frame" | sender | receiver | epoch)
@@ -137,6 +139,18 @@ def _derive_cluster_key(secret: bytes, cluster_id: str) -> bytes:
         salt=b"saltext-raft/v1",
         info=b"cluster" + _lp(cluster_id.encode()),
     ).derive(secret)
+
+
+def derive_secret_from_cluster_key(material: bytes) -> bytes:
+    """The cluster secret of masters that set no ``secret_file``: HKDF-SHA256 of Salt's shared
+    cluster key (``cluster.pem``, every master of a Salt cluster holds the same one), under its
+    own label, so the secret changes when that key does and is never the key itself."""
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=b"saltext-raft/v1 secret",
+        info=b"saltext-raft transport secret from cluster.pem",
+    ).derive(material)
 
 
 def derive_backup_key(secret: bytes) -> bytes:
@@ -439,10 +453,3 @@ class FrameCrypto:
             state.high = counter
         else:
             state.mask |= 1 << (state.high - counter)
-
-    def forget(self, sender: str) -> None:
-        """Drop replay state and cached keys for ``sender`` (tests; never needed in service)."""
-        sender_b = sender.encode()
-        self._replay.pop(sender_b, None)
-        for key in [k for k in self._open_cache if k[0] == sender_b]:
-            del self._open_cache[key]

@@ -22,7 +22,7 @@ SMALL = [
 
 def run_bench(*args):
     return run_python(
-        ["-m", "saltext_raft.bench", "cache", *args], timeout=180, **{RUN_MARK: RUN_ID}
+        ["-m", "saltext_raft", "bench", "cache", *args], timeout=180, **{RUN_MARK: RUN_ID}
     )
 
 

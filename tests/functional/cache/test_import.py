@@ -256,7 +256,7 @@ def test_the_runner_and_the_command_line(cluster, monkeypatch, capsys):
 )
 def test_the_key_banks_are_left_to_the_key_import(cluster):
     opts = salt_opts(cluster.opts("m1"), **{"keys.cache_driver": "raft"})
-    with pytest.raises(cacheimport.ImportRefused, match="keystore import"):
+    with pytest.raises(cacheimport.ImportRefused, match="saltext_raft keys import"):
         cacheimport.import_cache(opts, ["keys"])
 
 

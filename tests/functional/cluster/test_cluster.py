@@ -1,4 +1,4 @@
-"""Real node processes on loopback (python -m saltext_raft.node, zmq transport, durable
+"""Real node processes on loopback (python -m saltext_raft node, zmq transport, durable
 CacheStore over localfs): election, replication, SIGKILL of the leader, catch-up through
 InstallSnapshot, JOIN with auto-promotion, and rejection of forged/replayed/foreign/malformed
 frames. Every wait is bounded; every process is killed by PID at teardown."""

@@ -1,13 +1,13 @@
 """M1 of issue 18, performed: 200 forged frames of the largest accepted size, with a plausible
 header (right cluster, a known peer as sender, a fresh epoch) but no secret, sent to the
-leader of a 3-node cluster of real ``python -m saltext_raft.node`` processes on loopback.
+leader of a 3-node cluster of real ``python -m saltext_raft node`` processes on loopback.
 
 Before the fix such a flood blocked the leader's event loop for seconds, took it to 1.7 GB and
 cost it its leadership. Asserted here: the leader keeps its leadership throughout, every frame
 that reaches it is refused (``auth``, or ``throttled`` unread once the forged sender is over
 its budget of failed bytes), memory stays within the bound the receive queue sets, and no
 single wake-up of the transport drains the whole queue. The stall figures for
-docs/security.md come from ``python -m saltext_raft.bench flood`` (same code); no tight
+docs/security.md come from ``python -m saltext_raft bench flood`` (same code); no tight
 wall-clock bound here, as this machine may be loaded."""
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ def test_writes_through_followers_survive_a_paused_killed_or_partitioned_leader(
                         for n in cluster.nodes.values()
                         if n.id not in {w.node.id for w in writers}
                     )
-                    leader.call("transfer", node=spare.id, timeout=10)
+                    leader.call("transfer_leader", node=spare.id, timeout=10)
                     leader = cluster.wait(
                         "leadership on the non-writing node",
                         lambda s=spare: s.try_status() and s.try_status()["role"] == "leader" and s,

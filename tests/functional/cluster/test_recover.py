@@ -1,4 +1,4 @@
-"""``python -m saltext_raft.integration.recover`` on a master's real Raft storage (Salt's
+"""``python -m saltext_raft recover`` on a master's real Raft storage (Salt's
 localfs cache): a dry run by default, the recovery with --force-new-cluster, and clear refusals
 (engine running, engine not configured, no config)."""
 
@@ -93,7 +93,7 @@ def master(tmp_path):
 
 
 def recover(root, *args):
-    return run_python(["-m", "saltext_raft.integration.recover", "-c", root, *args], timeout=120)
+    return run_python(["-m", "saltext_raft", "recover", "-c", root, *args], timeout=120)
 
 
 def test_a_dry_run_reports_and_writes_nothing(master):

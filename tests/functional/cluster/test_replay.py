@@ -86,7 +86,7 @@ def test_a_recorded_add_learner_frame_replayed_after_removal_and_restart_is_refu
         if leader.call("status")["role"] == "leader":
             return True
         try:  # the recorded frame is addressed to the old leader: give it the lead back
-            leader.call("transfer", node=leader.id, timeout=3)
+            leader.call("transfer_leader", node=leader.id, timeout=3)
         except RuntimeError:
             pass  # no leader known yet, or the transfer timed out: try again
         return False

@@ -57,7 +57,7 @@ def test_the_transport_config_refuses_an_invalid_node_id():
 
 
 def test_the_standalone_node_refuses_invalid_ids_in_its_arguments(capsys):
-    from saltext_raft.node import build_parser  # pylint: disable=import-outside-toplevel
+    from saltext_raft.standalone import build_parser  # pylint: disable=import-outside-toplevel
 
     base = ["--listen", "127.0.0.1:1", "--data-dir", "/nonexistent", "--secret-file", "/x"]
     for argv in (["--id", "a/b", *base], ["--id", "n1", "--peers", "n" * 300 + "=h:1", *base]):

@@ -11,6 +11,7 @@ from saltext_raft.integration.config import DEFAULT_PORT
 from saltext_raft.integration.config import EngineConfigError
 from saltext_raft.integration.config import engine_options
 from saltext_raft.integration.config import from_opts
+from saltext_raft.transport.crypto import derive_secret_from_cluster_key
 
 SECRET = b"0123456789abcdef" * 4  # 64 hex digits: 32 bytes of key material
 
@@ -66,8 +67,10 @@ def test_defaults_come_from_salt_clustering_options(tmp_path):
     assert len(cfg.secret) == 32
     assert cfg.secret_source.startswith("derived from")
     # Same key material -> same secret on every master; different material -> different secret.
-    assert cfg.secret == cfgmod.derive_secret(b"-----BEGIN PRIVATE KEY-----\nabc\n")
-    assert cfg.secret != cfgmod.derive_secret(b"other")
+    assert cfg.secret == derive_secret_from_cluster_key(b"-----BEGIN PRIVATE KEY-----\nabc\n")
+    assert cfg.secret != derive_secret_from_cluster_key(b"other")
+    # The derivation itself is pinned: a changed label would split a cluster on upgrade.
+    assert cfg.secret.hex() == ("8b756b40c9cf9ed3767b220af3cb1b74a11f3114712d90ab780d80547a97421d")
     assert b"abc" not in cfg.secret
 
 
@@ -167,7 +170,7 @@ def test_missing_secret_says_what_to_do(tmp_path):
     with pytest.raises(EngineConfigError) as excinfo:
         from_opts(opts(tmp_path), {})
     assert excinfo.value.option == "secret_file"
-    assert "python -m saltext_raft.integration.secret generate" in str(excinfo.value)
+    assert "python -m saltext_raft secret generate" in str(excinfo.value)
 
 
 def test_unreadable_or_short_secret(tmp_path):

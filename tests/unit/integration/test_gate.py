@@ -2,7 +2,7 @@
 
 No wall-clock bounds here (a loaded machine would break them): how long a request was held is
 counted in the gate's polls (``POLL_INTERVAL`` sleeps each), and cheapness in ``stat()`` calls.
-The cost in µs is a benchmark: ``python -m saltext_raft.bench gate``.
+The cost in µs is a benchmark: ``python -m saltext_raft bench gate``.
 """
 
 from __future__ import annotations

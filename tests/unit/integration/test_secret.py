@@ -86,7 +86,7 @@ def test_the_generated_secret_is_0600_strong_and_accepted(tmp_path):
     old = os.umask(0)
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "saltext_raft.integration.secret", "generate", path],
+            [sys.executable, "-m", "saltext_raft", "secret", "generate", path],
             capture_output=True,
             text=True,
             timeout=60,

@@ -167,7 +167,7 @@ def test_invalid_node_ids_are_refused_by_admin_and_never_committed(bad):
             leader = await c.leader()
             follower = next(rt for rt in c.nodes.values() if rt is not leader)
             for rt in (leader, follower):
-                for op in ("add_learner", "promote", "demote", "remove", "transfer"):
+                for op in ("add_learner", "promote", "demote", "remove", "transfer_leader"):
                     args = {"node": bad, "address": "mem://x"}
                     with pytest.raises(Rejected, match="node id"):
                         await rt.admin(op, args, timeout=2)

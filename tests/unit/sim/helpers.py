@@ -1,4 +1,4 @@
-"""Running the simulator in a child Python, as a user would (``python -m saltext_raft.sim``)."""
+"""Running the simulator in a child Python, as a user would (``python -m saltext_raft sim``)."""
 
 from __future__ import annotations
 

@@ -81,4 +81,4 @@ def _first_violation(options: SimOptions):
 def test_simulator_catches(options, expected):
     failure = _first_violation(options)
     assert failure.invariant in expected, (failure.seed, failure.invariant, failure.detail)
-    assert failure.replay.startswith("python -m saltext_raft.sim --seed ")
+    assert failure.replay.startswith("python -m saltext_raft sim --seed ")

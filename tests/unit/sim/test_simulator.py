@@ -57,7 +57,7 @@ def test_jobs_give_the_same_results_in_seed_order():
 
 
 def test_cli_prints_one_json_summary_line_and_exits_zero():
-    proc = run_python(["-m", "saltext_raft.sim", "--seeds", "3"])
+    proc = run_python(["-m", "saltext_raft", "sim", "--seeds", "3"])
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1
@@ -78,11 +78,11 @@ def test_cli_reports_seed_invariant_and_replay_command_on_a_violation():
         "--send-before-persist",
         "--stop-on-first",
     ]
-    proc = run_python(["-m", "saltext_raft.sim", *args])
+    proc = run_python(["-m", "saltext_raft", "sim", *args])
     assert proc.returncode == 1
     assert "VIOLATION seed=" in proc.stderr
     replay = proc.stderr.split("replay: ", 1)[1].splitlines()[0]
-    assert replay.startswith("python -m saltext_raft.sim --seed ")
+    assert replay.startswith("python -m saltext_raft sim --seed ")
     assert "--send-before-persist" in replay and replay.endswith("--trace")
     # the replay command reproduces the violation, with a readable trace
     rerun = run_python(replay.split()[1:], timeout=60)

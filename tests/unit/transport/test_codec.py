@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from saltext_raft.core.types import Entry
 from saltext_raft.core.types import EntryKind
-from saltext_raft.core.types import HardState
 from saltext_raft.core.types import Membership
 from saltext_raft.core.types import Message
 from saltext_raft.core.types import MsgType
@@ -17,10 +16,8 @@ from saltext_raft.core.types import SnapshotChunk
 from saltext_raft.core.types import SnapshotMeta
 from saltext_raft.transport import codec
 from saltext_raft.transport.codec import CodecError
-from tests.unit.transport.strategies import entries
 from tests.unit.transport.strategies import messages
 from tests.unit.transport.strategies import snapshot_metas
-from tests.unit.transport.strategies import u63
 
 
 @given(messages())
@@ -50,20 +47,10 @@ def test_snapshot_chunk_with_membership_round_trips():
     assert codec.decode_message(codec.encode_message(msg)) == msg
 
 
-@given(st.lists(entries, max_size=20))
-def test_entry_batches_round_trip(batch):
-    assert codec.decode_entries(codec.encode_entries(batch)) == tuple(batch)
-
-
-@given(u63, st.text(max_size=30), u63)
-def test_hard_state_round_trips(term, vote, commit):
-    hs = HardState(term, vote, commit)
-    assert codec.decode_hard_state(codec.encode_hard_state(hs)) == hs
-
-
 @given(snapshot_metas)
-def test_snapshot_meta_round_trips(meta):
-    assert codec.decode_snapshot_meta(codec.encode_snapshot_meta(meta)) == meta
+def test_snapshot_meta_round_trips_in_a_snapshot_chunk(meta):
+    msg = Message(MsgType.SNAPSHOT, "b", "a", 1, snapshot=SnapshotChunk(meta, 0, b"", True, 0))
+    assert codec.decode_message(codec.encode_message(msg)).snapshot.meta == meta
 
 
 # --- strict rejection --------------------------------------------------------------------------

@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("zmq")
 
-from saltext_raft.node import FAULT_INJECTION_OFF
-from saltext_raft.node import build_parser
-from saltext_raft.node import partition_op
 from saltext_raft.runtime import Rejected
+from saltext_raft.standalone import FAULT_INJECTION_OFF
+from saltext_raft.standalone import build_parser
+from saltext_raft.standalone import partition_op
 from saltext_raft.transport.faults import PartitionableZmqTransport
 
 from .test_zmq import cluster as zmq_cluster

@@ -1,17 +1,23 @@
-"""A standalone Raft node without a Salt master: ``python -m saltext_raft.node``.
+"""A standalone Raft node without a Salt master: ``python -m saltext_raft node``.
 
 Lives here: argument parsing, building the store (a durable ``CacheStore`` over Salt's localfs
-cache in ``--data-dir``; Salt is only used as a library for that), the pyzmq transport, the
-runtime with the built-in KV state machine, the local control channel and a loop-lag monitor
+cache in ``--data-dir``; Salt is only used as a library for that), the node itself
+(``runtime.assemble``: pyzmq transport and runtime, with the built-in KV state machine), the
+local control channel and a loop-lag monitor
 (``status`` reports the event loop's longest stall and the process's memory). Used by the
 functional tests and the benchmarks. Prints one JSON line ``{"event": "ready", ...}`` on stdout
 once it listens (with the control address), then logs to stderr.
 
 Example::
 
-    python -m saltext_raft.node --id n1 --listen 127.0.0.1:4701 \\
+    python -m saltext_raft node --id n1 --listen 127.0.0.1:4701 \\
         --peers n1=127.0.0.1:4701,n2=127.0.0.1:4702,n3=127.0.0.1:4703 \\
         --data-dir /tmp/n1 --secret-file /tmp/secret
+
+``--secret-file`` is read and checked as the engine reads ``secret_file``
+(``integration.secret``: owned by this user, mode 0600 or stricter, at least 32 bytes of key
+material; ``python -m saltext_raft secret generate PATH`` writes one); a file that fails a
+check stops the node with exit status 2 and says why.
 
 The control channel is a unix socket, ``control.sock`` in ``--data-dir`` (mode 0600 from the
 moment it exists, in a data directory made 0700): only the node's user can reach it.
@@ -41,21 +47,24 @@ import signal
 import sys
 import time
 
+from saltext_raft.bench.figures import load_figures
 from saltext_raft.core.nodeid import InvalidNodeId
 from saltext_raft.core.nodeid import check_node_id
 from saltext_raft.integration.bootepoch import claim_epoch
+from saltext_raft.integration.secret import SecretError
+from saltext_raft.integration.secret import read_secret_file
 from saltext_raft.runtime import DictStateMachine
 from saltext_raft.runtime import Overloaded
 from saltext_raft.runtime import RaftRuntime
 from saltext_raft.runtime import RaftRuntimeError
 from saltext_raft.runtime import Rejected
 from saltext_raft.runtime import RuntimeConfig
-from saltext_raft.runtime import default_core_config
+from saltext_raft.runtime.assemble import NodeSpec
+from saltext_raft.runtime.assemble import assemble
 from saltext_raft.runtime.control import ControlServer
-from saltext_raft.runtime.limits import max_frame_bytes
 from saltext_raft.runtime.looplag import LoopLagMonitor
 
-log = logging.getLogger("saltext_raft.node")
+log = logging.getLogger(__name__)
 
 
 def parse_peers(text: str) -> dict[str, str]:
@@ -102,7 +111,7 @@ def control_address(control: str | None, data_dir: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m saltext_raft.node", description=__doc__.split("\n")[0]
+        prog="python -m saltext_raft node", description=__doc__.split("\n")[0]
     )
     p.add_argument("--id", required=True, type=node_id_arg)
     p.add_argument("--listen", required=True, help="host:port for Raft traffic")
@@ -223,21 +232,7 @@ async def _load(rt: RaftRuntime, req: dict) -> dict:
             lat.append(time.perf_counter() - t0)
 
     await asyncio.gather(*(loop.create_task(worker()) for _ in range(outstanding)))
-    elapsed = time.perf_counter() - start
-    lat.sort()
-
-    def pct(q):
-        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else None
-
-    return {
-        "committed": len(lat),
-        "errors": errors,
-        "seconds": elapsed,
-        "per_second": len(lat) / elapsed if elapsed else 0.0,
-        "p50_ms": pct(0.5),
-        "p99_ms": pct(0.99),
-        "mean_ms": sum(lat) / len(lat) * 1000 if lat else None,
-    }
+    return load_figures(lat, errors, time.perf_counter() - start)
 
 
 async def _get(rt: RaftRuntime, req: dict):
@@ -303,21 +298,23 @@ def process_memory() -> dict:
     return out
 
 
-async def main(argv=None) -> int:
+async def serve(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper(), logging.INFO),
         stream=sys.stderr,
         format=f"%(asctime)s {args.id} %(levelname)s %(name)s: %(message)s",
     )
-    from saltext_raft.transport import TransportConfig  # pylint: disable=import-outside-toplevel
-    from saltext_raft.transport import ZmqTransport  # pylint: disable=import-outside-toplevel
-
+    transport_class = None  # assemble's default: ZmqTransport
     if args.allow_fault_injection:
-        from saltext_raft.transport.faults import PartitionableZmqTransport as ZmqTransport  # pylint: disable=import-outside-toplevel
+        from saltext_raft.transport.faults import PartitionableZmqTransport  # pylint: disable=import-outside-toplevel
 
-    with open(args.secret_file, "rb") as fh:
-        secret = fh.read().strip()
+        transport_class = PartitionableZmqTransport
+    try:
+        secret = read_secret_file(args.secret_file)
+    except SecretError as exc:
+        log.error("--secret-file: %s", exc)
+        return 2
     peers = dict(args.peers)
     peers.setdefault(args.id, args.listen)
     founders_ids = args.founders.split(",") if args.founders else list(peers)
@@ -326,12 +323,18 @@ async def main(argv=None) -> int:
     os.makedirs(args.data_dir, mode=0o700, exist_ok=True)
     if "/" in control_at and os.path.dirname(control_at) == os.path.abspath(args.data_dir):
         os.chmod(args.data_dir, 0o700)  # the socket's directory: nobody else may even look
-    overrides = {}
-    if args.election_ticks:
-        overrides["election_ticks"] = args.election_ticks
-    if args.heartbeat_ticks:
-        overrides["heartbeat_ticks"] = args.heartbeat_ticks
-    core_config = default_core_config(args.id, **overrides)
+    spec = NodeSpec(
+        node_id=args.id,
+        cluster_id=args.cluster_id,
+        listen=args.listen,
+        advertise=args.listen,
+        secret=secret,
+        peers=peers,
+        founders=founders,
+        join=args.join,
+        election_ticks=args.election_ticks or None,  # 0: the default, as before
+        heartbeat_ticks=args.heartbeat_ticks or None,
+    )
     config = RuntimeConfig(
         tick_seconds=args.tick,
         snapshot_interval=args.snapshot_interval,
@@ -339,28 +342,14 @@ async def main(argv=None) -> int:
         max_pending_proposals=args.max_pending,
         follower_inline_saves=args.follower_inline_saves == "on",
         max_entry_bytes=args.max_entry_bytes,
-    ).validate()
-    transport = ZmqTransport(
-        TransportConfig(
-            cluster_id=args.cluster_id,
-            node_id=args.id,
-            secret=secret,
-            listen=args.listen,
-            max_frame_bytes=max_frame_bytes(core_config, config),
-        ),
-        epoch=claim_epoch(args.data_dir),
     )
-    rt = RaftRuntime(
-        args.id,
+    rt = assemble(
+        spec,
         open_node_store(args),
-        transport,
         DictStateMachine(),
-        core_config=core_config,
-        config=config,
-        founders=founders,
-        peers=peers,
-        address=args.listen,
-        join=args.join,
+        config,
+        transport_class=transport_class,
+        epoch=claim_epoch(args.data_dir),
     )
     await rt.start()
     lag = LoopLagMonitor()
@@ -381,7 +370,7 @@ async def main(argv=None) -> int:
             "set": _set,
             "sm_stats": _sm_stats,
             "status": _status,
-            "partition": partition_op(transport if args.allow_fault_injection else None),
+            "partition": partition_op(rt.transport if args.allow_fault_injection else None),
         },
     )
     bound = await control.start()
@@ -417,5 +406,9 @@ async def main(argv=None) -> int:
     return 0 if rt.status()["runtime"]["failure"] is None else 1
 
 
+def main(argv=None) -> int:
+    return asyncio.run(serve(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The standalone node reads ``--secret-file`` with the engine's checks (owner, mode,
+strength: ``integration.secret``): a file group or others may read, or one too weak to be a
+key, stops it at start with exit status 2 and the reason; it never joins the cluster."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from tests.childpython import run_python
+
+pytest.importorskip("zmq")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_node(tmp_path, secret_path):
+    """The node with a memory store on a free loopback port; bounded: a node that starts
+    anyway would run until the timeout, and the test fails on TimeoutExpired."""
+    listen = f"127.0.0.1:{free_port()}"
+    return run_python(
+        [
+            "-m", "saltext_raft", "node", "--id", "n1", "--listen", listen,
+            "--data-dir", str(tmp_path / "n1"), "--secret-file", str(secret_path),
+            "--store", "memory",
+        ],
+        timeout=30,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("contents", "mode", "reason"),
+    [
+        (os.urandom(32).hex(), 0o644, "has mode 0644"),  # strong, but others may read it
+        ("correct horse battery staple", 0o600, "bytes of key material"),  # a passphrase
+        (os.urandom(24).hex(), 0o600, "holds 24 bytes of key material"),  # too short
+    ],
+    ids=["world-readable", "passphrase", "short"],
+)
+def test_an_unusable_secret_file_stops_the_node_with_the_reason(tmp_path, contents, mode, reason):
+    path = tmp_path / "secret"
+    path.write_text(contents)
+    os.chmod(path, mode)
+    proc = start_node(tmp_path, path)
+    assert proc.returncode == 2, proc.stderr
+    assert "--secret-file" in proc.stderr and reason in proc.stderr
+    assert '"event": "ready"' not in proc.stdout
