@@ -1,5 +1,9 @@
 """The envelope the runtime wraps around every proposed payload, and its parsing.
 
+Lives here: the envelope's layout (the only code that knows it): building a node's prefix,
+wrapping a payload, and taking an applied entry apart again. Must not live here: what the
+runtime does with a sequence number (``runtime.proposals``), the payload's own format.
+
 An entry's data is ``0x01 | u8 len | proposer id | 8-byte boot nonce | u64 sequence | payload``.
 The proposer recognises its own entries when they are applied (the core forwards follower
 proposals to the leader and gives no index back), so ``propose()`` can return the state
@@ -40,3 +44,12 @@ def unwrap(data: bytes) -> bytes:
         if len(data) >= start:
             return data[start:]
     return data
+
+
+def split(pfx: bytes, data: bytes) -> tuple[int | None, bytes]:
+    """``(sequence, payload)`` of an applied entry's data: the sequence number when the entry
+    was proposed by the node (and boot) whose prefix is ``pfx``, else None."""
+    if data.startswith(pfx):
+        end = len(pfx) + SEQ_BYTES
+        return int.from_bytes(data[len(pfx) : end], "big"), data[end:]
+    return None, unwrap(data)

@@ -6,7 +6,8 @@ leader hint), ``join`` requests (a node in no membership asks to be added as a l
 receiver adds it through the leader, unless the membership tombstones it: removed) and
 ``committed`` requests (is entry (index, term) committed? asked by a leader that removed itself
 and lost leadership before it could see the commit). Payloads are ``codec.encode_payload``
-maps in the APP message's ``context``.
+maps in the APP message's ``context``. Must not live here: what the operations do
+(``runtime.admin``, the core), proposals and reads (the core forwards those).
 
 A request is ``{"k": "req", "id": n, "op": ..., ...}``; a reply is ``{"k": "rep", "id": n,
 "ok": True, "result": ...}`` or ``{"k": "rep", "id": n, "ok": False, "error": {code, message,
@@ -25,6 +26,10 @@ request stale (it lagged behind the leader) retries with a fresh binding. ``admi
 are served only from current members. A ``join`` (from a node in no membership: it has no term
 or membership to bind to) carries the expiry only; a node removed on purpose is refused by the
 removal tombstones, not here.
+
+:class:`Remote` sees the node it serves only through a :class:`RemotePort`: its id, sending a
+message, whether it runs, its membership, the operations a request may ask for (``admin``,
+``learn_joiner_address``, ``entry_committed``) and the default request timeout.
 """
 
 from __future__ import annotations
@@ -33,7 +38,11 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from saltext_raft.core import Membership
 from saltext_raft.core import Message
 from saltext_raft.core import MsgType
 from saltext_raft.core.nodeid import node_id_problem
@@ -114,9 +123,27 @@ def check_binding(node, body: dict, now: float) -> None:
         )
 
 
+@dataclass(frozen=True)
+class RemotePort:
+    """What :class:`Remote` may use of the node it serves (``RaftRuntime`` builds it)."""
+
+    node_id: str
+    #: Send one message to a peer (the transport's ``send``).
+    send: Callable[[Message], None]
+    running: Callable[[], bool]
+    #: The node's current membership (the core's, as of the latest step).
+    membership: Callable[[], Membership]
+    #: ``RaftRuntime.admin``: run a leader operation (here ``forward=False``, with a binding).
+    admin: Callable[..., Awaitable[dict]]
+    learn_joiner_address: Callable[[str, str], None]
+    entry_committed: Callable[[int, int], bool | None]
+    #: The runtime's default request timeout, seconds.
+    request_timeout: Callable[[], float]
+
+
 class Remote:
-    def __init__(self, runtime, clock=time.time):
-        self.rt = runtime
+    def __init__(self, port: RemotePort, clock=time.time):
+        self.port = port
         self._clock = clock  # wall clock: expiries are compared across masters
         self._boot = int.from_bytes(os.urandom(4), "big") << 32
         self._next = 0
@@ -135,10 +162,9 @@ class Remote:
 
     # --- client side --------------------------------------------------------------------------
     async def request(self, to: str, body: dict, timeout: float) -> dict:
-        rt = self.rt
         self._next += 1
         rid = self._boot | self._next
-        fut = rt._loop.create_future()
+        fut = asyncio.get_running_loop().create_future()
         self._calls[rid] = fut
         self._send(to, dict(body, k="req", id=rid))
         self._counters["requests_sent"] += 1
@@ -154,11 +180,11 @@ class Remote:
     async def committed(self, members: list[str], index: int, term: int, timeout: float):
         """Ask ``members`` in turn whether entry ``(index, term)`` is committed: True, False
         (replaced), or None (nobody could tell within ``timeout``)."""
-        loop = self.rt._loop
+        loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         for nid in members:
             remaining = deadline - loop.time()
-            if remaining <= 0 or nid == self.rt.id:
+            if remaining <= 0 or nid == self.port.node_id:
                 continue
             try:
                 reply = await self.request(
@@ -176,7 +202,7 @@ class Remote:
             ctx = encode_payload(body)
         except CodecError as exc:
             raise Rejected(f"request cannot be encoded: {exc}") from None
-        self.rt.transport.send(Message(MsgType.APP, to, self.rt.id, 0, context=ctx))
+        self.port.send(Message(MsgType.APP, to, self.port.node_id, 0, context=ctx))
 
     # --- receiving ----------------------------------------------------------------------------
     def on_message(self, m: Message) -> None:
@@ -189,7 +215,9 @@ class Remote:
                 raise CodecError("malformed", "APP payload without an integer id")
         except CodecError as exc:
             self._counters["bad_payloads"] += 1
-            _rl.warning(m.frm, "raft %s: bad APP payload from %s: %s", self.rt.id, m.frm, exc)
+            _rl.warning(
+                m.frm, "raft %s: bad APP payload from %s: %s", self.port.node_id, m.frm, exc
+            )
             return
         if kind == "rep":
             fut = self._calls.get(rid)
@@ -208,26 +236,26 @@ class Remote:
                     fut.set_exception(errors.from_dict(err))
         elif kind == "req":
             self._counters["requests_served"] += 1
-            task = self.rt._loop.create_task(self._serve(m.frm, rid, body))
+            task = asyncio.get_running_loop().create_task(self._serve(m.frm, rid, body))
             self._serving.add(task)
             task.add_done_callback(self._serving.discard)
 
     async def _serve(self, frm: str, rid: int, body: dict) -> None:
-        rt = self.rt
+        port = self.port
         op = body.get("op")
         try:
             if op == "admin":
                 args = body.get("args")
                 if not isinstance(args, dict) or not isinstance(body.get("cmd"), str):
                     raise Rejected("admin request without cmd/args")
-                if frm not in rt.node.membership.members:
+                if frm not in port.membership().members:
                     raise Rejected(f"admin requests are served for members only, not {frm}")
                 # No second hop: a follower answers with its leader hint instead of forwarding.
                 # The leader checks the binding right before it acts (RaftRuntime.admin).
-                result = await rt.admin(
+                result = await port.admin(
                     body["cmd"],
                     args,
-                    rt.config.request_timeout,
+                    port.request_timeout(),
                     forward=False,
                     bound=lambda node: check_binding(node, body, self._clock()),
                 )
@@ -237,22 +265,24 @@ class Remote:
                     raise Rejected(f"join refused: {problem}")
                 check_expiry(body, self._clock())
                 address = str(body.get("address") or "")
-                log.info("raft %s: %s asks to join at %s", rt.id, frm, address or "(no address)")
-                rt.learn_joiner_address(frm, address)  # so that the answer can reach it
-                removed_at = rt.node.membership.removed_at(frm)
+                log.info(
+                    "raft %s: %s asks to join at %s", port.node_id, frm, address or "(no address)"
+                )
+                port.learn_joiner_address(frm, address)  # so that the answer can reach it
+                removed_at = port.membership().removed_at(frm)
                 if removed_at:  # the leader checks again (its membership may be newer)
                     msg = removed_message(frm, removed_at)
-                    _rl.warning(frm, "raft %s: JOIN refused: %s", rt.id, msg)
+                    _rl.warning(frm, "raft %s: JOIN refused: %s", port.node_id, msg)
                     raise Rejected(msg)
                 # "join": the leader refuses a removed node (an operator's add is not refused)
-                result = await rt.admin(
+                result = await port.admin(
                     "add_learner", {"node": frm, "address": address, "join": True}
                 )
             elif op == "committed":  # read-only: may this node tell that an entry committed?
                 index, term = body.get("index"), body.get("term")
                 if type(index) is not int or type(term) is not int:
                     raise Rejected("committed request without an integer index and term")
-                result = {"committed": rt.entry_committed(index, term)}
+                result = {"committed": port.entry_committed(index, term)}
             else:
                 raise Rejected(f"unknown request {op!r}")
             reply = {"k": "rep", "id": rid, "ok": True, "result": result}
@@ -266,21 +296,23 @@ class Remote:
         except RaftRuntimeError as exc:
             if isinstance(exc, StaleRequest):
                 self._counters["stale_requests"] += 1
-                _rl.warning(frm, "raft %s: %s request from %s refused: %s", rt.id, op, frm, exc)
+                _rl.warning(
+                    frm, "raft %s: %s request from %s refused: %s", port.node_id, op, frm, exc
+                )
             reply = {"k": "rep", "id": rid, "ok": False, "error": exc.to_dict()}
         except Exception as exc:
-            log.exception("raft %s: request %s from %s failed", rt.id, op, frm)
+            log.exception("raft %s: request %s from %s failed", port.node_id, op, frm)
             reply = {
                 "k": "rep",
                 "id": rid,
                 "ok": False,
                 "error": {"code": "error", "message": str(exc)},
             }
-        if rt.running:
+        if port.running():
             try:
                 self._send(frm, reply)
             except RaftRuntimeError as exc:
-                log.warning("raft %s: cannot answer %s: %s", rt.id, frm, exc)
+                log.warning("raft %s: cannot answer %s: %s", port.node_id, frm, exc)
 
     def fail_all(self, exc: BaseException) -> None:
         for fut in self._calls.values():

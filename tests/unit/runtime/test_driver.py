@@ -104,7 +104,7 @@ def test_answered_proposals_do_not_pile_up_in_the_deadline_heap():
             ticks = leader.counters["ticks"]
             ok = await leader.wait_for(lambda: leader.counters["ticks"] > ticks + 1, 5)
             assert ok, "no tick within 5 s"
-            assert len(leader._deadlines) <= 1024  # pylint: disable=protected-access
+            assert len(leader._proposals._deadlines) <= 1024  # pylint: disable=protected-access
 
     run(main())
 
@@ -234,7 +234,7 @@ def test_a_snapshot_is_encoded_off_the_loop_while_entries_keep_committing(slow_s
                 for i in range(25):
                     await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v%d" % i))
                 await c.until("encoding started", slow_snapshots.started.is_set)
-                assert leader._snapshot_job is not None  # pylint: disable=protected-access
+                assert leader._snapshots.encoding is not None  # pylint: disable=protected-access
                 assert leader.counters["snapshots_taken"] == 0
                 term = leader.node.term
                 for i in range(25, 60):  # the loop commits and applies while the thread waits
@@ -283,7 +283,7 @@ def test_stop_waits_for_a_snapshot_being_encoded_and_drops_it(slow_snapshots):
                     await leader.propose(b"x%d" % i)
                 await c.until(
                     "the leader's encoding is running",
-                    lambda: leader._snapshot_job is not None,  # pylint: disable=protected-access
+                    lambda: leader._snapshots.encoding is not None,  # pylint: disable=protected-access
                 )
                 waited = await stop_while_held(c, leader, slow_snapshots)
             finally:
@@ -293,7 +293,7 @@ def test_stop_waits_for_a_snapshot_being_encoded_and_drops_it(slow_snapshots):
     leader, waited = run(main())
     assert waited
     assert leader.counters["snapshots_taken"] == 0
-    assert leader._snapshot_job is None  # pylint: disable=protected-access
+    assert leader._snapshots.encoding is None  # pylint: disable=protected-access
 
 
 @pytest.fixture
@@ -391,7 +391,7 @@ def test_stop_waits_for_a_snapshot_being_decoded_and_does_not_install_it(slow_re
     rt, waited = run(main())
     assert waited
     assert not slow_restores.installed and rt.counters["snapshots_restored"] == 0
-    assert rt._restore_job is None  # pylint: disable=protected-access
+    assert rt._snapshots.decoding is None  # pylint: disable=protected-access
 
 
 def test_snapshot_on_demand_compacts_the_log_at_the_applied_index():
