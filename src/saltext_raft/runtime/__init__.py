@@ -5,8 +5,8 @@ Never imports Salt (tests/unit/test_layering.py enforces it).
 
 from saltext_raft.runtime.config import RuntimeConfig
 from saltext_raft.runtime.config import RuntimeConfigError
+from saltext_raft.runtime.config import default_core_config
 from saltext_raft.runtime.driver import RaftRuntime
-from saltext_raft.runtime.driver import default_core_config
 from saltext_raft.runtime.errors import CommitTimeout
 from saltext_raft.runtime.errors import NoLeader
 from saltext_raft.runtime.errors import Overloaded

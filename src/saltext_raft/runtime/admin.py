@@ -104,7 +104,7 @@ class Admin:
         self,
         cmd: str,
         args: dict,
-        timeout: float,
+        timeout: float | None,
         *,
         forward: bool = True,
         bound: Callable[[RaftNode], None] | None = None,
@@ -113,7 +113,8 @@ class Admin:
 
         ``bound(node)``, for a request that came from another node, raises
         :class:`StaleRequest` unless the request was issued against this leader's term and
-        membership (``runtime.remote``); it is checked right before the operation runs."""
+        membership (``runtime.remote``); it is checked right before the operation runs.
+        ``timeout`` None: the ``request_timeout``."""
         host = self._host
         host.check_running()
         target = args.get("node")
@@ -121,6 +122,8 @@ class Admin:
         if problem and (cmd == "add_learner" or target not in host.node.membership.members):
             # An id that was committed before ids were checked can still be removed.
             raise Rejected(f"{cmd}: {problem}")
+        if timeout is None:
+            timeout = self._config.request_timeout
         loop = host.loop
         deadline = loop.time() + timeout
         pause = self._config.tick_seconds * 2
@@ -262,6 +265,16 @@ class Admin:
                 raise CommitTimeout(f"entry {index} was replaced after a leader change")
 
     # --- JOIN: a node in no membership asks a peer to add it as a learner ---------------------
+    def joining(self, peers: dict[str, str], address: str):
+        """At start: the JOIN loop to run (a coroutine), or None for a member, and for a node
+        whose own log says it was removed: that one stays out (no JOIN) until an operator adds
+        it back, which makes the leader replicate to it again (issue 18, M3)."""
+        removed_at = self._host.node.membership.removed_at(self.id)
+        if removed_at:
+            log.warning("raft %s: %s", self.id, removed_message(self.id, removed_at))
+            return None
+        return None if self.is_member() else self.join_loop(peers, address)
+
     async def join_loop(self, peers: dict[str, str], address: str) -> None:
         targets = sorted(n for n in peers if n != self.id)
         k = 0

@@ -1,8 +1,10 @@
 """Runtime configuration: how long a tick is, how often to snapshot, client defaults.
 
-Lives here: :class:`RuntimeConfig` with its defaults and ``validate()``. Must not live here:
-Raft timing in ticks (``core.Config``), transport options (``transport.TransportConfig``),
-parsing of Salt master opts (the engine does that).
+Lives here: :class:`RuntimeConfig` with its defaults and ``validate()``; the core timing that
+goes with the default tick (:data:`DEFAULT_ELECTION_TICKS`, :data:`DEFAULT_HEARTBEAT_TICKS`,
+:func:`default_core_config`). Must not live here: the core's own timing rules
+(``core.Config``), transport options (``transport.TransportConfig``), parsing of Salt master
+opts (the engine does that; it takes its defaults from here).
 
 Why the timing defaults (docs/architecture.md, "The runtime", argues them in full):
 a tick is 25 ms, a follower campaigns after 12-23 ticks (300-575 ms) of silence, and the
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from saltext_raft.core import Config
 from saltext_raft.runtime.limits import DEFAULT_MAX_ENTRY_BYTES
 
 
@@ -23,15 +26,27 @@ class RuntimeConfigError(ValueError):
     """A runtime option is invalid; the message names it and says why."""
 
 
-#: Core timing that goes with the default tick (see the module docstring).
+#: Core timing that goes with the default tick (see the module docstring): the one home of the
+#: election and heartbeat ticks of every entry point that runs a runtime (the engine, the
+#: standalone node, the bench). ``core.Config``'s own defaults (10/1) are the core's, used by
+#: the core tests and the simulator, which have no tick length.
 DEFAULT_ELECTION_TICKS = 12
 DEFAULT_HEARTBEAT_TICKS = 2
+#: Length of one tick, seconds (``RuntimeConfig.tick_seconds``).
+DEFAULT_TICK_SECONDS = 0.025
+
+
+def default_core_config(node_id: str, **overrides) -> Config:
+    """Core timing that matches the default tick length."""
+    kw = {"election_ticks": DEFAULT_ELECTION_TICKS, "heartbeat_ticks": DEFAULT_HEARTBEAT_TICKS}
+    kw.update(overrides)
+    return Config(node_id, **kw)
 
 
 @dataclass
 class RuntimeConfig:
     #: Length of one core tick, in seconds.
-    tick_seconds: float = 0.025
+    tick_seconds: float = DEFAULT_TICK_SECONDS
     #: Take a snapshot and compact the log every this many applied entries (0: never).
     snapshot_interval: int = 10_000
     #: Entries kept in the log behind a snapshot, so a slightly slow follower gets entries

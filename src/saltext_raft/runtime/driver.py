@@ -60,27 +60,16 @@ from saltext_raft.core import RaftNode
 from saltext_raft.core import Ready
 from saltext_raft.core import Role
 from saltext_raft.core import Snapshot
-from saltext_raft.runtime.admin import Admin
-from saltext_raft.runtime.apply import Applier
-from saltext_raft.runtime.config import DEFAULT_ELECTION_TICKS
-from saltext_raft.runtime.config import DEFAULT_HEARTBEAT_TICKS
 from saltext_raft.runtime.config import RuntimeConfig
+from saltext_raft.runtime.config import default_core_config
 from saltext_raft.runtime.errors import ApplyHalted
 from saltext_raft.runtime.errors import RaftRuntimeError
 from saltext_raft.runtime.errors import Stopped
 from saltext_raft.runtime.errors import StorageFailed
-from saltext_raft.runtime.events import Events
 from saltext_raft.runtime.host import Host
-from saltext_raft.runtime.peers import Peers
-from saltext_raft.runtime.proposals import Proposals
-from saltext_raft.runtime.reads import Reads
-from saltext_raft.runtime.remote import Remote
-from saltext_raft.runtime.remote import RemotePort
-from saltext_raft.runtime.remote import removed_message
-from saltext_raft.runtime.snapshots import Snapshots
+from saltext_raft.runtime.parts import wire
 from saltext_raft.runtime.storage_thread import StorageThread
 from saltext_raft.runtime.view import NodeView
-from saltext_raft.runtime.view import entry_committed
 from saltext_raft.runtime.view import node_view
 
 log = logging.getLogger(__name__)
@@ -88,33 +77,6 @@ log = logging.getLogger(__name__)
 _LEADER_EARLY = frozenset({MsgType.APPEND, MsgType.HEARTBEAT})
 #: A follower's Ready with at most this many entries is saved on the loop (follower_inline_saves).
 _INLINE_SAVE_ENTRIES = 8
-#: ``RaftRuntime.counters``, in the order ``status()`` shows them.
-_COUNTERS = (
-    "readies",
-    "saves",
-    "entries_saved",
-    "applied",
-    "proposals",
-    "proposal_batches",
-    "proposal_timeouts",
-    "proposals_resent",
-    "proposals_overloaded",
-    "reads",
-    "snapshots_taken",
-    "snapshots_restored",
-    "ticks",
-    "background_saves",
-    "hard_states_deferred",
-    "commit_updates_merged",
-    "inline_saves",
-)
-
-
-def default_core_config(node_id: str, **overrides) -> Config:
-    """Core timing that matches the default tick length (see ``runtime.config``)."""
-    kw = {"election_ticks": DEFAULT_ELECTION_TICKS, "heartbeat_ticks": DEFAULT_HEARTBEAT_TICKS}
-    kw.update(overrides)
-    return Config(node_id, **kw)
 
 
 class RaftRuntime:
@@ -169,69 +131,37 @@ class RaftRuntime:
         self._deferred_hs: HardState | None = None
         self._deferred_seen: HardState | None = None
         self._storage_jobs = 0  # background saves and compactions queued in the storage thread
-        self.counters = dict.fromkeys(_COUNTERS, 0)
         self._save_seconds = 0.0
         self._save_max = 0.0
-        # The parts (see the module docstring), each with a narrow port.
-        host = self._host = Host(
-            node_id, config, self.counters, self._kick, self._check_running, self._is_running
-        )
-        membership = lambda: self.node.membership  # noqa: E731
-        sm = lambda: self.sm  # noqa: E731
-        self._events = events = Events(host)
-        # Looked up at each call, as before the split (a test wraps the transport's methods).
-        set_peers = lambda addresses: self.transport.set_peers(addresses)  # noqa: E731
-        self._peers = Peers(node_id, self.peers, membership, set_peers)
-        self._remote = Remote(
-            RemotePort(
-                node_id,
-                send=lambda m: self.transport.send(m),
-                running=self._is_running,
-                membership=membership,
-                admin=self.admin,
-                learn_joiner_address=self._peers.learn_joiner,
-                entry_committed=lambda index, term: entry_committed(self.node, index, term),
-                request_timeout=lambda: self.config.request_timeout,
-            )
-        )
-        self._proposals = proposals = Proposals(host)
-        self._reads = reads = Reads(host, proposals.context, events.emit)
-        compact = lambda snap: self._in_storage_thread(self.store.compact, snap)  # noqa: E731
-        self._snapshots = snapshots = Snapshots(host, sm, compact)
-        self._admin = admin = Admin(host, self._remote, events)
-        self._applier = Applier(
+        running = lambda: self._running  # noqa: E731
+        host = self._host = Host(node_id, config, self._kick, self._check_running, running)
+        self.counters = host.counters
+        parts = wire(
             host,
-            state_machine=sm,
-            proposals=proposals,
-            reads=reads,
-            snapshots=snapshots,
-            admin=admin,
-            emit=events.emit,
+            peers=self.peers,
+            transport=lambda: self.transport,
+            state_machine=lambda: self.sm,
+            admin=self.admin,
+            compact=lambda snap: self._in_storage_thread(self.store.compact, snap),
         )
+        self._events, self._peers, self._remote, self._proposals = parts[:4]
+        self._reads, self._snapshots, self._admin, self._applier = parts[4:]
+        # What the Ready loop calls, straight to the part that does it.
+        self._flush_proposals = self._proposals.flush
+        self._decode_snapshot = self._snapshots.decode
+        self._apply = self._applier.apply
 
-    # ------------------------------------------------------------------------------------------
-    # lifecycle
-    # ------------------------------------------------------------------------------------------
+    # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._storage = StorageThread(loop, f"raft-store-{self.id}")
         hs, snap, entries = await self._storage.submit(self.store.load)
-        fresh = hs == HardState() and snap is None and not entries
-        if fresh and not self.join and self.id in self.founders:
-            node = RaftNode.bootstrap(self.core_config, self._rng, self.founders)
-            log.info(
-                "raft %s: bootstrapping a new cluster with voters %s",
-                self.id,
-                sorted(self.founders),
-            )
-        else:
-            node = RaftNode(
-                self.core_config, self._rng, hard_state=hs, snapshot=snap, entries=entries
-            )
+        founders = {} if self.join else self.founders
+        node = _core_node(self.core_config, self._rng, founders, hs, snap, entries)
         self.node = self._host.node = node
-        self._host.loop = loop
-        self._host.election_seconds = self.core_config.election_ticks * self.config.tick_seconds
+        election_seconds = self.core_config.election_ticks * self.config.tick_seconds
+        self._host.loop, self._host.election_seconds = loop, election_seconds
         if snap is not None:
             (await self._snapshots.decode(snap.data))()
             self._snapshots.last_index = snap.meta.index
@@ -243,17 +173,11 @@ class RaftRuntime:
         self.transport.set_handler(self._on_message)
         await self.transport.start()
         self._tick_handle = loop.call_later(self.config.tick_seconds, self._on_tick)
-        self._tasks.append(loop.create_task(self._ready_loop(), name=f"raft-ready-{self.id}"))
-        removed_at = node.membership.removed_at(self.id)
-        if removed_at:
-            # Our own log says we were removed: stay out (no JOIN) until an operator adds us
-            # back, which makes the leader replicate to us again (issue 18, M3).
-            log.warning("raft %s: %s", self.id, removed_message(self.id, removed_at))
-        elif not self.is_member:
-            join = self._admin.join_loop(self.peers, self.address)
-            self._tasks.append(loop.create_task(join, name=f"raft-join-{self.id}"))
-        catch_up = self._reads.catch_up()
-        self._tasks.append(loop.create_task(catch_up, name=f"raft-catchup-{self.id}"))
+        tasks = {"ready": self._ready_loop(), "join": self._admin.joining(self.peers, self.address)}
+        tasks["catchup"] = self._reads.catch_up()
+        for name, coro in tasks.items():
+            if coro is not None:
+                self._tasks.append(loop.create_task(coro, name=f"raft-{name}-{self.id}"))
         self._kick()
 
     async def stop(self) -> None:
@@ -262,14 +186,7 @@ class RaftRuntime:
         self._running = False
         if self._tick_handle is not None:
             self._tick_handle.cancel()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
-        self._tasks.clear()
+        await _cancel(self._tasks)
         await self._snapshots.settle()
         self._fail_all(
             self._failure_error() if self._failure else Stopped(f"raft node {self.id} stopped")
@@ -295,9 +212,6 @@ class RaftRuntime:
     def running(self) -> bool:
         return self._running
 
-    def _is_running(self) -> bool:
-        return self._running
-
     @property
     def is_member(self) -> bool:
         return self.id in self.node.membership.members
@@ -311,9 +225,7 @@ class RaftRuntime:
         """Wait until ``predicate()`` holds (checked after each change); False on timeout."""
         return await self._events.wait_for(predicate, timeout)
 
-    # ------------------------------------------------------------------------------------------
-    # input: ticks and messages
-    # ------------------------------------------------------------------------------------------
+    # --- input: ticks and messages -----------------------------------------------------------
     def _kick(self) -> None:
         if not self._kicked:
             self._kicked = True
@@ -326,8 +238,7 @@ class RaftRuntime:
         # are stepped first, so a busy follower does not start a needless election.
         self._tick_handle = self._loop.call_later(self.config.tick_seconds, self._on_tick)
         self.counters["ticks"] += 1
-        if self._proposals.has_deadlines():
-            self._proposals.expire(self._loop.time())
+        self._proposals.expire(self._loop.time())
         self._flush_deferred_hs()
         self.node.tick()
         self._kick()
@@ -503,15 +414,6 @@ class RaftRuntime:
             return Stopped(f"raft node {self.id} stopped: {self._failure}")
         return StorageFailed(f"raft node {self.id} stopped after a failure: {self._failure}")
 
-    def _flush_proposals(self) -> None:
-        self._proposals.flush()
-
-    async def _decode_snapshot(self, data: bytes) -> Callable[[], None]:
-        return await self._snapshots.decode(data)
-
-    def _apply(self, rd: Ready, install: Callable[[], None] | None) -> int:
-        return self._applier.apply(rd, install)
-
     def _after_advance(self, rd: Ready) -> None:
         applied = self.node.applied_index
         self._reads.release(applied)
@@ -519,9 +421,7 @@ class RaftRuntime:
         self._events.advanced(rd)
         self._snapshots.applied(applied)
 
-    # ------------------------------------------------------------------------------------------
-    # snapshots (runtime.snapshots)
-    # ------------------------------------------------------------------------------------------
+    # --- snapshots (runtime.snapshots) -------------------------------------------------------
     def snapshot(self) -> dict:
         """:meth:`Snapshots.snapshot`: snapshot and compact at the applied index, now."""
         return self._snapshots.snapshot()
@@ -534,9 +434,7 @@ class RaftRuntime:
         """:meth:`Snapshots.backup`: a snapshot at the applied index, for ``raft.backup``."""
         return await self._snapshots.backup()
 
-    # ------------------------------------------------------------------------------------------
-    # client API: proposals and reads (runtime.proposals, runtime.reads)
-    # ------------------------------------------------------------------------------------------
+    # --- client API: proposals and reads (runtime.proposals, runtime.reads) ------------------
     def _check_running(self) -> None:
         if not self._running:
             raise (
@@ -544,9 +442,6 @@ class RaftRuntime:
                 if self._failure
                 else Stopped(f"raft node {self.id} is not running")
             )
-
-    def _timeout(self, timeout: float | None) -> float:
-        return self.config.request_timeout if timeout is None else timeout
 
     async def propose(self, data: bytes, timeout: float | None = None) -> object:
         """Replicate ``data``; return the state machine's result once it is committed and
@@ -556,13 +451,11 @@ class RaftRuntime:
     def submit(self, data: bytes, timeout: float | None = None) -> asyncio.Future:
         """:meth:`propose` without a coroutine, for callers that answer from a done-callback
         (the cache service): :meth:`Proposals.submit`."""
-        self._check_running()
-        return self._proposals.submit(data, self._timeout(timeout))
+        return self._proposals.submit(data, timeout)
 
     async def read(self, timeout: float | None = None) -> int:
         """Linearizable read barrier (ReadIndex): :meth:`Reads.read`."""
-        self._check_running()
-        return await self._reads.read(self._timeout(timeout))
+        return await self._reads.read(timeout)
 
     @property
     def caught_up_index(self) -> int | None:
@@ -574,9 +467,7 @@ class RaftRuntime:
         """:meth:`Reads.wait_caught_up`: until the barrier after start is passed."""
         return await self._reads.wait_caught_up(timeout)
 
-    # ------------------------------------------------------------------------------------------
-    # client API: membership and leadership (runtime.admin; forwarded from followers)
-    # ------------------------------------------------------------------------------------------
+    # --- client API: membership and leadership (runtime.admin; forwarded from followers) -----
     async def add_learner(self, node_id: str, address: str, timeout: float | None = None) -> dict:
         return await self.admin("add_learner", {"node": node_id, "address": address}, timeout)
 
@@ -602,13 +493,9 @@ class RaftRuntime:
         bound: Callable[[RaftNode], None] | None = None,
     ) -> dict:
         """Run a leader operation here if we lead, else on the leader: :meth:`Admin.run`."""
-        self._check_running()
-        timeout = self._timeout(timeout)
         return await self._admin.run(cmd, args, timeout, forward=forward, bound=bound)
 
-    # ------------------------------------------------------------------------------------------
-    # status
-    # ------------------------------------------------------------------------------------------
+    # --- status ------------------------------------------------------------------------------
     def view(self) -> NodeView | None:
         """This node's role, leader, indexes, membership and (on a leader) each member's
         replication, copied now (``runtime.view``); None before ``start()``."""
@@ -642,6 +529,27 @@ class RaftRuntime:
         self._admin.fail_all(exc)
         self._events.stopped()
         self._remote.fail_all(exc)
+
+
+async def _cancel(tasks: list[asyncio.Task]) -> None:
+    """Cancel ``tasks`` and wait until each has ended, whatever it raised; empties the list."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
+    tasks.clear()
+
+
+def _core_node(config: Config, rng, founders: dict, hs: HardState, snap, entries) -> RaftNode:
+    """The core node a start begins with: from what the store held, or, on a first start (empty
+    store) of a node listed in ``founders``, bootstrapped with them as the voters."""
+    if hs == HardState() and snap is None and not entries and config.id in founders:
+        log.info("raft %s: bootstrapping a new cluster with voters %s", config.id, sorted(founders))
+        return RaftNode.bootstrap(config, rng, founders)
+    return RaftNode(config, rng, hard_state=hs, snapshot=snap, entries=entries)
 
 
 def _commit_updates_only(messages: list[Message]) -> bool:

@@ -13,22 +13,44 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field
 
 from saltext_raft.core import RaftNode
 from saltext_raft.runtime.config import RuntimeConfig
+
+#: The runtime's counters (``RaftRuntime.counters``), in the order ``status()`` shows them.
+COUNTERS = (
+    "readies",
+    "saves",
+    "entries_saved",
+    "applied",
+    "proposals",
+    "proposal_batches",
+    "proposal_timeouts",
+    "proposals_resent",
+    "proposals_overloaded",
+    "reads",
+    "snapshots_taken",
+    "snapshots_restored",
+    "ticks",
+    "background_saves",
+    "hard_states_deferred",
+    "commit_updates_merged",
+    "inline_saves",
+)
 
 
 @dataclass
 class Host:
     node_id: str
     config: RuntimeConfig
-    #: ``RaftRuntime.counters``: each part counts into it (``status()`` shows them).
-    counters: dict
     #: Wake the Ready loop (a new proposal, read or request needs a pass).
     kick: Callable[[], None]
     #: Raise Stopped / StorageFailed unless the node runs.
     check_running: Callable[[], None]
     running: Callable[[], bool]
+    #: ``RaftRuntime.counters``: the runtime and each part count into it.
+    counters: dict = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     #: Set by ``RaftRuntime.start()``.
     loop: asyncio.AbstractEventLoop | None = None
     node: RaftNode | None = None

@@ -66,17 +66,21 @@ class Proposals:
         self._seq = seq = self._seq + 1
         return envelope.wrap(self._prefix, seq, b"")
 
-    def submit(self, data: bytes, timeout: float) -> asyncio.Future:
+    def submit(self, data: bytes, timeout: float | None) -> asyncio.Future:
         """Queue ``data``: the future of the state machine's result once it is committed and
         applied here (raises NoLeader / CommitTimeout / Stopped after ``timeout`` s). Raises
         :class:`Overloaded` at once when ``max_pending_proposals`` are waiting, and
-        :class:`Rejected` on a node whose membership says it was removed."""
+        :class:`Rejected` on a node whose membership says it was removed. ``timeout`` None:
+        the ``request_timeout``."""
+        host = self._host
+        host.check_running()
+        if timeout is None:
+            timeout = self._config.request_timeout
         if len(data) > self._config.max_entry_bytes:
             raise Rejected(
                 f"a proposal of {len(data)} bytes is larger than max_entry_bytes "
                 f"({self._config.max_entry_bytes})"
             )
-        host = self._host
         removed_at = host.node.membership.removed_at(self.id)
         if removed_at:  # the leader would drop it: say so now, definitely
             raise Rejected(f"not queued: {removed_message(self.id, removed_at)}")
@@ -102,9 +106,6 @@ class Proposals:
         seq, payload = envelope.split(self._prefix, data)
         return (None if seq is None else self._waiting.pop(seq, None)), payload
 
-    def has_deadlines(self) -> bool:
-        return bool(self._deadlines)
-
     def expire(self, now: float) -> None:
         """Time out proposals whose deadline passed (at most one tick late).
 
@@ -114,6 +115,8 @@ class Proposals:
         all of them commit in time. Entries of answered proposals are dropped lazily: when they
         reach the top, or in a sweep once they outnumber the live ones."""
         heap = self._deadlines
+        if not heap:
+            return
         waiting = self._waiting
         expired = False
         while heap and heap[0][0] <= now:

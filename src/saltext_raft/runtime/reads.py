@@ -57,11 +57,14 @@ class Reads:
     def waiting(self) -> int:
         return len(self._reads) + len(self._read_heap)
 
-    async def read(self, timeout: float) -> int:
+    async def read(self, timeout: float | None) -> int:
         """Linearizable read barrier (ReadIndex, thesis §6.4): returns the read index once this
-        node has applied up to it; a read of the local state machine after that is current."""
+        node has applied up to it; a read of the local state machine after that is current.
+        ``timeout`` None: the ``request_timeout``."""
         host = self._host
         host.check_running()
+        if timeout is None:
+            timeout = host.config.request_timeout
         loop = host.loop
         ctx = self._new_context()
         fut = loop.create_future()
