@@ -222,6 +222,55 @@ def test_package_never_imports_salt(name):
     )
 
 
+#: The parts ``RaftRuntime`` hands its work to (runtime/driver.py keeps the loop).
+RUNTIME_PARTS = (
+    "admin",
+    "apply",
+    "envelope",
+    "events",
+    "host",
+    "parts",
+    "peers",
+    "proposals",
+    "reads",
+    "remote",
+    "snapshots",
+    "view",
+)
+
+#: Attributes of the core node that only the runtime reads; the Salt side uses
+#: ``RaftRuntime.view()`` instead.
+CORE_INTERNALS = {"progress", "membership_at", "recent_active"}
+
+
+@pytest.mark.parametrize("name", RUNTIME_PARTS)
+def test_runtime_parts_never_import_the_driver(name):
+    """Each part sees the runtime through its port (``runtime.host``, ``RemotePort``), never
+    the class itself: importing ``runtime.driver`` would be the way back to reaching into it,
+    and an import circle (the driver imports every part)."""
+    path = PACKAGE_DIR / "runtime" / f"{name}.py"
+    assert path.is_file(), f"{path} is missing: update RUNTIME_PARTS"
+    problems = [str(imp) for imp in _imports(path) if imp.module == f"{PACKAGE}.runtime.driver"]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_salt_side_reads_no_core_internals():
+    """Outside core/, runtime/, sim/, storage/ and transport/ a node is read through
+    ``RaftRuntime.view()`` (runtime/view.py), not the core's progress or membership history."""
+    inner = {"core", "runtime", "sim", "storage", "transport"}
+    problems = []
+    for path in _python_files(PACKAGE_DIR):
+        if path.relative_to(PACKAGE_DIR).parts[0] in inner:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        problems += [
+            f"{path.relative_to(SRC_DIR)}:{node.lineno}: .{node.attr}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr in CORE_INTERNALS
+        ]
+    assert not problems, "use RaftRuntime.view():\n" + "\n".join(problems)
+
+
 def test_package_init_imports_nothing_heavy():
     """Salt imports ``saltext_raft`` for every loader it builds: keep ``__init__`` light."""
     allowed = {"__future__", f"{PACKAGE}.version"}

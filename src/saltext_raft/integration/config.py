@@ -30,6 +30,9 @@ from saltext_raft.integration.secret import HOW_TO_GENERATE
 from saltext_raft.integration.secret import MIN_SECRET_BYTES
 from saltext_raft.integration.secret import SecretError
 from saltext_raft.integration.secret import read_secret_file
+from saltext_raft.runtime.config import DEFAULT_ELECTION_TICKS
+from saltext_raft.runtime.config import DEFAULT_HEARTBEAT_TICKS
+from saltext_raft.runtime.config import DEFAULT_TICK_SECONDS
 from saltext_raft.runtime.config import RuntimeConfig
 from saltext_raft.transport.crypto import derive_secret_from_cluster_key
 
@@ -114,14 +117,14 @@ class EngineConfig:
     #: Seconds without a known leader before an open gate closes again.
     gate_grace: float = 5.0
     #: Seconds per Raft tick (the runtime's default; see docs/architecture.md).
-    tick: float = 0.025
+    tick: float = DEFAULT_TICK_SECONDS
     #: Election timeout in ticks (randomized in [election_ticks, 2 * election_ticks)):
     #: 300-575 ms with the default tick.
-    election_ticks: int = 12
+    election_ticks: int = DEFAULT_ELECTION_TICKS
     #: Leader heartbeat interval in ticks (50 ms with the default tick).
-    heartbeat_ticks: int = 2
+    heartbeat_ticks: int = DEFAULT_HEARTBEAT_TICKS
     #: Take a snapshot after this many applied entries since the last one.
-    snapshot_entries: int = 10000
+    snapshot_entries: int = RuntimeConfig.snapshot_interval
     #: This master's proposals (cache writes, batched) waiting for their answer beyond which a
     #: new one is refused at once as ``overloaded`` (the runtime's ``max_pending_proposals``).
     max_pending_proposals: int = RuntimeConfig.max_pending_proposals

@@ -298,19 +298,19 @@ class RaftService:
         Called on the loop: by the readiness loop, and on every runtime event."""
         rt = self.runtime
         now = self._clock()
-        node = rt.node if rt is not None else None
+        node = rt.view() if rt is not None else None
         if node is None:
             ready, reason = False, "starting"
             state = {}
         else:
-            if node.leader and node.role.value in ("leader", "follower"):
+            if node.leader and node.role in ("leader", "follower"):
                 self._last_leader_seen = now
-            committed = node.membership_at(node.commit_index)[1]
+            committed = node.committed
             m = node.membership
             ready, reason = evaluate_readiness(
                 node_id=self.cfg.node_id,
                 running=rt.running,
-                role=node.role.value,
+                role=node.role,
                 leader=node.leader,
                 voters=m.voters,
                 learners=m.learners,
@@ -325,7 +325,7 @@ class RaftService:
             )
             state = {
                 "caught_up": self._caught_up(rt),
-                "role": node.role.value,
+                "role": node.role,
                 "leader": node.leader,
                 "term": node.term,
                 "voters": sorted(m.voters),
@@ -365,12 +365,8 @@ class RaftService:
         return rt.caught_up_index is not None
 
     def _track_contact(self, node, now: float) -> None:
-        if node.role.value != "leader":
-            return
-        for nid, pr in node.progress.items():
-            if nid == node.id:
-                continue
-            if pr.recent_active or pr.match != self._last_match.get(nid):
+        for nid, pr in node.replication.items():  # empty unless this node leads
+            if pr.active or pr.match != self._last_match.get(nid):
                 self._last_contact[nid] = now
             self._last_match[nid] = pr.match
 
@@ -399,7 +395,7 @@ class RaftService:
         if op == "members":
             return self.members()
         if op == "leader":
-            node = rt.node
+            node = rt.view()
             return {"leader": node.leader or None, "term": node.term, "node_id": self.cfg.node_id}
         node_arg = str(args.get("node") or "")
         if op in ("add_learner", "promote", "demote", "remove", "transfer_leader") and not node_arg:
@@ -506,11 +502,11 @@ class RaftService:
         return st
 
     def members(self) -> dict:
-        node = self.runtime.node
+        node = self.runtime.view()
         now = self._clock()
         m = node.membership
-        committed_index, committed = node.membership_at(node.commit_index)
-        is_leader = node.role.value == "leader"
+        committed_index, committed = node.committed_index, node.committed
+        is_leader = node.is_leader
         out = {}
         for nid in sorted(m.members):
             entry = {
@@ -520,10 +516,10 @@ class RaftService:
                 "lag": None,
                 "last_contact": None,
             }
-            if nid == node.id:
+            if nid == node.node_id:
                 entry.update(match_index=node.last_index, lag=0, last_contact=0.0)
-            elif is_leader and nid in node.progress:
-                pr = node.progress[nid]
+            elif is_leader and nid in node.replication:
+                pr = node.replication[nid]
                 seen = self._last_contact.get(nid)
                 entry.update(
                     match_index=pr.match,
@@ -543,7 +539,7 @@ class RaftService:
             "committed": sorted(committed.voters) == sorted(m.voters)
             and sorted(committed.learners) == sorted(m.learners),
             "members": out,
-            "answered_by": node.id,
+            "answered_by": node.node_id,
         }
         if not is_leader:
             result["note"] = (
