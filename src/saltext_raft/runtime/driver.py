@@ -3,12 +3,12 @@
 Lives here: :class:`RaftRuntime` — the lifecycle, the tick timer, the Ready loop (persist →
 send → apply → advance) with its persistence policy, ``status()``/``view()`` and the client
 API, which it hands to small parts, each in its own module with a narrow port
-(``runtime.host``): ``proposals``, ``reads`` (ReadIndex and the catch-up barrier after start),
-``snapshots``, ``admin`` (membership changes, leader transfer, JOIN), ``apply`` (the apply
-step), ``events`` (observers, waiting for a change), ``peers`` (the transport's peer
-addresses) and ``remote`` (requests to other nodes). Must not live here: Salt (a test enforces it),
-sockets (``transport``), disk formats (``storage``), Raft rules (``core``), the envelope's
-layout (``runtime.envelope``).
+(``runtime.host``), wired in ``runtime.parts``: ``proposals``, ``reads`` (ReadIndex and the
+catch-up barrier after start), ``snapshots``, ``admin`` (membership changes, leader transfer,
+JOIN), ``apply`` (the apply step), ``events`` (observers, waiting for a change), ``peers``
+(the transport's peer addresses) and ``remote`` (requests to other nodes). Must not live
+here: Salt (a test enforces it), sockets (``transport``), disk formats (``storage``), Raft
+rules (``core``), the envelope's layout (``runtime.envelope``).
 
 Theory of operation
 -------------------
