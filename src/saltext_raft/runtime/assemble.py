@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from saltext_raft.runtime.config import RuntimeConfig
+from saltext_raft.runtime.config import default_core_config
 from saltext_raft.runtime.driver import RaftRuntime
-from saltext_raft.runtime.driver import default_core_config
 from saltext_raft.runtime.limits import max_frame_bytes
 from saltext_raft.transport.config import TransportConfig
 
