@@ -82,6 +82,11 @@ _RESPONSE_TYPES = frozenset(
 )
 # Messages a client forwards through a follower: they carry term 0 and skip term checks.
 _FORWARDED_TYPES = frozenset({MsgType.PROPOSE, MsgType.READ_INDEX, MsgType.TRANSFER_LEADER})
+#: What a leader sends before its own save when its term and vote are already on disk: it
+#: replicates while it writes its own log (thesis §10.2.1). Safe because its own copy counts
+#: toward commit only once stable (``_maybe_commit`` counts ``log.stable``).
+LEADER_EARLY_TYPES = frozenset({MsgType.APPEND, MsgType.HEARTBEAT})
+_ALL_TYPES = frozenset(MsgType)
 
 
 class _ReadRound:
@@ -1207,8 +1212,22 @@ class RaftNode:
             rd.committed_entries = log.slice(lo + 1, hi + 1, self.cfg.max_apply_bytes)
         rd.messages, self._msgs = self._msgs, []
         rd.read_states, self._read_states = self._read_states, []
+        self._mark_early_sends(rd)
         self._outstanding = rd
         return rd
+
+    def _mark_early_sends(self, rd: Ready) -> None:
+        """Say which of ``rd``'s messages may leave before its save, and whether it is
+        commit-only (see ``Ready``). The one home of this rule: the runtime and the simulator
+        honour it and neither re-derives it (etcd keeps it in its core too: msgsAfterAppend)."""
+        hs, saved = rd.hard_state, self._persisted_hs
+        if hs is not None and (hs.term, hs.vote) != (saved.term, saved.vote):
+            return  # a new term or a vote: every message waits for the save
+        if not rd.entries and rd.snapshot is None:
+            rd.commit_only = True
+            rd.early_types = _ALL_TYPES
+        elif self.role is Role.LEADER:
+            rd.early_types = LEADER_EARLY_TYPES
 
     def advance(self, rd: Ready) -> None:
         """The driver has persisted, sent and applied ``rd``."""

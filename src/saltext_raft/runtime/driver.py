@@ -104,7 +104,6 @@ _CONF_OPS = {
     "demote": ConfOp.DEMOTE,
     "remove": ConfOp.REMOVE,
 }
-_LEADER_EARLY = frozenset({MsgType.APPEND, MsgType.HEARTBEAT})
 #: A follower's Ready with at most this many entries is saved on the loop (follower_inline_saves).
 _INLINE_SAVE_ENTRIES = 8
 #: Seconds ``stop()`` waits for a snapshot being encoded on a worker thread.
@@ -382,12 +381,11 @@ class RaftRuntime:
                         held = []
                     if rd.must_sync:
                         hs = rd.hard_state
-                        same_vote = hs is None or (hs.term, hs.vote) == self._saved_vote
-                        if same_vote and rd.snapshot is None and not rd.entries:
-                            # Only the commit index changed. Losing it in a crash is harmless
-                            # (it is re-learned from the leader), so it need not hold up
-                            # apply, nor cost an fsync of its own: it rides along with the next
-                            # save, or is written in the background once a tick passes idle.
+                        if rd.commit_only:
+                            # Only the commit index changed (the core's word). Losing it in a
+                            # crash is harmless (it is re-learned from the leader): it need not
+                            # hold up apply, nor cost an fsync of its own: it rides along with
+                            # the next save, or is written in the background after an idle tick.
                             self._deferred_hs = hs
                             self.counters["hard_states_deferred"] += 1
                         else:
@@ -398,15 +396,12 @@ class RaftRuntime:
                                 elif hs is None:
                                     self._save_in_background(deferred)  # in order, before
                                 # else: hs is newer and carries a commit index at least as high
-                            if same_vote and node.role is Role.LEADER and messages:
-                                # Thesis §10.2.1: a leader may replicate while it writes its own
-                                # log; its own copy counts toward commit only once it is stable
-                                # (the core sees to that). Only appends and heartbeats of a term
-                                # whose vote is already on disk leave early.
-                                early = [m for m in messages if m.type in _LEADER_EARLY]
-                                if early:
-                                    self.transport.send_many(early)
-                                    messages = [m for m in messages if m.type not in _LEADER_EARLY]
+                            # What the core lets leave before this save (a leader's appends and
+                            # heartbeats, thesis §10.2.1) goes now; held commit-index updates
+                            # go with this Ready's appends.
+                            early, messages = rd.split(messages)
+                            if early:
+                                self.transport.send_many(early)
                             t0 = time.perf_counter()
                             if (
                                 self.config.follower_inline_saves
@@ -428,8 +423,6 @@ class RaftRuntime:
                             self._save_max = max(self._save_max, dt)
                             self.counters["saves"] += 1
                             self.counters["entries_saved"] += len(rd.entries)
-                            if hs is not None:
-                                self._saved_vote = (hs.term, hs.vote)
                     if messages and rd.committed_entries and _commit_updates_only(messages):
                         held = messages  # see _merge_held
                     elif messages:
