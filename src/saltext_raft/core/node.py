@@ -37,16 +37,16 @@ Rules that differ from a naive Raft, each with its reason:
 
 from __future__ import annotations
 
-import bisect
-from collections import deque
 from collections.abc import Sequence
 
 from saltext_raft.core import quorum
+from saltext_raft.core.confchange import ConfHistory
+from saltext_raft.core.confchange import changed_membership
 from saltext_raft.core.config import Config
 from saltext_raft.core.log import RaftLog
-from saltext_raft.core.nodeid import node_id_problem
 from saltext_raft.core.progress import Progress
 from saltext_raft.core.progress import ProgressState
+from saltext_raft.core.readindex import ReadIndex
 from saltext_raft.core.types import NONE
 from saltext_raft.core.types import ConfChange
 from saltext_raft.core.types import ConfOp
@@ -89,18 +89,6 @@ LEADER_EARLY_TYPES = frozenset({MsgType.APPEND, MsgType.HEARTBEAT})
 _ALL_TYPES = frozenset(MsgType)
 
 
-class _ReadRound:
-    """One ReadIndex confirmation round (thesis §6.4): a heartbeat quorum proves leadership."""
-
-    __slots__ = ("round_id", "index", "requests", "acks")
-
-    def __init__(self, round_id: int, index: int, requests: list[tuple[str, bytes]], me: str):
-        self.round_id = round_id
-        self.index = index
-        self.requests = requests  # (requester id, context)
-        self.acks = {me}
-
-
 class RaftNode:
     # ------------------------------------------------------------------------------------------
     # construction
@@ -136,23 +124,19 @@ class RaftNode:
         self.term = hard_state.term
         self.vote = hard_state.vote
         self._persisted_hs = HardState(hard_state.term, hard_state.vote, self.log.committed)
-        # membership history: (index, membership) for the snapshot and every CONF entry in log
-        self._conf: list[tuple[int, Membership]] = [(meta.index, meta.membership)]
-        self._conf_index: list[int] = [meta.index]
+        # the configurations of the snapshot and of every CONF entry in the log
+        self._confs = ConfHistory(meta.index, meta.membership)
         for e in entries:
             if e.kind == EntryKind.CONF:
-                self._push_conf(e)
-        self.membership = self._conf[-1][1]
+                self._confs.push(e)
+        self.membership = self._confs.latest
         self.role = Role.FOLLOWER
         self.leader = NONE
         self.progress: dict[str, Progress] = {}
         self._votes: dict[str, bool] = {}
         self._msgs: list[Message] = []
         self._read_states: list[ReadState] = []
-        self._read_batch: list[tuple[str, bytes]] = []  # requests waiting for the next round
-        self._read_waiting: list[tuple[str, bytes]] = []  # before the first commit of our term
-        self._read_rounds: deque[_ReadRound] = deque()
-        self._read_seq = 0
+        self._reads = ReadIndex()  # the leader's ReadIndex requests and rounds
         self.pending_conf_index = 0
         self.lead_transferee = NONE
         self.election_elapsed = 0
@@ -183,7 +167,7 @@ class RaftNode:
         data = ConfChange(ConfOp.BOOTSTRAP, NONE, result=founding).encode()
         node = cls(config, rng)
         node.log.append([Entry(1, 1, EntryKind.CONF, data)])
-        node._push_conf(node.log.entry(1))
+        node._confs.push(node.log.entry(1))
         node.membership = founding
         node.term = 1
         node.log.commit_to(1)
@@ -217,10 +201,7 @@ class RaftNode:
 
     def membership_at(self, index: int) -> tuple[int, Membership]:
         """The configuration in force at ``index`` and the index of the entry that set it."""
-        k = bisect.bisect_right(self._conf_index, index) - 1
-        if k < 0:
-            raise RaftError(f"no configuration known at index {index}")
-        return self._conf[k]
+        return self._confs.at(index)
 
     @property
     def committed_membership(self) -> Membership:
@@ -244,7 +225,7 @@ class RaftNode:
             "last_index": self.log.last_index,
             "snapshot_index": self.snapshot_meta.index,
             "membership": self.membership.to_dict(),
-            "membership_index": self._conf[-1][0],
+            "membership_index": self._confs.latest_index,
             "committed_membership": committed.to_dict(),
             "committed_membership_index": conf_index,
             "pending_conf_index": self.pending_conf_index,
@@ -262,31 +243,17 @@ class RaftNode:
     # ------------------------------------------------------------------------------------------
     # membership bookkeeping
     # ------------------------------------------------------------------------------------------
-    def _push_conf(self, entry: Entry) -> None:
-        cc = ConfChange.decode(entry.data)
-        if cc.result is None:
-            raise RaftError(f"configuration entry {entry.index} carries no resulting membership")
-        self._conf.append((entry.index, cc.result))
-        self._conf_index.append(entry.index)
-
     def _rollback_conf(self, from_index: int) -> None:
         """Entries from ``from_index`` on were truncated: forget the configurations they set."""
-        changed = False
-        while len(self._conf) > 1 and self._conf_index[-1] >= from_index:
-            self._conf.pop()
-            self._conf_index.pop()
-            changed = True
-        if changed:
-            self._set_membership(self._conf[-1][1])
+        if self._confs.rollback(from_index):
+            self._set_membership(self._confs.latest)
 
     def _note_appended(self, entries: Sequence[Entry]) -> None:
-        latest = None
-        for e in entries:
-            if e.kind == EntryKind.CONF:
-                self._push_conf(e)
-                latest = self._conf[-1][1]
-        if latest is not None:
-            self._set_membership(latest)
+        confs = [e for e in entries if e.kind == EntryKind.CONF]
+        for e in confs:
+            self._confs.push(e)
+        if confs:
+            self._set_membership(self._confs.latest)
 
     def _set_membership(self, membership: Membership) -> None:
         previous, self.membership = self.membership, membership
@@ -334,9 +301,7 @@ class RaftNode:
         self.lead_transferee = NONE
         self._votes = {}
         self.progress = {}
-        self._read_batch = []
-        self._read_waiting = []
-        self._read_rounds.clear()
+        self._reads.reset()
 
     def _become_follower(self, term: int, leader: str) -> None:
         self._reset(term)
@@ -367,7 +332,7 @@ class RaftNode:
         me.become_replicate()
         me.recent_active = True
         # §8: an empty entry of our own term; until it commits, no membership change
-        # (pending_conf_index) and no ReadIndex (reads wait in _read_waiting).
+        # (pending_conf_index) and no ReadIndex (reads wait in _reads).
         self._append_local([b""])
         self.pending_conf_index = self.log.last_index
         self._counters["elections"] += 1
@@ -678,8 +643,7 @@ class RaftNode:
         self.log.reset_to(meta.index, meta.term)
         self._pending_snapshot = snap
         self.snapshot = snap
-        self._conf = [(meta.index, meta.membership)]
-        self._conf_index = [meta.index]
+        self._confs.reset(meta.index, meta.membership)
         self._set_membership(meta.membership)
 
     # --- leader side of replication -----------------------------------------------------------
@@ -834,10 +798,9 @@ class RaftNode:
 
     def _on_commit_advanced(self) -> None:
         committed = self.log.committed
-        if self._read_waiting and self.log.term_at(committed) == self.term:
-            self._read_batch.extend(self._read_waiting)
-            self._read_waiting = []
-        if self.id not in self.membership.voters and self._conf_index[-1] <= committed:
+        if self.log.term_at(committed) == self.term:
+            self._reads.own_term_committed()
+        if self.id not in self.membership.voters and self._confs.latest_index <= committed:
             self._step_down_removed()
         if self.role is Role.LEADER and self.membership.learners:
             # A learner that caught up while a membership change was pending (often its own
@@ -953,52 +916,7 @@ class RaftNode:
                 f"(entry {self.pending_conf_index} not yet committed)"
             )
         op = ConfOp(op)
-        cur = self.membership
-        voters, learners, demoted = set(cur.voters), set(cur.learners), set(cur.demoted)
-        addresses = cur.addresses
-        removed = cur.removed
-        if not node_id:
-            raise ProposalDropped("node id is empty")
-        if op is ConfOp.ADD_LEARNER:
-            if node_id in cur.members:
-                raise ProposalDropped(f"{node_id} is already a member")
-            problem = node_id_problem(node_id)
-            if problem:  # the last line: an invalid id never enters a membership
-                raise ProposalDropped(problem)
-            learners.add(node_id)
-            addresses = cur.with_address(node_id, address)
-            removed = cur.with_removed(node_id, 0)  # an explicit add clears the tombstone
-        elif op is ConfOp.PROMOTE:
-            if node_id not in learners:
-                raise ProposalDropped(f"{node_id} is not a learner")
-            learners.discard(node_id)
-            demoted.discard(node_id)
-            voters.add(node_id)
-        elif op is ConfOp.DEMOTE:
-            if node_id not in voters:
-                raise ProposalDropped(f"{node_id} is not a voter")
-            if len(voters) == 1:
-                raise ProposalDropped("cannot demote the last voter")
-            voters.discard(node_id)
-            learners.add(node_id)
-            demoted.add(node_id)  # auto-promotion must not undo a deliberate demotion
-        elif op is ConfOp.REMOVE:
-            if node_id not in cur.members:
-                raise ProposalDropped(f"{node_id} is not a member")
-            if node_id in voters and len(voters) == 1:
-                raise ProposalDropped("cannot remove the last voter")
-            voters.discard(node_id)
-            learners.discard(node_id)
-            demoted.discard(node_id)
-            addresses = cur.with_address(node_id, "")
-            # A tombstone: the removed node may not add itself back (runtime JOIN) until an
-            # explicit add; it carries the index of this entry so that everyone can say when.
-            removed = cur.with_removed(node_id, self.log.last_index + 1)
-        else:
-            raise ProposalDropped(f"unsupported membership operation {op.value}")
-        result = Membership(
-            frozenset(voters), frozenset(learners), addresses, frozenset(demoted), removed
-        )
+        result = changed_membership(self.membership, op, node_id, address, self.log.last_index + 1)
         data = ConfChange(op, node_id, address, result).encode()
         idx = self._append_local([data], EntryKind.CONF)
         self.pending_conf_index = idx
@@ -1058,37 +976,20 @@ class RaftNode:
         self._msgs.append(Message(MsgType.READ_INDEX, self.leader, self.id, 0, context=context))
 
     def _queue_read(self, requester: str, context: bytes) -> None:
-        if self.log.term_at(self.log.committed) != self.term:
-            # §6.4: the read index is only safe once an entry of our term has committed
-            self._read_waiting.append((requester, context))
-        else:
-            self._read_batch.append((requester, context))
+        own_term_committed = self.log.term_at(self.log.committed) == self.term
+        self._reads.add((requester, context), own_term_committed)
 
     def _start_read_round(self) -> None:
-        requests, self._read_batch = self._read_batch, []
+        requests = self._reads.take_batch()
         if self.membership.voters == {self.id}:
             self._release_reads(self.log.committed, requests)
             return
-        self._read_seq += 1
-        rnd = _ReadRound(self._read_seq, self.log.committed, requests, self.id)
-        self._read_rounds.append(rnd)
-        self._bcast_heartbeat(str(rnd.round_id).encode())
+        round_id = self._reads.start_round(self.log.committed, requests, self.id)
+        self._bcast_heartbeat(str(round_id).encode())
 
     def _ack_read_round(self, voter: str, ctx: bytes) -> None:
-        try:
-            rid = int(ctx)
-        except ValueError:
-            return
-        # a heartbeat answered for round r also proves leadership for every earlier round
-        for rnd in self._read_rounds:
-            if rnd.round_id > rid:
-                break
-            rnd.acks.add(voter)
-        while self._read_rounds and quorum.has_quorum(
-            self.membership.voters, self._read_rounds[0].acks
-        ):
-            rnd = self._read_rounds.popleft()
-            self._release_reads(rnd.index, rnd.requests)
+        for index, requests in self._reads.ack(voter, ctx, self.membership.voters):
+            self._release_reads(index, requests)
 
     def _release_reads(self, index: int, requests: list[tuple[str, bytes]]) -> None:
         for requester, ctx in requests:
@@ -1123,11 +1024,7 @@ class RaftNode:
         snap = Snapshot(SnapshotMeta(index, term, membership), data)
         self.snapshot = snap
         self.log.compact(max(self.log.offset, index - keep))
-        # keep the configuration in force at the new log start, and everything after it
-        k = bisect.bisect_right(self._conf_index, self.log.offset) - 1
-        if k > 0:
-            del self._conf[:k]
-            del self._conf_index[:k]
+        self._confs.compact(self.log.offset)
         return snap
 
     # ------------------------------------------------------------------------------------------
@@ -1140,7 +1037,7 @@ class RaftNode:
         """Work deferred to the next Ready so that it is done once per batch, not per message."""
         if self.role is not Role.LEADER:
             return
-        if self._read_batch:
+        if self._reads.batch:
             self._start_read_round()
         log = self.log
         committed = log.committed
@@ -1174,7 +1071,7 @@ class RaftNode:
         if self.applied_index < min(log.committed, log.last_index):
             return True
         if self.role is Role.LEADER:
-            if self._read_batch:
+            if self._reads.batch:
                 return True
             committed = log.committed
             last = log.last_index

@@ -202,7 +202,7 @@ def _stale_append_accepted(orig):
 
 def _read_without_round(_orig):
     def _start_read_round(self) -> None:
-        requests, self._read_batch = self._read_batch, []
+        requests = self._reads.take_batch()
         self._release_reads(self.log.committed, requests)  # no heartbeat quorum first
 
     return _start_read_round
@@ -210,7 +210,7 @@ def _read_without_round(_orig):
 
 def _read_before_own_commit(_orig):
     def _queue_read(self, requester: str, context: bytes) -> None:
-        self._read_batch.append((requester, context))  # even before an own-term commit
+        self._reads.add((requester, context), True)  # even before an own-term commit
 
     return _queue_read
 
