@@ -114,7 +114,7 @@ class Driver:
         """Handle Readys until the node has none, crashes, or waits for a save in flight."""
         sim = self.sim
         while slot.node is not None and slot.inflight is None and slot.node.has_ready():
-            crash_before = sim.pick_crash_point(slot)
+            crash_before = sim.faults.pick_crash_point(slot)
             try:
                 self.handle(slot, crash_before)
             except Crashed:
@@ -169,7 +169,7 @@ class Driver:
                 raise Crashed
             if stage == PERSIST:
                 if not resumed:
-                    delay = sim.pick_save_delay(slot, rd)
+                    delay = sim.faults.pick_save_delay(slot, rd)
                     if delay:
                         self._tokens += 1
                         st.k, st.messages, st.token = k, messages, self._tokens
@@ -208,7 +208,7 @@ class Driver:
     def _torn_write(self, slot, rd) -> None:
         """A crash in the middle of the save: the snapshot (written first) may be there, and a
         prefix of the entries; never the hard state (written last)."""
-        k = self.sim.pick_torn_prefix(slot, rd)
+        k = self.sim.faults.pick_torn_prefix(slot, rd)
         if k is None:
             return
         disk = slot.disk
@@ -219,7 +219,7 @@ class Driver:
 
     def persist(self, slot, rd) -> None:
         disk = slot.disk
-        fail = self.sim.pick_disk_failure(slot, rd)
+        fail = self.sim.faults.pick_disk_failure(slot, rd)
         if fail:
             self._torn_write(slot, rd)
             raise DiskFailure(f"{slot.id}: write of {len(rd.entries)} entries raised")
