@@ -1,5 +1,14 @@
 """The Raft state machine: one node's roles, elections, replication, membership and reads.
 
+Lives here: ``RaftNode`` — construction and restart, roles and elections, ticks, the message
+dispatch, client requests (proposals, membership changes, leader transfer, ReadIndex, snapshots
+of the state machine) and the Ready batch (including which messages may leave before the save).
+Its parts in their own files: log replication and InstallSnapshot (``replication.py``, a mixin
+of this class), the ReadIndex rounds (``readindex.py``), the membership-change arithmetic and
+configuration history (``confchange.py``), per-follower flow control (``progress.py``), quorum
+arithmetic (``quorum.py``), the in-memory log (``log.py``).
+Must not live here: I/O of any kind, clocks, Salt (``tests/unit/test_layering.py``).
+
 Theory of operation
 -------------------
 ``RaftNode`` does no I/O. Its inputs are ``tick()`` (time), ``step(message)`` (the network) and
@@ -37,16 +46,16 @@ Rules that differ from a naive Raft, each with its reason:
 
 from __future__ import annotations
 
-import bisect
-from collections import deque
 from collections.abc import Sequence
 
 from saltext_raft.core import quorum
+from saltext_raft.core.confchange import ConfHistory
+from saltext_raft.core.confchange import changed_membership
 from saltext_raft.core.config import Config
 from saltext_raft.core.log import RaftLog
-from saltext_raft.core.nodeid import node_id_problem
 from saltext_raft.core.progress import Progress
-from saltext_raft.core.progress import ProgressState
+from saltext_raft.core.readindex import ReadIndex
+from saltext_raft.core.replication import Replication
 from saltext_raft.core.types import NONE
 from saltext_raft.core.types import ConfChange
 from saltext_raft.core.types import ConfOp
@@ -63,13 +72,11 @@ from saltext_raft.core.types import ReadState
 from saltext_raft.core.types import Ready
 from saltext_raft.core.types import Role
 from saltext_raft.core.types import Snapshot
-from saltext_raft.core.types import SnapshotChunk
 from saltext_raft.core.types import SnapshotMeta
 from saltext_raft.core.types import SoftState
 
 _NO_HARD_STATE = HardState()
 CAMPAIGN_TRANSFER = b"transfer"
-SNAPSHOT_WINDOW = 4  # InstallSnapshot chunks in flight per follower
 
 _RESPONSE_TYPES = frozenset(
     {
@@ -82,21 +89,14 @@ _RESPONSE_TYPES = frozenset(
 )
 # Messages a client forwards through a follower: they carry term 0 and skip term checks.
 _FORWARDED_TYPES = frozenset({MsgType.PROPOSE, MsgType.READ_INDEX, MsgType.TRANSFER_LEADER})
+#: What a leader sends before its own save when its term and vote are already on disk: it
+#: replicates while it writes its own log (thesis §10.2.1). Safe because its own copy counts
+#: toward commit only once stable (``_maybe_commit`` counts ``log.stable``).
+LEADER_EARLY_TYPES = frozenset({MsgType.APPEND, MsgType.HEARTBEAT})
+_ALL_TYPES = frozenset(MsgType)
 
 
-class _ReadRound:
-    """One ReadIndex confirmation round (thesis §6.4): a heartbeat quorum proves leadership."""
-
-    __slots__ = ("round_id", "index", "requests", "acks")
-
-    def __init__(self, round_id: int, index: int, requests: list[tuple[str, bytes]], me: str):
-        self.round_id = round_id
-        self.index = index
-        self.requests = requests  # (requester id, context)
-        self.acks = {me}
-
-
-class RaftNode:
+class RaftNode(Replication):
     # ------------------------------------------------------------------------------------------
     # construction
     # ------------------------------------------------------------------------------------------
@@ -131,23 +131,19 @@ class RaftNode:
         self.term = hard_state.term
         self.vote = hard_state.vote
         self._persisted_hs = HardState(hard_state.term, hard_state.vote, self.log.committed)
-        # membership history: (index, membership) for the snapshot and every CONF entry in log
-        self._conf: list[tuple[int, Membership]] = [(meta.index, meta.membership)]
-        self._conf_index: list[int] = [meta.index]
+        # the configurations of the snapshot and of every CONF entry in the log
+        self._confs = ConfHistory(meta.index, meta.membership)
         for e in entries:
             if e.kind == EntryKind.CONF:
-                self._push_conf(e)
-        self.membership = self._conf[-1][1]
+                self._confs.push(e)
+        self.membership = self._confs.latest
         self.role = Role.FOLLOWER
         self.leader = NONE
         self.progress: dict[str, Progress] = {}
         self._votes: dict[str, bool] = {}
         self._msgs: list[Message] = []
         self._read_states: list[ReadState] = []
-        self._read_batch: list[tuple[str, bytes]] = []  # requests waiting for the next round
-        self._read_waiting: list[tuple[str, bytes]] = []  # before the first commit of our term
-        self._read_rounds: deque[_ReadRound] = deque()
-        self._read_seq = 0
+        self._reads = ReadIndex()  # the leader's ReadIndex requests and rounds
         self.pending_conf_index = 0
         self.lead_transferee = NONE
         self.election_elapsed = 0
@@ -178,7 +174,7 @@ class RaftNode:
         data = ConfChange(ConfOp.BOOTSTRAP, NONE, result=founding).encode()
         node = cls(config, rng)
         node.log.append([Entry(1, 1, EntryKind.CONF, data)])
-        node._push_conf(node.log.entry(1))
+        node._confs.push(node.log.entry(1))
         node.membership = founding
         node.term = 1
         node.log.commit_to(1)
@@ -212,10 +208,7 @@ class RaftNode:
 
     def membership_at(self, index: int) -> tuple[int, Membership]:
         """The configuration in force at ``index`` and the index of the entry that set it."""
-        k = bisect.bisect_right(self._conf_index, index) - 1
-        if k < 0:
-            raise RaftError(f"no configuration known at index {index}")
-        return self._conf[k]
+        return self._confs.at(index)
 
     @property
     def committed_membership(self) -> Membership:
@@ -239,7 +232,7 @@ class RaftNode:
             "last_index": self.log.last_index,
             "snapshot_index": self.snapshot_meta.index,
             "membership": self.membership.to_dict(),
-            "membership_index": self._conf[-1][0],
+            "membership_index": self._confs.latest_index,
             "committed_membership": committed.to_dict(),
             "committed_membership_index": conf_index,
             "pending_conf_index": self.pending_conf_index,
@@ -257,31 +250,17 @@ class RaftNode:
     # ------------------------------------------------------------------------------------------
     # membership bookkeeping
     # ------------------------------------------------------------------------------------------
-    def _push_conf(self, entry: Entry) -> None:
-        cc = ConfChange.decode(entry.data)
-        if cc.result is None:
-            raise RaftError(f"configuration entry {entry.index} carries no resulting membership")
-        self._conf.append((entry.index, cc.result))
-        self._conf_index.append(entry.index)
-
     def _rollback_conf(self, from_index: int) -> None:
         """Entries from ``from_index`` on were truncated: forget the configurations they set."""
-        changed = False
-        while len(self._conf) > 1 and self._conf_index[-1] >= from_index:
-            self._conf.pop()
-            self._conf_index.pop()
-            changed = True
-        if changed:
-            self._set_membership(self._conf[-1][1])
+        if self._confs.rollback(from_index):
+            self._set_membership(self._confs.latest)
 
     def _note_appended(self, entries: Sequence[Entry]) -> None:
-        latest = None
-        for e in entries:
-            if e.kind == EntryKind.CONF:
-                self._push_conf(e)
-                latest = self._conf[-1][1]
-        if latest is not None:
-            self._set_membership(latest)
+        confs = [e for e in entries if e.kind == EntryKind.CONF]
+        for e in confs:
+            self._confs.push(e)
+        if confs:
+            self._set_membership(self._confs.latest)
 
     def _set_membership(self, membership: Membership) -> None:
         previous, self.membership = self.membership, membership
@@ -329,9 +308,7 @@ class RaftNode:
         self.lead_transferee = NONE
         self._votes = {}
         self.progress = {}
-        self._read_batch = []
-        self._read_waiting = []
-        self._read_rounds.clear()
+        self._reads.reset()
 
     def _become_follower(self, term: int, leader: str) -> None:
         self._reset(term)
@@ -362,7 +339,7 @@ class RaftNode:
         me.become_replicate()
         me.recent_active = True
         # §8: an empty entry of our own term; until it commits, no membership change
-        # (pending_conf_index) and no ReadIndex (reads wait in _read_waiting).
+        # (pending_conf_index) and no ReadIndex (reads wait in _reads).
         self._append_local([b""])
         self.pending_conf_index = self.log.last_index
         self._counters["elections"] += 1
@@ -592,247 +569,11 @@ class RaftNode:
             except RaftError:
                 self._counters["dropped"] += 1
 
-    # --- follower side of replication -----------------------------------------------------------
-    def _handle_append(self, m: Message) -> None:
-        log = self.log
-        if m.index < log.committed:
-            self._send(Message(MsgType.APPEND_RESP, m.frm, self.id, self.term, index=log.committed))
-            return
-        if log.match_term(m.index, m.log_term):
-            entries = m.entries
-            last_new = m.index + len(entries)
-            if entries:
-                ci = log.find_conflict(entries)
-                if ci:
-                    k = ci - entries[0].index
-                    new = entries[k:]
-                    if ci <= log.last_index:
-                        log.truncate_and_append(new)
-                        self._rollback_conf(ci)
-                    else:
-                        log.append(new)
-                    self._note_appended(new)
-            # commit no further than what this append proves we share with the leader
-            log.commit_to(min(m.commit, last_new))
-            self._send(Message(MsgType.APPEND_RESP, m.frm, self.id, self.term, index=last_new))
-            return
-        hint_index, hint_term = log.find_conflict_by_term(min(m.index, log.last_index), m.log_term)
-        self._send(
-            Message(
-                MsgType.APPEND_RESP,
-                m.frm,
-                self.id,
-                self.term,
-                index=m.index,
-                reject=True,
-                hint_index=hint_index,
-                hint_term=hint_term,
-            )
-        )
-
-    def _handle_snapshot_chunk(self, m: Message) -> None:
-        c = m.snapshot
-        if c is None:
-            return
-        meta = c.meta
-        ack = Message(MsgType.SNAPSHOT_RESP, m.frm, self.id, self.term, log_term=meta.index)
-        if meta.index <= self.log.committed or self.log.match_term(meta.index, meta.term):
-            # we already have everything the snapshot covers
-            self.log.commit_to(meta.index)
-            self._incoming_snapshot = None
-            ack.index = c.total
-            ack.commit = meta.index
-            self._send(ack)
-            return
-        inc = self._incoming_snapshot
-        if inc is None or inc[0] != meta or inc[1] != c.total:
-            if c.offset != 0:
-                ack.reject = True  # we hold no transfer for this snapshot: start again
-                self._send(ack)
-                return
-            inc = self._incoming_snapshot = (meta, c.total, bytearray())
-        buf = inc[2]
-        if c.offset == len(buf):
-            buf += c.data
-        if len(buf) > c.total:
-            self._incoming_snapshot = None
-            ack.reject = True
-            self._send(ack)
-            return
-        if len(buf) == c.total and (c.done or c.offset + len(c.data) >= c.total):
-            self._incoming_snapshot = None
-            self._restore(Snapshot(meta, bytes(buf)))
-            ack.index = c.total
-            ack.commit = meta.index
-        else:
-            ack.index = len(buf)
-        self._send(ack)
-
-    def _restore(self, snap: Snapshot) -> None:
-        meta = snap.meta
-        self.log.reset_to(meta.index, meta.term)
-        self._pending_snapshot = snap
-        self.snapshot = snap
-        self._conf = [(meta.index, meta.membership)]
-        self._conf_index = [meta.index]
-        self._set_membership(meta.membership)
-
-    # --- leader side of replication -----------------------------------------------------------
-    def _append_local(self, datas: Sequence[bytes], kind: int = EntryKind.NORMAL) -> int:
-        term = self.term
-        idx = self.log.last_index
-        ents = []
-        for d in datas:
-            idx += 1
-            ents.append(Entry(term, idx, kind, d))
-        self.log.append(ents)
-        if kind == EntryKind.CONF:
-            self._note_appended(ents)
-        return idx
-
-    def _send_append(self, to: str, send_if_empty: bool = True) -> bool:
-        pr = self.progress[to]
-        if pr.is_paused():
-            return False
-        log = self.log
-        prev = pr.next - 1
-        prev_term = log.term_at(prev)
-        if prev_term is None:
-            if prev < log.offset:
-                self._start_snapshot(to, pr)
-                return True
-            # next is beyond our log (should not happen); probe from the end
-            pr.next = log.last_index + 1
-            prev = log.last_index
-            prev_term = log.last_term
-        ents = (
-            log.slice(pr.next, log.last_index + 1, self.cfg.max_msg_bytes)
-            if pr.next <= log.last_index
-            else []
-        )
-        if not ents and not send_if_empty:
-            return False
-        self._send(
-            Message(
-                MsgType.APPEND,
-                to,
-                self.id,
-                self.term,
-                log_term=prev_term,
-                index=prev,
-                entries=ents,
-                commit=log.committed,
-            )
-        )
-        pr.sent_commit = log.committed
-        if ents:
-            pr.sent_entries(ents[-1].index)
-        elif pr.state is ProgressState.PROBE:
-            pr.probe_sent = True
-        return True
-
-    def _bcast_append(self) -> None:
-        for nid in self.progress:
-            if nid != self.id:
-                self._send_append(nid, send_if_empty=False)
-
-    def _bcast_heartbeat(self, ctx: bytes) -> None:
-        committed = self.log.committed
-        for nid, pr in self.progress.items():
-            if nid == self.id:
-                continue
-            self._send(
-                Message(
-                    MsgType.HEARTBEAT,
-                    nid,
-                    self.id,
-                    self.term,
-                    commit=min(pr.match, committed),
-                    context=ctx,
-                )
-            )
-
-    def _handle_append_resp(self, m: Message) -> None:
-        pr = self.progress.get(m.frm)
-        if pr is None:
-            return
-        pr.recent_active = True
-        if m.reject:
-            hint = m.hint_index
-            if m.hint_term > 0:
-                hint, _ = self.log.find_conflict_by_term(m.hint_index, m.hint_term)
-            if pr.maybe_decr_to(m.index, hint):
-                if pr.state is ProgressState.REPLICATE:
-                    pr.become_probe()
-                self._send_append(m.frm)
-            return
-        was_paused = pr.is_paused()
-        # An ack equal to match while probing also proves where the logs match (e.g. right
-        # after a snapshot install): switch to streaming instead of waiting for a heartbeat.
-        if pr.maybe_update(m.index) or (pr.state is ProgressState.PROBE and m.index == pr.match):
-            if pr.state is ProgressState.PROBE:
-                pr.become_replicate()
-            elif pr.state is ProgressState.SNAPSHOT and pr.match >= pr.snap_index:
-                pr.become_probe()
-                pr.become_replicate()
-            if self._maybe_commit():
-                self._on_commit_advanced()
-                if self.role is not Role.LEADER:
-                    return
-            elif was_paused:
-                self._send_append(m.frm)
-            # what remains is streamed by the next ready(), window permitting
-            if m.frm == self.lead_transferee and pr.match == self.log.last_index:
-                self._send(Message(MsgType.TIMEOUT_NOW, m.frm, self.id, self.term))
-            self._maybe_auto_promote(m.frm, pr)
-        elif was_paused and not pr.is_paused():
-            self._send_append(m.frm)
-
-    def _handle_heartbeat_resp(self, m: Message) -> None:
-        pr = self.progress.get(m.frm)
-        if pr is None:
-            return
-        pr.recent_active = True
-        if m.frm not in self.membership.members and not self._departing(m.frm):
-            # a removed node that has its removal entry and knows it committed: done with it
-            del self.progress[m.frm]
-            return
-        pr.probe_sent = False
-        if pr.state is ProgressState.REPLICATE and pr.is_paused():
-            # The window is full and its acknowledgements may all have been lost: free one
-            # slot per heartbeat so one append goes out and its answer resynchronizes us.
-            pr.inflight.popleft()
-        if pr.state is ProgressState.SNAPSHOT:
-            # resend from the last acknowledged byte if the transfer made no progress
-            if pr.snap_acked == pr.snap_acked_at_heartbeat:
-                pr.snap_offset = pr.snap_acked
-                self._send_snapshot_chunks(m.frm, pr)
-            pr.snap_acked_at_heartbeat = pr.snap_acked
-        elif pr.match < self.log.last_index:
-            self._send_append(m.frm)
-        if m.context and m.frm in self.membership.voters:
-            self._ack_read_round(m.frm, m.context)
-        # Whatever held a caught-up learner back (a pending change, a leadership transfer) may
-        # be over without any event of its own: a heartbeat round checks again.
-        self._recheck_promotion(m.frm, pr)
-
-    def _maybe_commit(self) -> bool:
-        voters = self.membership.voters
-        match = {nid: pr.match for nid, pr in self.progress.items()}
-        match[self.id] = self.log.stable if self.id in voters else 0
-        mci = quorum.committed_index(voters, match)
-        # §5.4.2: only entries of the current term are committed by counting replicas
-        if mci > self.log.committed and self.log.term_at(mci) == self.term:
-            self.log.commit_to(mci)
-            return True
-        return False
-
     def _on_commit_advanced(self) -> None:
         committed = self.log.committed
-        if self._read_waiting and self.log.term_at(committed) == self.term:
-            self._read_batch.extend(self._read_waiting)
-            self._read_waiting = []
-        if self.id not in self.membership.voters and self._conf_index[-1] <= committed:
+        if self.log.term_at(committed) == self.term:
+            self._reads.own_term_committed()
+        if self.id not in self.membership.voters and self._confs.latest_index <= committed:
             self._step_down_removed()
         if self.role is Role.LEADER and self.membership.learners:
             # A learner that caught up while a membership change was pending (often its own
@@ -853,58 +594,6 @@ class RaftNode:
         self._become_follower(term, NONE)
         if best and best_match == self.log.last_index:
             self._send(Message(MsgType.TIMEOUT_NOW, best, self.id, term))
-
-    # --- InstallSnapshot ----------------------------------------------------------------------
-    def _start_snapshot(self, to: str, pr: Progress) -> None:
-        if self.snapshot is None:
-            raise RaftError("log is compacted but no snapshot is available")
-        pr.become_snapshot(self.snapshot.meta.index)
-        self._send_snapshot_chunks(to, pr)
-
-    def _send_snapshot_chunks(self, to: str, pr: Progress) -> None:
-        snap = self.snapshot
-        if snap is None or snap.meta.index != pr.snap_index:
-            pr.become_probe()
-            return
-        data = snap.data
-        total = len(data)
-        size = self.cfg.snapshot_chunk_bytes
-        window_end = pr.snap_acked + SNAPSHOT_WINDOW * size
-        # an empty snapshot still takes one (empty, final) chunk
-        first = total == 0
-        while first or (pr.snap_offset < total and pr.snap_offset < window_end):
-            first = False
-            off = pr.snap_offset
-            chunk = data[off : off + size]
-            chunk_msg = SnapshotChunk(snap.meta, off, chunk, off + len(chunk) >= total, total)
-            self._send(Message(MsgType.SNAPSHOT, to, self.id, self.term, snapshot=chunk_msg))
-            pr.snap_offset = off + len(chunk)
-
-    def _handle_snapshot_resp(self, m: Message) -> None:
-        pr = self.progress.get(m.frm)
-        if pr is None:
-            return
-        pr.recent_active = True
-        if pr.state is not ProgressState.SNAPSHOT or m.log_term != pr.snap_index:
-            return  # stale
-        if m.reject:
-            pr.snap_offset = pr.snap_acked = 0
-            self._send_snapshot_chunks(m.frm, pr)
-            return
-        if m.commit == pr.snap_index:
-            # The follower says it holds the log up to the snapshot's index. Only this says so:
-            # a byte count cannot, because the leader may have taken a newer snapshot (of
-            # another size) since this transfer started; 579b614 compared the acknowledged
-            # bytes with the size of the *current* snapshot, counted a partial transfer as
-            # installed and had the follower commit its own divergent entries
-            # (tests/unit/core/test_snapshot_transfer.py).
-            pr.match = max(pr.match, pr.snap_index)
-            pr.become_probe()
-            self._send_append(m.frm)
-            return
-        if m.index > pr.snap_acked:
-            pr.snap_acked = m.index
-            self._send_snapshot_chunks(m.frm, pr)
 
     # ------------------------------------------------------------------------------------------
     # input: client requests
@@ -948,52 +637,7 @@ class RaftNode:
                 f"(entry {self.pending_conf_index} not yet committed)"
             )
         op = ConfOp(op)
-        cur = self.membership
-        voters, learners, demoted = set(cur.voters), set(cur.learners), set(cur.demoted)
-        addresses = cur.addresses
-        removed = cur.removed
-        if not node_id:
-            raise ProposalDropped("node id is empty")
-        if op is ConfOp.ADD_LEARNER:
-            if node_id in cur.members:
-                raise ProposalDropped(f"{node_id} is already a member")
-            problem = node_id_problem(node_id)
-            if problem:  # the last line: an invalid id never enters a membership
-                raise ProposalDropped(problem)
-            learners.add(node_id)
-            addresses = cur.with_address(node_id, address)
-            removed = cur.with_removed(node_id, 0)  # an explicit add clears the tombstone
-        elif op is ConfOp.PROMOTE:
-            if node_id not in learners:
-                raise ProposalDropped(f"{node_id} is not a learner")
-            learners.discard(node_id)
-            demoted.discard(node_id)
-            voters.add(node_id)
-        elif op is ConfOp.DEMOTE:
-            if node_id not in voters:
-                raise ProposalDropped(f"{node_id} is not a voter")
-            if len(voters) == 1:
-                raise ProposalDropped("cannot demote the last voter")
-            voters.discard(node_id)
-            learners.add(node_id)
-            demoted.add(node_id)  # auto-promotion must not undo a deliberate demotion
-        elif op is ConfOp.REMOVE:
-            if node_id not in cur.members:
-                raise ProposalDropped(f"{node_id} is not a member")
-            if node_id in voters and len(voters) == 1:
-                raise ProposalDropped("cannot remove the last voter")
-            voters.discard(node_id)
-            learners.discard(node_id)
-            demoted.discard(node_id)
-            addresses = cur.with_address(node_id, "")
-            # A tombstone: the removed node may not add itself back (runtime JOIN) until an
-            # explicit add; it carries the index of this entry so that everyone can say when.
-            removed = cur.with_removed(node_id, self.log.last_index + 1)
-        else:
-            raise ProposalDropped(f"unsupported membership operation {op.value}")
-        result = Membership(
-            frozenset(voters), frozenset(learners), addresses, frozenset(demoted), removed
-        )
+        result = changed_membership(self.membership, op, node_id, address, self.log.last_index + 1)
         data = ConfChange(op, node_id, address, result).encode()
         idx = self._append_local([data], EntryKind.CONF)
         self.pending_conf_index = idx
@@ -1053,37 +697,20 @@ class RaftNode:
         self._msgs.append(Message(MsgType.READ_INDEX, self.leader, self.id, 0, context=context))
 
     def _queue_read(self, requester: str, context: bytes) -> None:
-        if self.log.term_at(self.log.committed) != self.term:
-            # §6.4: the read index is only safe once an entry of our term has committed
-            self._read_waiting.append((requester, context))
-        else:
-            self._read_batch.append((requester, context))
+        own_term_committed = self.log.term_at(self.log.committed) == self.term
+        self._reads.add((requester, context), own_term_committed)
 
     def _start_read_round(self) -> None:
-        requests, self._read_batch = self._read_batch, []
+        requests = self._reads.take_batch()
         if self.membership.voters == {self.id}:
             self._release_reads(self.log.committed, requests)
             return
-        self._read_seq += 1
-        rnd = _ReadRound(self._read_seq, self.log.committed, requests, self.id)
-        self._read_rounds.append(rnd)
-        self._bcast_heartbeat(str(rnd.round_id).encode())
+        round_id = self._reads.start_round(self.log.committed, requests, self.id)
+        self._bcast_heartbeat(str(round_id).encode())
 
     def _ack_read_round(self, voter: str, ctx: bytes) -> None:
-        try:
-            rid = int(ctx)
-        except ValueError:
-            return
-        # a heartbeat answered for round r also proves leadership for every earlier round
-        for rnd in self._read_rounds:
-            if rnd.round_id > rid:
-                break
-            rnd.acks.add(voter)
-        while self._read_rounds and quorum.has_quorum(
-            self.membership.voters, self._read_rounds[0].acks
-        ):
-            rnd = self._read_rounds.popleft()
-            self._release_reads(rnd.index, rnd.requests)
+        for index, requests in self._reads.ack(voter, ctx, self.membership.voters):
+            self._release_reads(index, requests)
 
     def _release_reads(self, index: int, requests: list[tuple[str, bytes]]) -> None:
         for requester, ctx in requests:
@@ -1118,11 +745,7 @@ class RaftNode:
         snap = Snapshot(SnapshotMeta(index, term, membership), data)
         self.snapshot = snap
         self.log.compact(max(self.log.offset, index - keep))
-        # keep the configuration in force at the new log start, and everything after it
-        k = bisect.bisect_right(self._conf_index, self.log.offset) - 1
-        if k > 0:
-            del self._conf[:k]
-            del self._conf_index[:k]
+        self._confs.compact(self.log.offset)
         return snap
 
     # ------------------------------------------------------------------------------------------
@@ -1135,7 +758,7 @@ class RaftNode:
         """Work deferred to the next Ready so that it is done once per batch, not per message."""
         if self.role is not Role.LEADER:
             return
-        if self._read_batch:
+        if self._reads.batch:
             self._start_read_round()
         log = self.log
         committed = log.committed
@@ -1169,7 +792,7 @@ class RaftNode:
         if self.applied_index < min(log.committed, log.last_index):
             return True
         if self.role is Role.LEADER:
-            if self._read_batch:
+            if self._reads.batch:
                 return True
             committed = log.committed
             last = log.last_index
@@ -1207,8 +830,22 @@ class RaftNode:
             rd.committed_entries = log.slice(lo + 1, hi + 1, self.cfg.max_apply_bytes)
         rd.messages, self._msgs = self._msgs, []
         rd.read_states, self._read_states = self._read_states, []
+        self._mark_early_sends(rd)
         self._outstanding = rd
         return rd
+
+    def _mark_early_sends(self, rd: Ready) -> None:
+        """Say which of ``rd``'s messages may leave before its save, and whether it is
+        commit-only (see ``Ready``). The one home of this rule: the runtime and the simulator
+        honour it and neither re-derives it (etcd keeps it in its core too: msgsAfterAppend)."""
+        hs, saved = rd.hard_state, self._persisted_hs
+        if hs is not None and (hs.term, hs.vote) != (saved.term, saved.vote):
+            return  # a new term or a vote: every message waits for the save
+        if not rd.entries and rd.snapshot is None:
+            rd.commit_only = True
+            rd.early_types = _ALL_TYPES
+        elif self.role is Role.LEADER:
+            rd.early_types = LEADER_EARLY_TYPES
 
     def advance(self, rd: Ready) -> None:
         """The driver has persisted, sent and applied ``rd``."""

@@ -286,13 +286,22 @@ class ReadState(NamedTuple):
 class Ready:
     """One batch of work from the core. The driver must, in this order:
 
-    1. persist ``snapshot`` (if any), then ``entries``, then ``hard_state`` (if any) — durably;
-    2. send ``messages``;
-    3. restore ``snapshot`` into the state machine, then apply ``committed_entries``;
-    4. call ``RaftNode.advance(ready)``.
+    1. send the messages the core lets leave before the save (``split()[0]``);
+    2. persist ``snapshot`` (if any), then ``entries``, then ``hard_state`` (if any) — durably;
+    3. send the rest of ``messages``;
+    4. restore ``snapshot`` into the state machine, then apply ``committed_entries``;
+    5. call ``RaftNode.advance(ready)``.
 
-    Nothing in ``messages`` may reach a peer before step 1 completes: votes and
-    acknowledgements promise that the state behind them is on disk.
+    Which messages may leave before the save is the core's decision (``early_types``, set by
+    ``RaftNode.ready``), not the driver's: votes and acknowledgements promise that the state
+    behind them is on disk and never leave early. A driver may always send a message later than
+    allowed: sending every message after step 2 is the plain contract.
+
+    ``commit_only``: nothing in this Ready must be durable before its messages leave or its
+    entries are applied — no entries, no snapshot, term and vote as last saved; at most the
+    commit index moved. The driver may then send and apply at once and save ``hard_state``
+    afterwards, even with a later save (losing a commit index in a crash is harmless: it is
+    learnt again from the leader).
     """
 
     soft_state: SoftState | None = None
@@ -300,12 +309,31 @@ class Ready:
     snapshot: Snapshot | None = None
     entries: list[Entry] = field(default_factory=list)
     committed_entries: list[Entry] = field(default_factory=list)
+    #: Every message, in the order the core queued it.
     messages: list[Message] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
+    #: The types of message that may leave before the save. A set of types, not a second
+    #: list, so that ``messages`` keeps the core's order for a driver that sends all at once.
+    early_types: frozenset[MsgType] = frozenset()
+    commit_only: bool = False
 
     @property
     def must_sync(self) -> bool:
         return bool(self.entries) or self.hard_state is not None or self.snapshot is not None
+
+    def split(self, messages: list[Message] | None = None) -> tuple[list[Message], list[Message]]:
+        """``messages`` (default: this Ready's; a driver may pass them reordered, or with held
+        ones of an earlier Ready added) as (may leave before the save, only after it), each in
+        the order given."""
+        if messages is None:
+            messages = self.messages
+        early = self.early_types
+        if not early:
+            return [], messages
+        now, later = [], []
+        for m in messages:
+            (now if m.type in early else later).append(m)
+        return now, later
 
 
 class RaftError(Exception):

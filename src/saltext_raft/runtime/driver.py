@@ -50,7 +50,6 @@ import random
 import time
 from collections.abc import Callable
 
-from saltext_raft.core import NONE
 from saltext_raft.core import Config
 from saltext_raft.core import HardState
 from saltext_raft.core import Message
@@ -74,7 +73,6 @@ from saltext_raft.runtime.view import node_view
 
 log = logging.getLogger(__name__)
 
-_LEADER_EARLY = frozenset({MsgType.APPEND, MsgType.HEARTBEAT})
 #: A follower's Ready with at most this many entries is saved on the loop (follower_inline_saves).
 _INLINE_SAVE_ENTRIES = 8
 
@@ -126,7 +124,6 @@ class RaftRuntime:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._running = False
         self._failure: BaseException | None = None
-        self._saved_vote = (0, NONE)
         # A commit-only hard state waiting for the next save (or the next idle tick).
         self._deferred_hs: HardState | None = None
         self._deferred_seen: HardState | None = None
@@ -167,7 +164,6 @@ class RaftRuntime:
             self._snapshots.last_index = snap.meta.index
         self._events.started()
         self._reads.started()
-        self._saved_vote = (hs.term, hs.vote)
         self._running = True
         self._peers.update()
         self.transport.set_handler(self._on_message)
@@ -279,12 +275,11 @@ class RaftRuntime:
                         held = []
                     if rd.must_sync:
                         hs = rd.hard_state
-                        same_vote = hs is None or (hs.term, hs.vote) == self._saved_vote
-                        if same_vote and rd.snapshot is None and not rd.entries:
-                            # Only the commit index changed. Losing it in a crash is harmless
-                            # (it is re-learned from the leader), so it need not hold up
-                            # apply, nor cost an fsync of its own: it rides along with the next
-                            # save, or is written in the background once a tick passes idle.
+                        if rd.commit_only:
+                            # Only the commit index changed (the core's word). Losing it in a
+                            # crash is harmless (it is re-learned from the leader): it need not
+                            # hold up apply, nor cost an fsync of its own: it rides along with
+                            # the next save, or is written in the background after an idle tick.
                             self._deferred_hs = hs
                             self.counters["hard_states_deferred"] += 1
                         else:
@@ -295,15 +290,12 @@ class RaftRuntime:
                                 elif hs is None:
                                     self._save_in_background(deferred)  # in order, before
                                 # else: hs is newer and carries a commit index at least as high
-                            if same_vote and node.role is Role.LEADER and messages:
-                                # Thesis §10.2.1: a leader may replicate while it writes its own
-                                # log; its own copy counts toward commit only once it is stable
-                                # (the core sees to that). Only appends and heartbeats of a term
-                                # whose vote is already on disk leave early.
-                                early = [m for m in messages if m.type in _LEADER_EARLY]
-                                if early:
-                                    self.transport.send_many(early)
-                                    messages = [m for m in messages if m.type not in _LEADER_EARLY]
+                            # What the core lets leave before this save (a leader's appends and
+                            # heartbeats, thesis §10.2.1) goes now; held commit-index updates
+                            # go with this Ready's appends.
+                            early, messages = rd.split(messages)
+                            if early:
+                                self.transport.send_many(early)
                             t0 = time.perf_counter()
                             if (
                                 self.config.follower_inline_saves
@@ -325,8 +317,6 @@ class RaftRuntime:
                             self._save_max = max(self._save_max, dt)
                             self.counters["saves"] += 1
                             self.counters["entries_saved"] += len(rd.entries)
-                            if hs is not None:
-                                self._saved_vote = (hs.term, hs.vote)
                     if messages and rd.committed_entries and _commit_updates_only(messages):
                         held = messages  # see _merge_held
                     elif messages:

@@ -7,9 +7,9 @@ Standard library and ``saltext_raft.core`` only: no Salt, asyncio or sockets. En
 
 from saltext_raft.sim.checkers import Checkers
 from saltext_raft.sim.checkers import Violation
-from saltext_raft.sim.cluster import FAULT_KINDS
 from saltext_raft.sim.cluster import SimOptions
 from saltext_raft.sim.cluster import Simulation
+from saltext_raft.sim.faults import FAULT_KINDS
 from saltext_raft.sim.runner import Result
 from saltext_raft.sim.runner import Summary
 from saltext_raft.sim.runner import run_seed

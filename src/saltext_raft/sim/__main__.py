@@ -13,8 +13,8 @@ import os
 import sys
 import time
 
-from saltext_raft.sim.cluster import FAULT_KINDS
 from saltext_raft.sim.cluster import SimOptions
+from saltext_raft.sim.faults import FAULT_KINDS
 from saltext_raft.sim.runner import Summary
 from saltext_raft.sim.runner import run_seed
 from saltext_raft.sim.runner import run_seeds

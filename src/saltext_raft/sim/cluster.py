@@ -1,10 +1,12 @@
 """One seeded simulation run: a cluster of ``RaftNode``s on a simulated clock and network.
 
-Lives here: ``SimOptions``, ``FaultMix`` (which fault kinds a seed uses, and how hard),
-``Slot`` (one node id: its live ``RaftNode`` or None while crashed, its disk, its state
-machine) and ``Simulation`` (the event loop, the client workload, the fault actions, the heal
-phase and the liveness check). Invariants live in ``checkers``; the Ready contract in
-``driver``; nothing here may import Salt, asyncio or sockets.
+Lives here: ``SimOptions``, ``Slot`` (one node id: its live ``RaftNode`` or None while
+crashed, its disk, its state machine) and ``Simulation`` (the event loop, node crash and
+restart, the client workload, the check-quorum reach check). Must not live here: fault
+injection (``faults``), the heal phase and its liveness checks (``heal``), invariants
+(``checkers``), the Ready contract (``driver``); nothing here may import Salt, asyncio or
+sockets. ``Faults`` and ``Heal`` drive the simulation through its public methods (``live``,
+``leader``, ``touch``, ``note``, ``crash``, ``restart``, ``start_fresh``, ``settle``, ``step``).
 
 A step is one event: a tick of every live node, the delivery of one message, or one action
 (client write, ReadIndex read, partition, crash, restart, membership change, leader transfer,
@@ -35,6 +37,9 @@ from saltext_raft.kv import decode_entry
 from saltext_raft.sim.checkers import Checkers
 from saltext_raft.sim.checkers import Violation
 from saltext_raft.sim.driver import Driver
+from saltext_raft.sim.faults import FaultMix
+from saltext_raft.sim.faults import Faults
+from saltext_raft.sim.heal import Heal
 from saltext_raft.sim.kvworkload import LOAD_BANK
 from saltext_raft.sim.kvworkload import KVWorkload
 from saltext_raft.sim.kvworkload import replica_class
@@ -47,25 +52,6 @@ from saltext_raft.sim.network import NetFaults
 from saltext_raft.sim.network import Network
 from saltext_raft.sim.trace import fmt_msg
 from saltext_raft.sim.trace import fmt_ready
-
-#: Every fault kind a seed may use (``--fault-mix`` takes a comma-separated subset).
-FAULT_KINDS = (
-    "loss",  # messages dropped
-    "dup",  # messages delivered twice
-    "reorder",  # messages overtaking others on the same link
-    "delay",  # messages held for up to a few election timeouts
-    "partition",  # symmetric partitions
-    "oneway",  # one-way link cuts
-    "crash",  # crash (losing what was not persisted) and restart between steps
-    "crash-ready",  # crash in the middle of handling a Ready (between its stages)
-    "membership",  # add learner, promote, demote, remove follower, remove leader
-    "transfer",  # leader transfers and forced campaigns
-    "snapshot",  # periodic snapshots and log compaction (keeping 0..1000 entries)
-    "group-commit",  # a Ready's save stays in flight while the node is stepped and ticked
-    "disk",  # saves that fail (the node stops) and torn writes on a crash
-    "clock",  # nodes tick at different rates
-    "pause",  # a node stops ticking and stepping for a while, then resumes
-)
 
 _TICK_EVENT = 0
 _DELIVER_EVENT = 1
@@ -100,44 +86,6 @@ class SimOptions:
     @property
     def kv_mode(self) -> bool:
         return self.kv or self.local_gets or self.kv_class is not None
-
-
-@dataclass
-class FaultMix:
-    kinds: tuple[str, ...]
-    net: NetFaults
-    crash_ready: float  # probability that handling a Ready crashes the node midway
-    snapshot_every: int  # entries applied between snapshots (0: never)
-    snapshot_keep: int = 0  # a snapshot keeps 0..this many entries before it in memory
-    save_inflight: float = 0.0  # probability that a Ready's save stays in flight
-    disk_fail: float = 0.0  # probability that a save raises
-    torn: bool = False  # a crash in the middle of a save keeps a prefix of its entries
-    clock_skew: float = 0.0  # node tick rates vary within 1 +- this
-    pause_max: int = 0  # longest pause in ticks (0: no pauses)
-
-    @classmethod
-    def choose(cls, rng: random.Random, kinds: tuple[str, ...] | None) -> FaultMix:
-        if kinds is None:
-            kinds = tuple(k for k in FAULT_KINDS if rng.random() < 0.5)
-        on = set(kinds)
-        net = NetFaults(
-            loss=rng.choice((0.01, 0.05, 0.15)) if "loss" in on else 0.0,
-            dup=rng.choice((0.02, 0.1)) if "dup" in on else 0.0,
-            reorder=rng.choice((0.05, 0.3)) if "reorder" in on else 0.0,
-            delay=rng.choice((0.005, 0.02)) if "delay" in on else 0.0,
-        )
-        return cls(
-            kinds=tuple(k for k in FAULT_KINDS if k in on),
-            net=net,
-            crash_ready=rng.choice((0.003, 0.01, 0.03)) if "crash-ready" in on else 0.0,
-            snapshot_every=rng.choice((2, 5, 20)) if "snapshot" in on else 0,
-            snapshot_keep=rng.choice((0, 0, 2, 10, 1000)) if "snapshot" in on else 0,
-            save_inflight=rng.choice((0.3, 0.7, 1.0)) if "group-commit" in on else 0.0,
-            disk_fail=rng.choice((0.002, 0.01)) if "disk" in on else 0.0,
-            torn="disk" in on,
-            clock_skew=rng.choice((0.2, 0.5)) if "clock" in on else 0.0,
-            pause_max=rng.choice((15, 40)) if "pause" in on else 0,
-        )
 
 
 class Slot:
@@ -235,13 +183,13 @@ class Simulation:
         self._seq = 0
         self._touched: dict[str, None] = {}
         self._to_stop: list[str] = []
-        self._next_id = self.n_founders + 1
         self._write_seq = 0
         self._read_seq = 0
-        self._started = False  # the founding Readys are saved without faults
-        self._healing = False
-        self._heal_committed = False
+        self.started = False  # the founding Readys are saved without faults
+        self.healing = False
+        self.heal_committed = False
         self._quiet_ticks = 0
+        self.faults = Faults(self)
         self._weights = self._action_weights()
         delay_ticks = NetFaults.delay_max / TICK
         # two election timeouts for check-quorum, then the latest a message sent before the
@@ -255,15 +203,19 @@ class Simulation:
         self.kv = KVWorkload(self, local_gets=opts.local_gets) if kv else None
 
     # --- tracing ------------------------------------------------------------------------------
-    def _t(self, text: str) -> None:
+    def note(self, text: str) -> None:
         if self._quiet_ticks:
             n, self._quiet_ticks = self._quiet_ticks, 0
             self.trace(f"{'':>9} ... {n} tick(s)")
         self.trace(f"{self.now / TICK:9.2f} {text}")
 
+    def touch(self, nid: str) -> None:
+        """``nid`` has work: drain its Readys and check it at the end of this step."""
+        self._touched[nid] = None
+
     def trace_ready(self, slot: Slot, rd) -> None:
         if self.trace:
-            self._t(fmt_ready(slot.id, rd))
+            self.note(fmt_ready(slot.id, rd))
 
     # --- setup --------------------------------------------------------------------------------
     def _node_config(self, nid: str) -> Config:
@@ -275,7 +227,7 @@ class Simulation:
     def _start(self) -> None:
         founders = {f"n{i}": f"addr-n{i}" for i in range(1, self.n_founders + 1)}
         if self.trace:
-            self._t(
+            self.note(
                 f"seed {self.seed}: founders {sorted(founders)}, {self.max_steps} steps, "
                 f"faults {list(self.mix.kinds) or 'none'} {self.mix.net}, crash_ready="
                 f"{self.mix.crash_ready}, snapshot_every={self.mix.snapshot_every}, "
@@ -292,7 +244,7 @@ class Simulation:
             self.driver.drain(slot)
         if self.kv is not None:
             self.kv.start(sorted(founders))
-        self._started = True
+        self.started = True
         self._push(TICK, _TICK_EVENT, None)
 
     def _new_slot(self, nid: str) -> Slot:
@@ -302,8 +254,16 @@ class Simulation:
         self.slots[nid] = slot
         self.checkers.disks[nid] = slot.disk
         if self.trace and skew:
-            self._t(f"{nid} clock rate {rate}")
+            self.note(f"{nid} clock rate {rate}")
         return slot
+
+    def start_fresh(self, nid: str) -> None:
+        """Start a new, empty node (a master joining after its ADD_LEARNER was proposed)."""
+        slot = self._new_slot(nid)
+        slot.node = self.opts.node_class(self._node_config(nid), self._node_rng(slot))
+        self.touch(nid)
+        if self.trace:
+            self.note(f"START {nid} (fresh, joining)")
 
     def _push(self, at: int, kind: int, payload) -> None:
         self._seq += 1
@@ -328,7 +288,7 @@ class Simulation:
             self.kv.on_crash(slot.id)
         self.stats.crashes += 1
         if self.trace:
-            self._t(f"CRASH {slot.id} ({why})")
+            self.note(f"CRASH {slot.id} ({why})")
 
     def restart(self, slot: Slot) -> None:
         slot.incarnation += 1
@@ -350,47 +310,15 @@ class Simulation:
         self.stats.restarts += 1
         self._touched[slot.id] = None
         if self.trace:
-            self._t(
+            self.note(
                 f"RESTART {slot.id} (hs term={disk.hs.term} vote={disk.hs.vote or '-'} "
                 f"commit={disk.hs.commit}, snapshot@{disk.offset}, log to {disk.last_index})"
             )
 
-    def pick_crash_point(self, slot: Slot) -> int | None:
-        p = self.mix.crash_ready
-        if p and not self._healing and self.rng.random() < p:
-            return self.rng.randrange(len(self.driver.stages))
-        return None
-
-    def pick_save_delay(self, slot: Slot, rd) -> int:
-        """How long this Ready's save stays in flight (0: done at once)."""
-        p = self.mix.save_inflight
-        if p and self._started and rd.must_sync and self.rng.random() < p:
-            self.stats.saves_inflight += 1
-            return self.rng.randint(1, 3 * TICK)
-        return 0
-
     def schedule_save(self, slot: Slot, delay: int, token: int) -> None:
         self._push(self.now + delay, _SAVE_EVENT, (slot.id, token))
         if self.trace:
-            self._t(f"{slot.id} save in flight ({delay / TICK:.2f} ticks)")
-
-    def pick_disk_failure(self, slot: Slot, rd) -> bool:
-        p = self.mix.disk_fail
-        if p and self._started and not self._healing and rd.must_sync and self.rng.random() < p:
-            self.stats.disk_failures += 1
-            return True
-        return False
-
-    def pick_torn_prefix(self, slot: Slot, rd) -> int | None:
-        """How many of the save's entries a crash in its middle leaves on disk (None: none, and
-        no snapshot either)."""
-        if not self.mix.torn or (not rd.entries and rd.snapshot is None):
-            return None
-        k = self.rng.randint(0, len(rd.entries))
-        self.stats.torn_writes += 1
-        if self.trace:
-            self._t(f"{slot.id} torn write: {k} of {len(rd.entries)} entries reach the disk")
-        return k
+            self.note(f"{slot.id} save in flight ({delay / TICK:.2f} ticks)")
 
     # --- driver callbacks -----------------------------------------------------------------------
     def send(self, m: Message) -> None:
@@ -419,7 +347,7 @@ class Simulation:
             slot.disk.compact(snap)
             self.stats.snapshots += 1
             if self.trace:
-                self._t(
+                self.note(
                     f"{slot.id} snapshot@{snap.meta.index} ({len(snap.data)} bytes, log "
                     f"compacted, {keep} kept in memory)"
                 )
@@ -451,11 +379,11 @@ class Simulation:
                     slot.stop_at = self.now + linger
                     self._to_stop.append(cc.node_id)
                     if self.trace:
-                        self._t(f"{cc.node_id} removed: stops in {linger // TICK} tick(s)")
-        elif self._healing and e.data and self._is_probe(e.data):
-            self._heal_committed = True
+                        self.note(f"{cc.node_id} removed: stops in {linger // TICK} tick(s)")
+        elif self.healing and e.data and self._is_probe(e.data):
+            self.heal_committed = True
 
-    def _payload(self, raw: bytes) -> bytes:
+    def payload(self, raw: bytes) -> bytes:
         """A background write (``w<n>``, key "w") or liveness probe (``h<n>``, key "h"): the raw
         bytes, or in KV mode a store into the load bank (which the clients never read)."""
         return raw if self.kv is None else write_payload(LOAD_BANK, raw[:1].decode(), raw)
@@ -479,12 +407,12 @@ class Simulation:
         slot.pending_reads = keep
 
     # --- events -------------------------------------------------------------------------------
-    def _live(self) -> list[Slot]:
+    def live(self) -> list[Slot]:
         """Running nodes a client or an operator can reach now (not paused)."""
         now = self.now
         return [s for s in self.slots.values() if s.node is not None and s.paused_until <= now]
 
-    def _leader(self) -> Slot | None:
+    def leader(self) -> Slot | None:
         """The running, unpaused leader of the highest term."""
         best = None
         now = self.now
@@ -568,7 +496,7 @@ class Simulation:
             self._push(slot.paused_until, _DELIVER_EVENT, m)  # read when the node resumes
             return
         if self.trace:
-            self._t(f"deliver {fmt_msg(m)}")
+            self.note(f"deliver {fmt_msg(m)}")
         self.checkers.on_deliver(m)
         node = slot.node
         if slot.inflight is not None:
@@ -587,12 +515,12 @@ class Simulation:
             return  # ... but completes nothing until it runs again
         if self.driver.resume(slot, token):
             if self.trace:
-                self._t(f"{nid} save done")
+                self.note(f"{nid} save done")
             self._touched[nid] = None
 
     def step(self) -> None:
         self.stats.steps += 1
-        if not self._healing and self.rng.random() < 0.05:
+        if not self.healing and self.rng.random() < 0.05:
             self._action()
         else:
             at, _, kind, payload = heapq.heappop(self._queue)
@@ -605,9 +533,9 @@ class Simulation:
                 self._save_done(payload)
         if self.kv is not None:
             self.kv.poll()
-        self._settle()
+        self.settle()
 
-    def _settle(self) -> None:
+    def settle(self) -> None:
         """Drain Readys of touched nodes, stop removed nodes, then check touched nodes."""
         while self._touched:
             touched = list(self._touched)
@@ -647,37 +575,21 @@ class Simulation:
 
     # --- actions ------------------------------------------------------------------------------
     def _action_weights(self) -> list[tuple[str, float]]:
-        on = set(self.mix.kinds)
-        w = [("propose", 10.0), ("read", 4.0)]
-        if "partition" in on:
-            w += [("partition", 2.0), ("heal-net", 2.0)]
-        if "oneway" in on:
-            w += [("oneway", 2.0), ("heal-net", 1.0)]
-        if "crash" in on:
-            w += [("crash", 2.0), ("restart", 3.0)]
-        if "membership" in on:
-            promote = 0.5 if self.config["auto_promote"] else 1.5
-            w += [
-                ("add-learner", 2.0),
-                ("promote", promote),
-                ("demote", 1.0),
-                ("remove-follower", 1.0),
-                ("remove-leader", 0.5),
-            ]
-        if "transfer" in on:
-            w += [("transfer", 1.5), ("campaign", 0.5)]
-        if "pause" in on:
-            w += [("pause", 2.0)]
-        return w
+        return [("propose", 10.0), ("read", 4.0), *self.faults.action_weights()]
 
     def _action(self) -> None:
         names = [n for n, _ in self._weights]
         weights = [x for _, x in self._weights]
         name = self.rng.choices(names, weights)[0]
-        getattr(self, "_do_" + name.replace("-", "_"))()
+        if name == "propose":
+            self._do_propose()
+        elif name == "read":
+            self._do_read()
+        else:
+            self.faults.act(name)
 
     def _do_propose(self) -> None:
-        live = self._live()
+        live = self.live()
         if not live:
             return
         # Most writes go to a node that believes it leads: the newest leader, or (a client
@@ -686,7 +598,7 @@ class Simulation:
         leaders = [s for s in live if s.node.role is Role.LEADER]
         r = self.rng.random()
         if leaders and r < 0.5:
-            slot = self._leader()
+            slot = self.leader()
         elif len(leaders) > 1 and r < 0.7:
             slot = self.rng.choice(leaders)
         else:
@@ -697,15 +609,15 @@ class Simulation:
             data = b"w%d" % self._write_seq
             self.stats.proposals += 1
             try:
-                idx = slot.node.propose(self._payload(data))
+                idx = slot.node.propose(self.payload(data))
             except RaftError as exc:
                 idx = f"refused ({type(exc).__name__})"
             if self.trace:
-                self._t(f"client propose {data.decode()} at {slot.id} -> {idx}")
+                self.note(f"client propose {data.decode()} at {slot.id} -> {idx}")
         self._touched[slot.id] = None
 
     def _do_read(self) -> None:
-        live = self._live()
+        live = self.live()
         if not live:
             return
         slot = self.rng.choice(live)
@@ -719,275 +631,15 @@ class Simulation:
             what = f"refused ({type(exc).__name__})"
         self._touched[slot.id] = None
         if self.trace:
-            self._t(f"client read {ctx.decode()} at {slot.id}: {what}")
-
-    def _member_ids(self) -> list[str]:
-        return [s.id for s in self.slots.values() if not s.removed]
-
-    def _do_partition(self) -> None:
-        ids = self._member_ids()
-        if len(ids) < 2:
-            return
-        self.rng.shuffle(ids)
-        k = self.rng.randint(1, len(ids) // 2)
-        leader = self._leader()
-        if leader is not None and leader.id in ids and self.rng.random() < 0.5:
-            # Jepsen's "isolate the leader": the leader and k-1 followers on the minority side,
-            # where the writes its clients still send stay uncommitted and divergent
-            k = max(k, min(2, len(ids) // 2))
-            ids.remove(leader.id)
-            ids.insert(0, leader.id)
-        a, b = sorted(ids[:k]), sorted(ids[k:])
-        self.network.partition(a, b)
-        self.stats.partitions += 1
-        if self.trace:
-            self._t(f"PARTITION {a} | {b}")
-
-    def _do_oneway(self) -> None:
-        ids = self._member_ids()
-        if len(ids) < 2:
-            return
-        frm, to = self.rng.sample(sorted(ids), 2)
-        self.network.cut_one_way(frm, to)
-        self.stats.partitions += 1
-        if self.trace:
-            self._t(f"CUT one way {frm} -> {to}")
-
-    def _do_heal_net(self) -> None:
-        if self.network.blocked:
-            self.network.heal()
-            if self.trace:
-                self._t("HEAL network")
-
-    def _do_pause(self) -> None:
-        live = self._live()
-        if not live:
-            return
-        leader = self._leader()
-        slot = leader if leader is not None and self.rng.random() < 0.5 else self.rng.choice(live)
-        ticks = self.rng.randint(3, self.mix.pause_max)
-        slot.paused_until = self.now + ticks * TICK
-        self.stats.pauses += 1
-        if self.trace:
-            self._t(f"PAUSE {slot.id} for {ticks} ticks")
-
-    def _do_crash(self) -> None:
-        live = self._live()
-        if live:
-            self.crash(self.rng.choice(live), "crash")
-
-    def _do_restart(self) -> None:
-        down = [s for s in self.slots.values() if s.node is None and not s.removed]
-        if down:
-            self.restart(self.rng.choice(down))
-
-    def _conf_change(self, op: ConfOp, nid: str, address: str = "") -> bool:
-        leader = self._leader()
-        try:
-            idx = leader.node.propose_conf_change(op, nid, address)
-            ok = True
-        except RaftError as exc:
-            idx, ok = f"refused ({type(exc).__name__}: {exc})", False
-        self._touched[leader.id] = None
-        if self.trace:
-            self._t(f"membership {op.value} {nid} at leader {leader.id} -> {idx}")
-        return ok
-
-    def _do_add_learner(self) -> None:
-        leader = self._leader()
-        if leader is None or len(self.slots) >= self.n_founders + 6:
-            return
-        nid = f"n{self._next_id}"
-        if self._conf_change(ConfOp.ADD_LEARNER, nid, f"addr-{nid}"):
-            self._next_id += 1
-            slot = self._new_slot(nid)
-            slot.node = self.opts.node_class(self._node_config(nid), self._node_rng(slot))
-            self._touched[nid] = None
-            if self.trace:
-                self._t(f"START {nid} (fresh, joining)")
-
-    def _do_promote(self) -> None:
-        leader = self._leader()
-        if leader is not None:
-            learners = sorted(leader.node.membership.learners)
-            if learners:
-                self._conf_change(ConfOp.PROMOTE, self.rng.choice(learners))
-
-    def _voters_removable(self, leader: Slot) -> list[str]:
-        # keep at least three voters, so one crashed voter never stops the cluster for long
-        voters = sorted(leader.node.membership.voters)
-        return voters if len(voters) > 3 else []
-
-    def _do_demote(self) -> None:
-        leader = self._leader()
-        if leader is not None:
-            voters = [v for v in self._voters_removable(leader) if v != leader.id]
-            if voters:
-                self._conf_change(ConfOp.DEMOTE, self.rng.choice(voters))
-
-    def _do_remove_follower(self) -> None:
-        leader = self._leader()
-        if leader is None:
-            return
-        m = leader.node.membership
-        cands = [v for v in self._voters_removable(leader) if v != leader.id]
-        cands += sorted(m.learners)
-        if cands:
-            self._conf_change(ConfOp.REMOVE, self.rng.choice(cands))
-
-    def _do_remove_leader(self) -> None:
-        leader = self._leader()
-        if leader is not None and leader.id in self._voters_removable(leader):
-            self._conf_change(ConfOp.REMOVE, leader.id)
-
-    def _do_transfer(self) -> None:
-        leader = self._leader()
-        if leader is None:
-            return
-        others = [v for v in sorted(leader.node.membership.voters) if v != leader.id]
-        if not others:
-            return
-        target = self.rng.choice(others)
-        try:
-            leader.node.transfer_leader(target)
-            what = "requested"
-        except RaftError as exc:
-            what = f"refused ({type(exc).__name__})"
-        self.stats.transfers += 1
-        self._touched[leader.id] = None
-        if self.trace:
-            self._t(f"transfer leadership {leader.id} -> {target}: {what}")
-
-    def _do_campaign(self) -> None:
-        live = [s for s in self._live() if s.node.role is not Role.LEADER]
-        if live:
-            slot = self.rng.choice(live)
-            slot.node.campaign()
-            self._touched[slot.id] = None
-            if self.trace:
-                self._t(f"force campaign at {slot.id}")
+            self.note(f"client read {ctx.decode()} at {slot.id}: {what}")
 
     # --- the run ------------------------------------------------------------------------------
-    def _heal(self) -> None:
-        """Remove every fault and restart every node, then demand progress (liveness)."""
-        self._healing = True
-        self.network.heal()
-        self.network.faults = NetFaults()
-        if self.trace:
-            self._t("=== HEAL: no more faults; every node up; a write must commit ===")
-        for s in self.slots.values():
-            s.paused_until = 0
-            # clocks back in step: with pre-vote off, a node with a stale log whose clock runs
-            # 1.5 times as fast as the others' times out first every time and its vote requests
-            # (a higher term) reset their timers, so no election ever succeeds (the randomized
-            # timeouts of §5.2 assume clocks that agree within their 2x range)
-            s.rate = 1.0
-            if s.inflight is not None:
-                s.inflight.crash_before = None  # drawn before healing: no more crashes now
-            if s.node is None and not s.removed:
-                self.restart(s)
-        self._settle()
-        start = self.stats.ticks
-        next_probe = start
-        probes = 0
-        while not self._heal_committed:
-            ticks = self.stats.ticks - start
-            if ticks > self.opts.heal_ticks:
-                leader = self._leader()
-                raise Violation(
-                    "liveness",
-                    f"no write committed within {self.opts.heal_ticks} ticks after healing "
-                    f"(leader: {leader.id if leader else 'none'}; {probes} probes)",
-                )
-            if self.stats.ticks >= next_probe:
-                next_probe = self.stats.ticks + 5
-                probes += 1
-                self._probe(probes)
-            self.step()
-        self._await_catch_up()
-        if self.config["auto_promote"]:
-            self._await_promotions()
-
-    def _await_catch_up(self) -> None:
-        """Every member (voters and learners, as the leader's configuration lists them) must
-        commit and apply up to the leader's commit index of the moment the heal write
-        committed, within ``heal_ticks`` and with no more writes: a follower stuck behind (a
-        snapshot transfer that never completes, a log that never converges) fails here."""
-        leader = self._leader()
-        target = leader.node.commit_index if leader is not None else self.checkers.max_commit
-        start = self.stats.ticks
-        while True:
-            leader = self._leader()
-            behind = ["no leader"]
-            if leader is not None:
-                behind = []
-                for nid in sorted(leader.node.membership.members):
-                    slot = self.slots.get(nid)
-                    if slot is None:
-                        continue
-                    node = slot.node
-                    if node is None or node.commit_index < target or slot.sm.applied < target:
-                        behind.append(
-                            f"{nid} (commit {node.commit_index}, applied {slot.sm.applied})"
-                            if node is not None
-                            else f"{nid} (down)"
-                        )
-                if not behind:
-                    return
-            if self.stats.ticks - start > self.opts.heal_ticks:
-                raise Violation(
-                    "liveness",
-                    f"members not caught up to commit {target} within {self.opts.heal_ticks} "
-                    f"ticks after the heal write: {', '.join(behind)}",
-                )
-            self.step()
-
-    def _await_promotions(self) -> None:
-        """With auto-promotion on, every running learner (not deliberately demoted) must become a
-        voter within ``heal_ticks`` of the heal write's commit, with no more writes: a learner
-        that caught up while another change was pending must not wait for the next entry."""
-        start = self.stats.ticks
-        while True:
-            leader = self._leader()
-            waiting = []
-            if leader is not None:
-                m = leader.node.membership
-                waiting = sorted(
-                    nid
-                    for nid in m.learners - m.demoted
-                    if nid in self.slots and self.slots[nid].node is not None
-                )
-                if not waiting and leader.node.committed_membership == m:
-                    return
-            if self.stats.ticks - start > self.opts.heal_ticks:
-                raise Violation(
-                    "liveness",
-                    f"learners {waiting} not promoted within {self.opts.heal_ticks} ticks after "
-                    f"the heal write (leader: {leader.id if leader else 'none'})",
-                )
-            self.step()
-
-    def _probe(self, k: int) -> None:
-        leader = self._leader()
-        live = self._live()
-        if not live:
-            return
-        slot = leader or self.rng.choice(live)
-        data = b"h%d" % k
-        try:
-            idx = slot.node.propose(self._payload(data))
-        except RaftError as exc:
-            idx = f"refused ({type(exc).__name__})"
-        self._touched[slot.id] = None
-        if self.trace:
-            self._t(f"liveness probe {data.decode()} at {slot.id} -> {idx}")
-
     def run(self) -> None:
         """Run the seed; raises Violation on the first broken invariant."""
         self._start()
         for _ in range(self.max_steps):
             self.step()
-        self._heal()
+        Heal(self).run()
         st = self.stats
         st.elections = len(self.checkers.leaders)
         st.commits = self.checkers.max_commit
@@ -1006,7 +658,7 @@ class Simulation:
         result = check_linearizable(history)
         st.lin_states = result.explored
         if self.trace:
-            self._t(
+            self.note(
                 f"linearizability: {len(history)} ops ({st.kv_unknown} unanswered) on "
                 f"{len(kv.keys)} keys, {result.explored} states explored: "
                 f"{'ok' if result.ok else 'NOT linearizable'}"

@@ -8,11 +8,12 @@ A variant that breaks the contract is one flag away: ``send_before_persist=True`
 Ready's messages before anything reaches disk, which the tests use to show that the checkers
 notice (a vote or an acknowledgement that a crash then takes back).
 
-``runtime_refinements=True`` drives Readys the way ``saltext_raft.runtime`` does, so the
-simulator checks the two refinements of the contract it makes (docs/architecture.md, "The
-runtime"): a leader whose Ready keeps term and vote sends its appends and heartbeats before
-its own save; a Ready whose only durable change is the commit index is sent and applied at
-once and its hard state saved afterwards (a crash may lose that save).
+``runtime_refinements=True`` drives Readys the way ``saltext_raft.runtime`` does, honouring
+what the core's Ready allows (docs/architecture.md, "The runtime"): the messages it lets leave
+before the save (``Ready.early_types``: a leader's appends and heartbeats when term and vote
+are already on disk) go first; a ``commit_only`` Ready is sent and applied at once and its hard
+state saved afterwards (a crash may lose that save). Which messages may leave early is decided
+in the core only (``RaftNode._mark_early_sends``); the simulator never re-derives it.
 
 Group commit: with the ``group-commit`` fault kind the save of a Ready (its PERSIST stage: the
 snapshot, the entries and the hard state) stays *in flight* for a while, as the runtime's save
@@ -29,22 +30,20 @@ from __future__ import annotations
 
 from saltext_raft.core.types import EntryKind
 from saltext_raft.core.types import MsgType
-from saltext_raft.core.types import Role
 from saltext_raft.sim.checkers import Violation
 from saltext_raft.sim.model import DiskFailure
 
 PERSIST = "persist"  # snapshot + entries
 PERSIST_HS = "persist-hs"  # hard state (a crash between the two persists is allowed)
 SEND = "send"
-SEND_EARLY = "send-early"  # a leader's appends and heartbeats, before its own save
+SEND_EARLY = "send-early"  # what the Ready lets leave before the save (a leader's appends)
 APPLY = "apply"
 ADVANCE = "advance"
 
 CONTRACT = (PERSIST, PERSIST_HS, SEND, APPLY, ADVANCE)
 SEND_BEFORE_PERSIST = (SEND, PERSIST, PERSIST_HS, APPLY, ADVANCE)
-LEADER_EARLY_SEND = (SEND_EARLY, PERSIST, PERSIST_HS, SEND, APPLY, ADVANCE)
+EARLY_SEND = (SEND_EARLY, PERSIST, PERSIST_HS, SEND, APPLY, ADVANCE)
 COMMIT_ONLY_BACKGROUND = (SEND, APPLY, ADVANCE, PERSIST_HS)
-_EARLY_TYPES = frozenset({MsgType.APPEND, MsgType.HEARTBEAT})
 
 
 _NO_CLAIM = object()
@@ -99,28 +98,23 @@ class Driver:
         self.runtime_refinements = runtime_refinements and not send_before_persist
         self._tokens = 0
 
-    def stages_for(self, slot, rd) -> tuple[str, ...]:
+    def stages_for(self, rd) -> tuple[str, ...]:
+        """The stages for ``rd``: the contract's order, or (runtime refinements) the order the
+        core's Ready allows — early messages before the save, a commit-only Ready's hard state
+        after apply. The decision is the Ready's (``RaftNode.ready``), never re-derived here."""
         if not self.runtime_refinements:
             return self.stages
-        hs, saved = rd.hard_state, slot.disk.hs
-        same_vote = hs is None or (hs.term, hs.vote) == (saved.term, saved.vote)
-        if not same_vote:
-            return CONTRACT
-        if not rd.entries and rd.snapshot is None:
+        if rd.commit_only:
             return COMMIT_ONLY_BACKGROUND
-        if slot.node.role is Role.LEADER:
-            return LEADER_EARLY_SEND
+        if rd.early_types:
+            return EARLY_SEND
         return CONTRACT
-
-    def early_types(self, slot, rd) -> frozenset:
-        """Message types the SEND_EARLY stage sends before the save."""
-        return _EARLY_TYPES
 
     def drain(self, slot) -> None:
         """Handle Readys until the node has none, crashes, or waits for a save in flight."""
         sim = self.sim
         while slot.node is not None and slot.inflight is None and slot.node.has_ready():
-            crash_before = sim.pick_crash_point(slot)
+            crash_before = sim.faults.pick_crash_point(slot)
             try:
                 self.handle(slot, crash_before)
             except Crashed:
@@ -134,7 +128,7 @@ class Driver:
         node = slot.node
         rd = node.ready()
         sim.trace_ready(slot, rd)
-        stages = self.stages_for(slot, rd)
+        stages = self.stages_for(rd)
         # sorted by recipient (stable): the core may build messages by iterating a frozenset
         # of voters, whose order depends on PYTHONHASHSEED
         messages = sorted(rd.messages, key=_recipient)
@@ -175,7 +169,7 @@ class Driver:
                 raise Crashed
             if stage == PERSIST:
                 if not resumed:
-                    delay = sim.pick_save_delay(slot, rd)
+                    delay = sim.faults.pick_save_delay(slot, rd)
                     if delay:
                         self._tokens += 1
                         st.k, st.messages, st.token = k, messages, self._tokens
@@ -193,9 +187,7 @@ class Driver:
                     sim.checkers.on_persist_hard_state(slot.id, slot.disk.hs, rd.hard_state)
                     slot.disk.hs = rd.hard_state
             elif stage == SEND_EARLY:
-                early_types = self.early_types(slot, rd)
-                early = [m for m in messages if m.type in early_types]
-                messages = [m for m in messages if m.type not in early_types]
+                early, messages = rd.split(messages)
                 for m in early:
                     self._send(slot, m, st.claims)
             elif stage == SEND:
@@ -216,7 +208,7 @@ class Driver:
     def _torn_write(self, slot, rd) -> None:
         """A crash in the middle of the save: the snapshot (written first) may be there, and a
         prefix of the entries; never the hard state (written last)."""
-        k = self.sim.pick_torn_prefix(slot, rd)
+        k = self.sim.faults.pick_torn_prefix(slot, rd)
         if k is None:
             return
         disk = slot.disk
@@ -227,7 +219,7 @@ class Driver:
 
     def persist(self, slot, rd) -> None:
         disk = slot.disk
-        fail = self.sim.pick_disk_failure(slot, rd)
+        fail = self.sim.faults.pick_disk_failure(slot, rd)
         if fail:
             self._torn_write(slot, rd)
             raise DiskFailure(f"{slot.id}: write of {len(rd.entries)} entries raised")

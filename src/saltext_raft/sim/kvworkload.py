@@ -179,7 +179,7 @@ class KVWorkload:
             self.clients.append(c)
             self.by_id[c.id] = c
         if self.sim.trace:
-            self.sim._t(
+            self.sim.note(
                 f"kv: keys {self.keys}, clients "
                 f"{[(c.id, c.node) for c in self.clients]}, think 0-{self.think_max / TICK} ticks, "
                 f"timeout {self.op_timeout // TICK} ticks"
@@ -189,10 +189,10 @@ class KVWorkload:
 
     def _t(self, text: str) -> None:
         if self.sim.trace:
-            self.sim._t(text)
+            self.sim.note(text)
 
     def _live_node(self, avoid: str = ""):
-        live = [s for s in self.sim._live() if not s.removed]
+        live = [s for s in self.sim.live() if not s.removed]
         others = [s for s in live if s.id != avoid]
         pool = others or live
         return self.rng.choice(pool) if pool else None
@@ -294,7 +294,7 @@ class KVWorkload:
         else:
             what = "-> " + (f"{idx}" if idx is not None else "forwarded")
             sent = True
-        self.sim._touched[slot.id] = None
+        self.sim.touch(slot.id)
         batch = f" (batch of {len(items)})" if len(items) > 1 else ""
         for c, _ in items:
             op = c.op
@@ -327,7 +327,7 @@ class KVWorkload:
         except RaftError as exc:
             op.deadline = self.sim.now  # refused: dropped at the next tick
             what = f"refused ({type(exc).__name__})"
-        self.sim._touched[slot.id] = None
+        self.sim.touch(slot.id)
         self._t(f"kv {c.id} get {op.key} at {slot.id} ({ctx.decode()}): {what}")
 
     def _timeout(self, c: KVClient) -> None:

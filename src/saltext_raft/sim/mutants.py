@@ -12,9 +12,10 @@ mutant only plants a bug; if the simulator stops catching one, a checker stopped
 the fault model stopped producing the situation that exposes it.
 
 The replacements reach into core internals on purpose (they re-create what a plausible wrong
-edit of ``core/node.py`` would look like); when the core's internals change, update them with
-it. Driver mutants change the simulated driver, which does what ``runtime/driver.py`` does
-with a Ready (persist, send, apply, advance, with the runtime's refinements when asked).
+edit of ``core/`` would look like); when the core's internals change, update them with it.
+The early-send mutants change the core's decision of which messages may leave before the save
+(``RaftNode._mark_early_sends``); they run with ``runtime_refinements``, the simulator's mode
+that honours that decision as ``runtime/driver.py`` does.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from saltext_raft.core.types import HardState
 from saltext_raft.core.types import Message
 from saltext_raft.core.types import MsgType
 from saltext_raft.core.types import Role
-from saltext_raft.sim import driver as sim_driver
 from saltext_raft.sim.cluster import SimOptions
 from saltext_raft.sim.runner import replay_command
 from saltext_raft.sim.runner import run_seed
@@ -202,7 +202,7 @@ def _stale_append_accepted(orig):
 
 def _read_without_round(_orig):
     def _start_read_round(self) -> None:
-        requests, self._read_batch = self._read_batch, []
+        requests = self._reads.take_batch()
         self._release_reads(self.log.committed, requests)  # no heartbeat quorum first
 
     return _start_read_round
@@ -210,7 +210,7 @@ def _read_without_round(_orig):
 
 def _read_before_own_commit(_orig):
     def _queue_read(self, requester: str, context: bytes) -> None:
-        self._read_batch.append((requester, context))  # even before an own-term commit
+        self._reads.add((requester, context), True)  # even before an own-term commit
 
     return _queue_read
 
@@ -280,31 +280,17 @@ def _promote_only_on_ack(_orig):
     return _recheck_promotion
 
 
-def _early_types(types):
-    def factory(_orig):
-        def early_types(self, slot, rd) -> frozenset:
-            return types
+def _early_also(types):
+    def factory(orig):
+        def _mark_early_sends(self, rd) -> None:
+            orig(self, rd)
+            if not rd.commit_only:  # the Ready's save has something to protect
+                rd.early_types = rd.early_types | types
 
-        return early_types
+        return _mark_early_sends
 
     return factory
 
-
-def _always_send_early(_orig):
-    def stages_for(self, slot, rd) -> tuple:
-        return (
-            sim_driver.SEND_EARLY,
-            sim_driver.PERSIST,
-            sim_driver.PERSIST_HS,
-            sim_driver.SEND,
-            sim_driver.APPLY,
-            sim_driver.ADVANCE,
-        )
-
-    return stages_for
-
-
-_D = sim_driver.Driver
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
@@ -329,19 +315,16 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "vote-reply-before-persist",
-        "the driver sends vote replies before the Ready's hard state is saved",
-        (
-            (_D, "stages_for", _always_send_early),
-            (_D, "early_types", _early_types(frozenset({MsgType.VOTE_RESP}))),
-        ),
+        "the core's Ready lets vote replies leave before its hard state is saved",
+        ((RaftNode, "_mark_early_sends", _early_also(frozenset({MsgType.VOTE_RESP}))),),
+        # the drivers honour the Ready's split: the simulator does in the runtime's order
+        {"runtime_refinements": True},
     ),
     Mutant(
         "ack-before-persist",
-        "the driver sends append acknowledgements before the Ready's entries are saved",
-        (
-            (_D, "stages_for", _always_send_early),
-            (_D, "early_types", _early_types(frozenset({MsgType.APPEND_RESP}))),
-        ),
+        "the core's Ready lets append acknowledgements leave before its entries are saved",
+        ((RaftNode, "_mark_early_sends", _early_also(frozenset({MsgType.APPEND_RESP}))),),
+        {"runtime_refinements": True},
     ),
     Mutant(
         "no-truncation-on-conflict",

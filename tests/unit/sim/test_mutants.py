@@ -17,7 +17,6 @@ from saltext_raft.core.node import RaftNode
 from saltext_raft.sim import SimOptions
 from saltext_raft.sim import mutants
 from saltext_raft.sim import run_seeds
-from saltext_raft.sim.driver import Driver
 from tests.childpython import run_python
 
 
@@ -30,13 +29,11 @@ def test_every_mutant_has_a_unique_name_and_patches_something():
 
 def test_planting_replaces_and_then_restores_the_methods():
     m = mutants.BY_NAME["vote-reply-before-persist"]
-    before = (RaftNode.__dict__["_hard_state"], Driver.__dict__["stages_for"])
-    early = Driver.__dict__["early_types"]
+    before = (RaftNode.__dict__["_hard_state"], RaftNode.__dict__["_mark_early_sends"])
     with mutants.planted(m):
-        assert Driver.__dict__["stages_for"] is not before[1]
-        assert Driver.__dict__["early_types"] is not early
-    assert (RaftNode.__dict__["_hard_state"], Driver.__dict__["stages_for"]) == before
-    assert Driver.__dict__["early_types"] is early
+        assert RaftNode.__dict__["_mark_early_sends"] is not before[1]
+        assert RaftNode.__dict__["_hard_state"] is before[0]
+    assert (RaftNode.__dict__["_hard_state"], RaftNode.__dict__["_mark_early_sends"]) == before
     # restored even when the block raises
     with pytest.raises(RuntimeError), mutants.planted(mutants.BY_NAME["vote-not-persisted"]):
         raise RuntimeError("boom")

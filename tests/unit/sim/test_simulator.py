@@ -103,8 +103,8 @@ def test_runtime_refinements_use_both_shortcuts():
     seen = set()
     orig = drv.Driver.stages_for
 
-    def spy(self, slot, rd):
-        stages = orig(self, slot, rd)
+    def spy(self, rd):
+        stages = orig(self, rd)
         seen.add(stages)
         return stages
 
@@ -113,4 +113,4 @@ def test_runtime_refinements_use_both_shortcuts():
         run_seed(3, SimOptions(runtime_refinements=True))
     finally:
         drv.Driver.stages_for = orig
-    assert {drv.LEADER_EARLY_SEND, drv.COMMIT_ONLY_BACKGROUND, drv.CONTRACT} <= seen
+    assert {drv.EARLY_SEND, drv.COMMIT_ONLY_BACKGROUND, drv.CONTRACT} <= seen
