@@ -114,16 +114,15 @@ class Driver:
         """Handle Readys until the node has none, crashes, or waits for a save in flight."""
         sim = self.sim
         while slot.node is not None and slot.inflight is None and slot.node.has_ready():
-            crash_before = sim.faults.pick_crash_point(slot)
             try:
-                self.handle(slot, crash_before)
+                self.handle(slot, may_crash=True)
             except Crashed:
                 return
         node = slot.node
         if node is not None and slot.inflight is None:
             sim.check_memory_matches_disk(slot)
 
-    def handle(self, slot, crash_before: int | None = None) -> None:
+    def handle(self, slot, may_crash: bool = False) -> None:
         sim = self.sim
         node = slot.node
         rd = node.ready()
@@ -133,6 +132,9 @@ class Driver:
         # of voters, whose order depends on PYTHONHASHSEED
         messages = sorted(rd.messages, key=_recipient)
         claims = _ack_claims(node, messages)
+        # The crash point is drawn among this Ready's own stages (an early-send Ready has six,
+        # a commit-only one four), so every stage of every kind of Ready can be crashed before.
+        crash_before = sim.faults.pick_crash_point(slot, len(stages)) if may_crash else None
         self._run(slot, InFlight(rd, stages, 0, messages, claims, crash_before, 0))
 
     def resume(self, slot, token: int) -> bool:

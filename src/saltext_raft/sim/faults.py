@@ -117,10 +117,11 @@ class Faults:
         getattr(self, "_do_" + name.replace("-", "_"))()
 
     # --- faults drawn while a Ready is handled ---------------------------------------------------
-    def pick_crash_point(self, slot) -> int | None:
+    def pick_crash_point(self, slot, stages: int) -> int | None:
+        """Crash before stage k (of ``stages``) of the Ready being handled, or not (None)."""
         p = self.sim.mix.crash_ready
         if p and not self.sim.healing and self.sim.rng.random() < p:
-            return self.sim.rng.randrange(len(self.sim.driver.stages))
+            return self.sim.rng.randrange(stages)
         return None
 
     def pick_save_delay(self, slot, rd) -> int:
