@@ -44,9 +44,12 @@ import time
 from saltext_raft.bench import extclient
 from saltext_raft.bench import saltcore
 from saltext_raft.bench import sweep
+from saltext_raft.bench.clusters import SyncObjCluster
+from saltext_raft.bench.clusters import ours_leader
+from saltext_raft.bench.figures import OUTCOMES
+from saltext_raft.bench.figures import outcomes
 from saltext_raft.bench.procs import NodeProc
 from saltext_raft.bench.procs import ProcCluster
-from saltext_raft.bench.procs import free_port
 
 TARGETS = {
     "latency_p50_ms": 1.0,
@@ -61,70 +64,6 @@ TARGETS = {
 def pct(values, q):
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] if values else None
-
-
-class SyncObjCluster:
-    """Three PySyncObj processes with the same control ops as our nodes; ``conf``: SyncObjConf
-    settings as ``name=value`` (default: PySyncObj's own defaults)."""
-
-    def __init__(self, workdir: str, python: str, conf=()):
-        self.workdir = workdir
-        self.python = python
-        self.conf = [a for setting in conf for a in ("--conf", setting)]
-        self.addresses = {f"p{i}": f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
-        self.nodes: dict[str, NodeProc] = {}
-
-    def start(self, nid: str) -> NodeProc:
-        partners = ",".join(a for n, a in self.addresses.items() if n != nid)
-        node = NodeProc(
-            nid,
-            self.addresses[nid],
-            ["--self", self.addresses[nid], "--partners", partners, *self.conf],
-            os.path.join(self.workdir, f"{nid}.log"),
-            self.python,
-            command=("saltext_raft.bench.pysyncobj_node",),
-        )
-        self.nodes[nid] = node
-        return node.start()
-
-    def start_all(self):
-        for nid in self.addresses:
-            self.start(nid)
-
-    statuses = ProcCluster.statuses
-    wait = ProcCluster.wait
-    _summary = ProcCluster._summary
-    close = ProcCluster.close
-
-    def leader(
-        self, timeout: float = 15.0, exclude_term: int = 0, min_commit: int = -1
-    ) -> NodeProc:
-        def find():
-            for nid, st in self.statuses().items():
-                if (
-                    st["role"] == "leader"
-                    and st["term"] > exclude_term
-                    and st["commit_index"] > min_commit
-                ):
-                    return self.nodes[nid]
-            return None
-
-        return self.wait("a PySyncObj leader that committed", find, timeout, interval=0.01)
-
-
-def _ours_leader(cluster, timeout=15.0, exclude_term=0, min_commit=-1):
-    def find():
-        for nid, st in cluster.statuses().items():
-            if (
-                st["role"] == "leader"
-                and st["leader_committed"]
-                and st["term"] > exclude_term
-                and st["commit_index"] > min_commit
-            ):
-                return cluster.nodes[nid]
-        return None
-
-    return cluster.wait("a leader that committed in its term", find, timeout, interval=0.01)
 
 
 def failover(cluster, find_leader, trials: int, budget: float) -> dict:
@@ -202,21 +141,6 @@ def one_run(leader: NodeProc, o, status_of) -> dict:
     }
 
 
-#: The kinds of outcome a load reports (``outcomes``): a proposal committed, refused at once
-#: because too many were waiting, timed out (outcome unknown), or failed otherwise.
-OUTCOMES = ("committed", "overloaded", "timeout", "other")
-
-
-def outcomes(*loads: dict) -> dict:
-    """Proposals of ``loads`` (results of the ``load`` op) by kind of outcome."""
-    out = dict.fromkeys(OUTCOMES, 0)
-    for load in loads:
-        out["committed"] += load.get("committed", 0)
-        for code, n in (load.get("errors") or {}).items():
-            out[code if code in ("overloaded", "timeout") else "other"] += n
-    return out
-
-
 def summarize(runs: list[dict]) -> dict:
     med = statistics.median
     return {
@@ -255,8 +179,8 @@ def bench_ours(o, workdir: str) -> dict:
     c = ProcCluster(os.path.join(workdir, "fail"), node_args=extra, python=o.python)
     try:
         c.start_all()
-        _ours_leader(c)
-        out["failover"] = failover(c, _ours_leader, o.trials, o.failover_seconds)
+        ours_leader(c)
+        out["failover"] = failover(c, ours_leader, o.trials, o.failover_seconds)
     finally:
         c.close()
     runs = []
@@ -268,7 +192,7 @@ def bench_ours(o, workdir: str) -> dict:
         )
         try:
             c.start_all()
-            leader = _ours_leader(c)
+            leader = ours_leader(c)
             runs.append(one_run(leader, o, _log_size))
             runs[-1]["leader_runtime"] = leader.call("status")["runtime"]
         finally:
@@ -447,10 +371,9 @@ def _levels(text: str) -> tuple[int, ...]:
 
 def main(argv=None) -> int:
     o = build_parser().parse_args(argv)
-    o.etcd_runs = o.runs
     if o.quick:
         o.sweep_count, o.sweep_min_count = 4000, 200
-        o.etcd_runs, o.etcd_puts, o.etcd_trials, o.etcd_seconds = 1, 200, 1, 15.0
+        o.etcd_puts, o.etcd_trials, o.etcd_seconds = 200, 1, 15.0
         o.runs, o.latency_count, o.throughput_count = 1, 300, 10_000
         o.log_entries, o.trials, o.seconds, o.fill_seconds, o.failover_seconds = (
             20_000,

@@ -253,7 +253,7 @@ def _div(a, b):
 
 
 def section(o, workdir: str) -> dict:
-    """Our three nodes and three etcd members, both up; ``o.etcd_runs`` latency runs and
+    """Our three nodes and three etcd members, both up; ``o.runs`` latency runs and
     ``o.etcd_trials`` failover trials, alternating between the two clusters."""
     binary = etcd.etcd_binary()
     if binary is None:
@@ -278,7 +278,7 @@ def section(o, workdir: str) -> dict:
         for t in targets:
             t.start()
         runs = {t.label: [] for t in targets}
-        for r in range(o.etcd_runs):
+        for r in range(o.runs):
             for t in targets:
                 runs[t.label].append(sequential_latency(t, o.etcd_puts, o.size, o.etcd_seconds, r))
         trials = {t.label: [] for t in targets}

@@ -15,6 +15,9 @@ import statistics
 import subprocess
 import time
 
+from saltext_raft.bench.clusters import SyncObjCluster
+from saltext_raft.bench.clusters import ours_leader
+from saltext_raft.bench.figures import outcomes
 from saltext_raft.bench.procs import ProcCluster
 
 #: The sweep's levels of outstanding proposals.
@@ -60,8 +63,6 @@ def pysyncobj_missing(python: str) -> str | None:
 
 
 def _summary(loads: list[dict]) -> dict:
-    from saltext_raft.bench.cluster import outcomes  # pylint: disable=import-outside-toplevel
-
     med = statistics.median
     return {
         "per_second": med(r["per_second"] for r in loads),
@@ -79,9 +80,6 @@ def _warm(leader, level: int, o) -> None:
 
 
 def one_level(level: int, o, workdir: str, with_pysyncobj: bool) -> dict:
-    from saltext_raft.bench.cluster import SyncObjCluster  # pylint: disable=import-outside-toplevel
-    from saltext_raft.bench.cluster import _ours_leader  # pylint: disable=import-outside-toplevel
-
     count = level_count(level, o)
     req = {"count": count, "outstanding": level, "size": o.size, "duration": o.seconds}
     ours = ProcCluster(
@@ -89,27 +87,31 @@ def one_level(level: int, o, workdir: str, with_pysyncobj: bool) -> dict:
     )
     theirs = None
     loads: dict[str, list] = {"ours": [], "pysyncobj": []}
+    pids: list[int] = []
     try:
         ours.start_all()
-        ours_leader = _ours_leader(ours)
-        _warm(ours_leader, level, o)
+        pids += [n.pid for n in ours.nodes.values()]
+        lead_ours = ours_leader(ours)
+        _warm(lead_ours, level, o)
         if with_pysyncobj:
             theirs = SyncObjCluster(
                 os.path.join(workdir, f"sweep-{level}-pso"), o.python, pysyncobj_best(level)
             )
             os.makedirs(theirs.workdir, exist_ok=True)
             theirs.start_all()
-            theirs_leader = theirs.leader()
-            _warm(theirs_leader, level, o)
+            pids += [n.pid for n in theirs.nodes.values()]
+            lead_theirs = theirs.leader()
+            _warm(lead_theirs, level, o)
         for _ in range(o.runs):  # alternating, so that a slow spell hits both
-            loads["ours"].append(ours_leader.call("load", **req))
+            loads["ours"].append(lead_ours.call("load", **req))
             if theirs is not None:
-                loads["pysyncobj"].append(theirs_leader.call("load", **req))
+                loads["pysyncobj"].append(lead_theirs.call("load", **req))
     finally:
         ours.close()
         if theirs is not None:
             theirs.close()
-    out = {"outstanding": level, "count": count, "ours": _summary(loads["ours"])}
+    # every process of the level, all stopped by PID above (the smoke test checks they are gone)
+    out = {"outstanding": level, "count": count, "pids": pids, "ours": _summary(loads["ours"])}
     if theirs is not None:
         out["pysyncobj"] = dict(_summary(loads["pysyncobj"]), conf=list(pysyncobj_best(level)))
         a, b = out["ours"]["per_second"], out["pysyncobj"]["per_second"]

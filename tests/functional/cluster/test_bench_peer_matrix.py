@@ -59,6 +59,11 @@ def test_sweep_runs_both_systems_at_every_level(tmp_path, capsys):
         assert lv["throughput_ours_over_pysyncobj"] == round(ratio, 3)
     target = result["sweep"]["target"]
     assert target["value"] == min(lv["throughput_ours_over_pysyncobj"] for lv in levels)
+    for lv in levels:  # three of ours and three of PySyncObj per level, all stopped by PID
+        assert len(lv["pids"]) == 6
+        for pid in lv["pids"]:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
     assert _processes_under(str(tmp_path)) == []
 
 
