@@ -17,7 +17,9 @@ skips what is already installed.
 
 from __future__ import annotations
 
+import os
 import pathlib
+import shutil
 
 import nox
 
@@ -178,12 +180,29 @@ def bench(session: nox.Session) -> None:
     Installs Salt 3008 (so ``bench cluster`` includes Salt's core Raft for reference) and the
     ``bench`` extra: PySyncObj, and matplotlib for ``bench plot``, e.g.
     ``nox -s bench -- plot docs/bench/cluster-<date>.json -o docs/bench/cluster.png``.
+    For ``bench cluster``'s etcd section it installs Debian's ``etcd-server`` when ``etcd`` is
+    missing and it runs as root with apt-get; otherwise it says in one line that the section
+    will be skipped.
     """
     _install_with_salt(session, SALT_VERSIONS[0], extras="bench")
     # ``bench plot`` needs matplotlib; the extra lists it, this keeps the session whole if the
     # extra changes (pip skips it when already installed).
     session.install("matplotlib>=3.7")
+    if session.posargs[:1] == ["cluster"] and "--no-etcd" not in session.posargs:
+        _etcd_for_bench(session)
     session.run("python", "-m", "saltext_raft", "bench", *session.posargs)
+
+
+def _etcd_for_bench(session: nox.Session) -> None:
+    if shutil.which("etcd"):
+        return
+    if shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
+        session.run(
+            "apt-get", "install", "-y", "etcd-server", external=True, success_codes=[0, 100]
+        )
+    if not shutil.which("etcd"):
+        session.log("etcd not installed: bench cluster will skip its etcd section "
+                    "(apt-get install etcd-server)")  # fmt: skip
 
 
 @nox.session

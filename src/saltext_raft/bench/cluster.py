@@ -15,6 +15,15 @@ transport with encryption, CacheStore over Salt's localfs cache with fsync), 100
     process (section ``salt_core``: one process, in-memory transport, for reference only — not
     a like-for-like comparison; see bench/saltcore.py).
 
+The peer matrix (``--peer-matrix`` runs only it):
+
+(f) ``sweep``: throughput at 1, 100, 1,000 and 20,000 outstanding (``--sweep-levels``), ours
+    against PySyncObj at its best settings per level, alternating, our figure over theirs per
+    level (bench/sweep.py);
+(g) ``etcd``: three etcd members (Debian's ``etcd-server``; skipped with one line without
+    ``etcd``) and three of our nodes, both driven by one external client: sequential put
+    latency to the leader and failover to the next acknowledged write (bench/extclient.py).
+
 Load runs inside the leader process (the node's control op ``load``), for both systems, so no
 client round trip is measured. Every loop is bounded in count and in time. Targets are reported,
 never asserted. Figures and how to read them: docs/benchmarks.md.
@@ -32,10 +41,15 @@ import sys
 import tempfile
 import time
 
+from saltext_raft.bench import extclient
 from saltext_raft.bench import saltcore
+from saltext_raft.bench import sweep
+from saltext_raft.bench.clusters import SyncObjCluster
+from saltext_raft.bench.clusters import ours_leader
+from saltext_raft.bench.figures import OUTCOMES
+from saltext_raft.bench.figures import outcomes
 from saltext_raft.bench.procs import NodeProc
 from saltext_raft.bench.procs import ProcCluster
-from saltext_raft.bench.procs import free_port
 
 TARGETS = {
     "latency_p50_ms": 1.0,
@@ -50,68 +64,6 @@ TARGETS = {
 def pct(values, q):
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] if values else None
-
-
-class SyncObjCluster:
-    """Three PySyncObj processes with the same control ops as our nodes."""
-
-    def __init__(self, workdir: str, python: str):
-        self.workdir = workdir
-        self.python = python
-        self.addresses = {f"p{i}": f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
-        self.nodes: dict[str, NodeProc] = {}
-
-    def start(self, nid: str) -> NodeProc:
-        partners = ",".join(a for n, a in self.addresses.items() if n != nid)
-        node = NodeProc(
-            nid,
-            self.addresses[nid],
-            ["--self", self.addresses[nid], "--partners", partners],
-            os.path.join(self.workdir, f"{nid}.log"),
-            self.python,
-            command=("saltext_raft.bench.pysyncobj_node",),
-        )
-        self.nodes[nid] = node
-        return node.start()
-
-    def start_all(self):
-        for nid in self.addresses:
-            self.start(nid)
-
-    statuses = ProcCluster.statuses
-    wait = ProcCluster.wait
-    _summary = ProcCluster._summary
-    close = ProcCluster.close
-
-    def leader(
-        self, timeout: float = 15.0, exclude_term: int = 0, min_commit: int = -1
-    ) -> NodeProc:
-        def find():
-            for nid, st in self.statuses().items():
-                if (
-                    st["role"] == "leader"
-                    and st["term"] > exclude_term
-                    and st["commit_index"] > min_commit
-                ):
-                    return self.nodes[nid]
-            return None
-
-        return self.wait("a PySyncObj leader that committed", find, timeout, interval=0.01)
-
-
-def _ours_leader(cluster, timeout=15.0, exclude_term=0, min_commit=-1):
-    def find():
-        for nid, st in cluster.statuses().items():
-            if (
-                st["role"] == "leader"
-                and st["leader_committed"]
-                and st["term"] > exclude_term
-                and st["commit_index"] > min_commit
-            ):
-                return cluster.nodes[nid]
-        return None
-
-    return cluster.wait("a leader that committed in its term", find, timeout, interval=0.01)
 
 
 def failover(cluster, find_leader, trials: int, budget: float) -> dict:
@@ -189,21 +141,6 @@ def one_run(leader: NodeProc, o, status_of) -> dict:
     }
 
 
-#: The kinds of outcome a load reports (``outcomes``): a proposal committed, refused at once
-#: because too many were waiting, timed out (outcome unknown), or failed otherwise.
-OUTCOMES = ("committed", "overloaded", "timeout", "other")
-
-
-def outcomes(*loads: dict) -> dict:
-    """Proposals of ``loads`` (results of the ``load`` op) by kind of outcome."""
-    out = dict.fromkeys(OUTCOMES, 0)
-    for load in loads:
-        out["committed"] += load.get("committed", 0)
-        for code, n in (load.get("errors") or {}).items():
-            out[code if code in ("overloaded", "timeout") else "other"] += n
-    return out
-
-
 def summarize(runs: list[dict]) -> dict:
     med = statistics.median
     return {
@@ -242,8 +179,8 @@ def bench_ours(o, workdir: str) -> dict:
     c = ProcCluster(os.path.join(workdir, "fail"), node_args=extra, python=o.python)
     try:
         c.start_all()
-        _ours_leader(c)
-        out["failover"] = failover(c, _ours_leader, o.trials, o.failover_seconds)
+        ours_leader(c)
+        out["failover"] = failover(c, ours_leader, o.trials, o.failover_seconds)
     finally:
         c.close()
     runs = []
@@ -255,7 +192,7 @@ def bench_ours(o, workdir: str) -> dict:
         )
         try:
             c.start_all()
-            leader = _ours_leader(c)
+            leader = ours_leader(c)
             runs.append(one_run(leader, o, _log_size))
             runs[-1]["leader_runtime"] = leader.call("status")["runtime"]
         finally:
@@ -355,6 +292,37 @@ def build_parser():
     )
     p.add_argument("--no-pysyncobj", action="store_true")
     p.add_argument(
+        "--peer-matrix",
+        action="store_true",
+        help="run only the peer matrix: the concurrency sweep and the etcd section",
+    )
+    p.add_argument("--no-sweep", action="store_true", help="skip the concurrency sweep")
+    p.add_argument(
+        "--sweep-levels",
+        type=_levels,
+        default=sweep.LEVELS,
+        help="outstanding proposals per sweep level, comma-separated (default %(default)s)",
+    )
+    p.add_argument(
+        "--sweep-count",
+        type=int,
+        default=100_000,
+        help=f"sweep: most proposals per load ({sweep.PER_SLOT} per outstanding slot)",
+    )
+    p.add_argument("--sweep-min-count", type=int, default=500, help="sweep: fewest per load")
+    p.add_argument("--no-etcd", action="store_true", help="skip the etcd section")
+    p.add_argument("--etcd-puts", type=int, default=2000, help="etcd section: puts per run")
+    p.add_argument(
+        "--etcd-seconds", type=float, default=30.0, help="etcd section: time bound of one run"
+    )
+    p.add_argument("--etcd-trials", type=int, default=5, help="etcd section: failovers each")
+    p.add_argument(
+        "--etcd-failover-seconds",
+        type=float,
+        default=180.0,
+        help="etcd section: time bound of all failover trials",
+    )
+    p.add_argument(
         "--no-salt-core", action="store_true", help="skip the Salt 3008 core Raft reference"
     )
     p.add_argument(
@@ -391,9 +359,21 @@ def build_parser():
     return p
 
 
+def _levels(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        levels = ()
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive integers, e.g. 1,100,1000")
+    return levels
+
+
 def main(argv=None) -> int:
     o = build_parser().parse_args(argv)
     if o.quick:
+        o.sweep_count, o.sweep_min_count = 4000, 200
+        o.etcd_puts, o.etcd_trials, o.etcd_seconds = 200, 1, 15.0
         o.runs, o.latency_count, o.throughput_count = 1, 300, 10_000
         o.log_entries, o.trials, o.seconds, o.fill_seconds, o.failover_seconds = (
             20_000,
@@ -417,6 +397,12 @@ def main(argv=None) -> int:
         },
         "options": {k: v for k, v in vars(o).items() if k not in ("json",)},
     }
+    if not o.no_sweep:
+        result["sweep"] = sweep.section(o, workdir)
+    if not o.no_etcd:
+        result["etcd"] = extclient.section(o, workdir)
+    if o.peer_matrix:
+        return _finish(o, result, started)
     ours = bench_ours(o, workdir)
     result["ours"] = ours
     rat = None
@@ -433,14 +419,45 @@ def main(argv=None) -> int:
     else:
         result["salt_core"] = salt_core_section(o, ours, workdir)
     result["targets"] = verdict(ours, rat)
+    return _finish(o, result, started)
+
+
+def _peer_matrix_lines(result: dict) -> list[str]:
+    lines = []
+    sw = result.get("sweep") or {}
+    for lv in sw.get("levels", []):
+        theirs = (lv.get("pysyncobj") or {}).get("per_second")
+        lines.append(
+            f"sweep {lv['outstanding']:>6} outstanding: ours {lv['ours']['per_second']:>9.0f}/s"
+            + (f"  pysyncobj {theirs:>9.0f}/s  ratio {lv['throughput_ours_over_pysyncobj']}"
+               if theirs is not None else "")
+        )  # fmt: skip
+    et = result.get("etcd") or {}
+    if "skipped" in et:
+        lines.append(f"etcd section skipped: {et['skipped']}")
+    elif et:
+        for side in ("ours", "etcd"):
+            lat, fo = et[side]["latency"], et[side]["failover"]
+            lines.append(
+                f"{side:5} put p50 {lat['p50_ms']} ms  p99 {lat['p99_ms']} ms  "
+                f"failover p50 {fo['p50_s']} s"
+            )
+        lines.append(f"ours/etcd {et['ratios_ours_over_etcd']}")
+    return lines
+
+
+def _finish(o, result: dict, started: float) -> int:
     result["seconds"] = round(time.time() - started, 1)
     result["machine"]["loadavg_at_end"] = os.getloadavg()
     if not o.json:
-        for name, section in (("ours", ours), ("pysyncobj", result.get("pysyncobj") or {})):
+        for line in _peer_matrix_lines(result):
+            print(line, file=sys.stderr)
+        for name in ("ours", "pysyncobj"):
+            section = result.get(name) or {}
             if "outcomes" in section:
                 kinds = "  ".join(f"{k}={v}" for k, v in section["outcomes"].items())
                 print(f"{name + ' proposals':32} {kinds}", file=sys.stderr)
-        for name, v in result["targets"].items():
+        for name, v in (result.get("targets") or {}).items():
             print(
                 f"{name:32} {v['value']!s:>12}  target {v['target']:<6} met={v['met']}",
                 file=sys.stderr,

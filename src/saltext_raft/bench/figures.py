@@ -2,7 +2,8 @@
 
 Lives here: :func:`load_figures`, shared by our node's ``load`` control op
 (``saltext_raft.standalone``) and the PySyncObj comparison node (``bench.pysyncobj_node``), so
-``bench cluster`` reads the same fields computed the same way from both. Must not live here:
+``bench cluster`` reads the same fields computed the same way from both; and :func:`outcomes`,
+the proposals of several loads by kind of outcome. Must not live here:
 running the load (each node does that its own way), any Raft or Salt import.
 """
 
@@ -26,3 +27,18 @@ def load_figures(latencies: list[float], errors: dict[str, int], elapsed: float)
         "p99_ms": pct(0.99),
         "mean_ms": sum(lat) / len(lat) * 1000 if lat else None,
     }
+
+
+#: The kinds of outcome a load reports (``outcomes``): a proposal committed, refused at once
+#: because too many were waiting, timed out (outcome unknown), or failed otherwise.
+OUTCOMES = ("committed", "overloaded", "timeout", "other")
+
+
+def outcomes(*loads: dict) -> dict:
+    """Proposals of ``loads`` (results of the ``load`` op) by kind of outcome."""
+    out = dict.fromkeys(OUTCOMES, 0)
+    for load in loads:
+        out["committed"] += load.get("committed", 0)
+        for code, n in (load.get("errors") or {}).items():
+            out[code if code in ("overloaded", "timeout") else "other"] += n
+    return out

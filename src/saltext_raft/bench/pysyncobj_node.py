@@ -1,7 +1,9 @@
 """A PySyncObj node for side-by-side comparison: ``python -m saltext_raft.bench.pysyncobj_node``.
 
-PySyncObj with its defaults (in-memory log, no journal, no fsync; election timeout 0.4-1.4 s)
-and a replicated counter, plus the same JSON-lines control ops the saltext-raft node offers to
+PySyncObj (in-memory log, no journal, no fsync) with its defaults (election timeout 0.4-1.4 s)
+or the ``SyncObjConf`` settings given as ``--conf name=value`` (repeatable; see
+``bench.sweep.pysyncobj_best`` for the ones ``bench cluster``'s sweep uses), and a replicated
+counter, plus the same JSON-lines control ops the saltext-raft node offers to
 the benchmark: ``status`` and ``load`` (run inside the node, so no client round trip is
 measured). Prints ``{"event": "ready", "control": "host:port"}`` when listening.
 """
@@ -17,14 +19,15 @@ import threading
 import time
 
 from pysyncobj import SyncObj
+from pysyncobj import SyncObjConf
 from pysyncobj import replicated
 
 from saltext_raft.bench.figures import load_figures
 
 
 class Counter(SyncObj):
-    def __init__(self, me, partners):
-        super().__init__(me, partners)
+    def __init__(self, me, partners, conf=None):
+        super().__init__(me, partners, conf)
         self.count = 0
 
     @replicated
@@ -94,13 +97,37 @@ def status(obj: Counter) -> dict:
     }
 
 
+def conf_setting(text: str) -> tuple[str, object]:
+    """``name=value`` for one ``SyncObjConf`` setting; the value as a bool, int or float (in
+    that order of trying) or else the string. An unknown name is refused."""
+    name, sep, raw = text.partition("=")
+    if not sep or not hasattr(SyncObjConf(), name):
+        raise argparse.ArgumentTypeError(f"{text!r} is not name=value of a SyncObjConf setting")
+    if raw in ("true", "false"):
+        return name, raw == "true"
+    for kind in (int, float):
+        try:
+            return name, kind(raw)
+        except ValueError:
+            pass
+    return name, raw
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--self", required=True)
     p.add_argument("--partners", required=True)
     p.add_argument("--control", default="127.0.0.1:0")
+    p.add_argument(
+        "--conf",
+        type=conf_setting,
+        action="append",
+        default=[],
+        help="a SyncObjConf setting, name=value (repeatable; default: PySyncObj's defaults)",
+    )
     args = p.parse_args(argv)
-    obj = Counter(args.self, [x for x in args.partners.split(",") if x])
+    conf = SyncObjConf(**dict(args.conf)) if args.conf else None
+    obj = Counter(args.self, [x for x in args.partners.split(",") if x], conf)
 
     class Handler(socketserver.StreamRequestHandler):
         def handle(self):

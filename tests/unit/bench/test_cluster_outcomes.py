@@ -1,7 +1,7 @@
 """bench cluster reports every proposal by kind of outcome (issue 17, part 5)."""
 
-from saltext_raft.bench.cluster import OUTCOMES
-from saltext_raft.bench.cluster import outcomes
+from saltext_raft.bench.figures import OUTCOMES
+from saltext_raft.bench.figures import outcomes
 
 
 def test_load_results_are_counted_by_kind_of_outcome():
