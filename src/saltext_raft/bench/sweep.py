@@ -74,6 +74,16 @@ def _summary(loads: list[dict]) -> dict:
     }
 
 
+def ours_args(level: int, o) -> list[str]:
+    """Our nodes at their best for ``level``: room for every outstanding proposal (the default
+    ``--max-pending`` of 8,192 answers ``overloaded`` beyond it, and a load of 20,000 then
+    measures its retries, not the log), unless ``--node-args`` sets it."""
+    extra = o.node_args.split()
+    if "--max-pending" not in extra:
+        extra += ["--max-pending", str(max(8192, 2 * level))]
+    return extra
+
+
 def _warm(leader, level: int, o) -> None:
     """A short load, discarded: connections up and code paths warm before anything is timed."""
     leader.call("load", count=200, outstanding=min(level, 100), size=o.size, duration=5.0)
@@ -83,7 +93,7 @@ def one_level(level: int, o, workdir: str, with_pysyncobj: bool) -> dict:
     count = level_count(level, o)
     req = {"count": count, "outstanding": level, "size": o.size, "duration": o.seconds}
     ours = ProcCluster(
-        os.path.join(workdir, f"sweep-{level}-ours"), node_args=o.node_args.split(), python=o.python
+        os.path.join(workdir, f"sweep-{level}-ours"), node_args=ours_args(level, o), python=o.python
     )
     theirs = None
     loads: dict[str, list] = {"ours": [], "pysyncobj": []}
