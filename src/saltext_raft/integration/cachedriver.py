@@ -49,6 +49,8 @@ from saltext_raft.integration.fileutil import check_private_dir
 from saltext_raft.kv.machine import BadName
 from saltext_raft.kv.machine import check_flush
 from saltext_raft.kv.machine import check_name
+from saltext_raft.kv.machine import expire_value
+from saltext_raft.kv.machine import union_value
 
 #: Seconds between reconnection attempts while the engine is not reachable.
 RECONNECT_INTERVAL = 0.05
@@ -253,6 +255,33 @@ def add(opts: dict, bank: str, key: str, data) -> bool:
     committed step, so a write another master commits meanwhile is never overwritten."""
     request = _value_request("cache.add", bank, key, data)
     return bool(_engine_call(opts, f"add {bank}/{key}", request, write=True))
+
+
+def union(opts: dict, bank: str, key: str, items) -> bool:
+    """Merge the strings ``items`` into the list ``bank``/``key`` holds (created if absent;
+    kept sorted, without duplicates) in one committed step: writes of several masters at once
+    all count. Not part of Salt's cache API (the job cache's minion lists use it)."""
+    _check(bank, key, key_required=True)
+    items = list(items)
+    if not all(isinstance(i, str) for i in items):
+        raise SaltCacheError(f"raft cache: union {bank}/{key}: every item must be a string")
+    value = base64.b64encode(union_value(items)).decode("ascii")
+    request = {"op": "cache.union", "bank": bank, "key": key, "value": value}
+    return bool(_engine_call(opts, f"union {bank}/{key}", request, write=True))
+
+
+def expire(opts: dict, bank: str, cutoff: int) -> int:
+    """Remove, in one committed step, every sub-bank of ``bank`` first written before
+    ``cutoff`` (seconds since the epoch, chosen here, by the caller: every master removes the
+    same ones); returns how many. Not part of Salt's cache API (the job cache's retention)."""
+    _check(bank, flush=True)
+    request = {
+        "op": "cache.expire",
+        "bank": bank,
+        "key": None,
+        "value": base64.b64encode(expire_value(int(cutoff))).decode("ascii"),
+    }
+    return int(_engine_call(opts, f"expire {bank}", request, write=True) or 0)
 
 
 def flush(opts: dict, bank: str, key: str | None = None) -> bool:

@@ -40,9 +40,12 @@ from typing import NamedTuple
 from saltext_raft.integration.fileutil import atomic_write
 from saltext_raft.integration.fileutil import ensure_private_dir
 from saltext_raft.kv import KVStateMachine
+from saltext_raft.kv.machine import EXPIRE
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
+from saltext_raft.kv.machine import UNION
 from saltext_raft.kv.machine import BadName
+from saltext_raft.kv.machine import bank_parts
 from saltext_raft.kv.machine import check_flush
 from saltext_raft.kv.machine import check_name
 from saltext_raft.kv.machine import decode_entry
@@ -525,10 +528,21 @@ class CacheStateMachine:
     def _apply_command(self, cmd):
         kv = self.kv
         before = kv.applied_commands
+        # an expire removes sub-banks the command does not name: learn which before applying
+        gone = kv.expired(cmd.bank, cmd.cutoff()) if cmd.op == EXPIRE else ()
         result = kv.apply_command(cmd)
         if kv.applied_commands == before:  # a retry the dedup table answered: nothing changed
             return result
-        if cmd.op == FLUSH:
+        if cmd.op == EXPIRE:
+            for name in gone:
+                sub = "/".join([*bank_parts(cmd.bank), name])
+                self.writer.enqueue(("flush", sub, None))
+                if self.on_change is not None:
+                    self.on_change(sub, None, self.writer.ticket)
+            return result
+        if cmd.op == UNION:  # the merged value, as the state machine now holds it
+            self.writer.enqueue(("store", cmd.bank, cmd.key, kv.fetch(cmd.bank, cmd.key), cmd.ts))
+        elif cmd.op == FLUSH:
             if result:
                 self.writer.enqueue(("flush", cmd.bank, cmd.key))
         elif cmd.op == STORE or result:  # an add that found the key present changed nothing

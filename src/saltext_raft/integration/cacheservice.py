@@ -13,6 +13,9 @@ Requests (JSON lines; several may be outstanding per connection, answers carry t
      "timeout": 4.8}
     {"id": 2, "op": "cache.flush", "bank": "minions/web1", "key": null, "client": ..., "seq": 8}
     {"id": 5, "op": "cache.add", ...same fields as cache.store}  # result: false if key present
+    {"id": 6, "op": "cache.union", ...same fields, "value": <base64 of a msgpack string list>}
+    {"id": 7, "op": "cache.expire", "bank": "saltext_raft_jobs", "key": null,
+     "value": <base64 of a msgpack integer: the cut-off>, ...}   # result: sub-banks removed
     {"id": 3, "op": "cache.read", "timeout": 5}     # ReadIndex barrier, then mirror caught up
     {"id": 4, "op": "cache.status"}
 
@@ -60,11 +63,14 @@ from saltext_raft.integration.cachemirror import MirrorWriter
 from saltext_raft.integration.cachemirror import new_mirror
 from saltext_raft.integration.fileutil import atomic_write
 from saltext_raft.kv.machine import ADD
+from saltext_raft.kv.machine import EXPIRE
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
+from saltext_raft.kv.machine import UNION
 from saltext_raft.kv.machine import Command
 from saltext_raft.kv.machine import check_flush
 from saltext_raft.kv.machine import check_name
+from saltext_raft.kv.machine import check_value
 from saltext_raft.kv.machine import encode_entry
 from saltext_raft.runtime.control import ControlServer
 from saltext_raft.runtime.errors import RaftRuntimeError
@@ -204,6 +210,8 @@ class CacheService:
             "cache.store": self._store,
             "cache.flush": self._flush,
             "cache.add": self._add,
+            "cache.union": functools.partial(self._op, UNION),
+            "cache.expire": functools.partial(self._op, EXPIRE),
         }
         self.server = server
         bound = await server.start()
@@ -257,17 +265,24 @@ class CacheService:
     def _add(self, rt, req: dict) -> asyncio.Future:
         return self._write(req, ADD)
 
+    def _op(self, op: int, rt, req: dict) -> asyncio.Future:
+        return self._write(req, op)
+
     def _write(self, req: dict, op: int) -> asyncio.Future:
-        """The command of a ``cache.store``, ``cache.add`` or ``cache.flush`` request, checked
-        before it joins a batch (a bad one is refused alone), queued for this turn's batch."""
+        """The command of a write request (``cache.store``/``add``/``flush``/``union``/
+        ``expire``), checked before it joins a batch (a bad one is refused alone), queued for
+        this turn's batch."""
         bank, key = req.get("bank", ""), req.get("key")
         try:
-            if op == FLUSH:
-                check_flush(bank, key)  # without a key: the bank, never the root
+            if op in (FLUSH, EXPIRE):
+                check_flush(bank, None if op == EXPIRE else key)  # never the root
+                if op == EXPIRE and key is not None:
+                    raise ValueError("an expire names a bank, not a key")
             else:
                 check_name("bank", bank, allow_empty=True)
                 check_name("key", key)
             value = base64.b64decode(req.get("value") or "", validate=True) if op != FLUSH else b""
+            check_value(op, value)
             client, seq = str(req.get("client") or ""), int(req.get("seq") or 0)
         except (TypeError, ValueError) as exc:
             raise Rejected(str(exc)) from None

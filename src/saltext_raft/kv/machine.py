@@ -29,8 +29,16 @@ BATCH = 3
 #: before the add is never overwritten by it (the cache import uses it to keep keys written
 #: since the switch to ``cache: raft``).
 ADD = 4
+#: Merge a list of strings into the key's value (a msgpack array of strings kept sorted and
+#: without duplicates): the job cache's minion lists, which several masters extend at once, so
+#: a read-modify-write by one of them could drop another's names.
+UNION = 5
+#: Remove every sub-bank of the bank that was first written before a cut-off carried in the
+#: command (the job cache's retention): the proposer chooses the cut-off, so every master
+#: removes the same sub-banks whatever its own clock says. See :meth:`KVStateMachine.expired`.
+EXPIRE = 6
 #: The commands a log entry may hold.
-OPS = (STORE, FLUSH, ADD)
+OPS = (STORE, FLUSH, ADD, UNION, EXPIRE)
 #: The first item of every entry this version writes: a command's op, or BATCH.
 KNOWN_TYPES = frozenset(OPS + (BATCH,))
 # How many client ids the dedup table remembers. A client (one master process) that has been
@@ -57,6 +65,10 @@ class Command(NamedTuple):
     ts: int = 0  # proposer's clock (seconds), becomes the key's `updated`
     client: str = ""
     seq: int = 0
+
+    def cutoff(self) -> int:
+        """An :data:`EXPIRE` command's cut-off (its value was checked when it was decoded)."""
+        return _cutoff(self.value)
 
 
 def encode_command(cmd: Command) -> bytes:
@@ -108,12 +120,53 @@ def _command(raw) -> Command:
         raise ValueError(f"malformed KV command: {raw!r:.200}")
     if key is not None and not isinstance(key, str):
         raise ValueError("malformed KV command: key must be a string or nil")
-    if key is None and op != FLUSH:  # only a flush may name a whole bank
-        raise ValueError(f"malformed KV command: {'store' if op == STORE else 'add'} needs a key")
+    if key is None and op not in (FLUSH, EXPIRE):  # only these may name a whole bank
+        raise ValueError(f"malformed KV command: op {op} needs a key")
+    if op == EXPIRE and (key is not None or not _parts(bank)):
+        raise ValueError("malformed KV command: expire names a bank below the root, no key")
+    check_value(op, value)
     try:
         return Command(op, bank, key, value, int(ts), str(client), int(seq))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"malformed KV command: {exc}") from exc
+
+
+def union_value(items) -> bytes:
+    """The value of a :data:`UNION` command (and what the merged key holds): a msgpack array
+    of the strings, sorted, without duplicates (``salt.payload`` reads it as a list)."""
+    return msgpack.packb(sorted(set(items)), use_bin_type=True)
+
+
+def expire_value(cutoff: int) -> bytes:
+    """The value of an :data:`EXPIRE` command: the cut-off, whole seconds since the epoch."""
+    return msgpack.packb(int(cutoff), use_bin_type=True)
+
+
+def _union_items(value: bytes) -> list[str]:
+    items = msgpack.unpackb(value, raw=False, use_list=True)
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise ValueError("not a list of strings")
+    return items
+
+
+def _cutoff(value: bytes) -> int:
+    cutoff = msgpack.unpackb(value, raw=False)
+    if isinstance(cutoff, bool) or not isinstance(cutoff, int):
+        raise ValueError("not an integer")
+    return cutoff
+
+
+def check_value(op: int, value: bytes) -> None:
+    """Refuse a :data:`UNION` value that is not a list of strings and an :data:`EXPIRE` value
+    that is not an integer (ValueError): checked before a write joins a batch, and again when
+    an entry is decoded, so a bad one never reaches the apply."""
+    if op not in (UNION, EXPIRE):
+        return
+    try:
+        _union_items(value) if op == UNION else _cutoff(value)
+    except Exception as exc:  # msgpack raises several types for malformed bytes
+        what = "union needs a list of strings" if op == UNION else "expire needs an integer"
+        raise ValueError(f"malformed KV command: {what} ({exc})") from None
 
 
 def decode_command(data: bytes) -> Command:
@@ -182,6 +235,22 @@ class _Bank:
     def __init__(self):
         self.keys: dict[str, tuple[bytes, int]] = {}
         self.children: dict[str, _Bank] = {}
+
+
+def _oldest(bank: _Bank) -> int | None:
+    """The oldest ``updated`` of ``bank``'s own keys, else of any key below it (iteratively);
+    None when there is no key at all."""
+    if bank.keys:
+        return min(ts for _, ts in bank.keys.values())
+    oldest = None
+    stack = list(bank.children.values())
+    while stack:
+        node = stack.pop()
+        if node.keys:
+            low = min(ts for _, ts in node.keys.values())
+            oldest = low if oldest is None else min(oldest, low)
+        stack.extend(node.children.values())
+    return oldest
 
 
 def _freeze(bank: _Bank) -> tuple[dict, list]:
@@ -351,6 +420,10 @@ class KVStateMachine:
             result = self._store(cmd)
         elif cmd.op == FLUSH:
             result = self._flush(cmd)
+        elif cmd.op == UNION:
+            result = self._union(cmd)
+        elif cmd.op == EXPIRE:
+            result = self._expire(cmd)
         else:
             result = self._add(cmd)
         self.applied_commands += 1
@@ -431,6 +504,25 @@ class KVStateMachine:
         keys[cmd.key] = (cmd.value, cmd.ts)
         return True
 
+    def _union(self, cmd: Command) -> bool:
+        keys = self._bank(cmd.bank, create=True).keys
+        items = set(_union_items(cmd.value))
+        old = keys.get(cmd.key)
+        if old is not None:
+            try:
+                items.update(_union_items(old[0]))
+            except Exception:  # pylint: disable=broad-except  (a value stored otherwise)
+                pass  # replaced, the same on every node
+        keys[cmd.key] = (union_value(items), cmd.ts)
+        return True
+
+    def _expire(self, cmd: Command) -> int:
+        node = self._bank(cmd.bank, create=False)
+        gone = self.expired(cmd.bank, _cutoff(cmd.value))
+        for name in gone:
+            del node.children[name]
+        return len(gone)
+
     def _flush(self, cmd: Command) -> bool:
         parts = _parts(cmd.bank)
         if cmd.key is not None:
@@ -462,6 +554,21 @@ class KVStateMachine:
         if node is None:
             return False
         return True if key is None else key in node.keys
+
+    def expired(self, bank: str, cutoff: int) -> list[str]:
+        """The sub-banks of ``bank`` an :data:`EXPIRE` with ``cutoff`` removes, in order: those
+        whose age is older than ``cutoff``, and those that hold no key at all. A sub-bank's age
+        is the oldest ``updated`` of its own keys, or, when it has none, the oldest of the keys
+        anywhere below it: the proposer's timestamps, so the same on every node."""
+        node = self._bank(bank, create=False)
+        if node is None:
+            return []
+        gone = []
+        for name, child in node.children.items():
+            age = _oldest(child)
+            if age is None or age < cutoff:
+                gone.append(name)
+        return gone
 
     def updated(self, bank: str, key: str) -> int | None:
         node = self._bank(bank, create=False)

@@ -22,12 +22,16 @@ from saltext_raft.integration.cacheservice import CacheService
 from saltext_raft.integration.cachesqlite import SqliteReader
 from saltext_raft.kv import KVStateMachine
 from saltext_raft.kv.machine import ADD
+from saltext_raft.kv.machine import EXPIRE
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
+from saltext_raft.kv.machine import UNION
 from saltext_raft.kv.machine import BadName
 from saltext_raft.kv.machine import Command
 from saltext_raft.kv.machine import encode_batch
 from saltext_raft.kv.machine import encode_command
+from saltext_raft.kv.machine import expire_value
+from saltext_raft.kv.machine import union_value
 
 
 def entry(index, cmd):
@@ -621,3 +625,21 @@ def test_a_master_that_fell_behind_installs_the_leaders_snapshot_into_its_local_
         assert theirs.fetch(f"minions/m{i}", "data") == ours.fetch(f"minions/m{i}", "data")
     assert theirs.fetch("minions/m19", "data") == {"n": 79}
     assert not theirs.contains("gone", None)
+
+
+def test_a_union_mirrors_the_merged_list_and_an_expire_removes_the_old_banks(harness, run):
+    run(harness.apply(put("jobs/1", "jid", "a", ts=100)))
+    run(harness.apply(put("jobs/1/ret", "web1", {"return": True}, ts=100)))
+    run(harness.apply(put("jobs/2", "jid", "b", ts=300)))
+    run(harness.apply(Command(UNION, "jobs/2", "minions", union_value(["web2"]), 301)))
+    run(harness.apply(Command(UNION, "jobs/2", "minions", union_value(["web1", "web2"]), 302)))
+    assert harness.reads.fetch("jobs/2", "minions") == ["web1", "web2"]  # as salt.payload reads it
+    assert harness.reads.updated("jobs/2", "minions") == 302
+    changed = []
+    harness.sm.on_change = lambda bank, key, ticket: changed.append((bank, key))
+    applied = run(harness.apply(Command(EXPIRE, "jobs", None, expire_value(200))))
+    assert applied.result == 1
+    assert changed == [("jobs/1", None)]
+    assert sorted(harness.reads.list_("jobs")) == ["2"]
+    assert not harness.reads.contains("jobs/1/ret", "web1")
+    assert harness.reads.fetch("jobs/2", "minions") == ["web1", "web2"]

@@ -13,13 +13,17 @@ from saltext_raft.kv import decode_entry
 from saltext_raft.kv import encode_batch
 from saltext_raft.kv import encode_command
 from saltext_raft.kv.machine import ADD
+from saltext_raft.kv.machine import EXPIRE
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
+from saltext_raft.kv.machine import UNION
 from saltext_raft.kv.machine import BadName
 from saltext_raft.kv.machine import UnknownCommand
 from saltext_raft.kv.machine import check_flush
 from saltext_raft.kv.machine import check_name
+from saltext_raft.kv.machine import expire_value
 from saltext_raft.kv.machine import tree_contents
+from saltext_raft.kv.machine import union_value
 
 
 def store(sm, bank, key, value, ts=1, client="", seq=0):
@@ -415,3 +419,76 @@ def test_the_name_rule_refuses_dot_parts_escapes_and_nul(bank):
     check_name("bank", "minions/web1")
     check_flush("minions", None)
     check_flush("", "key")  # a key of the root bank is an ordinary key
+
+
+# --- union and expire: the job cache's commands ----------------------------------------------
+def union(sm, bank, key, items, ts=1, client="", seq=0):
+    cmd = Command(UNION, bank, key, union_value(items), ts, client, seq)
+    return sm.apply(encode_command(cmd))
+
+
+def expire(sm, bank, cutoff, client="", seq=0):
+    return sm.apply(
+        encode_command(Command(EXPIRE, bank, None, expire_value(cutoff), 0, client, seq))
+    )
+
+
+def test_union_merges_lists_written_by_several_proposers_without_losing_a_name():
+    sm = KVStateMachine()
+    assert union(sm, "jobs/1", "minions", ["web2", "web1"], ts=10) is True
+    assert union(sm, "jobs/1", "minions", ["db1", "web1"], ts=11) is True
+    assert msgpack.unpackb(sm.fetch("jobs/1", "minions")) == ["db1", "web1", "web2"]
+    assert sm.updated("jobs/1", "minions") == 11
+    # a key stored otherwise before is replaced by the union, the same on every node
+    store(sm, "jobs/2", "minions", b"\xc1not msgpack", ts=5)
+    union(sm, "jobs/2", "minions", ["a"], ts=6)
+    assert msgpack.unpackb(sm.fetch("jobs/2", "minions")) == ["a"]
+
+
+def test_expire_removes_the_sub_banks_first_written_before_the_cut_off():
+    sm = KVStateMachine()
+    store(sm, "jobs/old", "jid", b"x", ts=100)
+    store(sm, "jobs/old", "load", b"x", ts=300)  # a later write does not make it younger
+    store(sm, "jobs/new", "jid", b"x", ts=200)
+    store(sm, "jobs/new/ret", "web1", b"x", ts=150)  # returns do not age a job with keys
+    store(sm, "jobs/orphan/ret", "web1", b"x", ts=120)  # no key of its own: aged by its returns
+    store(sm, "jobs/young-orphan/ret", "web1", b"x", ts=250)
+    store(sm, "jobs/empty/ret", "web1", b"x", ts=900)
+    flush(sm, "jobs/empty/ret", "web1")  # a bank left without any key
+    store(sm, "jobs", "top-level key", b"x", ts=1)  # keys of the bank itself are not jobs
+    assert sm.expired("jobs", 200) == ["old", "orphan", "empty"]
+    assert expire(sm, "jobs", 200) == 3
+    assert sm.list("jobs") == ["new", "top-level key", "young-orphan"]
+    assert sm.list("jobs/new/ret") == ["web1"]
+    assert expire(sm, "jobs", 200) == 0  # nothing left that old
+    assert expire(sm, "nothing/here", 10**12) == 0
+
+
+def test_a_retried_expire_removes_nothing_written_since():
+    sm = KVStateMachine()
+    store(sm, "jobs/a", "jid", b"x", ts=100)
+    assert expire(sm, "jobs", 150, client="m1:w", seq=1) == 1
+    store(sm, "jobs/b", "jid", b"x", ts=120)
+    assert expire(sm, "jobs", 150, client="m1:w", seq=1) == 1  # the first answer, no apply
+    assert sm.list("jobs") == ["b"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [UNION, "b", "k", msgpack.packb({"not": "a list"}), 0, "c", 1],
+        [UNION, "b", "k", msgpack.packb(["ok", 3]), 0, "c", 1],
+        [UNION, "b", None, msgpack.packb(["ok"]), 0, "c", 1],
+        [EXPIRE, "b", None, msgpack.packb("soon"), 0, "c", 1],
+        [EXPIRE, "b", None, b"\xc1", 0, "c", 1],
+        [EXPIRE, "b", "k", msgpack.packb(1), 0, "c", 1],
+        [EXPIRE, "", None, msgpack.packb(1), 0, "c", 1],  # never the root: every bank
+        [EXPIRE, "/", None, msgpack.packb(True), 0, "c", 1],
+    ],
+)
+def test_a_malformed_union_or_expire_is_refused_and_changes_nothing(raw):
+    sm = KVStateMachine()
+    store(sm, "b/x", "k", b"v")
+    with pytest.raises(ValueError, match="malformed"):
+        sm.apply(msgpack.packb(raw, use_bin_type=True))
+    assert sm.list("b") == ["x"] and sm.applied_commands == 1
