@@ -90,7 +90,7 @@ SALT_LOADER_DIR_NAMES = {
 }
 
 #: The loader directories we intend Salt to load.
-INTENDED_LOADER_DIRS = {"engines", "runners", "modules", "cache", "states"}
+INTENDED_LOADER_DIRS = {"engines", "runners", "modules", "cache", "states", "returners"}
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,10 @@ Both sides read the same master config file, so every setting is a top-level mas
 - ``cache: raft`` (Salt's own option): use this driver; set it on every master.
 - ``keys.cache_driver: raft`` (Salt 3008's option): minion keys replicated by this driver
   (``saltext_raft.integration.keystore``); set it on every master.
+- ``master_job_cache: raft`` (Salt's option): the job cache replicated in the same cache
+  (``saltext_raft.jobs``); set it on every master.
 - engine option ``cache``: the engine hosts the replicated cache. Default: on when ``cache``
-  (or 3008's ``keys.cache_driver``) is ``raft``.
+  (or 3008's ``keys.cache_driver``, or ``master_job_cache``) is ``raft``.
 - ``raft_cache_timeout`` (5): seconds a write waits for commit before it fails.
 - ``raft_cache_linearizable_reads`` (False): reads first take a ReadIndex barrier.
 - ``raft_cache_backend`` (localfs): the layout of the local copy: ``localfs`` (Salt's files,
@@ -34,6 +36,8 @@ from dataclasses import dataclass
 DRIVER_NAME = "raft"
 #: Salt 3008's option naming the driver of the minion key store (absent on 3007).
 KEYS_DRIVER_OPTION = "keys.cache_driver"
+#: Salt's option naming the job cache's returner; ``raft`` is ours (``saltext_raft.jobs``).
+JOB_CACHE_OPTION = "master_job_cache"
 SOCKET_NAME = "raft_cache.sock"
 #: Not under ``cachedir/saltext_raft/``: the engine's Raft log lives in banks
 #: ``saltext_raft/<cluster id>/...`` there, and a cluster could be called anything.
@@ -128,10 +132,15 @@ def from_opts(opts: dict) -> CacheSettings:
 
 def cache_enabled(opts: dict, engine_option=None) -> bool:
     """The engine hosts the cache: engine option ``cache`` if set, else whether the master uses
-    the ``raft`` driver (``cache: raft``, or ``keys.cache_driver: raft`` on 3008)."""
+    the ``raft`` driver (``cache: raft``, or ``keys.cache_driver: raft`` on 3008) or the
+    ``raft`` job cache (``master_job_cache: raft``, which keeps its jobs in the same cache)."""
     if engine_option is not None:
         return bool(engine_option)
-    return opts.get("cache") == DRIVER_NAME or keys_driver_enabled(opts)
+    return (
+        opts.get("cache") == DRIVER_NAME
+        or keys_driver_enabled(opts)
+        or opts.get(JOB_CACHE_OPTION) == DRIVER_NAME
+    )
 
 
 def keys_driver_enabled(opts: dict) -> bool:
