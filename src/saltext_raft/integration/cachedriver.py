@@ -367,6 +367,12 @@ def marker_live(path: str) -> bool:
     return pid > 0 and _pid_alive(pid)
 
 
+def caught_up(opts: dict) -> bool:
+    """Whether this master's local copy serves reads now (its caught-up marker is live), for
+    callers that would rather skip a round than wait for it (the job cache's retention)."""
+    return marker_live(_settings(opts).caught_up_path)
+
+
 def wait_caught_up(settings, what: str) -> None:
     """Return once the engine's caught-up marker is live (see the module docstring); raise
     :class:`NotCaughtUp` after ``raft_cache_timeout`` seconds without it."""

@@ -187,6 +187,11 @@ def clean_old_jobs(opts: dict, *, now=None) -> int:
     if not keep:
         return 0
     cutoff = int((time.time() if now is None else now) - keep)
+    if not _cache.caught_up(opts):
+        # Salt's maintenance loop calls this at once after a start: do not hold it up for
+        # raft_cache_timeout while the copy catches up; the next call (loop_interval) cleans.
+        log.debug("saltext-raft jobs: local copy not caught up yet; old jobs cleaned later")
+        return 0
     try:
         if not any(_older(opts, jid, cutoff) for jid in _cache.list_(opts, layout.JOBS_BANK)):
             return 0

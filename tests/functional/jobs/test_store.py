@@ -369,3 +369,21 @@ def test_a_minion_sending_malformed_or_huge_returns_loses_nothing_of_anyone_else
         cachedir = opts[nid]["cachedir"]
         assert not [n for n in os.listdir(os.path.dirname(cachedir)) if "evil" in n]
         assert not any("evil" in n for _, dirs, files in os.walk(cachedir) for n in dirs + files)
+
+
+def test_retention_skips_a_round_instead_of_waiting_for_a_copy_that_has_not_caught_up(
+    cluster, tmp_path
+):
+    """Salt's maintenance loop calls clean_old_jobs right after a master starts: it must not
+    be held for raft_cache_timeout while the copy catches up."""
+    o = master_opts(
+        cluster.opts("m1"),
+        cachedir=str(tmp_path / "no-engine"),  # no caught-up marker there
+        raft_cache_timeout=60,
+        keep_jobs_seconds=1,
+    )
+    done = []
+    t = threading.Thread(target=lambda: done.append(store.clean_old_jobs(o, now=2**40)))
+    t.start()
+    t.join(10)
+    assert done == [0], "clean_old_jobs waited for the copy instead of skipping the round"
