@@ -33,6 +33,10 @@ COMMANDS = {
         "saltext_raft.bench.cache",
         "raft cache driver: 32 writers' cache.store rate/latency, cache.fetch vs localfs",
     ),
+    "jobs": (
+        "saltext_raft.bench.jobs",
+        "raft job cache: returns/s through store_job vs local_cache on one master, lookup",
+    ),
     "gate": (
         "saltext_raft.bench.gate",
         "the request gate's cost per request on a ready master (target: <= 20 µs)",
