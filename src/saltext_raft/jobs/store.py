@@ -73,6 +73,17 @@ def _jid(jid, what: str) -> str:
         raise _refused(what, exc) from None
 
 
+def _checked_jid(jid, what: str):
+    """``jid`` if valid, else None after one error line. For the writes Salt's ``store_job``
+    makes with the job id a minion sent (``save_load``, ``update_endtime``): raising would
+    make Salt log a stack trace at critical level for every such return."""
+    try:
+        return layout.check_jid(jid)
+    except BadJobName as exc:
+        log.error("saltext-raft jobs: %s refused: %s", what, exc)
+        return None
+
+
 # --------------------------------------------------------------------------------------------
 # writes
 # --------------------------------------------------------------------------------------------
@@ -151,10 +162,13 @@ def _log_duplicate(opts: dict, jid: str, mid: str, record: dict) -> None:
     )
 
 
-def save_load(opts: dict, jid, clear_load, minions=None) -> None:
+def save_load(opts: dict, jid, clear_load, minions=None):
     """Keep the load of job ``jid`` (the first one; see the module docstring) and, when it has
-    a target, merge the targeted minions into the job's minion list."""
-    jid = _jid(jid, "save_load")
+    a target, merge the targeted minions into the job's minion list. A malformed ``jid`` is
+    logged and refused (False): Salt passes the job id of every minion return here."""
+    jid = _checked_jid(jid, "save_load")
+    if jid is None:
+        return False
     bank = layout.job_bank(jid)
     if not _cache.contains(opts, bank, layout.LOAD_KEY):
         _cache.add(opts, bank, layout.LOAD_KEY, clear_load)
@@ -165,19 +179,26 @@ def save_load(opts: dict, jid, clear_load, minions=None) -> None:
             )
             minions = found["minions"]
         save_minions(opts, jid, minions)
+    return None
 
 
-def save_minions(opts: dict, jid, minions, syndic_id=None) -> None:  # pylint: disable=unused-argument
+def save_minions(opts: dict, jid, minions, syndic_id=None):  # pylint: disable=unused-argument
     """Merge ``minions`` into job ``jid``'s list. ``syndic_id`` is accepted and not kept apart:
     ``get_load`` reports the union of every list, as ``local_cache`` does."""
-    jid = _jid(jid, "save_minions")
+    jid = _checked_jid(jid, "save_minions")
+    if jid is None:
+        return False
     names = [m for m in (minions or []) if isinstance(m, str)]
     _cache.union(opts, layout.job_bank(jid), layout.MINIONS_KEY, names)
+    return None
 
 
-def update_endtime(opts: dict, jid, endtime) -> None:
-    jid = _jid(jid, "update_endtime")
+def update_endtime(opts: dict, jid, endtime):
+    jid = _checked_jid(jid, "update_endtime")
+    if jid is None:
+        return False
     _cache.store(opts, layout.job_bank(jid), layout.ENDTIME_KEY, endtime)
+    return None
 
 
 def clean_old_jobs(opts: dict, *, now=None) -> int:

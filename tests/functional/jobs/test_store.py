@@ -208,7 +208,10 @@ def test_job_ids_are_unique_across_masters_that_generate_the_same_one(opts, monk
 
 def test_a_nocache_job_keeps_no_returns(opts):
     jid = store.prep_jid(opts["m1"], nocache=True)
-    wait_for(lambda: store._cache.contains(opts["m2"], layout.job_bank(jid)), "the job on m2")
+    wait_for(
+        lambda: store._cache.contains(opts["m2"], layout.job_bank(jid), layout.JID_KEY),
+        "the job's record on m2",
+    )
     assert store.returner(opts["m2"], ret_load(jid, "web1")) is None
     assert store.get_jid(opts["m2"], jid) == {}
 
@@ -387,3 +390,34 @@ def test_retention_skips_a_round_instead_of_waiting_for_a_copy_that_has_not_caug
     t.start()
     t.join(10)
     assert done == [0], "clean_old_jobs waited for the copy instead of skipping the round"
+
+
+def test_salt_store_job_with_a_minions_malformed_job_id_logs_one_clear_refusal_per_write(
+    cluster, opts, caplog
+):
+    """Salt's ``store_job`` passes a minion's job id to ``save_load`` and ``returner``: each
+    refuses it with one error line, not a stack trace at critical level, and writes nothing."""
+    o = opts["m2"]
+    funcs = {f"raft.{n}": functools.partial(getattr(store, n), o) for n in CONTRACT}
+    before = writes(cluster)
+    jobs_before = set(store._cache.list_(o, layout.JOBS_BANK))
+    for jid in ("../../etc", "x" * 5000, "20261206230225272706\0"):
+        salt.utils.job.store_job(
+            o, ret_load(jid, "web1"), mminion=types.SimpleNamespace(returners=funcs)
+        )
+    assert writes(cluster) == before
+    assert set(store._cache.list_(o, layout.JOBS_BANK)) == jobs_before
+    assert "threw a stack trace" not in caplog.text
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 6 and all(r.levelname == "ERROR" for r in refusals), refusals
+
+
+def test_get_jids_filter_lists_the_most_recent_jobs_and_leaves_out_find_job(opts):
+    mine = [publish(opts["m1"], ["web1"], fun=f"test.f{i}")[0] for i in range(3)]
+    publish(opts["m1"], ["web1"], fun="saltutil.find_job")
+    m3 = opts["m3"]
+    wait_for(lambda: mine[-1] in store.get_jids(m3), "the jobs on m3")
+    listed = store.get_jids_filter(m3, 3)
+    assert [j["JID"] for j in listed] == mine  # oldest first, find_job left out
+    with_find_job = store.get_jids_filter(m3, 1, filter_find_job=False)
+    assert with_find_job[0]["Function"] == "saltutil.find_job"
