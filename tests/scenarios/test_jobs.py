@@ -14,11 +14,14 @@ Every wait is bounded and says what it waited for; daemons are stopped by their 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import re
 
 import pytest
 from pytestshellutils.utils import ports
 
+from tests.childpython import run_python
 from tests.scenarios.masters import IDS
 from tests.scenarios.masters import run
 from tests.scenarios.masters import start_masters
@@ -134,3 +137,45 @@ def test_retention_removes_the_job_on_every_master(cluster):
         if "removed" in line and "jobs first written before" in line
     ]
     assert removals, "no master logged the committed removal"
+
+
+def test_a_minion_sending_malformed_and_huge_returns_is_refused_and_loses_nothing_else(cluster):
+    """The minion attached to master 2 sends returns with path-like, NUL, huge and non-Salt job
+    ids, a huge return for a real job, then its real return: the bad ones are refused with a
+    log line, nothing of them is stored, and the job's real return is complete on master 3."""
+    masters, minion = cluster
+    m1, m2, m3 = (masters[m] for m in IDS)
+    jid = published_jid(m1, MINION, "test.sleep", "5")  # the real return comes later
+    bad = [
+        {"jid": "../../../etc", "return": "x"},
+        {"jid": "20261206230225272706/../../x", "return": "x"},
+        {"jid": "20261206230225272706\u0000", "return": "x"},
+        {"jid": "9" * 100_000, "return": "x"},
+        {"jid": "20261206230225272706_../x", "return": "x"},
+        {"jid": jid, "resource_id": "../../evil", "return": "x"},  # 3008: becomes the id
+        {"jid": jid, "resource_id": "e\u0000vil", "return": "x"},
+        {"jid": jid, "return_size": 5 << 20},  # more than one log entry holds (4 MiB)
+    ]
+    proc = run_python(
+        ["-m", "tests.scenarios.minion_sender", minion.config_file, json.dumps(bad)],
+        timeout=180,
+    )
+    assert proc.returncode == 0 and proc.stdout.count("\n") == len(bad), (proc.stdout, proc.stderr)
+
+    def complete_on_m3():
+        rc, data, _ = run(m3, "jobs.lookup_jid", jid)
+        return rc == 0 and data == {MINION: True}
+
+    wait_for(complete_on_m3, 60, f"the real return of job {jid} on master 3")
+    log2 = open(m2.config["log_file"], encoding="utf-8").read()
+    assert "saltext-raft jobs: refused a return from minion" in log2
+    assert "'../../../etc' is not a Salt job id" in log2
+    assert f"the return of minion {MINION} for job {jid} was not stored" in log2
+    assert "is larger than max_entry_bytes" in log2
+    for mid in IDS:
+        rc, jobs, ret = run(masters[mid], "jobs.list_jobs")
+        assert rc == 0 and not [j for j in jobs if not j.isdigit()], (mid, sorted(jobs))
+        cachedir = masters[mid].config["cachedir"]
+        assert not any("evil" in n for _, d, f in os.walk(cachedir) for n in d + f), mid
+        rc, data, ret = run(masters[mid], "jobs.lookup_jid", jid)
+        assert rc == 0 and data == {MINION: True}, (mid, ret)
