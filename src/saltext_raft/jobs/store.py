@@ -214,7 +214,9 @@ def clean_old_jobs(opts: dict, *, now=None) -> int:
         log.debug("saltext-raft jobs: local copy not caught up yet; old jobs cleaned later")
         return 0
     try:
-        if not any(_older(opts, jid, cutoff) for jid in _cache.list_(opts, layout.JOBS_BANK)):
+        # Oldest job ids first: when something is old enough, the first jobs usually say so.
+        jids = sorted(_cache.list_(opts, layout.JOBS_BANK))
+        if not any(_older(opts, jid, cutoff) for jid in jids):
             return 0
         removed = _cache.expire(opts, layout.JOBS_BANK, cutoff)
     except SaltCacheError as exc:
