@@ -5,6 +5,7 @@ daemons, no runtime)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 
@@ -465,11 +466,18 @@ def test_a_master_that_gets_no_more_writes_is_repaired_by_the_service_timer(tmp_
         try:
             applied = sm.apply(entry(1, put("b", "first", 1)))
             await asyncio.wait_for(writer.wait(applied.ticket), 5)
-            disk.full = True
-            applied = sm.apply(entry(2, put("b", "lost", 2)))
-            await asyncio.wait_for(writer.wait(applied.ticket), 5)
-            assert writer.damaged and reads.fetch("b", "lost") == {}
-            disk.full = False
+            # The 20 ms repair timer must not run between the failed write and the check (a
+            # repair while the disk is still full fails and the next one waits 30 s): a cyclic
+            # GC pass there took longer than that in this process and failed this test.
+            gc.disable()
+            try:
+                disk.full = True
+                applied = sm.apply(entry(2, put("b", "lost", 2)))
+                await asyncio.wait_for(writer.wait(applied.ticket), 5)
+                assert writer.damaged and reads.fetch("b", "lost") == {}
+                disk.full = False
+            finally:
+                gc.enable()
             # No further write: the timer queues the repair.
             deadline = asyncio.get_running_loop().time() + 5
             while reads.fetch("b", "lost") != 2:
