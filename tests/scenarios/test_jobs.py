@@ -140,21 +140,25 @@ def test_retention_removes_the_job_on_every_master(cluster):
 
 
 def test_a_minion_sending_malformed_and_huge_returns_is_refused_and_loses_nothing_else(cluster):
-    """The minion attached to master 2 sends returns with path-like, NUL, huge and non-Salt job
-    ids, a huge return for a real job, then its real return: the bad ones are refused with a
-    log line, nothing of them is stored, and the job's real return is complete on master 3."""
+    """While a job runs on it, the minion attached to master 2 sends returns with path-like,
+    NUL, huge and non-Salt job ids, path-like minion ids (``resource_id``) and a 5 MiB return,
+    then the job's real return: the bad ones are refused with a log line, nothing named by them
+    is stored, and the job's real return is complete on every master."""
     masters, minion = cluster
     m1, m2, m3 = (masters[m] for m in IDS)
     jid = published_jid(m1, MINION, "test.sleep", "5")  # the real return comes later
+    # Job ids of no published job: a return the minion sends for the real job under its own
+    # id would be its (first, kept) return, which is not an attack on anyone else.
+    other, huge = "20261206230225272706", "20261206230225272707"
     bad = [
         {"jid": "../../../etc", "return": "x"},
         {"jid": "20261206230225272706/../../x", "return": "x"},
         {"jid": "20261206230225272706\u0000", "return": "x"},
         {"jid": "9" * 100_000, "return": "x"},
         {"jid": "20261206230225272706_../x", "return": "x"},
-        {"jid": jid, "resource_id": "../../evil", "return": "x"},  # 3008: becomes the id
-        {"jid": jid, "resource_id": "e\u0000vil", "return": "x"},
-        {"jid": jid, "return_size": 5 << 20},  # more than one log entry holds (4 MiB)
+        {"jid": other, "resource_id": "../../evil", "return": "x"},  # 3008: becomes the id
+        {"jid": other, "resource_id": "e\u0000vil", "return": "x"},
+        {"jid": huge, "return_size": 5 << 20},  # more than one log entry holds (4 MiB)
     ]
     proc = run_python(
         ["-m", "tests.scenarios.minion_sender", minion.config_file, json.dumps(bad)],
@@ -170,7 +174,7 @@ def test_a_minion_sending_malformed_and_huge_returns_is_refused_and_loses_nothin
     log2 = open(m2.config["log_file"], encoding="utf-8").read()
     assert "saltext-raft jobs: refused a return from minion" in log2
     assert "'../../../etc' is not a Salt job id" in log2
-    assert f"the return of minion {MINION} for job {jid} was not stored" in log2
+    assert f"the return of minion {MINION} for job {huge} was not stored" in log2
     assert "is larger than max_entry_bytes" in log2
     for mid in IDS:
         rc, jobs, ret = run(masters[mid], "jobs.list_jobs")
