@@ -286,6 +286,36 @@ def wait_writable(opts, timeout=60.0):
             time.sleep(0.2)
 
 
+def start_writers(command: str, specs: list[dict], timeout: float = 120.0) -> list:
+    """One ``bench <command> --writer <spec>`` process per spec, each started and ``ready``
+    within ``timeout`` seconds (all killed by PID if any is not); they wait for ``go`` on stdin."""
+    procs = []
+    try:
+        for spec in specs:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "saltext_raft.bench",
+                        command,
+                        "--writer",
+                        json.dumps(spec),
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        _wait_ready(procs, timeout=timeout)
+    except BaseException:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        raise
+    return procs
+
+
 def _wait_ready(procs, timeout: float) -> None:
     """Read each writer's ``ready`` line, within ``timeout`` seconds in total."""
     deadline = time.monotonic() + timeout
@@ -309,34 +339,22 @@ def store_phase(nodes: Nodes, args, plain_dir: str | None = None) -> dict:
     per_proc = [
         args.writers // args.procs + (i < args.writers % args.procs) for i in range(args.procs)
     ]
-    procs = []
+    specs = []
     for i, threads in enumerate(per_proc):
         nid = nodes.ids[i % len(nodes.ids)]
-        spec = {
-            "dir": plain_dir or nodes.dir(nid),
-            "mirror_dir": None if plain_dir else nodes.mirror_dir(nid),
-            "backend": nodes.backend,
-            "plain_localfs": plain_dir is not None,
-            "threads": threads,
-            "duration": args.duration,
-            "count": args.count,
-            "value_size": args.value_size,
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "saltext_raft.bench", "cache", "--writer", json.dumps(spec)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )  # fmt: skip
+        specs.append(
+            {
+                "dir": plain_dir or nodes.dir(nid),
+                "mirror_dir": None if plain_dir else nodes.mirror_dir(nid),
+                "backend": nodes.backend,
+                "plain_localfs": plain_dir is not None,
+                "threads": threads,
+                "duration": args.duration,
+                "count": args.count,
+                "value_size": args.value_size,
+            }
         )
-    try:
-        _wait_ready(procs, timeout=120.0)
-    except BaseException:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-        raise
+    procs = start_writers("cache", specs)
     # CPU over the store phase (from just before the writers start until they all exit):
     # seconds of CPU per store, by role, are far less sensitive to other load than the rate.
     node_cpu0 = {nid: _proc_cpu_seconds(p.pid) for nid, p in nodes.procs.items()}

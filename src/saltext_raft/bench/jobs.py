@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,8 +31,8 @@ import time
 import types
 
 from saltext_raft.bench.cache import Nodes
-from saltext_raft.bench.cache import _wait_ready
 from saltext_raft.bench.cache import pct
+from saltext_raft.bench.cache import start_writers
 from saltext_raft.bench.cache import wait_writable
 
 #: issue 20: replicated returns/s at least this fraction of one master's ``local_cache``.
@@ -138,26 +137,13 @@ def returns_phase(dirs: list[str], args, job_cache: str, jids: list[str]) -> dic
     for threads in per_proc:  # minion indexes of each thread, every thread its own
         shares.append([list(range(k + t, args.minions, args.writers)) for t in range(threads)])
         k += threads
-    procs = []
-    for i, share in enumerate(shares):
-        spec = {"dir": dirs[i % len(dirs)], "backend": args.backend, "job_cache": job_cache,
-                "jids": jids, "minions": share, "return_size": args.return_size,
-                "timeout": args.timeout}  # fmt: skip
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "saltext_raft.bench", "jobs", "--writer", json.dumps(spec)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )  # fmt: skip
-        )
-    try:
-        _wait_ready(procs, timeout=120.0)
-    except BaseException:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-        raise
+    specs = [
+        {"dir": dirs[i % len(dirs)], "backend": args.backend, "job_cache": job_cache,
+         "jids": jids, "minions": share, "return_size": args.return_size,
+         "timeout": args.timeout}
+        for i, share in enumerate(shares)
+    ]  # fmt: skip
+    procs = start_writers("jobs", specs)
     for proc in procs:
         proc.stdin.write("go\n")
         proc.stdin.flush()
