@@ -7,7 +7,8 @@ passed in, waiting (bounded) for what follows a call (a learner's promotion, a n
 the state return mapping (``name``, ``changes``, ``result``, ``comment``). Must not live here:
 how the runners are reached (``states/raft.py`` passes ``call``), what the runners do (they ask
 the engine, ``integration/control.py``), Salt itself: this module imports only the standard
-library and ``core.nodeid``, so every branch is tested without Salt.
+library and the id and address rules (``core.nodeid``, ``transport.config``), so every branch
+is tested without Salt.
 
 Each state is idempotent: it reads the membership first and calls a runner only for what
 differs. With ``test=True`` it calls nothing but ``members`` and answers ``result: None`` with
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from saltext_raft.core.nodeid import node_id_problem
+from saltext_raft.transport.config import address_problem
 
 #: The roles ``raft.member`` accepts.
 ROLES = ("voter", "learner")
@@ -132,8 +134,9 @@ def plan_member(members: dict, node: str, address: str, role: str = "voter") -> 
     _check_node(node)
     if role not in ROLES:
         raise StateFailed(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-    if not address or not isinstance(address, str) or ":" not in address:
-        raise StateFailed(f"address must be host:port of {node}'s raft port, not {address!r}")
+    problem = address_problem(address)
+    if problem:
+        raise StateFailed(f"address must be host:port of {node}'s raft port: {problem}")
     old = _state(members, node)
     new = {"role": role, "address": address}
     current = old["role"]

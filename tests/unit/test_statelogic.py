@@ -166,6 +166,11 @@ def test_member_learner_not_demoted_is_left_to_the_leader_and_awaited():
         ("m4", "", "voter", "address must be host:port"),
         ("m4", None, "voter", "address must be host:port"),
         ("m4", "10.0.0.4", "voter", "address must be host:port"),
+        ("m4", "garbage:", "voter", "address must be host:port"),
+        ("m4", "m4.example.com:port", "voter", "address must be host:port"),
+        ("m4", "10.0.0.4:0", "voter", "address must be host:port"),
+        ("m4", "10.0.0.4:70000", "voter", "address must be host:port"),
+        ("m4", "10.0.0.4 :4606", "voter", "address must be host:port"),
         ("m2", "10.9.9.9:4606", "voter", "cannot change in place"),
         ("m1", ADDR["m1"], "learner", "only voter"),
     ],
@@ -355,3 +360,14 @@ def test_a_learner_declared_voter_is_left_to_auto_promotion_and_awaited():
     assert ret["result"] is True, ret
     assert ret["changes"]["old"]["role"] == "learner" and ret["changes"]["new"]["role"] == "voter"
     assert fake.changing_calls() == []  # promoted by the leader, not by the state
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_a_member_state_with_an_address_that_is_not_host_port_calls_no_runner(test):
+    """``garbage:`` passed the old check (a colon) and reached ``raft.add``; committed, it
+    stopped every node that applied it (docs/security.md, "Node addresses")."""
+    runners = FakeRunners(["m1", "m2", "m3"])
+    ret = sl.member(runners.cluster(), "m4", "garbage:", test=test)
+    assert ret["result"] is False and "address must be host:port" in ret["comment"]
+    assert ret["changes"] == {}
+    assert runners.changing_calls() == []

@@ -38,6 +38,7 @@ from saltext_raft.runtime.remote import RemoteNotLeader
 from saltext_raft.runtime.remote import binding as remote_binding
 from saltext_raft.runtime.remote import removed_message
 from saltext_raft.transport.base import RateLimitedLog
+from saltext_raft.transport.config import address_problem
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)  # per node id: lines a remote node can make repeat
@@ -122,6 +123,11 @@ class Admin:
         if problem and (cmd == "add_learner" or target not in host.node.membership.members):
             # An id that was committed before ids were checked can still be removed.
             raise Rejected(f"{cmd}: {problem}")
+        if cmd == "add_learner" and args.get("address"):
+            # Every node applies a committed address: one zmq cannot use used to stop them all.
+            problem = address_problem(args["address"])
+            if problem:
+                raise Rejected(f"{cmd} {target}: {problem}")
         if timeout is None:
             timeout = self._config.request_timeout
         loop = host.loop

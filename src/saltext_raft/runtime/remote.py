@@ -56,6 +56,7 @@ from saltext_raft.transport.base import RateLimitedLog
 from saltext_raft.transport.codec import CodecError
 from saltext_raft.transport.codec import decode_payload
 from saltext_raft.transport.codec import encode_payload
+from saltext_raft.transport.config import address_problem
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
@@ -265,6 +266,9 @@ class Remote:
                     raise Rejected(f"join refused: {problem}")
                 check_expiry(body, self._clock())
                 address = str(body.get("address") or "")
+                problem = address_problem(address) if address else ""
+                if problem:
+                    raise Rejected(f"join refused: {problem}")
                 log.info(
                     "raft %s: %s asks to join at %s", port.node_id, frm, address or "(no address)"
                 )

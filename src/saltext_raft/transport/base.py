@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 #: throttled: a large inbound frame refused unread while its claimed sender's frames keep
 #: failing authentication (someone forges them; docs/security.md). partitioned (both ways): a
 #: link cut on purpose by test-only fault injection (transport.faults). old_epoch: a frame in an
-#: epoch older than the sender's current one (a recording; epochs only grow).
+#: epoch older than the sender's current one (a recording; epochs only grow). bad_address: a
+#: peer whose address (in the membership) zmq cannot use, counted each time the peers are set;
+#: messages to it then count as unknown_peer.
 DROP_REASONS = (
     "malformed",
     "version",
@@ -49,6 +51,7 @@ DROP_REASONS = (
     "unencodable",
     "inbound_full",
     "partitioned",
+    "bad_address",
 )
 
 

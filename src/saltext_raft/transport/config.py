@@ -1,11 +1,13 @@
 """Transport configuration: one dataclass with defaults and ``validate()``.
 
-Lives here: every transport option, its default and its bounds. Must not live here: parsing of
+Lives here: every transport option, its default and its bounds; the rule for a node address
+(:func:`address_problem`) and turning one into a zmq endpoint. Must not live here: parsing of
 Salt master opts (the engine does that and builds a ``TransportConfig``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from dataclasses import field
 
@@ -134,11 +136,40 @@ class TransportConfig:
         return self
 
 
+#: Longest node address accepted (a host name is at most 253 characters, plus the port).
+MAX_ADDRESS_LEN = 300
+
+_ENDPOINT = re.compile(r"[a-z][a-z0-9+.-]*://\S+")
+
+
+def address_problem(address, *, bind: bool = False) -> str:
+    """Why ``address`` is not a node address ("" if it is): "host:port" with a port in 1-65535
+    (0 too with ``bind``: any free port)
+    ("10.0.0.4:4606", "[::1]:4606") or a zmq endpoint ("tcp://...", "ipc://..."); printable
+    ASCII without whitespace. The one rule for an address that enters a membership (runner,
+    state, admin request, JOIN): a committed address is applied by every node."""
+    if not isinstance(address, str) or not address:
+        return f"an address must be a non-empty 'host:port' string, got {address!r}"
+    if len(address) > MAX_ADDRESS_LEN or not all(0x21 <= ord(c) < 0x7F for c in address):
+        return (
+            f"address {address[:64]!r} must be at most {MAX_ADDRESS_LEN} printable ASCII "
+            "characters without whitespace"
+        )
+    if "://" in address:
+        return "" if _ENDPOINT.fullmatch(address) else f"address {address!r} is no zmq endpoint"
+    host, sep, port = address.rpartition(":")
+    lowest = 0 if bind else 1
+    if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
+        return f"address {address!r} is not 'host:port' (a port from {lowest} to 65535)"
+    return ""
+
+
 def endpoint(address: str) -> str:
     """ "host:port" -> "tcp://host:port"; zmq endpoints ("tcp://...", "ipc://...") pass through."""
+    problem = address_problem(address, bind=True)
+    if problem:
+        raise TransportConfigError(problem)
     if "://" in address:
         return address
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise TransportConfigError(f"address {address!r} is not 'host:port'")
+    host, _, port = address.rpartition(":")
     return f"tcp://{host}:{port}"

@@ -42,6 +42,7 @@ from saltext_raft.transport.codec import CodecError
 from saltext_raft.transport.codec import decode_message
 from saltext_raft.transport.codec import encode_message
 from saltext_raft.transport.config import TransportConfig
+from saltext_raft.transport.config import TransportConfigError
 from saltext_raft.transport.config import endpoint
 from saltext_raft.transport.crypto import FrameCrypto
 from saltext_raft.transport.crypto import FrameRejected
@@ -144,8 +145,7 @@ class ZmqTransport(Transport):
             raise
         self.bound_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._inbound = sock
-        for node_id, ep in self._peer_endpoints.items():
-            self._connect(node_id, ep)
+        self._connect_missing(self._peer_endpoints)
         loop = self._loop = asyncio.get_running_loop()
         fd = sock.getsockopt(zmq.FD)
         try:
@@ -212,18 +212,38 @@ class ZmqTransport(Transport):
     # --- peers --------------------------------------------------------------------------------
 
     def set_peers(self, addresses: dict[str, str]) -> None:
-        wanted = {nid: endpoint(addr) for nid, addr in addresses.items() if nid != self.node_id}
+        # A committed membership may carry an address zmq cannot use (one proposed before
+        # addresses were checked, or "tcp://<no such host>"): every node applies it, so it
+        # must cost that one peer its link, logged and counted (``bad_address``), never the
+        # node (docs/security.md, "Node addresses").
+        wanted = {}
+        for nid, addr in addresses.items():
+            if nid == self.node_id:
+                continue
+            try:
+                wanted[nid] = endpoint(addr)
+            except TransportConfigError as exc:
+                self._drop("bad_address", nid, str(exc))
         for node_id in list(self._peer_endpoints):
             if wanted.get(node_id) != self._peer_endpoints[node_id]:
                 sock = self._dealers.pop(node_id, None)
                 if sock is not None:
                     sock.close(linger=0)
         if self._inbound is not None and not self._closed:
-            for node_id, ep in wanted.items():
-                if node_id not in self._dealers:
-                    self._connect(node_id, ep)
+            self._connect_missing(wanted)
         self._peer_endpoints = wanted
         self._known = frozenset(wanted)
+
+    def _connect_missing(self, endpoints: dict[str, str]) -> None:
+        """Connect to each peer in ``endpoints`` not connected yet; a peer zmq refuses to
+        connect to is left out of ``endpoints`` (dropped as ``bad_address``)."""
+        for node_id, ep in list(endpoints.items()):
+            if node_id not in self._dealers:
+                try:
+                    self._connect(node_id, ep)
+                except zmq.ZMQError as exc:
+                    self._drop("bad_address", node_id, f"cannot connect to {ep}: {exc}")
+                    del endpoints[node_id]
 
     def _connect(self, node_id: str, ep: str) -> None:
         cfg = self.config

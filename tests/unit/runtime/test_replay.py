@@ -202,3 +202,49 @@ def test_a_join_from_an_invalid_id_is_refused():
             assert bad not in leader.peers
 
     run(main())
+
+
+BAD_ADDRESSES = ["garbage:", "host:port", "10.0.0.4:0", "10.0.0.4:70000", "a b:1", "x" * 400]
+
+
+@pytest.mark.parametrize("bad", BAD_ADDRESSES)
+def test_an_address_that_is_not_host_port_is_refused_by_admin_and_never_committed(bad):
+    """Every node applies a committed address; ``garbage:`` used to be committed and stop every
+    node that applied it (docs/security.md, "Node addresses")."""
+
+    async def main():
+        async with LocalCluster(extra=("n7",)) as c:
+            leader = await c.leader()
+            follower = next(rt for rt in c.nodes.values() if rt is not leader)
+            for rt in (leader, follower):
+                with pytest.raises(Rejected, match="address"):
+                    await rt.add_learner("n7", bad, timeout=2)
+            await asyncio.sleep(0.05)
+            for rt in c.nodes.values():
+                assert "n7" not in rt.node.membership.members, rt.id
+
+    run(main())
+
+
+def test_a_join_with_an_address_that_is_not_host_port_is_refused():
+    async def main():
+        async with LocalCluster(extra=("n7",)) as c:
+            leader = await c.leader()
+            body = {
+                "k": "req",
+                "id": 1,
+                "op": "join",
+                "address": "garbage:",
+                "exp": time.time() + 5,
+            }
+            c.net.nodes[leader.id]._deliver(  # pylint: disable=protected-access
+                Message(MsgType.APP, leader.id, "n7", 0, context=encode_payload(body))
+            )
+            await c.until(
+                "the join served", lambda: leader.status()["runtime"]["remote"]["requests_served"]
+            )
+            await asyncio.sleep(0.05)
+            assert "n7" not in leader.node.membership.members
+            assert leader.peers.get("n7") != "garbage:"
+
+    run(main())

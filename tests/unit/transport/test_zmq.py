@@ -391,3 +391,19 @@ def test_two_transports_keep_talking_through_a_secret_rotation_and_then_refuse_t
                 await stale.close()
 
     run(main())
+
+
+@pytest.mark.parametrize("bad", ["garbage:", "host:port", "tcp://x", "ipc://"])
+def test_a_peer_address_zmq_cannot_use_costs_that_peer_its_link_never_the_transport(bad):
+    """A committed membership is applied by every node: ``add_learner n9 garbage:`` used to
+    raise out of ``set_peers`` and stop every node that applied it (docs/security.md, "Node
+    addresses"). Now n9 is left unconnected and counted; the other peers keep talking."""
+
+    async def main():
+        async with cluster("a", "b") as n:
+            n["a"].set_peers({"b": n["b"].bound_endpoint, "n9": bad})
+            assert n["a"].stats()["dropped"]["bad_address"] == 1
+            assert not n["a"].send(hb("a", "n9"))  # no link to n9: unknown_peer, no exception
+            assert await deliver(n["a"], n["b"], hb("a", "b", 3)) == hb("a", "b", 3)
+
+    run(main())
