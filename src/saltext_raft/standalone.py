@@ -20,7 +20,10 @@ material; ``python -m saltext_raft secret generate PATH`` writes one); a file th
 check stops the node with exit status 2 and says why.
 
 The control channel is a unix socket, ``control.sock`` in ``--data-dir`` (mode 0600 from the
-moment it exists, in a data directory made 0700): only the node's user can reach it.
+moment it exists, in a data directory made 0700): only the node's user can reach it. A
+``--data-dir`` that exists must be private to the node's user (``ensure_private_dir``, the
+engine's rule for its state directory): one another user made stops the node with exit status
+2, as does a boot epoch file there that is no regular file of this user.
 ``--control host:port`` serves it on loopback TCP instead, **unauthenticated**: every local
 user can then write data and change membership. Use that only on a machine without untrusted
 local users (benchmarks); a non-loopback address is refused.
@@ -50,7 +53,10 @@ import time
 from saltext_raft.bench.figures import load_figures
 from saltext_raft.core.nodeid import InvalidNodeId
 from saltext_raft.core.nodeid import check_node_id
+from saltext_raft.integration.bootepoch import EpochFileError
 from saltext_raft.integration.bootepoch import claim_epoch
+from saltext_raft.integration.fileutil import UnsafeDirectory
+from saltext_raft.integration.fileutil import ensure_private_dir
 from saltext_raft.integration.secret import SecretError
 from saltext_raft.integration.secret import read_secret_file
 from saltext_raft.runtime import DictStateMachine
@@ -319,8 +325,15 @@ async def serve(argv=None) -> int:
     peers.setdefault(args.id, args.listen)
     founders_ids = args.founders.split(",") if args.founders else list(peers)
     founders = {node_id_arg(n): peers.get(n, "") for n in founders_ids if n}
+    try:
+        # The node's Raft storage, boot epoch and control socket live there: a directory
+        # another local user made (in /tmp, say) would let them plant or replace any of it.
+        ensure_private_dir(args.data_dir, "--data-dir")
+        epoch = claim_epoch(args.data_dir)
+    except (UnsafeDirectory, EpochFileError) as exc:
+        log.error("--data-dir: %s", exc)
+        return 2
     control_at = control_address(args.control, args.data_dir)
-    os.makedirs(args.data_dir, mode=0o700, exist_ok=True)
     if "/" in control_at and os.path.dirname(control_at) == os.path.abspath(args.data_dir):
         os.chmod(args.data_dir, 0o700)  # the socket's directory: nobody else may even look
     spec = NodeSpec(
@@ -349,7 +362,7 @@ async def serve(argv=None) -> int:
         DictStateMachine(),
         config,
         transport_class=transport_class,
-        epoch=claim_epoch(args.data_dir),
+        epoch=epoch,
     )
     await rt.start()
     lag = LoopLagMonitor()

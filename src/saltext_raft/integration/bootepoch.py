@@ -16,8 +16,10 @@ Cost: one small durable write (fsync of the file and its directory) per start.
 from __future__ import annotations
 
 import os
+import stat
 
 from saltext_raft.integration.fileutil import atomic_write
+from saltext_raft.transport.crypto import MAX_EPOCH
 from saltext_raft.transport.crypto import new_epoch
 
 #: The file in the state directory that holds the last boot epoch (decimal, one line).
@@ -34,24 +36,52 @@ def claim_epoch(state_dir: str) -> int:
     this node alone (the engine holds its lock while it runs)."""
     path = os.path.join(state_dir, EPOCH_FILENAME)
     previous = _read(path)
+    if previous >= MAX_EPOCH:
+        raise EpochFileError(
+            f"{path} holds {previous}, the highest boot epoch there is: no higher one is left "
+            "for this boot. A node's epoch comes from its clock (about 2**62 today) and grows by "
+            "one only when the clock is behind, so this value was written by something else. "
+            + _REMOVE
+        )
     epoch = new_epoch(after=previous)
     atomic_write(path, b"%d\n" % epoch, mode=0o600, durable=True, prefix=".epoch-")
     return epoch
 
 
+_REMOVE = (
+    "Remove the file and start again: this node then takes its epoch from the clock, and peers "
+    "accept it once their own clock-based record of this node is older (restart them if this "
+    "node's frames are dropped as old_epoch)."
+)
+
+
 def _read(path: str) -> int:
+    """The epoch in ``path`` (-1 if there is none). Only a regular file of this user counts:
+    a symbolic link is not followed and a FIFO is not waited on (O_NOFOLLOW, O_NONBLOCK), and
+    at most 64 bytes are read."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read(64)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return -1
+    except OSError as exc:  # ELOOP: a symbolic link
+        raise EpochFileError(
+            f"{path} cannot be read as a boot epoch ({exc.strerror}). {_REMOVE}"
+        ) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise EpochFileError(
+                f"{path} is not a regular file of uid {os.geteuid()} (mode "
+                f"{st.st_mode:o}, owner uid {st.st_uid}): this node writes it atomically as one, "
+                f"so someone else put it there. {_REMOVE}"
+            )
+        raw = os.read(fd, 64)
+    finally:
+        os.close(fd)
     text = raw.strip()
-    if not text.isdigit() or not 0 <= int(text) < 1 << 63:
+    if not text.isdigit() or not 0 <= int(text) <= MAX_EPOCH:
         raise EpochFileError(
             f"{path} does not hold a boot epoch (found {raw[:32]!r}). It is written atomically, "
-            "so something else changed it. Remove the file and start again: this node then "
-            "takes its epoch from the clock, and peers accept it once their own clock-based "
-            "record of this node is older (restart them if this node's frames are dropped as "
-            "old_epoch)."
+            f"so something else changed it. {_REMOVE}"
         )
     return int(text)

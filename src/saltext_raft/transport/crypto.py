@@ -66,6 +66,7 @@ __all__ = [
     "FRAME_VERSION",
     "FrameCrypto",
     "FrameRejected",
+    "MAX_EPOCH",
     "MIN_SECRET_BYTES",
     "frame_bytes_for",
     "new_epoch",
@@ -81,7 +82,8 @@ _FIXED_SIZE = _FIXED.size
 _EPOCH_COUNTER = struct.Struct(">QQ")
 _NONCE_PAD = b"\x00\x00\x00\x00"
 _MAX_COUNTER = (1 << 64) - 1
-_MAX_EPOCH = (1 << 63) - 1
+#: The highest boot epoch :func:`new_epoch` gives (epochs fit in 63 bits); none follows it.
+MAX_EPOCH = (1 << 63) - 1
 _AEADS = {"chacha20poly1305": ChaCha20Poly1305, "aesgcm": AESGCM}
 #: Frames up to this size are never throttled (heartbeats, votes, acknowledgements, small
 #: appends): a forger cannot cut a peer off, only delay its large frames.
@@ -114,8 +116,8 @@ def new_epoch(after: int = -1) -> int:
     grow, even across a clock that stepped back. Receivers refuse every lower epoch, so a
     sender whose epoch went down cannot talk until each receiver restarts."""
     ms = time.time_ns() // 1_000_000
-    fresh = ((ms << 22) | int.from_bytes(os.urandom(3), "big") & 0x3FFFFF) & _MAX_EPOCH
-    if after >= _MAX_EPOCH:
+    fresh = ((ms << 22) | int.from_bytes(os.urandom(3), "big") & 0x3FFFFF) & MAX_EPOCH
+    if after >= MAX_EPOCH:
         raise ValueError(f"no epoch left after {after}")
     return max(fresh, after + 1)
 

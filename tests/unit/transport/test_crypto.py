@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from saltext_raft.transport.codec import CodecError
+from saltext_raft.transport.crypto import MAX_EPOCH
 from saltext_raft.transport.crypto import FrameCrypto
 from saltext_raft.transport.crypto import FrameRejected
 
@@ -130,12 +131,22 @@ def test_restarted_sender_with_a_higher_epoch_is_accepted_and_the_old_epoch_is_d
     assert rejected(b, old[2]) == "old_epoch"
 
 
-def test_a_higher_epoch_that_fails_authentication_changes_nothing():
+@pytest.mark.parametrize("seen_before", [True, False], ids=["after-contact", "first-contact"])
+@pytest.mark.parametrize("jump", ["+10", "max-epoch", "max-u64"])
+def test_a_higher_epoch_that_fails_authentication_changes_nothing(jump, seen_before):
+    # A forger claims a's epoch is the last there is: were it adopted before authentication,
+    # every genuine frame of a would be an old_epoch from then on.
     a, b, _ = pair()
-    b.open(a.seal("b", b"1"), PEERS)
-    forger = FrameCrypto(b"not the cluster secret at all!!", "cl", "a", epoch=a.epoch + 10)
+    first = a.seal("b", b"1")
+    if seen_before:
+        b.open(first, PEERS)
+    epoch = {"+10": a.epoch + 10, "max-epoch": MAX_EPOCH, "max-u64": (1 << 64) - 1}[jump]
+    forger = FrameCrypto(b"not the cluster secret at all!!", "cl", "a", epoch=epoch)
     assert rejected(b, forger.seal("b", b"evil")) == "auth"
+    if not seen_before:
+        assert b.open(first, PEERS)[1] == b"1"
     assert b.open(a.seal("b", b"2"), PEERS)[1] == b"2"  # a's epoch is still current
+    assert rejected(b, first) == "replay"
 
 
 def test_an_older_epoch_is_refused_however_long_the_current_one_was_silent():
