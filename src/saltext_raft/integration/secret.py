@@ -60,7 +60,9 @@ def read_secret_file(path: str) -> bytes:
     """The secret in ``path``: surrounding whitespace stripped, after checking that only the
     master's user can read it and that it is strong enough. Never logs the secret."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO planted at the path (say in /tmp) is refused below as no regular
+        # file instead of holding the start for ever; on a regular file it changes nothing.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         raise SecretError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:

@@ -111,3 +111,34 @@ def test_generate_does_not_replace_an_existing_secret(tmp_path):
     assert secretmod.main(["generate", path, "--overwrite"]) == 0
     assert open(path, "rb").read().strip() != GOOD
     assert secretmod.main(["check", path]) == 0
+
+
+def test_a_symbolic_link_is_judged_by_the_file_it_names(tmp_path):
+    """The link itself is always 0777: what counts is who may read the secret, the target."""
+    target = write(tmp_path / "world-readable", GOOD, 0o644)
+    (tmp_path / "link").symlink_to(target)
+    with pytest.raises(SecretError, match="has mode 0644"):
+        read_secret_file(str(tmp_path / "link"))
+    os.chmod(target, 0o600)
+    assert read_secret_file(str(tmp_path / "link")) == GOOD
+    if os.geteuid() == 0:
+        os.chown(target, 65534, 65534)
+        with pytest.raises(SecretError, match="owned by uid 65534"):
+            read_secret_file(str(tmp_path / "link"))
+
+
+def test_a_fifo_at_the_secret_path_is_refused_at_once_not_waited_on(tmp_path):
+    """Whoever can write the secret's directory (``/tmp/secret``) could plant a FIFO there:
+    opening it for reading waited for a writer, so the engine or node hung at start. Run in a
+    child, so that the old code's hang ends at the timeout (the child is killed)."""
+    path = tmp_path / "secret"
+    os.mkfifo(path, 0o600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "saltext_raft", "secret", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+        check=False,
+    )
+    assert proc.returncode == 2 and "is not a regular file" in proc.stderr
