@@ -61,3 +61,21 @@ def test_the_command_runs_as_a_module_and_old_module_paths_still_work():
     assert [{k: v for k, v in s.items() if k not in timing} for s in summaries] == [
         {k: v for k, v in summaries[1].items() if k not in timing}
     ] * 2
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["this", "saltext_raft.integration.secret", "saltext_raft.standalone", "__class__", "keys "],
+)
+@pytest.mark.parametrize("table", [command, bench_command], ids=["operator", "bench"])
+def test_a_command_name_is_only_looked_up_never_imported(name, table, capsys, monkeypatch):
+    """Attack: make the dispatcher import a module of the caller's choosing by naming it (a
+    dotted path, a dunder, a name with a space). Only the table's keys are commands: nothing is
+    imported, the exit status is 2."""
+    imported = []
+    monkeypatch.setattr(
+        importlib, "import_module", lambda mod, *a: imported.append(mod) or pytest.fail(mod)
+    )
+    assert table.main([name, "--help"]) == 2
+    assert imported == []
+    assert f"unknown command {name!r}" in capsys.readouterr().err

@@ -248,3 +248,46 @@ def test_a_join_with_an_address_that_is_not_host_port_is_refused():
             assert leader.peers.get("n7") != "garbage:"
 
     run(main())
+
+
+def test_leadership_cannot_be_sent_to_a_non_member_a_learner_or_a_removed_node():
+    """transfer_leader at the edge (leader and follower) and a removed node's own request:
+    refused, the same leader keeps the same term."""
+
+    async def main():
+        async with LocalCluster(extra=("n7", "n8")) as c:
+            leader = await c.leader()
+            follower = next(rt for rt in c.nodes.values() if rt is not leader)
+            await leader.add_learner("n7", "mem://n7")  # never started: stays a learner
+            await leader.add_learner("n8", "mem://n8")
+            await leader.remove("n8")
+            await c.until("n8 out", lambda: "n8" not in follower.node.membership.members)
+            term = leader.node.term
+            for rt in (leader, follower):
+                for target in ("n9", "n7", "n8"):
+                    with pytest.raises(Rejected, match="not a voter"):
+                        await rt.transfer_leader(target, timeout=2)
+            n8 = c.net.transport("n8")  # the removed node, still on the network
+            await n8.start()
+            n8.set_peers({leader.id: f"mem://{leader.id}"})
+            node = leader.node
+            body = {
+                "k": "req",
+                "id": 1,
+                "op": "admin",
+                "cmd": "transfer_leader",
+                "args": {"node": follower.id},
+                "term": node.term,
+                "conf": node.membership_at(node.last_index)[0],
+                "exp": time.time() + 5,
+            }
+            try:
+                n8.send(Message(MsgType.APP, leader.id, "n8", 0, context=encode_payload(body)))
+                reply = decode_payload((await asyncio.wait_for(n8.recv(), 5)).context)
+            finally:
+                await n8.close()
+            assert reply["ok"] is False and "members only" in reply["error"]["message"]
+            assert (leader.node.role.value, leader.node.term) == ("leader", term)
+            assert follower.node.leader == leader.id
+
+    run(main())
