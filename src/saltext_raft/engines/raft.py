@@ -23,6 +23,7 @@ import logging
 import sys
 
 from saltext_raft.integration import gate as _gate
+from saltext_raft.integration.bootepoch import EpochFileError
 from saltext_raft.integration.config import EngineConfigError
 from saltext_raft.integration.config import from_opts
 from saltext_raft.integration.fileutil import LockHeld
@@ -56,7 +57,7 @@ def start(**options):
         sys.exit(2)
     try:
         RaftService(opts, cfg).run()
-    except UnsafeDirectory as exc:
+    except (UnsafeDirectory, EpochFileError) as exc:
         log.error("saltext-raft: not starting: %s", exc)
         sys.exit(2)
     except LockHeld as exc:

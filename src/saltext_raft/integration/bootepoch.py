@@ -39,9 +39,9 @@ def claim_epoch(state_dir: str) -> int:
     if previous >= MAX_EPOCH:
         raise EpochFileError(
             f"{path} holds {previous}, the highest boot epoch there is: no higher one is left "
-            "for this boot. A node's epoch comes from its clock (about 2**62 today) and grows by "
-            "one only when the clock is behind, so this value was written by something else. "
-            + _REMOVE
+            "for this boot. A node's epoch comes from its clock (the clock reaches this value in "
+            "2248) and grows by one per boot only when the clock is behind, so this value was "
+            "written by something else. " + _REMOVE
         )
     epoch = new_epoch(after=previous)
     atomic_write(path, b"%d\n" % epoch, mode=0o600, durable=True, prefix=".epoch-")

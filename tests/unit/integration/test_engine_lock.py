@@ -9,10 +9,12 @@ import os
 import pytest
 
 from saltext_raft.engines import raft as raft_engine
+from saltext_raft.integration.bootepoch import EPOCH_FILENAME
 from saltext_raft.integration.config import from_opts
 from saltext_raft.integration.fileutil import LockHeld
 from saltext_raft.integration.fileutil import ProcessLock
 from saltext_raft.integration.service import RaftService
+from saltext_raft.transport.crypto import MAX_EPOCH
 
 OPTIONS = {"peers": {"m1": "127.0.0.1:47101", "m2": "127.0.0.1:47102"}}
 
@@ -56,3 +58,24 @@ def _secret(tmp_path) -> str:
     path.write_text("ab" * 32)
     os.chmod(path, 0o600)
     return str(path)
+
+
+def test_an_epoch_file_at_the_last_epoch_stops_the_engine_with_the_reason(tmp_path, caplog):
+    """The next boot after the last epoch (2**63 - 1) has none left: the engine exits 2 with a
+    line that names the file and the way out, like every other refusal at start (it used to die
+    with a traceback ending in a bare ValueError)."""
+    opts = {"cachedir": str(tmp_path), "id": "m1", "cache": "localfs"}
+    cfg = from_opts(opts, OPTIONS, load_secret=False)
+    os.makedirs(cfg.state_dir, mode=0o700)
+    epoch_file = os.path.join(cfg.state_dir, EPOCH_FILENAME)
+    with open(epoch_file, "w", encoding="ascii") as fh:
+        fh.write(f"{MAX_EPOCH}\n")
+    raft_engine.__opts__ = opts
+    try:
+        with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as info:
+            raft_engine.start(**OPTIONS, secret_file=_secret(tmp_path))
+    finally:
+        del raft_engine.__opts__
+    assert info.value.code == 2
+    assert "not starting" in caplog.text and epoch_file in caplog.text
+    assert "Remove the file" in caplog.text
