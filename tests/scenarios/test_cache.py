@@ -143,10 +143,15 @@ def ensure_backup(masters) -> str:
     if os.path.isfile(path):
         return path
     provider = "test_a_backup_is_written_with_the_runner"
-    require(all(m.is_running() for m in masters.values()), "all three masters running", provider)
+    require(
+        all(m.is_running() for m in masters.values()),
+        f"the backup file {path}, or all three masters running to write it",
+        provider,
+    )
     require(
         not fetch(m1, "scenario/degraded", "k"),
-        "no scenario/degraded/k yet (the backup must hold the state before it)",
+        f"the backup file {path}, or no scenario/degraded/k yet (a backup written now would"
+        " hold the degraded write that the restore test expects it not to hold)",
         provider,
     )
     ensure_shared(masters)
