@@ -2,9 +2,11 @@
 module, tests in file order).
 
 Lives here: :func:`require`: a test that needs what an earlier test left behind (a master
-stopped, a key accepted, a backup written) checks it first and, when it is missing, fails
+stopped, a key accepted, a backup written) first builds it where it can (each module's own
+``ensure_*`` helpers and fixtures) and, for what it cannot build from the state it finds, fails
 saying which precondition and which test provides it, instead of a KeyError or, worse,
-testing another situation than the one it names. Must not live here: the states themselves.
+testing another situation than the one it names. Must not live here: the states themselves
+and the code that builds them (in the modules that need them).
 """
 
 from __future__ import annotations

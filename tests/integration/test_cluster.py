@@ -5,8 +5,13 @@ quorum, gate closed), a minion starts against it, then masters 2 and 3. Then: on
 agreed membership; masters with a wrong secret can neither join nor vote; a master nobody
 added joins by itself (JOIN) as a learner and is promoted, alongside one added with
 ``raft.add``, then both are removed (their gates close); the leader is SIGKILLed (failover,
-rejoin); every master is stopped and started again. A test that needs what an earlier one
-left behind checks it first and names the missing precondition (tests/preconditions.py).
+rejoin); every master is stopped and started again.
+
+Every test runs alone (``pytest -k``) as well as in file order: before it starts, each brings
+the shared cluster to the state it needs (:func:`ensure_founders`: masters 1-3 running, the only
+members, one agreed leader, every gate open; the removal test starts its two extra masters if
+no earlier test left them running), restarting what an earlier test stopped and removing what
+it added, so one failure does not cascade. The runner test builds its own one-master cluster.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ from tests.integration.conftest import run_json
 from tests.integration.conftest import start_with_early_minion
 from tests.integration.conftest import time_to_all_gates_open
 from tests.integration.conftest import wait_for
-from tests.preconditions import require
 
 pytestmark = [pytest.mark.slow]
 
@@ -66,6 +70,54 @@ def members(cluster, via):
     return data
 
 
+def restart_stopped(cluster, ids):
+    """Start again (by its factory) every one of ``ids`` that an earlier test stopped or
+    SIGKILLed."""
+    for mid in ids:
+        factory = cluster.masters[mid]
+        if not factory.is_running():
+            with contextlib.suppress(Exception):
+                factory.terminate()  # a SIGKILLed tree: the factory forgets its PIDs
+            wait_for(lambda m=mid: port_bindable(m, cluster.raft_port), 30, f"{mid}'s raft port")
+            factory.start(start_timeout=120)
+
+
+def ensure_founders(cluster, keep_learners=()) -> str:
+    """Bring the cluster to its founding state and return the agreed leader: masters 1-3
+    running, one leader among them, every gate open, and no other member (each other member
+    is removed with ``raft.remove`` and its master stopped), except the learners named in
+    ``keep_learners`` that are learners."""
+    restart_stopped(cluster, cluster.ids)
+    leader = wait_for(cluster.leader, 90, "an agreed leader among masters 1-3")
+    data = members(cluster, leader)
+    extras = [
+        m
+        for m in data["members"]
+        if m not in cluster.ids and not (m in keep_learners and m in data["learners"])
+    ]
+    for node in extras:
+        rc, _, ret = run_json(cluster.masters[leader], "raft.remove", f"node={node}")
+        assert rc == 0, ret
+    for name, factory in cluster.masters.items():
+        if name not in cluster.ids and name not in keep_learners and factory.is_running():
+            factory.terminate()
+    wait_for(
+        lambda: not set(extras) & set(members(cluster, cluster.ids[0])["members"]),
+        30,
+        f"{extras} removed",
+    )
+    wait_for(cluster.all_ready, 60, "every gate of masters 1-3 open")
+    return wait_for(cluster.leader, 30, "an agreed leader among masters 1-3")
+
+
+@pytest.fixture
+def founders(cluster):
+    """The shared cluster in its founding state (:func:`ensure_founders`), whatever the tests
+    before this one did to it."""
+    ensure_founders(cluster)
+    return cluster
+
+
 def test_minion_started_before_the_cluster_is_ready_is_held_then_served(cluster):
     early = cluster.early
     assert early["closed_at_minion_start"], "master 1's gate was open before it had a quorum"
@@ -78,7 +130,8 @@ def test_minion_started_before_the_cluster_is_ready_is_held_then_served(cluster)
     print(f"\n{gates_vs_ports(early['all_open_after_last_port'])}")
 
 
-def test_three_masters_elect_one_leader_and_agree_on_members(cluster):
+def test_three_masters_elect_one_leader_and_agree_on_members(founders):
+    cluster = founders
     roles = [ready_state(cluster.masters[m]).get("role") for m in cluster.ids]
     assert roles.count("leader") == 1, roles
     seen = set()
@@ -99,7 +152,8 @@ def add_learner(cluster, via, node):
     return data
 
 
-def test_masters_with_a_wrong_secret_cannot_join_or_vote_and_say_why(cluster):
+def test_masters_with_a_wrong_secret_cannot_join_or_vote_and_say_why(founders):
+    cluster = founders
     leader = wait_for(cluster.leader, 20, "an agreed leader")
     term = ready_state(cluster.masters[leader])["term"]
     wrong = cluster.secret_file("wrong", "0" * 64)
@@ -159,17 +213,10 @@ def membership_logged(factory, node, kind):
     return False
 
 
-def test_a_master_nobody_added_joins_by_itself_as_learner_and_is_promoted(cluster):
-    """A master configured with the existing masters as ``peers`` and itself left out, and
-    never added with ``raft.add``, asks to join (JOIN), becomes a learner, catches up and is
-    promoted. Started alongside ``ADDED`` (added with raft.add while down): both paths at once.
-    """
-    leader = wait_for(cluster.leader, 20, "an agreed leader")
-    add_learner(cluster, leader, ADDED)  # idempotent: the previous scenario added it
-    data = members(cluster, leader)
-    # Nobody knows JOINER; ADDED was never started with the right secret: still a learner.
-    assert JOINER not in data["members"], data
-    assert ADDED in data["learners"] and ADDED not in data["voters"], data
+def start_joiner_and_added(cluster, leader):
+    """Start ``JOINER`` (listed nowhere: it asks to join) and ``ADDED`` (a learner added with
+    ``raft.add`` while down) together; wait until both are promoted voters with their gates
+    open. Returns their factories and the seconds from start to promotion."""
     joiner = cluster.master_factory(JOINER, engine=cluster.engine(JOINER))
     assert JOINER not in joiner.config["engines"][0]["raft"]["peers"]
     added = cluster.master_factory(ADDED, engine=cluster.engine(ADDED))
@@ -181,6 +228,21 @@ def test_a_master_nobody_added_joins_by_itself_as_learner_and_is_promoted(cluste
         )
     promoted = time.monotonic() - t0
     wait_for(lambda: cluster.ready(JOINER) and cluster.ready(ADDED), 30, "both new gates open")
+    return joiner, added, promoted
+
+
+def test_a_master_nobody_added_joins_by_itself_as_learner_and_is_promoted(cluster):
+    """A master configured with the existing masters as ``peers`` and itself left out, and
+    never added with ``raft.add``, asks to join (JOIN), becomes a learner, catches up and is
+    promoted. Started alongside ``ADDED`` (added with raft.add while down): both paths at once.
+    """
+    leader = ensure_founders(cluster, keep_learners=(ADDED,))
+    add_learner(cluster, leader, ADDED)  # idempotent: the wrong-secret scenario added it
+    data = members(cluster, leader)
+    # Nobody knows JOINER; ADDED was never started with the right secret: still a learner.
+    assert JOINER not in data["members"], data
+    assert ADDED in data["learners"] and ADDED not in data["voters"], data
+    joiner, added, promoted = start_joiner_and_added(cluster, leader)
     print(f"\n{JOINER} (JOIN) and {ADDED} (raft.add) started and promoted in {promoted:.1f}s")
     # JOINER went through the learner stage, by its own request.
     assert "accepted our JOIN" in log_text(joiner)
@@ -200,15 +262,30 @@ def test_a_master_nobody_added_joins_by_itself_as_learner_and_is_promoted(cluste
         assert ready_state(factory).get("role") == ("leader" if node == agreed else "follower")
 
 
-def test_removing_a_master_closes_its_gate(cluster):
-    joined = "test_a_master_nobody_added_joins_by_itself_as_learner_and_is_promoted"
-    for new in (JOINER, ADDED):
-        require(
-            new in cluster.masters and cluster.masters[new].is_running(),
-            f"master {new} running",
-            joined,
-        )
-        require(cluster.ready(new), f"master {new}'s gate open (a promoted voter)", joined)
+@pytest.fixture
+def five_voters(cluster):
+    """Masters 1-3 plus ``JOINER`` and ``ADDED`` as running voters with their gates open: as
+    the join scenario leaves them, or started here the same way when no test did."""
+    if not all(
+        n in cluster.masters and cluster.masters[n].is_running() and cluster.ready(n)
+        for n in (JOINER, ADDED)
+    ):
+        leader = ensure_founders(cluster, keep_learners=(ADDED,))
+        add_learner(cluster, leader, ADDED)
+        start_joiner_and_added(cluster, leader)
+    restart_stopped(cluster, cluster.ids)
+    wait_for(cluster.all_ready, 60, "every gate of masters 1-3 open")
+    everyone = sorted([*cluster.ids, ADDED, JOINER])
+    wait_for(
+        lambda: sorted(members(cluster, cluster.ids[0])["voters"]) == everyone,
+        30,
+        f"voters {everyone}",
+    )
+    return cluster
+
+
+def test_removing_a_master_closes_its_gate(five_voters):
+    cluster = five_voters
     removed = {}
     for new in (JOINER, ADDED):  # removed one after the other; their gates close concurrently
         rc, data, ret = run_json(cluster.masters[cluster.ids[0]], "raft.remove", f"node={new}")
@@ -228,11 +305,12 @@ def test_removing_a_master_closes_its_gate(cluster):
     assert cluster.all_ready()
 
 
-def test_demote_promote_snapshot_and_salt_call_status_on_real_masters(cluster):
+def test_demote_promote_snapshot_and_salt_call_status_on_real_masters(founders):
     """The operator commands not covered above, end to end: ``raft.demote`` turns a follower
     into a learner (its gate closes, as a learner's does by default), ``raft.promote`` makes it
     a voter again (the gate reopens), ``raft.snapshot`` compacts the leader's log, and the
     execution module reports the same node through ``salt-call --local`` on a master host."""
+    cluster = founders
     home = cluster.ids[0]
     leader = wait_for(cluster.leader, 20, "an agreed leader")
     target = next(m for m in cluster.ids if m not in (home, leader))
@@ -281,7 +359,8 @@ def test_demote_promote_snapshot_and_salt_call_status_on_real_masters(cluster):
         assert salt_call("raft.is_leader", mid) is (mid == leader)
 
 
-def test_leader_failover_keeps_survivor_gates_open_and_old_leader_rejoins(cluster):
+def test_leader_failover_keeps_survivor_gates_open_and_old_leader_rejoins(founders):
+    cluster = founders
     home = cluster.ids[0]  # the minion's master must survive
     leader = wait_for(cluster.leader, 20, "an agreed leader")
     if leader == home:
@@ -320,7 +399,8 @@ def test_leader_failover_keeps_survivor_gates_open_and_old_leader_rejoins(cluste
     assert data["leader"] in survivors and sorted(data["voters"]) == cluster.ids, data
 
 
-def test_full_cluster_restart_elects_a_leader_and_reopens_every_gate(cluster):
+def test_full_cluster_restart_elects_a_leader_and_reopens_every_gate(founders):
+    cluster = founders
     masters = [cluster.masters[m] for m in cluster.ids]
     in_threads(*(m.terminate for m in masters))
     assert not any(m.is_running() for m in masters)

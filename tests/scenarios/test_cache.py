@@ -3,10 +3,15 @@
 One three-master cluster (127.0.0.1-3, ``cache: raft`` on every master, no shared filesystem:
 each master has its own root_dir, cachedir and pki_dir) is shared by the whole module; the tests
 run in file order and the last ones stop masters. A minion is attached to master 1 only. The
-module runs twice: local copies in the ``localfs`` layout, then in the ``sqlite`` layout. A test
-that needs what an earlier one left behind (masters stopped, values or a backup written) checks
-it first and names the missing precondition (tests/preconditions.py): run alone, the recovery
-tests would otherwise build a second cluster beside a running one.
+module runs twice: local copies in the ``localfs`` layout, then in the ``sqlite`` layout.
+
+Every test runs alone (``pytest -k``) as well as in file order. The destructive tail builds the
+situation it needs when no earlier test left it: :func:`ensure_backup` (a backup older than the
+degraded write), :func:`ensure_quorum_lost` (masters 3 then 2 stopped after one write with
+master 3 down) and :func:`ensure_recovered` (master 1 made the only voter offline). These never
+recover a master while another master of the old cluster runs (that would build a split brain):
+what they cannot build from the state they find, they refuse, naming the missing precondition
+(tests/preconditions.py).
 
 Every wait is bounded and says what it waited for; daemons are stopped by their factories
 (by PID).
@@ -122,6 +127,88 @@ def backup_path(master) -> str:
     return os.path.join(master.config["cachedir"], "saltext_raft_backups", "raft-scenario.bak")
 
 
+def ensure_shared(masters):
+    """``scenario/shared/greeting`` committed, as the first test writes it."""
+    m1 = masters[IDS[0]]
+    if fetch(m1, "scenario/shared", "greeting") != {"hello": "world"}:
+        rc, _, ret = run(m1, "cache.store", "scenario/shared", "greeting", '{"hello": "world"}')
+        assert rc == 0, ret
+
+
+def ensure_backup(masters) -> str:
+    """Master 1's backup file, written now (after ``scenario/shared``, before any degraded
+    write) unless the backup test wrote it. Returns its path."""
+    m1 = masters[IDS[0]]
+    path = backup_path(m1)
+    if os.path.isfile(path):
+        return path
+    provider = "test_a_backup_is_written_with_the_runner"
+    require(
+        all(m.is_running() for m in masters.values()),
+        f"the backup file {path}, or all three masters running to write it",
+        provider,
+    )
+    require(
+        not fetch(m1, "scenario/degraded", "k"),
+        f"the backup file {path}, or no scenario/degraded/k yet (a backup written now would"
+        " hold the degraded write that the restore test expects it not to hold)",
+        provider,
+    )
+    ensure_shared(masters)
+    rc, _, ret = run(m1, "raft.backup", f"path={path}")
+    assert rc == 0, ret
+    return path
+
+
+def lose_quorum(masters):
+    """Stop master 3, commit ``scenario/degraded/k = one-down`` through master 1 and see it on
+    master 2, then stop master 2: master 1 is left alone, without a quorum."""
+    m1 = masters[IDS[0]]
+    masters[IDS[2]].terminate()
+    rc, _, ret = run(m1, "cache.store", "scenario/degraded", "k", "one-down")
+    assert rc == 0, ret
+    fetch_until(
+        masters[IDS[1]], "scenario/degraded", "k", "one-down", 15, "the write on the survivor"
+    )
+    masters[IDS[1]].terminate()
+
+
+QUORUM_TEST = "test_writes_succeed_with_one_master_down_and_fail_clearly_without_quorum"
+
+
+def ensure_quorum_lost(masters):
+    """Masters 2 and 3 stopped and master 1 running, after ``scenario/shared`` and the
+    degraded write: as the quorum test leaves them, or brought there now from a running
+    cluster."""
+    m1, m2, m3 = (masters[mid] for mid in IDS)
+    if m1.is_running() and not m2.is_running() and not m3.is_running():
+        return
+    require(
+        all(m.is_running() for m in (m1, m2, m3)),
+        "all three masters running (to lose the quorum from), or masters 2 and 3 stopped with"
+        f" master 1 running (found: running {[m.id for m in (m1, m2, m3) if m.is_running()]})",
+        QUORUM_TEST,
+    )
+    ensure_shared(masters)
+    lose_quorum(masters)
+
+
+RECOVERY_TEST = "test_the_last_master_recovers_with_force_new_cluster_and_keeps_the_cache"
+
+
+def ensure_recovered(masters):
+    """Master 1 recovered offline as a cluster without master 3 (as the recovery test leaves
+    it, or recovered now after :func:`ensure_quorum_lost`); master 3 stopped."""
+    m1, m3 = masters[IDS[0]], masters[IDS[2]]
+    if m1.is_running() and not m3.is_running():
+        rc, members, _ = run(m1, "raft.members")
+        if rc == 0 and IDS[2] not in members["voters"]:
+            return
+    ensure_quorum_lost(masters)
+    m1.terminate()
+    recover_and_start(m1, "scenario/recovered", "alone")
+
+
 def test_a_backup_is_written_with_the_runner(cluster):
     masters, _ = cluster
     m1 = masters[IDS[0]]
@@ -193,15 +280,10 @@ def test_writes_succeed_with_one_master_down_and_fail_clearly_without_quorum(clu
     masters, _ = cluster
     m1 = masters[IDS[0]]
     down = [mid for mid in IDS if not masters[mid].is_running()]
+    # Only the recovery tests after this one stop masters, and nothing restarts a master of a
+    # recovered cluster into the old one.
     require(not down, f"all three masters running (stopped: {down})")
-    masters[IDS[2]].terminate()
-    rc, _, ret = run(m1, "cache.store", "scenario/degraded", "k", "one-down")
-    assert rc == 0, ret
-    fetch_until(
-        masters[IDS[1]], "scenario/degraded", "k", "one-down", 15, "the write on the survivor"
-    )
-
-    masters[IDS[1]].terminate()  # master 1 is now alone: no quorum
+    lose_quorum(masters)  # master 1 is now alone: no quorum
     t0 = time.monotonic()
     rc, _, ret = run(m1, "cache.store", "scenario/degraded", "k", "alone")
     elapsed = time.monotonic() - t0
@@ -235,19 +317,19 @@ def recover_and_start(master, bank, value, *args):
 
 
 def test_the_last_master_recovers_with_force_new_cluster_and_keeps_the_cache(cluster):
-    """Masters 2 and 3 are lost for good (the test before stopped them). Master 1, stopped,
+    """Masters 2 and 3 are lost for good (stopped by the test before, or here by
+    :func:`ensure_quorum_lost` when this test runs alone). Master 1, stopped,
     is made the only voter offline; started again it serves writes alone and still has every
     value the cluster committed."""
     masters, _ = cluster
     m1 = masters[IDS[0]]
-    quorum_test = "test_writes_succeed_with_one_master_down_and_fail_clearly_without_quorum"
+    ensure_quorum_lost(masters)
     require(
         not masters[IDS[1]].is_running() and not masters[IDS[2]].is_running(),
         "masters 2 and 3 stopped (recovering master 1 beside them would split the cluster)",
-        quorum_test,
+        QUORUM_TEST,
     )
-    require(m1.is_running(), "master 1 running", quorum_test)
-    require(fetch(m1, "scenario/degraded", "k") == "one-down", "scenario/degraded/k", quorum_test)
+    require(fetch(m1, "scenario/degraded", "k") == "one-down", "scenario/degraded/k", QUORUM_TEST)
     shared = "test_a_value_stored_on_master_1_is_read_on_masters_2_and_3"
     require(fetch(m1, "scenario/shared", "greeting"), "scenario/shared/greeting", shared)
     m1.terminate()
@@ -266,13 +348,13 @@ def test_a_lost_master_rebuilt_empty_rejoins_the_recovered_master(cluster):
     ``join: true``; it joins master 1 as a learner, is promoted and reads the cache."""
     masters, _ = cluster
     m1, m2 = masters[IDS[0]], masters[IDS[1]]
-    recovered = "test_the_last_master_recovers_with_force_new_cluster_and_keeps_the_cache"
-    require(not m2.is_running(), "master 2 stopped", recovered)
-    rc, members, _ = run(m1, "raft.members") if m1.is_running() else (1, None, None)
+    ensure_recovered(masters)
+    require(not m2.is_running(), "master 2 stopped", RECOVERY_TEST)
+    rc, members, _ = run(m1, "raft.members")
     require(
         rc == 0 and members["voters"] == [IDS[0]],
         "master 1 running as the only voter (recovered)",
-        recovered,
+        RECOVERY_TEST,
     )
     shutil.rmtree(os.path.join(m2.config["cachedir"], "saltext_raft"))
     with open(m2.config_file, encoding="utf-8") as fh:
@@ -296,21 +378,16 @@ def test_a_lost_master_rebuilt_empty_rejoins_the_recovered_master(cluster):
 
 def test_a_backup_restored_on_a_wiped_master_serves_the_state_it_holds(cluster):
     """Master 3 (stopped since the quorum test) is wiped and restored from the backup taken
-    after the first test: alone, it serves the values of that moment and none written later."""
+    after the first test: alone, it serves the values of that moment and none written later.
+    Master 1 (recovered) and master 2 (rejoined to it) form a cluster without master 3, so
+    nothing running counts master 3 as a member while it is restored."""
     masters, _ = cluster
     m3 = masters[IDS[2]]
-    require(
-        not m3.is_running(),
-        "master 3 stopped",
-        "test_writes_succeed_with_one_master_down_and_fail_clearly_without_quorum",
-    )
-    require(
-        os.path.isfile(backup_path(masters[IDS[0]])),
-        f"the backup file {backup_path(masters[IDS[0]])}",
-        "test_a_backup_is_written_with_the_runner",
-    )
+    backup = ensure_backup(masters)
+    ensure_recovered(masters)
+    require(not m3.is_running(), "master 3 stopped", QUORUM_TEST)
     shutil.rmtree(os.path.join(m3.config["cachedir"], "saltext_raft"))
-    recover_and_start(m3, "scenario/restored", "three", "--restore", backup_path(masters[IDS[0]]))
+    recover_and_start(m3, "scenario/restored", "three", "--restore", backup)
     assert fetch(m3, "scenario/shared", "greeting") == {"hello": "world"}  # in the backup
     assert not fetch(m3, "scenario/degraded", "k")  # written after the backup
     rc, members, ret = run(m3, "raft.members")
