@@ -17,7 +17,7 @@ import salt.payload
 
 NOBODY = 65534
 ROGUE_PUB = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQ\n-----END PUBLIC KEY-----\n"
-#: The key store's bank in the local copy (integration/keystore.py).
+#: The key store's bank in the local copy (replicated/keystore.py).
 KEYS_BANK = os.path.join("saltext_raft_keys", "keys")
 
 

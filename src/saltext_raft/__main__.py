@@ -19,19 +19,19 @@ from saltext_raft.cli import dispatch
 #: ``--help``: what an operator needs first.
 COMMANDS = {
     "recover": (
-        "saltext_raft.integration.recover",
+        "saltext_raft.master.recover",
         "lost quorum for good: make this master the only voter, or --restore a backup",
     ),
     "import": (
-        "saltext_raft.integration.cacheimport",
+        "saltext_raft.replicated.importer",
         "copy an existing Salt cache into the replicated one (cache: raft)",
     ),
     "keys": (
-        "saltext_raft.integration.keystore",
+        "saltext_raft.replicated.keystore",
         "keys import: copy accepted minion keys into the replicated key store",
     ),
     "secret": (
-        "saltext_raft.integration.secret",
+        "saltext_raft.master.secret",
         "generate or check the cluster secret file (owner, mode, strength)",
     ),
     "node": (

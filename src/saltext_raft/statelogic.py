@@ -6,7 +6,7 @@ would bring the cluster there, carrying them out through a ``call(op, **kwargs)`
 passed in, waiting (bounded) for what follows a call (a learner's promotion, a new leader), and
 the state return mapping (``name``, ``changes``, ``result``, ``comment``). Must not live here:
 how the runners are reached (``states/raft.py`` passes ``call``), what the runners do (they ask
-the engine, ``integration/control.py``), Salt itself: this module imports only the standard
+the engine, ``master/control.py``), Salt itself: this module imports only the standard
 library and the id and address rules (``core.nodeid``, ``transport.config``), so every branch
 is tested without Salt.
 

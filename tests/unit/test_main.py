@@ -65,7 +65,7 @@ def test_the_command_runs_as_a_module_and_old_module_paths_still_work():
 
 @pytest.mark.parametrize(
     "name",
-    ["this", "saltext_raft.integration.secret", "saltext_raft.standalone", "__class__", "keys "],
+    ["this", "saltext_raft.master.secret", "saltext_raft.standalone", "__class__", "keys "],
 )
 @pytest.mark.parametrize("table", [command, bench_command], ids=["operator", "bench"])
 def test_a_command_name_is_only_looked_up_never_imported(name, table, capsys, monkeypatch):

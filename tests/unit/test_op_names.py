@@ -8,10 +8,10 @@ import asyncio
 
 import pytest
 
-from saltext_raft.integration import control as engine_control
+from saltext_raft.master import control as engine_control
 from saltext_raft.runners import raft as runner
 from saltext_raft.runtime import control as runtime_control
-from tests.unit.integration.services import ServiceCluster
+from tests.unit.master.services import ServiceCluster
 
 #: Second names the protocols used to have for the same operations.
 RETIRED = ("add", "transfer")

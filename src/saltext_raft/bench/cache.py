@@ -32,8 +32,8 @@ import threading
 import time
 
 from saltext_raft.bench.procs import free_port
-from saltext_raft.integration import cacheconfig
-from saltext_raft.integration.secret import generate
+from saltext_raft.master.secret import generate
+from saltext_raft.replicated import config as cacheconfig
 
 TARGET_STORES_PER_S = 5000
 TARGET_P99_MS = 20.0
@@ -465,7 +465,7 @@ def import_phase(nodes: Nodes, minions: int, workers: int) -> dict:
     in the first node's cachedir (what a master had before the switch to ``cache: raft``)."""
     import salt.cache  # pylint: disable=import-outside-toplevel
 
-    from saltext_raft.integration import cacheimport  # pylint: disable=import-outside-toplevel
+    from saltext_raft.replicated import importer as cacheimport  # pylint: disable=import-outside-toplevel
 
     opts = nodes.opts(nodes.ids[0])
     old = salt.cache.Cache(dict(opts, cache="localfs"))

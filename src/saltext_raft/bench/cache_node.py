@@ -3,7 +3,7 @@
 What the ``raft`` engine runs for the cache, without the rest of a Salt master: a RaftRuntime
 built as the engine builds it (``runtime.assemble``) with the durable CacheStore (localfs,
 fsync) and the zmq transport, and the engine's
-:class:`~saltext_raft.integration.cacheservice.CacheService` (state machine wrapper, mirror
+:class:`~saltext_raft.replicated.service.CacheService` (state machine wrapper, mirror
 writer thread, unix socket). Salt's request workers are played by the benchmark's writer
 processes, which use the real ``raft`` driver through ``salt.cache.Cache``. Prints one JSON
 line ``{"event": "ready", ...}`` once its socket listens.
@@ -67,10 +67,10 @@ def node_opts(
 async def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr)
-    from saltext_raft.integration.cacheconfig import from_opts  # pylint: disable=import-outside-toplevel
-    from saltext_raft.integration.cacheconfig import storage_opts  # pylint: disable=import-outside-toplevel
-    from saltext_raft.integration.cacheservice import CacheService  # pylint: disable=import-outside-toplevel
-    from saltext_raft.integration.secret import read_secret_file  # pylint: disable=import-outside-toplevel
+    from saltext_raft.master.secret import read_secret_file  # pylint: disable=import-outside-toplevel
+    from saltext_raft.replicated.config import from_opts  # pylint: disable=import-outside-toplevel
+    from saltext_raft.replicated.config import storage_opts  # pylint: disable=import-outside-toplevel
+    from saltext_raft.replicated.service import CacheService  # pylint: disable=import-outside-toplevel
     from saltext_raft.runtime.assemble import NodeSpec  # pylint: disable=import-outside-toplevel
     from saltext_raft.runtime.assemble import assemble  # pylint: disable=import-outside-toplevel
     from saltext_raft.storage import open_store  # pylint: disable=import-outside-toplevel
@@ -94,7 +94,7 @@ async def main(argv=None) -> int:
     service.start_writer(loop)
     await rt.start()
     await service.start(rt)
-    # As the engine does once started (integration/service.py): what is loaded by now lives as
+    # As the engine does once started (master/service.py): what is loaded by now lives as
     # long as the process, so keep it out of the cyclic GC's full collections.
     gc.collect()
     gc.freeze()

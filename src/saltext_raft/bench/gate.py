@@ -4,7 +4,7 @@ cost per request on a ready master.
 Lives here: the measurement (the gate's wrapper around a stand-in for
 ``salt.master.MWorker._handle_payload`` against the same method unwrapped, on an open gate, best
 of ``--rounds`` rounds of ``--calls`` calls each) and its report against the target (<= 20 µs
-per request). Must not live here: the gate itself (``integration/gate.py``) or any pass/fail
+per request). Must not live here: the gate itself (``master/gate.py``) or any pass/fail
 test: the unit tests check the gate's cheapness by counting ``stat()`` calls, not by timing.
 Needs no Salt daemon: the worker is a stand-in with the same method.
 """
@@ -19,9 +19,9 @@ import sys
 import tempfile
 import time
 
-from saltext_raft.integration import gate
-from saltext_raft.integration.config import STATE_DIRNAME
-from saltext_raft.integration.readiness import ReadinessWriter
+from saltext_raft.master import gate
+from saltext_raft.master.config import STATE_DIRNAME
+from saltext_raft.master.readiness import ReadinessWriter
 
 TARGET_US = 20.0
 PAYLOAD = {"enc": "aes", "load": b"\x00ciphertext", "id": "minion1"}

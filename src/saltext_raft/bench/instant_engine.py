@@ -8,7 +8,7 @@ its replication, storage and apply into the CPU the writers leave over.
 
 It serves the socket with the engine's own :class:`~saltext_raft.runtime.control.ControlServer`
 and answers ``cache.store``, ``cache.add`` and ``cache.flush`` from an already-resolved future,
-the fast path the real :class:`~saltext_raft.integration.cacheservice.CacheService` uses, so the
+the fast path the real :class:`~saltext_raft.replicated.service.CacheService` uses, so the
 per-request parse and answer cost is the engine's. Prints one JSON line ``{"event": "ready"}``
 once it listens; stops on SIGTERM or SIGINT.
 """

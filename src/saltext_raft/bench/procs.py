@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from saltext_raft.integration.secret import generate
+from saltext_raft.master.secret import generate
 from saltext_raft.waiting import wait_until
 
 #: How a standalone node is started: ``python -m`` these words (the operator command).

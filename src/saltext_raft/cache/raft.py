@@ -12,7 +12,7 @@
 ``store``/``flush`` are committed through Raft by the local engine (over a unix socket in
 ``sock_dir``) and return once this master's local copy shows them; ``fetch``/``list``/
 ``contains``/``updated`` read the local copy. Options and guarantees: docs/cache.md. The code is
-in :mod:`saltext_raft.integration.cachedriver`; this module only adapts it to the loader.
+in :mod:`saltext_raft.replicated.driver`; this module only adapts it to the loader.
 
 On Salt 3008 the same driver can hold the minion keys (``keys.cache_driver: raft``): minion keys
 are replicated, each master's own keys stay in its ``pki_dir`` (docs/cache.md, "Minion keys").
@@ -20,15 +20,15 @@ are replicated, each master's own keys stay in its ``pki_dir`` (docs/cache.md, "
 
 import time
 
-from saltext_raft.integration import cachedriver as _driver
-from saltext_raft.integration import keystore as _keys
+from saltext_raft.replicated import driver as _driver
+from saltext_raft.replicated import keystore as _keys
 
 __virtualname__ = "raft"
 __func_alias__ = {"list_": "list"}
 
 # Salt 3008 ``keys.cache_driver: raft``: the banks ``keys``/``denied_keys`` are the replicated
 # minion key store and ``master_keys`` stays on this master (Salt's ``localfs_key`` in
-# ``pki_dir``); see :mod:`saltext_raft.integration.keystore`. Every other bank, and every bank
+# ``pki_dir``); see :mod:`saltext_raft.replicated.keystore`. Every other bank, and every bank
 # when this driver is not the keys driver, is the plain replicated cache.
 
 

@@ -1,8 +1,8 @@
 """Salt engine ``raft``: run a saltext-raft node inside this Salt master.
 
 A thin loader module: options are parsed and validated by
-:mod:`saltext_raft.integration.config`, the node runs in :mod:`saltext_raft.integration.service`,
-and the request gate lives in :mod:`saltext_raft.integration.gate`.
+:mod:`saltext_raft.master.config`, the node runs in :mod:`saltext_raft.master.service`,
+and the request gate lives in :mod:`saltext_raft.master.gate`.
 
 .. code-block:: yaml
 
@@ -22,12 +22,12 @@ request gate on ``salt.master.MWorker``.
 import logging
 import sys
 
-from saltext_raft.integration import gate as _gate
-from saltext_raft.integration.bootepoch import EpochFileError
-from saltext_raft.integration.config import EngineConfigError
-from saltext_raft.integration.config import from_opts
-from saltext_raft.integration.fileutil import LockHeld
-from saltext_raft.integration.fileutil import UnsafeDirectory
+from saltext_raft.master import gate as _gate
+from saltext_raft.master.bootepoch import EpochFileError
+from saltext_raft.master.config import EngineConfigError
+from saltext_raft.master.config import from_opts
+from saltext_raft.master.fileutil import LockHeld
+from saltext_raft.master.fileutil import UnsafeDirectory
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def __virtual__():
 
 def start(**options):
     """Run the Raft node until the master stops. Never returns normally."""
-    from saltext_raft.integration.service import RaftService  # pylint: disable=import-outside-toplevel
+    from saltext_raft.master.service import RaftService  # pylint: disable=import-outside-toplevel
 
     opts = __opts__  # pylint: disable=undefined-variable
     try:

@@ -50,9 +50,9 @@ import salt.utils.job
 import salt.utils.minions
 from salt.exceptions import SaltCacheError
 
-from saltext_raft.integration import cachedriver as _cache
 from saltext_raft.jobs import layout
 from saltext_raft.jobs.layout import BadJobName
+from saltext_raft.replicated import driver as _cache
 
 log = logging.getLogger(__name__)
 

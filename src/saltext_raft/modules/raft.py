@@ -10,7 +10,7 @@ master's event bus. A missing or stale file means the engine is not running.
     salt 'master*' raft.status
 """
 
-from saltext_raft.integration import health as _health
+from saltext_raft.master import health as _health
 
 __virtualname__ = "raft"
 

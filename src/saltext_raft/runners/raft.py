@@ -1,6 +1,6 @@
 """Runner ``raft``: inspect and change a saltext-raft cluster from a master.
 
-A thin loader module over :mod:`saltext_raft.integration.control`: each function sends one
+A thin loader module over :mod:`saltext_raft.master.control`: each function sends one
 request to the ``raft`` engine of *this* master over the master event bus and renders the reply.
 On failure (engine not running, no reply in time, operation refused) the returned mapping has
 ``result: False``, an ``error`` message and ``retcode: 1``, so ``salt-run`` exits non-zero.
@@ -18,7 +18,7 @@ driver (the engine's cache socket), as any cache write does.
 """
 
 from saltext_raft.core.nodeid import node_id_problem as _node_id_problem
-from saltext_raft.integration import control as _control
+from saltext_raft.master import control as _control
 
 __virtualname__ = "raft"
 
@@ -176,7 +176,7 @@ def import_cache(banks=None, source="localfs", overwrite=False, workers=8):
     """
     from salt.exceptions import SaltCacheError  # pylint: disable=import-outside-toplevel
 
-    from saltext_raft.integration import cacheimport  # pylint: disable=import-outside-toplevel
+    from saltext_raft.replicated import importer as cacheimport  # pylint: disable=import-outside-toplevel
 
     if isinstance(banks, str):
         banks = [b.strip() for b in banks.split(",") if b.strip()]

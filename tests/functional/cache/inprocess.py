@@ -14,8 +14,8 @@ import random
 import threading
 
 from saltext_raft.core import Role
-from saltext_raft.integration.cacheconfig import from_opts
-from saltext_raft.integration.cacheservice import CacheService
+from saltext_raft.replicated.config import from_opts
+from saltext_raft.replicated.service import CacheService
 from saltext_raft.runtime import RaftRuntime
 from saltext_raft.runtime import RuntimeConfig
 from saltext_raft.runtime import default_core_config

@@ -16,10 +16,10 @@ import salt.cache
 import salt.config
 from salt.exceptions import SaltCacheError
 
-from saltext_raft.integration import cachedriver
 from saltext_raft.kv.machine import ADD
 from saltext_raft.kv.machine import UnknownCommand
 from saltext_raft.kv.machine import decode_entry
+from saltext_raft.replicated import driver as cachedriver
 from saltext_raft.waiting import WaitTimeout
 from saltext_raft.waiting import wait_until
 from tests.functional.cache.inprocess import InProcessCluster

@@ -14,7 +14,7 @@ import salt.cache
 import salt.config
 from salt.exceptions import SaltCacheError
 
-from saltext_raft.integration import cacheimport
+from saltext_raft.replicated import importer as cacheimport
 from saltext_raft.runners import raft as runner
 from saltext_raft.waiting import WaitTimeout
 from saltext_raft.waiting import wait_until

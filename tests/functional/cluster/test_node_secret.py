@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from saltext_raft.integration.secret import generate
+from saltext_raft.master.secret import generate
 from tests.childpython import run_python
 
 pytest.importorskip("zmq")

@@ -8,7 +8,7 @@ import pytest
 import salt.config
 import salt.loader
 
-from saltext_raft.integration import gate as gatemod
+from saltext_raft.master import gate as gatemod
 
 
 def master_opts(tmp_path, raft_options: dict) -> dict:

@@ -13,7 +13,7 @@ import inspect
 
 import pytest
 
-from saltext_raft.integration import gate
+from saltext_raft.master import gate
 
 master = pytest.importorskip("salt.master")
 

@@ -14,17 +14,17 @@ import pathlib
 
 import pytest
 
-from saltext_raft.integration import gate
-from saltext_raft.integration.config import from_opts
-from saltext_raft.integration.secret import generate
-from saltext_raft.integration.service import RaftService
+from saltext_raft.master import gate
+from saltext_raft.master.config import from_opts
+from saltext_raft.master.secret import generate
+from saltext_raft.master.service import RaftService
 from saltext_raft.runtime import DictStateMachine
 from saltext_raft.storage import StorageCorruption
 from saltext_raft.storage.segments import FRAME_MAGIC
 from tests.functional.storage.backends import free_port
 from tests.functional.storage.backends import master_opts
-from tests.unit.integration.services import IdleControlBus
-from tests.unit.integration.services import RecordingBus
+from tests.unit.master.services import IdleControlBus
+from tests.unit.master.services import RecordingBus
 
 pytest.importorskip("zmq")
 

@@ -34,8 +34,8 @@ def test_the_core_config_refuses_an_invalid_id():
 
 
 def test_the_engine_config_refuses_invalid_ids_in_node_id_and_peers(tmp_path):
-    from saltext_raft.integration.config import EngineConfigError  # pylint: disable=import-outside-toplevel
-    from saltext_raft.integration.config import from_opts  # pylint: disable=import-outside-toplevel
+    from saltext_raft.master.config import EngineConfigError  # pylint: disable=import-outside-toplevel
+    from saltext_raft.master.config import from_opts  # pylint: disable=import-outside-toplevel
 
     opts = {"id": "m1", "interface": "127.0.0.1", "cachedir": str(tmp_path)}
     with pytest.raises(EngineConfigError, match="node_id.*at most 128"):

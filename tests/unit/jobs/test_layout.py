@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from saltext_raft.integration import cacheconfig
 from saltext_raft.jobs import layout
 from saltext_raft.kv.machine import check_name
+from saltext_raft.replicated import config as cacheconfig
 
 
 @pytest.mark.parametrize("jid", ["20261206230225272706", "20261206230225272706_4242"])

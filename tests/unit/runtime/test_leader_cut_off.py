@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from saltext_raft.core import Role
-from tests.unit.integration.services import ServiceCluster
+from tests.unit.master.services import ServiceCluster
 
 GRACE = 5.0
 

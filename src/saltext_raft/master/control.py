@@ -1,0 +1,328 @@
+"""Runner <-> engine requests over the master event bus (the reactor runner's pattern).
+
+Lives here: the control tags, request signing and checking, :class:`ControlClient` (used by the
+``raft`` runners inside ``salt-run``) and :class:`ControlServer` (used by the engine: reads
+requests, calls a handler, fires replies). Must not live here: what the operations do (the
+engine's handler does it) and how results are rendered (the runners).
+
+Protocol
+--------
+Request, tag ``saltext/raft/ctl/req/<node id>``::
+
+    {"rid": <random hex>, "op": "members", "args": {...}, "node": <node id>,
+     "ts": <unix time>, "mac": HMAC-SHA256(master key, canonical(rid, op, args, node, ts))}
+
+Reply, tag ``saltext/raft/ctl/ret/<rid>``: ``{"rid": ..., "ok": bool, "result": ... |
+"error": "..."}``.
+
+The master key (``cachedir/.root_key``, readable by the master's user only) authenticates the
+request without travelling on the bus: on clustered masters (Salt's ``cluster_id``) every local
+event is forwarded to every peer master, so a request carrying the key itself would hand it to
+them. Peer masters have their own keys, and the server also drops anything carrying
+``__peer_id`` or naming another node, so a forwarded request is ignored rather than answered
+twice. The client matches its reply by ``rid``.
+
+Each request is served at most once: the server remembers the ``rid`` of every request it
+accepted until the request is too old to be accepted anyway (:class:`SeenRequests`), so a
+request recorded off the bus and fired again (a ``remove``, an ``add``) is ignored. The memory
+is bounded: at most :data:`MAX_REMEMBERED` requests per window; beyond that new requests are
+refused (never forgotten early). It lives in the engine process: a request recorded less than
+:data:`MAX_REQUEST_AGE` seconds before an engine restart could be served again after it, but
+the master key that signs requests changes with every master restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+REQ_PREFIX = "saltext/raft/ctl/req/"
+RET_PREFIX = "saltext/raft/ctl/ret/"
+#: Requests older than this (seconds, by the request's own clock) are ignored: a replayed or
+#: long-queued request must not change membership.
+MAX_REQUEST_AGE = 120.0
+
+#: Accepted requests remembered at most (each for its validity window); beyond this new ones
+#: are refused until old ones expire. Only holders of the master key can sign requests.
+MAX_REMEMBERED = 4096
+
+OPS = (
+    "backup",
+    "members",
+    "status",
+    "leader",
+    "add_learner",
+    "promote",
+    "demote",
+    "remove",
+    "transfer_leader",
+    "snapshot",
+    "ping",
+    "reload_secrets",
+)
+
+
+class ControlError(Exception):
+    """The engine answered with an error, or could not be reached."""
+
+
+class ControlTimeout(ControlError):
+    """No reply from the local engine in time."""
+
+
+def request_tag(node_id: str) -> str:
+    return f"{REQ_PREFIX}{node_id}"
+
+
+def reply_tag(rid: str) -> str:
+    return f"{RET_PREFIX}{rid}"
+
+
+def _canonical(rid: str, op: str, args: dict, node: str, ts: float) -> bytes:
+    return json.dumps(
+        [rid, op, args, node, ts], sort_keys=True, separators=(",", ":"), default=str
+    ).encode()
+
+
+def sign(key: str, rid: str, op: str, args: dict, node: str, ts: float) -> str:
+    return hmac.new(key.encode(), _canonical(rid, op, args, node, ts), hashlib.sha256).hexdigest()
+
+
+def make_request(key: str, node: str, op: str, args: dict | None = None, now=None) -> dict:
+    args = dict(args or {})
+    rid = uuid.uuid4().hex
+    ts = float(now if now is not None else time.time())
+    return {
+        "rid": rid,
+        "op": op,
+        "args": args,
+        "node": node,
+        "ts": ts,
+        "mac": sign(key, rid, op, args, node, ts),
+    }
+
+
+def check_request(data, node_id: str, key: str, now: float | None = None) -> str | None:
+    """Why a request event must be ignored, or None if it is for us and authentic."""
+    if not isinstance(data, dict):
+        return "not a mapping"
+    if "__peer_id" in data:
+        return "forwarded from a peer master"
+    if data.get("node") != node_id:
+        return f"addressed to {data.get('node')!r}"
+    rid, op, args, ts, mac = (data.get(k) for k in ("rid", "op", "args", "ts", "mac"))
+    if not isinstance(rid, str) or not isinstance(op, str) or not isinstance(args, dict):
+        return "malformed"
+    if not isinstance(ts, (int, float)) or not isinstance(mac, str):
+        return "malformed"
+    if not key:
+        return "no master key to check against"
+    if not hmac.compare_digest(mac, sign(key, rid, op, args, node_id, ts)):
+        return "bad signature"
+    now = time.time() if now is None else now
+    if abs(now - ts) > MAX_REQUEST_AGE:
+        return "too old"
+    return None
+
+
+class SeenRequests:
+    """The ids of accepted requests, each until its request could no longer be accepted
+    (``ts + MAX_REQUEST_AGE``). Bounded by ``limit``: when full of unexpired ids, a new request
+    is refused rather than an old id forgotten (forgetting would re-open its replay)."""
+
+    def __init__(self, limit: int = MAX_REMEMBERED, window: float = MAX_REQUEST_AGE):
+        self.limit = limit
+        self.window = window
+        self._expires: dict[str, float] = {}
+
+    def admit(self, rid: str, ts: float, now: float) -> str | None:
+        """Remember ``rid``; why it must be refused (seen before, or too many), or None."""
+        if rid in self._expires:
+            return "replayed (this request id was served already)"
+        if len(self._expires) >= self.limit:
+            self._expires = {r: t for r, t in self._expires.items() if t >= now}
+            if len(self._expires) >= self.limit:
+                return f"more than {self.limit} requests within {self.window:g}s"
+        self._expires[rid] = ts + self.window
+        return None
+
+    def __len__(self) -> int:
+        return len(self._expires)
+
+
+def master_key(opts: dict) -> str:
+    """The master key as ``salt.utils.master.get_master_key`` reads it (``""`` if unreadable)."""
+    import salt.utils.master  # pylint: disable=import-outside-toplevel
+
+    return salt.utils.master.get_master_key("root", opts) or ""
+
+
+def _open_bus(opts: dict, listen: bool):
+    import salt.utils.event  # pylint: disable=import-outside-toplevel
+
+    return salt.utils.event.get_event("master", sock_dir=opts["sock_dir"], opts=opts, listen=listen)
+
+
+def local_node_id(opts: dict) -> str:
+    from saltext_raft.master.config import engine_options  # pylint: disable=import-outside-toplevel
+
+    options = engine_options(opts) or {}
+    return str(options.get("node_id") or opts.get("id") or "")
+
+
+class ControlClient:
+    """Sends one request to the local engine and waits for its reply."""
+
+    def __init__(self, opts: dict, bus_factory: Callable | None = None, key: str | None = None):
+        self.opts = opts
+        self._bus_factory = bus_factory or (lambda: _open_bus(opts, listen=True))
+        self._key = key
+
+    def call(self, op: str, args: dict | None = None, timeout: float = 10.0):
+        if op not in OPS:
+            raise ControlError(f"unknown operation {op!r}")
+        node = local_node_id(self.opts)
+        key = self._key if self._key is not None else master_key(self.opts)
+        if not key:
+            raise ControlError(
+                "cannot read the master key (run salt-run as the master's user, on the master)"
+            )
+        req = make_request(key, node, op, args)
+        want = reply_tag(req["rid"])
+        bus = self._bus_factory()
+        try:
+            # Subscribe before firing, or a fast reply is missed.
+            if hasattr(bus, "connect_pub"):
+                bus.connect_pub()
+            bus.fire_event(req, request_tag(node))
+            deadline = time.monotonic() + timeout
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ControlTimeout(
+                        f"no reply from the raft engine on master {node} within {timeout:g}s: "
+                        "is the master running with the raft engine configured (engines: "
+                        "[raft]) and is the engine up? See the master log."
+                    )
+                ev = bus.get_event(wait=min(remaining, 1.0), tag=want, full=True)
+                if not ev:
+                    continue
+                data = ev.get("data") or {}
+                if ev.get("tag") != want or data.get("rid") != req["rid"]:
+                    continue
+                if data.get("ok"):
+                    return data.get("result")
+                raise ControlError(str(data.get("error") or "the operation failed"))
+        finally:
+            destroy = getattr(bus, "destroy", None)
+            if destroy:
+                destroy()
+
+
+class ControlServer:
+    """The engine's side: ``poll_once()`` from a dedicated thread, or ``serve(stop)``.
+
+    ``handler(op, args)`` returns a JSON-able result or raises; it is called on the server's
+    thread and may block (it typically waits on the runtime's event loop).
+    """
+
+    def __init__(
+        self,
+        opts: dict,
+        node_id: str,
+        handler: Callable[[str, dict], object],
+        bus=None,
+        key: str | None = None,
+    ):
+        self.opts = opts
+        self.node_id = node_id
+        self.handler = handler
+        self._bus = bus
+        self._key = key
+        self._key_from_disk = key is None
+        self._ignored_log = 0.0
+        self._seen = SeenRequests()
+        self.served = 0
+
+    @property
+    def bus(self):
+        if self._bus is None:
+            self._bus = _open_bus(self.opts, listen=True)
+        return self._bus
+
+    def key(self) -> str:
+        if self._key is None:
+            self._key = master_key(self.opts)
+        return self._key
+
+    def poll_once(self, wait: float = 0.5) -> bool:
+        ev = self.bus.get_event(wait=wait, tag=REQ_PREFIX, full=True)
+        if not ev:
+            return False
+        tag = ev.get("tag") or ""
+        if not tag.startswith(REQ_PREFIX):
+            return False
+        self.handle(ev.get("data"))
+        return True
+
+    def handle(self, data) -> dict | None:
+        why = check_request(data, self.node_id, self.key())
+        if why == "bad signature" and self._key_from_disk and self._key is not None:
+            # The master key is regenerated at each master start: re-read it once.
+            self._key = None
+            why = check_request(data, self.node_id, self.key())
+        if why is None:  # authentic and fresh: is it new?
+            why = self._seen.admit(data["rid"], float(data["ts"]), time.time())
+        if why is not None:
+            if why not in ("forwarded from a peer master",) and not why.startswith("addressed"):
+                now = time.monotonic()
+                if now - self._ignored_log > 60:
+                    self._ignored_log = now
+                    log.warning("saltext-raft: ignored a control request: %s", why)
+            return None
+        rid, op, args = data["rid"], data["op"], data["args"]
+        try:
+            if op not in OPS:
+                raise ControlError(f"unknown operation {op!r}")
+            reply = {"rid": rid, "ok": True, "result": self.handler(op, args)}
+        except Exception as exc:  # pylint: disable=broad-except
+            msg = str(exc) or type(exc).__name__
+            if not isinstance(exc, (ControlError, ValueError, TimeoutError, LookupError)):
+                log.exception("saltext-raft: control operation %s failed", op)
+            reply = {"rid": rid, "ok": False, "error": msg}
+        self.bus.fire_event(reply, reply_tag(rid))
+        self.served += 1
+        return reply
+
+    def serve(self, stop) -> None:
+        """Serve until ``stop.is_set()`` (a threading.Event)."""
+        while not stop.is_set():
+            try:
+                self.poll_once(0.5)
+            except Exception:  # pylint: disable=broad-except
+                log.exception("saltext-raft: control loop error; reconnecting")
+                self._bus = None
+                stop.wait(1.0)
+
+    def close(self) -> None:
+        if self._bus is not None and hasattr(self._bus, "destroy"):
+            self._bus.destroy()
+        self._bus = None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

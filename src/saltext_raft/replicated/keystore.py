@@ -1,0 +1,435 @@
+"""Salt 3008's minion key store behind the ``raft`` cache driver (``keys.cache_driver: raft``).
+
+Lives here: :func:`route` (which bank goes where) and the key-store driver functions
+(:func:`store`, :func:`fetch`, :func:`flush`, :func:`list_`, :func:`list_all`, :func:`contains`,
+:func:`updated`) for the banks ``keys`` and ``denied_keys``, plus the per-master bank
+``master_keys``. Must not live here: the engine socket protocol and mirror reads
+(``cachedriver``), anything that runs in the engine.
+
+Theory of operation
+-------------------
+Salt 3008 reads and writes the PKI through ``salt.cache.Cache(opts,
+driver=opts["keys.cache_driver"])`` with three banks:
+
+- ``master_keys``: this master's *own* key pairs (``<id>.pem``, the signing key...). They must
+  never leave the master, and ``salt.crypt.MasterKeys`` uses them in the master's parent process
+  before any engine runs. They are served by Salt's ``localfs_key`` driver in ``pki_dir``,
+  exactly as with the default driver: never replicated, never waiting for the engine.
+- ``keys`` (``{"state": "accepted"|"pending"|"rejected", "pub": <PEM>}`` per minion id) and
+  ``denied_keys`` (a list of PEMs per minion id): replicated. Writes are committed through the
+  local engine like any ``raft`` cache write, under the reserved mirror bank
+  ``saltext_raft_keys/<bank>``; reads come from this master's mirror.
+
+**The pki_dir view.** Some Salt code bypasses the cache layer and reads ``pki_dir`` directly;
+the one that matters is the request server's token check (``ReqServerChannel.validate_token``
+reads ``pki_dir/minions/<id>`` for every AES request of a 3008 minion). So every master also
+keeps Salt's ``localfs_key`` layout in its own ``pki_dir`` as a *view* of the replicated state,
+reconciled for one minion id whenever this master writes that id and whenever it fetches it.
+``_auth`` fetches the minion's key on every authentication, so a minion accepted on master 1
+finds its key file on master 2 the first time it authenticates there, before its first AES
+request. Listings (``list``/``list_all``, i.e. ``salt-key -L`` and targeting) read the mirror
+and do not touch the view: during a log replay the mirror can be briefly incomplete, and a
+listing must not delete key files because of that.
+
+**Stale "no key" reads.** ``_auth`` treats a missing key as a new minion and writes it as
+pending. If this master's mirror lagged (just restarted and replaying its log, or partitioned),
+that write would demote an accepted key on every master. So a ``keys`` fetch that finds nothing
+first takes a ReadIndex barrier (the engine confirms with the leader and waits until the mirror
+has caught up) and looks again; without a quorum it fails with a ``SaltCacheError`` (the pending
+write that would follow would fail too), and the minion retries its authentication.
+
+**Revocation on every master.** A fetch updates the view only when a minion authenticates, so a
+key deleted or rejected through another master used to stay in this master's view until then,
+and the minion kept its session here. The engine therefore refreshes the view itself for every
+replicated key change it applies (:func:`refresh_view`, called by
+``master/revocation.py``), and reconciles the whole view once its copy has caught up after
+a start (:func:`view_ids`). :func:`refresh_view` says whether it took away an accepted key: that
+is the case where a minion may hold a session here, and the engine then rotates the AES key.
+
+**Writes on a master that is not a member.** The engine's readiness file says so; a key write is
+then refused at once with that reason, rather than being forwarded to a cluster that this master
+does not follow (it would never see the result, and the caller would get a timeout for a write
+that may have committed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import salt.cache
+from salt.exceptions import SaltCacheError
+from salt.utils.verify import valid_id
+
+from saltext_raft.kv.machine import bank_parts
+from saltext_raft.master.readiness import ReadinessReader
+from saltext_raft.replicated import config as cacheconfig
+from saltext_raft.replicated import driver as cachedriver
+
+log = logging.getLogger(__name__)
+
+#: Replicated banks of Salt's key store.
+REPLICATED_BANKS = ("keys", "denied_keys")
+#: Banks that stay on this master (delegated to Salt's ``localfs_key`` in ``pki_dir``).
+LOCAL_BANKS = ("master_keys",)
+#: Mirror bank under which the replicated key banks live; reserved for the key store.
+MIRROR_PREFIX = "saltext_raft_keys"
+KEY_STATES = ("accepted", "pending", "rejected")
+LOCAL_DRIVER = "localfs_key"
+#: Times the view of one id is re-checked after writing it, if the mirror moved meanwhile.
+VIEW_RETRIES = 3
+#: Seconds between two warnings about a pki_dir view that cannot be written.
+VIEW_WARN_INTERVAL = 30.0
+#: Readiness file of the engine, relative to ``cachedir`` (master/config.py).
+READINESS_FILE = os.path.join("saltext_raft", "ready")
+
+#: Routes returned by :func:`route`.
+CACHE, KEYS, LOCAL = "cache", "keys", "local"
+
+
+def route(opts: dict, bank) -> str:
+    """Where a ``raft`` driver call for ``bank`` goes: :data:`KEYS` (replicated key store),
+    :data:`LOCAL` (``localfs_key`` in this master's ``pki_dir``) or :data:`CACHE` (the plain
+    replicated cache). The key banks are only special when this driver is the keys driver."""
+    if isinstance(bank, str) and bank_parts(bank)[:1] == [MIRROR_PREFIX]:
+        raise SaltCacheError(
+            f"raft cache: bank {bank!r} is reserved for the replicated minion key store"
+        )
+    if not cacheconfig.keys_driver_enabled(opts):
+        return CACHE
+    if bank in REPLICATED_BANKS:
+        return KEYS
+    if bank in LOCAL_BANKS:
+        return LOCAL
+    return CACHE
+
+
+def mirror_bank(bank: str) -> str:
+    return f"{MIRROR_PREFIX}/{bank}"
+
+
+# --------------------------------------------------------------------------------------------
+# the local side: localfs_key for master_keys and for the pki_dir view
+# --------------------------------------------------------------------------------------------
+#: Options ``localfs_key.init_kwargs`` reads from the kwargs ``salt.cache.Cache`` was built with.
+PASSTHROUGH_KWARGS = ("pki_dir", "user")
+_local_caches: dict = {}
+_local_lock = threading.Lock()
+
+
+def local_kwargs(kwargs: dict) -> dict:
+    return {k: kwargs[k] for k in PASSTHROUGH_KWARGS if kwargs.get(k) is not None}
+
+
+def local_cache(opts: dict, kwargs: dict) -> salt.cache.Cache:
+    """A ``localfs_key`` cache for the same opts and ``pki_dir``/``user`` (one per process)."""
+    passthrough = local_kwargs(kwargs)
+    memo = (id(opts), tuple(sorted(passthrough.items())))
+    with _local_lock:
+        entry = _local_caches.get(memo)
+        # The entry holds ``opts``, so its id cannot be reused while it is memoized.
+        if entry is None or entry[0] is not opts:
+            if len(_local_caches) > 32:
+                _local_caches.clear()
+            entry = _local_caches[memo] = (
+                opts,
+                salt.cache.Cache(opts, driver=LOCAL_DRIVER, **passthrough),
+            )
+    return entry[1]
+
+
+def local_call(opts: dict, kwargs: dict, fun: str, bank: str, *args, **kw):
+    """``master_keys`` (and anything else per-master): Salt's own ``localfs_key``, through a
+    ``salt.cache.Cache`` so that it gets its loader globals (``__opts__``) as usual."""
+    return getattr(local_cache(opts, kwargs), fun)(bank, *args, **kw)
+
+
+_last_view_warning = [0.0]
+
+
+def _view_warning(what: str, exc: Exception) -> None:
+    now = time.monotonic()
+    if now - _last_view_warning[0] >= VIEW_WARN_INTERVAL:
+        _last_view_warning[0] = now
+        log.warning(
+            "saltext-raft keys: cannot update the pki_dir view (%s): %s; minions whose key "
+            "file is missing there fail Salt's token check on this master until it is written",
+            what,
+            exc,
+        )
+
+
+def _same(bank: str, view, want) -> bool:
+    if bank == "keys":
+        if not view or not want:
+            return not view and not want
+        return (
+            view.get("state") == want.get("state")
+            and (view.get("pub") or "").strip() == (want.get("pub") or "").strip()
+        )
+    # denied_keys: localfs_key keeps one PEM per id (the first)
+    view_first = (view or [None])[0]
+    want_first = (want or [None])[0]
+    return (view_first or "").strip() == (want_first or "").strip()
+
+
+def sync_view(opts: dict, kwargs: dict, bank: str, key: str, want) -> None:
+    """Make ``pki_dir`` (``localfs_key`` layout) show ``want`` for ``bank``/``key``, then check
+    the mirror again: if another process changed the key meanwhile, its later view update may
+    have been overwritten by ours, so we repeat with the newer value."""
+    for _ in range(VIEW_RETRIES):
+        try:
+            local = local_cache(opts, kwargs)
+            view = local.fetch(bank, key)
+            if _same(bank, view, want):
+                return
+            if want:
+                local.store(bank, key, want[:1] if bank == "denied_keys" else want)
+            else:
+                local.flush(bank, key)
+        except (OSError, SaltCacheError) as exc:
+            _view_warning(f"{bank}/{key}", exc)
+            return
+        again = _mirror_fetch(opts, bank, key)
+        if _same(bank, again, want):
+            return
+        want = again
+
+
+def _accepted_pub(value) -> str | None:
+    if isinstance(value, dict) and value.get("state") == "accepted":
+        return (value.get("pub") or "").strip() or None
+    return None
+
+
+def _engine_kwargs(opts: dict) -> dict:
+    """The ``pki_dir`` the engine's view updates use, named explicitly (as Salt's request
+    server passes it) rather than left to whichever opts ``localfs_key`` was loaded with."""
+    pki_dir = opts.get("cluster_pki_dir") if opts.get("cluster_id") else opts.get("pki_dir")
+    return {"pki_dir": pki_dir} if pki_dir else {}
+
+
+def refresh_view(opts: dict, bank: str, key: str) -> bool:
+    """Engine side, after a replicated change of ``bank``/``key`` is in the (caught-up) mirror:
+    make this master's ``pki_dir`` view show it at once (an acceptance excepted: see below).
+    True when the view held an accepted key for ``key`` that is no longer accepted with that
+    public key (deleted, rejected, changed): a minion may have a session with this master on
+    the strength of it."""
+    kwargs = _engine_kwargs(opts)
+    before = None
+    if bank == "keys":
+        try:
+            before = local_cache(opts, kwargs).fetch(bank, key)
+        except (OSError, SaltCacheError) as exc:
+            _view_warning(f"{bank}/{key}", exc)
+    want = _mirror_fetch(opts, bank, key)
+    old, new = _accepted_pub(before), _accepted_pub(want)
+    if bank == "keys" and old is None and new is not None:
+        # An acceptance: left to the minion's login here (``fetch``), as before. A view that
+        # holds only the keys of minions that talked to this master (or were accepted
+        # through it) keeps revocations, and their AES rotations, to those masters.
+        return False
+    sync_view(opts, kwargs, bank, key, want)
+    return old is not None and old != new
+
+
+def view_ids(opts: dict, bank: str) -> set:
+    """Every minion id ``bank`` has in this master's ``pki_dir`` view or in the mirror."""
+    try:
+        ids = set(local_cache(opts, _engine_kwargs(opts)).list(bank))
+    except (OSError, SaltCacheError) as exc:
+        _view_warning(f"{bank} (listing)", exc)
+        ids = set()
+    return {i for i in ids if valid_id(opts, i)} | set(list_(opts, bank))
+
+
+# --------------------------------------------------------------------------------------------
+# the replicated side
+# --------------------------------------------------------------------------------------------
+def _valid(opts: dict, bank: str, key) -> None:
+    if not valid_id(opts, key):
+        raise SaltCacheError(f"raft key store: {bank}/{key!r}: {key!r} is not a valid minion id")
+
+
+def _mirror_fetch(opts: dict, bank: str, key: str):
+    value = cachedriver.fetch(opts, mirror_bank(bank), key)
+    return value if value not in ({}, None) else None
+
+
+def _barrier(opts: dict, what: str) -> None:
+    cachedriver.read_barrier(opts, what)
+
+
+def engine_state(opts: dict) -> tuple[bool, str]:
+    """(ready, reason) from the engine's readiness file; a missing or stale file says why."""
+    reader = ReadinessReader(os.path.join(opts.get("cachedir") or "", READINESS_FILE))
+    ready = reader.check()
+    return ready, reader.reason
+
+
+def _refuse_if_not_member(opts: dict, what: str) -> None:
+    ready, reason = engine_state(opts)
+    if not ready and "not a member" in reason:
+        raise SaltCacheError(
+            f"raft key store: {what} refused: {reason} (master {opts.get('id')!r}); "
+            "manage minion keys on a member master, or add this master to the cluster first"
+        )
+
+
+def _write(opts: dict, what: str, call):
+    _refuse_if_not_member(opts, what)
+    try:
+        return call()
+    except SaltCacheError as exc:
+        _ready, reason = engine_state(opts)
+        raise SaltCacheError(
+            f"raft key store: {what} was not replicated: {exc} [engine on this master: {reason}]"
+        ) from None
+
+
+def _normalize(bank: str, key: str, data):
+    if bank == "keys":
+        if not isinstance(data, dict) or data.get("state") not in KEY_STATES:
+            raise SaltCacheError(
+                f"raft key store: keys/{key}: unrecognized key data (state must be one of "
+                f"{', '.join(KEY_STATES)})"
+            )
+        pub = data.get("pub")
+        if not isinstance(pub, str) or not pub.strip():
+            raise SaltCacheError(f"raft key store: keys/{key}: the public key is missing")
+        return {"state": data["state"], "pub": pub}
+    if isinstance(data, str):
+        data = [data]
+    if not isinstance(data, (list, tuple)) or not all(isinstance(p, str) for p in data):
+        raise SaltCacheError(f"raft key store: denied_keys/{key}: expected a list of public keys")
+    return list(data)
+
+
+def store(opts: dict, kwargs: dict, bank: str, key: str, data) -> None:
+    _valid(opts, bank, key)
+    data = _normalize(bank, key, data)
+    state = f" as {data['state']}" if bank == "keys" else ""
+    what = f"storing the {bank[:-1].replace('_', ' ')} of minion {key!r}{state}"
+    _write(opts, what, lambda: cachedriver.store(opts, mirror_bank(bank), key, data))
+    sync_view(opts, kwargs, bank, key, data)
+
+
+def fetch(opts: dict, kwargs: dict, bank: str, key: str):
+    """``{"state", "pub"}`` (``keys``) or a list of PEMs (``denied_keys``); None if absent."""
+    _valid(opts, bank, key)
+    value = _mirror_fetch(opts, bank, key)
+    if value is None and bank == "keys" and not cacheconfig.from_opts(opts).linearizable_reads:
+        try:
+            _barrier(opts, f"confirming that minion {key!r} has no key")
+        except SaltCacheError as exc:
+            raise SaltCacheError(
+                f"raft key store: this master has no key for minion {key!r} and cannot "
+                f"confirm it with the raft cluster: {exc}"
+            ) from None
+        value = _mirror_fetch(opts, bank, key)
+    sync_view(opts, kwargs, bank, key, value)
+    return value
+
+
+def flush(opts: dict, kwargs: dict, bank: str, key=None) -> bool:
+    if key is None:
+        what = f"removing every entry of {bank}"
+        result = _write(opts, what, lambda: cachedriver.flush(opts, mirror_bank(bank), None))
+        try:
+            local = local_cache(opts, kwargs)
+            for name in local.list(bank):
+                local.flush(bank, name)
+        except (OSError, SaltCacheError) as exc:
+            _view_warning(f"{bank} (whole bank)", exc)
+        return bool(result)
+    _valid(opts, bank, key)
+    what = f"removing the {bank[:-1].replace('_', ' ')} of minion {key!r}"
+    result = _write(opts, what, lambda: cachedriver.flush(opts, mirror_bank(bank), key))
+    sync_view(opts, kwargs, bank, key, None)
+    return bool(result)
+
+
+def list_(opts: dict, bank: str) -> list:
+    return [k for k in cachedriver.list_(opts, mirror_bank(bank)) if valid_id(opts, k)]
+
+
+def list_all(opts: dict, bank: str, include_data: bool = False) -> dict:
+    """``localfs_key``/``mmap_key`` shapes: ``keys`` -> ``{id: {"state"[, "pub"]}}``,
+    ``denied_keys`` -> ``{id: [pem, ...]}``. Reads the mirror only (one file per minion)."""
+    ret = {}
+    for key in list_(opts, bank):
+        value = _mirror_fetch(opts, bank, key)
+        if value is None:
+            continue  # flushed since the listing
+        if bank == "keys":
+            ret[key] = dict(value) if include_data else {"state": value.get("state")}
+        else:
+            ret[key] = list(value)
+    return ret
+
+
+def contains(opts: dict, bank: str, key=None) -> bool:
+    if key is not None:
+        _valid(opts, bank, key)
+    return cachedriver.contains(opts, mirror_bank(bank), key)
+
+
+def updated(opts: dict, bank: str, key: str):
+    _valid(opts, bank, key)
+    return cachedriver.updated(opts, mirror_bank(bank), key)
+
+
+# --------------------------------------------------------------------------------------------
+# moving an existing pki_dir into the replicated store
+# --------------------------------------------------------------------------------------------
+def import_pki_dir(opts: dict) -> dict:
+    """Copy the minion keys of this master's ``pki_dir`` (Salt's ``localfs_key`` layout) into
+    the replicated store, skipping ids the store already has. Returns counts per outcome.
+
+    Without this, switching a master with accepted minions to ``keys.cache_driver: raft``
+    would make them look new: their next authentication would file them as pending."""
+    local = salt.cache.Cache(opts, driver=LOCAL_DRIVER)
+    counts = {"imported": 0, "already_present": 0}
+    for bank in REPLICATED_BANKS:
+        present = set(list_(opts, bank))
+        for key, value in local.list_all(bank, include_data=True).items():
+            if key in present:
+                counts["already_present"] += 1
+                continue
+            if bank == "denied_keys" and isinstance(value, str):
+                value = [value]
+            store(opts, {}, bank, key, value)
+            counts["imported"] += 1
+    return counts
+
+
+def main(argv=None) -> int:
+    """``python -m saltext_raft keys import [-c /etc/salt]``: run once, on one
+    master whose engine is up, before minions authenticate against the replicated store."""
+    import argparse  # pylint: disable=import-outside-toplevel
+
+    import salt.config  # pylint: disable=import-outside-toplevel
+
+    parser = argparse.ArgumentParser(prog="python -m saltext_raft keys")
+    parser.add_argument("command", choices=["import"])
+    parser.add_argument("-c", "--config-dir", default="/etc/salt")
+    args = parser.parse_args(argv)
+    opts = salt.config.master_config(os.path.join(args.config_dir, "master"))
+    if not cacheconfig.keys_driver_enabled(opts):
+        parser.error("this master does not have keys.cache_driver: raft")
+    try:
+        counts = import_pki_dir(opts)
+    except SaltCacheError as exc:
+        print(f"import failed: {exc}")
+        return 1
+    print(
+        f"imported {counts['imported']} minion key(s) from {opts['pki_dir']}; "
+        f"{counts['already_present']} already in the replicated store"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

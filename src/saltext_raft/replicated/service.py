@@ -1,0 +1,407 @@
+"""The replicated Salt cache inside the ``raft`` engine: mirror, state machine, local socket.
+
+Lives here: :class:`CacheService` — owns the :class:`~.cachemirror.MirrorWriter` and the
+:class:`~.cachemirror.CacheStateMachine` the runtime applies entries to, and serves the ``raft``
+cache driver's requests on a unix socket in the master's ``sock_dir`` (mode 0600, the runtime's
+:class:`~saltext_raft.runtime.control.ControlServer` with only the cache operations). Must not
+live here: the driver (``cachedriver``), mirror file handling (``cachemirror``).
+
+Requests (JSON lines; several may be outstanding per connection, answers carry the ``id``)::
+
+    {"id": 1, "op": "cache.store", "bank": "minions/web1", "key": "data",
+     "value": <base64 of the salt.payload bytes>, "client": "host:pid:rand", "seq": 7,
+     "timeout": 4.8}
+    {"id": 2, "op": "cache.flush", "bank": "minions/web1", "key": null, "client": ..., "seq": 8}
+    {"id": 5, "op": "cache.add", ...same fields as cache.store}  # result: false if key present
+    {"id": 6, "op": "cache.union", ...same fields, "value": <base64 of a msgpack string list>}
+    {"id": 7, "op": "cache.expire", "bank": "saltext_raft_jobs", "key": null,
+     "value": <base64 of a msgpack integer: the cut-off>, ...}   # result: sub-banks removed
+    {"id": 3, "op": "cache.read", "timeout": 5}     # ReadIndex barrier, then mirror caught up
+    {"id": 4, "op": "cache.status"}
+
+A write is answered once its entry is committed, applied here and written to this master's
+mirror.
+
+**Caught up.** When the engine starts, the mirror is the state this master had applied before
+(or its rebuild from the local log), which can be older than what the cluster committed while
+the master was down. The service removes the marker ``CacheSettings.caught_up_path`` before the
+runtime starts, waits for the runtime's catch-up barrier (a read index confirmed by a leader,
+applied here), waits until the mirror shows it, and only then writes the marker again, with
+the engine's pid. The driver serves no read without a marker naming a running engine
+(``cachedriver``), and the engine's readiness (the request gate) waits for
+:attr:`CacheService.caught_up`. A clean stop removes the marker too.
+
+``(client, seq)`` makes a retried write apply at most once (the KV state machine's
+dedup table), so a worker may resend a write whose answer it lost.
+
+Writes are batched: those that arrive while a batch is open (from any number of workers)
+become one Raft entry (``kv.encode_batch``), so the per-entry costs of the log, the storage,
+the replication and the apply are paid once per batch, not once per write. A batch is proposed
+at the end of the loop turn that received its first write, unless workers answered a moment
+ago have not yet sent their next write: then it waits for them, for at most
+``raft_cache_batch_wait`` seconds. Answers to one batch wake its workers together, but their
+next writes trickle in over a millisecond or so (the workers take turns for the CPU), and
+without the wait each of them would pay for an entry of its own. A lone worker writing in a
+loop is never held back: its next write is the one awaited, so the batch goes at once. Writes
+are answered from done-callbacks, without a task each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import functools
+import json
+import logging
+import os
+import time
+
+from saltext_raft.kv.machine import ADD
+from saltext_raft.kv.machine import EXPIRE
+from saltext_raft.kv.machine import FLUSH
+from saltext_raft.kv.machine import STORE
+from saltext_raft.kv.machine import UNION
+from saltext_raft.kv.machine import Command
+from saltext_raft.kv.machine import check_flush
+from saltext_raft.kv.machine import check_name
+from saltext_raft.kv.machine import check_value
+from saltext_raft.kv.machine import encode_entry
+from saltext_raft.master.fileutil import atomic_write
+from saltext_raft.replicated.config import CacheSettings
+from saltext_raft.replicated.mirror import CacheStateMachine
+from saltext_raft.replicated.mirror import MirrorWriter
+from saltext_raft.replicated.mirror import new_mirror
+from saltext_raft.runtime.control import ControlServer
+from saltext_raft.runtime.errors import RaftRuntimeError
+from saltext_raft.runtime.errors import Rejected
+from saltext_raft.runtime.errors import Stopped
+from saltext_raft.runtime.limits import DEFAULT_MAX_ENTRY_BYTES
+
+log = logging.getLogger(__name__)
+
+#: Value bytes that close a batch at once (an entry stays a modest size however many workers
+#: write big values in the same turn).
+MAX_BATCH_BYTES = 1 << 20
+#: Value bytes one entry may hold: the runtime's entry limit less room for keys and framing.
+#: A batch is proposed before a value would take it past this (a single larger value still
+#: goes alone and is refused with the runtime's "larger than max_entry_bytes" if too large).
+ENTRY_VALUES_MAX = DEFAULT_MAX_ENTRY_BYTES - (256 << 10)
+#: Seconds between two checks for a local copy that failed writes left stale.
+REPAIR_CHECK_INTERVAL = 10.0
+
+
+class CacheService:
+    def __init__(
+        self, settings: CacheSettings, *, clock=time.time, repair_check=REPAIR_CHECK_INTERVAL
+    ):
+        self.settings = settings
+        self.writer = MirrorWriter(
+            new_mirror(settings.backend, settings.root), inline=settings.backend == "sqlite"
+        )
+        self.state_machine = CacheStateMachine(self.writer)
+        self.server: ControlServer | None = None
+        self._clock = clock
+        self._repair_check = repair_check
+        self._repair_timer = None
+        self.runtime = None
+        #: The local copy has applied the read index confirmed after start (see the docstring).
+        self.caught_up = False
+        self._catch_up_task: asyncio.Task | None = None
+        #: (bank prefix, callback) pairs: see :meth:`watch`.
+        self._watchers: list[tuple[str, object]] = []
+        self.state_machine.on_change = self._changed
+        #: Writes received in this turn of the loop: (command, future of its result, timeout).
+        self._batch: list[tuple[Command, asyncio.Future, float]] = []
+        self._batch_bytes = 0
+        #: Writes answered (successfully) whose workers have not sent another write since: the
+        #: open batch waits for them (see the module docstring).
+        self._awaited = 0
+        self._propose_handle: asyncio.Handle | None = None
+        self._wait_handle: asyncio.TimerHandle | None = None
+        #: ``waited``: entries whose batch waited for workers just answered; ``wait_expired``:
+        #: of those, the ones ``raft_cache_batch_wait`` ran out for (a worker did not come back
+        #: in time, so the batch waited the full bound).
+        self.counters = {
+            "writes": 0,
+            "entries": 0,
+            "largest_batch": 0,
+            "waited": 0,
+            "wait_expired": 0,
+        }
+
+    def start_writer(self, loop) -> None:
+        """Before the runtime starts: its start may restore a snapshot into the mirror. The
+        caught-up marker goes first: from here on the copy may be behind the cluster."""
+        self._remove_caught_up_marker()
+        self.writer.start(loop)
+
+    def _remove_caught_up_marker(self) -> None:
+        self.caught_up = False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.settings.caught_up_path)
+
+    async def _catch_up(self, runtime) -> None:
+        """Wait for the runtime's barrier after start, then for the mirror to show what it
+        applied; then mark the copy caught up (file for the driver, flag for readiness)."""
+        try:
+            index = await runtime.wait_caught_up()
+        except Stopped:
+            return
+        await self.writer.wait(self.writer.ticket)
+        body = json.dumps({"pid": os.getpid(), "read_index": index, "at": time.time()})
+        try:
+            atomic_write(self.settings.caught_up_path, body.encode(), prefix=".caught-up-")
+        except OSError as exc:
+            log.error(
+                "saltext-raft cache: cannot write %s (%s); reads on this master keep failing",
+                self.settings.caught_up_path,
+                exc,
+            )
+            return
+        self.caught_up = True
+        log.info(
+            "saltext-raft cache: local copy caught up with the cluster (read index %d); "
+            "serving reads",
+            index,
+        )
+        self._notify([cb for _, cb in self._watchers], None, None)
+
+    # --- watchers -----------------------------------------------------------------------------
+    def watch(self, prefix: str, callback) -> None:
+        """``callback(bank, key)`` on the loop for each applied change of a bank under
+        ``prefix`` (``key`` None: the whole bank), once the local copy shows it; and
+        ``callback(None, None)`` when the copy has caught up after start, or was rebuilt from a
+        snapshot, when anything may have changed. Nothing is reported before the copy caught
+        up: until then it may be older than the cluster, and the catch-up call covers it."""
+        self._watchers.append((prefix, callback))
+
+    def _changed(self, bank, key, ticket: int) -> None:
+        if not self.caught_up or not self._watchers:
+            return
+        matching = [
+            cb
+            for prefix, cb in self._watchers
+            if bank is None or bank == prefix or bank.startswith(prefix + "/")
+        ]
+        if not matching:
+            return
+        if self.writer.done(ticket):
+            self._notify(matching, bank, key)
+        else:
+            self.writer.future(ticket).add_done_callback(
+                lambda _: self._notify(matching, bank, key)
+            )
+
+    @staticmethod
+    def _notify(callbacks, bank, key) -> None:
+        for cb in callbacks:
+            try:
+                cb(bank, key)
+            except Exception:  # pylint: disable=broad-except
+                log.exception("saltext-raft cache: a watcher failed on %s/%s", bank, key)
+
+    async def start(self, runtime) -> str:
+        self.runtime = runtime
+        server = ControlServer(runtime, self.settings.socket)
+        # Only the cache operations: membership changes are not for request workers.
+        server.handlers = {"cache.read": self._read, "cache.status": self._status}
+        server.future_handlers = {
+            "cache.store": self._store,
+            "cache.flush": self._flush,
+            "cache.add": self._add,
+            "cache.union": functools.partial(self._op, UNION),
+            "cache.expire": functools.partial(self._op, EXPIRE),
+        }
+        self.server = server
+        bound = await server.start()
+        self._catch_up_task = asyncio.get_running_loop().create_task(self._catch_up(runtime))
+        self._schedule_repair_check()
+        log.info(
+            "saltext-raft cache: serving the raft cache driver on %s (mirror %s)",
+            bound,
+            self.settings.root,
+        )
+        return bound
+
+    def _schedule_repair_check(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._repair_timer = loop.call_later(self._repair_check, self._repair_check_due)
+
+    def _repair_check_due(self) -> None:
+        """A failed mirror write is repaired with the next applied write; this covers a master
+        that gets no more writes (its reads would stay stale until a restart)."""
+        self.state_machine.repair_if_damaged()
+        self._schedule_repair_check()
+
+    async def stop(self) -> None:
+        self._remove_caught_up_marker()  # no longer kept current: a restart must catch up first
+        if self._catch_up_task is not None:
+            self._catch_up_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._catch_up_task
+            self._catch_up_task = None
+        if self._repair_timer is not None:
+            self._repair_timer.cancel()
+            self._repair_timer = None
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
+        self.writer.stop()
+
+    # --- handlers -----------------------------------------------------------------------------
+    def _timeout(self, req: dict) -> float:
+        t = req.get("timeout")
+        if isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0:
+            return min(float(t), 3600.0)
+        return self.settings.timeout
+
+    def _store(self, rt, req: dict) -> asyncio.Future:
+        return self._write(req, STORE)
+
+    def _flush(self, rt, req: dict) -> asyncio.Future:
+        return self._write(req, FLUSH)
+
+    def _add(self, rt, req: dict) -> asyncio.Future:
+        return self._write(req, ADD)
+
+    def _op(self, op: int, rt, req: dict) -> asyncio.Future:
+        return self._write(req, op)
+
+    def _write(self, req: dict, op: int) -> asyncio.Future:
+        """The command of a write request (``cache.store``/``add``/``flush``/``union``/
+        ``expire``), checked before it joins a batch (a bad one is refused alone), queued for
+        this turn's batch."""
+        bank, key = req.get("bank", ""), req.get("key")
+        try:
+            if op in (FLUSH, EXPIRE):
+                check_flush(bank, None if op == EXPIRE else key)  # never the root
+                if op == EXPIRE and key is not None:
+                    raise ValueError("an expire names a bank, not a key")
+            else:
+                check_name("bank", bank, allow_empty=True)
+                check_name("key", key)
+            value = base64.b64decode(req.get("value") or "", validate=True) if op != FLUSH else b""
+            check_value(op, value)
+            client, seq = str(req.get("client") or ""), int(req.get("seq") or 0)
+        except (TypeError, ValueError) as exc:
+            raise Rejected(str(exc)) from None
+        return self._submit(req, Command(op, bank, key, value, int(self._clock()), client, seq))
+
+    # --- batching -----------------------------------------------------------------------------
+    def _submit(self, req: dict, cmd: Command) -> asyncio.Future:
+        """Queue ``cmd`` for this turn's batch; the future gets the command's result once its
+        entry is applied here and written to the local copy."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if self._batch and self._batch_bytes + len(cmd.value) > ENTRY_VALUES_MAX:
+            self._propose_batch()  # this value would take the entry past max_entry_bytes
+        self._batch.append((cmd, fut, self._timeout(req)))
+        self._batch_bytes += len(cmd.value)
+        if self._awaited:
+            self._awaited -= 1
+        if self._batch_bytes >= MAX_BATCH_BYTES:
+            self._propose_batch()  # big values: propose now rather than grow the entry
+        elif not self._awaited or self.settings.batch_wait <= 0:
+            if self._propose_handle is None:
+                self._propose_handle = loop.call_soon(self._propose_batch)
+        elif self._wait_handle is None:
+            self._wait_handle = loop.call_later(self.settings.batch_wait, self._wait_over)
+        return fut
+
+    def _wait_over(self) -> None:
+        self._wait_handle = None
+        self._propose_batch(expired=True)
+
+    def _propose_batch(self, expired: bool = False) -> None:
+        # This batch waited for workers if its wait timer is still pending or just ran out.
+        waited = expired or self._wait_handle is not None
+        for handle in (self._propose_handle, self._wait_handle):
+            if handle is not None:
+                handle.cancel()
+        self._propose_handle = self._wait_handle = None
+        # Workers that have not come back by now are not waited for by the next batch.
+        self._awaited = 0
+        batch = [b for b in self._batch if not b[1].done()]
+        self._batch = []
+        self._batch_bytes = 0
+        if not batch:
+            return
+        if waited:
+            self.counters["waited"] += 1
+            self.counters["wait_expired"] += expired
+        cmds = [cmd for cmd, _, _ in batch]
+        data = encode_entry(cmds)
+        try:
+            # The batch's deadline is its most impatient writer's: nobody waits past their own.
+            proposal = self.runtime.submit(data, min(t for _, _, t in batch))
+        except RaftRuntimeError as exc:
+            _fail(batch, exc)
+            return
+        self.counters["writes"] += len(cmds)
+        self.counters["entries"] += 1
+        self.counters["largest_batch"] = max(self.counters["largest_batch"], len(cmds))
+        proposal.add_done_callback(functools.partial(self._applied, batch))
+
+    def _applied(self, batch: list, proposal: asyncio.Future) -> None:
+        if proposal.cancelled():
+            _fail(batch, Stopped("the write was cancelled: the engine is stopping"))
+            return
+        exc = proposal.exception()
+        if exc is not None:
+            _fail(batch, exc)
+            return
+        applied = proposal.result()
+        results = applied.result if len(batch) > 1 else [applied.result]
+        if not isinstance(results, list) or len(results) != len(batch):
+            _fail(
+                batch,
+                Rejected(f"{len(batch)} writes, but the state machine answered {results!r:.80}"),
+            )
+            return
+        if self.writer.done(applied.ticket):
+            self._answer(batch, results)
+        else:
+            self.writer.future(applied.ticket).add_done_callback(
+                lambda _: self._answer(batch, results)
+            )
+
+    def _answer(self, batch: list, results: list) -> None:
+        for (_, fut, _), result in zip(batch, results, strict=True):
+            if not fut.done():
+                fut.set_result(result)
+                self._awaited += 1
+
+    async def _read(self, rt, req: dict):
+        index = await rt.read(self._timeout(req))
+        await self.writer.wait(self.writer.ticket)
+        return index
+
+    async def _status(self, rt, req: dict):
+        return self.status()
+
+    def status(self) -> dict:
+        """What ``cache.status`` answers and ``salt-run raft.status`` shows under ``cache``."""
+        return {
+            "socket": self.settings.socket,
+            "layout": self.settings.backend,
+            "mirror": self.settings.root,
+            "caught_up": self.caught_up,
+            "mirror_counters": dict(self.writer.counters),
+            "mirror_last_error": self.writer.last_error or None,
+            "applied_commands": self.state_machine.kv.applied_commands,
+            "batching": dict(self.counters),
+        }
+
+
+def _fail(batch: list, exc: BaseException) -> None:
+    for _, fut, _ in batch:
+        if not fut.done():
+            fut.set_exception(exc)
+
+
+def new_cache_service(opts: dict) -> CacheService:
+    """The engine's cache service from the master opts (raises CacheConfigError)."""
+    from saltext_raft.replicated.config import from_opts  # pylint: disable=import-outside-toplevel
+
+    return CacheService(from_opts(opts))

@@ -1,0 +1,136 @@
+"""The ``raft`` cache driver's per-call settings (no engine, no loader)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from salt.exceptions import SaltCacheError
+
+from saltext_raft.replicated import config as cacheconfig
+from saltext_raft.replicated import driver as cachedriver
+
+
+class Recording(dict):
+    """A dict that remembers which keys were read."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.read = set()
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def base_opts(tmp_path, **extra):
+    return dict(cachedir=str(tmp_path / "c"), sock_dir=str(tmp_path / "s"), **extra)
+
+
+def test_the_settings_key_names_every_option_from_opts_reads(tmp_path):
+    """Regression guard for the parsed-settings cache: an option ``from_opts`` reads but the
+    key leaves out would keep its first value for the life of the process."""
+    opts = Recording(base_opts(tmp_path))
+    cacheconfig.from_opts(opts)
+    assert opts.read <= set(cachedriver._OPTION_NAMES)  # pylint: disable=protected-access
+
+
+def test_a_changed_option_takes_effect_on_the_next_call(tmp_path):
+    opts = base_opts(tmp_path, raft_cache_timeout=5)
+    assert cachedriver._settings(opts).timeout == 5  # pylint: disable=protected-access
+    opts["raft_cache_timeout"] = 7
+    assert cachedriver._settings(opts).timeout == 7  # pylint: disable=protected-access
+    opts["raft_cache_linearizable_reads"] = True
+    assert cachedriver._settings(opts).linearizable_reads  # pylint: disable=protected-access
+
+
+def test_an_option_set_to_none_is_not_taken_for_an_absent_one(tmp_path):
+    opts = base_opts(tmp_path)
+    assert cachedriver._settings(opts).timeout == cacheconfig.DEFAULT_TIMEOUT  # pylint: disable=protected-access
+    with pytest.raises(SaltCacheError, match="raft_cache_timeout"):
+        cachedriver._settings(dict(opts, raft_cache_timeout=None))  # pylint: disable=protected-access
+
+
+def test_a_bad_option_fails_on_every_call(tmp_path):
+    opts = base_opts(tmp_path, raft_cache_timeout=-1)
+    for _ in range(2):
+        with pytest.raises(SaltCacheError, match="raft_cache_timeout"):
+            cachedriver._settings(opts)  # pylint: disable=protected-access
+    with pytest.raises(SaltCacheError, match="raft_cache_timeout"):
+        cachedriver._settings(dict(opts, raft_cache_timeout=[1]))  # pylint: disable=protected-access
+
+
+def test_the_layout_of_the_local_copy_is_checked(tmp_path):
+    assert cachedriver._settings(base_opts(tmp_path)).backend == "localfs"  # pylint: disable=protected-access
+    opts = base_opts(tmp_path, raft_cache_backend="sqlite")
+    assert cachedriver._settings(opts).backend == "sqlite"  # pylint: disable=protected-access
+    with pytest.raises(SaltCacheError, match="raft_cache_backend.*localfs, sqlite"):
+        cachedriver._settings(base_opts(tmp_path, raft_cache_backend="mysql"))  # pylint: disable=protected-access
+
+
+def test_the_batch_wait_is_checked(tmp_path):
+    assert cachedriver._settings(base_opts(tmp_path)).batch_wait == cacheconfig.DEFAULT_BATCH_WAIT  # pylint: disable=protected-access
+    opts = base_opts(tmp_path, raft_cache_batch_wait=0)
+    assert cachedriver._settings(opts).batch_wait == 0  # pylint: disable=protected-access
+    for bad in (-0.001, 0.5, "2ms", True, None):
+        with pytest.raises(SaltCacheError, match="raft_cache_batch_wait.*from 0 to 0.1"):
+            cachedriver._settings(base_opts(tmp_path, raft_cache_batch_wait=bad))  # pylint: disable=protected-access
+
+
+def test_reads_need_a_caught_up_marker_written_by_a_running_engine(tmp_path):
+    """Issue 17 part 4: a local copy is served only while its engine's caught-up marker
+    exists and names a live process; an engine killed without its clean stop leaves a marker
+    naming a dead pid, and that copy may be behind the cluster after a restart."""
+    import json  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    opts = base_opts(tmp_path, raft_cache_timeout=0.2)
+    settings = cachedriver._settings(opts)  # pylint: disable=protected-access
+    marker = settings.caught_up_path
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    with pytest.raises(SaltCacheError, match="has not caught up.*retry"):
+        cachedriver.fetch(opts, "b", "k")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    with open(marker, "w", encoding="utf-8") as fh:
+        json.dump({"pid": int(dead.stdout)}, fh)
+    assert not cachedriver.marker_live(marker)
+    with pytest.raises(SaltCacheError, match="has not caught up"):
+        cachedriver.list_(opts, "b")
+    with open(marker + ".new", "w", encoding="utf-8") as fh:
+        json.dump({"pid": os.getpid()}, fh)
+    os.replace(marker + ".new", marker)
+    assert cachedriver.fetch(opts, "b", "k") == {}
+    assert cachedriver.list_(opts, "b") == []
+
+
+def test_a_marker_others_could_have_written_is_not_trusted(tmp_path):
+    """The marker sits beside the local copy, whose parent may be ``/dev/shm``: a marker that
+    is a symlink, or writable by others, never lets a copy be read."""
+    import json  # pylint: disable=import-outside-toplevel
+
+    opts = base_opts(tmp_path, raft_cache_timeout=0.1)
+    marker = cachedriver._settings(opts).caught_up_path  # pylint: disable=protected-access
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    real = tmp_path / "elsewhere"
+    real.write_text(json.dumps({"pid": os.getpid()}))
+    os.symlink(real, marker)
+    assert not cachedriver.marker_live(marker)
+    os.unlink(marker)
+    with open(marker, "w", encoding="utf-8") as fh:
+        json.dump({"pid": os.getpid()}, fh)
+    os.chmod(marker, 0o666)
+    assert not cachedriver.marker_live(marker)
+    with pytest.raises(SaltCacheError, match="has not caught up"):
+        cachedriver.fetch(opts, "b", "k")
+    os.chmod(marker, 0o600)
+    assert cachedriver.marker_live(marker)

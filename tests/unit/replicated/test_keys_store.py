@@ -1,0 +1,335 @@
+"""Salt 3008 ``keys.cache_driver: raft`` through real Salt code (``salt.cache.Cache``,
+``salt.key.Key``, ``salt.crypt.MasterKeys``) against in-process engines: three "masters", each
+with its own ``pki_dir``, ``cachedir`` and engine (runtime + CacheService), no daemons.
+
+Salt's loader gives an extension module the ``__opts__`` of the loader used last (a real master
+has one set of opts; here three share a process), so every operation builds a fresh ``Cache`` /
+``Key`` for the master it acts on.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+import salt.cache
+import salt.config
+import salt.crypt
+import salt.key
+from salt.exceptions import SaltCacheError
+
+from saltext_raft.master.revocation import KeyRevocation
+from saltext_raft.replicated import keystore
+from saltext_raft.waiting import WaitTimeout
+from saltext_raft.waiting import wait_until
+from tests.functional.cache.inprocess import InProcessCluster
+from tests.functional.cache.inprocess import started_cluster
+
+if "keys.cache_driver" not in salt.config.DEFAULT_MASTER_OPTS:
+    pytest.skip(
+        "this Salt has no keys.cache_driver (Salt 3007): minion keys live in pki_dir only",
+        allow_module_level=True,
+    )
+
+IDS = ("m1", "m2", "m3")
+
+
+def wait_for(predicate, timeout, what):
+    try:
+        return wait_until(predicate, timeout, what, interval=0.01)
+    except WaitTimeout as exc:
+        pytest.fail(str(exc))
+
+
+def pem() -> str:
+    # distinct, well-formed public keys (salt.key checks them when changing state)
+    _priv, pub = salt.crypt.gen_keys(2048)
+    return pub if isinstance(pub, str) else pub.decode()
+
+
+@pytest.fixture(scope="module", params=["localfs", "sqlite"])
+def cluster(tmp_path_factory, request):
+    """The masters, once per layout of their local copies (``raft_cache_backend``)."""
+    with started_cluster(
+        str(tmp_path_factory.mktemp("keys")), IDS, base_opts={"raft_cache_backend": request.param}
+    ) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def pubs():
+    return [pem() for _ in range(3)]
+
+
+def master_opts(cluster, nid, **extra) -> dict:
+    opts = salt.config.DEFAULT_MASTER_OPTS.copy()
+    opts.update(cluster.opts(nid))
+    root = os.path.dirname(opts["cachedir"])
+    opts.update(
+        {
+            "__role": "master",
+            "cache": "localfs",
+            "keys.cache_driver": "raft",
+            "pki_dir": os.path.join(root, "pki"),
+            "user": None,
+            "key_cache": "",
+        }
+    )
+    opts.update(extra)
+    os.makedirs(opts["pki_dir"], exist_ok=True)
+    return opts
+
+
+def kcache(cluster, nid, **extra):
+    opts = master_opts(cluster, nid, **extra)
+    return salt.cache.Cache(opts, driver=opts["keys.cache_driver"])
+
+
+def key_api(cluster, nid):
+    return salt.key.Key(master_opts(cluster, nid))
+
+
+def listing(cluster, nid):
+    return key_api(cluster, nid).list_keys()
+
+
+def test_a_pending_key_on_one_master_is_accepted_there_and_listed_accepted_everywhere(
+    cluster, pubs
+):
+    # what _auth does for a new minion on m1
+    kcache(cluster, "m1").store("keys", "web1", {"state": "pending", "pub": pubs[0]})
+    for nid in IDS:
+        wait_for(
+            lambda nid=nid: listing(cluster, nid)["minions_pre"] == ["web1"],
+            5,
+            f"web1 pending on {nid}",
+        )
+    key_api(cluster, "m1").accept("web1")
+    for nid in IDS:
+        wait_for(
+            lambda nid=nid: listing(cluster, nid)["minions"] == ["web1"],
+            5,
+            f"web1 accepted on {nid}",
+        )
+        assert listing(cluster, nid)["minions_pre"] == []
+    got = kcache(cluster, "m3").fetch("keys", "web1")
+    assert got == {"state": "accepted", "pub": pubs[0]}
+
+
+def test_the_pki_dir_view_follows_writes_and_fetches(cluster, pubs):
+    # m1 wrote web1: its pki_dir has Salt's file layout (the request server's token check
+    # reads pki_dir/minions/<id> directly)
+    m1_pki = master_opts(cluster, "m1")["pki_dir"]
+    m2_pki = master_opts(cluster, "m2")["pki_dir"]
+    with open(os.path.join(m1_pki, "minions", "web1"), encoding="utf-8") as fh:
+        assert fh.read() == pubs[0]
+    # m2 has not looked at web1 yet: listings never write the view ...
+    listing(cluster, "m2")
+    assert not os.path.exists(os.path.join(m2_pki, "minions", "web1"))
+    # ... a fetch (what _auth does when the minion authenticates there) does
+    assert kcache(cluster, "m2").fetch("keys", "web1")["state"] == "accepted"
+    with open(os.path.join(m2_pki, "minions", "web1"), encoding="utf-8") as fh:
+        assert fh.read() == pubs[0]
+    # a change elsewhere moves the file to the new state's directory on the next fetch
+    key_api(cluster, "m3").reject("web1", include_accepted=True)
+    wait_for(
+        lambda: kcache(cluster, "m2").fetch("keys", "web1")["state"] == "rejected",
+        5,
+        "web1 rejected on m2",
+    )
+    assert not os.path.exists(os.path.join(m2_pki, "minions", "web1"))
+    assert os.path.exists(os.path.join(m2_pki, "minions_rejected", "web1"))
+
+
+def test_denied_keys_and_deletes_replicate(cluster, pubs):
+    c1 = kcache(cluster, "m1")
+    c1.store("keys", "db1", {"state": "accepted", "pub": pubs[1]})
+    c1.store("denied_keys", "db1", [pubs[2]])
+    wait_for(lambda: listing(cluster, "m2")["minions_denied"] == ["db1"], 5, "db1 denied on m2")
+    assert kcache(cluster, "m2").fetch("denied_keys", "db1") == [pubs[2]]
+    assert kcache(cluster, "m2").list_all("denied_keys") == {"db1": [pubs[2]]}
+    # what salt-key -d does (Key.delete_key also needs a running master for its LocalClient)
+    c2 = kcache(cluster, "m2")
+    assert c2.flush("keys", "db1") is True
+    key_api(cluster, "m2").delete_den()  # the whole denied_keys bank
+    for nid in IDS:
+        wait_for(
+            lambda nid=nid: (
+                "db1" not in listing(cluster, nid)["minions"]
+                and "db1" not in listing(cluster, nid)["minions_denied"]
+            ),
+            5,
+            f"db1 deleted on {nid}",
+        )
+    assert kcache(cluster, "m1").fetch("keys", "db1") is None  # absent reads like localfs_key
+
+
+def test_list_all_shapes_match_localfs_key(cluster, pubs):
+    c = kcache(cluster, "m1")
+    c.store("keys", "shape1", {"state": "pending", "pub": pubs[1]})
+    assert c.list_all("keys")["shape1"] == {"state": "pending"}
+    assert c.list_all("keys", include_data=True)["shape1"] == {"state": "pending", "pub": pubs[1]}
+    assert "shape1" in c.list("keys") and c.contains("keys", "shape1")
+    assert isinstance(c.updated("keys", "shape1"), int)
+
+
+def test_each_master_keeps_its_own_master_keys(cluster):
+    pub = {}
+    for nid in IDS:
+        opts = master_opts(cluster, nid)
+        mk = salt.crypt.MasterKeys(opts)  # generates <id>.pem/.pub through the raft driver
+        pub[nid] = mk.get_pub_str()
+        assert os.path.isfile(os.path.join(opts["pki_dir"], f"{nid}.pem"))
+        assert kcache(cluster, nid).list("master_keys")  # local listing, this master's files
+    assert len(set(pub.values())) == 3
+    # nothing of master_keys reached the replicated mirror
+    for nid in IDS:
+        root = master_opts(cluster, nid)["cachedir"]
+        for dirpath, _dirs, files in os.walk(root):
+            for name in files:
+                with open(os.path.join(dirpath, name), "rb") as fh:
+                    assert b"PRIVATE KEY" not in fh.read(), os.path.join(dirpath, name)
+
+
+def test_invalid_ids_and_data_are_refused(cluster, pubs):
+    c = kcache(cluster, "m1")
+    with pytest.raises(SaltCacheError, match="not a valid minion id"):
+        c.store("keys", "../evil", {"state": "accepted", "pub": pubs[0]})
+    with pytest.raises(SaltCacheError, match="unrecognized key data"):
+        c.store("keys", "ok1", {"state": "bogus", "pub": pubs[0]})
+    with pytest.raises(SaltCacheError, match="reserved"):
+        kcache(cluster, "m1").fetch(keystore.mirror_bank("keys"), "web1")
+
+
+def test_without_quorum_key_writes_fail_clearly_and_reads_keep_working(tmp_path, pubs):
+    c = InProcessCluster(str(tmp_path), ids=IDS)
+    try:
+        for nid in c.ids:
+            c.start(nid)
+        wait_for(lambda: c.leader() is not None, 10, "a leader")
+        kcache(c, "m1").store("keys", "lone", {"state": "accepted", "pub": pubs[0]})
+        c.stop("m2")
+        c.stop("m3")
+        cache = kcache(c, "m1", raft_cache_timeout=0.5)
+        with pytest.raises(SaltCacheError, match="raft key store: storing the key of minion"):
+            cache.store("keys", "late", {"state": "pending", "pub": pubs[1]})
+        # an existing key still reads locally (accepted minions keep authenticating)
+        assert kcache(c, "m1").fetch("keys", "lone")["state"] == "accepted"
+        # a missing key cannot be confirmed absent without the leader: refuse, do not guess
+        with pytest.raises(SaltCacheError, match="cannot confirm"):
+            kcache(c, "m1", raft_cache_timeout=0.5).fetch("keys", "late")
+    finally:
+        c.close()
+
+
+def test_importing_an_existing_pki_dir_makes_its_keys_visible_everywhere(cluster, pubs):
+    # a master that used localfs_key before: keys are files in its pki_dir
+    opts = master_opts(cluster, "m3")
+    old = salt.cache.Cache(dict(opts, **{"keys.cache_driver": "localfs_key"}), driver="localfs_key")
+    old.store("keys", "legacy1", {"state": "accepted", "pub": pubs[1]})
+    old.store("keys", "legacy2", {"state": "rejected", "pub": pubs[2]})
+    # (m3's pki_dir also holds its view of keys the earlier tests replicated: already present)
+    assert keystore.import_pki_dir(opts)["imported"] == 2
+    wait_for(
+        lambda: (
+            {"legacy1", "legacy2"}
+            <= set(listing(cluster, "m1")["minions"])
+            | set(listing(cluster, "m1")["minions_rejected"])
+        ),
+        5,
+        "the imported keys on m1",
+    )
+    assert kcache(cluster, "m1").fetch("keys", "legacy1") == {"state": "accepted", "pub": pubs[1]}
+    assert kcache(cluster, "m1").fetch("keys", "legacy2")["state"] == "rejected"
+    # running it again changes nothing
+    assert keystore.import_pki_dir(master_opts(cluster, "m3"))["imported"] == 0
+
+
+def test_a_restarted_master_never_serves_a_key_deleted_while_it_was_down(tmp_path, pubs):
+    """Issue 17 part 4: m3 is down while m1 deletes an accepted key; m3 restarts with its old
+    local copy (the key still accepted there) and is cut off from the others, so it cannot
+    catch up. From the moment it starts, every lookup of that key on m3 (what ``_auth`` does
+    on a minion's login) is refused or reports no key: never the deleted key. Once the cut
+    heals, m3 catches up and reports the key gone."""
+    with started_cluster(str(tmp_path), IDS) as c:
+        kcache(c, "m1").store("keys", "gone", {"state": "accepted", "pub": pubs[0]})
+        wait_for(
+            lambda: (kcache(c, "m3").fetch("keys", "gone") or {}).get("state") == "accepted",
+            5,
+            "the key accepted on m3",
+        )
+        c.stop("m3")
+        assert kcache(c, "m1").flush("keys", "gone")
+        for other in ("m1", "m2"):
+            c.net.cut("m3", other)
+        seen = []
+        stop = threading.Event()
+
+        def lookups():
+            while not stop.is_set():
+                try:
+                    seen.append(kcache(c, "m3", raft_cache_timeout=0.1).fetch("keys", "gone"))
+                except SaltCacheError as exc:
+                    seen.append(exc)
+
+        poller = threading.Thread(target=lookups, daemon=True)
+        poller.start()
+        try:
+            c.start("m3")
+            wait_for(lambda: len(seen) >= 5, 10, "five lookups on m3 while it is cut off")
+            assert not c.services["m3"].caught_up
+            c.net.heal()
+            wait_for(lambda: seen and seen[-1] is None, 10, "m3 reporting the key gone")
+        finally:
+            stop.set()
+            poller.join(10)
+        served = [s for s in seen if isinstance(s, dict)]
+        assert not served, f"m3 served the deleted key: {served[:3]}"
+        refused = [s for s in seen if isinstance(s, SaltCacheError)]
+        assert refused and all("caught up" in str(e) or "confirm" in str(e) for e in refused)
+        path = os.path.join(master_opts(c, "m3")["pki_dir"], "minions", "gone")
+        assert not os.path.exists(path)
+
+
+def test_a_delete_through_one_master_revokes_the_key_on_the_others_with_one_rotation(
+    tmp_path, pubs
+):
+    """Issue 24: keys accepted on m1 and known to m2 (a login there wrote m2's pki_dir view)
+    are deleted through m1. Without any lookup on m2, m2's view loses them at once (Salt's
+    token check refuses the minions' requests there) and m2 rotates its AES key once for the
+    three deletes; m3, whose view never held them, does not rotate."""
+    with started_cluster(str(tmp_path), IDS) as c:
+        rotations = {nid: [] for nid in IDS}
+        watchers = {}
+        for nid in IDS:
+            opts = master_opts(c, nid)
+            rev = watchers[nid] = KeyRevocation(
+                opts, window=5.0, rotate=lambda nid=nid: rotations[nid].append(1) or "rotated"
+            )
+            rev.start()
+            c.services[nid].watch(keystore.MIRROR_PREFIX, rev.changed)
+        try:
+            names = ("r1", "r2", "r3")
+            for name, pub in zip(names, pubs, strict=True):
+                kcache(c, "m1").store("keys", name, {"state": "accepted", "pub": pub})
+            for name in names:  # a minion login on m2 fetches its key: m2's view gets it
+                wait_for(
+                    lambda name=name: (
+                        (kcache(c, "m2").fetch("keys", name) or {}).get("state") == "accepted"
+                    ),
+                    5,
+                    f"{name} accepted on m2",
+                )
+            m2_view = os.path.join(master_opts(c, "m2")["pki_dir"], "minions")
+            assert sorted(os.listdir(m2_view)) == sorted(names)
+            for name in names:
+                assert kcache(c, "m1").flush("keys", name)
+            wait_for(lambda: not os.listdir(m2_view), 30, "m2's view to lose the three keys")
+            wait_for(lambda: rotations["m2"], 30, "m2 rotating its AES key")
+            wait_for(lambda: watchers["m2"].status()["revoked"] == 3, 30, "three revocations")
+            assert rotations["m2"] == [1], "three deletes within the 5 s window: one rotation"
+            assert watchers["m3"].status()["revoked"] == 0 and not rotations["m3"]
+        finally:
+            for rev in watchers.values():
+                rev.stop()
