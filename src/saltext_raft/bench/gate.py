@@ -20,8 +20,8 @@ import tempfile
 import time
 
 from saltext_raft.master import gate
-from saltext_raft.master.config import STATE_DIRNAME
 from saltext_raft.master.readiness import ReadinessWriter
+from saltext_raft.master.settings import readiness_path
 
 TARGET_US = 20.0
 PAYLOAD = {"enc": "aes", "load": b"\x00ciphertext", "id": "minion1"}
@@ -52,7 +52,7 @@ async def _per_call(worker, calls: int) -> float:
 def measure(calls: int, rounds: int) -> dict:
     with tempfile.TemporaryDirectory() as cachedir:
         opts = {"cachedir": cachedir, "engines": [{"raft": {"readiness_interval": 1.0}}]}
-        ReadinessWriter(os.path.join(cachedir, STATE_DIRNAME, "ready")).publish({"ready": True})
+        ReadinessWriter(readiness_path(cachedir)).publish({"ready": True})
         gate.install(_GatedWorker)
         try:
             gated, plain = _GatedWorker(opts), _Worker(opts)

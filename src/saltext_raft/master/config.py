@@ -2,9 +2,9 @@
 
 Lives here: :class:`EngineConfig` (every engine option with its default), :func:`from_opts`
 (engine options + Salt master opts -> a validated config), the secret loading (a file, or a key
-derived from Salt's cluster key material), and :func:`engine_options` (finds the ``raft``
-entry in the master's ``engines`` list, for code that runs outside the engine: the gate, the
-runners). Must not live here: anything that starts processes or opens sockets.
+derived from Salt's cluster key material). Must not live here: anything that starts processes
+or opens sockets; how processes that are not the engine read its options (``master/settings.py``,
+whose defaults and limits this config uses).
 
 Defaults come from Salt's own options where Salt has one (``cluster_id``, ``cluster_peers``,
 ``interface``, ``cluster_pki_dir``), but saltext-raft never *writes* anything under a
@@ -22,11 +22,16 @@ from dataclasses import field
 from dataclasses import fields
 
 from saltext_raft.core.nodeid import node_id_problem
-from saltext_raft.master import readiness
+from saltext_raft.master.readiness import stale_after
 from saltext_raft.master.secret import HOW_TO_GENERATE
 from saltext_raft.master.secret import MIN_SECRET_BYTES
 from saltext_raft.master.secret import SecretError
 from saltext_raft.master.secret import read_secret_file
+from saltext_raft.master.settings import DEFAULT_GATE_HOLD
+from saltext_raft.master.settings import DEFAULT_READINESS_INTERVAL
+from saltext_raft.master.settings import MAX_GATE_HOLD
+from saltext_raft.master.settings import readiness_path
+from saltext_raft.master.settings import state_dir
 from saltext_raft.replicated.config import CacheConfigError
 from saltext_raft.replicated.config import cache_enabled
 from saltext_raft.replicated.config import from_opts as cache_settings
@@ -47,9 +52,6 @@ RESERVED_PORTS = {
 }
 #: Cluster id used when neither the engine nor Salt's ``cluster_id`` names one.
 DEFAULT_CLUSTER_ID = "saltext-raft"
-#: Where the readiness file and other small engine files live, relative to ``cachedir``.
-#: Not ``.cluster_joined.*`` nor ``health/`` (Salt 3008 core consensus owns those).
-STATE_DIRNAME = "saltext_raft"
 #: Default directory of ``raft.backup`` files, relative to ``cachedir``.
 BACKUP_DIRNAME = "saltext_raft_backups"
 #: The file inside ``cluster_pki_dir`` the default secret is derived from (Salt's shared
@@ -113,7 +115,7 @@ class EngineConfig:
     #: Seconds a request is held while the gate is closed before it is refused with an error
     #: (the minion retries). At most 3: a held request ties up a request worker, and minions
     #: authenticate through the same workers with a 5 s timeout.
-    gate_hold: float = 1.0
+    gate_hold: float = DEFAULT_GATE_HOLD
     #: Seconds without a known leader before an open gate closes again.
     gate_grace: float = 5.0
     #: Seconds per Raft tick (the runtime's default; see docs/architecture.md).
@@ -130,7 +132,7 @@ class EngineConfig:
     max_pending_proposals: int = RuntimeConfig.max_pending_proposals
     #: Seconds between refreshes of the readiness file (workers treat a file older than three
     #: intervals plus one second as "not ready": a dead engine fails closed).
-    readiness_interval: float = 1.0
+    readiness_interval: float = DEFAULT_READINESS_INTERVAL
     #: Fire events under ``saltext/raft/`` on the master event bus.
     events: bool = True
     #: Frame cipher between masters: "chacha20poly1305" or "aesgcm".
@@ -170,7 +172,7 @@ class EngineConfig:
 
     @property
     def state_dir(self) -> str:
-        return os.path.join(self.cachedir, STATE_DIRNAME)
+        return state_dir(self.cachedir)
 
     @property
     def lock_path(self) -> str:
@@ -184,11 +186,11 @@ class EngineConfig:
 
     @property
     def readiness_path(self) -> str:
-        return os.path.join(self.state_dir, "ready")
+        return readiness_path(self.cachedir)
 
     @property
     def readiness_stale_after(self) -> float:
-        return readiness.stale_after(self.readiness_interval)
+        return stale_after(self.readiness_interval)
 
     def public_dict(self) -> dict:
         """The options as configured, without the secret (for logs and status)."""
@@ -244,12 +246,12 @@ class EngineConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
                 raise EngineConfigError(name, f"must be a number >= {low} (got {value!r})")
-        if self.gate_hold > 3.0:
+        if self.gate_hold > MAX_GATE_HOLD:
             raise EngineConfigError(
                 "gate_hold",
-                f"must be at most 3 seconds (got {self.gate_hold!r}): a held request ties up a "
-                "request worker, and minions authenticate through the same workers with a 5 s "
-                "timeout",
+                f"must be at most {MAX_GATE_HOLD:g} seconds (got {self.gate_hold!r}): a held "
+                "request ties up a request worker, and minions authenticate through the same "
+                "workers with a 5 s timeout",
             )
         if self.tick > 10:
             raise EngineConfigError("tick", f"must be at most 10 seconds (got {self.tick!r})")
@@ -293,25 +295,6 @@ _OPTION_NAMES = {
     for f in fields(EngineConfig)
     if f.name not in ("secret", "accept_secrets", "secret_source", "cachedir", "cache_enabled")
 }
-
-
-def engine_options(opts: dict) -> dict | None:
-    """The ``raft`` entry of the master's ``engines`` option ({} when listed without options),
-    or None when the engine is not configured."""
-    engines = opts.get("engines") or []
-    if isinstance(engines, dict):
-        engines = [{k: v} for k, v in engines.items()]
-    for item in engines:
-        if isinstance(item, str) and item == "raft":
-            return {}
-        if isinstance(item, dict) and "raft" in item:
-            value = item["raft"]
-            return dict(value) if isinstance(value, dict) else {}
-        if isinstance(item, dict):
-            for value in item.values():
-                if isinstance(value, dict) and value.get("engine_module") == "raft":
-                    return {k: v for k, v in value.items() if k != "engine_module"}
-    return None
 
 
 def from_opts(opts: dict, options: dict | None = None, *, load_secret: bool = True) -> EngineConfig:

@@ -42,6 +42,8 @@ import time
 import uuid
 from collections.abc import Callable
 
+from saltext_raft.master import settings as engine_settings
+
 log = logging.getLogger(__name__)
 
 REQ_PREFIX = "saltext/raft/ctl/req/"
@@ -172,10 +174,7 @@ def _open_bus(opts: dict, listen: bool):
 
 
 def local_node_id(opts: dict) -> str:
-    from saltext_raft.master.config import engine_options  # pylint: disable=import-outside-toplevel
-
-    options = engine_options(opts) or {}
-    return str(options.get("node_id") or opts.get("id") or "")
+    return engine_settings.read(opts).node_id
 
 
 class ControlClient:

@@ -2,7 +2,9 @@
 
 Lives here: :func:`install` (wraps ``salt.master.MWorker._handle_payload`` at class level,
 idempotently), the per-request decision (:func:`gated_call`), the error shapes of a refusal,
-and :class:`GateSettings` (read from the master opts at call time). Must not live here: the
+and :class:`GateSettings` (the gate's view of ``master/settings.py``, read from the master
+opts at call time). Must not live here: the hold's default and ceiling (``master/settings.py``);
+the
 decision whether this master is ready: the engine makes it and publishes it through the
 readiness file (``master/readiness.py``).
 
@@ -27,9 +29,9 @@ worker inherit the wrapper. Per request:
    per refused request. Never an encrypted empty success: a minion would take its job return
    as delivered and it would be lost.
 
-Keep ``gate_hold`` short (default 1 s, at most :data:`MAX_HOLD`). On both Salt lines a
-request worker serves one request at a time (a zeromq REP socket: ``recv`` -> handle -> ``send``),
-so a held request ties up its whole worker; ``_auth`` is answered by the same workers (3007:
+Keep ``gate_hold`` short (default 1 s, at most ``settings.MAX_GATE_HOLD``: 3 s). On both Salt
+lines a request worker serves one request at a time (a zeromq REP socket: ``recv`` -> handle ->
+``send``), so a held request ties up its whole worker; ``_auth`` is answered by the same workers (3007:
 through ``_handle_payload``; 3008: in the channel, before it), with a 5 s ``auth_timeout`` on
 the minion. With ``worker_threads`` (default 5) requests held at once, a new ``_auth`` waits up
 to ``gate_hold`` for a free worker: the hold must stay well below the minion's timeouts.
@@ -40,14 +42,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import time
 from dataclasses import dataclass
 
-from saltext_raft.master.config import STATE_DIRNAME
-from saltext_raft.master.config import engine_options
+from saltext_raft.master import settings as engine_settings
 from saltext_raft.master.readiness import ReadinessReader
-from saltext_raft.master.readiness import stale_after
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +55,6 @@ _MARK = "__saltext_raft_gate__"
 #: Seconds between looks at the readiness file while a request is held.
 POLL_INTERVAL = 0.05
 ERROR_NAME = "SaltRaftNotReady"
-
-
-#: Default and ceiling of ``gate_hold`` (seconds): see the module docstring.
-DEFAULT_HOLD = 1.0
-MAX_HOLD = 3.0
 
 
 class GateClosed(RuntimeError):
@@ -79,25 +73,12 @@ _DISABLED = GateSettings(False, 0.0, "", 0.0)
 
 
 def settings_from_opts(opts: dict) -> GateSettings:
-    """The gate's settings from the master opts (the ``raft`` engine entry). Tolerant: the
-    engine validates the options and refuses to start on bad ones; a bad value here falls back
-    to the default rather than failing every request."""
-    options = engine_options(opts)
-    if options is None:
+    """The gate's settings from the master opts (the ``raft`` engine entry), through the one
+    tolerant reader of the engine's settings."""
+    found = engine_settings.read(opts)
+    if not found.gate:
         return _DISABLED
-    enabled = options.get("gate", True)
-    if enabled is False:
-        return _DISABLED
-    hold = min(_number(options.get("gate_hold"), DEFAULT_HOLD), MAX_HOLD)
-    interval = _number(options.get("readiness_interval"), 1.0)
-    path = os.path.join(opts.get("cachedir") or "", STATE_DIRNAME, "ready")
-    return GateSettings(True, hold, path, stale_after(interval))
-
-
-def _number(value, default: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        return default
-    return float(value)
+    return GateSettings(True, found.gate_hold, found.readiness_path, found.stale_after)
 
 
 class Gate:

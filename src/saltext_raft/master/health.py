@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 
-from saltext_raft.master.config import STATE_DIRNAME
-from saltext_raft.master.config import engine_options
+from saltext_raft.master import settings as engine_settings
 from saltext_raft.master.readiness import ReadinessReader
-from saltext_raft.master.readiness import stale_after
 
 
 def master_opts(master_config: str, minion_opts: dict | None = None) -> dict:
@@ -25,23 +23,15 @@ def master_opts(master_config: str, minion_opts: dict | None = None) -> dict:
     return dict(minion_opts or {})
 
 
-def _reader(opts: dict) -> ReadinessReader:
-    options = engine_options(opts) or {}
-    interval = options.get("readiness_interval", 1.0)
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
-        interval = 1.0
-    path = os.path.join(opts.get("cachedir") or "", STATE_DIRNAME, "ready")
-    return ReadinessReader(path, stale_after=stale_after(interval), cache_for=0.0)
-
-
 def status(opts: dict) -> dict:
-    if engine_options(opts) is None:
+    found = engine_settings.read(opts)
+    if not found.configured:
         return {
             "ready": False,
             "configured": False,
             "reason": "the raft engine is not configured on this master",
         }
-    reader = _reader(opts)
+    reader = ReadinessReader(found.readiness_path, stale_after=found.stale_after, cache_for=0.0)
     ready = reader.check()
     state = reader.state
     fresh = not reader.reason.startswith(("the raft engine is not running", "the raft engine has"))

@@ -134,10 +134,10 @@ def recover(
     # pylint: disable=import-outside-toplevel
     from saltext_raft.core.types import RaftError
     from saltext_raft.master.config import EngineConfigError
-    from saltext_raft.master.config import engine_options
     from saltext_raft.master.config import from_opts
     from saltext_raft.master.secret import SecretError
     from saltext_raft.master.secret import read_secret_file
+    from saltext_raft.master.settings import engine_options
     from saltext_raft.replicated.config import storage_opts
     from saltext_raft.runtime.backup import BackupError
     from saltext_raft.runtime.recovery import RecoveryRefused

@@ -64,6 +64,7 @@ from salt.exceptions import SaltCacheError
 from salt.utils.verify import valid_id
 
 from saltext_raft.kv.machine import bank_parts
+from saltext_raft.master import settings as engine_settings
 from saltext_raft.master.readiness import ReadinessReader
 from saltext_raft.replicated import config as cacheconfig
 from saltext_raft.replicated import driver as cachedriver
@@ -82,8 +83,6 @@ LOCAL_DRIVER = "localfs_key"
 VIEW_RETRIES = 3
 #: Seconds between two warnings about a pki_dir view that cannot be written.
 VIEW_WARN_INTERVAL = 30.0
-#: Readiness file of the engine, relative to ``cachedir`` (master/config.py).
-READINESS_FILE = os.path.join("saltext_raft", "ready")
 
 #: Routes returned by :func:`route`.
 CACHE, KEYS, LOCAL = "cache", "keys", "local"
@@ -264,7 +263,8 @@ def _barrier(opts: dict, what: str) -> None:
 
 def engine_state(opts: dict) -> tuple[bool, str]:
     """(ready, reason) from the engine's readiness file; a missing or stale file says why."""
-    reader = ReadinessReader(os.path.join(opts.get("cachedir") or "", READINESS_FILE))
+    found = engine_settings.read(opts)
+    reader = ReadinessReader(found.readiness_path, stale_after=found.stale_after)
     ready = reader.check()
     return ready, reader.reason
 

@@ -18,10 +18,10 @@ from saltext_raft.core import HardState
 from saltext_raft.core import Membership
 from saltext_raft.core import Snapshot
 from saltext_raft.core import SnapshotMeta
-from saltext_raft.master.config import engine_options
 from saltext_raft.master.config import from_opts
 from saltext_raft.master.fileutil import ProcessLock
 from saltext_raft.master.recover import write_backup
+from saltext_raft.master.settings import engine_options
 from saltext_raft.replicated.config import storage_opts
 from saltext_raft.runtime.backup import Backup
 from saltext_raft.storage.cache import open_store

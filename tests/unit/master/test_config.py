@@ -9,8 +9,8 @@ import pytest
 from saltext_raft.master import config as cfgmod
 from saltext_raft.master.config import DEFAULT_PORT
 from saltext_raft.master.config import EngineConfigError
-from saltext_raft.master.config import engine_options
 from saltext_raft.master.config import from_opts
+from saltext_raft.master.settings import engine_options
 from saltext_raft.transport.crypto import derive_secret_from_cluster_key
 
 SECRET = b"0123456789abcdef" * 4  # 64 hex digits: 32 bytes of key material

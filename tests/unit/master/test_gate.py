@@ -135,11 +135,11 @@ def test_refusal_string_is_never_accepted_by_a_minion_channel():
 
 
 def test_hold_is_capped(worker_cls, opts):
-    from saltext_raft.master.gate import MAX_HOLD
     from saltext_raft.master.gate import settings_from_opts
+    from saltext_raft.master.settings import MAX_GATE_HOLD
 
     opts["engines"][0]["raft"]["gate_hold"] = 60
-    assert settings_from_opts(opts).hold == MAX_HOLD
+    assert settings_from_opts(opts).hold == MAX_GATE_HOLD
     del opts["engines"][0]["raft"]["gate_hold"]
     assert settings_from_opts(opts).hold == 1.0
 

@@ -9,6 +9,7 @@ import os
 import pytest
 from salt.exceptions import SaltCacheError
 
+from saltext_raft.master.settings import readiness_path
 from saltext_raft.replicated import config as cacheconfig
 from saltext_raft.replicated import keystore
 
@@ -55,7 +56,7 @@ def test_only_pki_dir_and_user_are_passed_to_localfs_key():
 
 
 def write_readiness(cachedir, body):
-    path = os.path.join(cachedir, keystore.READINESS_FILE)
+    path = readiness_path(cachedir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(body, fh)
