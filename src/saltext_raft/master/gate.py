@@ -31,10 +31,11 @@ worker inherit the wrapper. Per request:
 
 Keep ``gate_hold`` short (default 1 s, at most ``settings.MAX_GATE_HOLD``: 3 s). On both Salt
 lines a request worker serves one request at a time (a zeromq REP socket: ``recv`` -> handle ->
-``send``), so a held request ties up its whole worker; ``_auth`` is answered by the same workers (3007:
-through ``_handle_payload``; 3008: in the channel, before it), with a 5 s ``auth_timeout`` on
-the minion. With ``worker_threads`` (default 5) requests held at once, a new ``_auth`` waits up
-to ``gate_hold`` for a free worker: the hold must stay well below the minion's timeouts.
+``send``), so a held request ties up its whole worker; ``_auth`` is answered by the same
+workers (3007: through ``_handle_payload``; 3008: in the channel, before it), with a 5 s
+``auth_timeout`` on the minion. With ``worker_threads`` (default 5) requests held at once, a
+new ``_auth`` waits up to ``gate_hold`` for a free worker: the hold must stay well below the
+minion's timeouts.
 """
 
 from __future__ import annotations
