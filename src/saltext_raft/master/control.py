@@ -37,7 +37,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -315,13 +314,3 @@ class ControlServer:
         if self._bus is not None and hasattr(self._bus, "destroy"):
             self._bus.destroy()
         self._bus = None
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
