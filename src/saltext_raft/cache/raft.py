@@ -12,24 +12,23 @@
 ``store``/``flush`` are committed through Raft by the local engine (over a unix socket in
 ``sock_dir``) and return once this master's local copy shows them; ``fetch``/``list``/
 ``contains``/``updated`` read the local copy. Options and guarantees: docs/cache.md. The code is
-in :mod:`saltext_raft.replicated.driver`; this module only adapts it to the loader.
+in :mod:`saltext_raft.replicated`; this module only adapts it to the loader.
 
 On Salt 3008 the same driver can hold the minion keys (``keys.cache_driver: raft``): minion keys
 are replicated, each master's own keys stay in its ``pki_dir`` (docs/cache.md, "Minion keys").
 """
 
-import time
-
+from saltext_raft.replicated import banks as _banks
 from saltext_raft.replicated import driver as _driver
 from saltext_raft.replicated import keystore as _keys
 
 __virtualname__ = "raft"
 __func_alias__ = {"list_": "list"}
 
-# Salt 3008 ``keys.cache_driver: raft``: the banks ``keys``/``denied_keys`` are the replicated
-# minion key store and ``master_keys`` stays on this master (Salt's ``localfs_key`` in
-# ``pki_dir``); see :mod:`saltext_raft.replicated.keystore`. Every other bank, and every bank
-# when this driver is not the keys driver, is the plain replicated cache.
+# Each call picks the kind of bank once (``replicated/banks.py``): the plain replicated cache,
+# Salt 3008's replicated minion key store (``keys``/``denied_keys`` with ``keys.cache_driver:
+# raft``), or ``master_keys``, which stays on this master (Salt's ``localfs_key`` in
+# ``pki_dir``).
 
 
 def _opts() -> dict:
@@ -59,77 +58,36 @@ def store(bank, key, data, cachedir=None, expires=None, **kwargs):  # pylint: di
     ``Cache.clean_expired`` understand, as Salt does for drivers without native expiry.
     """
     opts = _opts()
-    where = _keys.route(opts, bank)
-    if where == _keys.LOCAL:
-        return _keys.local_call(opts, kwargs, "store", bank, key, data)
-    if where == _keys.KEYS:
-        return _keys.store(opts, kwargs, bank, key, data)
-    if expires:
-        data = {"data": data, "_expires": int(time.time() + expires)}
-    return _driver.store(opts, bank, key, data)
+    return _banks.for_bank(opts, bank).store(opts, kwargs, bank, key, data, expires)
 
 
 def fetch(bank, key, cachedir=None, **kwargs):  # pylint: disable=unused-argument
     opts = _opts()
-    where = _keys.route(opts, bank)
-    if where == _keys.LOCAL:
-        return _keys.local_call(opts, kwargs, "fetch", bank, key)
-    if where == _keys.KEYS:
-        return _keys.fetch(opts, kwargs, bank, key)
-    return _driver.fetch(opts, bank, key)
+    return _banks.for_bank(opts, bank).fetch(opts, kwargs, bank, key)
 
 
 def updated(bank, key, cachedir=None, **kwargs):  # pylint: disable=unused-argument
     opts = _opts()
-    where = _keys.route(opts, bank)
-    if where == _keys.LOCAL:
-        return _keys.local_call(opts, kwargs, "updated", bank, key)
-    if where == _keys.KEYS:
-        return _keys.updated(opts, bank, key)
-    return _driver.updated(opts, bank, key)
+    return _banks.for_bank(opts, bank).updated(opts, kwargs, bank, key)
 
 
 def flush(bank, key=None, cachedir=None, **kwargs):  # pylint: disable=unused-argument
     opts = _opts()
-    where = _keys.route(opts, bank)
-    if where == _keys.LOCAL:
-        return _keys.local_call(opts, kwargs, "flush", bank, key=key)
-    if where == _keys.KEYS:
-        return _keys.flush(opts, kwargs, bank, key)
-    return _driver.flush(opts, bank, key)
+    return _banks.for_bank(opts, bank).flush(opts, kwargs, bank, key)
 
 
 def list_(bank, cachedir=None, **kwargs):  # pylint: disable=unused-argument
     opts = _opts()
-    where = _keys.route(opts, bank)
-    if where == _keys.LOCAL:
-        return _keys.local_call(opts, kwargs, "list", bank)
-    if where == _keys.KEYS:
-        return _keys.list_(opts, bank)
-    return _driver.list_(opts, bank)
+    return _banks.for_bank(opts, bank).list_(opts, kwargs, bank)
 
 
 def list_all(bank, include_data=False, cachedir=None, **kwargs):  # pylint: disable=unused-argument
     """``{key: data}`` for every key of ``bank`` (Salt 3008's ``Cache.list_all``; ``salt.key``
     lists minion keys with it). Sub-banks are not included."""
     opts = _opts()
-    where = _keys.route(opts, bank)
-    if where == _keys.LOCAL:
-        return _keys.local_call(opts, kwargs, "list_all", bank, include_data=include_data)
-    if where == _keys.KEYS:
-        return _keys.list_all(opts, bank, include_data=include_data)
-    ret = {}
-    for key in _driver.list_(opts, bank):
-        if _driver.contains(opts, bank, key):  # a key, not a sub-bank
-            ret[key] = _driver.fetch(opts, bank, key)
-    return ret
+    return _banks.for_bank(opts, bank).list_all(opts, kwargs, bank, include_data)
 
 
 def contains(bank, key=None, cachedir=None, **kwargs):  # pylint: disable=unused-argument
     opts = _opts()
-    where = _keys.route(opts, bank)
-    if where == _keys.LOCAL:
-        return _keys.local_call(opts, kwargs, "contains", bank, key)
-    if where == _keys.KEYS:
-        return _keys.contains(opts, bank, key)
-    return _driver.contains(opts, bank, key)
+    return _banks.for_bank(opts, bank).contains(opts, kwargs, bank, key)

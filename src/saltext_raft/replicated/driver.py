@@ -2,8 +2,12 @@
 module): writes go to the local engine over a unix socket, reads come from the local mirror.
 
 Lives here: :class:`EngineClient` (one connection per thread of a worker process, with its own
-client id and sequence numbers) and the driver functions with Salt's signatures. Must not live
-here: anything that runs in the engine (``cacheservice``), mirror writing (``cachemirror``).
+client id and sequence numbers), :func:`check_names` (the edge check of bank and key names; the
+rule itself is ``kv.machine.check_name``) and the driver functions with Salt's signatures. Each
+public function checks its names once and calls its ``*_checked`` twin; code that has already
+checked (the key store, a listing walking its own keys) calls the twin. Must not live here:
+anything that runs in the engine (``replicated/service.py``), mirror writing
+(``replicated/mirror.py``), which bank goes where (``replicated/banks.py``).
 
 Why one connection per thread: the KV state machine drops a write whose ``(client, seq)`` is not
 newer than the last one it applied for that client (that is how a retry is recognised). Two
@@ -184,7 +188,10 @@ def _settings(opts: dict):
     return settings
 
 
-def _check(bank, key=None, *, key_required=False, flush=False) -> None:
+def check_names(bank, key=None, *, key_required=False, flush=False) -> None:
+    """Refuse a bank or key name the replicated cache cannot hold, with a ``SaltCacheError``
+    (``kv.machine.check_name``; ``flush``: ``check_flush``). Called once per driver call, at
+    the edge."""
     try:
         if flush:
             check_flush(bank, key)
@@ -236,7 +243,6 @@ def get_storage_id(opts: dict, kwargs: dict):
 
 
 def _value_request(op: str, bank: str, key: str, data) -> dict:
-    _check(bank, key, key_required=True)
     try:
         value = salt.payload.dumps(data)
     except Exception as exc:  # pylint: disable=broad-except
@@ -245,6 +251,11 @@ def _value_request(op: str, bank: str, key: str, data) -> dict:
 
 
 def store(opts: dict, bank: str, key: str, data) -> bool:
+    check_names(bank, key, key_required=True)
+    return store_checked(opts, bank, key, data)
+
+
+def store_checked(opts: dict, bank: str, key: str, data) -> bool:
     request = _value_request("cache.store", bank, key, data)
     return _engine_call(opts, f"store {bank}/{key}", request, write=True)
 
@@ -253,6 +264,7 @@ def add(opts: dict, bank: str, key: str, data) -> bool:
     """Store ``data`` only if ``bank`` has no key ``key`` yet; True if it stored, False if the
     key was there (left as it is). Not part of Salt's cache API: the cluster decides, in one
     committed step, so a write another master commits meanwhile is never overwritten."""
+    check_names(bank, key, key_required=True)
     request = _value_request("cache.add", bank, key, data)
     return bool(_engine_call(opts, f"add {bank}/{key}", request, write=True))
 
@@ -261,7 +273,7 @@ def union(opts: dict, bank: str, key: str, items) -> bool:
     """Merge the strings ``items`` into the list ``bank``/``key`` holds (created if absent;
     kept sorted, without duplicates) in one committed step: writes of several masters at once
     all count. Not part of Salt's cache API (the job cache's minion lists use it)."""
-    _check(bank, key, key_required=True)
+    check_names(bank, key, key_required=True)
     items = list(items)
     if not all(isinstance(i, str) for i in items):
         raise SaltCacheError(f"raft cache: union {bank}/{key}: every item must be a string")
@@ -274,7 +286,7 @@ def expire(opts: dict, bank: str, cutoff: int) -> int:
     """Remove, in one committed step, every sub-bank of ``bank`` first written before
     ``cutoff`` (seconds since the epoch, chosen here, by the caller: every master removes the
     same ones); returns how many. Not part of Salt's cache API (the job cache's retention)."""
-    _check(bank, flush=True)
+    check_names(bank, flush=True)
     request = {
         "op": "cache.expire",
         "bank": bank,
@@ -285,7 +297,11 @@ def expire(opts: dict, bank: str, cutoff: int) -> int:
 
 
 def flush(opts: dict, bank: str, key: str | None = None) -> bool:
-    _check(bank, key, flush=True)
+    check_names(bank, key, flush=True)
+    return flush_checked(opts, bank, key)
+
+
+def flush_checked(opts: dict, bank: str, key: str | None = None) -> bool:
     request = {"op": "cache.flush", "bank": bank, "key": key}
     what = f"flush {bank}/{key}" if key is not None else f"flush bank {bank}"
     return bool(_engine_call(opts, what, request, write=True))
@@ -413,8 +429,12 @@ def _sqlite_call(what: str, fn, *args):
 
 
 def fetch(opts: dict, bank: str, key: str):
+    check_names(bank, key)
+    return fetch_checked(opts, bank, key)
+
+
+def fetch_checked(opts: dict, bank: str, key: str):
     settings = _settings(opts)
-    _check(bank, key)
     _before_read(opts, settings, f"fetch {bank}/{key}")
     if settings.backend != "sqlite":
         return _localfs.fetch(bank, key, settings.root)
@@ -428,8 +448,12 @@ def fetch(opts: dict, bank: str, key: str):
 
 
 def updated(opts: dict, bank: str, key: str):
+    check_names(bank, key)
+    return updated_checked(opts, bank, key)
+
+
+def updated_checked(opts: dict, bank: str, key: str):
     settings = _settings(opts)
-    _check(bank, key)
     _before_read(opts, settings, f"updated {bank}/{key}")
     if settings.backend == "sqlite":
         return _sqlite_call(f"updated {bank}/{key}", _sqlite(settings).updated, bank, key)
@@ -441,8 +465,12 @@ def updated(opts: dict, bank: str, key: str):
 
 
 def list_(opts: dict, bank: str):
+    check_names(bank)
+    return list_checked(opts, bank)
+
+
+def list_checked(opts: dict, bank: str):
     settings = _settings(opts)
-    _check(bank)
     _before_read(opts, settings, f"list {bank}")
     if settings.backend == "sqlite":
         return _sqlite_call(f"list {bank}", _sqlite(settings).list, bank)
@@ -450,8 +478,12 @@ def list_(opts: dict, bank: str):
 
 
 def contains(opts: dict, bank: str, key: str | None = None) -> bool:
+    check_names(bank, key)
+    return contains_checked(opts, bank, key)
+
+
+def contains_checked(opts: dict, bank: str, key: str | None = None) -> bool:
     settings = _settings(opts)
-    _check(bank, key)
     _before_read(opts, settings, f"contains {bank}")
     if settings.backend == "sqlite":
         return _sqlite_call(f"contains {bank}", _sqlite(settings).contains, bank, key)

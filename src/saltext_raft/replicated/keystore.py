@@ -1,10 +1,12 @@
 """Salt 3008's minion key store behind the ``raft`` cache driver (``keys.cache_driver: raft``).
 
-Lives here: :func:`route` (which bank goes where) and the key-store driver functions
-(:func:`store`, :func:`fetch`, :func:`flush`, :func:`list_`, :func:`list_all`, :func:`contains`,
-:func:`updated`) for the banks ``keys`` and ``denied_keys``, plus the per-master bank
-``master_keys``. Must not live here: the engine socket protocol and mirror reads
-(``cachedriver``), anything that runs in the engine.
+Lives here: the key-store driver functions (:func:`store`, :func:`fetch`, :func:`flush`,
+:func:`list_`, :func:`list_all`, :func:`contains`, :func:`updated`) for the banks ``keys`` and
+``denied_keys``, each checking the minion id once (:func:`check_id`) before it calls the
+driver's already-checked functions, plus the per-master bank ``master_keys``
+(:func:`local_call`). Must not live here: which bank goes where (``replicated/banks.py``), the
+engine socket protocol and mirror reads (``replicated/driver.py``), anything that runs in the
+engine.
 
 Theory of operation
 -------------------
@@ -63,7 +65,6 @@ import salt.cache
 from salt.exceptions import SaltCacheError
 from salt.utils.verify import valid_id
 
-from saltext_raft.kv.machine import bank_parts
 from saltext_raft.master import settings as engine_settings
 from saltext_raft.master.readiness import ReadinessReader
 from saltext_raft.replicated import config as cacheconfig
@@ -83,26 +84,6 @@ LOCAL_DRIVER = "localfs_key"
 VIEW_RETRIES = 3
 #: Seconds between two warnings about a pki_dir view that cannot be written.
 VIEW_WARN_INTERVAL = 30.0
-
-#: Routes returned by :func:`route`.
-CACHE, KEYS, LOCAL = "cache", "keys", "local"
-
-
-def route(opts: dict, bank) -> str:
-    """Where a ``raft`` driver call for ``bank`` goes: :data:`KEYS` (replicated key store),
-    :data:`LOCAL` (``localfs_key`` in this master's ``pki_dir``) or :data:`CACHE` (the plain
-    replicated cache). The key banks are only special when this driver is the keys driver."""
-    if isinstance(bank, str) and bank_parts(bank)[:1] == [MIRROR_PREFIX]:
-        raise SaltCacheError(
-            f"raft cache: bank {bank!r} is reserved for the replicated minion key store"
-        )
-    if not cacheconfig.keys_driver_enabled(opts):
-        return CACHE
-    if bank in REPLICATED_BANKS:
-        return KEYS
-    if bank in LOCAL_BANKS:
-        return LOCAL
-    return CACHE
 
 
 def mirror_bank(bank: str) -> str:
@@ -247,13 +228,17 @@ def view_ids(opts: dict, bank: str) -> set:
 # --------------------------------------------------------------------------------------------
 # the replicated side
 # --------------------------------------------------------------------------------------------
-def _valid(opts: dict, bank: str, key) -> None:
+def check_id(opts: dict, bank: str, key) -> None:
+    """The edge check of a key-store call: ``key`` is a valid minion id (Salt's rule) and a
+    name the replicated cache can hold (the driver's rule, which ``valid_id`` alone does not
+    imply: it lets "." through)."""
     if not valid_id(opts, key):
         raise SaltCacheError(f"raft key store: {bank}/{key!r}: {key!r} is not a valid minion id")
+    cachedriver.check_names(mirror_bank(bank), key, key_required=True)
 
 
 def _mirror_fetch(opts: dict, bank: str, key: str):
-    value = cachedriver.fetch(opts, mirror_bank(bank), key)
+    value = cachedriver.fetch_checked(opts, mirror_bank(bank), key)
     return value if value not in ({}, None) else None
 
 
@@ -308,17 +293,17 @@ def _normalize(bank: str, key: str, data):
 
 
 def store(opts: dict, kwargs: dict, bank: str, key: str, data) -> None:
-    _valid(opts, bank, key)
+    check_id(opts, bank, key)
     data = _normalize(bank, key, data)
     state = f" as {data['state']}" if bank == "keys" else ""
     what = f"storing the {bank[:-1].replace('_', ' ')} of minion {key!r}{state}"
-    _write(opts, what, lambda: cachedriver.store(opts, mirror_bank(bank), key, data))
+    _write(opts, what, lambda: cachedriver.store_checked(opts, mirror_bank(bank), key, data))
     sync_view(opts, kwargs, bank, key, data)
 
 
 def fetch(opts: dict, kwargs: dict, bank: str, key: str):
     """``{"state", "pub"}`` (``keys``) or a list of PEMs (``denied_keys``); None if absent."""
-    _valid(opts, bank, key)
+    check_id(opts, bank, key)
     value = _mirror_fetch(opts, bank, key)
     if value is None and bank == "keys" and not cacheconfig.from_opts(opts).linearizable_reads:
         try:
@@ -344,15 +329,15 @@ def flush(opts: dict, kwargs: dict, bank: str, key=None) -> bool:
         except (OSError, SaltCacheError) as exc:
             _view_warning(f"{bank} (whole bank)", exc)
         return bool(result)
-    _valid(opts, bank, key)
+    check_id(opts, bank, key)
     what = f"removing the {bank[:-1].replace('_', ' ')} of minion {key!r}"
-    result = _write(opts, what, lambda: cachedriver.flush(opts, mirror_bank(bank), key))
+    result = _write(opts, what, lambda: cachedriver.flush_checked(opts, mirror_bank(bank), key))
     sync_view(opts, kwargs, bank, key, None)
     return bool(result)
 
 
 def list_(opts: dict, bank: str) -> list:
-    return [k for k in cachedriver.list_(opts, mirror_bank(bank)) if valid_id(opts, k)]
+    return [k for k in cachedriver.list_checked(opts, mirror_bank(bank)) if valid_id(opts, k)]
 
 
 def list_all(opts: dict, bank: str, include_data: bool = False) -> dict:
@@ -372,13 +357,13 @@ def list_all(opts: dict, bank: str, include_data: bool = False) -> dict:
 
 def contains(opts: dict, bank: str, key=None) -> bool:
     if key is not None:
-        _valid(opts, bank, key)
-    return cachedriver.contains(opts, mirror_bank(bank), key)
+        check_id(opts, bank, key)
+    return cachedriver.contains_checked(opts, mirror_bank(bank), key)
 
 
 def updated(opts: dict, bank: str, key: str):
-    _valid(opts, bank, key)
-    return cachedriver.updated(opts, mirror_bank(bank), key)
+    check_id(opts, bank, key)
+    return cachedriver.updated_checked(opts, mirror_bank(bank), key)
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pytest
 from salt.exceptions import SaltCacheError
 
 from saltext_raft.master.settings import readiness_path
+from saltext_raft.replicated import banks
 from saltext_raft.replicated import config as cacheconfig
 from saltext_raft.replicated import keystore
 
@@ -20,27 +21,27 @@ KEYS_OFF = {"keys.cache_driver": "localfs_key", "cache": "raft"}
 @pytest.mark.parametrize(
     ("opts", "bank", "where"),
     [
-        (KEYS_ON, "keys", keystore.KEYS),
-        (KEYS_ON, "denied_keys", keystore.KEYS),
-        (KEYS_ON, "master_keys", keystore.LOCAL),
-        (KEYS_ON, "grains", keystore.CACHE),
-        (KEYS_ON, "keys/sub", keystore.CACHE),
+        (KEYS_ON, "keys", banks.KEYS),
+        (KEYS_ON, "denied_keys", banks.KEYS),
+        (KEYS_ON, "master_keys", banks.LOCAL),
+        (KEYS_ON, "grains", banks.CACHE),
+        (KEYS_ON, "keys/sub", banks.CACHE),
         # not the keys driver (or Salt 3007, which has no such option): plain replicated cache
-        (KEYS_OFF, "keys", keystore.CACHE),
-        (KEYS_OFF, "master_keys", keystore.CACHE),
-        ({"cache": "raft"}, "denied_keys", keystore.CACHE),
+        (KEYS_OFF, "keys", banks.CACHE),
+        (KEYS_OFF, "master_keys", banks.CACHE),
+        ({"cache": "raft"}, "denied_keys", banks.CACHE),
     ],
 )
 def test_route(opts, bank, where):
-    assert keystore.route(opts, bank) == where
+    assert banks.for_bank(opts, bank) is where
 
 
 @pytest.mark.parametrize("opts", [KEYS_ON, KEYS_OFF])
 def test_the_mirror_banks_of_the_key_store_are_reserved(opts):
     for bank in (keystore.MIRROR_PREFIX, keystore.mirror_bank("keys")):
         with pytest.raises(SaltCacheError, match="reserved"):
-            keystore.route(opts, bank)
-    assert keystore.route(opts, keystore.MIRROR_PREFIX + "x") == keystore.CACHE
+            banks.for_bank(opts, bank)
+    assert banks.for_bank(opts, keystore.MIRROR_PREFIX + "x") is banks.CACHE
 
 
 def test_the_engine_hosts_the_cache_when_raft_is_only_the_keys_driver():

@@ -202,6 +202,34 @@ def test_invalid_ids_and_data_are_refused(cluster, pubs):
         kcache(cluster, "m1").fetch(keystore.mirror_bank("keys"), "web1")
 
 
+def test_a_key_write_and_read_check_the_names_once(cluster, pubs, monkeypatch):
+    """A key-store call enters at the loader, goes through the key store and the driver: the
+    bank/key name is checked once, at the key store's edge, not again by each layer."""
+    from saltext_raft.replicated import driver  # pylint: disable=import-outside-toplevel
+
+    calls = []
+    real = driver.check_name
+
+    def counting(what, name, **kw):
+        calls.append((what, name))
+        return real(what, name, **kw)
+
+    monkeypatch.setattr(driver, "check_name", counting)
+    c = kcache(cluster, "m1")
+    c.store("keys", "once1", {"state": "pending", "pub": pubs[0]})
+    assert calls == [("bank", keystore.mirror_bank("keys")), ("key", "once1")]
+    calls.clear()
+    assert c.fetch("keys", "once1")["state"] == "pending"
+    assert calls == [("bank", keystore.mirror_bank("keys")), ("key", "once1")]
+    calls.clear()
+    # a listing of a plain cache bank checks the bank once, not its name again per key listed
+    for i in range(3):
+        c.store("plainbank", f"k{i}", {"i": i})
+    calls.clear()
+    assert c.list_all("plainbank", include_data=True) == {f"k{i}": {"i": i} for i in range(3)}
+    assert calls == [("bank", "plainbank")]
+
+
 def test_without_quorum_key_writes_fail_clearly_and_reads_keep_working(tmp_path, pubs):
     c = InProcessCluster(str(tmp_path), ids=IDS)
     try:
