@@ -1,9 +1,13 @@
 """Runner <-> engine requests over the master event bus (the reactor runner's pattern).
 
-Lives here: the control tags, request signing and checking, :class:`ControlClient` (used by the
-``raft`` runners inside ``salt-run``) and :class:`ControlServer` (used by the engine: reads
-requests, calls a handler, fires replies). Must not live here: what the operations do (the
-engine's handler does it) and how results are rendered (the runners).
+Lives here: the operations' vocabulary (:data:`OPS`, the one list: the client refuses anything
+else, the engine dispatches each to its ``_op_<name>`` method), the control tags, request
+signing and checking, :class:`ControlClient` (used by the ``raft`` runners inside ``salt-run``)
+and :class:`ControlRelay` (used by the engine: takes authentic requests off the bus, calls a
+handler, fires replies). Must not live here: what the operations do (the engine's handler does
+it), how results are rendered (the runners), the local socket channel of the cache and the
+standalone node (``runtime/control.py``'s ``ControlServer``, the one control *server*: this
+module only relays signed bus requests to the engine).
 
 Protocol
 --------
@@ -69,6 +73,8 @@ OPS = (
     "ping",
     "reload_secrets",
 )
+#: The operations that name a master (``node=<master id>``).
+NODE_OPS = ("add_learner", "promote", "demote", "remove", "transfer_leader")
 
 
 class ControlError(Exception):
@@ -225,7 +231,7 @@ class ControlClient:
                 destroy()
 
 
-class ControlServer:
+class ControlRelay:
     """The engine's side: ``poll_once()`` from a dedicated thread, or ``serve(stop)``.
 
     ``handler(op, args)`` returns a JSON-able result or raises; it is called on the server's

@@ -387,45 +387,59 @@ class RaftService:
         return fut.result(timeout + 2)
 
     async def _op(self, op: str, args: dict, timeout: float):
-        rt = self.runtime
-        if op == "ping":
-            return {"node_id": self.cfg.node_id, "pid": os.getpid()}
-        if op == "status":
-            return self.status()
-        if op == "members":
-            return self.members()
-        if op == "leader":
-            node = rt.view()
-            return {"leader": node.leader or None, "term": node.term, "node_id": self.cfg.node_id}
-        node_arg = str(args.get("node") or "")
-        if op in ("add_learner", "promote", "demote", "remove", "transfer_leader") and not node_arg:
+        """Run one operation of the runners' vocabulary (``control.OPS``): each is the method
+        ``_op_<name>``, so the vocabulary is written once, in ``master/control.py``."""
+        if op not in control.OPS:
+            raise ValueError(f"unknown operation {op!r}")
+        if op in control.NODE_OPS and not str(args.get("node") or ""):
             raise ValueError(f"{op}: which master? (pass node=<master id>)")
-        if op == "add_learner":
-            address = str(args.get("address") or "")
-            if not address:
-                raise ValueError(
-                    "add_learner: pass address=<host:port> of the new master's raft port"
-                )
-            from saltext_raft.master.config import split_host_port  # pylint: disable=import-outside-toplevel
+        return await getattr(self, f"_op_{op}")(self.runtime, args, timeout)
 
-            split_host_port(address, None, "address")
-            return await rt.add_learner(node_arg, address, timeout)
-        if op == "promote":
-            return await rt.promote(node_arg, timeout)
-        if op == "demote":
-            return await rt.demote(node_arg, timeout)
-        if op == "remove":
-            return await rt.remove(node_arg, timeout)
-        if op == "transfer_leader":
-            return await rt.transfer_leader(node_arg, timeout)
-        if op == "snapshot":
-            return await rt.take_snapshot()
-        if op == "reload_secrets":
-            return self._reload_secrets(rt)
-        if op == "backup":
-            return await self._backup(rt, args)
-        raise ValueError(f"unknown operation {op!r}")
+    # pylint: disable=unused-argument
+    async def _op_ping(self, rt, args: dict, timeout: float):
+        return {"node_id": self.cfg.node_id, "pid": os.getpid()}
 
+    async def _op_status(self, rt, args: dict, timeout: float):
+        return self.status()
+
+    async def _op_members(self, rt, args: dict, timeout: float):
+        return self.members()
+
+    async def _op_leader(self, rt, args: dict, timeout: float):
+        node = rt.view()
+        return {"leader": node.leader or None, "term": node.term, "node_id": self.cfg.node_id}
+
+    async def _op_add_learner(self, rt, args: dict, timeout: float):
+        address = str(args.get("address") or "")
+        if not address:
+            raise ValueError("add_learner: pass address=<host:port> of the new master's raft port")
+        from saltext_raft.master.config import split_host_port  # pylint: disable=import-outside-toplevel
+
+        split_host_port(address, None, "address")
+        return await rt.add_learner(str(args["node"]), address, timeout)
+
+    async def _op_promote(self, rt, args: dict, timeout: float):
+        return await rt.promote(str(args["node"]), timeout)
+
+    async def _op_demote(self, rt, args: dict, timeout: float):
+        return await rt.demote(str(args["node"]), timeout)
+
+    async def _op_remove(self, rt, args: dict, timeout: float):
+        return await rt.remove(str(args["node"]), timeout)
+
+    async def _op_transfer_leader(self, rt, args: dict, timeout: float):
+        return await rt.transfer_leader(str(args["node"]), timeout)
+
+    async def _op_snapshot(self, rt, args: dict, timeout: float):
+        return await rt.take_snapshot()
+
+    async def _op_reload_secrets(self, rt, args: dict, timeout: float):
+        return self._reload_secrets(rt)
+
+    async def _op_backup(self, rt, args: dict, timeout: float):
+        return await self._backup(rt, args)
+
+    # pylint: enable=unused-argument
     def _reload_secrets(self, rt) -> dict:
         """Re-read ``secret_file`` and ``accept_secret_files`` (same paths as at start) and
         switch the transport to them: one step of a rotation (docs/operations.md)."""
@@ -593,7 +607,7 @@ class RaftService:
         if self.cache is not None:
             await self.cache.start(self.runtime)
         self.fire(TAG_STARTED, {"founding": cfg.founding})
-        server = control.ControlServer(
+        server = control.ControlRelay(
             self.opts, cfg.node_id, self.handle_control, bus=self._control_bus
         )
         self._control_thread = threading.Thread(

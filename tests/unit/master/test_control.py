@@ -10,7 +10,7 @@ import pytest
 from saltext_raft.master import control
 from saltext_raft.master.control import ControlClient
 from saltext_raft.master.control import ControlError
-from saltext_raft.master.control import ControlServer
+from saltext_raft.master.control import ControlRelay
 from saltext_raft.master.control import ControlTimeout
 
 KEY = "master-key-abc"
@@ -52,7 +52,7 @@ class Bus:
 
 
 def serve(bus, handler, node="m1", key=KEY):
-    server = ControlServer(OPTS, node, handler, bus=bus.handle(), key=key)
+    server = ControlRelay(OPTS, node, handler, bus=bus.handle(), key=key)
     stop = threading.Event()
     t = threading.Thread(target=server.serve, args=(stop,), daemon=True)
     t.start()
@@ -93,7 +93,7 @@ def test_no_engine_times_out_with_a_clear_message():
 
 def test_server_ignores_forwarded_foreign_and_forged_requests():
     calls = []
-    server = ControlServer(OPTS, "m1", lambda op, a: calls.append(op), bus=Bus().handle(), key=KEY)
+    server = ControlRelay(OPTS, "m1", lambda op, a: calls.append(op), bus=Bus().handle(), key=KEY)
     good = control.make_request(KEY, "m1", "status")
     assert control.check_request(good, "m1", KEY) is None
     assert server.handle(dict(good, __peer_id="m2")) is None  # re-published by a peer master
@@ -152,7 +152,7 @@ def test_a_replayed_signed_remove_is_refused_and_membership_changes_once():
         changes.append(args["node"])
         return {"voters": sorted(members)}
 
-    server = ControlServer(OPTS, "m1", engine, bus=bus.handle(), key=KEY)
+    server = ControlRelay(OPTS, "m1", engine, bus=bus.handle(), key=KEY)
     request = control.make_request(KEY, "m1", "remove", {"node": "m2"})
     assert server.handle(request)["ok"] is True
     members.add("m2")  # the operator adds m2 back ...
@@ -173,3 +173,14 @@ def test_remembered_request_ids_are_bounded_and_refuse_rather_than_forget():
     assert "replayed" in seen.admit("r1", 100.0, 109.0)  # not forgotten to make room
     assert seen.admit("r3", 111.0, 111.0) is None  # the old ones expired: room again
     assert len(seen) == 1
+
+
+def test_the_engine_serves_exactly_the_vocabulary_the_client_sends():
+    """``control.OPS`` is the one list of operations: the engine has a method for each and
+    none besides (a new op added to one side only would be refused, or unreachable)."""
+    from saltext_raft.master import control  # pylint: disable=import-outside-toplevel
+    from saltext_raft.master.service import RaftService  # pylint: disable=import-outside-toplevel
+
+    served = {name[len("_op_") :] for name in dir(RaftService) if name.startswith("_op_")}
+    assert served == set(control.OPS)
+    assert set(control.NODE_OPS) <= set(control.OPS)

@@ -14,6 +14,8 @@ import asyncio
 import os
 import time
 
+import pytest
+
 from saltext_raft.master import gate
 from saltext_raft.master import health
 from saltext_raft.master import readiness
@@ -193,3 +195,23 @@ def test_the_stale_rule_has_one_home_and_every_reader_applies_it(tmp_path):
     stale = ReadinessWriter(cfg.readiness_path, cfg.readiness_interval, clock=lambda: beat - 7.1)
     stale.publish({"ready": True, "reason": "ready", "node_id": "m1"})
     assert health.status(opts)["ready"] is False and health.status(opts)["fresh"] is False
+
+
+def test_the_runners_operations_reach_the_runtime_through_the_engine(tmp_path):
+    """Each op of ``control.OPS`` is dispatched to its method; one naming a master needs one."""
+
+    async def main():
+        async with ServiceCluster(tmp_path) as sc:
+            leader = await sc.cluster.leader()
+            svc = sc.services[leader.id]
+            assert (await svc._op("ping", {}, 5))["node_id"] == leader.id
+            assert (await svc._op("leader", {}, 5))["leader"] == leader.id
+            assert (await svc._op("members", {}, 5))["voters"] == list(IDS)
+            with pytest.raises(ValueError, match="which master"):
+                await svc._op("demote", {}, 5)
+            with pytest.raises(ValueError, match="unknown operation"):
+                await svc._op("rm -rf", {}, 5)
+            with pytest.raises(ValueError, match="address="):
+                await svc._op("add_learner", {"node": "m9"}, 5)
+
+    run(main())
