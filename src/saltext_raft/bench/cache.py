@@ -461,8 +461,9 @@ IMPORT_VALUE_BYTES = {"grains": 2000, "pillar": 1000, "mine": 200}
 
 
 def import_phase(nodes: Nodes, minions: int, workers: int) -> dict:
-    """Time :func:`cacheimport.import_cache` of ``minions`` minions' data kept by Salt's localfs
-    in the first node's cachedir (what a master had before the switch to ``cache: raft``)."""
+    """Time :func:`saltext_raft.replicated.importer.import_cache` of ``minions`` minions' data
+    kept by Salt's localfs in the first node's cachedir (what a master had before the switch to
+    ``cache: raft``)."""
     import salt.cache  # pylint: disable=import-outside-toplevel
 
     from saltext_raft.replicated import importer as cacheimport  # pylint: disable=import-outside-toplevel

@@ -5,7 +5,7 @@ Lives here: :class:`KeyRevocation` (the engine side: refreshes this master's ``p
 each replicated key change the cache service reports, and gathers revocations into one AES key
 rotation) and :func:`rotate_aes_key` (how a rotation is done on this master). Must not live
 here: the view layout and what counts as a revocation (``keystore``), when a change is reported
-(``cacheservice.CacheService.watch``).
+(``replicated/service.py``: ``CacheService.watch``).
 
 Theory of operation
 -------------------

@@ -3,8 +3,9 @@
 Lives here: :class:`RaftService` — builds the store (Salt's cache), the transport (zmq + AEAD)
 and the runtime from a validated :class:`EngineConfig`; decides readiness and publishes it to
 the request workers (readiness file); fires events under ``saltext/raft/``; answers the
-runners' control requests; detects Salt 3008's core consensus. Must not live here: Raft rules
-(``core``), the driver loop (``runtime``), config parsing (``integration.config``).
+runners' control requests (carried out by ``master/operations.py``); detects Salt 3008's core
+consensus. Must not live here: Raft rules (``core``), the driver loop (``runtime``), config
+parsing (``master/config.py``).
 
 Threads: the asyncio loop (runtime, readiness) runs in the engine's main thread; the control
 server blocks on the event bus in a second thread and hands each operation to the loop.
@@ -18,7 +19,6 @@ control server listens on). :meth:`RaftService.serve` runs the service on the ca
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import importlib.util
 import logging
@@ -29,6 +29,7 @@ import time
 from saltext_raft.master import control
 from saltext_raft.master.config import EngineConfig
 from saltext_raft.master.fileutil import ProcessLock
+from saltext_raft.master.operations import EngineOperations
 from saltext_raft.master.readiness import ReadinessWriter
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,8 @@ class RaftService:
         self._stop_async: asyncio.Event | None = None
         self._stop_thread = threading.Event()
         self._control_thread: threading.Thread | None = None
+        #: The runners' operations (``master/operations.py``), run on the loop.
+        self.operations = EngineOperations(self)
         self._last_contact: dict[str, float] = {}
         self._last_match: dict[str, int] = {}
         self.coexisting = core_consensus_active(opts)
@@ -383,115 +386,8 @@ class RaftService:
     # ------------------------------------------------------------------------------------------
     def handle_control(self, op: str, args: dict):
         timeout = float(args.get("timeout") or OP_TIMEOUT)
-        fut = asyncio.run_coroutine_threadsafe(self._op(op, args, timeout), self.loop)
+        fut = asyncio.run_coroutine_threadsafe(self.operations.run(op, args, timeout), self.loop)
         return fut.result(timeout + 2)
-
-    async def _op(self, op: str, args: dict, timeout: float):
-        """Run one operation of the runners' vocabulary (``control.OPS``): each is the method
-        ``_op_<name>``, so the vocabulary is written once, in ``master/control.py``."""
-        if op not in control.OPS:
-            raise ValueError(f"unknown operation {op!r}")
-        if op in control.NODE_OPS and not str(args.get("node") or ""):
-            raise ValueError(f"{op}: which master? (pass node=<master id>)")
-        return await getattr(self, f"_op_{op}")(self.runtime, args, timeout)
-
-    # pylint: disable=unused-argument
-    async def _op_ping(self, rt, args: dict, timeout: float):
-        return {"node_id": self.cfg.node_id, "pid": os.getpid()}
-
-    async def _op_status(self, rt, args: dict, timeout: float):
-        return self.status()
-
-    async def _op_members(self, rt, args: dict, timeout: float):
-        return self.members()
-
-    async def _op_leader(self, rt, args: dict, timeout: float):
-        node = rt.view()
-        return {"leader": node.leader or None, "term": node.term, "node_id": self.cfg.node_id}
-
-    async def _op_add_learner(self, rt, args: dict, timeout: float):
-        address = str(args.get("address") or "")
-        if not address:
-            raise ValueError("add_learner: pass address=<host:port> of the new master's raft port")
-        from saltext_raft.master.config import split_host_port  # pylint: disable=import-outside-toplevel
-
-        split_host_port(address, None, "address")
-        return await rt.add_learner(str(args["node"]), address, timeout)
-
-    async def _op_promote(self, rt, args: dict, timeout: float):
-        return await rt.promote(str(args["node"]), timeout)
-
-    async def _op_demote(self, rt, args: dict, timeout: float):
-        return await rt.demote(str(args["node"]), timeout)
-
-    async def _op_remove(self, rt, args: dict, timeout: float):
-        return await rt.remove(str(args["node"]), timeout)
-
-    async def _op_transfer_leader(self, rt, args: dict, timeout: float):
-        return await rt.transfer_leader(str(args["node"]), timeout)
-
-    async def _op_snapshot(self, rt, args: dict, timeout: float):
-        return await rt.take_snapshot()
-
-    async def _op_reload_secrets(self, rt, args: dict, timeout: float):
-        return self._reload_secrets(rt)
-
-    async def _op_backup(self, rt, args: dict, timeout: float):
-        return await self._backup(rt, args)
-
-    # pylint: enable=unused-argument
-    def _reload_secrets(self, rt) -> dict:
-        """Re-read ``secret_file`` and ``accept_secret_files`` (same paths as at start) and
-        switch the transport to them: one step of a rotation (docs/operations.md)."""
-        # pylint: disable=import-outside-toplevel
-        from saltext_raft.master.config import read_accept_secrets
-        from saltext_raft.master.config import read_secret
-
-        cfg = self.cfg
-        if not cfg.secret_file:
-            raise ValueError(
-                "reload_secrets: the secret is derived from the cluster key, not read from "
-                "secret_file; set secret_file to rotate it (docs/operations.md)"
-            )
-        secret, source = read_secret(cfg.secret_file, self.opts)
-        accept = read_accept_secrets(cfg.accept_secret_files, self.opts)
-        rt.transport.set_secrets(secret, accept)
-        cfg.secret, cfg.accept_secrets = secret, accept
-        log.info(
-            "saltext-raft %s: secrets reloaded: sending with %s, %d more accepted",
-            cfg.node_id,
-            source,
-            len(accept),
-        )
-        return {"secret_file": source, "accepted_more": len(accept)}
-
-    async def _backup(self, rt, args: dict) -> dict:
-        # pylint: disable=import-outside-toplevel
-        from saltext_raft.master.recover import backup_path
-        from saltext_raft.master.recover import write_backup
-        from saltext_raft.runtime.backup import Backup
-
-        created = time.time()
-        default_name = time.strftime(
-            f"{self.cfg.cluster_id}-{self.cfg.node_id}-%Y%m%dT%H%M%SZ.bak", time.gmtime(created)
-        )
-        path = str(args.get("path") or default_name)
-        overwrite = args.get("overwrite") is True  # the runner sends a bool
-        backup_path(self.cfg.backups, path)  # refuse a bad path before taking the snapshot
-        backup = Backup(self.cfg.cluster_id, self.cfg.node_id, created, await rt.backup_snapshot())
-        path, size = await asyncio.get_running_loop().run_in_executor(
-            None,
-            functools.partial(
-                write_backup,
-                path,
-                backup,
-                secret=self.cfg.secret,
-                backup_dir=self.cfg.backups,
-                overwrite=overwrite,
-            ),
-        )
-        log.info("saltext-raft %s: wrote a backup of %d bytes to %s", self.cfg.node_id, size, path)
-        return {"path": path, "bytes": size, **backup.summary()}
 
     def status(self) -> dict:
         st = self.runtime.status()

@@ -21,10 +21,10 @@ one indexed query of the mirror's database), so they cost what a local read cost
 working while the quorum is down.
 
 They are served only while the engine's caught-up marker exists and the engine that wrote it
-(its pid is in the marker) is alive (``cacheservice``, "Caught up"): after a restart the mirror
-may be older than what the cluster committed meanwhile (a key deleted while this master was
-down would still be there), and an engine killed without its clean stop leaves its marker
-behind. Without a live marker a read waits for one, polling, at most ``raft_cache_timeout``,
+(its pid is in the marker) is alive (``replicated/service.py``, "Caught up"): after a restart
+the mirror may be older than what the cluster committed meanwhile (a key deleted while this
+master was down would still be there), and an engine killed without its clean stop leaves its
+marker behind. Without a live marker a read waits for one, polling, at most ``raft_cache_timeout``,
 then fails with a ``SaltCacheError`` that says to retry. The marker is looked at on every read
 (a ``stat`` and a signal-0 ``kill``; the file is read again only when it changed): a marker
 remembered for a while would let a worker read a copy its engine has just started to rebuild.

@@ -3,7 +3,7 @@
 Lives here: :func:`import_cache` (walk banks of a source driver, store what the replicated
 cache lacks) and the command line ``python -m saltext_raft import``; the
 ``raft.import_cache`` runner calls the same function. Must not live here: the driver itself
-(``cachedriver``), anything that runs in the engine.
+(``replicated/driver.py``), anything that runs in the engine.
 
 Why: a master switched from ``cache: localfs`` (or redis, consul...) to ``cache: raft`` starts
 with an empty replicated cache. Minions refill grains and pillar on their next refresh, but mine

@@ -5,8 +5,8 @@ Lives here: :class:`LocalfsMirror` (writes a ``localfs``-layout copy of the cach
 :class:`MirrorWriter` (one thread that applies mirror jobs in apply order and tells the event
 loop how far it got) and :class:`CacheStateMachine` (the runtime's state machine: wraps
 :class:`saltext_raft.kv.KVStateMachine` and queues every change it applies to the mirror).
-Must not live here: the socket the workers talk to (``cacheservice``), the driver the workers
-load (``cachedriver``), Raft rules.
+Must not live here: the socket the workers talk to (``replicated/service.py``), the driver the
+workers load (``replicated/driver.py``), Raft rules.
 
 Why a thread: a mirror write is a small file write and rename (tens of microseconds, more on a
 busy disk). Doing it inline would stall the event loop (heartbeats, elections) behind the disk.

@@ -1,10 +1,10 @@
 """The replicated Salt cache inside the ``raft`` engine: mirror, state machine, local socket.
 
-Lives here: :class:`CacheService` — owns the :class:`~.cachemirror.MirrorWriter` and the
-:class:`~.cachemirror.CacheStateMachine` the runtime applies entries to, and serves the ``raft``
+Lives here: :class:`CacheService` — owns the :class:`~.mirror.MirrorWriter` and the
+:class:`~.mirror.CacheStateMachine` the runtime applies entries to, and serves the ``raft``
 cache driver's requests on a unix socket in the master's ``sock_dir`` (mode 0600, the runtime's
 :class:`~saltext_raft.runtime.control.ControlServer` with only the cache operations). Must not
-live here: the driver (``cachedriver``), mirror file handling (``cachemirror``).
+live here: the driver (``replicated/driver.py``), mirror file handling (``replicated/mirror.py``).
 
 Requests (JSON lines; several may be outstanding per connection, answers carry the ``id``)::
 
@@ -28,7 +28,7 @@ the master was down. The service removes the marker ``CacheSettings.caught_up_pa
 runtime starts, waits for the runtime's catch-up barrier (a read index confirmed by a leader,
 applied here), waits until the mirror shows it, and only then writes the marker again, with
 the engine's pid. The driver serves no read without a marker naming a running engine
-(``cachedriver``), and the engine's readiness (the request gate) waits for
+(``replicated/driver.py``), and the engine's readiness (the request gate) waits for
 :attr:`CacheService.caught_up`. A clean stop removes the marker too.
 
 ``(client, seq)`` makes a retried write apply at most once (the KV state machine's

@@ -3,8 +3,8 @@
 Lives here: the schema, :class:`SqliteMirror` (the engine's writer: one transaction per batch
 of applied commands) and :class:`SqliteReader` (the driver's reads in Salt's worker processes).
 No Salt import: values are the ``salt.payload`` bytes the driver stored; it decodes them.
-Must not live here: which layout a master uses (``cacheconfig``), the writer thread
-(``cachemirror.MirrorWriter``), the driver API (``cachedriver``).
+Must not live here: which layout a master uses (``replicated/config.py``), the writer thread
+(``replicated/mirror.py``: ``MirrorWriter``), the driver API (``replicated/driver.py``).
 
 Why it exists: the ``localfs`` layout costs one file create and rename per stored key on every
 master, about 140 µs of CPU each on an ext4 disk of a benchmark machine, three times per write

@@ -176,19 +176,19 @@ def import_cache(banks=None, source="localfs", overwrite=False, workers=8):
     """
     from salt.exceptions import SaltCacheError  # pylint: disable=import-outside-toplevel
 
-    from saltext_raft.replicated import importer as cacheimport  # pylint: disable=import-outside-toplevel
+    from saltext_raft.replicated import importer  # pylint: disable=import-outside-toplevel
 
     if isinstance(banks, str):
         banks = [b.strip() for b in banks.split(",") if b.strip()]
     try:
-        report = cacheimport.import_cache(
+        report = importer.import_cache(
             __opts__,  # pylint: disable=undefined-variable
             banks,
             source,
             overwrite=str(overwrite).lower() in ("true", "1", "yes"),
             workers=int(workers),
         )
-    except (cacheimport.ImportRefused, SaltCacheError, ValueError) as exc:
+    except (importer.ImportRefused, SaltCacheError, ValueError) as exc:
         return {"result": False, "error": f"raft.import_cache: {exc}", "retcode": 1}
     report["result"] = not report["unreadable"]
     if report["unreadable"]:

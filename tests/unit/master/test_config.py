@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from types import SimpleNamespace
 
 import pytest
 
@@ -228,7 +230,7 @@ def test_accept_secret_files_are_read_skipped_when_absent_and_checked(tmp_path, 
 
 
 def test_reload_secrets_switches_the_transport_to_the_files_contents(tmp_path, secret_file):
-    from saltext_raft.master.service import RaftService  # pylint: disable=import-outside-toplevel
+    from saltext_raft.master.operations import EngineOperations  # pylint: disable=import-outside-toplevel
 
     nxt = tmp_path / "raft.secret.next"
     cfg = from_opts(opts(tmp_path), {"secret_file": secret_file, "accept_secret_files": [str(nxt)]})
@@ -242,17 +244,21 @@ def test_reload_secrets_switches_the_transport_to_the_files_contents(tmp_path, s
     class Runtime:
         transport = Transport()
 
-    service = RaftService.__new__(RaftService)
-    service.cfg, service.opts = cfg, opts(tmp_path)
+    # the operations' port: the service's cfg, opts and runtime
+    operations = EngineOperations(SimpleNamespace(cfg=cfg, opts=opts(tmp_path), runtime=Runtime()))
+
+    def reload_secrets():
+        return asyncio.run(operations.run("reload_secrets", {}, 5))
+
     nxt.write_bytes(NEXT_SECRET)
     nxt.chmod(0o600)
-    out = service._reload_secrets(Runtime())  # pylint: disable=protected-access
+    out = reload_secrets()
     assert out == {"secret_file": secret_file, "accepted_more": 1}
     assert Transport.calls == [(SECRET, (NEXT_SECRET,))]
     open(secret_file, "wb").write(NEXT_SECRET)  # step 2: send under the new one
     nxt.write_bytes(SECRET)
-    service._reload_secrets(Runtime())  # pylint: disable=protected-access
+    reload_secrets()
     assert Transport.calls[-1] == (NEXT_SECRET, (SECRET,))
     nxt.unlink()  # step 3: the old one is dropped
-    service._reload_secrets(Runtime())  # pylint: disable=protected-access
+    reload_secrets()
     assert Transport.calls[-1] == (NEXT_SECRET, ())

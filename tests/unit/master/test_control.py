@@ -179,8 +179,8 @@ def test_the_engine_serves_exactly_the_vocabulary_the_client_sends():
     """``control.OPS`` is the one list of operations: the engine has a method for each and
     none besides (a new op added to one side only would be refused, or unreachable)."""
     from saltext_raft.master import control  # pylint: disable=import-outside-toplevel
-    from saltext_raft.master.service import RaftService  # pylint: disable=import-outside-toplevel
+    from saltext_raft.master.operations import EngineOperations  # pylint: disable=import-outside-toplevel
 
-    served = {name[len("_op_") :] for name in dir(RaftService) if name.startswith("_op_")}
+    served = {name[len("_op_") :] for name in dir(EngineOperations) if name.startswith("_op_")}
     assert served == set(control.OPS)
     assert set(control.NODE_OPS) <= set(control.OPS)

@@ -204,14 +204,14 @@ def test_the_runners_operations_reach_the_runtime_through_the_engine(tmp_path):
         async with ServiceCluster(tmp_path) as sc:
             leader = await sc.cluster.leader()
             svc = sc.services[leader.id]
-            assert (await svc._op("ping", {}, 5))["node_id"] == leader.id
-            assert (await svc._op("leader", {}, 5))["leader"] == leader.id
-            assert (await svc._op("members", {}, 5))["voters"] == list(IDS)
+            assert (await svc.operations.run("ping", {}, 5))["node_id"] == leader.id
+            assert (await svc.operations.run("leader", {}, 5))["leader"] == leader.id
+            assert (await svc.operations.run("members", {}, 5))["voters"] == list(IDS)
             with pytest.raises(ValueError, match="which master"):
-                await svc._op("demote", {}, 5)
+                await svc.operations.run("demote", {}, 5)
             with pytest.raises(ValueError, match="unknown operation"):
-                await svc._op("rm -rf", {}, 5)
+                await svc.operations.run("rm -rf", {}, 5)
             with pytest.raises(ValueError, match="address="):
-                await svc._op("add_learner", {"node": "m9"}, 5)
+                await svc.operations.run("add_learner", {"node": "m9"}, 5)
 
     run(main())
