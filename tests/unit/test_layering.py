@@ -454,3 +454,167 @@ def test_storage_reaches_into_no_object_s_private_state():
         if "protected-access" in line
     ]
     assert not problems, "protected-access suppressed in storage/:\n" + "\n".join(problems)
+
+
+# ----------------------------------------------------------------------------------------------
+# the Salt side: master/ and replicated/
+# ----------------------------------------------------------------------------------------------
+#: The Salt side's packages: they may import the layers below, never the reverse.
+SALT_SIDE_PACKAGES = ("master", "replicated")
+#: The layers below the Salt side.
+LOWER_PACKAGES = ("core", "transport", "storage", "runtime", "sim", "kv")
+#: What ``replicated/`` may import from ``master/``: the engine's contract with the master's
+#: other processes (its settings, its readiness file, the file rules). Anything more would tie
+#: the cache driver, loaded in every request worker, to the engine's process.
+REPLICATED_MAY_IMPORT_FROM_MASTER = {
+    f"{PACKAGE}.master.settings",
+    f"{PACKAGE}.master.readiness",
+    f"{PACKAGE}.master.fileutil",
+}
+
+
+def _known_modules() -> set[str]:
+    return {_module_name(p, SRC_DIR) for p in _python_files(PACKAGE_DIR)}
+
+
+def _module_edges(path: pathlib.Path, known: set[str]) -> set[str]:
+    """The project modules ``path`` imports, at any depth, naming the module itself when an
+    import takes a submodule from its package (``from pkg import mod``)."""
+    this = _module_name(path, SRC_DIR)
+    package = this if path.name == "__init__.py" else this.rpartition(".")[0]
+    edges = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".")
+                if node.level > 1:
+                    base_parts = base_parts[: -(node.level - 1)]
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            names = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base
+                for alias in node.names
+            ]
+        else:
+            continue
+        for name in names:
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name and name != this and _top(name) == PACKAGE:
+                edges.add(name)
+    return edges
+
+
+def _import_graph() -> dict[str, set[str]]:
+    known = _known_modules()
+    return {_module_name(p, SRC_DIR): _module_edges(p, known) for p in _python_files(PACKAGE_DIR)}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+@pytest.mark.parametrize("name", SALT_SIDE_PACKAGES)
+def test_the_salt_side_has_no_import_circle(name):
+    """No two modules of ``master/`` or ``replicated/`` (or between them) import each other,
+    directly or round a loop, function-level imports included."""
+    _existing_package_dir(name)
+    prefix = f"{PACKAGE}.{name}"
+    circles = [c for c in _cycles(_import_graph()) if any(m.startswith(prefix) for m in c)]
+    assert not circles, f"import circles through {name}/: {circles}"
+
+
+@pytest.mark.parametrize("name", LOWER_PACKAGES)
+def test_lower_layers_never_import_the_salt_side(name):
+    _existing_package_dir(name)
+    graph = _import_graph()
+    salt_side = tuple(
+        f"{PACKAGE}.{p}" for p in (*SALT_SIDE_PACKAGES, *sorted(INTENDED_LOADER_DIRS))
+    )
+    problems = sorted(
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if module.startswith(f"{PACKAGE}.{name}")
+        for target in targets
+        if target.startswith(salt_side)
+    )
+    assert not problems, f"{name}/ sits below the Salt side:\n" + "\n".join(problems)
+
+
+def test_replicated_imports_only_the_engines_contract_from_master():
+    _existing_package_dir("replicated")
+    _existing_package_dir("master")
+    graph = _import_graph()
+    problems = sorted(
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if module.startswith(f"{PACKAGE}.replicated")
+        for target in targets
+        if target.startswith(f"{PACKAGE}.master")
+        and target not in REPLICATED_MAY_IMPORT_FROM_MASTER
+    )
+    assert not problems, (
+        "replicated/ may import only "
+        f"{sorted(REPLICATED_MAY_IMPORT_FROM_MASTER)} from master/:\n" + "\n".join(problems)
+    )
+
+
+def test_no_module_is_named_after_the_cache_it_belongs_to():
+    """Inside ``master/`` and ``replicated/`` the package says what a module belongs to: no
+    ``cache*`` module names (they collided in spirit with the ``cache/`` loader directory)."""
+    named = sorted(
+        str(p.relative_to(SRC_DIR))
+        for name in SALT_SIDE_PACKAGES
+        for p in _python_files(_existing_package_dir(name))
+        if p.stem.startswith("cache")
+    )
+    assert not named, f"cache-prefixed modules: {named}"
+    assert not (PACKAGE_DIR / "integration").exists(), "integration/ became master/ + replicated/"
+
+
+def test_the_import_graph_sees_submodules_taken_from_their_package():
+    """The graph itself: ``from pkg import mod`` is an edge to ``pkg.mod``."""
+    path = SRC_DIR / PACKAGE / "replicated" / "keystore.py"
+    edges = _module_edges(path, _known_modules())
+    assert f"{PACKAGE}.master.settings" in edges  # from saltext_raft.master import settings
+    path = SRC_DIR / PACKAGE / "replicated" / "driver.py"
+    edges = _module_edges(path, _known_modules())
+    assert f"{PACKAGE}.master.fileutil" in edges
+    assert f"{PACKAGE}.replicated.sqlite" in edges
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
