@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 
+from saltext_raft.master.settings import readiness_path
 from saltext_raft.waiting import WaitTimeout
 from saltext_raft.waiting import wait_until
 
@@ -205,9 +206,7 @@ class Demo:
 
     # --- reading the cluster ------------------------------------------------------------------
     def ready_state(self, mid: str) -> dict:
-        path = os.path.join(
-            self.root, mid, "var", "cache", "salt", "master", "saltext_raft", "ready"
-        )
+        path = readiness_path(os.path.join(self.root, mid, "var", "cache", "salt", "master"))
         try:
             if time.time() - os.stat(path).st_mtime > 2.5:
                 return {}

@@ -19,6 +19,7 @@ import time
 import pytest
 from pytestshellutils.utils import ports
 
+from saltext_raft.master.settings import readiness_path
 from saltext_raft.waiting import WaitTimeout
 from saltext_raft.waiting import wait_until
 
@@ -40,7 +41,7 @@ STALE_AFTER = 2.5
 
 def ready_state(master) -> dict:
     """The engine's readiness file, or {} if it is missing or stale (as the gate sees it)."""
-    path = os.path.join(master.config["cachedir"], "saltext_raft", "ready")
+    path = readiness_path(master.config["cachedir"])
     try:
         if time.time() - os.stat(path).st_mtime > STALE_AFTER:
             return {}

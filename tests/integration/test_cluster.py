@@ -23,6 +23,7 @@ import time
 
 import pytest
 
+from saltext_raft.master.settings import readiness_path
 from tests.integration.conftest import Cluster
 from tests.integration.conftest import GateWatch
 from tests.integration.conftest import gates_vs_ports
@@ -408,7 +409,7 @@ def test_full_cluster_restart_elects_a_leader_and_reopens_every_gate(founders):
     # so that "every gate open" means the restarted engines said so.
     for m in masters:
         with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(m.config["cachedir"], "saltext_raft", "ready"))
+            os.remove(readiness_path(m.config["cachedir"]))
 
     def start_all():
         in_threads(*(lambda m=m: m.start(start_timeout=120) for m in masters))

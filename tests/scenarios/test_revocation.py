@@ -29,6 +29,7 @@ import pytest
 import salt.cache
 import salt.config
 
+from saltext_raft.master.settings import readiness_path
 from saltext_raft.waiting import WaitTimeout
 from saltext_raft.waiting import wait_until
 from tests.scenarios.masters import IDS
@@ -258,7 +259,7 @@ def test_a_delete_on_master_1_ends_the_minions_access_through_master_2(cluster, 
 
 
 def _readiness(master) -> dict:
-    path = os.path.join(master.config["cachedir"], "saltext_raft", "ready")
+    path = readiness_path(master.config["cachedir"])
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
