@@ -23,8 +23,10 @@ Map (who uses each module):
 ``health``         what the ``raft`` execution module reports (``modules/raft.py``)
 ``revocation``     a replicated key delete or reject ends the minion's access here too
 ``secret``         the cluster secret file: checks, reading, generating
-``recover``        offline recovery and backups (``python -m saltext_raft.master.recover``)
+``recover``        offline recovery and backups (``python -m saltext_raft recover``)
 ``fileutil``       atomic files, the process lock, private directories
+``bootepoch``      the transport epoch each boot claims, persisted so that it only grows
+                   (``service``, and ``standalone.py``)
 =================  ============================================================================
 
 Layering: this package and ``replicated/`` are the Salt side; they may import ``runtime/``,
