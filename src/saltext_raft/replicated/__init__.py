@@ -18,7 +18,8 @@ Map (who uses each module):
 ``config``     the cache's settings (master opts), shared by the engine and the driver
 ``service``    the engine side: the state machine, the mirror writer, the unix socket
                (``master/service.py`` starts it)
-``mirror``     the state machine wrapper and the ``localfs`` layout of the local copy
+``mirror``     the state machine wrapper and the writer thread of the local copy
+``localfs``    the ``localfs`` layout of the local copy (the default)
 ``sqlite``     the ``sqlite`` layout of the local copy (writer and reader)
 ``importer``   copying an existing Salt cache in (``salt-run raft.import_cache``)
 =============  ================================================================================

@@ -19,8 +19,8 @@ from saltext_raft.master.fileutil import ensure_private_dir
 from saltext_raft.replicated import driver as cachedriver
 from saltext_raft.replicated import keystore
 from saltext_raft.replicated.config import from_opts as cache_settings
-from saltext_raft.replicated.mirror import LocalfsMirror
-from saltext_raft.replicated.mirror import MirrorPathError
+from saltext_raft.replicated.localfs import LocalfsMirror
+from saltext_raft.replicated.localfs import MirrorPathError
 from saltext_raft.replicated.service import CacheService
 from saltext_raft.replicated.sqlite import SqliteMirror
 from tests.attacker import NOBODY

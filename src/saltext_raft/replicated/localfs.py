@@ -1,0 +1,197 @@
+"""The ``localfs`` layout of the replicated cache's local copy (the default).
+
+Lives here: :class:`LocalfsMirror` (writes a ``localfs``-layout copy of the cache that Salt's
+``localfs`` driver can read: ``<root>/<bank>/<key>.p``, mtime = the command's timestamp) and
+:class:`MirrorPathError`. Must not live here: the writer thread and the state machine
+(``replicated/mirror.py``), the ``sqlite`` layout (``replicated/sqlite.py``), reads (the
+driver reads this layout with Salt's own ``localfs`` functions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import shutil
+import stat
+
+from saltext_raft.kv.machine import BadName
+from saltext_raft.kv.machine import check_flush
+from saltext_raft.kv.machine import check_name
+from saltext_raft.master.fileutil import atomic_write
+from saltext_raft.master.fileutil import ensure_private_dir
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".p"
+
+
+class MirrorPathError(BadName):
+    """A bank or key the mirror refuses: a bad name (:func:`check_name`, the state machine's
+    rule) or a path through a symbolic link."""
+
+
+class LocalfsMirror:
+    """A ``localfs``-compatible tree under ``root``; temp files live in ``root + '.tmp'`` so a
+    reader listing a bank never sees them (``localfs.list`` would report them as sub-banks)."""
+
+    def __init__(self, root: str):
+        self.root = ensure_private_dir(root, "the raft cache directory (raft_cache_dir)")
+        self.tmpdir = ensure_private_dir(
+            self.root + ".tmp", "the raft cache's temp directory (raft_cache_dir + '.tmp')"
+        )
+        #: Directories below the root already checked to be real directories (never symlinks):
+        #: nobody else can write in the private root, so one check per process is enough.
+        self._dirs: set[str] = set()
+        # Temp names: unique per process (pid) and per write (counter), so creating one never
+        # needs ``mkstemp``'s random names and retries. ``itertools.count`` is thread-safe.
+        self._tmp_prefix = os.path.join(self.tmpdir, f"w{os.getpid()}-")
+        self._tmp_seq = itertools.count()
+
+    @staticmethod
+    def transaction():
+        """Files appear one by one: nothing to group (the ``sqlite`` layout groups a batch)."""
+        return contextlib.nullcontext()
+
+    def close(self) -> None:
+        """Nothing held open between writes."""
+
+    def bank_dir(self, bank: str) -> str:
+        return os.path.join(self.root, os.path.normpath(bank)) if bank else self.root
+
+    def key_path(self, bank: str, key: str) -> str:
+        return os.path.join(self.bank_dir(bank), key + SUFFIX)
+
+    def slot(self, bank: str, key: str) -> str:
+        """Where ``bank``/``key`` lives: two names with the same slot are the same key."""
+        return self.key_path(bank, key)
+
+    def _components(self, path: str):
+        """``path``'s directories from just below the root down to ``path`` itself."""
+        rel = os.path.relpath(path, self.root)
+        if rel == ".":
+            return
+        cur = self.root
+        for part in rel.split(os.sep):
+            cur = os.path.join(cur, part)
+            yield cur
+
+    def _makedirs(self, path: str) -> None:
+        """Create ``path`` below the root, refusing to pass through anything but a real
+        directory: a symlinked bank would make the engine write where the link points."""
+        if path in self._dirs:
+            return
+        for cur in self._components(path):
+            if cur in self._dirs:
+                continue
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(cur, 0o700)
+            self._check_real_dir(cur)
+            self._dirs.add(cur)
+
+    @staticmethod
+    def _check_real_dir(path: str) -> None:
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a directory"
+            raise MirrorPathError(
+                f"{path} in the raft cache directory is {kind}: refusing to write through it "
+                "(the engine never creates links there; remove it, the next rebuild restores "
+                "the bank)"
+            )
+
+    def _reachable(self, path: str) -> bool:
+        """Whether ``path``'s parents below the root are all real directories (so removing
+        ``path`` cannot reach outside the root); False if one is missing."""
+        for cur in self._components(os.path.dirname(path)):
+            try:
+                self._check_real_dir(cur)
+            except FileNotFoundError:
+                return False
+        return True
+
+    def store(self, bank: str, key: str, value: bytes, ts: int) -> None:
+        check_name("bank", bank, allow_empty=True)
+        check_name("key", key)
+        path = self.key_path(bank, key)
+        self._makedirs(self.bank_dir(bank))
+        self._makedirs(os.path.dirname(path))  # a key may contain "/" (localfs allows it)
+        # readers see the old file or the new one, never a partial one
+        atomic_write(path, value, tmp_path=f"{self._tmp_prefix}{next(self._tmp_seq)}", mtime=ts)
+
+    def flush(self, bank: str, key: str | None) -> None:
+        check_flush(bank, key)
+        if key is not None:
+            path = self.key_path(bank, key)
+            if self._reachable(path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            return
+        target = self.bank_dir(bank)  # never the root: check_flush refuses it
+        if self._reachable(target):
+            self._remove(target)
+        self._dirs = {d for d in self._dirs if not (d == target or d.startswith(target + os.sep))}
+
+    @staticmethod
+    def _remove(path: str) -> None:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def rebuild(self, banks: list[str], items: list[tuple[str, str, bytes, int]]) -> dict:
+        """Make the tree hold exactly ``banks`` (directories) and ``items`` (bank, key, value,
+        updated): rewrite keys whose bytes or mtime differ, delete everything else."""
+        want_files = {self.key_path(b, k): (v, ts) for b, k, v, ts in items}
+        want_dirs = {self.bank_dir(b) for b in banks} | {self.root}
+        for path in want_files:  # parents of keys that contain "/"
+            d = os.path.dirname(path)
+            while d.startswith(self.root) and d not in want_dirs:
+                want_dirs.add(d)
+                d = os.path.dirname(d)
+        stats = {"written": 0, "deleted": 0, "kept": 0}
+        for dirpath, dirnames, filenames in os.walk(self.root, topdown=False):
+            for name in dirnames:  # os.walk lists a link to a directory here, not below
+                path = os.path.join(dirpath, name)
+                if os.path.islink(path):
+                    log.warning(
+                        "saltext-raft cache: removed the symbolic link %s -> %s from the local "
+                        "copy (the engine never creates links there and does not follow them)",
+                        path,
+                        os.readlink(path),
+                    )
+                    os.unlink(path)
+                    stats["deleted"] += 1
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                if path not in want_files or os.path.islink(path):
+                    os.unlink(path)
+                    stats["deleted"] += 1
+            if dirpath not in want_dirs:
+                try:
+                    os.rmdir(dirpath)  # empty by now unless a wanted file lies below
+                except OSError:
+                    pass
+        self._dirs.clear()
+        for d in sorted(want_dirs):
+            self._makedirs(d)
+        for b, k, v, ts in items:
+            path = self.key_path(b, k)
+            try:
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode) and int(st.st_mtime) == ts and st.st_size == len(v):
+                    with open(path, "rb") as fh:
+                        if fh.read() == v:
+                            stats["kept"] += 1
+                            continue
+            except FileNotFoundError:
+                pass
+            self.store(b, k, v, ts)
+            stats["written"] += 1
+        for name in os.listdir(self.tmpdir):  # a crash mid-write leaves temp files behind
+            self._remove(os.path.join(self.tmpdir, name))
+        return stats
