@@ -3,7 +3,7 @@
 Lives here: :func:`force_new_cluster`, a pure function from what a stopped node's storage holds
 to what must be appended to it. Must not live here: reading or writing storage, checking that
 the node is stopped (``runtime/recovery.py`` and the Salt command in
-``integration/recover.py`` do that).
+``master/recover.py`` do that).
 
 What it does, and why each choice:
 

@@ -3,7 +3,7 @@ force there) in one self-checking file.
 
 Lives here: the format (:func:`encode`, :func:`decode`). Must not live here: taking the
 snapshot (``RaftRuntime.backup_snapshot``), restoring it into storage (``runtime/recovery.py``),
-reading and writing the files on a master (``integration/recover.py``), Salt.
+reading and writing the files on a master (``master/recover.py``), Salt.
 
 Format (version 2): the magic line ``saltext-raft backup 2\\n``, a msgpack map (``cluster_id``,
 ``node_id``, ``created`` (Unix time), ``index``, ``term``, ``membership``, ``data``), the

@@ -3,7 +3,7 @@ its own log (:func:`recover_store`) or to a backup restored into empty storage
 (:func:`restore_store`).
 
 Must not live here: making sure no running node owns the storage (the caller holds the engine's
-lock: integration/recover.py), Salt.
+lock: master/recover.py), Salt.
 """
 
 from __future__ import annotations
