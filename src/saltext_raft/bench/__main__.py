@@ -30,7 +30,7 @@ COMMANDS = {
         "PNG from bench cluster JSON files (needs matplotlib: the bench extra)",
     ),
     "cache": (
-        "saltext_raft.bench.cache",
+        "saltext_raft.bench.saltwrites",
         "raft cache driver: 32 writers' cache.store rate/latency, cache.fetch vs localfs",
     ),
     "jobs": (

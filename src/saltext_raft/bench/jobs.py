@@ -1,7 +1,7 @@
 """``python -m saltext_raft.bench jobs [--json]``: the ``raft`` job cache under a burst of
 returns, against Salt's ``local_cache`` on one master in the same run.
 
-Setup: the three cache nodes of ``bench cache`` (``bench.cache_node``: runtime + durable log +
+Setup: the three cache nodes of ``bench cache`` (``bench.master_node``: runtime + durable log +
 zmq + the engine's cache service, i.e. the engine's cache code without the rest of a master),
 and writer processes that play Salt's request workers receiving returns: each thread calls
 Salt's own ``salt.utils.job.store_job`` (the master's sequence for one return: ``prep_jid``,
@@ -30,10 +30,10 @@ import threading
 import time
 import types
 
-from saltext_raft.bench.cache import Nodes
-from saltext_raft.bench.cache import pct
-from saltext_raft.bench.cache import start_writers
-from saltext_raft.bench.cache import wait_writable
+from saltext_raft.bench.saltwrites import Nodes
+from saltext_raft.bench.saltwrites import pct
+from saltext_raft.bench.saltwrites import start_writers
+from saltext_raft.bench.saltwrites import wait_writable
 
 #: issue 20: replicated returns/s at least this fraction of one master's ``local_cache``.
 TARGET_RATIO = 0.5
@@ -57,7 +57,7 @@ def build_parser():
 
 
 def job_opts(dir_: str, backend: str, job_cache: str) -> dict:
-    from saltext_raft.bench.cache_node import node_opts  # pylint: disable=import-outside-toplevel
+    from saltext_raft.bench.master_node import node_opts  # pylint: disable=import-outside-toplevel
 
     opts = node_opts(dir_, None, backend)
     opts.update(master_job_cache=job_cache, cache="localfs")

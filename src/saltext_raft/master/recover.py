@@ -144,7 +144,7 @@ def recover(
     from saltext_raft.runtime.recovery import recover_store
     from saltext_raft.runtime.recovery import restore_store
     from saltext_raft.storage.base import StorageError
-    from saltext_raft.storage.cache import open_store
+    from saltext_raft.storage.store import open_store
 
     options = engine_options(opts)
     if options is None:

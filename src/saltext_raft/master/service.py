@@ -229,7 +229,7 @@ class RaftService:
         from saltext_raft.runtime import RuntimeConfig
         from saltext_raft.runtime.assemble import NodeSpec
         from saltext_raft.runtime.assemble import assemble
-        from saltext_raft.storage.cache import open_store
+        from saltext_raft.storage.store import open_store
 
         cfg = self.cfg
         spec = NodeSpec(

@@ -26,7 +26,7 @@ __all__ = [
 
 def __getattr__(name):
     if name in ("CacheStore", "open_store"):
-        from saltext_raft.storage import cache  # pylint: disable=import-outside-toplevel
+        from saltext_raft.storage import store  # pylint: disable=import-outside-toplevel
 
-        return getattr(cache, name)
+        return getattr(store, name)
     raise AttributeError(name)

@@ -5,7 +5,7 @@ store followed by the driver's durability step; counts of keys, bytes and fsyncs
 :class:`FileSync` (localfs: fsync the file and its directory), :class:`DriverSync` (other
 drivers: what the driver guarantees once ``store`` returns) and :data:`FILE_DRIVERS`. Must not
 live here: key names and which keys make up the log (``cache``, ``keyjournal``), the store's
-in-memory mirror (``cache.CacheStore``), segment files (``segments``).
+in-memory mirror (``store.CacheStore``), segment files (``segments``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Lives here: the names of the log bank's keys (``r<seq>`` records, ``g<a>_<b>`` sealed
 segments) and :class:`KeyJournal`, which loads the live chain of them (picking the widest
 readable key, repairing a torn tail, naming the key at fault otherwise), appends records,
-seals them and deletes what a snapshot made garbage. Used by ``cache.CacheStore`` on every
+seals them and deletes what a snapshot made garbage. Used by ``store.CacheStore`` on every
 driver but localfs (which gets segment files: ``segments``). Must not live here: the other
 banks and the snapshot keys (``cache``), how a key is written durably (``durable``), the
 record encoding and the fold (``records``). docs/storage.md has the design.

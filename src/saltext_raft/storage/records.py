@@ -2,7 +2,7 @@
 
 Lives here, pure (no Salt, no I/O): the ``Op`` a record carries, its encoding (magic, CRC32,
 msgpack body), composing consecutive ops into one sealed segment, and folding the live chain of
-ops back into hard state + snapshot reference + entries. ``storage/cache.py`` decides which
+ops back into hard state + snapshot reference + entries. ``storage/store.py`` decides which
 keys to write and read; this module decides what is in them.
 
 Theory of operation

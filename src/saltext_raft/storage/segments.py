@@ -5,7 +5,7 @@ append path (one ``os.write`` + one ``os.fdatasync`` per record; the directory i
 when a segment file is created), reading the tail back at start-up with torn-tail repair, and
 deleting whole segments a snapshot covers. What a record *means* (an ``Op``) is
 ``storage/records.py``; which snapshot key it points to and the mirror of the log are
-``storage/cache.py``. No Salt here: the directory is handed in.
+``storage/store.py``. No Salt here: the directory is handed in.
 
 Theory of operation
 -------------------

@@ -27,7 +27,7 @@ def run_bench(*args):
 
 
 def node_pids() -> set[int]:
-    """Running ``bench.cache_node`` and ``bench.instant_engine`` processes that this module's
+    """Running ``bench.master_node`` and ``bench.instant_engine`` processes that this module's
     benches started (Linux /proc; those of other runs on the host do not carry our mark)."""
     mark = f"{RUN_MARK}={RUN_ID}".encode()
     pids = set()
@@ -36,7 +36,7 @@ def node_pids() -> set[int]:
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as fh:
                     cmdline = fh.read()
-                if b"saltext_raft.bench.cache_node" not in cmdline and (
+                if b"saltext_raft.bench.master_node" not in cmdline and (
                     b"saltext_raft.bench.instant_engine" not in cmdline
                 ):
                     continue

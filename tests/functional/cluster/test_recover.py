@@ -24,7 +24,7 @@ from saltext_raft.master.recover import write_backup
 from saltext_raft.master.settings import engine_options
 from saltext_raft.replicated.config import storage_opts
 from saltext_raft.runtime.backup import Backup
-from saltext_raft.storage.cache import open_store
+from saltext_raft.storage.store import open_store
 from tests.childpython import run_python
 
 PEERS = {"m1": "127.0.0.1:47001", "m2": "127.0.0.1:47002", "m3": "127.0.0.1:47003"}

@@ -17,7 +17,7 @@ from saltext_raft.core.types import SnapshotMeta
 from saltext_raft.storage import StorageCorruption
 from saltext_raft.storage import StorageError
 from saltext_raft.storage import open_store
-from saltext_raft.storage.cache import node_bank
+from saltext_raft.storage.store import node_bank
 from tests.functional.storage.backends import master_opts
 
 

@@ -17,9 +17,9 @@ from saltext_raft.core.types import SnapshotMeta
 from saltext_raft.storage import StorageCorruption
 from saltext_raft.storage import StorageError
 from saltext_raft.storage import open_store
-from saltext_raft.storage.cache import CacheStore
 from saltext_raft.storage.segments import FRAME_MAGIC
 from saltext_raft.storage.segments import encode_frame
+from saltext_raft.storage.store import CacheStore
 from tests.functional.storage.backends import master_opts
 
 

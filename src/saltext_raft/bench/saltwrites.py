@@ -1,6 +1,6 @@
 """``python -m saltext_raft bench cache [--json]``: the ``raft`` Salt cache driver under load.
 
-Setup: three cache nodes in separate processes (``bench.cache_node``: runtime + durable
+Setup: three cache nodes in separate processes (``bench.master_node``: runtime + durable
 CacheStore + zmq transport + the engine's CacheService, i.e. the engine's cache code without
 the rest of a Salt master), and writer processes that play Salt's request workers: each runs
 threads calling ``salt.cache.Cache(opts).store`` through the real Salt loader and ``raft``
@@ -95,7 +95,7 @@ def build_parser():
 def writer_main(spec: dict) -> int:
     import salt.cache  # pylint: disable=import-outside-toplevel
 
-    from saltext_raft.bench.cache_node import node_opts  # pylint: disable=import-outside-toplevel
+    from saltext_raft.bench.master_node import node_opts  # pylint: disable=import-outside-toplevel
 
     opts = node_opts(spec["dir"], spec.get("mirror_dir"), spec.get("backend", "localfs"))
     if spec.get("plain_localfs"):  # the ceiling: Salt's own localfs, one master, no replication
@@ -194,7 +194,7 @@ class Nodes:
         return os.path.join(self.mirror_base, nid) if self.mirror_base else None
 
     def opts(self, nid: str) -> dict:
-        from saltext_raft.bench.cache_node import node_opts  # pylint: disable=import-outside-toplevel
+        from saltext_raft.bench.master_node import node_opts  # pylint: disable=import-outside-toplevel
 
         return node_opts(self.dir(nid), self.mirror_dir(nid), self.backend)
 
@@ -210,7 +210,7 @@ class Nodes:
                 prof = os.path.join(os.environ["SRT_CACHE_BENCH_PROFILE"], f"{nid}.prof")
                 extra += ["--profile", prof]
             self.procs[nid] = subprocess.Popen(
-                [sys.executable, "-m", "saltext_raft.bench.cache_node", "--id", nid,
+                [sys.executable, "-m", "saltext_raft.bench.master_node", "--id", nid,
                  "--listen", f"127.0.0.1:{self.ports[nid]}", "--peers", peers,
                  "--dir", self.dir(nid), "--secret-file", self.secret, *extra],
                 stdout=subprocess.PIPE, text=True,

@@ -1,4 +1,4 @@
-"""One cache "master" for the cache benchmark: ``python -m saltext_raft.bench.cache_node``.
+"""One cache "master" for the cache benchmark: ``python -m saltext_raft.bench.master_node``.
 
 What the ``raft`` engine runs for the cache, without the rest of a Salt master: a RaftRuntime
 built as the engine builds it (``runtime.assemble``) with the durable CacheStore (localfs,
@@ -22,7 +22,7 @@ import sys
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m saltext_raft.bench.cache_node")
+    p = argparse.ArgumentParser(prog="python -m saltext_raft.bench.master_node")
     p.add_argument("--id", required=True)
     p.add_argument("--listen", required=True)
     p.add_argument("--peers", required=True, help="id=host:port,...")
