@@ -560,6 +560,13 @@ def test_the_salt_side_has_no_import_circle(name):
     assert not circles, f"import circles through {name}/: {circles}"
 
 
+def test_the_package_has_no_import_circle():
+    """Issue 19's rule for the whole tree: no module imports itself round a loop, function-level
+    imports included (``sim.mutants`` and ``sim.runner`` did, through the mutation hunt)."""
+    circles = _cycles(_import_graph())
+    assert not circles, f"import circles: {circles}"
+
+
 @pytest.mark.parametrize("name", LOWER_PACKAGES)
 def test_lower_layers_never_import_the_salt_side(name):
     _existing_package_dir(name)

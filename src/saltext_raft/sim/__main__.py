@@ -152,6 +152,7 @@ def main(argv=None) -> int:
 
 def _run_mutants(parser, args) -> int:
     from saltext_raft.sim import mutants  # pylint: disable=import-outside-toplevel
+    from saltext_raft.sim.hunt import hunt  # pylint: disable=import-outside-toplevel
 
     names = args.mutant or [m.name for m in mutants.MUTANTS]
     unknown = [n for n in names if n not in mutants.BY_NAME]
@@ -162,7 +163,7 @@ def _run_mutants(parser, args) -> int:
     missed = []
     t0 = time.perf_counter()
     for name in names:
-        r = mutants.hunt(mutants.BY_NAME[name], seeds)
+        r = hunt(mutants.BY_NAME[name], seeds)
         print(json.dumps(r.to_json()), flush=True)
         if not r.caught:
             missed.append(name)

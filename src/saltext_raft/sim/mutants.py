@@ -3,7 +3,8 @@
 Lives here: ``Mutant`` (one planted bug: which methods it replaces and with what, and the
 simulator options it runs under), ``MUTANTS`` (the standing list), ``planted`` (applies a
 mutant in this process by replacing methods on ``RaftNode`` or the simulator's ``Driver``, and
-restores them afterwards) and ``hunt`` (runs seeds until a violation). The command line is
+restores them afterwards). Running seeds until a mutant is caught is ``hunt``'s. The command
+line is
 ``python -m saltext_raft sim --mutants`` (``__main__``); ``nox -s mutants`` runs the whole
 budget, CI a short form.
 
@@ -21,8 +22,6 @@ that honours that decision as ``runtime/driver.py`` does.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import time
 from dataclasses import dataclass
 from dataclasses import field
 
@@ -34,9 +33,6 @@ from saltext_raft.core.types import HardState
 from saltext_raft.core.types import Message
 from saltext_raft.core.types import MsgType
 from saltext_raft.core.types import Role
-from saltext_raft.sim.cluster import SimOptions
-from saltext_raft.sim.runner import replay_command
-from saltext_raft.sim.runner import run_seed
 
 #: Seeds each mutant may take before it counts as not caught.
 BUDGET = 500
@@ -384,60 +380,3 @@ MUTANTS: tuple[Mutant, ...] = (
 )
 
 BY_NAME = {m.name: m for m in MUTANTS}
-
-
-@dataclass
-class HuntResult:
-    name: str
-    seeds_run: int
-    seconds: float
-    seed: int | None = None  # the first seed that caught it (None: not caught)
-    invariant: str = ""
-    detail: str = ""
-    replay: str = ""
-
-    @property
-    def caught(self) -> bool:
-        return self.seed is not None
-
-    def to_json(self) -> dict:
-        return {
-            "mutant": self.name,
-            "caught": self.caught,
-            "seed": self.seed,
-            "invariant": self.invariant,
-            "seeds_run": self.seeds_run,
-            "seconds": round(self.seconds, 2),
-            "replay": self.replay,
-        }
-
-
-def options_for(mutant: Mutant, base: SimOptions | None = None) -> SimOptions:
-    """``base`` (default options) with the mutant planted and its own options on top."""
-    fields = dict((base or SimOptions()).__dict__)
-    fields.update(mutant.options)
-    fields["mutant"] = mutant.name
-    return SimOptions(**fields)
-
-
-def hunt(mutant: Mutant, seeds, base: SimOptions | None = None) -> HuntResult:
-    """Run ``seeds`` in order with ``mutant`` planted until one reports a violation."""
-    opts = options_for(mutant, base)
-    t0 = time.perf_counter()
-    n = 0
-    with planted(mutant):  # once for all seeds (run_seed would plant it per seed)
-        plain = dataclasses.replace(opts, mutant="")
-        for seed in seeds:
-            n += 1
-            r = run_seed(seed, plain)
-            if not r.ok:
-                return HuntResult(
-                    mutant.name,
-                    n,
-                    time.perf_counter() - t0,
-                    seed,
-                    r.invariant,
-                    r.detail,
-                    replay_command(seed, opts),
-                )
-    return HuntResult(mutant.name, n, time.perf_counter() - t0)

@@ -17,6 +17,8 @@ from saltext_raft.core.node import RaftNode
 from saltext_raft.sim import SimOptions
 from saltext_raft.sim import mutants
 from saltext_raft.sim import run_seeds
+from saltext_raft.sim.hunt import hunt
+from saltext_raft.sim.hunt import options_for
 from tests.childpython import run_python
 
 
@@ -51,19 +53,17 @@ def test_planting_replaces_and_then_restores_the_methods():
 )
 def test_mutant_caught_and_unmodified_clean_on_the_same_seeds(name, seeds, expected):
     mutant = mutants.BY_NAME[name]
-    found = mutants.hunt(mutant, seeds)
+    found = hunt(mutant, seeds)
     assert found.caught, f"{name} not caught in seeds {seeds}"
     assert found.invariant in expected, (found.seed, found.invariant, found.detail)
     # the same options (a mutant may need the runtime's Ready order), without the planted bug
-    unmodified = dataclasses.replace(mutants.options_for(mutant), mutant="")
+    unmodified = dataclasses.replace(options_for(mutant), mutant="")
     clean = run_seeds(range(seeds.start, found.seed + 1), unmodified)
     assert clean.violations == 0, [(f.seed, f.invariant, f.detail) for f in clean.failures]
 
 
 def test_options_for_adds_the_mutants_options():
-    opts = mutants.options_for(
-        mutants.BY_NAME["leader-counts-unsaved-entries"], SimOptions(kv=True)
-    )
+    opts = options_for(mutants.BY_NAME["leader-counts-unsaved-entries"], SimOptions(kv=True))
     assert opts.runtime_refinements and opts.kv
 
 
@@ -103,7 +103,7 @@ def test_cli_exits_one_when_a_mutant_escapes_the_budget():
 
 
 def test_a_mutants_replay_command_reproduces_its_violation():
-    found = mutants.hunt(mutants.BY_NAME["leader-counts-unsaved-entries"], range(3))
+    found = hunt(mutants.BY_NAME["leader-counts-unsaved-entries"], range(3))
     assert found.caught
     assert "--mutant leader-counts-unsaved-entries" in found.replay
     assert "--runtime-refinements" in found.replay
