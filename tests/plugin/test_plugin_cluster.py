@@ -3,6 +3,8 @@ only (this file is the example in docs/testing.md; keep the two equal)."""
 
 import pytest
 
+from saltext_raft.waiting import wait_until
+
 pytestmark = pytest.mark.slow
 
 
@@ -22,3 +24,20 @@ def test_killing_the_leader_elects_a_new_one(raft_cluster_factory):
     cluster.restart(leader)  # it rejoins as a follower
     cluster.wait_gates_open()
     assert cluster.wait_for_leader() in cluster.ids
+
+
+def test_cache_raft_replicates_and_a_minion_answers(raft_cluster_factory):
+    cluster = raft_cluster_factory(3, cache="raft")
+    cluster.wait_gates_open()
+    first, _, last = cluster.ids
+
+    cluster.salt_run(first, "cache.store", "mybank", "mykey", "myvalue")
+    wait_until(
+        lambda: cluster.salt_run(last, "cache.fetch", "mybank", "mykey") == "myvalue",
+        30,
+        f"the value stored through {first} to be readable on {last}",
+    )
+
+    minion = cluster.minion(last, "my-minion")  # attached to 127.0.0.3
+    ret = cluster.masters[last].salt_cli(timeout=60).run("test.ping", minion_tgt=minion.id)
+    assert ret.returncode == 0 and ret.data is True, ret

@@ -248,12 +248,22 @@ class RaftCluster:
             describe=lambda: {m: self.status(m).get("reason") for m in ids},
         )
 
+    def salt_run(self, mid: str, *args, timeout: float = 60):
+        """``salt-run <args> --out json`` on master ``mid``; its output as data (a bare
+        string, which Salt prints without JSON quotes, as that string). Raises AssertionError
+        if the runner exits non-zero."""
+        rc, data, ret = run_json(self.masters[mid], *args, timeout=timeout)
+        assert rc == 0, f"salt-run {' '.join(map(str, args))} on {mid} failed: {ret}"
+        if data is None and ret.stdout.strip():
+            return ret.stdout.strip()
+        return data
+
     def members(self, mid: str | None = None, timeout: float = 30) -> dict:
         """``salt-run raft.members`` on master ``mid`` (default: the first running one), as
         data. Raises AssertionError if the runner fails."""
         mid = mid or self.running()[0]
-        rc, data, ret = run_json(self.masters[mid], "raft.members", timeout=timeout)
-        assert rc == 0 and isinstance(data, dict), f"raft.members on {mid} failed: {ret}"
+        data = self.salt_run(mid, "raft.members", timeout=timeout)
+        assert isinstance(data, dict), f"raft.members on {mid} returned {data!r}"
         return data
 
 
