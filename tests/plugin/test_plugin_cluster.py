@@ -1,11 +1,7 @@
 """A user's test of a saltext-raft cluster, written with the shipped plugin's public fixtures
 only (this file is the example in docs/testing.md; keep the two equal)."""
 
-import pytest
-
 from saltext_raft.waiting import wait_until
-
-pytestmark = pytest.mark.slow
 
 
 def test_killing_the_leader_elects_a_new_one(raft_cluster_factory):
