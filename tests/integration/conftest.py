@@ -20,6 +20,9 @@ import pytest
 from pytestshellutils.utils import ports
 
 from saltext_raft.master.settings import readiness_path
+from saltext_raft.testing.cluster import kill_tree as kill_tree
+from saltext_raft.testing.cluster import port_bindable as port_bindable
+from saltext_raft.testing.cluster import run_json as run_json
 from saltext_raft.waiting import WaitTimeout
 from saltext_raft.waiting import wait_until
 
@@ -59,34 +62,10 @@ def log_text(factory) -> str:
         return ""
 
 
-def run_json(master, *args, timeout=60):
-    """``salt-run --out json`` on ``master``; (returncode, parsed stdout or None, result)."""
-    cli = master.salt_run_cli(timeout=timeout)
-    ret = cli.run(*args, "--out", "json", _timeout=timeout)
-    data = ret.data
-    if data is None and ret.stdout:
-        try:
-            data = json.loads(ret.stdout)
-        except ValueError:
-            data = None
-    return ret.returncode, data, ret
-
-
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
         return True
     return False
-
-
-def port_bindable(host: str, port: int) -> bool:
-    """True if nothing listens on ``host:port`` any more (a SIGKILLed engine released it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 class FirstTrue(threading.Thread):
@@ -152,21 +131,6 @@ class GateWatch(threading.Thread):
     def stop(self):
         self._halt.set()
         self.join(5)
-
-
-def kill_tree(factory) -> list[int]:
-    """SIGKILL a master and every process it started (engine, workers): a crashed host.
-    Returns the PIDs killed."""
-    import psutil  # pylint: disable=import-outside-toplevel
-
-    parent = psutil.Process(factory.pid)
-    procs = [parent, *parent.children(recursive=True)]
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    _, alive = psutil.wait_procs(procs, timeout=15)
-    assert not alive, f"still alive after SIGKILL: {alive}"
-    return [p.pid for p in procs]
 
 
 def in_threads(*calls):

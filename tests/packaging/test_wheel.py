@@ -68,6 +68,10 @@ for kind, fun in json.loads(sys.argv[1]):
     found[fun + "@" + kind] = sys.modules[f.__module__].__file__
 import saltext_raft
 found["package"] = saltext_raft.__file__
+from importlib.metadata import entry_points
+import importlib
+plugin = [e.value for e in entry_points(group="pytest11") if e.name == "saltext-raft"]
+found["pytest11"] = [importlib.import_module(v).__file__ for v in plugin]
 print(json.dumps(found))
 """
 
@@ -106,6 +110,10 @@ def test_build_makes_one_sdist_and_one_wheel_with_every_loader_module(dist):
     assert "saltext_raft/statelogic.py" in names
     assert not any(n.startswith("tests/") for n in names), "tests shipped in the wheel"
     assert "[salt.loader]" in entry_points and "saltext-raft = saltext_raft" in entry_points
+    # The pytest plugin (docs/testing.md): its switch is the pytest11 entry point.
+    assert "saltext_raft/testing/plugin.py" in names
+    assert "[pytest11]" in entry_points
+    assert "saltext-raft = saltext_raft.testing.entry" in entry_points
 
 
 def test_a_fresh_venv_with_only_salt_and_the_wheel_finds_every_loader_module(dist, tmp_path):
@@ -126,6 +134,8 @@ def test_a_fresh_venv_with_only_salt_and_the_wheel_finds_every_loader_module(dis
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     site = str(venv)
     assert found.pop("package").startswith(site), found
+    plugin = found.pop("pytest11")
+    assert len(plugin) == 1 and plugin[0].startswith(site), plugin
     assert found.pop(f"{CONTROL[1]}@{CONTROL[0]}") is None, found
     missing = [kind for kind, path in found.items() if path is None]
     assert not missing, f"Salt's loaders did not find raft in {missing}: {found}"

@@ -1,0 +1,272 @@
+"""Real Salt masters with the raft engine, for test suites: :class:`RaftCluster`.
+
+Lives here: building the master configs of one test cluster (each master on its own
+``127.0.0.x`` address with the same ``ret_port``, ``publish_port`` and raft port, one generated
+secret), starting them and minions through pytest-salt-factories, reading each master's gate
+and leader as the master itself reports them, ``salt-run raft.members`` as data, killing a
+master and everything it started by PID, restarting it, and stopping every daemon at the end.
+Must not live here: pytest fixtures (:mod:`saltext_raft.testing.plugin`), any rule of the
+engine or the gate (read through :mod:`saltext_raft.master.health`, never re-implemented).
+
+Every wait is bounded and polls a condition; a wait that runs out raises
+:class:`~saltext_raft.waiting.WaitTimeout` saying what was awaited and what was last seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import socket
+
+import psutil
+from pytestshellutils.utils import ports
+
+# The only two names taken from the Salt-side package: one place to change if it moves.
+from saltext_raft.master import health
+from saltext_raft.master.secret import generate as generate_secret
+from saltext_raft.waiting import wait_until
+
+#: How often the engines of a test cluster refresh their readiness file (seconds): short, so
+#: that a dead engine's gate closes within a few seconds.
+READINESS_INTERVAL = 0.5
+#: Default bounds (seconds) of the waits below.
+START_TIMEOUT = 120
+LEADER_TIMEOUT = 30
+GATES_TIMEOUT = 60
+
+_names = itertools.count(1)
+
+
+def kill_tree(factory) -> list[int]:
+    """SIGKILL a daemon and every process it started (a crashed host); wait until they are
+    gone. Returns the PIDs killed."""
+    parent = psutil.Process(factory.pid)
+    procs = [parent, *parent.children(recursive=True)]
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    _, alive = psutil.wait_procs(procs, timeout=15)
+    assert not alive, f"still alive after SIGKILL: {alive}"
+    return [p.pid for p in procs]
+
+
+def port_bindable(host: str, port: int) -> bool:
+    """True if nothing listens on ``host:port`` any more (a SIGKILLed engine released it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def run_json(factory, *args, timeout: float = 60):
+    """``salt-run ... --out json`` on a master: ``(returncode, data or None, raw result)``."""
+    ret = factory.salt_run_cli(timeout=timeout).run(*args, "--out", "json", _timeout=timeout)
+    data = ret.data
+    if data is None and ret.stdout:
+        try:
+            data = json.loads(ret.stdout)
+        except ValueError:
+            data = None
+    return ret.returncode, data, ret
+
+
+class RaftCluster:
+    """``size`` masters ``127.0.0.1`` .. ``127.0.0.<size>`` running the raft engine.
+
+    ``salt_factories`` is pytest-salt-factories' fixture; ``secret_dir`` a directory for the
+    cluster secret. ``cache="raft"`` sets the masters' ``cache``; ``keys_cache_driver`` their
+    ``keys.cache_driver``. ``engine`` (a dict) is merged over each engine's settings and
+    ``master_config`` (a dict, or a function of the master id returning one) over each
+    master's configuration. Use it as a context manager, or call :meth:`close`: every daemon it
+    started is stopped then.
+    """
+
+    def __init__(
+        self,
+        salt_factories,
+        secret_dir,
+        size: int = 3,
+        *,
+        cache: str | None = None,
+        keys_cache_driver: str | None = None,
+        engine: dict | None = None,
+        master_config=None,
+        name: str | None = None,
+    ):
+        if not 1 <= size <= 254:
+            raise ValueError(f"size must be 1..254 masters, not {size!r}")
+        self.factories = salt_factories
+        self.name = name or f"raft{next(_names)}"
+        self.ids = [f"127.0.0.{i}" for i in range(1, size + 1)]
+        self.raft_port = ports.get_unused_localhost_port()
+        self.ret_port = ports.get_unused_localhost_port()
+        self.publish_port = ports.get_unused_localhost_port()
+        self.secret_file = generate_secret(os.path.join(str(secret_dir), f"{self.name}.secret"))
+        self._stack = contextlib.ExitStack()
+        self.masters = {
+            mid: self._master_factory(mid, cache, keys_cache_driver, engine or {}, master_config)
+            for mid in self.ids
+        }
+        self.minions: dict = {}
+
+    # -- building ---------------------------------------------------------------------------
+
+    def _master_factory(self, mid, cache, keys_cache_driver, engine, master_config):
+        engine_conf = {
+            "peers": {m: f"{m}:{self.raft_port}" for m in self.ids},
+            "port": self.raft_port,
+            "secret_file": self.secret_file,
+            "readiness_interval": READINESS_INTERVAL,
+            **engine,
+        }
+        config = {
+            "id": mid,
+            "interface": mid,
+            "ret_port": self.ret_port,
+            "publish_port": self.publish_port,
+            "engines": [{"raft": engine_conf}],
+            "log_level_logfile": "info",
+        }
+        if cache:
+            config["cache"] = cache
+        if keys_cache_driver:
+            config["keys.cache_driver"] = keys_cache_driver
+        extra = master_config(mid) if callable(master_config) else master_config
+        config.update(extra or {})
+        # Overrides, not defaults: pytest-salt-factories' own defaults (a random ret_port per
+        # master) would win over ``defaults``, and the masters would not share their ports.
+        return self.factories.salt_master_daemon(f"{self.name}-{mid}", overrides=config)
+
+    # -- starting and stopping --------------------------------------------------------------
+
+    def start(self, ids=None, timeout: float = START_TIMEOUT) -> RaftCluster:
+        """Start the given masters (all by default). Each is stopped by :meth:`close`."""
+        for mid in ids or self.ids:
+            factory = self.masters[mid]
+            factory.start(start_timeout=timeout)
+            self._stack.callback(_terminate, factory)
+        return self
+
+    def minion(self, master_id: str, minion_id: str, timeout: float = START_TIMEOUT, **config):
+        """Start a minion attached to ``master_id`` (whose gate must open for it to start);
+        ``config`` overrides its configuration. Stopped by :meth:`close`."""
+        factory = self.masters[master_id].salt_minion_daemon(
+            minion_id, overrides={"master": master_id, **config}
+        )
+        factory.start(start_timeout=timeout)
+        self._stack.callback(_terminate, factory)
+        self.minions[minion_id] = factory
+        return factory
+
+    def kill(self, mid: str) -> list[int]:
+        """SIGKILL master ``mid`` and every process it started (engine, workers), by PID."""
+        return kill_tree(self.masters[mid])
+
+    def restart(self, mid: str, timeout: float = START_TIMEOUT):
+        """Start master ``mid`` again after :meth:`kill` or :meth:`stop` (once its raft port is
+        free again)."""
+        factory = self.masters[mid]
+        _terminate(factory)  # a killed daemon's factory still holds its old process
+        wait_until(lambda: port_bindable(mid, self.raft_port), 15, f"{mid}'s raft port free")
+        factory.start(start_timeout=timeout)
+        self._stack.callback(_terminate, factory)
+        return factory
+
+    def stop(self, mid: str) -> None:
+        """Stop master ``mid`` gracefully (SIGTERM to its PID, then SIGKILL if it lingers)."""
+        _terminate(self.masters[mid])
+
+    def running(self) -> list[str]:
+        return [m for m in self.ids if self.masters[m].is_running()]
+
+    def close(self) -> None:
+        """Stop every minion and master this cluster started."""
+        self._stack.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- observing --------------------------------------------------------------------------
+
+    def status(self, mid: str) -> dict:
+        """Master ``mid``'s readiness as its own gate sees it (``raft.is_ready``'s reading)."""
+        return health.status(self.masters[mid].config)
+
+    def gate_open(self, mid: str) -> bool:
+        return bool(self.status(mid).get("ready"))
+
+    def leader(self, among=None) -> str | None:
+        """The leader every running master of ``among`` (default: all) names, if they agree
+        and that master says it leads; else None."""
+        ids = [m for m in (among or self.ids) if self.masters[m].is_running()]
+        if not ids:
+            return None
+        states = {m: self.status(m) for m in ids}
+        if not all(s.get("fresh") for s in states.values()):
+            return None
+        named = {s.get("leader") for s in states.values()}
+        if len(named) != 1:
+            return None
+        leader = named.pop()
+        if leader not in self.masters:
+            return None
+        if leader in states and not states[leader].get("is_leader"):
+            return None
+        return leader
+
+    def wait_for_leader(self, among=None, other_than=None, timeout: float = LEADER_TIMEOUT):
+        """Wait until the running masters of ``among`` agree on a leader that is not
+        ``other_than``; return its id."""
+
+        def agreed():
+            found = self.leader(among)
+            return found if found and found != other_than else None
+
+        return wait_until(
+            agreed,
+            timeout,
+            "an agreed leader" + (f" other than {other_than}" if other_than else ""),
+            interval=0.1,
+            describe=lambda: {m: self.status(m) for m in among or self.ids},
+        )
+
+    def wait_gates_open(self, ids=None, timeout: float = GATES_TIMEOUT) -> None:
+        """Wait until the gate of every master of ``ids`` (default: all) is open."""
+        ids = list(ids or self.ids)
+        wait_until(
+            lambda: all(self.gate_open(m) for m in ids),
+            timeout,
+            f"every gate of {ids} open",
+            describe=lambda: {m: self.status(m).get("reason") for m in ids},
+        )
+
+    def salt_run(self, mid: str, *args, timeout: float = 60):
+        """``salt-run <args> --out json`` on master ``mid``; its output as data (a bare
+        string, which Salt prints without JSON quotes, as that string). Raises AssertionError
+        if the runner exits non-zero."""
+        rc, data, ret = run_json(self.masters[mid], *args, timeout=timeout)
+        assert rc == 0, f"salt-run {' '.join(map(str, args))} on {mid} failed: {ret}"
+        if data is None and ret.stdout.strip():
+            return ret.stdout.strip()
+        return data
+
+    def members(self, mid: str | None = None, timeout: float = 30) -> dict:
+        """``salt-run raft.members`` on master ``mid`` (default: the first running one), as
+        data. Raises AssertionError if the runner fails."""
+        mid = mid or self.running()[0]
+        data = self.salt_run(mid, "raft.members", timeout=timeout)
+        assert isinstance(data, dict), f"raft.members on {mid} returned {data!r}"
+        return data
+
+
+def _terminate(factory) -> None:
+    with contextlib.suppress(Exception):
+        factory.terminate()
