@@ -11,15 +11,21 @@ from dataclasses import dataclass
 from saltext_raft.core.nodeid import node_id_problem
 from saltext_raft.core.types import ConfigError
 
+#: The one home of the default timing in ticks. The runtime pairs it with its default tick
+#: (``runtime.config.DEFAULT_TICK_SECONDS``, 25 ms: an election timeout of 300-600 ms and a
+#: heartbeat every 50 ms). The paper tests pin their own timing (``tests/unit/core/cluster.py``).
+DEFAULT_ELECTION_TICKS = 12
+DEFAULT_HEARTBEAT_TICKS = 2
+
 
 @dataclass
 class Config:
     id: str
     #: A follower that hears nothing from a leader for a random number of ticks in
     #: [election_ticks, 2 * election_ticks) starts an election.
-    election_ticks: int = 10
+    election_ticks: int = DEFAULT_ELECTION_TICKS
     #: A leader sends heartbeats every heartbeat_ticks.
-    heartbeat_ticks: int = 1
+    heartbeat_ticks: int = DEFAULT_HEARTBEAT_TICKS
     #: Ask for votes without bumping the term first (thesis §9.6): a partitioned node that
     #: rejoins does not disrupt a working leader.
     pre_vote: bool = True

@@ -1,10 +1,11 @@
 """Runtime configuration: how long a tick is, how often to snapshot, client defaults.
 
-Lives here: :class:`RuntimeConfig` with its defaults and ``validate()``; the core timing that
-goes with the default tick (:data:`DEFAULT_ELECTION_TICKS`, :data:`DEFAULT_HEARTBEAT_TICKS`,
-:func:`default_core_config`). Must not live here: the core's own timing rules
-(``core.Config``), transport options (``transport.TransportConfig``), parsing of Salt master
-opts (the engine does that; it takes its defaults from here).
+Lives here: :class:`RuntimeConfig` with its defaults and ``validate()``; the default tick
+(:data:`DEFAULT_TICK_SECONDS`) and :func:`default_core_config`. Re-exported for the runtime's
+users: :data:`DEFAULT_ELECTION_TICKS`, :data:`DEFAULT_HEARTBEAT_TICKS` (their one home is
+``core.config``). Must not live here: the core's own timing rules (``core.Config``), transport
+options (``transport.TransportConfig``), parsing of Salt master opts (the engine does that; it
+takes its defaults from here).
 
 Why the timing defaults (docs/architecture.md, "The runtime", argues them in full):
 a tick is 25 ms, a follower campaigns after 12-23 ticks (300-575 ms) of silence, and the
@@ -19,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from saltext_raft.core import Config
+from saltext_raft.core.config import DEFAULT_ELECTION_TICKS
+from saltext_raft.core.config import DEFAULT_HEARTBEAT_TICKS
 from saltext_raft.runtime.limits import DEFAULT_MAX_ENTRY_BYTES
 
 
@@ -26,21 +29,23 @@ class RuntimeConfigError(ValueError):
     """A runtime option is invalid; the message names it and says why."""
 
 
-#: Core timing that goes with the default tick (see the module docstring): the one home of the
-#: election and heartbeat ticks of every entry point that runs a runtime (the engine, the
-#: standalone node, the bench). ``core.Config``'s own defaults (10/1) are the core's, used by
-#: the core tests and the simulator, which have no tick length.
-DEFAULT_ELECTION_TICKS = 12
-DEFAULT_HEARTBEAT_TICKS = 2
 #: Length of one tick, seconds (``RuntimeConfig.tick_seconds``).
 DEFAULT_TICK_SECONDS = 0.025
 
+__all__ = [
+    "DEFAULT_ELECTION_TICKS",
+    "DEFAULT_HEARTBEAT_TICKS",
+    "DEFAULT_TICK_SECONDS",
+    "RuntimeConfig",
+    "RuntimeConfigError",
+    "default_core_config",
+]
+
 
 def default_core_config(node_id: str, **overrides) -> Config:
-    """Core timing that matches the default tick length."""
-    kw = {"election_ticks": DEFAULT_ELECTION_TICKS, "heartbeat_ticks": DEFAULT_HEARTBEAT_TICKS}
-    kw.update(overrides)
-    return Config(node_id, **kw)
+    """The core's configuration for ``node_id``: its default timing (``core.config``, the one
+    home of the election and heartbeat ticks) goes with the default tick length here."""
+    return Config(node_id, **overrides)
 
 
 @dataclass

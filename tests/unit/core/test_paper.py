@@ -18,11 +18,12 @@ from saltext_raft.core import NotLeader
 from saltext_raft.core import ProposalDropped
 from saltext_raft.core import RaftNode
 from saltext_raft.core import Role
+from tests.unit.core.cluster import PAPER_TIMING
 from tests.unit.core.cluster import Cluster
 
 
 def fresh(nid="a", **kw):
-    return RaftNode(Config(nid, **kw), random.Random(1))
+    return RaftNode(Config(nid, **{**PAPER_TIMING, **kw}), random.Random(1))
 
 
 def drain(node):
@@ -109,7 +110,7 @@ def test_5_2_candidate_without_majority_does_not_win():
 
 
 def test_5_2_each_node_votes_at_most_once_per_term():
-    b = RaftNode(Config("b"), random.Random(1), hard_state=HardState(term=1))
+    b = RaftNode(Config("b", **PAPER_TIMING), random.Random(1), hard_state=HardState(term=1))
     b.step(Message(MsgType.VOTE, "b", "a", 2, index=0, log_term=0))
     b.step(Message(MsgType.VOTE, "b", "c", 2, index=0, log_term=0))
     rd = drain(b)
@@ -118,10 +119,10 @@ def test_5_2_each_node_votes_at_most_once_per_term():
 
 
 def test_5_2_vote_survives_restart():
-    b = RaftNode(Config("b"), random.Random(1), hard_state=HardState(term=1))
+    b = RaftNode(Config("b", **PAPER_TIMING), random.Random(1), hard_state=HardState(term=1))
     b.step(Message(MsgType.VOTE, "b", "a", 2))
     hs = drain(b).hard_state
-    b2 = RaftNode(Config("b"), random.Random(2), hard_state=hs)
+    b2 = RaftNode(Config("b", **PAPER_TIMING), random.Random(2), hard_state=hs)
     b2.step(Message(MsgType.VOTE, "b", "c", 2))
     assert drain(b2).messages[0].reject is True
 

@@ -15,6 +15,7 @@ from saltext_raft.core import MsgType
 from saltext_raft.core import ProposalDropped
 from saltext_raft.core import RaftNode
 from saltext_raft.core import Role
+from tests.unit.core.cluster import PAPER_TIMING
 from tests.unit.core.cluster import Cluster
 
 
@@ -59,7 +60,7 @@ def test_defect_2_full_cluster_restart_commits_without_a_client_write():
 
 
 def test_defect_3_follower_commits_only_what_the_append_proves():
-    b = RaftNode(Config("b"), random.Random(1))
+    b = RaftNode(Config("b", **PAPER_TIMING), random.Random(1))
     b.step(
         Message(
             MsgType.APPEND,
