@@ -181,6 +181,21 @@ class ConfChange:
         )
 
 
+#: Leadership transfer by name (not a membership entry: the leader hands over, thesis §3.10).
+TRANSFER_LEADER = "transfer_leader"
+#: The one vocabulary of the operations that change who is in the cluster or who leads it, in
+#: every channel that carries them: the runtime's methods and admin requests between masters
+#: (``runtime/admin.py``), the control socket (``runtime/control.py``) and the runners'
+#: requests to the engine (``master/control.py``). The membership ones are ``ConfOp`` values.
+MEMBERSHIP_OPS = (
+    ConfOp.ADD_LEARNER.value,
+    ConfOp.PROMOTE.value,
+    ConfOp.DEMOTE.value,
+    ConfOp.REMOVE.value,
+    TRANSFER_LEADER,
+)
+
+
 class SnapshotMeta(NamedTuple):
     """Where a snapshot stands in the log, and the membership in force at that index."""
 

@@ -45,6 +45,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from saltext_raft.core.types import MEMBERSHIP_OPS
 from saltext_raft.master import settings as engine_settings
 
 log = logging.getLogger(__name__)
@@ -59,22 +60,18 @@ MAX_REQUEST_AGE = 120.0
 #: are refused until old ones expire. Only holders of the master key can sign requests.
 MAX_REMEMBERED = 4096
 
+#: The operations that name a master (``node=<master id>``): the runtime's membership vocabulary.
+NODE_OPS = MEMBERSHIP_OPS
 OPS = (
     "backup",
     "members",
     "status",
     "leader",
-    "add_learner",
-    "promote",
-    "demote",
-    "remove",
-    "transfer_leader",
+    *NODE_OPS,
     "snapshot",
     "ping",
     "reload_secrets",
 )
-#: The operations that name a master (``node=<master id>``).
-NODE_OPS = ("add_learner", "promote", "demote", "remove", "transfer_leader")
 
 
 class ControlError(Exception):

@@ -26,6 +26,8 @@ from saltext_raft.core import ProposalDropped
 from saltext_raft.core import RaftNode
 from saltext_raft.core import Role
 from saltext_raft.core.nodeid import node_id_problem
+from saltext_raft.core.types import MEMBERSHIP_OPS
+from saltext_raft.core.types import TRANSFER_LEADER
 from saltext_raft.runtime.errors import CommitTimeout
 from saltext_raft.runtime.errors import NoLeader
 from saltext_raft.runtime.errors import RaftRuntimeError
@@ -43,12 +45,8 @@ from saltext_raft.transport.config import address_problem
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)  # per node id: lines a remote node can make repeat
 
-_CONF_OPS = {
-    "add_learner": ConfOp.ADD_LEARNER,
-    "promote": ConfOp.PROMOTE,
-    "demote": ConfOp.DEMOTE,
-    "remove": ConfOp.REMOVE,
-}
+#: The membership entries the operations of ``core.types.MEMBERSHIP_OPS`` propose.
+_CONF_OPS = {op: ConfOp(op) for op in MEMBERSHIP_OPS if op != TRANSFER_LEADER}
 #: After a refused JOIN, a node asks again after this many join intervals (or once added).
 JOIN_REFUSED_WAIT = 60
 
@@ -176,7 +174,7 @@ class Admin:
     async def _local(self, cmd: str, args: dict, deadline: float) -> dict:
         node = self._host.node
         target = str(args.get("node") or "")
-        if cmd == "transfer_leader":
+        if cmd == TRANSFER_LEADER:
             try:
                 node.transfer_leader(target)
             except ProposalDropped as exc:

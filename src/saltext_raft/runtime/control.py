@@ -29,6 +29,7 @@ import os
 import socket
 import tempfile
 
+from saltext_raft.core.types import MEMBERSHIP_OPS
 from saltext_raft.runtime.errors import RaftRuntimeError
 from saltext_raft.runtime.errors import Stopped
 
@@ -64,11 +65,7 @@ HANDLERS = {
     "status": _status,
     "propose": _propose,
     "read": _read,
-    "add_learner": _admin("add_learner"),
-    "promote": _admin("promote"),
-    "demote": _admin("demote"),
-    "remove": _admin("remove"),
-    "transfer_leader": _admin("transfer_leader"),
+    **{op: _admin(op) for op in MEMBERSHIP_OPS},
 }
 
 
