@@ -40,18 +40,46 @@ def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))] if values else None
 
 
-class OursTarget:
+class _Target:
+    """What both targets share: a cache of one client per node, dropped when a call on it fails
+    or its node is killed. Subclasses give ``cluster``, ``_open(name)``, ``healthy`` and
+    ``_stop(name)``."""
+
+    def __init__(self):
+        self.clients: dict[str, object] = {}
+
+    def start(self):
+        self.cluster.start_all()
+        self.healthy()
+
+    def _client(self, name: str):
+        if name not in self.clients:
+            self.clients[name] = self._open(name)
+        return self.clients[name]
+
+    def _drop(self, name: str):
+        client = self.clients.pop(name, None)
+        if client is not None:
+            client.close()
+
+    def kill(self, name: str) -> None:
+        self._drop(name)
+        self._stop(name)
+
+    def close(self):
+        for name in list(self.clients):
+            self._drop(name)
+        self.cluster.close()
+
+
+class OursTarget(_Target):
     """Three of our standalone nodes, driven through their control channels (loopback TCP)."""
 
     label = "ours"
 
     def __init__(self, workdir: str, python: str):
+        super().__init__()
         self.cluster = ProcCluster(workdir, node_args=["--control", "127.0.0.1:0"], python=python)
-        self.clients: dict[str, ControlClient] = {}
-
-    def start(self):
-        self.cluster.start_all()
-        self.healthy()
 
     def names(self) -> list[str]:
         return list(self.cluster.nodes)
@@ -59,17 +87,10 @@ class OursTarget:
     def pid(self, name: str) -> int | None:
         return self.cluster.nodes[name].pid
 
-    def _client(self, name: str) -> ControlClient:
-        if name not in self.clients:
-            client = ControlClient(self.cluster.nodes[name].control, timeout=PUT_TIMEOUT)
-            client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.clients[name] = client
-        return self.clients[name]
-
-    def _drop(self, name: str):
-        client = self.clients.pop(name, None)
-        if client is not None:
-            client.close()
+    def _open(self, name: str) -> ControlClient:
+        client = ControlClient(self.cluster.nodes[name].control, timeout=PUT_TIMEOUT)
+        client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return client
 
     def put(self, name: str, key: bytes, value: bytes, timeout: float = PUT_TIMEOUT) -> None:
         """One write, acknowledged once committed and applied; raises if it is not."""
@@ -100,31 +121,21 @@ class OursTarget:
             timeout,
         )
 
-    def kill(self, name: str) -> None:
-        self._drop(name)
+    def _stop(self, name: str) -> None:
         self.cluster.nodes[name].kill()
 
     def restart(self, name: str) -> None:
         self.cluster.nodes[name].start()
 
-    def close(self):
-        for name in list(self.clients):
-            self._drop(name)
-        self.cluster.close()
 
-
-class EtcdTarget:
+class EtcdTarget(_Target):
     """Three etcd members, driven through their HTTP/JSON gateways."""
 
     label = "etcd"
 
     def __init__(self, workdir: str, binary: str):
+        super().__init__()
         self.cluster = etcd.EtcdCluster(workdir, binary)
-        self.clients: dict[str, etcd.EtcdClient] = {}
-
-    def start(self):
-        self.cluster.start_all()
-        self.healthy()
 
     def names(self) -> list[str]:
         return list(self.cluster.members)
@@ -132,16 +143,8 @@ class EtcdTarget:
     def pid(self, name: str) -> int | None:
         return self.cluster.members[name].pid
 
-    def _client(self, name: str) -> etcd.EtcdClient:
-        if name not in self.clients:
-            address = self.cluster.members[name].client_address
-            self.clients[name] = etcd.EtcdClient(address, timeout=PUT_TIMEOUT)
-        return self.clients[name]
-
-    def _drop(self, name: str):
-        client = self.clients.pop(name, None)
-        if client is not None:
-            client.close()
+    def _open(self, name: str) -> etcd.EtcdClient:
+        return etcd.EtcdClient(self.cluster.members[name].client_address, timeout=PUT_TIMEOUT)
 
     def put(self, name: str, key: bytes, value: bytes, timeout: float = PUT_TIMEOUT) -> None:
         try:
@@ -163,17 +166,11 @@ class EtcdTarget:
     def healthy(self, timeout: float = 30.0) -> None:
         self.cluster.healthy(timeout)
 
-    def kill(self, name: str) -> None:
-        self._drop(name)
+    def _stop(self, name: str) -> None:
         self.cluster.members[name].kill()
 
     def restart(self, name: str) -> None:
         self.cluster.start(name)
-
-    def close(self):
-        for name in list(self.clients):
-            self._drop(name)
-        self.cluster.close()
 
 
 def _value(size: int) -> bytes:
