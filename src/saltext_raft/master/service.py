@@ -310,6 +310,7 @@ class RaftService:
                 self._last_leader_seen = now
             committed = node.committed
             m = node.membership
+            caught_up = self._caught_up(rt)
             ready, reason = evaluate_readiness(
                 node_id=self.cfg.node_id,
                 running=rt.running,
@@ -324,10 +325,10 @@ class RaftService:
                 grace=self.cfg.gate_grace,
                 learners_ok=self.cfg.gate_learners,
                 removed_at=m.removed_at(self.cfg.node_id),
-                caught_up=self._caught_up(rt),
+                caught_up=caught_up,
             )
             state = {
-                "caught_up": self._caught_up(rt),
+                "caught_up": caught_up,
                 "role": node.role,
                 "leader": node.leader,
                 "term": node.term,
