@@ -53,6 +53,7 @@ from saltext_raft.kv.machine import expire_value
 from saltext_raft.kv.machine import union_value
 from saltext_raft.master.fileutil import UnsafeDirectory
 from saltext_raft.master.fileutil import check_private_dir
+from saltext_raft.master.readiness import process_alive
 from saltext_raft.replicated import config as cacheconfig
 from saltext_raft.replicated.sqlite import SqliteReader
 
@@ -345,18 +346,6 @@ class NotCaughtUp(SaltCacheError):
 _markers: dict[str, tuple[tuple, int]] = {}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's
-        return True
-    except (OSError, OverflowError, ValueError):
-        return False
-    return True
-
-
 def marker_live(path: str) -> bool:
     """Whether the caught-up marker at ``path`` exists and names a running engine. It sits
     beside the local copy, whose parent may be shared (``/dev/shm``): only a regular file of
@@ -380,7 +369,7 @@ def marker_live(path: str) -> bool:
         if len(_markers) >= 64:
             _markers.clear()
         _markers[path] = (sig, pid)
-    return pid > 0 and _pid_alive(pid)
+    return process_alive(pid)
 
 
 def caught_up(opts: dict) -> bool:

@@ -134,3 +134,22 @@ def test_a_marker_others_could_have_written_is_not_trusted(tmp_path):
         cachedriver.fetch(opts, "b", "k")
     os.chmod(marker, 0o600)
     assert cachedriver.marker_live(marker)
+
+
+def test_a_marker_naming_another_users_process_is_dead(tmp_path, monkeypatch):
+    """A marker's pid reused by a process of another user means the engine that wrote it is
+    gone (the engine runs as the reader's user, and the marker must be the reader's): the copy
+    is not served. The kernel answers signal 0 to another user's process with EPERM; that
+    answer is injected, since a test running as root is never refused."""
+    import json  # pylint: disable=import-outside-toplevel
+
+    marker = tmp_path / "caught-up"
+    marker.write_text(json.dumps({"pid": os.getpid()}))
+    os.chmod(marker, 0o600)
+    assert cachedriver.marker_live(str(marker))
+
+    def refused(pid, sig):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", refused)
+    assert not cachedriver.marker_live(str(marker))
