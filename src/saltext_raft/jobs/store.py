@@ -92,7 +92,13 @@ def prep_jid(opts: dict, nocache: bool = False, passed_jid=None) -> str:
     ``passed_jid`` recorded as a job if this master's copy does not know it yet."""
     record = {"nocache": bool(nocache), "master": opts.get("id")}
     if passed_jid:
-        jid = _jid(passed_jid, "prep_jid")
+        # Salt passes a minion's job id here for every return whose id ``salt.utils.jid.is_jid``
+        # accepts (any suffix after '_'), and the publisher's --jid: refuse with one error line.
+        # The publisher answers "Master failed to assign jid" to None; a raise would be logged
+        # at critical level with a stack trace for every such return.
+        jid = _checked_jid(passed_jid, "prep_jid")
+        if jid is None:
+            return None
         if not _cache.contains(opts, layout.job_bank(jid), layout.JID_KEY):
             _cache.add(opts, layout.job_bank(jid), layout.JID_KEY, record)
         return jid

@@ -412,6 +412,30 @@ def test_salt_store_job_with_a_minions_malformed_job_id_logs_one_clear_refusal_p
     assert len(refusals) == 6 and all(r.levelname == "ERROR" for r in refusals), refusals
 
 
+def test_a_job_id_salt_accepts_and_this_cache_refuses_is_refused_without_a_stack_trace(
+    cluster, opts, caplog
+):
+    """``salt.utils.jid.is_jid`` accepts any suffix after the 20 digits, so Salt's ``store_job``
+    hands such a minion's job id to ``prep_jid`` as well: it refuses with one error line and
+    returns None (a publish with it is answered "Master failed to assign jid")."""
+    o = opts["m2"]
+    funcs = {f"raft.{n}": functools.partial(getattr(store, n), o) for n in CONTRACT}
+    before = writes(cluster)
+    jobs_before = set(store._cache.list_(o, layout.JOBS_BANK))
+    bad = ("20261206230225272706_a/../b", "20261206230225272706_" + "x" * 5000)
+    for jid in bad:
+        assert salt.utils.jid.is_jid(jid)
+        assert store.prep_jid(o, passed_jid=jid) is None
+        salt.utils.job.store_job(
+            o, ret_load(jid, "web1"), mminion=types.SimpleNamespace(returners=funcs)
+        )
+    assert writes(cluster) == before
+    assert set(store._cache.list_(o, layout.JOBS_BANK)) == jobs_before
+    assert "threw a stack trace" not in caplog.text
+    refusals = [r for r in caplog.records if "prep_jid refused" in r.getMessage()]
+    assert len(refusals) == 2 * len(bad) and all(r.levelname == "ERROR" for r in refusals)
+
+
 def test_get_jids_filter_lists_the_most_recent_jobs_and_leaves_out_find_job(opts):
     mine = [publish(opts["m1"], ["web1"], fun=f"test.f{i}")[0] for i in range(3)]
     publish(opts["m1"], ["web1"], fun="saltutil.find_job")
