@@ -95,6 +95,19 @@ class LocalCluster:
                 )
             await asyncio.sleep(TICK)
 
+    async def settled(self, timeout: float = 5.0) -> int:
+        """Commit a marker entry through the leader and wait until every running node has
+        applied it: whatever was proposed before (and is going to commit) is applied
+        everywhere by then. The bound for "nothing was committed" checks, instead of a sleep."""
+        leader = await self.leader(timeout)
+        index = await leader.propose(b"settled", timeout=timeout)
+        await self.until(
+            f"every node to apply entry {index}",
+            lambda: all(rt.node.applied_index >= index for rt in self.nodes.values()),
+            timeout,
+        )
+        return index
+
     async def leader(self, timeout: float = 5.0) -> RaftRuntime:
         await self.until(
             "one leader that committed in its term",

@@ -81,7 +81,7 @@ def test_a_recorded_add_learner_replayed_after_removal_is_refused_restart_or_not
                 "the replay after the restart to be refused as stale",
                 lambda: restarted.status()["runtime"]["remote"]["stale_requests"] >= 1,
             )
-            await asyncio.sleep(0.05)
+            await c.settled()
             for rt in c.nodes.values():
                 assert "n7" not in rt.node.membership.members, rt.id
 
@@ -197,7 +197,7 @@ def test_a_join_from_an_invalid_id_is_refused():
             await c.until(
                 "the join served", lambda: leader.status()["runtime"]["remote"]["requests_served"]
             )
-            await asyncio.sleep(0.05)
+            await c.settled()
             assert bad not in leader.node.membership.members
             assert bad not in leader.peers
 
@@ -219,7 +219,7 @@ def test_an_address_that_is_not_host_port_is_refused_by_admin_and_never_committe
             for rt in (leader, follower):
                 with pytest.raises(Rejected, match="address"):
                     await rt.add_learner("n7", bad, timeout=2)
-            await asyncio.sleep(0.05)
+            await c.settled()
             for rt in c.nodes.values():
                 assert "n7" not in rt.node.membership.members, rt.id
 
@@ -243,7 +243,7 @@ def test_a_join_with_an_address_that_is_not_host_port_is_refused():
             await c.until(
                 "the join served", lambda: leader.status()["runtime"]["remote"]["requests_served"]
             )
-            await asyncio.sleep(0.05)
+            await c.settled()
             assert "n7" not in leader.node.membership.members
             assert leader.peers.get("n7") != "garbage:"
 
