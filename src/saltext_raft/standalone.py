@@ -48,9 +48,8 @@ import logging
 import os
 import signal
 import sys
-import time
 
-from saltext_raft.bench.figures import load_figures
+from saltext_raft.bench.nodeload import run_load
 from saltext_raft.core.nodeid import InvalidNodeId
 from saltext_raft.core.nodeid import check_node_id
 from saltext_raft.master.bootepoch import EpochFileError
@@ -60,9 +59,7 @@ from saltext_raft.master.fileutil import ensure_private_dir
 from saltext_raft.master.secret import SecretError
 from saltext_raft.master.secret import read_secret_file
 from saltext_raft.runtime import DictStateMachine
-from saltext_raft.runtime import Overloaded
 from saltext_raft.runtime import RaftRuntime
-from saltext_raft.runtime import RaftRuntimeError
 from saltext_raft.runtime import Rejected
 from saltext_raft.runtime import RuntimeConfig
 from saltext_raft.runtime.assemble import NodeSpec
@@ -188,57 +185,10 @@ def open_node_store(args):
     return open_store(opts, args.cluster_id, args.id)
 
 
-# --- benchmark load, run inside the node so no client round trip is measured ------------------
-#: A load worker refused as ``overloaded`` waits this long, doubling up to the cap, as a client
-#: that backs off would; a refusal does not count toward ``count`` (it proposed nothing).
-_BACKOFF_FIRST = 0.005
-_BACKOFF_CAP = 0.5
-
-
 async def _load(rt: RaftRuntime, req: dict) -> dict:
-    """Propose ``count`` payloads of ``size`` bytes with ``outstanding`` in flight, for at most
-    ``duration`` seconds. Returns throughput, per proposal commit-and-apply latency, and the
-    errors by code (``overloaded``: refused at once, counted per refusal)."""
-    count = int(req.get("count", 1000))
-    size = int(req.get("size", 100))
-    outstanding = max(1, int(req.get("outstanding", 1)))
-    duration = float(req.get("duration", 10.0))
-    timeout = float(req.get("timeout", 5.0))
-    payload = os.urandom(size // 2).hex().encode()[:size].ljust(size, b"x")
-    lat: list[float] = []
-    errors: dict[str, int] = {}
-    issued = 0
-    loop = asyncio.get_running_loop()
-    start = time.perf_counter()
-    stop_at = start + duration
-
-    async def worker():
-        nonlocal issued
-        backoff = _BACKOFF_FIRST
-        while issued < count and time.perf_counter() < stop_at:
-            t0 = time.perf_counter()
-            try:
-                fut = rt.submit(payload, timeout)
-            except Overloaded:
-                errors["overloaded"] = errors.get("overloaded", 0) + 1
-                await asyncio.sleep(min(backoff, max(0.0, stop_at - t0)))
-                backoff = min(backoff * 2, _BACKOFF_CAP)
-                continue
-            except RaftRuntimeError as exc:
-                errors[exc.code] = errors.get(exc.code, 0) + 1
-                issued += 1
-                continue
-            issued += 1
-            backoff = _BACKOFF_FIRST
-            try:
-                await fut
-            except RaftRuntimeError as exc:
-                errors[exc.code] = errors.get(exc.code, 0) + 1
-                continue
-            lat.append(time.perf_counter() - t0)
-
-    await asyncio.gather(*(loop.create_task(worker()) for _ in range(outstanding)))
-    return load_figures(lat, errors, time.perf_counter() - start)
+    """The benchmark load, run inside the node so that no client round trip is measured
+    (``bench.nodeload``)."""
+    return await run_load(rt, req)
 
 
 async def _get(rt: RaftRuntime, req: dict):
