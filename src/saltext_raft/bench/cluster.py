@@ -45,6 +45,7 @@ from saltext_raft.bench import extclient
 from saltext_raft.bench import saltcore
 from saltext_raft.bench import sweep
 from saltext_raft.bench.clusters import SyncObjCluster
+from saltext_raft.bench.clusters import log_size
 from saltext_raft.bench.clusters import ours_leader
 from saltext_raft.bench.figures import OUTCOMES
 from saltext_raft.bench.figures import outcomes
@@ -166,11 +167,6 @@ def summarize(runs: list[dict]) -> dict:
     }
 
 
-def _log_size(node) -> int:
-    st = node.call("status")
-    return st["last_index"] - st.get("first_index", 1) + 1
-
-
 def bench_ours(o, workdir: str) -> dict:
     out = {}
     extra = o.node_args.split()
@@ -193,7 +189,7 @@ def bench_ours(o, workdir: str) -> dict:
         try:
             c.start_all()
             leader = ours_leader(c)
-            runs.append(one_run(leader, o, _log_size))
+            runs.append(one_run(leader, o, log_size))
             runs[-1]["leader_runtime"] = leader.call("status")["runtime"]
         finally:
             c.close()
@@ -310,6 +306,14 @@ def build_parser():
         help=f"sweep: most proposals per load ({sweep.PER_SLOT} per outstanding slot)",
     )
     p.add_argument("--sweep-min-count", type=int, default=500, help="sweep: fewest per load")
+    p.add_argument(
+        "--big-log",
+        type=_non_negative,
+        default=100_000,
+        metavar="ENTRIES",
+        help="sweep: also load, per level, a cluster of ours whose log holds this many entries "
+        "(0: leave it out; default %(default)s)",
+    )
     p.add_argument("--no-etcd", action="store_true", help="skip the etcd section")
     p.add_argument("--etcd-puts", type=int, default=2000, help="etcd section: puts per run")
     p.add_argument(
@@ -359,6 +363,16 @@ def build_parser():
     return p
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of entries, 0 or more")
+    return value
+
+
 def _levels(text: str) -> tuple[int, ...]:
     try:
         levels = tuple(int(x) for x in text.split(",") if x.strip())
@@ -373,6 +387,7 @@ def main(argv=None) -> int:
     o = build_parser().parse_args(argv)
     if o.quick:
         o.sweep_count, o.sweep_min_count = 4000, 200
+        o.big_log = min(o.big_log, 20_000)
         o.etcd_puts, o.etcd_trials, o.etcd_seconds = 200, 1, 15.0
         o.runs, o.latency_count, o.throughput_count = 1, 300, 10_000
         o.log_entries, o.trials, o.seconds, o.fill_seconds, o.failover_seconds = (
@@ -431,6 +446,8 @@ def _peer_matrix_lines(result: dict) -> list[str]:
             f"sweep {lv['outstanding']:>6} outstanding: ours {lv['ours']['per_second']:>9.0f}/s"
             + (f"  pysyncobj {theirs:>9.0f}/s  ratio {lv['throughput_ours_over_pysyncobj']}"
                if theirs is not None else "")
+            + (f"  big-log {lv['big_log']['per_second']:>9.0f}/s  over empty "
+               f"{lv['big_log_over_empty']}" if "big_log" in lv else "")
         )  # fmt: skip
     et = result.get("etcd") or {}
     if "skipped" in et:

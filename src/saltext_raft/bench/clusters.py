@@ -2,7 +2,8 @@
 
 Lives here: :class:`SyncObjCluster` (three PySyncObj processes, ``bench.pysyncobj_node``, with
 the same control ops and waits as ``ProcCluster``, optionally with SyncObjConf settings) and
-:func:`ours_leader` (our committed leader, with the bounds the benchmark needs). Used by the
+:func:`ours_leader` (our committed leader, with the bounds the benchmark needs) and
+:func:`log_size` (how many entries a node's log holds). Used by the
 classic sections (``bench.cluster``) and the sweep (``bench.sweep``). Must not live here:
 process handling itself (``bench.procs``), loads and their figures.
 """
@@ -81,3 +82,10 @@ def ours_leader(cluster, timeout=15.0, exclude_term=0, min_commit=-1) -> NodePro
         return None
 
     return cluster.wait("a leader that committed in its term", find, timeout, interval=0.01)
+
+
+def log_size(node) -> int:
+    """How many entries ``node``'s log holds now (behind its snapshot: compacted ones are not
+    counted)."""
+    st = node.call("status")
+    return st["last_index"] - st.get("first_index", 1) + 1

@@ -41,16 +41,24 @@ def _processes_under(path: str) -> list[int]:
     return found
 
 
-def test_sweep_runs_both_systems_at_every_level(tmp_path, capsys):
+def test_sweep_runs_both_systems_and_the_big_log_at_every_level(tmp_path, capsys):
     if sweep.pysyncobj_missing(sys.executable):
         pytest.skip("pysyncobj is not installed (the bench extra); CI does not install it")
     result = _run(capsys, "--no-etcd", "--workdir", str(tmp_path))
     assert "etcd" not in result and "ours" not in result  # only the sweep ran
     levels = result["sweep"]["levels"]
+    big = result["sweep"]["big_log_entries"]
+    assert big == 20_000  # --quick's size of the big log
     assert [lv["outstanding"] for lv in levels] == list(sweep.LEVELS)
     for lv in levels:
         assert lv["pysyncobj"]["conf"] == list(sweep.pysyncobj_best(lv["outstanding"]))
-        for side in ("ours", "pysyncobj"):
+        # the big-log cluster really held the big log while it was loaded
+        assert lv["big_log"]["log_entries"]["before_loads"] >= big, lv["big_log"]
+        assert lv["big_log"]["log_entries"]["after_loads"] >= big, lv["big_log"]
+        assert lv["big_log_over_empty"] == round(
+            lv["big_log"]["per_second"] / lv["ours"]["per_second"], 3
+        )
+        for side in ("ours", "pysyncobj", "big_log"):
             runs = lv[side]["runs"]
             assert len(runs) == 1
             assert all(r["committed"] > 0 for r in runs), (side, lv["outstanding"], runs)
@@ -59,8 +67,10 @@ def test_sweep_runs_both_systems_at_every_level(tmp_path, capsys):
         assert lv["throughput_ours_over_pysyncobj"] == round(ratio, 3)
     target = result["sweep"]["target"]
     assert target["value"] == min(lv["throughput_ours_over_pysyncobj"] for lv in levels)
-    for lv in levels:  # three of ours and three of PySyncObj per level, all stopped by PID
-        assert len(lv["pids"]) == 6
+    big_target = result["sweep"]["big_log_target"]
+    assert big_target["value"] == min(lv["big_log_over_empty"] for lv in levels)
+    for lv in levels:  # 3 of ours, 3 of PySyncObj, 3 big-log per level, all stopped by PID
+        assert len(lv["pids"]) == 9
         for pid in lv["pids"]:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
@@ -105,6 +115,14 @@ def test_a_bad_sweep_level_is_refused_with_a_clear_error(capsys):
         with pytest.raises(SystemExit):
             cluster.build_parser().parse_args(["--sweep-levels", bad])
         assert "positive integers" in capsys.readouterr().err
+
+
+def test_a_bad_big_log_size_is_refused_with_a_clear_error(capsys):
+    for bad in ("-1", "many"):
+        with pytest.raises(SystemExit):
+            cluster.build_parser().parse_args(["--big-log", bad])
+        assert "0 or more" in capsys.readouterr().err
+    assert cluster.build_parser().parse_args(["--big-log", "0"]).big_log == 0
 
 
 def test_pysyncobj_node_refuses_an_unknown_setting():
