@@ -21,6 +21,10 @@ COMMANDS = {
         "saltext_raft.bench.cluster",
         "3 node processes: latency, throughput, failover, vs PySyncObj (and Salt 3008 core)",
     ),
+    "trace": (
+        "saltext_raft.bench.trace",
+        "where one commit's time goes: 3 traced nodes, one proposal at a time, per segment",
+    ),
     "steady": (
         "saltext_raft.bench.steady",
         "3 nodes under steady load with both CPUs busy: leader changes (target: none)",
