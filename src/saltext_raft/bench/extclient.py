@@ -73,13 +73,17 @@ class _Target:
 
 
 class OursTarget(_Target):
-    """Three of our standalone nodes, driven through their control channels (loopback TCP)."""
+    """Three of our standalone nodes, driven through their control channels (loopback TCP);
+    ``node_args``: ``--node-args``, e.g. ``--follower-inline-saves on`` (default settings
+    otherwise)."""
 
     label = "ours"
 
-    def __init__(self, workdir: str, python: str):
+    def __init__(self, workdir: str, python: str, node_args=()):
         super().__init__()
-        self.cluster = ProcCluster(workdir, node_args=["--control", "127.0.0.1:0"], python=python)
+        self.cluster = ProcCluster(
+            workdir, node_args=["--control", "127.0.0.1:0", *node_args], python=python
+        )
 
     def names(self) -> list[str]:
         return list(self.cluster.nodes)
@@ -265,9 +269,10 @@ def section(o, workdir: str) -> dict:
             f"{FAILOVER_PUT_TIMEOUT}s per attempt during failover"
         ),
         "durability": "ours: CacheStore with fsync; etcd: WAL fsync (its default)",
+        "ours_node_args": o.node_args,
     }
     targets = [
-        OursTarget(os.path.join(workdir, "ext-ours"), o.python),
+        OursTarget(os.path.join(workdir, "ext-ours"), o.python, o.node_args.split()),
         EtcdTarget(os.path.join(workdir, "ext-etcd"), binary),
     ]
     started = time.monotonic()
