@@ -79,6 +79,20 @@ def test_fault_injection_is_refused_without_its_flag(one_node):
     assert node.call("status")["transport"].get("partitioned_from") is None
 
 
+def test_set_is_answered_from_the_proposal_and_a_bad_one_gets_an_error_answer(one_node):
+    """``set`` is a future handler (no task per request, issue 21): it still answers once the
+    write is committed and applied, and a malformed one is answered with an error while the
+    connection keeps serving."""
+    cluster, node = one_node
+    cluster.leader()
+    node.call("set", key="a", value="1", timeout=5)
+    assert node.call("get", key="a", timeout=5) == "1"
+    with pytest.raises(RuntimeError, match="KeyError"):
+        node.call("set", value="no key", timeout=5)
+    node.call("set", key="a", value="2", timeout=5)
+    assert node.call("get", key="a", timeout=5) == "2"
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as uid 65534")
 @pytest.mark.skipif(not os.access(SYSTEM_PYTHON, os.X_OK), reason=f"no {SYSTEM_PYTHON}")
 def test_another_local_user_cannot_use_the_control_channel(one_node):
