@@ -46,6 +46,9 @@ KNOWN_TYPES = frozenset(OPS + (BATCH,))
 # old could then apply twice, which for store/flush of a value is harmless (idempotent); an
 # add applied twice changes nothing the second time either, but answers "present".
 MAX_CLIENTS = 4096
+#: Bank names whose node the state machine remembers (:meth:`KVStateMachine._bank`); past this
+#: many the memory starts over (a few per minion in Salt's cache, so thousands are normal).
+MAX_BANK_NAMES = 1 << 16
 
 
 class UnknownCommand(ValueError):
@@ -400,6 +403,12 @@ class KVStateMachine:
         self._root = _Bank()
         self._dedup: OrderedDict[str, tuple[int, object]] = OrderedDict()
         self.applied_commands = 0
+        #: bank name as commands spell it -> its node, for banks that exist. Every write names
+        #: a bank, and walking its path part by part was the largest Python cost of an apply;
+        #: Salt writes the same few banks per minion over and over. Emptied whenever a bank
+        #: leaves the tree (bank flush, expire) or the tree is replaced (restore), so a name
+        #: never leads to a node that is no longer in the tree.
+        self._nodes: dict[str, _Bank] = {}
 
     # --- state machine protocol ---------------------------------------------------------------
     def apply(self, data: bytes):
@@ -476,6 +485,7 @@ class KVStateMachine:
 
             def install():
                 self._root, self._dedup = tree, dedup
+                self._nodes = {}
 
             return install
 
@@ -483,6 +493,9 @@ class KVStateMachine:
 
     # --- writes -------------------------------------------------------------------------------
     def _bank(self, bank: str, create: bool) -> _Bank | None:
+        node = self._nodes.get(bank)
+        if node is not None:
+            return node
         node = self._root
         for part in _parts(bank):
             child = node.children.get(part)
@@ -491,7 +504,14 @@ class KVStateMachine:
                     return None
                 child = node.children[part] = _Bank()
             node = child
+        if len(self._nodes) >= MAX_BANK_NAMES:
+            self._nodes = {}
+        self._nodes[bank] = node
         return node
+
+    def _banks_removed(self) -> None:
+        """Forget every remembered node: some bank (and all below it) left the tree."""
+        self._nodes = {}
 
     def _store(self, cmd: Command) -> bool:
         self._bank(cmd.bank, create=True).keys[cmd.key] = (cmd.value, cmd.ts)
@@ -521,6 +541,8 @@ class KVStateMachine:
         gone = self.expired(cmd.bank, _cutoff(cmd.value))
         for name in gone:
             del node.children[name]
+        if gone:
+            self._banks_removed()
         return len(gone)
 
     def _flush(self, cmd: Command) -> bool:
@@ -533,7 +555,10 @@ class KVStateMachine:
             # master) changes nothing, the same on every node.
             return False
         parent = self._bank("/".join(parts[:-1]), create=False)
-        return parent is not None and parent.children.pop(parts[-1], None) is not None
+        if parent is None or parent.children.pop(parts[-1], None) is None:
+            return False
+        self._banks_removed()
+        return True
 
     # --- reads (local copy) -------------------------------------------------------------------
     def fetch(self, bank: str, key: str) -> bytes | None:

@@ -492,3 +492,57 @@ def test_a_malformed_union_or_expire_is_refused_and_changes_nothing(raw):
     with pytest.raises(ValueError, match="malformed"):
         sm.apply(msgpack.packb(raw, use_bin_type=True))
     assert sm.list("b") == ["x"] and sm.applied_commands == 1
+
+
+def _contents(sm):
+    return sorted(sm.walk())
+
+
+def test_a_bank_flushed_then_written_again_is_in_the_tree_not_in_a_detached_copy():
+    sm = KVStateMachine()
+    store(sm, "minions/web1", "grains", b"old")
+    assert sm.fetch("minions/web1", "grains") == b"old"  # the bank's node is known now
+    assert flush(sm, "minions")  # removes minions and minions/web1
+    store(sm, "minions/web1", "grains", b"new")
+    assert _contents(sm) == [("minions/web1", "grains", b"new", 1)]
+    assert sm.list("minions") == ["web1"]
+    again = KVStateMachine()
+    again.restore(sm.snapshot())
+    assert _contents(again) == _contents(sm)
+
+
+def test_a_bank_expired_then_written_again_is_in_the_tree():
+    sm = KVStateMachine()
+    store(sm, "jobs/j1/ret", "web1", b"x", ts=100)
+    assert expire(sm, "jobs", 200) == 1
+    store(sm, "jobs/j1/ret", "web2", b"y", ts=300)
+    assert _contents(sm) == [("jobs/j1/ret", "web2", b"y", 300)]
+
+
+def test_writes_after_a_restore_go_into_the_restored_tree():
+    other = KVStateMachine()
+    store(other, "minions/web1", "grains", b"theirs")
+    sm = KVStateMachine()
+    store(sm, "minions/web1", "grains", b"mine")
+    sm.restore(other.snapshot())
+    store(sm, "minions/web1", "pillar", b"p")
+    assert _contents(sm) == [
+        ("minions/web1", "grains", b"theirs", 1),
+        ("minions/web1", "pillar", b"p", 1),
+    ]
+    sm.restore(b"")  # the empty state
+    store(sm, "minions/web1", "pillar", b"q")
+    assert _contents(sm) == [("minions/web1", "pillar", b"q", 1)]
+
+
+def test_many_bank_names_stay_correct_past_the_remembered_limit(monkeypatch):
+    monkeypatch.setattr("saltext_raft.kv.machine.MAX_BANK_NAMES", 3)
+    sm = KVStateMachine()
+    for i in range(10):
+        store(sm, f"b{i % 5}/x", f"k{i}", b"v")
+    flush(sm, "b1")
+    store(sm, "b1/x", "late", b"w")
+    assert _contents(sm) == sorted(
+        [(f"b{i % 5}/x", f"k{i}", b"v", 1) for i in range(10) if i % 5 != 1]
+        + [("b1/x", "late", b"w", 1)]
+    )
