@@ -37,6 +37,14 @@ log = logging.getLogger(__name__)
 MAX_LINE = 16 << 20
 #: One encoder for every answer: json.dumps(..., default=str) builds a new one per call.
 _ENCODE = json.JSONEncoder(default=str).encode
+#: The answer to a request with an integer id whose result is a bool (every cache write), by
+#: result, byte for byte what ``_ENCODE`` writes for it.
+_BOOL_ANSWER = {
+    flag: (_ENCODE({"id": 0, "ok": True, "result": flag}) + "\n")
+    .replace('"id": 0', '"id": %d')
+    .encode()
+    for flag in (True, False)
+}
 
 
 async def _status(rt, req):
@@ -261,8 +269,15 @@ class _Connection(asyncio.Protocol):
         exc = fut.exception()
         if exc is not None:
             self.write(error_answer(rid, op, exc))
-        else:
-            self.write({"id": rid, "ok": True, "result": fut.result()})
+            return
+        result = fut.result()
+        transport = self._transport
+        if type(rid) is int and type(result) is bool:  # exact types: a bool id is no int here
+            # A write's answer: what _ENCODE would give, without building and walking a dict.
+            if transport is not None and not transport.is_closing():
+                transport.write(_BOOL_ANSWER[result] % rid)
+            return
+        self.write({"id": rid, "ok": True, "result": result})
 
     def write(self, obj: dict) -> None:
         transport = self._transport
