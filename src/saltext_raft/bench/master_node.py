@@ -107,7 +107,9 @@ async def main(argv=None) -> int:
             await asyncio.wait_for(stop.wait(), 0.5)
         except asyncio.TimeoutError:
             pass
-    status = {"leader": rt.view().leader, "runtime": rt.status()["runtime"]}
+    full = rt.status()
+    status = {"leader": rt.view().leader, "runtime": full["runtime"]}
+    status["transport"] = full["transport"]
     status["cache"] = await service._status(rt, {})  # pylint: disable=protected-access
     print(json.dumps({"event": "stopped", "id": args.id, "status": status}), flush=True)
     await service.stop()

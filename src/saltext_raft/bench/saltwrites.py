@@ -545,6 +545,9 @@ def main(argv=None) -> int:
                 "saves": st["runtime"].get("saves"),
                 "mirror": st["cache"]["mirror_counters"],
                 "batching": st["cache"].get("batching"),
+                # everything the node counted, for per-store figures (messages, saves, ...)
+                "runtime_counters": st["runtime"],
+                "transport": st.get("transport"),
             }
             for nid, st in nodes.final.items()
         }
