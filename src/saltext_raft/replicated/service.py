@@ -87,6 +87,9 @@ MAX_BATCH_BYTES = 1 << 20
 #: A batch is proposed before a value would take it past this (a single larger value still
 #: goes alone and is refused with the runtime's "larger than max_entry_bytes" if too large).
 ENTRY_VALUES_MAX = DEFAULT_MAX_ENTRY_BYTES - (256 << 10)
+#: (bank, key) pairs of checked names a service remembers (``CacheService._write``); past this
+#: many the memory starts over.
+MAX_GOOD_NAMES = 1 << 16
 #: Seconds between two checks for a local copy that failed writes left stale.
 REPAIR_CHECK_INTERVAL = 10.0
 
@@ -105,6 +108,7 @@ class CacheService:
         self._repair_check = repair_check
         self._repair_timer = None
         self.runtime = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop (start_writer)
         #: The local copy has applied the read index confirmed after start (see the docstring).
         self.caught_up = False
         self._catch_up_task: asyncio.Task | None = None
@@ -119,6 +123,9 @@ class CacheService:
         self._awaited = 0
         self._propose_handle: asyncio.Handle | None = None
         self._wait_handle: asyncio.TimerHandle | None = None
+        #: (bank, key) pairs of writes that passed ``check_name``: workers write the same few
+        #: names per minion again and again, and the check is a pure function of the names.
+        self._good_names: set[tuple] = set()
         #: ``waited``: entries whose batch waited for workers just answered; ``wait_expired``:
         #: of those, the ones ``raft_cache_batch_wait`` ran out for (a worker did not come back
         #: in time, so the batch waited the full bound).
@@ -134,6 +141,7 @@ class CacheService:
         """Before the runtime starts: its start may restore a snapshot into the mirror. The
         caught-up marker goes first: from here on the copy may be behind the cluster."""
         self._remove_caught_up_marker()
+        self._loop = loop
         self.writer.start(loop)
 
     def _remove_caught_up_marker(self) -> None:
@@ -278,9 +286,12 @@ class CacheService:
                 check_flush(bank, None if op == EXPIRE else key)  # never the root
                 if op == EXPIRE and key is not None:
                     raise ValueError("an expire names a bank, not a key")
-            else:
+            elif not (type(bank) is str and type(key) is str and (bank, key) in self._good_names):
                 check_name("bank", bank, allow_empty=True)
                 check_name("key", key)
+                if len(self._good_names) >= MAX_GOOD_NAMES:
+                    self._good_names.clear()
+                self._good_names.add((bank, key))
             value = base64.b64decode(req.get("value") or "", validate=True) if op != FLUSH else b""
             check_value(op, value)
             client, seq = str(req.get("client") or ""), int(req.get("seq") or 0)
@@ -292,7 +303,7 @@ class CacheService:
     def _submit(self, req: dict, cmd: Command) -> asyncio.Future:
         """Queue ``cmd`` for this turn's batch; the future gets the command's result once its
         entry is applied here and written to the local copy."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         fut = loop.create_future()
         if self._batch and self._batch_bytes + len(cmd.value) > ENTRY_VALUES_MAX:
             self._propose_batch()  # this value would take the entry past max_entry_bytes

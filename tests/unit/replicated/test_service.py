@@ -163,6 +163,23 @@ def test_a_bad_name_is_refused_before_it_joins_a_batch(service):
     assert run(main()) == []
 
 
+def test_names_checked_once_are_still_checked_for_every_other_write(service):
+    """The service remembers names that passed; a bad one, or one of another type, is refused
+    with the name rule's own message however many good writes came before."""
+
+    async def main():
+        rt = attach(service)
+        good = [service._store(rt, store_req("k", seq=i)) for i in (1, 2)]
+        for bad in ({"bank": ["b"], "key": "k"}, {"bank": "b", "key": ["k"]}, {"key": "a/../.."}):
+            with pytest.raises(Rejected, match="must be a non-empty string|would leave"):
+                service._store(rt, dict(store_req("k", seq=3), **bad))
+        await asyncio.sleep(0)
+        return good, rt.proposals
+
+    good, proposals = run(main())
+    assert len(good) == 2 and len(proposals) == 1  # the two good writes, in one entry
+
+
 @pytest.mark.parametrize("bank", ["", "/"])
 def test_a_flush_of_the_root_bank_is_refused_before_it_is_proposed(service, bank):
     """Regression (issue 18, L7): the engine's socket accepted ``cache.flush`` of bank "",
