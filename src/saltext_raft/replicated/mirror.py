@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 INLINE_MAX_JOBS = 1024
 #: (bank, key) names whose checked slot the writer remembers (``MirrorWriter._path``); past
 #: this many the memory starts over.
-MAX_SLOTS = 1 << 16
+MAX_SLOTS = 1 << 14
 #: Seconds between two log lines about failing mirror writes.
 ERROR_LOG_INTERVAL = 10.0
 #: Seconds between two repairs (rebuilds from the state machine) after failed mirror writes.

@@ -89,7 +89,7 @@ MAX_BATCH_BYTES = 1 << 20
 ENTRY_VALUES_MAX = DEFAULT_MAX_ENTRY_BYTES - (256 << 10)
 #: (bank, key) pairs of checked names a service remembers (``CacheService._write``); past this
 #: many the memory starts over.
-MAX_GOOD_NAMES = 1 << 16
+MAX_GOOD_NAMES = 1 << 14
 #: Seconds between two checks for a local copy that failed writes left stale.
 REPAIR_CHECK_INTERVAL = 10.0
 
