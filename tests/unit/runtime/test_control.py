@@ -295,3 +295,36 @@ def test_binding_over_a_stale_socket_replaces_it(tmp_path):
 
 async def _pong(rt, req):
     return "pong"
+
+
+def test_bool_results_are_answered_byte_for_byte_as_the_encoder_writes_them(tmp_path):
+    """Writes' answers (an integer id, a bool result) skip the JSON encoder; the lines must be
+    the ones it writes, for any id, and other ids and results still go through it."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+
+        def answer(rt, req):
+            fut = loop.create_future()
+            fut.set_result(req["result"])
+            return fut
+
+        server = ControlServer(
+            runtime=None, address=str(tmp_path / "ctl.sock"), future_handlers={"w": answer}
+        )
+        path = await server.start()
+        reader, writer = await asyncio.open_unix_connection(path)
+        requests = [(0, True), (7, False), (-3, True), (10**12, False), ("s", True), (True, 1)]
+        for rid, result in requests:
+            writer.write(json.dumps({"id": rid, "op": "w", "result": result}).encode() + b"\n")
+        lines = [await asyncio.wait_for(reader.readline(), 5) for _ in requests]
+        writer.close()
+        await server.close()
+        return requests, lines
+
+    requests, lines = asyncio.run(main())
+    expected = [
+        (control._ENCODE({"id": rid, "ok": True, "result": result}) + "\n").encode()  # pylint: disable=protected-access
+        for rid, result in requests
+    ]
+    assert sorted(lines) == sorted(expected)
