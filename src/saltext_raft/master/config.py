@@ -35,6 +35,8 @@ from saltext_raft.master.settings import state_dir
 from saltext_raft.replicated.config import CacheConfigError
 from saltext_raft.replicated.config import cache_enabled
 from saltext_raft.replicated.config import from_opts as cache_settings
+from saltext_raft.roots.config import RootsConfigError
+from saltext_raft.roots.config import from_opts as roots_settings
 from saltext_raft.runtime.config import DEFAULT_ELECTION_TICKS
 from saltext_raft.runtime.config import DEFAULT_HEARTBEAT_TICKS
 from saltext_raft.runtime.config import DEFAULT_TICK_SECONDS
@@ -297,6 +299,19 @@ _OPTION_NAMES = {
 }
 
 
+def _check_roots(opts: dict, cache_on: bool) -> None:
+    """The ``raft_roots*`` options (``saltext_raft.roots.config``), so that a bad one stops the
+    engine with its reason; the roots live in the replicated cache, which must be on."""
+    try:
+        settings = roots_settings(opts)
+    except RootsConfigError as exc:
+        raise EngineConfigError(exc.option, exc.why) from None
+    if settings.enabled and not cache_on:
+        raise EngineConfigError(
+            "cache", "is false, but raft_roots needs the replicated cache: remove cache: false"
+        )
+
+
 def from_opts(opts: dict, options: dict | None = None, *, load_secret: bool = True) -> EngineConfig:
     """Build and validate the engine config from its options and the master's opts.
 
@@ -315,6 +330,7 @@ def from_opts(opts: dict, options: dict | None = None, *, load_secret: bool = Tr
     if cfg.cache is not None and not isinstance(cfg.cache, bool):
         raise EngineConfigError("cache", f"must be true or false (got {cfg.cache!r})")
     cfg.cache_enabled = cache_enabled(opts, cfg.cache)
+    _check_roots(opts, cfg.cache_enabled)
     if cfg.cache_enabled:
         try:  # the cache options too, so that a bad one stops the engine with its reason
             cache_settings(opts)

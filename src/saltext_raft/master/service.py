@@ -217,6 +217,18 @@ class RaftService:
 
                 self.revocation = KeyRevocation(opts, window=self.cache.settings.rotate_window)
                 self.cache.watch(MIRROR_PREFIX, self.revocation.changed)
+        #: RootsService when the roots are replicated (``raft_roots``, docs/roots.md).
+        self.roots = None
+        if self.cache is not None:
+            from saltext_raft.roots.config import from_opts as roots_settings
+
+            settings = roots_settings(opts)
+            if settings.enabled:
+                from saltext_raft.roots.layout import ROOTS_BANK
+                from saltext_raft.roots.service import RootsService
+
+                self.roots = RootsService(opts, settings)
+                self.cache.watch(ROOTS_BANK, self.roots.changed)
 
     # ------------------------------------------------------------------------------------------
     # building
@@ -410,6 +422,8 @@ class RaftService:
             st["cache"] = self.cache.status()
         if self.revocation is not None:  # revocations applied here (docs/cache.md)
             st["keys"] = self.revocation.status()
+        if self.roots is not None:  # the replicated roots on this master (docs/roots.md)
+            st["roots"] = self.roots.status()
         return st
 
     def members(self) -> dict:
@@ -500,6 +514,8 @@ class RaftService:
             self.cache.start_writer(self.loop)
         if self.revocation is not None:
             self.revocation.start()
+        if self.roots is not None:
+            self.roots.start()
         await self.runtime.start()
         if self.cache is not None:
             await self.cache.start(self.runtime)
@@ -526,6 +542,8 @@ class RaftService:
                     await self.cache.stop()
                 if self.revocation is not None:
                     self.revocation.stop()
+                if self.roots is not None:
+                    self.roots.stop()
                 await self.runtime.stop()
             finally:
                 if self._control_thread is not None:

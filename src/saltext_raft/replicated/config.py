@@ -13,8 +13,11 @@ Both sides read the same master config file, so every setting is a top-level mas
   (``saltext_raft.replicated.keystore``); set it on every master.
 - ``master_job_cache: raft`` (Salt's option): the job cache replicated in the same cache
   (``saltext_raft.jobs``); set it on every master.
+- ``raft_roots`` (saltext_raft.roots): replicated ``file_roots``/``pillar_roots``, kept in the
+  same cache.
 - engine option ``cache``: the engine hosts the replicated cache. Default: on when ``cache``
-  (or 3008's ``keys.cache_driver``, or ``master_job_cache``) is ``raft``.
+  (or 3008's ``keys.cache_driver``, or ``master_job_cache``) is ``raft``, or ``raft_roots`` is
+  set.
 - ``raft_cache_timeout`` (5): seconds a write waits for commit before it fails.
 - ``raft_cache_linearizable_reads`` (False): reads first take a ReadIndex barrier.
 - ``raft_cache_backend`` (localfs): the layout of the local copy: ``localfs`` (Salt's files,
@@ -38,6 +41,8 @@ DRIVER_NAME = "raft"
 KEYS_DRIVER_OPTION = "keys.cache_driver"
 #: Salt's option naming the job cache's returner; ``raft`` is ours (``saltext_raft.jobs``).
 JOB_CACHE_OPTION = "master_job_cache"
+#: The replicated roots' switch (``saltext_raft.roots``), which keep their trees in this cache.
+ROOTS_OPTION = "raft_roots"
 SOCKET_NAME = "raft_cache.sock"
 #: Not under ``cachedir/saltext_raft/``: the engine's Raft log lives in banks
 #: ``saltext_raft/<cluster id>/...`` there, and a cluster could be called anything.
@@ -133,13 +138,15 @@ def from_opts(opts: dict) -> CacheSettings:
 def cache_enabled(opts: dict, engine_option=None) -> bool:
     """The engine hosts the cache: engine option ``cache`` if set, else whether the master uses
     the ``raft`` driver (``cache: raft``, or ``keys.cache_driver: raft`` on 3008) or the
-    ``raft`` job cache (``master_job_cache: raft``, which keeps its jobs in the same cache)."""
+    ``raft`` job cache (``master_job_cache: raft``, which keeps its jobs in the same cache), or
+    the replicated roots (``raft_roots``, likewise)."""
     if engine_option is not None:
         return bool(engine_option)
     return (
         opts.get("cache") == DRIVER_NAME
         or keys_driver_enabled(opts)
         or opts.get(JOB_CACHE_OPTION) == DRIVER_NAME
+        or bool(opts.get(ROOTS_OPTION))
     )
 
 

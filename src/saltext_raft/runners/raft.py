@@ -194,3 +194,36 @@ def import_cache(banks=None, source="localfs", overwrite=False, workers=8):
     if report["unreadable"]:
         report["retcode"] = 1
     return report
+
+
+def sync_roots(test=False):
+    """Replicate this master's ``file_roots`` / ``pillar_roots`` trees (the first directory of
+    each environment) to every master through the cluster: new and changed files are sent in
+    chunks (only content the cluster does not have yet), files gone from this tree are deleted
+    on the others. Needs ``raft_roots`` on every master. Reports the paths ``added``,
+    ``changed`` and ``deleted`` and what was sent; ``test=True`` reports without sending.
+    A tree holding anything that cannot be replicated (a symbolic link, a FIFO, a file over
+    ``raft_roots_max_file_bytes``) is refused as a whole, each path listed with the reason,
+    and nothing is sent (docs/roots.md).
+
+    CLI Example: ``salt-run raft.sync_roots`` or ``salt-run raft.sync_roots test=True``
+    """
+    from salt.exceptions import SaltCacheError  # pylint: disable=import-outside-toplevel
+
+    from saltext_raft.roots import config as rootsconfig  # pylint: disable=import-outside-toplevel
+    from saltext_raft.roots import sync  # pylint: disable=import-outside-toplevel
+
+    try:
+        report = sync.sync_from_opts(
+            __opts__,  # pylint: disable=undefined-variable
+            test=str(test).lower() in ("true", "1", "yes"),
+        )
+    except sync.SyncRefused as exc:
+        ret = {"result": False, "error": f"raft.sync_roots: {exc}", "retcode": 1}
+        if exc.refused:
+            ret["refused"] = dict(exc.refused)
+        return ret
+    except (rootsconfig.RootsConfigError, SaltCacheError, OSError) as exc:
+        return {"result": False, "error": f"raft.sync_roots: {exc}", "retcode": 1}
+    report["result"] = True
+    return report

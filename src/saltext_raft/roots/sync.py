@@ -1,0 +1,229 @@
+"""One sync of the roots store: this master's trees into the Raft log (``salt-run
+raft.sync_roots``, and the engine's periodic scan on a source master).
+
+Lives here: :func:`sync` (scan, compare with the committed manifests, send the missing blobs
+chunk by chunk, commit each changed manifest, remove blobs no manifest names) and
+:class:`CacheStore` (the replicated cache calls it makes, through this master's ``raft`` cache
+driver). Must not live here: reading trees (:mod:`.scan`), the receiving side (:mod:`.apply`),
+name rules (:mod:`.layout`), Salt's loader.
+
+Order, and why it is safe to stop anywhere: (1) scan every tree; anything refused stops the sync
+before the first write; (2) for each blob a manifest will name and the cluster lacks (no
+``info`` key): its chunks, then its ``info``; (3) each changed manifest, one write per kind;
+(4) the blobs no manifest names, removed. A sync stopped in (2) leaves blobs without ``info``
+that receivers never read; the next sync sends them again and (4) removes them if unused. A
+sync stopped in (3) or (4) leaves the cluster with manifests whose blobs are all present.
+
+One source at a time: two masters syncing different trees at once would each remove the
+other's new blobs in (4) and commit alternately; run the sync on one master (docs/roots.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from saltext_raft.roots import config as rootsconfig
+from saltext_raft.roots import layout
+from saltext_raft.roots import scan
+
+log = logging.getLogger(__name__)
+
+
+class SyncRefused(ValueError):
+    """The sync sent nothing; the message (and ``refused``) say why."""
+
+    def __init__(self, message: str, refused=()):
+        super().__init__(message)
+        self.refused = list(refused)
+
+
+class CacheStore:
+    """The replicated cache as the sync uses it: this master's ``raft`` cache driver."""
+
+    def __init__(self, opts: dict):
+        # pylint: disable=import-outside-toplevel
+        from saltext_raft.replicated import driver
+
+        self._opts = opts
+        self._driver = driver
+
+    def fetch(self, bank: str, key: str):
+        return self._driver.fetch(self._opts, bank, key)
+
+    def contains(self, bank: str, key: str) -> bool:
+        return self._driver.contains(self._opts, bank, key)
+
+    def list_(self, bank: str) -> list:
+        return self._driver.list_(self._opts, bank)
+
+    def store(self, bank: str, key: str, value) -> None:
+        self._driver.store(self._opts, bank, key, value)
+
+    def flush(self, bank: str, key=None) -> None:
+        self._driver.flush(self._opts, bank, key)
+
+
+def _scan_all(trees: dict, max_file_bytes: int) -> dict:
+    """``{kind: {env: ScanResult}}``; raises :class:`SyncRefused` listing every refusal."""
+    out: dict = {}
+    refused = []
+    for kind, envs in trees.items():
+        for env, root in envs.items():
+            try:
+                result = scan.scan_tree(root, max_file_bytes)
+            except FileNotFoundError:
+                refused.append(
+                    (
+                        f"{kind}/{env}",
+                        f"{root} does not exist (a missing tree would delete "
+                        "every replicated file of this environment on every master)",
+                    )
+                )
+                continue
+            except OSError as exc:
+                refused.append((f"{kind}/{env}", f"{root} cannot be read: {exc}"))
+                continue
+            refused.extend((f"{kind}/{env}/{p}", why) for p, why in result.refused)
+            out.setdefault(kind, {})[env] = result
+    if refused:
+        raise SyncRefused(
+            f"{len(refused)} paths refused; nothing was sent (first: {refused[0][0]}: "
+            f"{refused[0][1]})",
+            refused,
+        )
+    return out
+
+
+def _diff(kind: str, old: dict, new: dict, report: dict) -> None:
+    for env in sorted(set(old) | set(new)):
+        before, after = old.get(env, {}), new.get(env, {})
+        for path in sorted(set(before) | set(after)):
+            name = f"{kind}/{env}/{path}"
+            if path not in before:
+                report["added"].append(name)
+            elif path not in after:
+                report["deleted"].append(name)
+            elif tuple(before[path]) != tuple(after[path]):
+                report["changed"].append(name)
+            else:
+                report["unchanged"] += 1
+
+
+def sync(
+    store,
+    trees: dict,
+    *,
+    max_file_bytes: int,
+    source: str = "",
+    test: bool = False,
+    clock=time.time,
+) -> dict:
+    """Sync ``trees`` (``{kind: {env: directory}}``) into the cluster through ``store``.
+
+    Returns ``{"added", "changed", "deleted"`` (``kind/env/path`` lists), ``"unchanged"``,
+    ``"sent_blobs"``, ``"sent_chunks"``, ``"sent_bytes"``, ``"removed_blobs"``, ``"test"}``.
+    Raises :class:`SyncRefused` (nothing sent) when a tree has anything refused or a
+    committed manifest is unreadable; cache errors propagate (the sync may be run again).
+    """
+    scanned = _scan_all(trees, max_file_bytes)
+    report = {
+        "added": [],
+        "changed": [],
+        "deleted": [],
+        "unchanged": 0,
+        "sent_blobs": 0,
+        "sent_chunks": 0,
+        "sent_bytes": 0,
+        "removed_blobs": 0,
+        "test": bool(test),
+    }
+    new_manifests: dict = {}
+    changed_kinds = []
+    for kind in trees:
+        try:
+            old = layout.check_manifest(
+                kind, store.fetch(layout.MANIFESTS_BANK, kind), layout.MAX_FILE_BYTES_LIMIT
+            )
+        except layout.BadRootPath as exc:
+            raise SyncRefused(f"the committed {kind} manifest is unreadable: {exc}") from None
+        new = {
+            env: {p: (f.sha, f.size, f.mode) for p, f in result.files.items()}
+            for env, result in scanned.get(kind, {}).items()
+        }
+        new_manifests[kind] = new
+        _diff(kind, old, new, report)
+        if old != new:
+            changed_kinds.append(kind)
+    if test or not changed_kinds:
+        return report
+    # (2) blobs, each one complete before any manifest names it
+    sources = {}
+    for kind in changed_kinds:
+        for env, result in scanned[kind].items():
+            for path, f in result.files.items():
+                sources.setdefault(f.sha, (trees[kind][env], path, f))
+    for sha, (root, path, f) in sorted(sources.items()):
+        bank = layout.blob_bank(sha)
+        if store.contains(bank, layout.INFO_KEY):
+            continue
+        chunks = 0
+        for index, block in enumerate(scan.read_chunks(root, path, f)):
+            store.store(bank, layout.chunk_key(index), block)
+            chunks += 1
+            report["sent_chunks"] += 1
+            report["sent_bytes"] += len(block)
+        store.store(bank, layout.INFO_KEY, {"size": f.size, "chunks": chunks})
+        report["sent_blobs"] += 1
+    # (3) manifests
+    now = int(clock())
+    for kind in changed_kinds:
+        envs = {
+            env: {p: list(item) for p, item in files.items()}
+            for env, files in new_manifests[kind].items()
+        }
+        store.store(layout.MANIFESTS_BANK, kind, layout.manifest(envs, source, now))
+    # (4) blobs nobody names any more (of every kind, including kinds this master does not sync)
+    named = set()
+    for kind in layout.KINDS:
+        if kind in new_manifests:
+            files = new_manifests[kind]
+        else:
+            try:
+                files = layout.check_manifest(
+                    kind, store.fetch(layout.MANIFESTS_BANK, kind), layout.MAX_FILE_BYTES_LIMIT
+                )
+            except layout.BadRootPath:
+                return report  # cannot tell what is in use: remove nothing
+        named.update(item[0] for env in files.values() for item in env.values())
+    for sha in store.list_(layout.BLOBS_BANK):
+        if sha not in named:
+            store.flush(f"{layout.BLOBS_BANK}/{sha}")
+            report["removed_blobs"] += 1
+    log.info(
+        "saltext-raft roots: synced (%d added, %d changed, %d deleted; %d blobs, %d bytes sent)",
+        len(report["added"]),
+        len(report["changed"]),
+        len(report["deleted"]),
+        report["sent_blobs"],
+        report["sent_bytes"],
+    )
+    return report
+
+
+def sync_from_opts(opts: dict, *, test: bool = False, store=None) -> dict:
+    """:func:`sync` of this master's configured roots (the runner's and the engine's entry)."""
+    settings = rootsconfig.from_opts(opts)
+    if not settings.enabled:
+        raise SyncRefused(
+            "raft_roots is not enabled on this master (set raft_roots: true on every master; "
+            "docs/roots.md)"
+        )
+    trees = {kind: rootsconfig.targets(opts, kind) for kind in settings.kinds}
+    return sync(
+        store if store is not None else CacheStore(opts),
+        trees,
+        max_file_bytes=settings.max_file_bytes,
+        source=str(opts.get("id") or ""),
+        test=test,
+    )
