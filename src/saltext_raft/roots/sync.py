@@ -155,11 +155,12 @@ def sync(
         _diff(kind, old, new, report)
         if old != new:
             changed_kinds.append(kind)
-    if test or not changed_kinds:
+    if test:
         return report
-    # (2) blobs, each one complete before any manifest names it
+    # (2) blobs, each one complete before any manifest names it; every blob is checked, not
+    # only those of changed files, so a blob lost since the last sync is sent again
     sources = {}
-    for kind in changed_kinds:
+    for kind in scanned:
         for env, result in scanned[kind].items():
             for path, f in result.files.items():
                 sources.setdefault(f.sha, (trees[kind][env], path, f))
@@ -175,6 +176,8 @@ def sync(
             report["sent_bytes"] += len(block)
         store.store(bank, layout.INFO_KEY, {"size": f.size, "chunks": chunks})
         report["sent_blobs"] += 1
+    if not changed_kinds:
+        return report
     # (3) manifests
     now = int(clock())
     for kind in changed_kinds:
