@@ -319,8 +319,8 @@ class RootsApplier:
             h = hashlib.sha256()
             written = 0
             for index in range(chunks):
-                block = self.reader.fetch(bank, layout.chunk_key(index))
-                if not isinstance(block, bytes) or not block:
+                block = layout.chunk_bytes(self.reader.fetch(bank, layout.chunk_key(index)))
+                if not block:
                     raise BlobBroken(f"content {sha[:12]}: chunk {index} missing")
                 if written + len(block) > size:
                     raise BlobBroken(f"content {sha[:12]}: chunks longer than {size} bytes")

@@ -143,6 +143,18 @@ def chunk_count(size: int) -> int:
     return -(-size // CHUNK_BYTES)
 
 
+def chunk_bytes(value) -> bytes | None:
+    """A chunk as read back from the cache: Salt's payload decoding turns bytes that happen
+    to be valid UTF-8 into ``str`` (``salt.payload.loads``), so a ``str`` is encoded back (the
+    same bytes: the decoding was exact). None for anything else (a missing chunk reads as
+    ``{}``). The blob's SHA-256 is checked after reassembly either way."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    return None
+
+
 def entry(sha: str, size: int, mode: int) -> list:
     """One file of a manifest."""
     return [sha, int(size), file_mode(mode)]

@@ -28,10 +28,13 @@ TICK = 0.01
 
 
 class InProcessCluster:
-    def __init__(self, base_dir: str, ids=("m1",), founders=None, base_opts=None):
+    def __init__(self, base_dir: str, ids=("m1",), founders=None, base_opts=None, on_service=None):
         self.ids = list(ids)
         self.base_dir = base_dir
         self.base_opts = dict(base_opts or {})
+        #: ``on_service(nid, service)``, called before a node starts, so that what watches its
+        #: cache service (as the engine's roots service does) sees the catch-up after start.
+        self.on_service = on_service
         self.founders = {i: f"mem://{i}" for i in (founders or ids)}
         self.net = MemoryNetwork()
         self.disks = {i: MemoryDisk() for i in self.ids}
@@ -64,6 +67,8 @@ class InProcessCluster:
 
     async def _start(self, nid: str) -> None:
         service = CacheService(from_opts(self.opts(nid)))
+        if self.on_service is not None:
+            self.on_service(nid, service)
         rt = RaftRuntime(
             nid,
             MemoryStore(self.disks[nid]),

@@ -1,0 +1,113 @@
+"""Replicated roots through real Raft: three in-process engines (runtime + cache service each,
+tests/functional/cache/inprocess.py), each with the engine's roots service and its own
+``file_roots``; the sync runs as ``salt-run raft.sync_roots`` runs it, through master 1's cache
+socket. Covers what a unit test with an in-memory cache cannot: chunks and manifests committed
+through the log, applied on every master once its local copy shows them, and a master that was
+stopped during a sync converging when it starts again from its own log."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from saltext_raft.roots import config as rootsconfig
+from saltext_raft.roots import layout
+from saltext_raft.roots import sync
+from saltext_raft.roots.service import RootsService
+from saltext_raft.waiting import WaitTimeout
+from saltext_raft.waiting import wait_until
+from tests.functional.cache.inprocess import InProcessCluster
+from tests.unit.roots.helpers import tree
+from tests.unit.roots.helpers import write
+
+IDS = ("m1", "m2", "m3")
+BIG = os.urandom(3 * layout.CHUNK_BYTES + 123)
+
+
+def wait_for(predicate, what, timeout=20):
+    try:
+        return wait_until(predicate, timeout, what, interval=0.02)
+    except WaitTimeout as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    roots_dir = tmp_path / "roots"
+    services: dict[str, RootsService] = {}
+
+    def opts(nid):
+        return dict(
+            c.opts(nid), raft_roots=["file_roots"], file_roots={"base": [str(roots_dir / nid)]}
+        )
+
+    def attach(nid, cache_service):
+        old = services.pop(nid, None)
+        if old is not None:
+            old.stop()
+        o = opts(nid)
+        roots = RootsService(o, rootsconfig.from_opts(o), recheck=0.5)
+        cache_service.watch(layout.ROOTS_BANK, roots.changed)
+        roots.start()
+        services[nid] = roots
+
+    os.makedirs(roots_dir / "m1")
+    c = InProcessCluster(str(tmp_path / "c"), ids=IDS, on_service=attach)
+    c.roots, c.roots_dir, c.roots_opts = services, roots_dir, opts
+    try:
+        for nid in IDS:
+            c.start(nid)
+        wait_for(lambda: c.leader() is not None, "a leader")
+        c.wait_caught_up()
+        yield c
+    finally:
+        for service in services.values():
+            service.stop()
+        c.close()
+
+
+def writes(c) -> int:
+    return sum(s.counters["writes"] for s in c.services.values())
+
+
+def same_tree(c, nid):
+    return tree(c.roots_dir / nid) == tree(c.roots_dir / "m1")
+
+
+def test_a_sync_on_one_master_is_served_by_every_master_and_a_master_down_converges(cluster):
+    c = cluster
+    src = c.roots_dir / "m1"
+    write(src, "top.sls", b"base:\n  '*': [web]\n")
+    write(src, "web/init.sls", b"nginx: pkg.installed\n")
+    write(src, "web/files/big.bin", BIG)
+    report = sync.sync_from_opts(c.roots_opts("m1"))
+    assert report["sent_blobs"] == 3 and report["sent_chunks"] == 4 + 2
+    for nid in ("m2", "m3"):
+        wait_for(lambda nid=nid: same_tree(c, nid), f"{nid}'s tree equal to m1's")
+
+    # idempotence: an unchanged tree commits nothing
+    before = writes(c)
+    again = sync.sync_from_opts(c.roots_opts("m1"))
+    assert again["unchanged"] == 3 and again["sent_bytes"] == 0
+    assert writes(c) == before
+
+    # m3 is down while a file changes and another is deleted
+    c.roots["m3"].stop()
+    c.stop("m3")
+    write(src, "top.sls", b"base:\n  '*': [web, db]\n")
+    os.unlink(src / "web" / "files" / "big.bin")
+    report = sync.sync_from_opts(c.roots_opts("m1"))
+    assert report["changed"] == ["file_roots/base/top.sls"]
+    assert report["deleted"] == ["file_roots/base/web/files/big.bin"]
+    wait_for(lambda: same_tree(c, "m2"), "m2 shows the change and the delete")
+    assert (c.roots_dir / "m3" / "web" / "files" / "big.bin").exists()  # m3 is still down
+    c.start("m3")  # from its own log; catches up with the cluster, then applies
+    wait_for(
+        lambda: c.roots["m3"].status()["passes"] >= 1 and same_tree(c, "m3"),
+        "m3 converged after its restart (a pass done, its tree equal to m1's)",
+    )
+    assert not (c.roots_dir / "m3" / "web" / "files").exists()  # emptied directory removed
+    status = c.roots["m3"].status()
+    assert status["last_error"] is None
+    assert status["last_pass"]["counts"]["failed"] == 0
