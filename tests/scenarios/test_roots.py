@@ -69,8 +69,8 @@ def cluster(salt_factories, tmp_path_factory):
         yield c
 
 
-def sync(c, mid):
-    data = c.salt_run(mid, "raft.sync_roots", timeout=120)
+def sync(c, mid, *args):
+    data = c.salt_run(mid, "raft.sync_roots", *args, timeout=120)
     assert isinstance(data, dict) and data.get("result") is True, data
     return data
 
@@ -90,7 +90,10 @@ def test_a_file_synced_on_master_1_is_served_by_master_3_and_a_delete_propagates
     _write(os.path.join(src["pillar"], "top.sls"), "base:\n  '*':\n    - data\n")
     _write(os.path.join(src["pillar"], "data.sls"), "roots_value: replicated pillar\n")
 
+    preview = sync(c, first, "test=True")
+    assert preview["test"] is True and len(preview["added"]) == 4
     report = sync(c, first)
+    assert report["test"] is False
     assert sorted(report["added"]) == [
         "file_roots/base/roots/gone.txt",
         "file_roots/base/roots/hello.txt",

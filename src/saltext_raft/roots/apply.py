@@ -74,7 +74,7 @@ def _open_dirs(root_fd: int, parts: list[str], create: bool) -> int:
                 os.mkdir(part, 0o755, dir_fd=fd)
         try:
             nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
-        except (NotADirectoryError, OSError) as exc:
+        except OSError as exc:
             os.close(fd)
             if isinstance(exc, FileNotFoundError):
                 raise
@@ -179,9 +179,12 @@ class RootsApplier:
                     continue
                 files = manifest.get(env, {})
                 env_state = kind_state.get(env, {})
-                kind_state[env] = self._apply_env(
-                    f"{kind}/{env}", envs[env], files, env_state, report
-                )
+                try:
+                    kind_state[env] = self._apply_env(
+                        f"{kind}/{env}", envs[env], files, env_state, report
+                    )
+                except OSError as exc:  # the root itself: missing parent, not a directory...
+                    self._note(report, "failed", f"{kind}/{env}: {envs[env]}: {exc}")
         self.save_state(state)
         counts = report["counts"]
         if counts["written"] or counts["deleted"] or counts["diverged"] or counts["failed"]:

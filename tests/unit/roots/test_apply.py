@@ -182,3 +182,14 @@ def test_the_record_survives_a_restart_and_an_unchanged_file_is_not_read_again(s
         "in_sync": 2,
     }
     assert os.stat(os.path.dirname(receiver.state_path)).st_mode & 0o077 == 0
+
+
+def test_an_environment_whose_directory_cannot_be_made_fails_alone(tmp_path):
+    src, state = tmp_path / "src", tmp_path / "state"
+    write(src, "a.sls", b"a")
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"not a directory")
+    cache = MemoryCache()
+    do_sync(cache, src)
+    report = applier(cache, blocker / "dst", state).apply()
+    assert report["counts"]["failed"] == 1 and report["failed"][0].startswith("file_roots/base:")
