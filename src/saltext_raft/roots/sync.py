@@ -176,9 +176,7 @@ def sync(
             report["sent_bytes"] += len(block)
         store.store(bank, layout.INFO_KEY, {"size": f.size, "chunks": chunks})
         report["sent_blobs"] += 1
-    if not changed_kinds:
-        return report
-    # (3) manifests
+    # (3) manifests (only the changed ones: an unchanged tree commits nothing)
     now = int(clock())
     for kind in changed_kinds:
         envs = {
@@ -203,6 +201,8 @@ def sync(
         if sha not in named:
             store.flush(f"{layout.BLOBS_BANK}/{sha}")
             report["removed_blobs"] += 1
+    if not (changed_kinds or report["removed_blobs"]):
+        return report  # nothing changed: no line per periodic scan
     log.info(
         "saltext-raft roots: synced (%d added, %d changed, %d deleted; %d blobs, %d bytes sent)",
         len(report["added"]),

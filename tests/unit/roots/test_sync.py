@@ -160,6 +160,22 @@ def test_a_source_dying_between_chunks_leaves_nothing_visible_and_the_next_sync_
     assert len(cache.list_(layout.BLOBS_BANK)) == 3
 
 
+def test_an_unchanged_sync_still_removes_what_a_crashed_sync_left(dirs):
+    src, _, _ = dirs
+    write(src, "a.sls", b"a")
+    cache = MemoryCache()
+    do_sync(cache, src)
+    write(src, "b.sls", b"b")
+    cache.fail_after = cache.writes + 1  # b's chunk committed, its info not
+    with pytest.raises(Crash):
+        do_sync(cache, src)
+    cache.fail_after = None
+    os.unlink(src / "b.sls")  # the operator gave up on b
+    report = do_sync(cache, src)
+    assert report["added"] == report["changed"] == report["deleted"] == []
+    assert report["removed_blobs"] == 1 and len(cache.list_(layout.BLOBS_BANK)) == 1
+
+
 def test_a_sync_removes_blobs_a_crashed_sync_left_and_nothing_names(dirs):
     src, _, _ = dirs
     write(src, "a.sls", b"a")
