@@ -126,6 +126,7 @@ class RootsApplier:
         self.targets = targets
         self.state_path = state_path
         self.max_file_bytes = max_file_bytes
+        self._warned: set[str] = set()
 
     # -- the record of what this master wrote ----------------------------------------------
     def load_state(self) -> dict:
@@ -195,8 +196,12 @@ class RootsApplier:
                 counts["diverged"],
                 counts["failed"],
             )
+        # One warning per diverged path, not one per pass (a pass rechecks every minute; on
+        # the source master an edit not synced yet shows as diverged until the sync).
         for name in report["diverged"]:
-            log.warning("saltext-raft roots: %s", name)
+            if name not in self._warned:
+                log.warning("saltext-raft roots: %s", name)
+        self._warned = set(report["diverged"])
         return report
 
     @staticmethod

@@ -193,3 +193,13 @@ def test_an_environment_whose_directory_cannot_be_made_fails_alone(tmp_path):
     do_sync(cache, src)
     report = applier(cache, blocker / "dst", state).apply()
     assert report["counts"]["failed"] == 1 and report["failed"][0].startswith("file_roots/base:")
+
+
+def test_a_diverged_path_is_logged_once_not_on_every_pass(synced, caplog):
+    cache, src, dst, receiver = synced
+    do_sync(cache, src)
+    write(dst, "a.sls", b"edited here")
+    for _ in range(3):
+        assert receiver.apply()["counts"]["diverged"] == 1
+    warnings = [r for r in caplog.records if "edited here" in r.getMessage()]
+    assert len(warnings) == 1
