@@ -111,3 +111,23 @@ def test_a_sync_on_one_master_is_served_by_every_master_and_a_master_down_conver
     status = c.roots["m3"].status()
     assert status["last_error"] is None
     assert status["last_pass"]["counts"]["failed"] == 0
+
+
+def test_a_16_mib_file_goes_through_the_log_in_chunks_and_one_over_the_cap_is_refused(cluster):
+    """Through the real runtime's entry and message limits (``max_entry_bytes`` 4 MiB): the
+    largest file accepted by default arrives whole on every master."""
+    c = cluster
+    src = c.roots_dir / "m1"
+    cap = layout.DEFAULT_MAX_FILE_BYTES
+    write(src, "big/at-cap.bin", os.urandom(cap))
+    report = sync.sync_from_opts(c.roots_opts("m1"))
+    assert report["sent_chunks"] == 32 and report["sent_bytes"] == cap
+    for nid in ("m2", "m3"):
+        wait_for(lambda nid=nid: same_tree(c, nid), f"the 16 MiB file on {nid}", timeout=60)
+    with open(src / "big" / "over.bin", "wb") as fh:
+        fh.truncate(cap + 1)
+    with pytest.raises(sync.SyncRefused) as err:
+        sync.sync_from_opts(c.roots_opts("m1"))
+    assert err.value.refused == [
+        ("file_roots/base/big/over.bin", f"{cap + 1} bytes: over raft_roots_max_file_bytes ({cap})")
+    ]
