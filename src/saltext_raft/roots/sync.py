@@ -110,6 +110,16 @@ def _diff(kind: str, old: dict, new: dict, report: dict) -> None:
                 report["unchanged"] += 1
 
 
+def _blob_complete(store, bank: str, size: int) -> bool:
+    """The blob has its ``info`` and every chunk key. ``info`` alone is not enough: a second
+    master syncing at the same time may remove a blob (its step (4)) while this one is between
+    two of its chunks; this sync then writes the remaining chunks and ``info``, and a blob
+    trusted on ``info`` alone would lack its first chunks and never be sent again."""
+    keys = set(store.list_(bank))
+    want = {layout.chunk_key(index) for index in range(layout.chunk_count(size))}
+    return layout.INFO_KEY in keys and want <= keys
+
+
 def sync(
     store,
     trees: dict,
@@ -158,7 +168,7 @@ def sync(
     if test:
         return report
     # (2) blobs, each one complete before any manifest names it; every blob is checked, not
-    # only those of changed files, so a blob lost since the last sync is sent again
+    # only those of changed files, so a blob lost or torn since the last sync is sent again
     sources = {}
     for kind in scanned:
         for env, result in scanned[kind].items():
@@ -166,7 +176,7 @@ def sync(
                 sources.setdefault(f.sha, (trees[kind][env], path, f))
     for sha, (root, path, f) in sorted(sources.items()):
         bank = layout.blob_bank(sha)
-        if store.contains(bank, layout.INFO_KEY):
+        if _blob_complete(store, bank, f.size):
             continue
         chunks = 0
         for index, block in enumerate(scan.read_chunks(root, path, f)):
