@@ -89,7 +89,7 @@ def shown(value) -> str:
 
 def check_relpath(path) -> str:
     """Return ``path`` if it is a relative path that stays under its root (``/``-separated, no
-    empty, ``.`` or ``..`` part, no NUL or control character), else raise
+    empty, ``.`` or ``..`` part, no NUL or control character, valid UTF-8), else raise
     :class:`BadRootPath`."""
     if not isinstance(path, str) or not path:
         raise BadRootPath(f"path {shown(path)} is not a non-empty string")
@@ -100,10 +100,13 @@ def check_relpath(path) -> str:
         raise BadRootPath(f"path {shown(path)} has an empty, '.' or '..' part")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
         raise BadRootPath(f"path {shown(path)} contains NUL or control characters")
-    encoded = path.encode("utf-8", "surrogateescape")
-    if len(encoded) > PATH_MAX or any(
-        len(p.encode("utf-8", "surrogateescape")) > NAME_MAX for p in parts
-    ):
+    try:
+        encoded = path.encode("utf-8")
+    except UnicodeEncodeError:  # a name with bytes that are not UTF-8 (os.fsdecode)
+        raise BadRootPath(
+            f"path {shown(path)} is not valid UTF-8 (the log cannot carry it): rename it"
+        ) from None
+    if len(encoded) > PATH_MAX or any(len(p.encode("utf-8")) > NAME_MAX for p in parts):
         raise BadRootPath(f"path {shown(path)} is too long")
     if parts[-1].startswith(TEMP_PREFIX):
         raise BadRootPath(f"path {shown(path)} uses the temporary prefix {TEMP_PREFIX!r}")
