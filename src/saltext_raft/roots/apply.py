@@ -24,8 +24,10 @@ Theory of operation, per file of a tree:
   removes it. Files the manifest never named are not touched.
 - **A file is never seen half-written.** Its bytes go to a temporary file in the same directory
   (``O_CREAT|O_EXCL|O_NOFOLLOW``, never an existing name), mode set with ``fchmod`` (0644, or
-  0755 for executables: nothing else is carried), ``fsync``; the chunks are checked against the
-  manifest's size and SHA-256 before the rename, then the directory is ``fsync``-ed. A torn,
+  0755 for executables; 0600/0700 if the source was not readable by others: nothing else is
+  carried, :func:`settled_mode` for a file already holding the content), ``fsync``; the chunks
+  are checked against the manifest's size and SHA-256 before the rename, then the directory is
+  ``fsync``-ed. A torn,
   missing or duplicated chunk fails that check: the file keeps its old content and the pass
   reports it (and tries again on the next pass).
 - **Nothing outside the root is reached.** Every path is checked (``layout.check_relpath``)
@@ -113,6 +115,20 @@ def current_state(dir_fd: int, name: str):
     finally:
         os.close(fd)
     return ("file", h.hexdigest(), st.st_size, st.st_mtime_ns)
+
+
+def settled_mode(current: int, mode: int) -> int:
+    """The mode a file that already holds the manifest's content gets (the source master's own
+    tree, a file there before, or only the mode changed in the roots): execute bits where it is
+    readable if ``mode`` is executable, none otherwise; no access for others if ``mode`` is
+    private; no setuid, setgid or sticky bit. It never grants a read or write permission the
+    file lacks (a 0600 file is not made 0644) and keeps the group's access the operator gave."""
+    perms = current & 0o666
+    if not mode & 0o004:
+        perms &= 0o770
+    if mode & 0o111:
+        perms |= (perms & 0o444) >> 2
+    return perms
 
 
 class RootsApplier:
@@ -298,6 +314,7 @@ class RootsApplier:
     @staticmethod
     def _ensure_mode(dir_fd: int, leaf: str, mode: int) -> None:
         st = os.stat(leaf, dir_fd=dir_fd, follow_symlinks=False)
+        mode = settled_mode(stat.S_IMODE(st.st_mode), mode)
         if stat.S_IMODE(st.st_mode) != mode:
             fd = os.open(
                 leaf, os.O_RDONLY | os.O_NOFOLLOW | _CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd

@@ -61,10 +61,15 @@ CHUNK_BYTES = 512 << 10
 DEFAULT_MAX_FILE_BYTES = 16 << 20
 #: The largest value ``raft_roots_max_file_bytes`` accepts.
 MAX_FILE_BYTES_LIMIT = 64 << 20
-#: Modes a replicated file gets: executable by anyone if the source file was executable by
-#: anyone, else plain. Nothing else (no setuid, no group or world write) is carried.
+#: Modes a replicated file gets: executable if the source file was executable by anyone, and
+#: private (owner only) if the source file was not readable by others (a pillar file holding
+#: secrets stays unreadable to other local users on every master). Nothing else (no setuid, no
+#: group or world write) is carried.
 MODE_EXEC = 0o755
 MODE_PLAIN = 0o644
+MODE_PRIVATE_EXEC = 0o700
+MODE_PRIVATE = 0o600
+MODES = (MODE_EXEC, MODE_PLAIN, MODE_PRIVATE_EXEC, MODE_PRIVATE)
 #: Name prefix of the temporary files a receiving master writes before renaming them into
 #: place; a scan skips them.
 TEMP_PREFIX = ".raft-roots-"
@@ -130,7 +135,9 @@ def check_sha(sha) -> str:
 
 def file_mode(mode: int) -> int:
     """The mode a replicated file gets for a source file of mode ``mode``."""
-    return MODE_EXEC if mode & 0o111 else MODE_PLAIN
+    if mode & 0o004:
+        return MODE_EXEC if mode & 0o111 else MODE_PLAIN
+    return MODE_PRIVATE_EXEC if mode & 0o111 else MODE_PRIVATE
 
 
 def blob_bank(sha: str) -> str:
@@ -196,8 +203,10 @@ def check_manifest(kind: str, value, max_file_bytes: int) -> dict:
                     f"{kind}/{env}/{path}: {size} bytes is over this master's "
                     f"raft_roots_max_file_bytes ({max_file_bytes})"
                 )
-            if mode not in (MODE_EXEC, MODE_PLAIN):
-                raise BadRootPath(f"{kind}/{env}/{path}: mode {shown(mode)} is not 0644/0755")
+            if mode not in MODES:
+                raise BadRootPath(
+                    f"{kind}/{env}/{path}: mode {shown(mode)} is not 0644/0755/0600/0700"
+                )
             checked[path] = (sha, size, mode)
         out[env] = checked
     return out

@@ -40,11 +40,12 @@ def test_ordinary_paths_pass(path):
     assert layout.check_relpath(path) == path
 
 
-def test_modes_carry_only_whether_the_file_is_executable():
+def test_modes_carry_whether_the_file_is_executable_and_whether_others_may_read_it():
     assert layout.file_mode(0o4755) == 0o755
-    assert layout.file_mode(0o700) == 0o755
+    assert layout.file_mode(0o4754) == 0o755
+    assert layout.file_mode(0o700) == 0o700
     assert layout.file_mode(0o666) == 0o644
-    assert layout.file_mode(0o600) == 0o644
+    assert layout.file_mode(0o600) == 0o600
 
 
 def test_chunk_arithmetic_and_the_16_mib_file():

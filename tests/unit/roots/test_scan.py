@@ -25,7 +25,7 @@ def test_regular_files_are_hashed_with_their_mode(tmp_path):
     assert result.refused == []
     assert result.files == {
         "empty": scan.ScannedFile(hashlib.sha256(b"").hexdigest(), 0, 0o644),
-        "run.sh": scan.ScannedFile(hashlib.sha256(b"#!/bin/sh\n").hexdigest(), 10, 0o755),
+        "run.sh": scan.ScannedFile(hashlib.sha256(b"#!/bin/sh\n").hexdigest(), 10, 0o700),
         "web/init.sls": scan.ScannedFile(
             hashlib.sha256(b"nginx: pkg.installed\n").hexdigest(), 21, 0o644
         ),
