@@ -131,6 +131,11 @@ def settled_mode(current: int, mode: int) -> int:
     return perms
 
 
+def _stat_key(st: os.stat_result) -> list:
+    """What a record keeps of a file this master wrote, besides its hash."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
 class RootsApplier:
     """Makes this master's trees show the committed manifests (see the module docstring).
 
@@ -146,7 +151,8 @@ class RootsApplier:
 
     # -- the record of what this master wrote ----------------------------------------------
     def load_state(self) -> dict:
-        """``{kind: {env: {path: [sha, size, mtime_ns]}}}``; empty if absent or unreadable."""
+        """``{kind: {env: {path: [sha, size, mtime_ns, ctime_ns, inode]}}}``; empty if absent or
+        unreadable."""
         try:
             with open(self.state_path, "rb") as fh:
                 state = json.loads(fh.read())
@@ -298,18 +304,21 @@ class RootsApplier:
 
     @staticmethod
     def _stat_matches(dir_fd: int, leaf: str, prev) -> bool:
-        """The file still has the size and mtime this master recorded (so it is unchanged and
-        need not be hashed again)."""
+        """The file is still the inode this master recorded, with the same size, mtime and
+        ctime (so it is unchanged and need not be hashed again). The ctime matters: an edit
+        that keeps the size and puts the mtime back (``touch -r``, ``cp -p``, a restore) would
+        pass on size and mtime alone and be overwritten as if it were this master's file;
+        nobody can set the ctime back. A record without them (older format) never matches."""
         try:
             st = os.stat(leaf, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
             return False
-        return stat.S_ISREG(st.st_mode) and [st.st_size, st.st_mtime_ns] == list(prev[1:3])
+        return stat.S_ISREG(st.st_mode) and _stat_key(st) == list(prev[1:])
 
     @staticmethod
     def _record(dir_fd: int, leaf: str, sha: str) -> list:
         st = os.stat(leaf, dir_fd=dir_fd, follow_symlinks=False)
-        return [sha, st.st_size, st.st_mtime_ns]
+        return [sha, *_stat_key(st)]
 
     @staticmethod
     def _ensure_mode(dir_fd: int, leaf: str, mode: int) -> None:
