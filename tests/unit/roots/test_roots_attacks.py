@@ -1,0 +1,201 @@
+"""Attacks on the replicated roots (issue 20), each performed: two syncs interleaved, a private
+source file, a name the log cannot carry, a directory swapped for a link mid-write, a local
+edit that keeps its size and mtime, setuid bits, chunks named but never committed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+import salt.payload
+
+from saltext_raft.roots import layout
+from saltext_raft.roots import sync
+from tests.unit.roots.fakes import MemoryCache
+from tests.unit.roots.helpers import applier
+from tests.unit.roots.helpers import do_sync
+from tests.unit.roots.helpers import tree
+from tests.unit.roots.helpers import write
+
+BIG = bytes(range(251)) * (layout.CHUNK_BYTES * 3 // 251 + 1)  # four chunks
+BIG_SHA = hashlib.sha256(BIG).hexdigest()
+
+
+class SerializingCache(MemoryCache):
+    """Stores what Salt's payload encoding can carry, as the real driver does."""
+
+    def store(self, bank, key, value):
+        super().store(bank, key, salt.payload.loads(salt.payload.dumps(value)))
+
+
+class InterleavingCache(MemoryCache):
+    """Runs ``hook`` once, just before the write of ``bank/key`` (another master's sync
+    running between two chunks of this one)."""
+
+    def __init__(self):
+        super().__init__()
+        self.trigger: tuple | None = None
+        self.hook = None
+
+    def store(self, bank, key, value):
+        if self.trigger == (bank, key):
+            self.trigger = None
+            self.hook()
+        super().store(bank, key, value)
+
+
+def test_two_syncs_interleaved_do_not_leave_a_blob_that_is_never_sent_again(tmp_path):
+    """Master B sends a 4-chunk file; between its chunks 1 and 2, master A (whose tree lacks
+    that file) syncs and removes the half-sent blob. B then writes chunks 2, 3 and ``info``
+    and commits its manifest: the blob claims to be complete but lacks chunks 0 and 1. The
+    next sync from B must send it again, so the receivers converge."""
+    src_a, src_b, dst, state = (tmp_path / n for n in ("a", "b", "dst", "state"))
+    write(src_a, "top.sls", b"from a")
+    write(src_b, "top.sls", b"from b")
+    write(src_b, "big.bin", BIG)
+    cache = InterleavingCache()
+    cache.trigger = (layout.blob_bank(BIG_SHA), layout.chunk_key(2))
+    cache.hook = lambda: do_sync(cache, src_a)
+    do_sync(cache, src_b)
+    assert cache.trigger is None  # A's sync did run in the middle of B's
+    receiver = applier(cache, dst, state)
+    failed = receiver.apply()["failed"]
+    assert any("big.bin" in line for line in failed), failed  # cannot be reassembled
+    do_sync(cache, src_b)  # the operator runs the sync again, from the source only
+    report = receiver.apply()
+    assert report["counts"]["failed"] == 0, report["failed"]
+    assert tree(dst) == tree(src_b)
+
+
+def test_a_private_source_file_is_not_made_world_readable_anywhere(tmp_path):
+    """A pillar file kept 0600 (secrets) on the source must not become 0644 on the receivers,
+    nor on the source master when its own engine applies the manifest to its own tree."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src, "secrets.sls", b"db_password: hunter2\n", mode=0o600)
+    write(src, "deploy.sh", b"#!/bin/sh\n", mode=0o700)
+    write(src, "public.sls", b"motd: hi\n", mode=0o644)
+    cache = MemoryCache()
+    do_sync(cache, src, kind="pillar_roots")
+    receiver = applier(cache, dst, state, kind="pillar_roots")
+    assert receiver.apply()["counts"]["failed"] == 0
+    assert os.stat(dst / "secrets.sls").st_mode & 0o7777 == 0o600
+    assert os.stat(dst / "deploy.sh").st_mode & 0o7777 == 0o700
+    assert os.stat(dst / "public.sls").st_mode & 0o7777 == 0o644
+    source = applier(cache, src, tmp_path / "state-src", kind="pillar_roots")
+    assert source.apply()["counts"]["written"] == 0
+    assert os.stat(src / "secrets.sls").st_mode & 0o7777 == 0o600
+    assert os.stat(src / "deploy.sh").st_mode & 0o7777 == 0o700
+
+
+def test_applying_on_the_source_never_widens_an_operators_modes(tmp_path):
+    """A source master's own tree is the content: a pass there may set execute bits the
+    manifest asks for and drop setuid, but never grants read or write the file lacked."""
+    src = tmp_path / "src"
+    write(src, "team.sls", b"x", mode=0o640)
+    write(src, "tool", b"#!/bin/sh\n", mode=0o4750)
+    cache = MemoryCache()
+    do_sync(cache, src)
+    applier(cache, src, tmp_path / "state").apply()
+    assert os.stat(src / "team.sls").st_mode & 0o7777 == 0o640
+    assert os.stat(src / "tool").st_mode & 0o7777 == 0o750
+
+
+def test_setuid_and_group_write_do_not_travel(tmp_path):
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src, "suid", b"#!/bin/sh\n", mode=0o6777)
+    write(src, "gw.sls", b"x", mode=0o666)
+    cache = MemoryCache()
+    do_sync(cache, src)
+    entries = cache.fetch(layout.MANIFESTS_BANK, "file_roots")["envs"]["base"]
+    assert entries["suid"][2] == 0o755 and entries["gw.sls"][2] == 0o644
+    applier(cache, dst, state).apply()
+    assert os.stat(dst / "suid").st_mode & 0o7777 == 0o755
+    assert os.stat(dst / "gw.sls").st_mode & 0o7777 == 0o644
+
+
+def test_a_name_that_is_not_utf8_is_refused_before_anything_is_sent(tmp_path):
+    """A file name with bytes that are not UTF-8 cannot be carried by the log's encoding:
+    the sync must refuse it by name up front, not send every blob and then fail at the
+    manifest with an encoding error."""
+    src = tmp_path / "src"
+    write(src, "good.sls", b"fine")
+    with open(os.path.join(os.fsencode(str(src)), b"bad-\xff.sls"), "wb") as fh:
+        fh.write(b"payload")
+    cache = SerializingCache()
+    with pytest.raises(sync.SyncRefused) as err:
+        do_sync(cache, src)
+    assert "bad-" in str(err.value) and "UTF-8" in str(err.value)
+    assert cache.writes == 0
+
+
+def test_a_directory_swapped_for_a_link_mid_write_does_not_redirect_the_write(tmp_path):
+    """Between the open of ``sub`` and the write into it, ``sub`` is renamed away and a link
+    to a directory outside the root takes its name: the write lands in the directory that
+    was opened, never in the link's target."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    write(src, "sub/f.sls", b"replicated")
+    write(dst, "sub/keep", b"local")
+    cache = MemoryCache()
+    do_sync(cache, src)
+
+    class Swapper:
+        def __init__(self):
+            self.done = False
+
+        def fetch(self, bank, key):
+            if bank.startswith(layout.BLOBS_BANK) and not self.done:
+                self.done = True
+                os.rename(dst / "sub", tmp_path / "moved")
+                os.symlink(outside, dst / "sub")
+            return cache.fetch(bank, key)
+
+    swapper = Swapper()
+    receiver = applier(swapper, dst, state)
+    receiver.apply()
+    assert swapper.done
+    assert os.listdir(outside) == []
+    assert (tmp_path / "moved" / "f.sls").read_bytes() == b"replicated"
+    # the next pass sees the link in the way and reports it, still writing nothing outside
+    report = receiver.apply()
+    assert report["counts"]["diverged"] == 1 and os.listdir(outside) == []
+
+
+def test_a_local_edit_with_the_same_size_and_mtime_is_not_overwritten(tmp_path):
+    """An operator edits a replicated file on a receiver and keeps its size and mtime (``cp
+    -p``, ``touch -r``, a restore): the change must still count as a local edit."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src, "a.sls", b"v1-aaaa")
+    cache = MemoryCache()
+    do_sync(cache, src)
+    receiver = applier(cache, dst, state)
+    receiver.apply()
+    st = os.stat(dst / "a.sls")
+    (dst / "a.sls").write_bytes(b"LOCAL!!")  # same length
+    os.utime(dst / "a.sls", ns=(st.st_atime_ns, st.st_mtime_ns))
+    write(src, "a.sls", b"v2-bbbbbbbb")
+    do_sync(cache, src)
+    report = receiver.apply()
+    assert (dst / "a.sls").read_bytes() == b"LOCAL!!"
+    assert report["counts"]["diverged"] == 1
+
+
+def test_a_manifest_naming_content_never_committed_writes_nothing_and_keeps_the_old(tmp_path):
+    """A manifest (forged, or committed by a buggy source) names a blob with no chunks at all,
+    or an ``info`` claiming one chunk of 16 MiB: the old file stays, nothing is half-written."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src, "a.sls", b"old")
+    cache = MemoryCache()
+    do_sync(cache, src)
+    receiver = applier(cache, dst, state)
+    receiver.apply()
+    ghost = hashlib.sha256(b"never sent").hexdigest()
+    lying = hashlib.sha256(b"lying").hexdigest()
+    cache.store(layout.blob_bank(lying), layout.INFO_KEY, {"size": 16 << 20, "chunks": 1})
+    envs = {"base": {"a.sls": [ghost, 10, 0o644], "b.sls": [lying, 16 << 20, 0o644]}}
+    cache.store(layout.MANIFESTS_BANK, "file_roots", layout.manifest(envs, "m9", 0))
+    report = receiver.apply()
+    assert report["counts"]["failed"] == 2 and report["counts"]["written"] == 0
+    assert tree(dst) == {"a.sls": b"old"}
