@@ -131,6 +131,24 @@ def settled_mode(current: int, mode: int) -> int:
     return perms
 
 
+def _remove_leftovers(dir_fd: int) -> None:
+    """Unlink the temporary files a pass killed mid-write left in this directory (only this
+    master's engine writes them, one pass at a time): a partial file in the tree would be
+    listed and served by Salt's fileserver. Run before each write or delete in a directory,
+    so the next pass that touches it (the interrupted file is written again) cleans it."""
+    with os.scandir(dir_fd) as it:
+        names = [
+            e.name
+            for e in it
+            if e.name.startswith(layout.TEMP_PREFIX)
+            and e.name.endswith(".tmp")
+            and e.is_file(follow_symlinks=False)
+        ]
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dir_fd)
+
+
 def _stat_key(st: os.stat_result) -> list:
     """What a record keeps of a file this master wrote, besides its hash."""
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
@@ -276,6 +294,7 @@ class RootsApplier:
                 if current is None:
                     return None
                 if cur_sha is not None and cur_sha == prev_sha:
+                    _remove_leftovers(dir_fd)
                     os.unlink(leaf, dir_fd=dir_fd)
                     os.fsync(dir_fd)
                     self._note(report, "deleted", name)
@@ -342,6 +361,7 @@ class RootsApplier:
         chunks = info.get("chunks")
         if chunks != layout.chunk_count(size):
             raise BlobBroken(f"content {sha[:12]}: {chunks!r} chunks for {size} bytes")
+        _remove_leftovers(dir_fd)
         tmp = f"{layout.TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
         fd = os.open(
             tmp,
