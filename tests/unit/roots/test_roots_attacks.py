@@ -5,7 +5,9 @@ edit that keeps its size and mtime, setuid bits, chunks named but never committe
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
+import signal
 
 import pytest
 import salt.payload
@@ -199,3 +201,39 @@ def test_a_manifest_naming_content_never_committed_writes_nothing_and_keeps_the_
     report = receiver.apply()
     assert report["counts"]["failed"] == 2 and report["counts"]["written"] == 0
     assert tree(dst) == {"a.sls": b"old"}
+
+
+def _temp_files(root):
+    return [
+        os.path.join(d, n)
+        for d, _, names in os.walk(str(root))
+        for n in names
+        if n.startswith(layout.TEMP_PREFIX)
+    ]
+
+
+def test_a_master_killed_mid_write_leaves_no_partial_file_behind_after_the_next_pass(tmp_path):
+    """The engine is SIGKILLed between two chunks of a file (a forked child stands for it):
+    its temporary file, half written, stays in the served tree, where Salt's fileserver would
+    list and serve it. The next pass must remove it, and write the file."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src, "files/big.bin", BIG)
+    cache = MemoryCache()
+    do_sync(cache, src)
+
+    class DiesOnSecondChunk:
+        def fetch(self, bank, key):
+            if key == layout.chunk_key(1):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return cache.fetch(bank, key)
+
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=lambda: applier(DiesOnSecondChunk(), dst, state).apply())
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    assert len(_temp_files(dst)) == 1  # what the death left: a partial file in the tree
+    report = applier(cache, dst, state).apply()
+    assert report["counts"]["written"] == 1 and report["counts"]["failed"] == 0
+    assert _temp_files(dst) == []
+    assert tree(dst) == tree(src)
