@@ -110,6 +110,33 @@ def _diff(kind: str, old: dict, new: dict, report: dict) -> None:
                 report["unchanged"] += 1
 
 
+def _check_manifest_fits(kind: str, envs: dict, source: str) -> None:
+    """Refuse, before anything is sent, a manifest too large for one log entry: else every
+    blob would be sent, the manifest refused by the log, and the blobs never removed (the
+    next sync fails the same way before its removal step)."""
+    # pylint: disable=import-outside-toplevel
+    import salt.payload
+
+    from saltext_raft.replicated.service import ENTRY_VALUES_MAX
+
+    size = len(salt.payload.dumps(_manifest_value(envs, source, 0)))
+    if size > ENTRY_VALUES_MAX:
+        count = sum(len(files) for files in envs.values())
+        raise SyncRefused(
+            f"the {kind} manifest ({count} files) would be {size} bytes, over the "
+            f"{ENTRY_VALUES_MAX} one log entry carries; nothing was sent (fewer files or "
+            "shorter paths, or move an environment out of the replicated roots)"
+        )
+
+
+def _manifest_value(envs: dict, source: str, at: int) -> dict:
+    return layout.manifest(
+        {env: {p: list(item) for p, item in files.items()} for env, files in envs.items()},
+        source,
+        at,
+    )
+
+
 def _blob_complete(store, bank: str, size: int) -> bool:
     """The blob has its ``info`` and every chunk key. ``info`` alone is not enough: a second
     master syncing at the same time may remove a blob (its step (4)) while this one is between
@@ -165,6 +192,8 @@ def sync(
         _diff(kind, old, new, report)
         if old != new:
             changed_kinds.append(kind)
+    for kind in changed_kinds:
+        _check_manifest_fits(kind, new_manifests[kind], source)
     if test:
         return report
     # (2) blobs, each one complete before any manifest names it; every blob is checked, not
@@ -189,11 +218,7 @@ def sync(
     # (3) manifests (only the changed ones: an unchanged tree commits nothing)
     now = int(clock())
     for kind in changed_kinds:
-        envs = {
-            env: {p: list(item) for p, item in files.items()}
-            for env, files in new_manifests[kind].items()
-        }
-        store.store(layout.MANIFESTS_BANK, kind, layout.manifest(envs, source, now))
+        store.store(layout.MANIFESTS_BANK, kind, _manifest_value(new_manifests[kind], source, now))
     # (4) blobs nobody names any more (of every kind, including kinds this master does not sync)
     named = set()
     for kind in layout.KINDS:
