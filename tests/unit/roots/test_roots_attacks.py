@@ -14,6 +14,7 @@ import salt.payload
 
 from saltext_raft.roots import layout
 from saltext_raft.roots import sync
+from saltext_raft.runtime.limits import DEFAULT_MAX_ENTRY_BYTES
 from tests.unit.roots.fakes import MemoryCache
 from tests.unit.roots.helpers import applier
 from tests.unit.roots.helpers import do_sync
@@ -237,3 +238,31 @@ def test_a_master_killed_mid_write_leaves_no_partial_file_behind_after_the_next_
     assert report["counts"]["written"] == 1 and report["counts"]["failed"] == 0
     assert _temp_files(dst) == []
     assert tree(dst) == tree(src)
+
+
+class EntryLimitedCache(MemoryCache):
+    """Refuses a value over one log entry, as the runtime does ("larger than max_entry_bytes")."""
+
+    def store(self, bank, key, value):
+        if len(salt.payload.dumps(value)) > DEFAULT_MAX_ENTRY_BYTES:
+            raise RuntimeError("a proposal larger than max_entry_bytes")
+        super().store(bank, key, value)
+
+
+def test_a_tree_whose_manifest_cannot_fit_one_entry_is_refused_before_anything_is_sent(
+    tmp_path,
+):
+    """Many files with long paths (1,500 paths of ~3 KB: a 4.5 MB manifest): the sync must
+    refuse up front, not send every blob and then fail at the manifest, leaving blobs that
+    every later sync (failing the same way) never removes."""
+    src = tmp_path / "src"
+    deep = os.path.join(*(f"{i:02d}" + "d" * 248 for i in range(11)))
+    os.makedirs(src / deep)
+    for i in range(1500):
+        (src / deep / (f"{i:04d}" + "f" * 240)).write_bytes(b"%d" % i)
+    cache = EntryLimitedCache()
+    with pytest.raises(sync.SyncRefused, match="1500 files"):
+        do_sync(cache, src)
+    assert cache.writes == 0
+    with pytest.raises(sync.SyncRefused, match="1500 files"):
+        do_sync(cache, src, test=True)  # the preview says so too
