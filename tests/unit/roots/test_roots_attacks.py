@@ -8,6 +8,8 @@ import hashlib
 import multiprocessing
 import os
 import signal
+import threading
+import tracemalloc
 
 import pytest
 import salt.payload
@@ -266,3 +268,87 @@ def test_a_tree_whose_manifest_cannot_fit_one_entry_is_refused_before_anything_i
     assert cache.writes == 0
     with pytest.raises(sync.SyncRefused, match="1500 files"):
         do_sync(cache, src, test=True)  # the preview says so too
+
+
+class DiscardingStore(MemoryCache):
+    """Keeps only the size of each value written (so the test measures the sync, not the
+    store), and the largest one."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def store(self, bank, key, value):
+        self.largest = max(self.largest, len(value) if isinstance(value, bytes) else 0)
+        super().store(bank, key, b"" if isinstance(value, bytes) else value)
+
+
+def test_a_16_mib_file_is_sent_and_reassembled_a_chunk_at_a_time(tmp_path):
+    """Memory bound: neither the sync nor the pass ever holds the whole file (Python peak
+    allocation under four chunks while a 16 MiB file goes through), and no value written to
+    the log is larger than one chunk."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    big = bytes(range(256)) * (layout.DEFAULT_MAX_FILE_BYTES // 256)
+    write(src, "big.bin", big)
+    del big
+    bound = 4 * layout.CHUNK_BYTES
+    store = DiscardingStore()
+    tracemalloc.start()
+    try:
+        do_sync(store, src)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert store.largest == layout.CHUNK_BYTES and peak < bound, peak
+    cache = MemoryCache()
+    do_sync(cache, src)
+    receiver = applier(cache, dst, state)
+    tracemalloc.start()
+    try:
+        report = receiver.apply()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report["counts"]["written"] == 1 and peak < bound, peak
+    assert os.path.getsize(dst / "big.bin") == layout.DEFAULT_MAX_FILE_BYTES
+
+
+def test_a_fifo_planted_where_a_file_goes_is_reported_never_opened(tmp_path):
+    """A local user plants a FIFO at a replicated path on a receiver: opening it would block
+    the pass forever. The pass must report it and finish (bounded wait)."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src, "a.sls", b"content")
+    dst.mkdir()
+    os.mkfifo(dst / "a.sls")
+    cache = MemoryCache()
+    do_sync(cache, src)
+    result = {}
+    worker = threading.Thread(
+        target=lambda: result.update(applier(cache, dst, state).apply()), daemon=True
+    )
+    worker.start()
+    worker.join(30)
+    if worker.is_alive():  # unblock the pass before failing, so no thread is left behind
+        fd = os.open(dst / "a.sls", os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+        worker.join(10)
+        pytest.fail("the pass blocked on a FIFO")
+    assert result["counts"]["diverged"] == 1 and "special file" in result["diverged"][0]
+
+
+def test_a_delete_does_not_remove_a_local_edit_that_kept_size_and_mtime(tmp_path):
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src, "a.sls", b"v1-aaaa")
+    write(src, "b.sls", b"stays")
+    cache = MemoryCache()
+    do_sync(cache, src)
+    receiver = applier(cache, dst, state)
+    receiver.apply()
+    st = os.stat(dst / "a.sls")
+    (dst / "a.sls").write_bytes(b"LOCAL!!")
+    os.utime(dst / "a.sls", ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.unlink(src / "a.sls")
+    do_sync(cache, src)
+    report = receiver.apply()
+    assert (dst / "a.sls").read_bytes() == b"LOCAL!!"
+    assert report["counts"]["diverged"] == 1 and report["counts"]["deleted"] == 0
