@@ -149,9 +149,13 @@ def _remove_leftovers(dir_fd: int) -> None:
             os.unlink(name, dir_fd=dir_fd)
 
 
+#: What a record keeps of a file this master wrote, after its hash (the mode last).
+_STAT_KEY = ("size", "mtime_ns", "ctime_ns", "inode", "mode")
+
+
 def _stat_key(st: os.stat_result) -> list:
-    """What a record keeps of a file this master wrote, besides its hash."""
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    """What a record keeps of a file this master wrote, besides its hash (:data:`_STAT_KEY`)."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, stat.S_IMODE(st.st_mode)]
 
 
 class RootsApplier:
@@ -169,8 +173,8 @@ class RootsApplier:
 
     # -- the record of what this master wrote ----------------------------------------------
     def load_state(self) -> dict:
-        """``{kind: {env: {path: [sha, size, mtime_ns, ctime_ns, inode]}}}``; empty if absent or
-        unreadable."""
+        """``{kind: {env: {path: [sha, size, mtime_ns, ctime_ns, inode, mode]}}}``; empty if
+        absent or unreadable."""
         try:
             with open(self.state_path, "rb") as fh:
                 state = json.loads(fh.read())
@@ -306,9 +310,22 @@ class RootsApplier:
                 return prev
             sha, size, mode = want
             if cur_sha == sha:
-                self._ensure_mode(dir_fd, leaf, mode)
+                # A mode this master did not set (chmod by hand, on the source master the
+                # next sync's content) is left as it is, like a content edit.
+                st = os.stat(leaf, dir_fd=dir_fd, follow_symlinks=False)
+                set_by_hand = (
+                    prev is not None
+                    and prev[0] == sha
+                    and len(prev) == 1 + len(_STAT_KEY)
+                    and prev[-1] != stat.S_IMODE(st.st_mode)
+                )
+                if not set_by_hand:
+                    self._ensure_mode(dir_fd, leaf, mode)
                 report["counts"]["in_sync"] += 1
-                return self._record(dir_fd, leaf, sha)
+                record = self._record(dir_fd, leaf, sha)
+                if set_by_hand:
+                    record[-1] = prev[-1]  # still the mode this master set
+                return record
             if current is None or (cur_sha is not None and cur_sha == prev_sha):
                 self._write(dir_fd, leaf, sha, size, mode)
                 self._note(report, "written", name)
