@@ -352,3 +352,31 @@ def test_a_delete_does_not_remove_a_local_edit_that_kept_size_and_mtime(tmp_path
     report = receiver.apply()
     assert (dst / "a.sls").read_bytes() == b"LOCAL!!"
     assert report["counts"]["diverged"] == 1 and report["counts"]["deleted"] == 0
+
+
+def test_a_mode_changed_by_hand_is_not_reverted_by_the_next_pass(tmp_path):
+    """On the source master the operator runs ``chmod +x`` and, before the sync, the engine's
+    one-minute recheck runs: the new mode must survive (it is the next sync's content), as a
+    content edit would. On a receiver a hand-made mode change is kept too."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src, "run.sh", b"#!/bin/sh\n", mode=0o644)
+    cache = MemoryCache()
+    do_sync(cache, src)
+    source = applier(cache, src, tmp_path / "state-src")
+    receiver = applier(cache, dst, state)
+    untouched = applier(cache, tmp_path / "dst2", tmp_path / "state2")
+    source.apply()
+    receiver.apply()
+    untouched.apply()
+    os.chmod(src / "run.sh", 0o755)
+    os.chmod(dst / "run.sh", 0o600)
+    source.apply()
+    receiver.apply()
+    assert os.stat(src / "run.sh").st_mode & 0o7777 == 0o755
+    assert os.stat(dst / "run.sh").st_mode & 0o7777 == 0o600
+    do_sync(cache, src)  # the sync carries the new mode
+    assert cache.fetch(layout.MANIFESTS_BANK, "file_roots")["envs"]["base"]["run.sh"][2] == 0o755
+    source.apply()
+    assert os.stat(src / "run.sh").st_mode & 0o7777 == 0o755
+    untouched.apply()  # a receiver whose mode nobody changed follows the manifest
+    assert os.stat(tmp_path / "dst2" / "run.sh").st_mode & 0o7777 == 0o755
