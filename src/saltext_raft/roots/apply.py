@@ -158,6 +158,21 @@ def _stat_key(st: os.stat_result) -> list:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, stat.S_IMODE(st.st_mode)]
 
 
+def load_record(state_path: str) -> dict:
+    """This master's record of what it wrote: ``{kind: {env: {path: [sha, size, mtime_ns,
+    ctime_ns, inode, mode]}}}``; empty if absent or unreadable (also read by the sync, to
+    tell whether this master has applied the committed manifests)."""
+    try:
+        with open(state_path, "rb") as fh:
+            state = json.loads(fh.read())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("saltext-raft roots: %s unreadable (%s); starting afresh", state_path, exc)
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
 class RootsApplier:
     """Makes this master's trees show the committed manifests (see the module docstring).
 
@@ -173,19 +188,7 @@ class RootsApplier:
 
     # -- the record of what this master wrote ----------------------------------------------
     def load_state(self) -> dict:
-        """``{kind: {env: {path: [sha, size, mtime_ns, ctime_ns, inode, mode]}}}``; empty if
-        absent or unreadable."""
-        try:
-            with open(self.state_path, "rb") as fh:
-                state = json.loads(fh.read())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning(
-                "saltext-raft roots: %s unreadable (%s); starting afresh", self.state_path, exc
-            )
-            return {}
-        return state if isinstance(state, dict) else {}
+        return load_record(self.state_path)
 
     def save_state(self, state: dict) -> None:
         ensure_private_dir(os.path.dirname(self.state_path), "the roots state directory")

@@ -26,6 +26,7 @@ import time
 from saltext_raft.roots import config as rootsconfig
 from saltext_raft.roots import layout
 from saltext_raft.roots import scan
+from saltext_raft.roots.apply import load_record
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,36 @@ def _diff(kind: str, old: dict, new: dict, report: dict) -> None:
                 report["unchanged"] += 1
 
 
+def _check_caught_up(kind: str, old: dict, new: dict, record: dict) -> None:
+    """Refuse a sync from a master that has not applied the committed manifest ``old``: its
+    tree still shows older content, and syncing it would revert every master. A path is
+    behind when this master's tree does not show the committed content and either still
+    holds what this master last wrote or adopted there (its record), or never had it. A file
+    that differs from its record is an edit here, and a recorded file now absent a delete
+    here: both are this sync's content."""
+    behind = []
+    for env, files in old.items():
+        rec_env = record.get(env) if isinstance(record.get(env), dict) else {}
+        for path, (sha, _, _) in files.items():
+            cur = new.get(env, {}).get(path)
+            cur_sha = cur[0] if cur is not None else None
+            rec = rec_env.get(path)
+            rec_sha = rec[0] if isinstance(rec, list) and rec else None
+            if cur_sha == sha or rec_sha == sha:
+                continue
+            if (rec_sha is None and cur_sha is None) or (
+                rec_sha is not None and cur_sha == rec_sha
+            ):
+                behind.append(f"{kind}/{env}/{path}")
+    if behind:
+        raise SyncRefused(
+            f"this master has not applied the committed roots yet ({len(behind)} paths, first: "
+            f"{behind[0]}): a sync from it would revert every master. Wait for its engine's "
+            "pass (salt-run raft.status, roots.last_pass) or run the sync on the source master",
+            [(name, "not applied here yet") for name in behind],
+        )
+
+
 def _check_manifest_fits(kind: str, envs: dict, source: str) -> None:
     """Refuse, before anything is sent, a manifest too large for one log entry: else every
     blob would be sent, the manifest refused by the log, and the blobs never removed (the
@@ -155,13 +186,16 @@ def sync(
     source: str = "",
     test: bool = False,
     clock=time.time,
+    applied: dict | None = None,
 ) -> dict:
     """Sync ``trees`` (``{kind: {env: directory}}``) into the cluster through ``store``.
 
     Returns ``{"added", "changed", "deleted"`` (``kind/env/path`` lists), ``"unchanged"``,
     ``"sent_blobs"``, ``"sent_chunks"``, ``"sent_bytes"``, ``"removed_blobs"``, ``"test"}``.
-    Raises :class:`SyncRefused` (nothing sent) when a tree has anything refused or a
-    committed manifest is unreadable; cache errors propagate (the sync may be run again).
+    Raises :class:`SyncRefused` (nothing sent) when a tree has anything refused, a
+    committed manifest is unreadable, or (with ``applied``, this master's record of what it
+    wrote: :func:`.apply.load_record`) this master has not applied the committed manifests
+    yet; cache errors propagate (the sync may be run again).
     """
     scanned = _scan_all(trees, max_file_bytes)
     report = {
@@ -178,10 +212,9 @@ def sync(
     new_manifests: dict = {}
     changed_kinds = []
     for kind in trees:
+        committed = store.fetch(layout.MANIFESTS_BANK, kind)
         try:
-            old = layout.check_manifest(
-                kind, store.fetch(layout.MANIFESTS_BANK, kind), layout.MAX_FILE_BYTES_LIMIT
-            )
+            old = layout.check_manifest(kind, committed, layout.MAX_FILE_BYTES_LIMIT)
         except layout.BadRootPath as exc:
             raise SyncRefused(f"the committed {kind} manifest is unreadable: {exc}") from None
         new = {
@@ -189,6 +222,10 @@ def sync(
             for env, result in scanned.get(kind, {}).items()
         }
         new_manifests[kind] = new
+        # A manifest this master committed was its own tree: it cannot be behind on it (and
+        # a file added, synced, then deleted before its engine's next pass is a delete).
+        if applied is not None and (committed or {}).get("source") != source:
+            _check_caught_up(kind, old, new, applied.get(kind) or {})
         _diff(kind, old, new, report)
         if old != new:
             changed_kinds.append(kind)
@@ -264,4 +301,5 @@ def sync_from_opts(opts: dict, *, test: bool = False, store=None) -> dict:
         max_file_bytes=settings.max_file_bytes,
         source=str(opts.get("id") or ""),
         test=test,
+        applied=load_record(settings.state_path),
     )
