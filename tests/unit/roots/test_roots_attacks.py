@@ -16,8 +16,10 @@ import salt.payload
 
 from saltext_raft.roots import layout
 from saltext_raft.roots import sync
+from saltext_raft.roots.apply import RootsApplier
 from saltext_raft.runtime.limits import DEFAULT_MAX_ENTRY_BYTES
 from tests.unit.roots.fakes import MemoryCache
+from tests.unit.roots.helpers import CAP
 from tests.unit.roots.helpers import applier
 from tests.unit.roots.helpers import do_sync
 from tests.unit.roots.helpers import tree
@@ -380,3 +382,51 @@ def test_a_mode_changed_by_hand_is_not_reverted_by_the_next_pass(tmp_path):
     assert os.stat(src / "run.sh").st_mode & 0o7777 == 0o755
     untouched.apply()  # a receiver whose mode nobody changed follows the manifest
     assert os.stat(tmp_path / "dst2" / "run.sh").st_mode & 0o7777 == 0o755
+
+
+def _opts(tmp_path, name, root):
+    return {
+        "id": name,
+        "cachedir": str(tmp_path / f"cache-{name}"),
+        "raft_roots": ["file_roots"],
+        "file_roots": {"base": [str(root)]},
+    }
+
+
+def test_a_sync_from_a_master_that_has_not_applied_the_latest_roots_is_refused(tmp_path):
+    """Any master may run the sync, but one whose engine has not yet applied the latest
+    manifest (a pass failed, or the operator is seconds too early) still holds the previous
+    tree: syncing it would silently revert every master to old content and delete new files.
+    The sync must refuse; once that master caught up, its sync is a no-op."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write(src, "a.sls", b"v1")
+    cache = MemoryCache()
+    opts_a, opts_b = _opts(tmp_path, "m1", src), _opts(tmp_path, "m2", dst)
+    receiver_state = os.path.join(opts_b["cachedir"], "saltext_raft_roots", "applied.json")
+    source_state = os.path.join(opts_a["cachedir"], "saltext_raft_roots", "applied.json")
+    source = RootsApplier(cache, {"file_roots": {"base": str(src)}}, source_state, CAP)
+    receiver = RootsApplier(cache, {"file_roots": {"base": str(dst)}}, receiver_state, CAP)
+    sync.sync_from_opts(opts_a, store=cache)
+    source.apply()
+    receiver.apply()
+    write(src, "a.sls", b"v2")
+    write(src, "new.sls", b"new")
+    sync.sync_from_opts(opts_a, store=cache)
+    committed = cache.fetch(layout.MANIFESTS_BANK, "file_roots")
+    with pytest.raises(sync.SyncRefused, match="not applied"):
+        sync.sync_from_opts(opts_b, store=cache)  # m2 is behind: it still shows v1
+    assert cache.fetch(layout.MANIFESTS_BANK, "file_roots") == committed
+    receiver.apply()
+    assert sync.sync_from_opts(opts_b, store=cache)["unchanged"] == 2
+    # the source may still delete and edit what it synced
+    source.apply()
+    os.unlink(src / "new.sls")
+    write(src, "a.sls", b"v3")
+    report = sync.sync_from_opts(opts_a, store=cache)
+    assert report["deleted"] == ["file_roots/base/new.sls"]
+    assert report["changed"] == ["file_roots/base/a.sls"]
+    # nor is a source refused for deleting a file it synced before its engine's next pass
+    write(src, "quick.sls", b"q")
+    sync.sync_from_opts(opts_a, store=cache)
+    os.unlink(src / "quick.sls")
+    assert sync.sync_from_opts(opts_a, store=cache)["deleted"] == ["file_roots/base/quick.sls"]
