@@ -430,3 +430,26 @@ def test_a_sync_from_a_master_that_has_not_applied_the_latest_roots_is_refused(t
     sync.sync_from_opts(opts_a, store=cache)
     os.unlink(src / "quick.sls")
     assert sync.sync_from_opts(opts_a, store=cache)["deleted"] == ["file_roots/base/quick.sls"]
+
+
+def test_environment_names_never_become_paths(tmp_path):
+    """A forged manifest with environments ``..``, ``../etc`` and ``/``: an environment only
+    selects this master's own configured directory, so ``..`` is skipped as unconfigured and a
+    name with ``/`` refuses the manifest; nothing is written outside the root."""
+    dst, state = tmp_path / "root" / "dst", tmp_path / "state"
+    cache = MemoryCache()
+    sha = hashlib.sha256(b"evil").hexdigest()
+    cache.store(layout.blob_bank(sha), layout.chunk_key(0), b"evil")
+    cache.store(layout.blob_bank(sha), layout.INFO_KEY, {"size": 4, "chunks": 1})
+    receiver = applier(cache, dst, state)
+    envs = {"..": {"x.sls": [sha, 4, 0o644]}, "base": {"ok.sls": [sha, 4, 0o644]}}
+    cache.store(layout.MANIFESTS_BANK, "file_roots", layout.manifest(envs, "m9", 0))
+    report = receiver.apply()
+    assert report["skipped_envs"] == ["file_roots/.."] and report["counts"]["written"] == 1
+    for bad in ("../etc", "/"):
+        envs = {bad: {"x.sls": [sha, 4, 0o644]}}
+        cache.store(layout.MANIFESTS_BANK, "file_roots", layout.manifest(envs, "m9", 0))
+        report = receiver.apply()
+        assert report["counts"]["failed"] == 1 and "manifest refused" in report["failed"][0]
+    assert sorted(os.listdir(tmp_path)) == ["root", "state"]
+    assert os.listdir(tmp_path / "root") == ["dst"] and os.listdir(dst) == ["ok.sls"]
