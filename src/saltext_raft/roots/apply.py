@@ -27,9 +27,9 @@ Theory of operation, per file of a tree:
   0755 for executables; 0600/0700 if the source was not readable by others: nothing else is
   carried, :func:`settled_mode` for a file already holding the content), ``fsync``; the chunks
   are checked against the manifest's size and SHA-256 before the rename, then the directory is
-  ``fsync``-ed. A torn,
-  missing or duplicated chunk fails that check: the file keeps its old content and the pass
-  reports it (and tries again on the next pass).
+  ``fsync``-ed. A torn, missing or duplicated chunk fails that check: the file keeps its old
+  content and the pass reports it (and tries again on the next pass). A temporary file left by
+  a pass killed mid-write is removed by the next write or delete in its directory.
 - **Nothing outside the root is reached.** Every path is checked (``layout.check_relpath``)
   and opened component by component with ``O_NOFOLLOW|O_DIRECTORY`` from the root's descriptor:
   a symbolic link planted in a receiving tree is refused, never followed.

@@ -7,9 +7,11 @@ chunk by chunk, commit each changed manifest, remove blobs no manifest names) an
 driver). Must not live here: reading trees (:mod:`.scan`), the receiving side (:mod:`.apply`),
 name rules (:mod:`.layout`), Salt's loader.
 
-Order, and why it is safe to stop anywhere: (1) scan every tree; anything refused stops the sync
-before the first write; (2) for each blob a manifest will name and the cluster lacks (no
-``info`` key): its chunks, then its ``info``; (3) each changed manifest, one write per kind;
+Order, and why it is safe to stop anywhere: (1) scan every tree; anything refused, a master
+that has not applied the committed roots yet (its sync would revert every master), or a
+manifest too large for one log entry stops the sync before the first write; (2) for each
+blob a manifest will name and the cluster lacks (no ``info`` key, or a chunk key missing):
+its chunks, then its ``info``; (3) each changed manifest, one write per kind;
 (4) the blobs no manifest names, removed. A sync stopped in (2) leaves blobs without ``info``
 that receivers never read; the next sync sends them again and (4) removes them if unused. A
 sync stopped in (3) or (4) leaves the cluster with manifests whose blobs are all present.
