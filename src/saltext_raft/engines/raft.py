@@ -16,7 +16,8 @@ and the request gate lives in :mod:`saltext_raft.master.gate`.
 
 Every option, its default and an example: docs/configuration.md. When the engine module is
 loaded in the master's parent process (before the request workers fork), it installs the
-request gate on ``salt.master.MWorker``.
+request gate on ``salt.master.MWorker`` (and, with ``keys: replicate`` on Salt 3007, the
+``_auth`` wrapper: ``replicated/keyauth.py``).
 """
 
 import logging
@@ -28,6 +29,7 @@ from saltext_raft.master.config import EngineConfigError
 from saltext_raft.master.config import from_opts
 from saltext_raft.master.fileutil import LockHeld
 from saltext_raft.master.fileutil import UnsafeDirectory
+from saltext_raft.replicated import keyauth as _keyauth
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ def __virtual__():
         # wrapping the class here makes every worker inherit the gate. If that fails the
         # master stops (GateNotInstalled) instead of serving ungated: fail closed.
         _gate.install_for_master(__opts__)  # pylint: disable=undefined-variable
+        # Salt 3007 with ``keys: replicate``: _auth confirms a missing key with the cluster.
+        _keyauth.install_for_master(__opts__)  # pylint: disable=undefined-variable
     return __virtualname__
 
 

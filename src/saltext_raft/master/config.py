@@ -35,6 +35,7 @@ from saltext_raft.master.settings import state_dir
 from saltext_raft.replicated.config import CacheConfigError
 from saltext_raft.replicated.config import cache_enabled
 from saltext_raft.replicated.config import from_opts as cache_settings
+from saltext_raft.replicated.keys3007 import check_option as check_keys_option
 from saltext_raft.roots.config import RootsConfigError
 from saltext_raft.roots.config import from_opts as roots_settings
 from saltext_raft.runtime.config import DEFAULT_ELECTION_TICKS
@@ -142,6 +143,9 @@ class EngineConfig:
     #: Host the replicated Salt cache (the ``raft`` cache driver; docs/cache.md). Default
     #: (unset): on when the master's ``cache`` (or 3008's ``keys.cache_driver``) is ``raft``.
     cache: bool | None = None
+    #: Salt 3007 only: ``replicate`` keeps the minion key directories of every master in step
+    #: through the log (docs/keys.md); unset: off. On 3008 use ``keys.cache_driver: raft``.
+    keys: str = ""
     #: The only directory ``salt-run raft.backup`` writes to (created 0700, owned by the
     #: master's user). Default: ``<cachedir>/saltext_raft_backups``.
     backup_dir: str = ""
@@ -329,7 +333,12 @@ def from_opts(opts: dict, options: dict | None = None, *, load_secret: bool = Tr
     cfg.cachedir = opts.get("cachedir") or ""
     if cfg.cache is not None and not isinstance(cfg.cache, bool):
         raise EngineConfigError("cache", f"must be true or false (got {cfg.cache!r})")
-    cfg.cache_enabled = cache_enabled(opts, cfg.cache)
+    try:
+        cfg.keys = check_keys_option(cfg.keys, cache=cfg.cache)
+    except ValueError as exc:
+        raise EngineConfigError("keys", str(exc)) from None
+    # The replicated key state lives in the cache: the option turns it on unless set.
+    cfg.cache_enabled = cache_enabled(opts, cfg.cache) or bool(cfg.keys)
     _check_roots(opts, cfg.cache_enabled)
     if cfg.cache_enabled:
         try:  # the cache options too, so that a bad one stops the engine with its reason

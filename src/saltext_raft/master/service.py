@@ -229,6 +229,18 @@ class RaftService:
 
                 self.roots = RootsService(opts, settings)
                 self.cache.watch(ROOTS_BANK, self.roots.changed)
+        #: KeyReplication when Salt 3007's key directories are replicated (``keys:
+        #: replicate``; docs/keys.md).
+        self.keys3007 = None
+        if self.cache is not None and cfg.keys:
+            # pylint: disable=import-outside-toplevel
+            from saltext_raft.replicated.keys3007 import SYNC_OP
+            from saltext_raft.replicated.keys3007 import KeyReplication
+            from saltext_raft.replicated.keystore import MIRROR_PREFIX
+
+            self.keys3007 = KeyReplication(opts, self.cache, cfg.state_dir)
+            self.cache.watch(MIRROR_PREFIX, self.keys3007.changed)
+            self.cache.add_handler(SYNC_OP, self.keys3007.handle_sync)
 
     # ------------------------------------------------------------------------------------------
     # building
@@ -424,6 +436,8 @@ class RaftService:
             st["keys"] = self.revocation.status()
         if self.roots is not None:  # the replicated roots on this master (docs/roots.md)
             st["roots"] = self.roots.status()
+        if self.keys3007 is not None:  # Salt 3007's key directories (docs/keys.md)
+            st["keys"] = self.keys3007.status()
         return st
 
     def members(self) -> dict:
@@ -519,6 +533,8 @@ class RaftService:
         await self.runtime.start()
         if self.cache is not None:
             await self.cache.start(self.runtime)
+        if self.keys3007 is not None:
+            self.keys3007.start(self.loop, self.runtime)
         self.fire(TAG_STARTED, {"founding": cfg.founding})
         server = control.ControlRelay(
             self.opts, cfg.node_id, self.handle_control, bus=self._control_bus
@@ -538,6 +554,8 @@ class RaftService:
             self._stop_thread.set()
             self.readiness.close("engine stopped")
             try:
+                if self.keys3007 is not None:  # its thread may be waiting on this loop
+                    await asyncio.to_thread(self.keys3007.stop)
                 if self.cache is not None:
                     await self.cache.stop()
                 if self.revocation is not None:

@@ -3,7 +3,8 @@
 Lives here: :func:`engine_options` (the ``raft`` entry of the master's ``engines`` list),
 :class:`EngineSettings` and :func:`read` (the few settings the request gate, the ``raft``
 runners, the execution module, the cache driver's key store and the recovery command need:
-the node id, the readiness file and its staleness, the gate and its hold), and the one home of
+the node id, the readiness file and its staleness, the gate and its hold, whether Salt 3007's
+key directories are replicated), and the one home of
 the readiness file's path (:func:`readiness_path`) and of the gate hold's default and ceiling.
 Must not live here: validation that refuses a bad option (the engine does that, in
 ``master/config.py``, and refuses to start), anything that opens files or sockets.
@@ -31,6 +32,10 @@ DEFAULT_READINESS_INTERVAL = 1.0
 #: request worker, and minions authenticate through the same workers with a 5 s timeout.
 DEFAULT_GATE_HOLD = 1.0
 MAX_GATE_HOLD = 3.0
+#: The engine option that replicates Salt 3007's key directories, and its one value (checked
+#: by the engine: ``replicated/keys3007.py``).
+KEYS_OPTION = "keys"
+KEYS_REPLICATE = "replicate"
 
 
 def engine_options(opts: dict) -> dict | None:
@@ -77,6 +82,8 @@ class EngineSettings:
     gate: bool
     #: Seconds the gate holds a request (engine option ``gate_hold``, at most the ceiling).
     gate_hold: float
+    #: Salt 3007's minion key directories are replicated (engine option ``keys: replicate``).
+    keys_replicate: bool = False
 
 
 def read(opts: dict) -> EngineSettings:
@@ -95,6 +102,7 @@ def read(opts: dict) -> EngineSettings:
         stale_after=stale_after(interval),
         gate=configured and options.get("gate", True) is not False,
         gate_hold=min(_number(options.get("gate_hold"), DEFAULT_GATE_HOLD), MAX_GATE_HOLD),
+        keys_replicate=configured and options.get(KEYS_OPTION) == KEYS_REPLICATE,
     )
 
 

@@ -114,6 +114,8 @@ class CacheService:
         self._catch_up_task: asyncio.Task | None = None
         #: (bank prefix, callback) pairs: see :meth:`watch`.
         self._watchers: list[tuple[str, object]] = []
+        #: Further requests on the cache socket (:meth:`add_handler`).
+        self._extra_handlers: dict = {}
         self.state_machine.on_change = self._changed
         #: Writes received in this turn of the loop: (command, future of its result, timeout).
         self._batch: list[tuple[Command, asyncio.Future, float]] = []
@@ -209,11 +211,33 @@ class CacheService:
             except Exception:  # pylint: disable=broad-except
                 log.exception("saltext-raft cache: a watcher failed on %s/%s", bank, key)
 
+    def add_handler(self, op: str, handler) -> None:
+        """Serve ``op`` on the cache socket too (``async handler(runtime, request)``), for
+        what the engine offers the request workers beside the cache (Salt 3007's ``_auth``
+        wrapper: ``replicated/keys3007.py``). Before :meth:`start`."""
+        self._extra_handlers[op] = handler
+
+    def submit_command(
+        self, op: int, bank: str, key, value: bytes, *, client: str, seq: int, timeout=None
+    ) -> asyncio.Future:
+        """A write from inside the engine (its names checked here as a worker's are), batched
+        like a worker's; on the loop. The future gets the command's result once applied here."""
+        check_name("bank", bank, allow_empty=True)
+        if key is not None:
+            check_name("key", key)
+        check_value(op, value)
+        cmd = Command(op, bank, key, value, int(self._clock()), client, seq)
+        return self._submit({"timeout": timeout}, cmd)
+
     async def start(self, runtime) -> str:
         self.runtime = runtime
         server = ControlServer(runtime, self.settings.socket)
         # Only the cache operations: membership changes are not for request workers.
-        server.handlers = {"cache.read": self._read, "cache.status": self._status}
+        server.handlers = {
+            "cache.read": self._read,
+            "cache.status": self._status,
+            **self._extra_handlers,
+        }
         server.future_handlers = {
             "cache.store": self._store,
             "cache.flush": self._flush,

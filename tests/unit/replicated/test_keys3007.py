@@ -1,0 +1,424 @@
+"""Salt 3007's key directories kept in step through the log (``keys: replicate``): the
+reconciler's rules with several masters sharing one (fake) log, faults injected."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from saltext_raft.replicated import keys3007
+from saltext_raft.replicated.keys3007 import KeyLogError
+from saltext_raft.replicated.keys3007 import LogPort
+from saltext_raft.replicated.keys3007 import Reconciler
+from saltext_raft.replicated.keyview import APPLIED_FILE
+from saltext_raft.replicated.keyview import AppliedView
+from saltext_raft.replicated.keyview import KeyDirs
+
+PEM = "-----BEGIN PUBLIC KEY-----\nMIIB{}\n-----END PUBLIC KEY-----\n"
+
+
+def pem(n) -> str:
+    return PEM.format(n)
+
+
+class FakeLog(LogPort):
+    """One committed key state for every master: ``entries`` in commit order. ``down`` makes
+    every barrier and proposal fail; ``before_propose`` runs first (to interleave masters)."""
+
+    def __init__(self):
+        self.banks = {"keys": {}, "denied_keys": {}}
+        self.entries = []
+        self.down = False
+        self.before_propose = None
+
+    def read(self, bank, minion_id):
+        return self.banks[bank].get(minion_id)
+
+    def ids(self, bank):
+        return list(self.banks[bank])
+
+    def barrier(self):
+        if self.down:
+            raise KeyLogError("no leader")
+
+    def propose(self, op, bank, minion_id, value):
+        if self.down:
+            raise KeyLogError("no leader")
+        hook, self.before_propose = self.before_propose, None
+        if hook is not None:
+            hook()
+        self.entries.append((op, bank, minion_id, value))
+        if op == "add":
+            if minion_id in self.banks[bank]:
+                return False
+            self.banks[bank][minion_id] = value
+        elif op == "store":
+            self.banks[bank][minion_id] = value
+        else:
+            self.banks[bank].pop(minion_id, None)
+        return True
+
+
+class Master:
+    """One master: its own pki dir and state dir (nothing shared), a reconciler that can be
+    restarted (a new instance loading the persisted record, as after an engine restart)."""
+
+    def __init__(self, base, name, fake_log):
+        self.root = base / name / "pki"
+        self.state = base / name / "state"
+        self.state.mkdir(parents=True)
+        self.log = fake_log
+        self.opts = {"pki_dir": str(self.root), "id": name}
+        self.dirs = KeyDirs(self.opts)
+        self.restart()
+
+    def restart(self) -> str:
+        self.rec = Reconciler(self.dirs, AppliedView(str(self.state / APPLIED_FILE)), self.log)
+        return self.rec.start()
+
+    def pass_(self, ids=None):
+        return self.rec.reconcile(ids)
+
+    def file(self, sub, minion_id):
+        return self.root / sub / minion_id
+
+    def has(self, sub, minion_id) -> bool:
+        return self.file(sub, minion_id).exists()
+
+    def states(self, minion_id) -> list:
+        return [s for s in ("minions", "minions_pre", "minions_rejected") if self.has(s, minion_id)]
+
+    # what Salt does on this master ----------------------------------------------------------
+    def auth_writes_pending(self, minion_id, key):
+        self.file("minions_pre", minion_id).write_text(key)
+
+    def salt_key_accept(self, minion_id):
+        os.rename(self.file("minions_pre", minion_id), self.file("minions", minion_id))
+
+    def salt_key_reject(self, minion_id):
+        os.rename(self.file("minions_pre", minion_id), self.file("minions_rejected", minion_id))
+
+    def salt_key_delete(self, minion_id):
+        for sub in ("minions", "minions_pre", "minions_rejected", "minions_denied"):
+            if self.has(sub, minion_id):
+                self.file(sub, minion_id).unlink()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    fake = FakeLog()
+    return fake, [Master(tmp_path, f"m{i}", fake) for i in (1, 2, 3)]
+
+
+def accepted_everywhere(fake, masters, minion_id="web1", key=None):
+    m1 = masters[0]
+    m1.auth_writes_pending(minion_id, key or pem(1))
+    m1.pass_()
+    m1.salt_key_accept(minion_id)
+    m1.pass_()
+    for m in masters:
+        m.pass_()
+    assert fake.banks["keys"][minion_id]["state"] == "accepted"
+
+
+def test_a_pending_key_then_its_acceptance_reach_every_master(cluster):
+    fake, (m1, m2, m3) = cluster
+    m1.auth_writes_pending("web1", pem(1))
+    m1.pass_()
+    assert fake.entries == [("add", "keys", "web1", {"state": "pending", "pub": pem(1)})]
+    for m in (m2, m3):
+        m.pass_()
+        assert m.states("web1") == ["minions_pre"]
+        assert m.file("minions_pre", "web1").read_text() == pem(1)
+    m1.salt_key_accept("web1")
+    m1.pass_()
+    assert fake.banks["keys"]["web1"]["state"] == "accepted"
+    for m in (m2, m3):
+        m.pass_()
+        assert m.states("web1") == ["minions"]  # and the pending file is gone
+
+
+def test_a_master_down_during_an_accept_learns_it_at_restart(cluster):
+    fake, (m1, m2, m3) = cluster
+    m1.auth_writes_pending("web1", pem(1))
+    for m in (m1, m2, m3):
+        m.pass_()
+    # m3 is down: it runs no pass while the key is accepted through m1
+    m1.salt_key_accept("web1")
+    m1.pass_()
+    m2.pass_()
+    assert m3.states("web1") == ["minions_pre"]
+    assert m3.restart() == "ok"
+    m3.pass_()
+    assert m3.states("web1") == ["minions"]
+    assert fake.banks["keys"]["web1"]["state"] == "accepted"
+
+
+def test_a_key_deleted_while_a_master_was_down_stays_deleted_there(cluster):
+    """The resurrection case: m3's directory still has the file and its record says accepted;
+    the log says deleted. m3 removes the file and proposes nothing."""
+    fake, (m1, m2, m3) = cluster
+    accepted_everywhere(fake, (m1, m2, m3))
+    m1.salt_key_delete("web1")
+    m1.pass_()
+    m2.pass_()
+    assert "web1" not in fake.banks["keys"]
+    proposed = len(fake.entries)
+    m3.restart()
+    m3.pass_()
+    assert m3.states("web1") == []
+    assert "web1" not in fake.banks["keys"]
+    assert len(fake.entries) == proposed  # nothing proposed by m3
+    m3.pass_()
+    assert "web1" not in fake.banks["keys"] and m3.states("web1") == []
+
+
+def test_a_local_accept_made_while_the_key_was_deleted_elsewhere_is_not_proposed(cluster):
+    """A change made on a master that had not applied the log's newer state: the log wins."""
+    fake, (m1, m2, _m3) = cluster
+    m1.auth_writes_pending("web1", pem(1))
+    m1.pass_()
+    m2.pass_()
+    m1.salt_key_delete("web1")
+    m1.pass_()
+    m2.salt_key_accept("web1")  # m2 has not applied the delete yet
+    m2.pass_()
+    assert "web1" not in fake.banks["keys"]
+    assert m2.states("web1") == []
+
+
+def test_a_crash_between_applying_and_saving_the_record_converges_on_rerun(cluster, monkeypatch):
+    fake, (m1, m2, _m3) = cluster
+    m1.auth_writes_pending("web1", pem(1))
+    m1.pass_()
+    m2.pass_()
+    m1.salt_key_accept("web1")
+    m1.pass_()
+
+    def crash(self):
+        raise SystemExit("killed between the directory write and the record")
+
+    monkeypatch.setattr(AppliedView, "save", crash)
+    with pytest.raises(SystemExit):
+        m2.pass_()
+    monkeypatch.undo()
+    assert m2.states("web1") == ["minions"]  # written, but the record still says pending
+    record = json.loads((m2.state / APPLIED_FILE).read_text())
+    assert record["ids"]["web1"]["keys"][0] == "pending"
+    before = list(fake.entries)
+    m2.restart()
+    m2.pass_()
+    assert fake.entries == before  # the written state is adopted, not proposed again
+    record = json.loads((m2.state / APPLIED_FILE).read_text())
+    assert record["ids"]["web1"]["keys"][0] == "accepted"
+
+
+def test_a_torn_record_restores_the_log_state_and_proposes_nothing(cluster):
+    fake, (m1, m2, _m3) = cluster
+    accepted_everywhere(fake, cluster[1])
+    # while m2's engine is down: its record is torn and a stale file is deleted by hand
+    data = (m2.state / APPLIED_FILE).read_bytes()
+    (m2.state / APPLIED_FILE).write_bytes(data[: len(data) // 2])
+    m2.salt_key_delete("web1")
+    before = list(fake.entries)
+    assert m2.restart() == "torn"
+    m2.pass_()
+    assert fake.entries == before
+    assert m2.states("web1") == ["minions"]
+    assert json.loads((m2.state / APPLIED_FILE).read_text())["ids"]["web1"]
+    m1.pass_()
+    assert m1.states("web1") == ["minions"]
+
+
+def test_concurrent_conflicting_changes_log_order_wins_and_every_view_converges(cluster):
+    """m1 accepts and m2 rejects the same pending key at once; both pass the barrier check,
+    m2's proposal commits first, m1's after it: m1's acceptance is the final state."""
+    fake, (m1, m2, m3) = cluster
+    m1.auth_writes_pending("web1", pem(1))
+    for m in (m1, m2, m3):
+        m.pass_()
+    m1.salt_key_accept("web1")
+    m2.salt_key_reject("web1")
+    fake.before_propose = m2.pass_  # m2's whole pass commits inside m1's proposal
+    m1.pass_()
+    ops = [(e[0], e[3]["state"]) for e in fake.entries[-2:]]
+    assert ops == [("store", "rejected"), ("store", "accepted")]
+    for m in (m1, m2, m3):
+        m.pass_()
+    for m in (m1, m2, m3):
+        assert m.states("web1") == ["minions"], m.root
+
+
+def test_the_change_detected_second_is_discarded_when_the_first_committed(cluster):
+    fake, (m1, m2, m3) = cluster
+    m1.auth_writes_pending("web1", pem(1))
+    for m in (m1, m2, m3):
+        m.pass_()
+    m1.salt_key_accept("web1")
+    m2.salt_key_reject("web1")
+    m1.pass_()
+    m2.pass_()  # m2's reject was based on "pending": the log moved, it wins
+    m3.pass_()
+    assert fake.banks["keys"]["web1"]["state"] == "accepted"
+    for m in (m1, m2, m3):
+        assert m.states("web1") == ["minions"]
+
+
+def test_a_new_pending_key_for_an_accepted_minion_is_not_proposed(cluster):
+    """_auth on m2 before m2 applied the acceptance: the key is not demoted."""
+    fake, (m1, m2, _m3) = cluster
+    m1.auth_writes_pending("web1", pem(1))
+    m1.pass_()
+    m1.salt_key_accept("web1")
+    m1.pass_()
+    m2.auth_writes_pending("web1", pem(1))  # m2 never applied web1
+    m2.pass_()
+    assert fake.banks["keys"]["web1"]["state"] == "accepted"
+    assert [e[0] for e in fake.entries] == ["add", "store"]
+    assert m2.states("web1") == ["minions"]
+
+
+def test_a_new_pending_key_for_a_denied_id_is_not_proposed(cluster):
+    fake, (_m1, m2, _m3) = cluster
+    fake.banks["denied_keys"]["web1"] = [pem(9)]
+    m2.auth_writes_pending("web1", pem(1))
+    m2.pass_(["web1"])
+    assert "web1" not in fake.banks["keys"]
+    assert m2.states("web1") == []
+    assert m2.file("minions_denied", "web1").read_text() == pem(9)
+
+
+def test_a_denied_key_is_replicated(cluster):
+    fake, (m1, m2, m3) = cluster
+    accepted_everywhere(fake, (m1, m2, m3))
+    m2.file("minions_denied", "web1").write_text(pem(7))  # _auth: a key that did not match
+    m2.pass_()
+    assert fake.banks["denied_keys"]["web1"] == [pem(7)]
+    m3.pass_()
+    assert m3.file("minions_denied", "web1").read_text() == pem(7)
+    assert m3.states("web1") == ["minions"]
+
+
+def test_without_quorum_a_local_change_waits_and_is_proposed_later(cluster):
+    fake, (m1, m2, _m3) = cluster
+    fake.down = True
+    m1.auth_writes_pending("web1", pem(1))
+    m1.pass_()
+    assert "web1" not in fake.banks["keys"]
+    assert m1.rec.counters["failed"] >= 1
+    assert m1.states("web1") == ["minions_pre"]  # left alone, not "restored"
+    fake.down = False
+    m1.pass_()
+    m2.pass_()
+    assert fake.banks["keys"]["web1"]["state"] == "pending"
+    assert m2.states("web1") == ["minions_pre"]
+
+
+def test_the_first_start_imports_keys_the_log_does_not_have(tmp_path):
+    fake = FakeLog()
+    fake.banks["keys"]["old"] = {"state": "rejected", "pub": pem(2)}
+    root = tmp_path / "m1" / "pki"
+    for sub in ("minions", "minions_pre", "minions_rejected", "minions_denied"):
+        (root / sub).mkdir(parents=True, mode=0o700)
+    (root / "minions" / "web1").write_text(pem(1))
+    (root / "minions" / "old").write_text(pem(2))
+    m1 = Master(tmp_path, "m1", fake)
+    assert m1.rec.applied.status == "missing"
+    m1.pass_()
+    assert fake.banks["keys"]["web1"] == {"state": "accepted", "pub": pem(1)}
+    assert fake.banks["keys"]["old"]["state"] == "rejected"  # the log's entry won
+    assert m1.states("old") == ["minions_rejected"]
+
+
+# --- security: the reconciler reads only what it should -------------------------------------
+def test_a_symlink_is_not_followed_nor_proposed(cluster, tmp_path):
+    fake, (m1, _m2, _m3) = cluster
+    secret = tmp_path / "secret"
+    secret.write_text("not a key")
+    m1.pass_()
+    os.symlink(secret, m1.file("minions_pre", "evil"))
+    m1.pass_()
+    assert "evil" not in fake.banks["keys"]
+    assert m1.rec.counters["refused"] == 1
+    assert m1.file("minions_pre", "evil").is_symlink()  # left for the operator
+    m1.pass_()
+    assert m1.rec.counters["refused"] == 1  # reported once
+
+
+def test_a_fifo_is_refused_without_blocking(cluster):
+    fake, (m1, _m2, _m3) = cluster
+    m1.pass_()
+    os.mkfifo(m1.file("minions_pre", "pipe"))
+    m1.pass_()  # would block forever in a plain open() of the FIFO
+    assert "pipe" not in fake.banks["keys"]
+    assert m1.rec.counters["refused"] == 1
+
+
+def test_an_oversized_file_is_refused(cluster):
+    fake, (m1, _m2, _m3) = cluster
+    m1.pass_()
+    with open(m1.file("minions_pre", "big"), "wb") as fh:
+        fh.write(b"A" * (16 << 20))
+    m1.pass_()
+    assert "big" not in fake.banks["keys"]
+    assert m1.rec.counters["refused"] == 1
+
+
+def test_an_invalid_minion_id_is_refused(cluster):
+    fake, (m1, _m2, _m3) = cluster
+    m1.pass_()
+    name = "x\\..\\..\\evil"  # a file name, not a minion id (no leading dot: Salt skips those)
+    m1.file("minions_pre", name).write_text(pem(1))
+    m1.pass_()
+    assert fake.banks["keys"] == {}
+    assert m1.rec.counters["refused"] == 1
+    with pytest.raises(keys3007.Refused):
+        m1.dirs.write("../../etc/evil", "keys", "accepted", pem(1))
+    assert not (m1.root.parent / "etc").exists()
+
+
+def test_a_log_entry_for_an_invalid_id_is_not_written(cluster):
+    fake, (m1, _m2, _m3) = cluster
+    fake.banks["keys"]["..\\x"] = {"state": "accepted", "pub": pem(1)}
+    m1.pass_()
+    assert sorted(os.listdir(m1.root / "minions")) == []
+
+
+def test_the_view_is_written_over_a_planted_symlink_without_following_it(cluster, tmp_path):
+    _fake, (m1, _m2, _m3) = cluster
+    m1.pass_()
+    target = tmp_path / "target"
+    target.write_text("untouched")
+    os.symlink(target, m1.file("minions", "web1"))
+    m1.dirs.write("web1", "keys", "accepted", pem(1))
+    assert target.read_text() == "untouched"
+    assert not m1.file("minions", "web1").is_symlink()
+    assert m1.file("minions", "web1").read_text() == pem(1)
+
+
+def test_a_symlinked_key_directory_is_refused(tmp_path):
+    from saltext_raft.master.fileutil import UnsafeDirectory  # pylint: disable=C0415
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    root = tmp_path / "m1" / "pki"
+    root.mkdir(parents=True, mode=0o700)
+    os.symlink(elsewhere, root / "minions")
+    with pytest.raises(UnsafeDirectory):
+        Master(tmp_path, "m1", FakeLog())
+
+
+# --- the option -----------------------------------------------------------------------------
+def test_the_option_is_checked(monkeypatch):
+    monkeypatch.setattr(keys3007, "salt_has_key_cache", lambda: False)
+    assert keys3007.check_option(None, cache=None) == ""
+    assert keys3007.check_option("replicate", cache=None) == "replicate"
+    with pytest.raises(ValueError, match="'replicate' or unset"):
+        keys3007.check_option("yes", cache=None)
+    with pytest.raises(ValueError, match="cache: false"):
+        keys3007.check_option("replicate", cache=False)
+    monkeypatch.setattr(keys3007, "salt_has_key_cache", lambda: True)
+    with pytest.raises(ValueError, match="keys.cache_driver: raft"):
+        keys3007.check_option("replicate", cache=None)
