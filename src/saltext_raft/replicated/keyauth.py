@@ -105,7 +105,7 @@ def confirmed_auth(original, channel, load, *args, **kwargs):
         return original(channel, load, *args, **kwargs)
     if not _known_locally(opts, minion_id):
         try:
-            ask_engine(opts, minion_id)
+            ask_engine(opts, minion_id, SYNC_TIMEOUT)
         except NotConfirmed as exc:
             now = time.monotonic()
             if now - _last_log[0] >= 30.0:
