@@ -234,11 +234,14 @@ class RaftService:
         self.keys3007 = None
         if self.cache is not None and cfg.keys:
             # pylint: disable=import-outside-toplevel
+            from saltext_raft.master.revocation import rotate_aes_key
             from saltext_raft.replicated.keys3007 import SYNC_OP
             from saltext_raft.replicated.keys3007 import KeyReplication
             from saltext_raft.replicated.keystore import MIRROR_PREFIX
 
-            self.keys3007 = KeyReplication(opts, self.cache, cfg.state_dir)
+            self.keys3007 = KeyReplication(
+                opts, self.cache, cfg.state_dir, rotate=lambda: rotate_aes_key(opts)
+            )
             self.cache.watch(MIRROR_PREFIX, self.keys3007.changed)
             self.cache.add_handler(SYNC_OP, self.keys3007.handle_sync)
 

@@ -78,6 +78,7 @@ from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
 from saltext_raft.master import settings as engine_settings
 from saltext_raft.replicated import keystore
+from saltext_raft.replicated.keyview import ACCEPTED
 from saltext_raft.replicated.keyview import APPLIED_FILE
 from saltext_raft.replicated.keyview import DENIED
 from saltext_raft.replicated.keyview import PENDING
@@ -162,6 +163,10 @@ class Reconciler:
         self._reported: set = set()
         #: First pass after a torn record: the log wins every difference.
         self._adopt = False
+        #: Ids whose accepted key this master's directories held and the engine took away
+        #: (deleted, rejected or changed through the log): minions that may hold a session
+        #: here. Taken by the caller (an AES key rotation).
+        self.revoked: list[str] = []
         self.counters = {
             "applied": 0,
             "adopted": 0,
@@ -288,6 +293,9 @@ class Reconciler:
         except (OSError, Refused, SaltCacheError) as exc:
             self._failed(f"writing {bank}/{minion_id} to {self.dirs.root}", exc)
             return
+        old = self.applied.get(minion_id, bank)
+        if bank == "keys" and old is not None and old.state == ACCEPTED and want != old:
+            self.revoked.append(minion_id)
         self.applied.set(minion_id, bank, want)
         self.counters["applied"] += 1
 
@@ -423,8 +431,14 @@ class EngineLog(LogPort):
 class KeyReplication:
     """The engine's side: one thread owns the directories and the record."""
 
-    def __init__(self, opts: dict, cache, state_dir: str, *, poll: float = POLL_INTERVAL):
+    def __init__(
+        self, opts: dict, cache, state_dir: str, *, poll: float = POLL_INTERVAL, rotate=None
+    ):
+        """``rotate()``: rotate this master's AES key after a revocation (the engine passes
+        ``master/revocation.rotate_aes_key``; None: no rotation)."""
         self.opts = opts
+        self._rotate = rotate if opts.get("rotate_aes_key", True) else None
+        self.rotations = 0
         self.cache = cache
         self.state_dir = state_dir
         self.poll = poll
@@ -477,6 +491,7 @@ class KeyReplication:
             "view": self.dirs.root,
             "started": self.started,
             "record": rec.applied.status if rec else "not loaded",
+            "rotations": self.rotations,
             **(dict(rec.counters) if rec else {}),
         }
 
@@ -525,6 +540,32 @@ class KeyReplication:
                 self._fail_waiting(syncs, exc)
                 continue
             self._answer(syncs, states)
+            self._after_revocations()
+
+    def _after_revocations(self) -> None:
+        """A key this master's directories held as accepted was taken away through the log:
+        the minion may still hold this master's AES key (publishes), so rotate it, once per
+        pass (as on 3008: ``master/revocation.py``)."""
+        revoked, self.reconciler.revoked = self.reconciler.revoked, []
+        if not revoked:
+            return
+        if self._rotate is None:
+            log.info(
+                "saltext-raft keys: revoked %s here; no AES key rotation (rotate_aes_key off)",
+                ", ".join(revoked),
+            )
+            return
+        try:
+            how = self._rotate()
+        except Exception as exc:  # pylint: disable=broad-except
+            log.warning(
+                "saltext-raft keys: rotating the AES key after revoking %s: %s", revoked, exc
+            )
+            return
+        self.rotations += 1
+        log.info(
+            "saltext-raft keys: revoked %s here; AES key rotation: %s", ", ".join(revoked), how
+        )
 
     def _first_pass(self) -> None:
         try:
@@ -547,6 +588,7 @@ class KeyReplication:
             return
         self.started = True
         log.info("saltext-raft keys: key view %s reconciled with the log", self.dirs.root)
+        self._after_revocations()
 
     def _answer(self, syncs: list, states) -> None:
         for minion_id, fut in syncs:

@@ -175,6 +175,22 @@ def test_a_key_deleted_while_a_master_was_down_stays_deleted_there(cluster):
     assert "web1" not in fake.banks["keys"] and m3.states("web1") == []
 
 
+def test_an_accepted_key_taken_away_through_the_log_is_reported_as_revoked(cluster):
+    """Where the minion may hold a session (its key was accepted here), not where the change
+    was made (salt-key rotates there itself)."""
+    fake, (m1, m2, m3) = cluster
+    accepted_everywhere(fake, (m1, m2, m3))
+    for m in (m1, m2, m3):
+        m.rec.revoked.clear()
+    m1.salt_key_delete("web1")
+    m1.pass_()
+    m2.pass_()
+    assert m1.rec.revoked == [] and m2.rec.revoked == ["web1"]
+    m3.restart()  # down during the delete: revoked at its first pass
+    m3.pass_()
+    assert m3.rec.revoked == ["web1"]
+
+
 def test_a_local_accept_made_while_the_key_was_deleted_elsewhere_is_not_proposed(cluster):
     """A change made on a master that had not applied the log's newer state: the log wins."""
     fake, (m1, m2, _m3) = cluster

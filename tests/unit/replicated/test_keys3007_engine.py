@@ -12,6 +12,7 @@ import types
 import pytest
 import salt.payload
 
+from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
 from saltext_raft.replicated.config import CacheSettings
 from saltext_raft.replicated.keys3007 import KeyReplication
@@ -79,7 +80,10 @@ def test_the_engine_reconciles_after_catch_up_and_answers_sync(engine):
         loop = asyncio.get_running_loop()
         svc.start_writer(loop)
         rt = svc.runtime = CommittingRuntime(svc)
-        keys = KeyReplication(opts, svc, state_dir, poll=0.05)
+        rotations = []
+        keys = KeyReplication(
+            opts, svc, state_dir, poll=0.05, rotate=lambda: rotations.append(1) or "rotated"
+        )
         keys.start(loop, rt)
         try:
             # before the engine caught up nothing is done, and a sync is not answered
@@ -112,6 +116,15 @@ def test_the_engine_reconciles_after_catch_up_and_answers_sync(engine):
                     and not os.path.exists(os.path.join(pki, "minions_pre", "web1"))
                 ),
             )
+            # taken away through another master: the file goes, the AES key is rotated here
+            await svc.submit_command(
+                FLUSH, mirror_bank("keys"), "web1", b"", client="another-master", seq=2
+            )
+            await until(
+                "web1 removed from the view",
+                lambda: not os.path.exists(os.path.join(pki, "minions", "web1")),
+            )
+            await until("an AES key rotation", lambda: rotations == [1])
             # keys.sync makes the view show the log's state for one id before it answers
             svc._watchers.clear()  # no watcher: only the sync request can write web2
             await svc.submit_command(
@@ -120,7 +133,7 @@ def test_the_engine_reconciles_after_catch_up_and_answers_sync(engine):
                 "web2",
                 salt.payload.dumps({"state": "accepted", "pub": PEM.format(2)}),
                 client="another-master",
-                seq=2,
+                seq=3,
             )
             answer = await keys.handle_sync(rt, {"minion": "web2", "timeout": 5})
             assert answer["keys"] == "accepted"
