@@ -184,10 +184,19 @@ def _accepted_pub(value) -> str | None:
     return None
 
 
+def view_root(opts: dict) -> str:
+    """The pki dir Salt reads minion keys from: ``cluster_pki_dir`` with Salt's clustering
+    (``cluster_id``), else ``pki_dir`` (Salt 3007 ``salt/key.py`` and ``_auth``; 3008's
+    request server). One rule for the 3008 view and the 3007 key directories."""
+    if opts.get("cluster_id"):
+        return opts.get("cluster_pki_dir") or ""
+    return opts.get("pki_dir") or ""
+
+
 def _engine_kwargs(opts: dict) -> dict:
     """The ``pki_dir`` the engine's view updates use, named explicitly (as Salt's request
     server passes it) rather than left to whichever opts ``localfs_key`` was loaded with."""
-    pki_dir = opts.get("cluster_pki_dir") if opts.get("cluster_id") else opts.get("pki_dir")
+    pki_dir = view_root(opts)
     return {"pki_dir": pki_dir} if pki_dir else {}
 
 

@@ -2,13 +2,14 @@
 safely, and the durable record of the view this master last applied (engine option
 ``keys: replicate``).
 
-Lives here: the layout (:data:`KEY_DIRS`, :func:`view_root`), what one minion id looks like in
-the directories (:class:`IdView`, read by :meth:`KeyDirs.read`, refused entries included), the
-one way the engine writes the directories (:meth:`KeyDirs.write`: atomic, no symlink
-followed), the conversion between a directory entry and the replicated representation that
-Salt 3008's key store uses (``{"state", "pub"}`` in ``keys``, a list of PEMs in
-``denied_keys``: :func:`from_log`, :func:`to_log`), and :class:`AppliedView` (the persisted
-"last applied" record, fsynced, a torn file detected). Must not live here: deciding what to
+Lives here: the layout (:data:`KEY_DIRS`; the pki dir itself: ``keystore.view_root``), what
+one minion id looks like in the directories (:class:`IdView`, read by :meth:`KeyDirs.read`,
+refused entries included), the one way the engine writes the directories
+(:meth:`KeyDirs.write`: atomic, no symlink followed), the conversion between a directory entry
+and the replicated representation that Salt 3008's key store uses (``{"state", "pub"}`` in
+``keys``, a list of PEMs in ``denied_keys``: :func:`from_log`, :func:`to_log`), and
+:class:`AppliedView` (the persisted "last applied" record, fsynced, a torn file detected).
+Must not live here: deciding what to
 propose or apply (``replicated/keys3007.py``), the engine, the log.
 
 The rules for what the engine reads in these directories (the master user's private dirs,
@@ -42,6 +43,7 @@ from saltext_raft.master.fileutil import atomic_write
 from saltext_raft.master.fileutil import check_private_dir
 from saltext_raft.master.fileutil import ensure_private_dir
 from saltext_raft.replicated import keystore
+from saltext_raft.replicated.keystore import view_root
 
 #: Salt 3007's directories under the pki dir, by replicated state (``keys`` bank states, and
 #: ``denied`` for the ``denied_keys`` bank).
@@ -63,14 +65,6 @@ TMP_PREFIX = ".saltext-raft-"
 APPLIED_FILE = "keys3007-view.json"
 APPLIED_FORMAT = 1
 KEY_FILE_MODE = 0o644
-
-
-def view_root(opts: dict) -> str:
-    """The pki dir Salt 3007 reads minion keys from: ``cluster_pki_dir`` with Salt's
-    clustering (``cluster_id``), else ``pki_dir`` (``salt/key.py``, ``_auth``)."""
-    if opts.get("cluster_id") and opts.get("cluster_pki_dir"):
-        return opts["cluster_pki_dir"]
-    return opts.get("pki_dir") or ""
 
 
 def digest(pem: str | None) -> str | None:
