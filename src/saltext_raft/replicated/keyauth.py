@@ -105,7 +105,7 @@ def confirmed_auth(original, channel, load, *args, **kwargs):
         return original(channel, load, *args, **kwargs)
     if not _known_locally(opts, minion_id):
         try:
-            ask_engine(opts, minion_id, SYNC_TIMEOUT)
+            states = ask_engine(opts, minion_id, SYNC_TIMEOUT)
         except NotConfirmed as exc:
             now = time.monotonic()
             if now - _last_log[0] >= 30.0:
@@ -117,6 +117,12 @@ def confirmed_auth(original, channel, load, *args, **kwargs):
                     exc,
                 )
             return refusal(minion_id, str(exc))
+        # Once per minion that has no key file here (after it, Salt has written one).
+        log.info(
+            "saltext-raft keys: minion %r had no key file here; the cluster has it as %s",
+            minion_id,
+            (states or {}).get("keys") or "unknown (a new minion)",
+        )
     return original(channel, load, *args, **kwargs)
 
 

@@ -9,7 +9,8 @@ refused entries included), the one way the engine writes the directories
 and the replicated representation that Salt 3008's key store uses (``{"state", "pub"}`` in
 ``keys``, a list of PEMs in ``denied_keys``: :func:`from_log`, :func:`to_log`), and
 :class:`AppliedView` (the persisted "last applied" record, fsynced, a torn file detected).
-Must not live here: deciding what to propose or apply (``replicated/keys3007.py``), the engine, the log.
+Must not live here: deciding what to propose or apply (``replicated/keys3007.py``), the
+engine, the log.
 
 The rules for what the engine reads in these directories (the master user's private dirs,
 but whatever is found there may be proposed to every master):
