@@ -438,3 +438,27 @@ def test_the_option_is_checked(monkeypatch):
     monkeypatch.setattr(keys3007, "salt_has_key_cache", lambda: True)
     with pytest.raises(ValueError, match="keys.cache_driver: raft"):
         keys3007.check_option("replicate", cache=None)
+
+
+def test_the_engine_config_turns_the_cache_on_and_names_the_option(monkeypatch, tmp_path):
+    from saltext_raft.master.config import EngineConfigError  # pylint: disable=C0415
+    from saltext_raft.master.config import from_opts  # pylint: disable=C0415
+
+    monkeypatch.setattr(keys3007, "salt_has_key_cache", lambda: False)
+    opts = {"id": "m1", "cachedir": str(tmp_path), "sock_dir": str(tmp_path)}
+    options = {"peers": {"m1": "127.0.0.1:4606"}, "bind": "127.0.0.1"}
+    cfg = from_opts(opts, dict(options, keys="replicate"), load_secret=False)
+    assert cfg.keys == "replicate" and cfg.cache_enabled
+    assert not from_opts(opts, options, load_secret=False).cache_enabled
+    with pytest.raises(EngineConfigError, match="'keys'"):
+        from_opts(opts, dict(options, keys="on"), load_secret=False)
+    with pytest.raises(EngineConfigError, match="cache: false"):
+        from_opts(opts, dict(options, keys="replicate", cache=False), load_secret=False)
+
+
+def test_workers_read_the_option_from_the_engine_entry():
+    from saltext_raft.master import settings  # pylint: disable=C0415
+
+    assert settings.read({"engines": [{"raft": {"keys": "replicate"}}]}).keys_replicate
+    assert not settings.read({"engines": [{"raft": {}}]}).keys_replicate
+    assert not settings.read({"keys": "replicate"}).keys_replicate  # not the engine's option
