@@ -68,7 +68,6 @@ import os
 import queue
 import threading
 import time
-import uuid
 
 import salt.payload
 from salt.exceptions import SaltCacheError
@@ -362,15 +361,14 @@ _OPS = {"add": ADD, "store": STORE, "flush": FLUSH}
 
 
 class EngineLog(LogPort):
-    """The log as the engine's cache service holds it; reads and writes run on the loop."""
+    """The log as the engine's cache service has applied it (its ``fetch``, ``list`` and
+    ``propose``, run on the loop); the barrier is the runtime's ReadIndex."""
 
     def __init__(self, cache, runtime, loop, *, timeout: float = LOG_TIMEOUT):
         self.cache = cache
         self.runtime = runtime
         self.loop = loop
         self.timeout = timeout
-        self.client = f"keys3007:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        self.seq = 0
 
     def _on_loop(self, fn):
         fut: concurrent.futures.Future = concurrent.futures.Future()
@@ -384,16 +382,17 @@ class EngineLog(LogPort):
         self.loop.call_soon_threadsafe(run)
         return fut.result(self.timeout)
 
-    def _await(self, coro):
+    def _await(self, make_awaitable):
+        async def wait():
+            return await make_awaitable()
+
         try:
-            return asyncio.run_coroutine_threadsafe(coro, self.loop).result(self.timeout + 1)
+            return asyncio.run_coroutine_threadsafe(wait(), self.loop).result(self.timeout + 1)
         except Exception as exc:  # pylint: disable=broad-except
             raise KeyLogError(f"{type(exc).__name__}: {exc}") from None
 
     def read(self, bank: str, minion_id: str):
-        raw = self._on_loop(
-            lambda: self.cache.state_machine.kv.fetch(keystore.mirror_bank(bank), minion_id)
-        )
+        raw = self._on_loop(lambda: self.cache.fetch(keystore.mirror_bank(bank), minion_id))
         if raw is None:
             return None
         try:
@@ -402,30 +401,16 @@ class EngineLog(LogPort):
             return None
 
     def ids(self, bank: str) -> list:
-        return self._on_loop(
-            lambda: list(self.cache.state_machine.kv.list(keystore.mirror_bank(bank)))
-        )
+        return self._on_loop(lambda: list(self.cache.list(keystore.mirror_bank(bank))))
 
     def barrier(self) -> None:
-        self._await(self.runtime.read(self.timeout))
+        self._await(lambda: self.runtime.read(self.timeout))
 
     def propose(self, op: str, bank: str, minion_id: str, value):
-        self.seq += 1
         data = b"" if value is None else salt.payload.dumps(value)
-        seq = self.seq
-
-        async def submit():
-            return await self.cache.submit_command(
-                _OPS[op],
-                keystore.mirror_bank(bank),
-                minion_id,
-                data,
-                client=self.client,
-                seq=seq,
-                timeout=self.timeout,
-            )
-
-        return self._await(submit())
+        return self._await(
+            lambda: self.cache.propose(_OPS[op], keystore.mirror_bank(bank), minion_id, data)
+        )
 
 
 class KeyReplication:

@@ -217,18 +217,6 @@ class CacheService:
         wrapper: ``replicated/keys3007.py``). Before :meth:`start`."""
         self._extra_handlers[op] = handler
 
-    def submit_command(
-        self, op: int, bank: str, key, value: bytes, *, client: str, seq: int, timeout=None
-    ) -> asyncio.Future:
-        """A write from inside the engine (its names checked here as a worker's are), batched
-        like a worker's; on the loop. The future gets the command's result once applied here."""
-        check_name("bank", bank, allow_empty=True)
-        if key is not None:
-            check_name("key", key)
-        check_value(op, value)
-        cmd = Command(op, bank, key, value, int(self._clock()), client, seq)
-        return self._submit({"timeout": timeout}, cmd)
-
     async def start(self, runtime) -> str:
         self.runtime = runtime
         server = ControlServer(runtime, self.settings.socket)
@@ -322,6 +310,24 @@ class CacheService:
         except (TypeError, ValueError) as exc:
             raise Rejected(str(exc)) from None
         return self._submit(req, Command(op, bank, key, value, int(self._clock()), client, seq))
+
+    # --- the engine's own writes and reads (loop thread) ---------------------------------------
+    def propose(self, op: int, bank: str, key: str | None, value: bytes = b"") -> asyncio.Future:
+        """A write made by the engine itself (not a request worker): ``op`` is one of the KV
+        commands (``STORE``, ``ADD``, ``FLUSH``), checked as a worker's would be; the future
+        gets its result once the entry is applied here and written to the local copy. No
+        client id: the engine's writes are idempotent (a store of a value, an add)."""
+        req = {"bank": bank, "key": key, "value": base64.b64encode(value).decode()}
+        return self._write(req, op)
+
+    def fetch(self, bank: str, key: str) -> bytes | None:
+        """The value this master has applied (loop thread): the replicated state, not a
+        linearizable read; callers act on the watcher calls that follow every change."""
+        return self.state_machine.kv.fetch(bank, key)
+
+    def list(self, bank: str) -> list[str]:
+        """Keys and sub-banks of ``bank`` as applied here (loop thread)."""
+        return self.state_machine.kv.list(bank)
 
     # --- batching -----------------------------------------------------------------------------
     def _submit(self, req: dict, cmd: Command) -> asyncio.Future:

@@ -100,15 +100,12 @@ def test_the_engine_reconciles_after_catch_up_and_answers_sync(engine):
             await until("web1 in the log", lambda: log_state(svc, "web1") is not None)
             assert log_state(svc, "web1") == {"state": "pending", "pub": PEM.format(1)}
             # a change committed through another master reaches the directories
-            other = svc.submit_command(
+            await svc.propose(  # as if committed through another master
                 STORE,
                 mirror_bank("keys"),
                 "web1",
                 salt.payload.dumps({"state": "accepted", "pub": PEM.format(1)}),
-                client="another-master",
-                seq=1,
             )
-            await other
             await until(
                 "web1 accepted in the view",
                 lambda: (
@@ -117,9 +114,7 @@ def test_the_engine_reconciles_after_catch_up_and_answers_sync(engine):
                 ),
             )
             # taken away through another master: the file goes, the AES key is rotated here
-            await svc.submit_command(
-                FLUSH, mirror_bank("keys"), "web1", b"", client="another-master", seq=2
-            )
+            await svc.propose(FLUSH, mirror_bank("keys"), "web1")
             await until(
                 "web1 removed from the view",
                 lambda: not os.path.exists(os.path.join(pki, "minions", "web1")),
@@ -127,13 +122,11 @@ def test_the_engine_reconciles_after_catch_up_and_answers_sync(engine):
             await until("an AES key rotation", lambda: rotations == [1])
             # keys.sync makes the view show the log's state for one id before it answers
             svc._watchers.clear()  # no watcher: only the sync request can write web2
-            await svc.submit_command(
+            await svc.propose(
                 STORE,
                 mirror_bank("keys"),
                 "web2",
                 salt.payload.dumps({"state": "accepted", "pub": PEM.format(2)}),
-                client="another-master",
-                seq=3,
             )
             answer = await keys.handle_sync(rt, {"minion": "web2", "timeout": 5})
             assert answer["keys"] == "accepted"
