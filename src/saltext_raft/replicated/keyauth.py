@@ -36,6 +36,7 @@ from saltext_raft.master import settings as engine_settings
 from saltext_raft.replicated import config as cacheconfig
 from saltext_raft.replicated.driver import EngineClient
 from saltext_raft.replicated.keys3007 import SYNC_OP
+from saltext_raft.replicated.keys3007 import salt_has_key_cache
 from saltext_raft.replicated.keyview import ACCEPTED
 from saltext_raft.replicated.keyview import KEY_DIRS
 from saltext_raft.replicated.keyview import PENDING
@@ -161,7 +162,9 @@ class KeyAuthNotInstalled(SystemExit):
 
 
 def install_for_master(opts: dict, channel_cls=None) -> bool:
-    if not engine_settings.read(opts).keys_replicate:
+    """Wrap ``_auth`` when ``keys: replicate`` is on, on a Salt without a key cache driver
+    (on 3008 the engine refuses the option and says why; ``_auth`` is left alone)."""
+    if not engine_settings.read(opts).keys_replicate or salt_has_key_cache():
         return False
     try:
         return install(channel_cls)

@@ -135,3 +135,18 @@ def test_without_the_option_auth_is_salts(tmp_path, wrapped):
 def test_uninstall_restores_salts_auth(wrapped):
     assert keyauth.uninstall(wrapped) is True
     assert wrapped.__dict__["_auth"] is Channel._auth
+
+
+def test_salts_request_channel_is_wrapped_on_salt_3007_only(tmp_path):
+    import salt.channel.server  # pylint: disable=import-outside-toplevel
+
+    cls = salt.channel.server.ReqServerChannel
+    opts = opts_for(tmp_path)
+    try:
+        installed = keyauth.install_for_master(opts)
+        assert installed is (not keyauth.salt_has_key_cache())
+        assert getattr(cls._auth, "__saltext_raft_keyauth__", False) is installed
+        assert keyauth.install_for_master(dict(opts, engines=[{"raft": {}}])) is False
+    finally:
+        keyauth.uninstall(cls)
+    assert not getattr(cls._auth, "__saltext_raft_keyauth__", False)
