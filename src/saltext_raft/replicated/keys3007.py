@@ -166,6 +166,9 @@ class Reconciler:
         #: (deleted, rejected or changed through the log): minions that may hold a session
         #: here. Taken by the caller (an AES key rotation).
         self.revoked: list[str] = []
+        #: Ids whose write or proposal failed: part of every pass until it succeeds (the scan
+        #: reports only entries that changed, and the log may not change either).
+        self.retry: set[str] = set()
         self.counters = {
             "applied": 0,
             "adopted": 0,
@@ -226,6 +229,8 @@ class Reconciler:
         if ids is None:
             self.scan()
             ids = self.all_ids()
+        ids = set(ids) | self.retry
+        self.retry = set()
         proposals = []
         states = {}
         for minion_id in sorted(ids):
@@ -291,6 +296,7 @@ class Reconciler:
             self.dirs.write(minion_id, bank, want.state if want else None, pem)
         except (OSError, Refused, SaltCacheError) as exc:
             self._failed(f"writing {bank}/{minion_id} to {self.dirs.root}", exc)
+            self.retry.add(minion_id)
             return
         old = self.applied.get(minion_id, bank)
         if bank == "keys" and old is not None and old.state == ACCEPTED and want != old:
@@ -303,6 +309,7 @@ class Reconciler:
             self.log.barrier()
         except KeyLogError as exc:
             self._failed(f"confirming {len(proposals)} local key change(s) with the cluster", exc)
+            self.retry.update(minion_id for minion_id, _, _ in proposals)
             return
         for minion_id, bank, _ in proposals:
             view = self.dirs.read(minion_id)  # as it is now, after the barrier
@@ -321,6 +328,7 @@ class Reconciler:
                     self.log.propose(op, bank, minion_id, value)
                 except KeyLogError as exc:
                     self._failed(f"proposing {bank}/{minion_id} ({op})", exc)
+                    self.retry.add(minion_id)
                     continue
                 self.counters["proposed"] += 1
                 log.info(
@@ -519,7 +527,8 @@ class KeyReplication:
                 else:
                     ids = {i[1] for i in items if i[0] == "id"} | {s[0] for s in syncs}
                     ids |= self.reconciler.scan()
-                    states = self.reconciler.reconcile(ids) if ids else {}
+                    busy = ids or self.reconciler.retry
+                    states = self.reconciler.reconcile(ids) if busy else {}
             except Exception as exc:  # pylint: disable=broad-except
                 log.warning("saltext-raft keys: reconciling the key view failed: %s", exc)
                 self._fail_waiting(syncs, exc)

@@ -81,6 +81,10 @@ class Master:
     def pass_(self, ids=None):
         return self.rec.reconcile(ids)
 
+    def poll(self):
+        """What the engine does every poll interval: the entries that changed, plus retries."""
+        return self.rec.reconcile(self.rec.scan())
+
     def file(self, sub, minion_id):
         return self.root / sub / minion_id
 
@@ -329,6 +333,21 @@ def test_without_quorum_a_local_change_waits_and_is_proposed_later(cluster):
     m1.pass_()
     m2.pass_()
     assert fake.banks["keys"]["web1"]["state"] == "pending"
+    assert m2.states("web1") == ["minions_pre"]
+
+
+def test_a_failed_proposal_is_retried_by_the_next_polls_without_a_new_change(cluster):
+    fake, (m1, m2, _m3) = cluster
+    m1.poll()
+    fake.down = True
+    m1.auth_writes_pending("web1", pem(1))
+    m1.poll()
+    assert "web1" not in fake.banks["keys"] and m1.rec.retry == {"web1"}
+    fake.down = False
+    m1.poll()  # nothing changed in the directory since: only the retry brings web1 back
+    assert fake.banks["keys"]["web1"]["state"] == "pending"
+    assert m1.rec.retry == set()
+    m2.pass_()
     assert m2.states("web1") == ["minions_pre"]
 
 
