@@ -153,12 +153,12 @@ def test_a_key_deleted_while_a_master_was_down_stays_deleted_there(cluster):
 def test_a_minion_accepted_via_master_1_authenticates_on_master_2_without_becoming_pending(
     cluster,
 ):
-    """Master 2 is down while M3 is accepted through master 1. M3 (the same key) is then
-    started pointed at master 2 *before* master 2 comes back, so its first sign-in can reach
-    master 2 before master 2's engine has applied the acceptance: _auth finds no key file and
-    must confirm with the cluster instead of filing M3 as pending (which would show in master
-    2's log as a pending key proposed or discarded)."""
-    m1, m2, _m3 = cluster.ids
+    """Master 2 is down while M3 is accepted through master 1. Then master 2 comes back alone
+    (masters 1 and 3 stopped): its engine cannot catch up with the log, so master 2 has no key
+    file for M3 when M3 (the same key) signs in there. _auth must confirm with the cluster,
+    cannot, and refuses the sign-in without filing M3 as pending; once master 1 is back, the
+    engine writes the accepted key and M3 authenticates on master 2, never pending anywhere."""
+    m1, m2, m3 = cluster.ids
     cluster.stop(m2)
     first = cluster.minion(m1, M3)
     wait_state(cluster, (m1,), M3, "minions")
@@ -173,28 +173,42 @@ def test_a_minion_accepted_via_master_1_authenticates_on_master_2_without_becomi
         os.makedirs(new_pki, exist_ok=True)
         for name in ("minion.pem", "minion.pub"):
             shutil.copy2(os.path.join(pki, name), os.path.join(new_pki, name))
+    cluster.stop(m1)
+    cluster.stop(m3)
+    cluster.restart(m2)  # alone: no quorum, its engine cannot catch up
     errors = []
 
     def start_minion():
         try:
-            second.start(start_timeout=180, max_start_attempts=1)
+            second.start(start_timeout=300, max_start_attempts=1)
         except Exception as exc:  # pylint: disable=broad-except
             errors.append(exc)
 
     thread = threading.Thread(target=start_minion, name="start-k7-minion-3", daemon=True)
     thread.start()
     try:
-        cluster.restart(m2)
-        thread.join(200)
+        wait_for(
+            lambda: any(
+                "not authenticated" in line for line in master_log(cluster.masters[m2], M3)
+            ),
+            120,
+            f"master 2 refusing {M3}'s sign-in for want of the cluster",
+            interval=1,
+        )
+        m2_pki = cluster.masters[m2].config["pki_dir"]
+        for sub in ("minions_pre", "minions"):
+            assert not os.path.lexists(os.path.join(m2_pki, sub, M3)), sub
+        cluster.restart(m1)  # quorum again: master 2 catches up and writes the accepted key
+        thread.join(320)
         assert not thread.is_alive() and not errors, errors
         ret = cluster.masters[m2].salt_cli(timeout=60).run("test.ping", minion_tgt=M3)
         assert ret.returncode == 0 and ret.data is True, ret
-        for mid in cluster.ids:
+        for mid in (m1, m2):
             assert key_state(cluster.masters[mid], M3) == "minions", mid
         log_lines = master_log(cluster.masters[m2], M3)
         assert not [line for line in log_lines if "local change" in line], log_lines
-        # Whether this run met the race (the wrapper asked the engine) or not, for the record:
-        print("master 2 on", M3, "".join(log_lines) or "(no key lines)")
+        cluster.restart(m3)
+        wait_state(cluster, (m3,), M3, "minions")
     finally:
-        thread.join(200)
+        thread.join(320)
         second.terminate()
