@@ -20,7 +20,11 @@ but whatever is found there may be proposed to every master):
 - a symlink is refused and never followed (``lstat``, ``O_NOFOLLOW``), so is anything that is
   not a regular file (a FIFO is opened non-blocking and refused after ``fstat``);
 - a file larger than :data:`MAX_KEY_BYTES` is refused (read bounded: at most one byte more);
-- a file that is not UTF-8 text is refused.
+- a file with more than one hard link is refused (``O_NOFOLLOW`` does not stop a hard link to
+  another file of the master user's, such as its own ``master.pem`` or ``.aes``);
+- a file that is not UTF-8 text, or whose text is not a PEM public key (:func:`pem_problem`:
+  its first line ``-----BEGIN ... PUBLIC KEY-----``), is refused. The same rule keeps a value
+  from the log that this reader would refuse out of the directories (:func:`from_log`).
 
 A refused entry is never proposed and never deleted by the engine: it is reported (rate
 limited, by the caller) and its id is left alone until an operator removes it.
@@ -67,6 +71,18 @@ APPLIED_FORMAT = 1
 KEY_FILE_MODE = 0o644
 
 
+def pem_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a minion's public key file (None: it can): larger than
+    :data:`MAX_KEY_BYTES` encoded, or its first line not a PEM ``PUBLIC KEY`` header (a private
+    key, an AES secret or any other file of the master user's is never replicated)."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        return f"larger than {MAX_KEY_BYTES} bytes"
+    first = text.strip().split("\n", 1)[0].strip()
+    if not (first.startswith("-----BEGIN ") and first.endswith(" PUBLIC KEY-----")):
+        return "not a PEM public key"
+    return None
+
+
 def digest(pem: str | None) -> str | None:
     """What the view record keeps of a PEM: its digest, whitespace at the ends ignored (as
     Salt's key comparison and ``keystore`` do)."""
@@ -109,12 +125,17 @@ def from_log(bank: str, value) -> tuple[Entry | None, str | None]:
     if bank == "keys":
         if isinstance(value, dict) and value.get("state") in STATE_PRECEDENCE:
             pub = value.get("pub")
-            if isinstance(pub, str) and pub.strip():
+            if isinstance(pub, str) and pem_problem(pub) is None:
                 return Entry(value["state"], digest(pub)), pub
         return None, None
     if isinstance(value, str):
         value = [value]
-    if isinstance(value, (list, tuple)) and value and isinstance(value[0], str):
+    if (
+        isinstance(value, (list, tuple))
+        and value
+        and isinstance(value[0], str)
+        and pem_problem(value[0]) is None
+    ):
         return Entry(DENIED, digest(value[0])), value[0]
     return None, None
 
@@ -206,15 +227,21 @@ class KeyDirs:
                     f"{KEY_DIRS[state]}/{minion_id}: {st.st_size} bytes, more than the "
                     f"{MAX_KEY_BYTES} a public key may have"
                 )
+            if st.st_nlink > 1:
+                raise Refused(f"{KEY_DIRS[state]}/{minion_id}: {st.st_nlink} hard links")
             data = os.read(fd, MAX_KEY_BYTES + 1)
         finally:
             os.close(fd)
         if len(data) > MAX_KEY_BYTES:
             raise Refused(f"{KEY_DIRS[state]}/{minion_id}: larger than {MAX_KEY_BYTES} bytes")
         try:
-            return data.decode("utf-8")
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise Refused(f"{KEY_DIRS[state]}/{minion_id}: not UTF-8 text") from None
+        problem = pem_problem(text)
+        if problem:
+            raise Refused(f"{KEY_DIRS[state]}/{minion_id}: {problem}")
+        return text
 
     def read(self, minion_id: str) -> IdView:
         view = IdView()
