@@ -231,6 +231,15 @@ class Reconciler:
             ids = self.all_ids()
         ids = set(ids) | self.retry
         self.retry = set()
+        try:
+            return self._pass(ids)
+        except BaseException:
+            # The scan has recorded these ids' signatures: a pass that fails (a log read timed
+            # out) must not forget them, or a local change waits for an unrelated event.
+            self.retry |= ids
+            raise
+
+    def _pass(self, ids: set) -> dict:
         proposals = []
         states = {}
         for minion_id in sorted(ids):
