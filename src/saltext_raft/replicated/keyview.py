@@ -319,12 +319,14 @@ class AppliedView:
                 for bank, item in banks.items():
                     if bank not in self.BANKS:
                         raise ValueError(f"unknown bank {bank!r}")
+                    if not isinstance(item, list) or len(item) != 2:
+                        raise ValueError(f"bad entry for {minion_id!r}")
                     state, dig = item
-                    if not isinstance(state, str) or not isinstance(dig, str):
+                    if state not in KEY_DIRS or not isinstance(dig, str):
                         raise ValueError(f"bad entry for {minion_id!r}")
                     entries[bank] = Entry(state, dig)
                 self.ids[minion_id] = entries
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
             self.ids = {}
             self.status = "torn"
             self.problem = str(exc)
