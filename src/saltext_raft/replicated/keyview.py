@@ -61,6 +61,8 @@ KEY_DIRS = {
 #: When one id has files in several of the key state directories, the one that counts (Salt's
 #: ``_auth`` looks at rejected first, then accepted, then pending).
 STATE_PRECEDENCE = (REJECTED, ACCEPTED, PENDING)
+#: The longest file name (bytes) a key directory takes (Linux ``NAME_MAX``).
+NAME_MAX = 255
 #: A PEM public key is well under this; anything larger is refused.
 MAX_KEY_BYTES = 16 * 1024
 #: Prefix of the engine's temp files in the key directories (dotfiles: Salt skips them).
@@ -175,6 +177,10 @@ class KeyDirs:
             ensure_private_dir(self.path(state), f"the {KEY_DIRS[state]} key directory")
 
     def valid_id(self, name: str) -> bool:
+        """Salt's and the replicated cache's rule (``keystore.check_id``), and a name one key
+        file can have (``_auth`` asks about any id Salt's ``valid_id`` passes, of any length)."""
+        if not isinstance(name, str) or len(name.encode("utf-8", "surrogatepass")) > NAME_MAX:
+            return False
         try:
             keystore.check_id(self.opts, "keys", name)
         except SaltCacheError:
@@ -217,7 +223,8 @@ class KeyDirs:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise Refused(f"{KEY_DIRS[state]}/{minion_id}: a symbolic link") from None
-            raise
+            # One entry that cannot be read (EACCES, EIO, ...) must not fail every id's pass.
+            raise Refused(f"{KEY_DIRS[state]}/{minion_id}: {exc.strerror or exc}") from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -230,6 +237,8 @@ class KeyDirs:
             if st.st_nlink > 1:
                 raise Refused(f"{KEY_DIRS[state]}/{minion_id}: {st.st_nlink} hard links")
             data = os.read(fd, MAX_KEY_BYTES + 1)
+        except OSError as exc:
+            raise Refused(f"{KEY_DIRS[state]}/{minion_id}: {exc.strerror or exc}") from None
         finally:
             os.close(fd)
         if len(data) > MAX_KEY_BYTES:
