@@ -596,7 +596,12 @@ class KeyReplication:
     def _answer(self, syncs: list, states) -> None:
         for minion_id, fut in syncs:
             if states is None or minion_id not in states:
-                states_id = self.reconciler.reconcile({minion_id}).get(minion_id, {})
+                try:
+                    states_id = self.reconciler.reconcile({minion_id}).get(minion_id, {})
+                except Exception as exc:  # pylint: disable=broad-except
+                    # Outside the thread's loop guard: raising here would end the thread.
+                    self._fail_waiting([(minion_id, fut)], exc)
+                    continue
             else:
                 states_id = states[minion_id]
             if not fut.done():
