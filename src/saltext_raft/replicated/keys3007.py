@@ -64,6 +64,7 @@ import asyncio
 import concurrent.futures
 import importlib.util
 import logging
+import math
 import os
 import queue
 import threading
@@ -480,7 +481,18 @@ class KeyReplication:
         minion_id = req.get("minion")
         if not isinstance(minion_id, str) or not self.dirs.valid_id(minion_id):
             raise Rejected(f"{minion_id!r} is not a valid minion id")
-        timeout = min(float(req.get("timeout") or LOG_TIMEOUT), LOG_TIMEOUT)
+        timeout = req.get("timeout")
+        if timeout is None:
+            timeout = LOG_TIMEOUT
+        # JSON carries NaN, which no asyncio wait ever ends: a number > 0, finite, or refused.
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise Rejected(f"timeout must be a number of seconds above 0 (got {timeout!r})")
+        timeout = min(float(timeout), LOG_TIMEOUT)
         await rt.read(timeout)
         fut: concurrent.futures.Future = concurrent.futures.Future()
         self._queue.put(("sync", (minion_id, fut)))
