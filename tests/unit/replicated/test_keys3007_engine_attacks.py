@@ -127,3 +127,39 @@ def test_a_flood_of_syncs_for_new_ids_writes_nothing_and_answers_every_one(
             await asyncio.to_thread(keys.stop)
 
     asyncio.run(main())
+
+
+class QuorumlessRuntime(CommittingRuntime):
+    """A ReadIndex that is never confirmed: it waits for its timeout as the real one does (a
+    NaN timeout never ends in ``asyncio.wait``)."""
+
+    async def read(self, timeout=None):
+        never = asyncio.get_running_loop().create_future()
+        await asyncio.wait((never,), timeout=timeout)
+        raise asyncio.TimeoutError("read not confirmed")
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), "abc", [1], -1.0])
+def test_a_sync_with_a_bad_timeout_gets_a_clear_error_at_once(
+    keyengine,  # pylint: disable=redefined-outer-name
+    timeout,
+):
+    """``keys.sync`` comes over the cache socket as JSON, which carries NaN: a bad ``timeout``
+    is refused, not a barrier that never ends or a TypeError."""
+    from saltext_raft.runtime.errors import Rejected  # pylint: disable=import-outside-toplevel
+
+    svc, opts, state_dir = keyengine
+
+    async def main():
+        svc.start_writer(asyncio.get_running_loop())
+        rt = svc.runtime = QuorumlessRuntime(svc)
+        keys = KeyReplication(opts, svc, state_dir, poll=0.05)
+        try:
+            with pytest.raises(Rejected):
+                await asyncio.wait_for(
+                    keys.handle_sync(rt, {"minion": "web1", "timeout": timeout}), 10
+                )
+        finally:
+            await asyncio.to_thread(keys.stop)
+
+    asyncio.run(main())
