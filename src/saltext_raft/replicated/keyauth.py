@@ -52,12 +52,25 @@ SYNC_TIMEOUT = 3.0
 #: The directories whose entry makes ``_auth`` decide without treating the minion as new.
 KNOWN_STATES = (ACCEPTED, PENDING, REJECTED)
 
+#: Seconds after a sync the cluster could not answer (no quorum, engine down, timeout) during
+#: which another missing key is refused without asking: each such sync holds this request
+#: worker for ``SYNC_TIMEOUT``, and a minion naming new ids would keep every worker waiting.
+HOLD_OFF = 1.0
+#: Error codes of an engine that answered but refused the request itself (not unavailable).
+_REFUSED_CODES = ("rejected", "bad_request")
+
 _clients: dict = {}
 _last_log = [0.0]
+_held_until = [0.0]
 
 
 class NotConfirmed(Exception):
-    """The engine did not confirm the id's state with the cluster."""
+    """The engine did not confirm the id's state with the cluster; ``unavailable``: it could
+    not (no quorum, engine down, timeout), rather than refusing this request."""
+
+    def __init__(self, message: str, unavailable: bool = True):
+        super().__init__(message)
+        self.unavailable = unavailable
 
 
 def _known_locally(opts: dict, minion_id: str) -> bool:
@@ -79,7 +92,10 @@ def ask_engine(opts: dict, minion_id: str, timeout: float = SYNC_TIMEOUT) -> dic
         raise NotConfirmed(f"the local raft engine did not answer ({exc})") from None
     if not answer.get("ok"):
         err = answer.get("error") or {}
-        raise NotConfirmed(f"{err.get('code', 'error')}: {err.get('message', '')}")
+        code = err.get("code", "error")
+        raise NotConfirmed(
+            f"{code}: {err.get('message', '')}", unavailable=code not in _REFUSED_CODES
+        )
     return answer.get("result") or {}
 
 
@@ -105,10 +121,14 @@ def confirmed_auth(original, channel, load, *args, **kwargs):
     if not valid_id(opts, minion_id):  # Salt's _auth refuses it, writing nothing
         return original(channel, load, *args, **kwargs)
     if not _known_locally(opts, minion_id):
+        if time.monotonic() < _held_until[0]:
+            return refusal(minion_id, "the cluster could not be asked a moment ago")
         try:
             states = ask_engine(opts, minion_id, SYNC_TIMEOUT)
         except NotConfirmed as exc:
             now = time.monotonic()
+            if exc.unavailable:
+                _held_until[0] = now + HOLD_OFF
             if now - _last_log[0] >= 30.0:
                 _last_log[0] = now
                 log.warning(
