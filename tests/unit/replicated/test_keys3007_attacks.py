@@ -214,3 +214,64 @@ def test_an_unreadable_key_file_does_not_stop_the_other_ids(cluster, monkeypatch
             pass
     assert fake.banks["keys"].get("web1", {}).get("state") == "pending"
     assert "aaa" not in fake.banks["keys"]
+
+
+# --- crashes and conflicts across masters ---------------------------------------------------
+def test_a_crash_after_a_committed_proposal_neither_reproposes_nor_undoes_a_later_delete(
+    cluster, monkeypatch
+):
+    """m1's accept is committed, m1 dies before its record is saved; m2 then deletes the key.
+    At restart m1 must not propose its accept again (the log moved on): the delete stays."""
+    fake, (m1, m2, _m3) = cluster
+    m1.auth_writes_pending("web1", pem(1))
+    m1.pass_()
+    m2.pass_()
+    m1.salt_key_accept("web1")
+
+    def crash(self):
+        raise SystemExit("killed after the proposal, before the record")
+
+    monkeypatch.setattr(AppliedView, "save", crash)
+    with pytest.raises(SystemExit):
+        m1.pass_()
+    monkeypatch.undo()
+    assert fake.banks["keys"]["web1"]["state"] == "accepted"
+    m2.pass_()
+    m2.salt_key_delete("web1")
+    m2.pass_()
+    assert "web1" not in fake.banks["keys"]
+    before = list(fake.entries)
+    m1.restart()
+    m1.pass_()
+    assert fake.entries == before
+    assert m1.states("web1") == []
+
+
+def test_two_masters_filing_one_new_id_with_different_keys_converge_on_the_first(cluster):
+    """An impostor names a new minion's id on m2 while the minion signs in on m1: both file a
+    pending key; the log keeps the first add, and m2's file is replaced by it, not proposed."""
+    fake, (m1, m2, m3) = cluster
+    for m in (m1, m2, m3):
+        m.pass_()
+    m1.auth_writes_pending("web1", pem(1))
+    m2.auth_writes_pending("web1", pem(666))
+    m1.poll()
+    m2.poll()
+    for m in (m1, m2, m3):
+        m.pass_()
+    assert fake.banks["keys"]["web1"] == {"state": "pending", "pub": pem(1)}
+    assert [e[0] for e in fake.entries if e[2] == "web1"] in (["add"], ["add", "add"])
+    for m in (m1, m2, m3):
+        assert m.file("minions_pre", "web1").read_text() == pem(1)
+
+
+def test_a_temp_file_left_by_a_killed_write_is_neither_proposed_nor_refused(cluster):
+    """A write killed between its temp file and the rename leaves ``.saltext-raft-*`` in the
+    key directory: skipped like Salt skips it (a dotfile), never proposed."""
+    fake, (m1, _m2, _m3) = cluster
+    m1.pass_()
+    (m1.root / "minions" / ".saltext-raft-k1ll3d").write_text(pem(1))
+    m1.poll()
+    m1.pass_()
+    assert fake.entries == []
+    assert m1.rec.counters["refused"] == 0
