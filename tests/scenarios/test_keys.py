@@ -19,9 +19,10 @@ import threading
 import pytest
 import salt.config
 
+from saltext_raft.testing.cluster import RaftCluster
 from tests.preconditions import require
 from tests.scenarios.masters import IDS
-from tests.scenarios.masters import start_masters
+from tests.scenarios.masters import start_cluster
 from tests.scenarios.masters import wait_for
 
 pytest.importorskip("saltfactories")
@@ -112,19 +113,20 @@ def accepted_minion(cluster_masters, via, accept_on, minion_id, stack):
 @pytest.fixture(scope="module")
 def cluster(salt_factories, tmp_path_factory):
     with contextlib.ExitStack() as stack:
-        masters = start_masters(
+        cluster = RaftCluster(
             salt_factories,
-            tmp_path_factory,
-            stack,
-            "keys",
-            {
-                "keys.cache_driver": "raft",
+            tmp_path_factory.mktemp("keys-secret"),
+            cache="raft",
+            keys_cache_driver="raft",
+            master_config={
                 "raft_cache_timeout": 5,
                 "open_mode": False,
                 "auto_accept": False,
             },
-            on_auth_event_callback=no_auto_accept,
+            factory_kwargs={"on_auth_event_callback": no_auto_accept},
+            name="keys",
         )
+        masters = start_cluster(stack.enter_context(cluster))
         yield masters, stack
 
 
