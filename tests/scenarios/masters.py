@@ -3,8 +3,9 @@
 masters on 127.0.0.1-3, ``cache: raft`` unless a module says otherwise).
 
 Lives here: the scenarios' own readiness check (:func:`start_cluster`: a first cache write
-through master 1 has committed), their ``salt-run`` wrapper that keeps a bare string answer, and
-a wait that fails the test. Must not live here: building, starting or stopping masters (the
+through master 1 has committed; :func:`start_masters`, the same for a module that only states
+its masters' configuration), their ``salt-run`` wrapper that keeps a bare string answer, and a
+wait that fails the test. Must not live here: building, starting or stopping masters (the
 plugin's ``RaftCluster``).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 
+from saltext_raft.testing.cluster import RaftCluster
 from saltext_raft.testing.cluster import master_ids
 from saltext_raft.testing.cluster import run_json
 from saltext_raft.waiting import WaitTimeout
@@ -47,3 +49,21 @@ def start_cluster(cluster) -> dict:
         interval=0.5,
     )
     return cluster.masters
+
+
+def start_masters(
+    salt_factories, tmp_path_factory, stack, prefix: str, config, **factory_kwargs
+) -> dict:
+    """:func:`start_cluster` on a ``RaftCluster`` of three masters with ``cache: raft``,
+    ``config`` (a dict, or a function of the master id) over their configuration and
+    ``factory_kwargs`` to pytest-salt-factories; the cluster is entered into ``stack``."""
+    cluster = RaftCluster(
+        salt_factories,
+        tmp_path_factory.mktemp(f"{prefix}-secret"),
+        len(IDS),
+        cache="raft",
+        master_config=config,
+        factory_kwargs=factory_kwargs,
+        name=prefix,
+    )
+    return start_cluster(stack.enter_context(cluster))

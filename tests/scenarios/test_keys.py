@@ -19,10 +19,9 @@ import threading
 import pytest
 import salt.config
 
-from saltext_raft.testing.cluster import RaftCluster
 from tests.preconditions import require
 from tests.scenarios.masters import IDS
-from tests.scenarios.masters import start_cluster
+from tests.scenarios.masters import start_masters
 from tests.scenarios.masters import wait_for
 
 pytest.importorskip("saltfactories")
@@ -113,20 +112,19 @@ def accepted_minion(cluster_masters, via, accept_on, minion_id, stack):
 @pytest.fixture(scope="module")
 def cluster(salt_factories, tmp_path_factory):
     with contextlib.ExitStack() as stack:
-        cluster = RaftCluster(
+        masters = start_masters(
             salt_factories,
-            tmp_path_factory.mktemp("keys-secret"),
-            cache="raft",
-            keys_cache_driver="raft",
-            master_config={
+            tmp_path_factory,
+            stack,
+            "keys",
+            {
+                "keys.cache_driver": "raft",
                 "raft_cache_timeout": 5,
                 "open_mode": False,
                 "auto_accept": False,
             },
-            factory_kwargs={"on_auth_event_callback": no_auto_accept},
-            name="keys",
+            on_auth_event_callback=no_auto_accept,
         )
-        masters = start_cluster(stack.enter_context(cluster))
         yield masters, stack
 
 

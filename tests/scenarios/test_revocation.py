@@ -30,12 +30,11 @@ import salt.cache
 import salt.config
 
 from saltext_raft.master.settings import readiness_path
-from saltext_raft.testing.cluster import RaftCluster
 from saltext_raft.waiting import WaitTimeout
 from saltext_raft.waiting import wait_until
 from tests.scenarios.masters import IDS
 from tests.scenarios.masters import run
-from tests.scenarios.masters import start_cluster
+from tests.scenarios.masters import start_masters
 from tests.scenarios.masters import wait_for
 from tests.scenarios.test_keys import accepted_minion
 from tests.scenarios.test_keys import key_state
@@ -98,21 +97,20 @@ REQUESTER = textwrap.dedent(
 @pytest.fixture(scope="module")
 def cluster(salt_factories, tmp_path_factory):
     with contextlib.ExitStack() as stack:
-        cluster = RaftCluster(
+        masters = start_masters(
             salt_factories,
-            tmp_path_factory.mktemp("revoke-secret"),
-            cache="raft",
-            keys_cache_driver="raft",
-            master_config={
+            tmp_path_factory,
+            stack,
+            "revoke",
+            {
+                "keys.cache_driver": "raft",
                 "raft_cache_timeout": 5,
                 "raft_keys_rotate_window": 1,
                 "open_mode": False,
                 "auto_accept": False,
             },
-            factory_kwargs={"on_auth_event_callback": no_auto_accept},
-            name="revoke",
+            on_auth_event_callback=no_auto_accept,
         )
-        masters = start_cluster(stack.enter_context(cluster))
         yield masters, stack
 
 
