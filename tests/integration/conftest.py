@@ -1,9 +1,13 @@
-"""Real Salt masters with the raft engine, at 127.0.0.1, .2, .3 (and .4, .5), via
-pytest-salt-factories.
+"""This repository's helpers for its real-master tests, over the shipped plugin's
+:class:`~saltext_raft.testing.cluster.RaftCluster` (which builds, starts, observes and stops the
+masters: each module builds its cluster with it, usually one shared by its scenarios,
+destructive ones last).
 
-Helpers, not fixtures with hidden state: each module builds what it needs (usually one cluster
-shared by its scenarios, destructive ones last) and every daemon is stopped by its factory, by
-PID, when the module ends. Waits are bounded and poll a condition; none sleeps a fixed time.
+Lives here: what only these tests need on top of it: a failing wait (``pytest.fail``), the
+readiness file as a poller reads it (:func:`ready_state`), master logs, watcher threads timing
+gates and ports, concurrent calls, and the early-minion start. Must not live here: building or
+starting masters, their ports and secret, kills and restarts (all ``RaftCluster``'s).
+Waits are bounded and poll a condition; none sleeps a fixed time.
 """
 
 from __future__ import annotations
@@ -11,18 +15,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import socket
 import threading
 import time
 
 import pytest
-from pytestshellutils.utils import ports
 
-from saltext_raft.master.settings import readiness_path
-from saltext_raft.testing.cluster import kill_tree as kill_tree
-from saltext_raft.testing.cluster import port_bindable as port_bindable
-from saltext_raft.testing.cluster import run_json as run_json
+from saltext_raft.master import settings
 from saltext_raft.waiting import WaitTimeout
 from saltext_raft.waiting import wait_until
 
@@ -37,18 +36,15 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
         pytest.fail(str(exc))
 
 
-#: A readiness file older than this is stale (the workers' rule: 3 * readiness_interval + 1,
-#: with the 0.5 s interval these tests configure): its engine is gone.
-STALE_AFTER = 2.5
-
-
 def ready_state(master) -> dict:
-    """The engine's readiness file, or {} if it is missing or stale (as the gate sees it)."""
-    path = readiness_path(master.config["cachedir"])
+    """The engine's readiness file (with its ``pid``), or {} if it is missing or older than the
+    workers' staleness bound for this master's settings: a reading that needs no call to the
+    master and tolerates a torn file, for the watcher threads below."""
+    found = settings.read(master.config)
     try:
-        if time.time() - os.stat(path).st_mtime > STALE_AFTER:
+        if time.time() - os.stat(found.readiness_path).st_mtime > found.stale_after:
             return {}
-        with open(path, encoding="utf-8") as fh:
+        with open(found.readiness_path, encoding="utf-8") as fh:
             return json.load(fh)
     except (OSError, ValueError):
         return {}
@@ -95,7 +91,7 @@ def time_to_all_gates_open(cluster, ids, start) -> float:
     """Call ``start()`` (which starts masters), then return the seconds from the last of
     ``ids``' request ports opening to every gate of ``ids`` open."""
     port_watches = [FirstTrue(lambda m=mid: port_open(m, cluster.ret_port, 0.05)) for mid in ids]
-    gates = FirstTrue(lambda: cluster.all_ready(ids))
+    gates = FirstTrue(lambda: cluster.gates_open(ids))
     start()
     wait_for(lambda: gates.at is not None, 60, f"every gate of {ids} open")
     wait_for(lambda: all(w.at is not None for w in port_watches), 10, "request ports seen")
@@ -152,109 +148,17 @@ def in_threads(*calls):
         raise errors[0]
 
 
-class Cluster:
-    """Builds master configs for a saltext-raft cluster on loopback addresses.
-
-    Every master listens on its own address with the same ``ret_port``/``publish_port`` and
-    the same raft port, as real hosts would. Each has its own secret file (same contents), so
-    a test can give one master a wrong secret.
-    """
-
-    def __init__(self, salt_factories, tmp_path, size=3, transport=None, **engine_extra):
-        self.factories = salt_factories
-        self.tmp_path = tmp_path
-        self.ids = [f"127.0.0.{i}" for i in range(1, size + 1)]
-        self.raft_port = ports.get_unused_localhost_port()
-        self.secret = secrets.token_hex(32)
-        self.transport = transport
-        self.engine_extra = engine_extra
-        self.ret_port = ports.get_unused_localhost_port()
-        self.publish_port = ports.get_unused_localhost_port()
-        self.masters = {}
-        self.stack = contextlib.ExitStack()
-
-    def secret_file(self, name: str, secret: str | None = None) -> str:
-        path = str(self.tmp_path / f"{name}.secret")
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(secret or self.secret)
-        os.chmod(path, 0o600)  # the engine refuses a secret others can read
-        return path
-
-    def engine(self, mid, **extra):
-        conf = {
-            "peers": {m: f"{m}:{self.raft_port}" for m in self.ids},
-            "port": self.raft_port,
-            "secret_file": self.secret_file(mid),
-            "readiness_interval": 0.5,
-        }
-        conf.update(self.engine_extra)
-        conf.update(extra)
-        return conf
-
-    def master_factory(self, mid, engine=None, name=None, **overrides):
-        config = {
-            "id": mid,
-            "interface": mid,
-            "ret_port": self.ret_port,
-            "publish_port": self.publish_port,
-            "engines": [{"raft": engine if engine is not None else self.engine(mid)}],
-            "log_level_logfile": "info",
-        }
-        if self.transport:
-            config["transport"] = self.transport
-        config.update(overrides)
-        # Overrides, not defaults: pytest-salt-factories' own defaults (a random ret_port and
-        # publish_port per master, the log level) win over ``defaults``, and a minion pointed
-        # at ``self.ret_port`` would then knock on a closed port.
-        factory = self.factories.salt_master_daemon(name or mid, overrides=config)
-        self.masters[name or mid] = factory
-        return factory
-
-    def minion_factory(self, master_id, minion_id):
-        master = self.masters[master_id]
-        overrides = {"master": master_id}
-        if self.transport:
-            overrides["transport"] = self.transport
-        return master.salt_minion_daemon(minion_id, overrides=overrides)
-
-    def start(self, factory, timeout=120):
-        self.stack.enter_context(factory.started(start_timeout=timeout))
-        return factory
-
-    def ready(self, mid) -> bool:
-        return bool(ready_state(self.masters[mid]).get("ready"))
-
-    def all_ready(self, ids=None) -> bool:
-        return all(self.ready(m) for m in ids or self.ids)
-
-    def leader(self, ids=None) -> str | None:
-        """The leader every given master's readiness file names, if they agree and it leads."""
-        ids = list(ids or self.ids)
-        states = [ready_state(self.masters[m]) for m in ids]
-        named = {s.get("leader") for s in states}
-        if len(named) != 1:
-            return None
-        leader = named.pop()
-        if not leader or leader not in self.masters:
-            return None
-        if leader in ids and ready_state(self.masters[leader]).get("role") != "leader":
-            return None
-        return leader
-
-    def close(self):
-        self.stack.close()
-
-
 def start_with_early_minion(cluster, minion_id="minion-early", timeout=180):
-    """Start the first master alone (its gate closed: no quorum), start a minion on it, check
-    it authenticates while the gate is closed, then start the other masters. Returns a record
-    of what was observed; the minion's start event (which the factory waits for) can only be
-    served once the gate opens."""
+    """Start the first master of ``cluster`` (a ``RaftCluster``) alone (its gate closed: no
+    quorum), start a minion on it, check it authenticates while the gate is closed, then start
+    the other masters. Returns a record of what was observed; the minion's start event (which
+    the factory waits for) can only be served once the gate opens."""
     first = cluster.ids[0]
-    m1 = cluster.start(cluster.master_factory(first))
-    wait_for(lambda: ready_state(m1).get("ready") is False, 30, f"{first}'s readiness file")
-    record = {"closed_at_minion_start": not cluster.ready(first)}
-    minion = cluster.minion_factory(first, minion_id)
+    cluster.start([first])
+    m1 = cluster.masters[first]
+    wait_for(lambda: cluster.readiness(first).get("ready") is False, 30, f"{first}'s readiness")
+    record = {"closed_at_minion_start": not cluster.gate_open(first)}
+    minion = cluster.minion(first, minion_id, start=False)
     errors = []
 
     def start_minion():
@@ -265,17 +169,12 @@ def start_with_early_minion(cluster, minion_id="minion-early", timeout=180):
 
     th = threading.Thread(target=start_minion, daemon=True)
     th.start()
-    cluster.stack.callback(minion.terminate)
     accepted = os.path.join(m1.config["pki_dir"], "minions", minion_id)
     wait_for(lambda: os.path.exists(accepted), 60, "the minion's key to be accepted (_auth)")
-    record["closed_after_auth"] = not cluster.ready(first)
-    rest = cluster.ids[1:]
-
-    def start_rest():
-        for mid in rest:
-            cluster.start(cluster.master_factory(mid))
-
-    record["all_open_after_last_port"] = time_to_all_gates_open(cluster, cluster.ids, start_rest)
+    record["closed_after_auth"] = not cluster.gate_open(first)
+    record["all_open_after_last_port"] = time_to_all_gates_open(
+        cluster, cluster.ids, lambda: cluster.start(cluster.ids[1:])
+    )
     th.join(timeout + 10)
     record["minion_errors"] = errors
     record["minion"] = minion

@@ -23,16 +23,16 @@ import time
 
 import pytest
 
+from saltext_raft.master.secret import generate as generate_secret
 from saltext_raft.master.settings import readiness_path
-from tests.integration.conftest import Cluster
+from saltext_raft.testing.cluster import RaftCluster
+from saltext_raft.testing.cluster import port_bindable
+from saltext_raft.testing.cluster import run_json
 from tests.integration.conftest import GateWatch
 from tests.integration.conftest import gates_vs_ports
 from tests.integration.conftest import in_threads
-from tests.integration.conftest import kill_tree
 from tests.integration.conftest import log_text
-from tests.integration.conftest import port_bindable
 from tests.integration.conftest import ready_state
-from tests.integration.conftest import run_json
 from tests.integration.conftest import start_with_early_minion
 from tests.integration.conftest import time_to_all_gates_open
 from tests.integration.conftest import wait_for
@@ -44,12 +44,9 @@ MINION = "minion-early"
 
 @pytest.fixture(scope="module")
 def cluster(salt_factories, tmp_path_factory):
-    c = Cluster(salt_factories, tmp_path_factory.mktemp("cluster"))
-    try:
+    with RaftCluster(salt_factories, tmp_path_factory.mktemp("cluster"), name="cluster") as c:
         c.early = start_with_early_minion(c, MINION)
         yield c
-    finally:
-        c.close()
 
 
 def ping(cluster, via, minion=MINION):
@@ -66,21 +63,14 @@ def ping(cluster, via, minion=MINION):
 
 
 def members(cluster, via):
-    rc, data, ret = run_json(cluster.masters[via], "raft.members")
-    assert rc == 0 and isinstance(data, dict), ret
-    return data
+    return cluster.members(via)
 
 
 def restart_stopped(cluster, ids):
-    """Start again (by its factory) every one of ``ids`` that an earlier test stopped or
-    SIGKILLed."""
+    """Start again every one of ``ids`` that an earlier test stopped or SIGKILLed."""
     for mid in ids:
-        factory = cluster.masters[mid]
-        if not factory.is_running():
-            with contextlib.suppress(Exception):
-                factory.terminate()  # a SIGKILLed tree: the factory forgets its PIDs
-            wait_for(lambda m=mid: port_bindable(m, cluster.raft_port), 30, f"{mid}'s raft port")
-            factory.start(start_timeout=120)
+        if not cluster.masters[mid].is_running():
+            cluster.restart(mid)
 
 
 def ensure_founders(cluster, keep_learners=()) -> str:
@@ -107,7 +97,7 @@ def ensure_founders(cluster, keep_learners=()) -> str:
         30,
         f"{extras} removed",
     )
-    wait_for(cluster.all_ready, 60, "every gate of masters 1-3 open")
+    wait_for(cluster.gates_open, 60, "every gate of masters 1-3 open")
     return wait_for(cluster.leader, 30, "an agreed leader among masters 1-3")
 
 
@@ -153,23 +143,19 @@ def add_learner(cluster, via, node):
     return data
 
 
-def test_masters_with_a_wrong_secret_cannot_join_or_vote_and_say_why(founders):
+def test_masters_with_a_wrong_secret_cannot_join_or_vote_and_say_why(founders, tmp_path):
     cluster = founders
     leader = wait_for(cluster.leader, 20, "an agreed leader")
     term = ready_state(cluster.masters[leader])["term"]
-    wrong = cluster.secret_file("wrong", "0" * 64)
+    wrong = generate_secret(str(tmp_path / "wrong.secret"))  # well formed, not the cluster's
     # .4 is added as a learner, then started with a wrong secret: it cannot read the leader's
     # appends nor the leader its answers. .5 believes it is a founding voter of all four and
     # campaigns: nobody counts its votes.
     add_learner(cluster, leader, "127.0.0.4")
-    joiner = cluster.master_factory(
-        "127.0.0.4", engine=cluster.engine("127.0.0.4", secret_file=wrong), name="bad-joiner"
-    )
+    joiner = cluster.add_master("127.0.0.4", name="bad-joiner", engine={"secret_file": wrong})
     peers = {m: f"{m}:{cluster.raft_port}" for m in [*cluster.ids, "127.0.0.5"]}
-    voter = cluster.master_factory(
-        "127.0.0.5",
-        engine=cluster.engine("127.0.0.5", secret_file=wrong, peers=peers),
-        name="bad-voter",
+    voter = cluster.add_master(
+        "127.0.0.5", name="bad-voter", engine={"secret_file": wrong, "peers": peers}
     )
     with contextlib.ExitStack() as stack:
         in_threads(
@@ -197,7 +183,7 @@ def test_masters_with_a_wrong_secret_cannot_join_or_vote_and_say_why(founders):
         assert data["learners"] == ["127.0.0.4"], data
         assert cluster.leader() == leader
         assert ready_state(cluster.masters[leader])["term"] == term  # no election disrupted
-        assert cluster.all_ready()
+        assert cluster.gates_open()
     assert "same secret_file contents" in log_text(joiner)
 
 
@@ -218,17 +204,18 @@ def start_joiner_and_added(cluster, leader):
     """Start ``JOINER`` (listed nowhere: it asks to join) and ``ADDED`` (a learner added with
     ``raft.add`` while down) together; wait until both are promoted voters with their gates
     open. Returns their factories and the seconds from start to promotion."""
-    joiner = cluster.master_factory(JOINER, engine=cluster.engine(JOINER))
+    # Built once; when an earlier run of this removed them, the same masters start again.
+    joiner = cluster.masters.get(JOINER) or cluster.add_master(JOINER)
     assert JOINER not in joiner.config["engines"][0]["raft"]["peers"]
-    added = cluster.master_factory(ADDED, engine=cluster.engine(ADDED))
+    added = cluster.masters.get(ADDED) or cluster.add_master(ADDED)
     t0 = time.monotonic()
-    in_threads(lambda: cluster.start(joiner), lambda: cluster.start(added))
+    in_threads(lambda: cluster.start([JOINER]), lambda: cluster.start([ADDED]))
     for node in (JOINER, ADDED):
         wait_for(
             lambda n=node: n in members(cluster, leader)["voters"], 60, f"{node} promoted to voter"
         )
     promoted = time.monotonic() - t0
-    wait_for(lambda: cluster.ready(JOINER) and cluster.ready(ADDED), 30, "both new gates open")
+    wait_for(lambda: cluster.gates_open([JOINER, ADDED]), 30, "both new gates open")
     return joiner, added, promoted
 
 
@@ -268,14 +255,14 @@ def five_voters(cluster):
     """Masters 1-3 plus ``JOINER`` and ``ADDED`` as running voters with their gates open: as
     the join scenario leaves them, or started here the same way when no test did."""
     if not all(
-        n in cluster.masters and cluster.masters[n].is_running() and cluster.ready(n)
+        n in cluster.masters and cluster.masters[n].is_running() and cluster.gate_open(n)
         for n in (JOINER, ADDED)
     ):
         leader = ensure_founders(cluster, keep_learners=(ADDED,))
         add_learner(cluster, leader, ADDED)
         start_joiner_and_added(cluster, leader)
     restart_stopped(cluster, cluster.ids)
-    wait_for(cluster.all_ready, 60, "every gate of masters 1-3 open")
+    wait_for(cluster.gates_open, 60, "every gate of masters 1-3 open")
     everyone = sorted([*cluster.ids, ADDED, JOINER])
     wait_for(
         lambda: sorted(members(cluster, cluster.ids[0])["voters"]) == everyone,
@@ -293,7 +280,7 @@ def test_removing_a_master_closes_its_gate(five_voters):
         assert rc == 0, ret
         removed[new] = time.monotonic()
     for new, t0 in removed.items():
-        wait_for(lambda n=new: not cluster.ready(n), 30, f"{new}'s gate to close after removal")
+        wait_for(lambda n=new: not cluster.gate_open(n), 30, f"{new}'s gate to close after removal")
         reason = ready_state(cluster.masters[new]).get("reason", "")
         print(f"\n{new}'s gate closed {time.monotonic() - t0:.2f}s after raft.remove: {reason}")
         # Either it learnt the configuration without itself, or (the leader stops talking to a
@@ -303,7 +290,7 @@ def test_removing_a_master_closes_its_gate(five_voters):
         cluster.masters[new].terminate()
     data = members(cluster, cluster.ids[0])
     assert sorted(data["voters"]) == cluster.ids and data["learners"] == [], data
-    assert cluster.all_ready()
+    assert cluster.gates_open()
 
 
 def test_demote_promote_snapshot_and_salt_call_status_on_real_masters(founders):
@@ -317,16 +304,16 @@ def test_demote_promote_snapshot_and_salt_call_status_on_real_masters(founders):
     target = next(m for m in cluster.ids if m not in (home, leader))
     rc, data, ret = run_json(cluster.masters[home], "raft.demote", f"node={target}")
     assert rc == 0, ret
-    wait_for(lambda: not cluster.ready(target), 30, f"{target}'s gate to close once a learner")
+    wait_for(lambda: not cluster.gate_open(target), 30, f"{target}'s gate to close once a learner")
     assert "learner" in ready_state(cluster.masters[target]).get("reason", "")
     data = members(cluster, home)
     assert data["learners"] == [target] and target not in data["voters"], data
     # Auto-promotion must not undo an operator's demotion while the learner is caught up.
-    assert not cluster.ready(target) and members(cluster, leader)["learners"] == [target]
+    assert not cluster.gate_open(target) and members(cluster, leader)["learners"] == [target]
 
     rc, data, ret = run_json(cluster.masters[home], "raft.promote", f"node={target}")
     assert rc == 0, ret
-    wait_for(lambda: cluster.ready(target), 30, f"{target}'s gate to reopen once a voter again")
+    wait_for(lambda: cluster.gate_open(target), 30, f"{target}'s gate to reopen once a voter again")
     data = members(cluster, target)
     assert sorted(data["voters"]) == cluster.ids and data["learners"] == [], data
 
@@ -374,7 +361,7 @@ def test_leader_failover_keeps_survivor_gates_open_and_old_leader_rejoins(founde
     watch = GateWatch(cluster, survivors)
     watch.start()
     t0 = time.monotonic()
-    killed = kill_tree(cluster.masters[leader])
+    killed = cluster.kill(leader)
     new = wait_for(
         lambda: (cluster.leader(survivors) or "") not in ("", leader) and cluster.leader(survivors),
         20,
@@ -387,12 +374,9 @@ def test_leader_failover_keeps_survivor_gates_open_and_old_leader_rejoins(founde
     assert not watch.closed, f"survivor gates closed during failover: {watch.closed[:5]}"
     # SIGKILL left nothing behind: the raft port is free for the restarted engine.
     wait_for(lambda: port_bindable(leader, cluster.raft_port), 10, "the old leader's raft port")
-    f = cluster.masters[leader]
-    with contextlib.suppress(Exception):
-        f.terminate()
-    f.start(start_timeout=120)
+    f = cluster.restart(leader)
     wait_for(
-        lambda: ready_state(f).get("role") == "follower" and cluster.ready(leader),
+        lambda: ready_state(f).get("role") == "follower" and cluster.gate_open(leader),
         60,
         f"{leader} to rejoin as a follower with its gate open",
     )
@@ -424,12 +408,10 @@ def test_full_cluster_restart_elects_a_leader_and_reopens_every_gate(founders):
     wait_for(lambda: ping(cluster, cluster.ids[0])[0], 150, "the minion to answer test.ping")
 
 
-def test_runner_fails_clearly_when_the_engine_is_not_running(salt_factories, tmp_path):
-    c = Cluster(salt_factories, tmp_path, size=1)
-    bad = c.engine(c.ids[0], secret_file=str(tmp_path / "missing"))
-    f = c.master_factory(c.ids[0], engine=bad, name="no-engine")
-    with f.started(start_timeout=120):
-        rc, data, ret = run_json(f, "raft.status", "timeout=2")
-        assert rc != 0, ret
-        assert "no reply from the raft engine" in ret.stdout
-        wait_for(lambda: "secret_file" in log_text(f), 20, "the config error in the master log")
+def test_runner_fails_clearly_when_the_engine_is_not_running(raft_cluster_factory, tmp_path):
+    c = raft_cluster_factory(1, engine={"secret_file": str(tmp_path / "missing")})
+    f = c.masters[c.ids[0]]
+    rc, data, ret = run_json(f, "raft.status", "timeout=2")
+    assert rc != 0, ret
+    assert "no reply from the raft engine" in ret.stdout
+    wait_for(lambda: "secret_file" in log_text(f), 20, "the config error in the master log")

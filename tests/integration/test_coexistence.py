@@ -16,9 +16,9 @@ import time
 import pytest
 from pytestshellutils.utils import ports
 
-from tests.integration.conftest import Cluster
+from saltext_raft.testing.cluster import master_ids
+from saltext_raft.testing.cluster import run_json
 from tests.integration.conftest import log_text
-from tests.integration.conftest import run_json
 from tests.integration.conftest import wait_for
 
 
@@ -42,44 +42,41 @@ def core_joined(master) -> bool:
     return bool(glob.glob(os.path.join(master.config["cachedir"], ".cluster_joined*")))
 
 
-def test_core_consensus_and_saltext_raft_run_side_by_side(salt_factories, tmp_path):
-    c = Cluster(salt_factories, tmp_path)
+def test_core_consensus_and_saltext_raft_run_side_by_side(raft_cluster_factory, tmp_path):
     pki = tmp_path / "cluster_pki"
     pki.mkdir()
     pool_port = ports.get_unused_localhost_port()
-    with c.stack:
-        for mid in c.ids:
-            engine = c.engine(mid)
-            del engine["secret_file"]  # derived from cluster_pki_dir/cluster.pem
-            c.start(
-                c.master_factory(
-                    mid,
-                    engine=engine,
-                    cluster_id="srt-core",
-                    cluster_peers=[m for m in c.ids if m != mid],
-                    cluster_pki_dir=str(pki),
-                    cluster_pool_port=pool_port,
-                )
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not all(core_joined(c.masters[m]) for m in c.ids):
-            time.sleep(0.2)
-        if not all(core_joined(c.masters[m]) for m in c.ids):
-            pytest.skip(
-                "Salt 3008's core cluster did not form in this environment within 60 s "
-                f"(joined: {[m for m in c.ids if core_joined(c.masters[m])]}); nothing to "
-                "coexist with"
-            )
-        wait_for(c.all_ready, 60, "every saltext-raft gate open")
-        for mid in c.ids:
-            rc, data, ret = run_json(c.masters[mid], "raft.status")
-            assert rc == 0, ret
-            assert data["engine"]["salt_core_consensus"] is True, data["engine"]
-            assert "derived from" in log_text(c.masters[mid])  # secret from cluster.pem
-            assert "Salt's own core consensus is also running" in log_text(c.masters[mid])
-        rc, data, ret = run_json(c.masters[c.ids[0]], "raft.members")
-        assert rc == 0 and sorted(data["voters"]) == c.ids, ret
-        # Runner requests are forwarded to peer masters by Salt's clustering: each engine
-        # answered its own (no duplicate or foreign replies broke the runner above), and core's
-        # cluster is still joined everywhere.
-        assert all(core_joined(c.masters[m]) for m in c.ids)
+    ids = master_ids(3)
+    c = raft_cluster_factory(
+        3,
+        engine={"secret_file": None},  # derived from cluster_pki_dir/cluster.pem
+        master_config=lambda mid: {
+            "cluster_id": "srt-core",
+            "cluster_peers": [m for m in ids if m != mid],
+            "cluster_pki_dir": str(pki),
+            "cluster_pool_port": pool_port,
+        },
+        name="core",
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all(core_joined(c.masters[m]) for m in c.ids):
+        time.sleep(0.2)
+    if not all(core_joined(c.masters[m]) for m in c.ids):
+        pytest.skip(
+            "Salt 3008's core cluster did not form in this environment within 60 s "
+            f"(joined: {[m for m in c.ids if core_joined(c.masters[m])]}); nothing to "
+            "coexist with"
+        )
+    wait_for(c.gates_open, 60, "every saltext-raft gate open")
+    for mid in c.ids:
+        rc, data, ret = run_json(c.masters[mid], "raft.status")
+        assert rc == 0, ret
+        assert data["engine"]["salt_core_consensus"] is True, data["engine"]
+        assert "derived from" in log_text(c.masters[mid])  # secret from cluster.pem
+        assert "Salt's own core consensus is also running" in log_text(c.masters[mid])
+    rc, data, ret = run_json(c.masters[c.ids[0]], "raft.members")
+    assert rc == 0 and sorted(data["voters"]) == c.ids, ret
+    # Runner requests are forwarded to peer masters by Salt's clustering: each engine
+    # answered its own (no duplicate or foreign replies broke the runner above), and core's
+    # cluster is still joined everywhere.
+    assert all(core_joined(c.masters[m]) for m in c.ids)

@@ -11,11 +11,11 @@ import time
 import pytest
 import salt.config
 
+from saltext_raft.testing.cluster import RaftCluster
 from tests.attacker import NOBODY
 from tests.attacker import as_nobody
 from tests.attacker import plant_rogue_key
 from tests.attacker import sticky_shared_dir
-from tests.integration.conftest import Cluster
 from tests.integration.conftest import log_text
 from tests.integration.conftest import ready_state
 from tests.integration.conftest import wait_for
@@ -44,15 +44,16 @@ def test_a_cache_dir_planted_by_a_local_user_is_refused_by_a_real_master(salt_fa
     with sticky_shared_dir() as shared:
         root = os.path.join(shared, "salt-raft-cache")
         as_nobody(lambda: plant_rogue_key(root))
-        c = Cluster(salt_factories, tmp_path, size=1)
-        f = c.master_factory(
-            c.ids[0],
-            name="planted-cache",
+        with RaftCluster(
+            salt_factories,
+            tmp_path,
+            1,
             cache="raft",
-            raft_cache_dir=root,
-            **{"keys.cache_driver": "raft"},
-        )
-        with f.started(start_timeout=120):
+            keys_cache_driver="raft",
+            master_config={"raft_cache_dir": root},
+            name="planted-cache",
+        ) as c:
+            f = c.start().masters[c.ids[0]]
             assert "rogue" not in accepted_keys(f)  # the workers do not read it
             wait_for(
                 lambda: "not starting" in log_text(f) and f"owned by uid {NOBODY}" in log_text(f),
@@ -76,31 +77,27 @@ def ping(master, minion_id) -> bool:
 
 
 def test_a_hung_engine_with_the_wall_clock_stepped_back_closes_a_real_masters_gate(
-    salt_factories, tmp_path
+    raft_cluster_factory,
 ):
     """Regression (L8): the workers judged the engine alive by ``now - mtime`` of the
     readiness file; with the engine not running and the wall clock stepped back an hour, its
     last "ready" stayed believed. Here the engine is stopped (SIGSTOP: the master's process
     manager would restart a killed one) and the file's mtime put an hour ahead."""
-    c = Cluster(salt_factories, tmp_path, size=1)
+    c = raft_cluster_factory(1)
     mid = c.ids[0]
-    f = c.start(c.master_factory(mid, name="clock-step"))
+    f = c.masters[mid]
+    wait_for(lambda: ready_state(f).get("ready"), 60, "the single master's gate to open")
+    c.minion(mid, "minion-clock")
+    f.salt_key_cli(timeout=60).run("-y", "-a", "minion-clock", _timeout=60)
+    wait_for(lambda: ping(f, "minion-clock"), 90, "the minion to answer through the gate")
+    engine_pid = ready_state(f)["pid"]
+    path = os.path.join(f.config["cachedir"], "saltext_raft", "ready")
+    os.kill(engine_pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: ready_state(f).get("ready"), 60, "the single master's gate to open")
-        minion = f.salt_minion_daemon("minion-clock", overrides={"master": mid})
-        c.stack.enter_context(minion.started(start_timeout=120))
-        f.salt_key_cli(timeout=60).run("-y", "-a", "minion-clock", _timeout=60)
-        wait_for(lambda: ping(f, "minion-clock"), 90, "the minion to answer through the gate")
-        engine_pid = ready_state(f)["pid"]
-        path = os.path.join(f.config["cachedir"], "saltext_raft", "ready")
-        os.kill(engine_pid, signal.SIGSTOP)
-        try:
-            future = time.time() + 3600
-            os.utime(path, (future, future))
-            wait_for(lambda: not ping(f, "minion-clock"), 60, "the gate to close")
-            assert ready_state(f).get("ready") is True  # the file still says so; not believed
-        finally:
-            os.kill(engine_pid, signal.SIGCONT)
-        wait_for(lambda: ping(f, "minion-clock"), 90, "the gate to reopen with the engine back")
+        future = time.time() + 3600
+        os.utime(path, (future, future))
+        wait_for(lambda: not ping(f, "minion-clock"), 60, "the gate to close")
+        assert ready_state(f).get("ready") is True  # the file still says so; not believed
     finally:
-        c.close()
+        os.kill(engine_pid, signal.SIGCONT)
+    wait_for(lambda: ping(f, "minion-clock"), 90, "the gate to reopen with the engine back")

@@ -23,12 +23,12 @@ import time
 
 import pytest
 
-from tests.integration.conftest import Cluster
+from saltext_raft.testing.cluster import RaftCluster
+from saltext_raft.testing.cluster import run_json
 from tests.integration.conftest import FirstTrue
 from tests.integration.conftest import GateWatch
 from tests.integration.conftest import in_threads
 from tests.integration.conftest import ready_state
-from tests.integration.conftest import run_json
 from tests.integration.conftest import wait_for
 
 pytestmark = [pytest.mark.slow]
@@ -39,12 +39,14 @@ TAG = "saltext/raft/"
 
 @pytest.fixture(scope="module")
 def cluster(salt_factories, tmp_path_factory):
-    c = Cluster(salt_factories, tmp_path_factory.mktemp("quorum"), gate_grace=GRACE)
-    try:
-        in_threads(*(lambda m=m: c.start(c.master_factory(m)) for m in c.ids))
+    with RaftCluster(
+        salt_factories,
+        tmp_path_factory.mktemp("quorum"),
+        engine={"gate_grace": GRACE},
+        name="quorum",
+    ) as c:
+        in_threads(*(lambda m=m: c.start([m]) for m in c.ids))
         yield c
-    finally:
-        c.close()
 
 
 def healthy(cluster) -> str:
@@ -52,7 +54,7 @@ def healthy(cluster) -> str:
     Returns the leader."""
     down = [m for m in cluster.ids if not cluster.masters[m].is_running()]
     assert not down, f"precondition: masters {down} are not running"
-    wait_for(cluster.all_ready, 90, "precondition: every master's gate open")
+    wait_for(cluster.gates_open, 90, "precondition: every master's gate open")
     return wait_for(cluster.leader, 30, "precondition: one leader every master agrees on")
 
 
@@ -60,7 +62,7 @@ def salt_call(cluster, mid: str, fun: str):
     """``salt-call --local <fun>`` reading master ``mid``'s config, as on that master's host.
     The minion is never started: salt-call only needs its config."""
     name = f"caller-{mid}"
-    minion = cluster.minion_factory(mid, name)
+    minion = cluster.minion(mid, name, start=False)
     ret = minion.salt_call_cli(timeout=90).run(
         "--local", fun, f"master_config={cluster.masters[mid].config_file}"
     )
@@ -93,7 +95,7 @@ def test_transfer_leader_to_a_chosen_follower_whoever_leads(cluster, event_liste
     assert rc == 0, ret
     wait_for(lambda: cluster.leader() == target, 30, f"{target} to lead after the transfer")
     assert ready_state(cluster.masters[leader]).get("role") == "follower"
-    wait_for(cluster.all_ready, 30, "every gate open after the transfer")
+    wait_for(cluster.gates_open, 30, "every gate open after the transfer")
     # Every master announces the new leader (reactors follow leadership with this event).
     seen = event_listener.wait_for_events(
         [(m, TAG + "leader") for m in cluster.ids], after_time=t0, timeout=30
@@ -119,7 +121,7 @@ def test_add_and_remove_are_announced_as_membership_events_on_every_master(clust
 
     want = {(m, op, spare) for m in cluster.ids for op in ("add_learner", "remove")}
     wait_for(lambda: want <= announced(), 30, f"every master to announce {spare} added, removed")
-    wait_for(cluster.all_ready, 30, "every gate open after the change")
+    wait_for(cluster.gates_open, 30, "every gate open after the change")
 
 
 def test_a_dead_engine_closes_its_masters_gate_and_the_restarted_engine_reopens_it(
@@ -136,13 +138,13 @@ def test_a_dead_engine_closes_its_masters_gate_and_the_restarted_engine_reopens_
     assert engine.pid in {p.pid for p in psutil.Process(master.pid).children(recursive=True)}
     others = GateWatch(cluster, [m for m in cluster.ids if m != victim])
     others.start()
-    closed = FirstTrue(lambda: not cluster.ready(victim))
+    closed = FirstTrue(lambda: not cluster.gate_open(victim))
     t0 = time.time()
     engine.kill()
     engine.wait(15)
     wait_for(lambda: closed.at is not None, 30, f"{victim}'s gate to close once its engine died")
     wait_for(
-        lambda: cluster.ready(victim) and ready_state(master).get("pid") not in (None, pid),
+        lambda: cluster.gate_open(victim) and ready_state(master).get("pid") not in (None, pid),
         120,
         f"{victim}'s engine restarted by the master and its gate open again",
     )
@@ -178,7 +180,7 @@ def test_a_leader_that_loses_its_quorum_steps_down_its_gate_closes_and_reopens(
 
     t1 = time.time()
     in_threads(*(lambda m=m: cluster.masters[m].start(start_timeout=120) for m in others))
-    wait_for(cluster.all_ready, 120, "every gate open once the majority is back")
+    wait_for(cluster.gates_open, 120, "every gate open once the majority is back")
     wait_for(cluster.leader, 30, "an agreed leader after the majority came back")
     # Only the survivor's gate/open: a restarted master's engine can fire "started", "leader"
     # and even "gate/open" before the test's event forwarder (another engine of that master)

@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from tests.integration.conftest import Cluster
+from saltext_raft.testing.cluster import RaftCluster
+from saltext_raft.testing.cluster import run_json
 from tests.integration.conftest import in_threads
 from tests.integration.conftest import log_text
 from tests.integration.conftest import ready_state
-from tests.integration.conftest import run_json
 from tests.integration.conftest import wait_for
 
 pytestmark = [pytest.mark.slow]
@@ -27,19 +27,10 @@ WATCH_SECONDS = 15.0
 
 @pytest.fixture(scope="module")
 def cluster(salt_factories, tmp_path_factory):
-    c = Cluster(salt_factories, tmp_path_factory.mktemp("removal"))
-    try:
-        in_threads(*(lambda m=m: c.start(c.master_factory(m)) for m in c.ids))
-        wait_for(lambda: c.all_ready() and c.leader(), 90, "three ready masters and a leader")
+    with RaftCluster(salt_factories, tmp_path_factory.mktemp("removal"), name="removal") as c:
+        in_threads(*(lambda m=m: c.start([m]) for m in c.ids))
+        wait_for(lambda: c.gates_open() and c.leader(), 90, "three ready masters and a leader")
         yield c
-    finally:
-        c.close()
-
-
-def members(cluster, via):
-    rc, data, ret = run_json(cluster.masters[via], "raft.members")
-    assert rc == 0 and isinstance(data, dict), ret
-    return data
 
 
 def test_a_removed_leader_restarted_with_its_data_stays_out_until_raft_add(cluster):
@@ -48,8 +39,8 @@ def test_a_removed_leader_restarted_with_its_data_stays_out_until_raft_add(clust
     rest = [m for m in cluster.ids if m != leader]
     rc, data, ret = run_json(cluster.masters[home], "raft.remove", f"node={leader}")
     assert rc == 0 and isinstance(data, dict) and leader not in data["membership"]["voters"], ret
-    wait_for(lambda: not cluster.ready(leader), 30, f"{leader}'s gate to close after removal")
-    assert sorted(members(cluster, home)["voters"]) == sorted(rest)
+    wait_for(lambda: not cluster.gate_open(leader), 30, f"{leader}'s gate to close after removal")
+    assert sorted(cluster.members(home)["voters"]) == sorted(rest)
 
     factory = cluster.masters[leader]
     factory.terminate()
@@ -61,11 +52,11 @@ def test_a_removed_leader_restarted_with_its_data_stays_out_until_raft_add(clust
     )
     deadline = time.monotonic() + WATCH_SECONDS
     while time.monotonic() < deadline:
-        assert not cluster.ready(leader), ready_state(factory)
+        assert not cluster.gate_open(leader), ready_state(factory)
         time.sleep(0.5)
-    data = members(cluster, home)
+    data = cluster.members(home)
     assert leader not in data["voters"] and leader not in data["learners"], data
-    assert not cluster.ready(leader)
+    assert not cluster.gate_open(leader)
     assert "was removed from the cluster at index" in log_text(factory)
     assert "accepted our JOIN" not in log_text(factory)
 
@@ -74,6 +65,6 @@ def test_a_removed_leader_restarted_with_its_data_stays_out_until_raft_add(clust
     )
     assert rc == 0, ret
     wait_for(
-        lambda: leader in members(cluster, home)["voters"], 60, f"{leader} re-added and promoted"
+        lambda: leader in cluster.members(home)["voters"], 60, f"{leader} re-added and promoted"
     )
-    wait_for(lambda: cluster.ready(leader), 60, f"{leader}'s gate to reopen after raft.add")
+    wait_for(lambda: cluster.gate_open(leader), 60, f"{leader}'s gate to reopen after raft.add")

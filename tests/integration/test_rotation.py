@@ -12,10 +12,10 @@ import threading
 
 import pytest
 
-from tests.integration.conftest import Cluster
+from saltext_raft.testing.cluster import RaftCluster
+from saltext_raft.testing.cluster import run_json
 from tests.integration.conftest import log_text
 from tests.integration.conftest import ready_state
-from tests.integration.conftest import run_json
 from tests.integration.conftest import wait_for
 
 pytestmark = [pytest.mark.slow]
@@ -25,20 +25,23 @@ MINION = "minion-rotate"
 
 @pytest.fixture(scope="module")
 def cluster(salt_factories, tmp_path_factory):
-    c = Cluster(salt_factories, tmp_path_factory.mktemp("rotate"))
-    try:
-        for mid in c.ids:
-            engine = c.engine(mid, accept_secret_files=[next_file(c, mid)])
-            c.start(c.master_factory(mid, engine=engine))
-        wait_for(c.all_ready, 120, "every master's gate to open")
-        c.start(c.minion_factory(c.ids[0], MINION))
+    secret_dir = tmp_path_factory.mktemp("rotate")
+    with RaftCluster(
+        salt_factories,
+        secret_dir,
+        engine=lambda mid: {"accept_secret_files": [next_file(secret_dir, mid)]},
+        name="rotate",
+    ) as c:
+        c.start()
+        wait_for(c.gates_open, 120, "every master's gate to open")
+        c.minion(c.ids[0], MINION)
         yield c
-    finally:
-        c.close()
 
 
-def next_file(c: Cluster, mid: str) -> str:
-    return str(c.tmp_path / f"{mid}.secret.next")
+def next_file(secret_dir, mid: str) -> str:
+    """Master ``mid``'s ``accept_secret_files`` entry, next to the cluster's ``secret_file``
+    (one file shared by the three masters: rotating it is one write)."""
+    return os.path.join(str(secret_dir), f"{mid}.secret.next")
 
 
 def write(path: str, text: str) -> None:
@@ -49,13 +52,13 @@ def write(path: str, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def reload_all(c: Cluster, accepted_more: int) -> None:
+def reload_all(c: RaftCluster, accepted_more: int) -> None:
     for mid in c.ids:
         rc, data, ret = run_json(c.masters[mid], "raft.reload_secrets")
         assert rc == 0 and data["accepted_more"] == accepted_more, ret
 
 
-def auth_drops(c: Cluster) -> dict:
+def auth_drops(c: RaftCluster) -> dict:
     out = {}
     for mid in c.ids:
         rc, data, ret = run_json(c.masters[mid], "raft.status")
@@ -64,7 +67,7 @@ def auth_drops(c: Cluster) -> dict:
     return out
 
 
-def ping(c: Cluster, via: str) -> bool:
+def ping(c: RaftCluster, via: str) -> bool:
     ret = c.masters[via].salt_cli(timeout=60).run("test.ping", "-t", "20", minion_tgt=MINION)
     return ret.returncode == 0 and ret.data is True
 
@@ -72,7 +75,7 @@ def ping(c: Cluster, via: str) -> bool:
 class LeaderWatch:
     """Polls every master's readiness file; records each (leader, term) seen and closed gates."""
 
-    def __init__(self, c: Cluster):
+    def __init__(self, c: RaftCluster):
         self.c = c
         self.seen: set[tuple] = set()
         self.closed: list[tuple] = []
@@ -102,23 +105,24 @@ def test_three_masters_rotate_their_secret_without_losing_the_leader_or_a_reques
     c = cluster
     wait_for(c.leader, 30, "one agreed leader")
     assert ping(c, c.ids[0])
-    old, new = c.secret, secrets.token_hex(32)
+    with open(c.secret_file, encoding="utf-8") as fh:
+        old, new = fh.read().strip(), secrets.token_hex(32)
     before = auth_drops(c)
     with LeaderWatch(c) as watch:
         # 1. every master accepts the new secret (still sends under the old one)
         for mid in c.ids:
-            write(next_file(c, mid), new)
+            write(next_file(os.path.dirname(c.secret_file), mid), new)
         reload_all(c, accepted_more=1)
         assert ping(c, c.ids[0])
         # 2. every master sends under the new secret (accepts the old one)
+        write(c.secret_file, new)
         for mid in c.ids:
-            write(str(c.tmp_path / f"{mid}.secret"), new)  # Cluster.secret_file's path
-            write(next_file(c, mid), old)
+            write(next_file(os.path.dirname(c.secret_file), mid), old)
         reload_all(c, accepted_more=1)
         assert ping(c, c.ids[0])
         # 3. the old secret is dropped
         for mid in c.ids:
-            os.unlink(next_file(c, mid))
+            os.unlink(next_file(os.path.dirname(c.secret_file), mid))
         reload_all(c, accepted_more=0)
         assert ping(c, c.ids[0])  # traffic flows under the new secret alone
     assert len(watch.seen) == 1, watch.seen  # one leader, one term, throughout

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import Cluster
+from saltext_raft.testing.cluster import RaftCluster
 from tests.integration.conftest import gates_vs_ports
 from tests.integration.conftest import log_text
 from tests.integration.conftest import start_with_early_minion
@@ -16,12 +16,11 @@ pytestmark = [pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def tcp_cluster(salt_factories, tmp_path_factory):
-    c = Cluster(salt_factories, tmp_path_factory.mktemp("tcp"), transport="tcp")
-    try:
+    with RaftCluster(
+        salt_factories, tmp_path_factory.mktemp("tcp"), transport="tcp", name="tcp"
+    ) as c:
         c.early = start_with_early_minion(c, "minion-tcp")
         yield c
-    finally:
-        c.close()
 
 
 def test_gate_holds_then_serves_a_minion_over_tcp(tcp_cluster):

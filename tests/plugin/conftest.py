@@ -1,9 +1,6 @@
-"""saltext-raft's own use of its shipped pytest plugin, for this directory only.
-
-A user's suite enables the plugin for the whole run (``-p saltext_raft.testing.plugin``,
-``pytest_plugins`` in its top-level conftest.py, or ``saltext_raft_plugin = true`` in its ini
-file); pytest allows ``pytest_plugins`` in a top-level conftest only, so this directory takes
-the plugin's one public fixture by importing it, and the rest of this suite stays without it.
+"""The shipped plugin's own tests: its fixtures come from the plugin itself, which this
+suite enables the way a user's may (``-p saltext_raft.testing.plugin`` in the ``addopts`` of
+pyproject.toml).
 
 test_plugin_cluster.py is the example users copy (docs/testing.md), so it carries none of this
 project's markers: they are added here (it starts real masters).
@@ -12,8 +9,6 @@ project's markers: they are added here (it starts real masters).
 import pathlib
 
 import pytest
-
-from saltext_raft.testing.plugin import raft_cluster_factory as raft_cluster_factory
 
 EXAMPLE = pathlib.Path(__file__).resolve().parent / "test_plugin_cluster.py"
 

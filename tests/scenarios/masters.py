@@ -1,18 +1,25 @@
-"""Three real masters on 127.0.0.1-3 with the raft engine and ``cache: raft``, for the scenario
-modules: one builder, so each module states only what its own masters need differently."""
+"""What the scenario modules add to the shipped plugin's
+:class:`~saltext_raft.testing.cluster.RaftCluster` (which builds, starts and stops their three
+masters on 127.0.0.1-3, ``cache: raft`` unless a module says otherwise).
+
+Lives here: the scenarios' own readiness check (:func:`start_cluster`: a first cache write
+through master 1 has committed; :func:`start_masters`, the same for a module that only states
+its masters' configuration), their ``salt-run`` wrapper that keeps a bare string answer, and a
+wait that fails the test. Must not live here: building, starting or stopping masters (the
+plugin's ``RaftCluster``).
+"""
 
 from __future__ import annotations
 
-import json
-import secrets
-
 import pytest
-from pytestshellutils.utils import ports
 
+from saltext_raft.testing.cluster import RaftCluster
+from saltext_raft.testing.cluster import master_ids
+from saltext_raft.testing.cluster import run_json
 from saltext_raft.waiting import WaitTimeout
 from saltext_raft.waiting import wait_until
 
-IDS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+IDS = master_ids(3)
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
@@ -23,61 +30,40 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
 
 
 def run(master, *args, timeout=60):
-    """``salt-run --out json`` on ``master``: (returncode, data or None, raw result)."""
-    ret = master.salt_run_cli(timeout=timeout).run(*args, "--out", "json", _timeout=timeout)
-    data = ret.data
+    """``salt-run --out json`` on ``master``: (returncode, data or None, raw result); a bare
+    string (printed without JSON quotes) is returned as that string."""
+    rc, data, ret = run_json(master, *args, timeout=timeout)
     if data is None and ret.stdout:
-        try:
-            data = json.loads(ret.stdout)
-        except ValueError:
-            data = ret.stdout.strip()  # a bare string is printed without JSON quotes
-    return ret.returncode, data, ret
+        data = ret.stdout.strip()
+    return rc, data, ret
+
+
+def start_cluster(cluster) -> dict:
+    """Start every master of ``cluster`` (all before any wait: a master alone has no quorum)
+    and return ``{id: factory}`` once a first cache write through master 1 has committed."""
+    cluster.start()
+    wait_for(
+        lambda: run(cluster.masters[IDS[0]], "cache.store", "scenario", "ready", "yes")[0] == 0,
+        60,
+        "a first cache write to commit",
+        interval=0.5,
+    )
+    return cluster.masters
 
 
 def start_masters(
     salt_factories, tmp_path_factory, stack, prefix: str, config, **factory_kwargs
 ) -> dict:
-    """Create and start the three masters (each with its own address and the same secret and
-    raft port), entering each daemon into ``stack``. ``config`` (a dict, or a function of the
-    master id returning one) is merged over the shared settings; ``factory_kwargs`` go to
-    ``salt_master_daemon``. Returns ``{id: factory}`` once a first cache write through master 1
-    has committed."""
-    secret_file = tmp_path_factory.mktemp(f"{prefix}-secret") / "raft.secret"
-    secret_file.write_text(secrets.token_hex(32))
-    secret_file.chmod(0o600)  # the engine refuses a secret others can read
-    raft_port = ports.get_unused_localhost_port()
-    masters = {}
-    for mid in IDS:
-        defaults = {
-            "id": mid,
-            "interface": mid,
-            "cache": "raft",
-            "log_level_logfile": "info",
-            "engines": [
-                {
-                    "raft": {
-                        "peers": {m: f"{m}:{raft_port}" for m in IDS},
-                        "port": raft_port,
-                        "secret_file": str(secret_file),
-                        "readiness_interval": 0.5,
-                    }
-                }
-            ],
-        }
-        defaults.update(config(mid) if callable(config) else config)
-        masters[mid] = salt_factories.salt_master_daemon(
-            f"{prefix}-{mid}",
-            defaults=defaults,
-            overrides={"interface": mid, "id": mid},
-            **factory_kwargs,
-        )
-    for mid in IDS:  # start them all before waiting: a master alone has no quorum
-        stack.enter_context(masters[mid].started(start_timeout=120))
-    # The cluster is up once a write through the cache succeeds on master 1.
-    wait_for(
-        lambda: run(masters[IDS[0]], "cache.store", "scenario", "ready", "yes")[0] == 0,
-        60,
-        "a first cache write to commit",
-        interval=0.5,
+    """:func:`start_cluster` on a ``RaftCluster`` of three masters with ``cache: raft``,
+    ``config`` (a dict, or a function of the master id) over their configuration and
+    ``factory_kwargs`` to pytest-salt-factories; the cluster is entered into ``stack``."""
+    cluster = RaftCluster(
+        salt_factories,
+        tmp_path_factory.mktemp(f"{prefix}-secret"),
+        len(IDS),
+        cache="raft",
+        master_config=config,
+        factory_kwargs=factory_kwargs,
+        name=prefix,
     )
-    return masters
+    return start_cluster(stack.enter_context(cluster))

@@ -28,11 +28,12 @@ import pytest
 import salt.cache
 import yaml
 
+from saltext_raft.testing.cluster import RaftCluster
 from tests.childpython import run_python
 from tests.preconditions import require
 from tests.scenarios.masters import IDS
 from tests.scenarios.masters import run
-from tests.scenarios.masters import start_masters
+from tests.scenarios.masters import start_cluster
 from tests.scenarios.masters import wait_for
 
 pytest.importorskip("saltfactories")
@@ -68,19 +69,22 @@ def fetch_until(master, bank, key, want, timeout, what):
 def cluster(salt_factories, tmp_path_factory, request):
     """The cluster, once per layout of the local copies (``raft_cache_backend``)."""
     with contextlib.ExitStack() as stack:
-        masters = start_masters(
-            salt_factories,
-            tmp_path_factory,
-            stack,
-            f"cache-{request.param}",
-            lambda mid: {
-                "raft_cache_timeout": 3,
-                "auto_accept": mid == IDS[0],
-                "raft_cache_backend": request.param,
-            },
+        masters = start_cluster(
+            stack.enter_context(
+                RaftCluster(
+                    salt_factories,
+                    tmp_path_factory.mktemp(f"cache-{request.param}-secret"),
+                    cache="raft",
+                    master_config=lambda mid: {
+                        "raft_cache_timeout": 3,
+                        "auto_accept": mid == IDS[0],
+                        "raft_cache_backend": request.param,
+                    },
+                    name=f"cache-{request.param}",
+                )
+            )
         )
         m1 = masters[IDS[0]]
-        # The factories pick each master's ret_port themselves (defaults do not override it).
         minion = m1.salt_minion_daemon(
             f"{MINION}-{request.param}",
             overrides={"master": IDS[0], "master_port": m1.config["ret_port"]},

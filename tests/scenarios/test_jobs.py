@@ -21,10 +21,11 @@ import re
 import pytest
 from pytestshellutils.utils import ports
 
+from saltext_raft.testing.cluster import RaftCluster
 from tests.childpython import run_python
 from tests.scenarios.masters import IDS
 from tests.scenarios.masters import run
-from tests.scenarios.masters import start_masters
+from tests.scenarios.masters import start_cluster
 from tests.scenarios.masters import wait_for
 
 pytest.importorskip("saltfactories")
@@ -41,13 +42,18 @@ LOOP_INTERVAL = 3  # how often each master's maintenance calls clean_old_jobs
 def cluster(salt_factories, tmp_path_factory):
     pki = tmp_path_factory.mktemp("jobs-cluster-pki")
     pool_port = ports.get_unused_localhost_port()
+    # Each master its own request and publish ports, the layout this module always ran Salt's
+    # clustering with: on a loaded machine two runs with RaftCluster's shared ports failed in
+    # ways the old layout did not (core consensus formed late once; a job's "Minions" missing
+    # once); the cause is not established.
+    own = {m: [ports.get_unused_localhost_port() for _ in range(2)] for m in IDS}
     with contextlib.ExitStack() as stack:
-        masters = start_masters(
+        cluster = RaftCluster(
             salt_factories,
-            tmp_path_factory,
-            stack,
-            "jobs",
-            lambda mid: {
+            tmp_path_factory.mktemp("jobs-secret"),
+            master_config=lambda mid: {
+                "ret_port": own[mid][0],
+                "publish_port": own[mid][1],
                 # Salt 3008's core consensus keeps its own log through the ``cache`` driver:
                 # it must stay a local one (it starts before the raft engine can serve).
                 "cache": "localfs",
@@ -60,7 +66,9 @@ def cluster(salt_factories, tmp_path_factory):
                 "cluster_pki_dir": str(pki),
                 "cluster_pool_port": pool_port,
             },
+            name="jobs",
         )
+        masters = start_cluster(stack.enter_context(cluster))
         for mid in IDS:  # the job cache is served once each local copy has caught up
             wait_for(
                 lambda mid=mid: (

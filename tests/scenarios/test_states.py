@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from tests.integration.conftest import Cluster
+from saltext_raft.testing.cluster import RaftCluster
+from saltext_raft.testing.cluster import run_json
 from tests.integration.conftest import ready_state
-from tests.integration.conftest import run_json
 from tests.integration.conftest import wait_for
 
 pytestmark = [pytest.mark.slow]
@@ -31,20 +31,14 @@ NEW = ["127.0.0.4", "127.0.0.5"]
 
 @pytest.fixture(scope="module")
 def cluster(salt_factories, tmp_path_factory):
-    c = Cluster(salt_factories, tmp_path_factory.mktemp("states"))
-    try:
-        for mid in c.ids:
-            c.master_factory(mid)
-        for mid in c.ids:
-            c.start(c.masters[mid])
-        wait_for(lambda: c.all_ready() and c.leader(), 90, "three masters with a leader")
+    with RaftCluster(salt_factories, tmp_path_factory.mktemp("states"), name="states") as c:
+        c.start()
+        wait_for(lambda: c.gates_open() and c.leader(), 90, "three masters with a leader")
         home = c.masters[HOME]
         orch = pathlib.Path(home.config["file_roots"]["base"][0]) / "orch" / "raft_cluster.sls"
         orch.parent.mkdir(parents=True, exist_ok=True)
         orch.write_text(EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
         yield c
-    finally:
-        c.close()
 
 
 def pillar(cluster, ids, retired=()):
@@ -89,9 +83,7 @@ def orchestrate(cluster, data, timeout=600):
 
 
 def members(cluster, via=HOME):
-    rc, data, ret = run_json(cluster.masters[via], "raft.members")
-    assert rc == 0 and isinstance(data, dict), ret
-    return data
+    return cluster.members(via)
 
 
 def test_the_example_orchestration_grows_three_to_five_and_back_idempotently(cluster):
@@ -129,7 +121,8 @@ def test_the_example_orchestration_grows_three_to_five_and_back_idempotently(clu
             interval=0.2,
         )
         assert "error" not in record, record["error"]
-        cluster.start(cluster.master_factory(mid))
+        cluster.add_master(mid)
+        cluster.start([mid])
     runner.join(600)
     assert not runner.is_alive(), "the orchestration did not finish in 600 s"
     assert "error" not in record, record["error"]
@@ -163,14 +156,14 @@ def test_the_example_orchestration_grows_three_to_five_and_back_idempotently(clu
     data = members(cluster)
     assert sorted(data["voters"]) == sorted(cluster.ids) and data["learners"] == [], data
     for mid in NEW:
-        wait_for(lambda m=mid: not cluster.ready(m), 30, f"{mid}'s gate to close once removed")
+        wait_for(lambda m=mid: not cluster.gate_open(m), 30, f"{mid}'s gate to close once removed")
         cluster.masters[mid].terminate()
 
     t0 = time.monotonic()
     again = orchestrate(cluster, shrink)
     shrunk_again = time.monotonic() - t0
     assert not any(again.values()), again
-    assert cluster.all_ready() and wait_for(cluster.leader, 20, "an agreed leader") == HOME
+    assert cluster.gates_open() and wait_for(cluster.leader, 20, "an agreed leader") == HOME
     print(
         f"\n3 -> 5: {grown:.1f}s (new masters started by the test included), again "
         f"{grown_again:.1f}s; 5 -> 3: {shrunk:.1f}s, again {shrunk_again:.1f}s"

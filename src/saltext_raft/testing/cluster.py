@@ -23,9 +23,10 @@ import socket
 import psutil
 from pytestshellutils.utils import ports
 
-# The only two names taken from the Salt-side package: one place to change if it moves.
+# The only names taken from the Salt-side package: one place to change if they move.
 from saltext_raft.master import health
 from saltext_raft.master.secret import generate as generate_secret
+from saltext_raft.master.settings import readiness_path
 from saltext_raft.waiting import wait_until
 
 #: How often the engines of a test cluster refresh their readiness file (seconds): short, so
@@ -37,6 +38,13 @@ LEADER_TIMEOUT = 30
 GATES_TIMEOUT = 60
 
 _names = itertools.count(1)
+
+
+def master_ids(size: int) -> list[str]:
+    """The ids (and addresses) of ``size`` masters: ``127.0.0.1`` .. ``127.0.0.<size>``."""
+    if not 1 <= size <= 254:
+        raise ValueError(f"size must be 1..254 masters, not {size!r}")
+    return [f"127.0.0.{i}" for i in range(1, size + 1)]
 
 
 def kill_tree(factory) -> list[int]:
@@ -80,10 +88,14 @@ class RaftCluster:
 
     ``salt_factories`` is pytest-salt-factories' fixture; ``secret_dir`` a directory for the
     cluster secret. ``cache="raft"`` sets the masters' ``cache``; ``keys_cache_driver`` their
-    ``keys.cache_driver``. ``engine`` (a dict) is merged over each engine's settings and
-    ``master_config`` (a dict, or a function of the master id returning one) over each
-    master's configuration. Use it as a context manager, or call :meth:`close`: every daemon it
-    started is stopped then.
+    ``keys.cache_driver``. ``engine`` is merged over each engine's settings and
+    ``master_config`` over each master's configuration (each a dict, or a function of the
+    master id returning one; an engine setting given as ``None`` is left out, e.g.
+    ``{"secret_file": None}`` for the secret derived from Salt's cluster key).
+    ``transport`` (e.g. ``"tcp"``) is set on every master and minion. ``factory_kwargs`` go
+    to pytest-salt-factories' ``salt_master_daemon`` for every master (e.g.
+    ``on_auth_event_callback``). ``name`` prefixes the factories' ids. Use it as a context
+    manager, or call :meth:`close`: every daemon it started is stopped then.
     """
 
     def __init__(
@@ -97,34 +109,36 @@ class RaftCluster:
         engine: dict | None = None,
         master_config=None,
         name: str | None = None,
+        transport: str | None = None,
+        factory_kwargs: dict | None = None,
     ):
-        if not 1 <= size <= 254:
-            raise ValueError(f"size must be 1..254 masters, not {size!r}")
+        self.ids = master_ids(size)
         self.factories = salt_factories
         self.name = name or f"raft{next(_names)}"
-        self.ids = [f"127.0.0.{i}" for i in range(1, size + 1)]
         self.raft_port = ports.get_unused_localhost_port()
         self.ret_port = ports.get_unused_localhost_port()
         self.publish_port = ports.get_unused_localhost_port()
         self.secret_file = generate_secret(os.path.join(str(secret_dir), f"{self.name}.secret"))
+        self.transport = transport
         self._stack = contextlib.ExitStack()
-        self.masters = {
-            mid: self._master_factory(mid, cache, keys_cache_driver, engine or {}, master_config)
-            for mid in self.ids
-        }
+        self._settings = (cache, keys_cache_driver, engine, master_config, factory_kwargs or {})
+        self.masters = {mid: self._master_factory(mid) for mid in self.ids}
         self.minions: dict = {}
 
     # -- building ---------------------------------------------------------------------------
 
-    def _master_factory(self, mid, cache, keys_cache_driver, engine, master_config):
+    def _master_factory(self, mid, name=None, engine=None, config=None):
+        cache, keys_cache_driver, base_engine, master_config, factory_kwargs = self._settings
         engine_conf = {
             "peers": {m: f"{m}:{self.raft_port}" for m in self.ids},
             "port": self.raft_port,
             "secret_file": self.secret_file,
             "readiness_interval": READINESS_INTERVAL,
-            **engine,
+            **_for(base_engine, mid),
+            **(engine or {}),
         }
-        config = {
+        engine_conf = {k: v for k, v in engine_conf.items() if v is not None}
+        conf = {
             "id": mid,
             "interface": mid,
             "ret_port": self.ret_port,
@@ -133,14 +147,31 @@ class RaftCluster:
             "log_level_logfile": "info",
         }
         if cache:
-            config["cache"] = cache
+            conf["cache"] = cache
         if keys_cache_driver:
-            config["keys.cache_driver"] = keys_cache_driver
-        extra = master_config(mid) if callable(master_config) else master_config
-        config.update(extra or {})
+            conf["keys.cache_driver"] = keys_cache_driver
+        if self.transport:
+            conf["transport"] = self.transport
+        conf.update(_for(master_config, mid))
+        conf.update(config or {})
         # Overrides, not defaults: pytest-salt-factories' own defaults (a random ret_port per
         # master) would win over ``defaults``, and the masters would not share their ports.
-        return self.factories.salt_master_daemon(f"{self.name}-{mid}", overrides=config)
+        return self.factories.salt_master_daemon(
+            f"{self.name}-{name or mid}", overrides=conf, **factory_kwargs
+        )
+
+    def add_master(self, mid: str, *, name: str | None = None, engine=None, **config):
+        """Build (not start) one more master ``mid`` (a ``127.0.0.x`` address outside
+        :attr:`ids`) sharing this cluster's ports and secret, the cluster's settings applied
+        and then ``engine`` (a dict merged over its engine's settings) and ``config`` (over its
+        master configuration). Its ``peers`` are the founding masters, so once started it asks
+        to join (pass ``raft.add`` first, or ``engine={"peers": ...}``, for the other ways in).
+        It is ``masters[name or mid]``; start it with :meth:`start`. Returns its factory."""
+        key = name or mid
+        if key in self.masters:
+            raise ValueError(f"this cluster already has a master {key!r}")
+        self.masters[key] = self._master_factory(mid, name=key, engine=engine, config=config)
+        return self.masters[key]
 
     # -- starting and stopping --------------------------------------------------------------
 
@@ -152,15 +183,29 @@ class RaftCluster:
             self._stack.callback(_terminate, factory)
         return self
 
-    def minion(self, master_id: str, minion_id: str, timeout: float = START_TIMEOUT, **config):
+    def minion(
+        self,
+        master_id: str,
+        minion_id: str,
+        timeout: float = START_TIMEOUT,
+        *,
+        start: bool = True,
+        **config,
+    ):
         """Start a minion attached to ``master_id`` (whose gate must open for it to start);
-        ``config`` overrides its configuration. Stopped by :meth:`close`."""
+        ``config`` overrides its configuration. ``start=False`` only builds it (start it
+        yourself, e.g. in a thread while the gate is still closed). Stopped by :meth:`close`
+        either way."""
+        overrides = {"master": master_id}
+        if self.transport:
+            overrides["transport"] = self.transport
         factory = self.masters[master_id].salt_minion_daemon(
-            minion_id, overrides={"master": master_id, **config}
+            minion_id, overrides={**overrides, **config}
         )
-        factory.start(start_timeout=timeout)
         self._stack.callback(_terminate, factory)
         self.minions[minion_id] = factory
+        if start:
+            factory.start(start_timeout=timeout)
         return factory
 
     def kill(self, mid: str) -> list[int]:
@@ -182,6 +227,7 @@ class RaftCluster:
         _terminate(self.masters[mid])
 
     def running(self) -> list[str]:
+        """The ids of the founding masters running now."""
         return [m for m in self.ids if self.masters[m].is_running()]
 
     def close(self) -> None:
@@ -202,6 +248,22 @@ class RaftCluster:
 
     def gate_open(self, mid: str) -> bool:
         return bool(self.status(mid).get("ready"))
+
+    def gates_open(self, ids=None) -> bool:
+        """True if the gate of every master of ``ids`` (default: all founding ones) is open."""
+        return all(self.gate_open(m) for m in ids or self.ids)
+
+    def readiness(self, mid: str) -> dict:
+        """What master ``mid``'s engine last wrote to its readiness file (with the engine's
+        ``pid``), or ``{}`` if there is none. Taken as written: whether it is still believed
+        (fresh, engine alive) is :meth:`status`'s answer."""
+        path = readiness_path(self.masters[mid].config["cachedir"])
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
     def leader(self, among=None) -> str | None:
         """The leader every running master of ``among`` (default: all) names, if they agree
@@ -242,7 +304,7 @@ class RaftCluster:
         """Wait until the gate of every master of ``ids`` (default: all) is open."""
         ids = list(ids or self.ids)
         wait_until(
-            lambda: all(self.gate_open(m) for m in ids),
+            lambda: self.gates_open(ids),
             timeout,
             f"every gate of {ids} open",
             describe=lambda: {m: self.status(m).get("reason") for m in ids},
@@ -265,6 +327,11 @@ class RaftCluster:
         data = self.salt_run(mid, "raft.members", timeout=timeout)
         assert isinstance(data, dict), f"raft.members on {mid} returned {data!r}"
         return data
+
+
+def _for(setting, mid: str) -> dict:
+    """A per-master setting: a dict, or a function of the master id returning one."""
+    return dict((setting(mid) if callable(setting) else setting) or {})
 
 
 def _terminate(factory) -> None:
