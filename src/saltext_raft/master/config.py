@@ -149,6 +149,12 @@ class EngineConfig:
     #: The only directory ``salt-run raft.backup`` writes to (created 0700, owned by the
     #: master's user). Default: ``<cachedir>/saltext_raft_backups``.
     backup_dir: str = ""
+    #: Keep Salt's cluster secrets the same in every master's own ``cluster_pki_dir`` through
+    #: the replicated cache: the committed ``cluster.pub`` fingerprint (a master with another
+    #: cluster key keeps its gate closed), the cluster session key ``.aes`` and each member's
+    #: ``peers/<id>.pub`` (docs/nothing-shared.md). Needs Salt's cluster mode (``cluster_id``,
+    #: ``cluster_pki_dir``) and the replicated cache.
+    cluster_secrets: bool = False
     #: Resolved ``cache`` (from_opts fills it in).
     cache_enabled: bool = False
 
@@ -238,7 +244,7 @@ class EngineConfig:
             _check_host_port(f"peers[{nid}]", addr, wildcard_ok=False)
         if self.advertise:
             _check_host_port("advertise", self.advertise, wildcard_ok=False)
-        for name in ("gate", "gate_learners", "events", "join"):
+        for name in ("gate", "gate_learners", "events", "join", "cluster_secrets"):
             if not isinstance(getattr(self, name), bool):
                 raise EngineConfigError(
                     name, f"must be true or false (got {getattr(self, name)!r})"
@@ -345,6 +351,7 @@ def from_opts(opts: dict, options: dict | None = None, *, load_secret: bool = Tr
             cache_settings(opts)
         except CacheConfigError as exc:
             raise EngineConfigError(exc.option, exc.why) from None
+    check_cluster_secrets(opts, cfg)
     if cfg.advertise:
         _check_host_port("advertise", cfg.advertise, wildcard_ok=False)
     if not cfg.node_id:
@@ -380,6 +387,42 @@ def from_opts(opts: dict, options: dict | None = None, *, load_secret: bool = Tr
     else:
         cfg.secret, cfg.secret_source = b"\0" * MIN_SECRET_BYTES, "(not loaded)"
     return cfg.validate()
+
+
+def check_cluster_secrets(opts: dict, cfg: EngineConfig) -> None:
+    """``cluster_secrets`` needs Salt's cluster mode, a ``cluster_pki_dir`` and the replicated
+    cache, and does not mix with Salt 3008's ``cluster_isolated_filesystem`` (which copies keys
+    once at a master's first start and would fight the replicated values)."""
+    if cfg.cluster_secrets is False:
+        return
+    if not isinstance(cfg.cluster_secrets, bool):
+        raise EngineConfigError(
+            "cluster_secrets", f"must be true or false (got {cfg.cluster_secrets!r})"
+        )
+    if not opts.get("cluster_id"):
+        raise EngineConfigError(
+            "cluster_secrets",
+            "Salt's master cluster mode is off (cluster_id is not set): there are no cluster "
+            "secrets to keep; set cluster_id, cluster_peers and cluster_pki_dir, or turn "
+            "cluster_secrets off",
+        )
+    if not opts.get("cluster_pki_dir"):
+        raise EngineConfigError(
+            "cluster_secrets", "Salt's cluster_pki_dir is not set: set it to a local directory"
+        )
+    if opts.get("cluster_isolated_filesystem"):
+        raise EngineConfigError(
+            "cluster_secrets",
+            "Salt's cluster_isolated_filesystem is also on: it copies keys once at a master's "
+            "first start and would overwrite what is replicated; turn it off "
+            "(docs/nothing-shared.md, migration)",
+        )
+    if not cfg.cache_enabled:
+        raise EngineConfigError(
+            "cluster_secrets",
+            "needs the replicated cache (cache: raft, master_job_cache: raft, Salt 3008's "
+            "keys.cache_driver: raft, or the engine option cache: true)",
+        )
 
 
 def parse_peers(peers, default_port: int) -> dict[str, str]:

@@ -26,6 +26,7 @@ import os
 import threading
 import time
 
+from saltext_raft.master import clustersecrets
 from saltext_raft.master import control
 from saltext_raft.master.config import EngineConfig
 from saltext_raft.master.fileutil import ProcessLock
@@ -79,16 +80,20 @@ def evaluate_readiness(
     learners_ok: bool,
     removed_at: int = 0,
     caught_up: bool = True,
+    refusal: str = "",
 ) -> tuple[bool, str]:
     """Whether this master may serve minions, and why not. Pure: unit-tested on its own.
 
     Ready = a committed voter (or learner, if allowed) that is still a member in its latest
     known configuration, that has caught up with the cluster since it started (applied a read
     index a leader confirmed, and, with the cache, written it to the local copy), with a live
-    leader, or one seen within ``grace`` seconds.
+    leader, or one seen within ``grace`` seconds. ``refusal`` (a reason) keeps it closed
+    whatever the rest says: a cluster key that differs from the committed one.
     """
     if not running:
         return False, "the raft node is not running"
+    if refusal:
+        return False, refusal
     member_ok = node_id in committed_voters and node_id in voters
     if learners_ok and not member_ok:
         member_ok = (node_id in committed_learners or node_id in committed_voters) and (
@@ -217,6 +222,11 @@ class RaftService:
 
                 self.revocation = KeyRevocation(opts, window=self.cache.settings.rotate_window)
                 self.cache.watch(MIRROR_PREFIX, self.revocation.changed)
+        #: ClusterSecrets when Salt's cluster secrets are replicated (``cluster_secrets``).
+        self.cluster_secrets = None
+        if cfg.cluster_secrets and self.cache is not None:
+            self.cluster_secrets = self._new_cluster_secrets()
+            self.cache.watch(clustersecrets.BANK, self.cluster_secrets.changed)
         #: RootsService when the roots are replicated (``raft_roots``, docs/roots.md).
         self.roots = None
         if self.cache is not None:
@@ -248,6 +258,23 @@ class RaftService:
     # ------------------------------------------------------------------------------------------
     # building
     # ------------------------------------------------------------------------------------------
+    def _new_cluster_secrets(self):
+        files = clustersecrets.ClusterFiles(
+            self.opts["cluster_pki_dir"], str(self.opts.get("id") or "").removesuffix("_master")
+        )
+
+        def members():
+            node = self.runtime.view() if self.runtime is not None else None
+            return node.membership.members if node is not None else ()
+
+        def fire(tag, data):  # Salt's own tag, so not through fire() (saltext/raft/ only)
+            try:
+                self.bus.fire_event(data, tag)
+            except Exception as exc:  # pylint: disable=broad-except
+                log.warning("saltext-raft: could not fire %s: %s", tag, exc)
+
+        return clustersecrets.ClusterSecrets(files, self.cache, members, fire)
+
     def build_runtime(self):
         # pylint: disable=import-outside-toplevel
         from saltext_raft.master.bootepoch import claim_epoch
@@ -318,6 +345,8 @@ class RaftService:
                 self._leader = leader
         elif kind == "membership":
             self.fire(TAG_MEMBERSHIP, {k: v for k, v in event.items() if k != "event"})
+            if self.cluster_secrets is not None:
+                self.cluster_secrets.membership_changed()
         self.update_readiness()
 
     # ------------------------------------------------------------------------------------------
@@ -338,6 +367,9 @@ class RaftService:
             committed = node.committed
             m = node.membership
             caught_up = self._caught_up(rt)
+            secrets = self.cluster_secrets
+            if secrets is not None:
+                secrets.poll()
             ready, reason = evaluate_readiness(
                 node_id=self.cfg.node_id,
                 running=rt.running,
@@ -353,6 +385,7 @@ class RaftService:
                 learners_ok=self.cfg.gate_learners,
                 removed_at=m.removed_at(self.cfg.node_id),
                 caught_up=caught_up,
+                refusal=secrets.refusal if secrets is not None and caught_up else "",
             )
             state = {
                 "caught_up": caught_up,
@@ -437,6 +470,8 @@ class RaftService:
             st["cache"] = self.cache.status()
         if self.revocation is not None:  # revocations applied here (docs/cache.md)
             st["keys"] = self.revocation.status()
+        if self.cluster_secrets is not None:  # docs/nothing-shared.md
+            st["cluster_secrets"] = self.cluster_secrets.status()
         if self.roots is not None:  # the replicated roots on this master (docs/roots.md)
             st["roots"] = self.roots.status()
         if self.keys3007 is not None:  # Salt 3007's key directories (docs/keys.md)

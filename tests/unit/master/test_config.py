@@ -262,3 +262,40 @@ def test_reload_secrets_switches_the_transport_to_the_files_contents(tmp_path, s
     nxt.unlink()  # step 3: the old one is dropped
     reload_secrets()
     assert Transport.calls[-1] == (NEXT_SECRET, ())
+
+
+@pytest.mark.parametrize(
+    "salt_opts, fragment",
+    [
+        ({"cache": "raft"}, "cluster mode is off (cluster_id is not set)"),
+        ({"cache": "raft", "cluster_id": "c"}, "cluster_pki_dir is not set"),
+        (
+            {
+                "cache": "raft",
+                "cluster_id": "c",
+                "cluster_pki_dir": "/p",
+                "cluster_isolated_filesystem": True,
+            },
+            "cluster_isolated_filesystem is also on",
+        ),
+        ({"cluster_id": "c", "cluster_pki_dir": "/p"}, "needs the replicated cache"),
+    ],
+)
+def test_cluster_secrets_refused_without_what_it_needs(tmp_path, secret_file, salt_opts, fragment):
+    with pytest.raises(EngineConfigError) as err:
+        from_opts(
+            opts(tmp_path, **salt_opts), {"secret_file": secret_file, "cluster_secrets": True}
+        )
+    assert err.value.option == "cluster_secrets" and fragment in str(err.value)
+
+
+def test_cluster_secrets_accepted_with_cluster_mode_and_the_replicated_cache(tmp_path, secret_file):
+    salt_opts = {"master_job_cache": "raft", "cluster_id": "c", "cluster_pki_dir": "/p"}
+    cfg = from_opts(
+        opts(tmp_path, **salt_opts), {"secret_file": secret_file, "cluster_secrets": True}
+    )
+    assert cfg.cluster_secrets is True and cfg.cache_enabled
+    with pytest.raises(EngineConfigError, match="must be true or false"):
+        from_opts(
+            opts(tmp_path, **salt_opts), {"secret_file": secret_file, "cluster_secrets": "yes"}
+        )
