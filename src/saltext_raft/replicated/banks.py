@@ -113,7 +113,10 @@ class LocalBanks:
 
     @staticmethod
     def store(opts, kwargs, bank, key, data, expires=None):  # pylint: disable=unused-argument
-        return keystore.local_call(opts, kwargs, "store", bank, key, data)
+        ret = keystore.local_call(opts, kwargs, "store", bank, key, data)
+        if bank == "master_keys":
+            keystore.keep_master_key_copies(opts, kwargs)
+        return ret
 
     @staticmethod
     def fetch(opts, kwargs, bank, key):
@@ -125,7 +128,10 @@ class LocalBanks:
 
     @staticmethod
     def flush(opts, kwargs, bank, key=None):
-        return keystore.local_call(opts, kwargs, "flush", bank, key=key)
+        ret = keystore.local_call(opts, kwargs, "flush", bank, key=key)
+        if bank == "master_keys":
+            keystore.keep_master_key_copies(opts, kwargs)
+        return ret
 
     @staticmethod
     def list_(opts, kwargs, bank):

@@ -66,6 +66,7 @@ from salt.exceptions import SaltCacheError
 from salt.utils.verify import valid_id
 
 from saltext_raft.master import settings as engine_settings
+from saltext_raft.master.fileutil import atomic_write
 from saltext_raft.master.readiness import ReadinessReader
 from saltext_raft.replicated import config as cacheconfig
 from saltext_raft.replicated import driver as cachedriver
@@ -124,6 +125,37 @@ def local_call(opts: dict, kwargs: dict, fun: str, bank: str, *args, **kw):
     """``master_keys`` (and anything else per-master): Salt's own ``localfs_key``, through a
     ``salt.cache.Cache`` so that it gets its loader globals (``__opts__``) as usual."""
     return getattr(local_cache(opts, kwargs), fun)(bank, *args, **kw)
+
+
+#: Salt 3008.4's cluster channel reads this master's own pair as ``pki_dir/master.pem`` and
+#: ``master.pub`` (``MasterPubServerChannel.private_key``/``public_key``, used by the cluster
+#: discover/join handshake), but creates those names only for ``localfs_key``; with any other
+#: keys driver a master that is not the cluster's founder dies at its first start.
+MASTER_KEY_COPIES = {".pem": ("master.pem", 0o400), ".pub": ("master.pub", 0o644)}
+
+
+def keep_master_key_copies(opts: dict, kwargs: dict) -> None:
+    """In Salt's cluster mode, after each write to ``master_keys``: this master's pair
+    (``<id>.pem``/``<id>.pub``) also as ``pki_dir/master.pem``/``master.pub``, the names Salt's
+    cluster channel reads (:data:`MASTER_KEY_COPIES`). After each write, because Salt's own
+    migration to ``<id>.pem`` flushes ``master.pem`` and ``master.pub`` last."""
+    master_id = str(opts.get("id") or "").removesuffix("_master")
+    pki_dir = opts.get("pki_dir")
+    if not (opts.get("cluster_id") and master_id and pki_dir):
+        return
+    for ext, (name, mode) in MASTER_KEY_COPIES.items():
+        data = local_call(opts, kwargs, "fetch", "master_keys", master_id + ext)
+        if not isinstance(data, (str, bytes)) or not data:
+            continue
+        raw = data.encode() if isinstance(data, str) else data
+        path = os.path.join(pki_dir, name)
+        try:
+            with open(path, "rb") as fh:
+                if fh.read() == raw:
+                    continue
+        except OSError:
+            pass
+        atomic_write(path, raw, prefix=f".{name}-", mode=mode)
 
 
 _last_view_warning = [0.0]

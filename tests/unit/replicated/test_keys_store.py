@@ -17,6 +17,7 @@ import salt.cache
 import salt.config
 import salt.crypt
 import salt.key
+from cryptography.hazmat.primitives import serialization
 from salt.exceptions import SaltCacheError
 
 from saltext_raft.master.revocation import KeyRevocation
@@ -361,3 +362,26 @@ def test_a_delete_through_one_master_revokes_the_key_on_the_others_with_one_rota
         finally:
             for rev in watchers.values():
                 rev.stop()
+
+
+def test_in_salt_cluster_mode_the_master_pair_is_also_where_the_cluster_channel_reads_it(
+    cluster, tmp_path
+):
+    """Salt 3008.4's cluster discover/join reads ``pki_dir/master.pem``/``master.pub``, which
+    Salt creates only for ``localfs_key``: without them a joining master died at start."""
+    nid = IDS[0]
+    cpki = tmp_path / "cluster_pki"
+    (cpki / "peers").mkdir(parents=True)
+    opts = master_opts(
+        cluster, nid, cluster_id="c", cluster_peers=list(IDS[1:]), cluster_pki_dir=str(cpki)
+    )
+    mk = salt.crypt.MasterKeys(opts)
+    # this master's own pair (not the cluster's), as the files Salt's cluster channel reads
+    own = mk.master_key.key.public_key().public_numbers()
+    with open(os.path.join(opts["pki_dir"], "master.pub"), "rb") as fh:
+        assert serialization.load_pem_public_key(fh.read()).public_numbers() == own
+    pem = os.path.join(opts["pki_dir"], "master.pem")
+    assert os.stat(pem).st_mode & 0o077 == 0
+    with open(pem, "rb") as fh:
+        key = serialization.load_pem_private_key(fh.read(), password=None)
+    assert key.public_key().public_numbers() == own
