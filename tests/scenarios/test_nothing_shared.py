@@ -1,0 +1,479 @@
+"""A Salt master cluster with nothing shared (issue 20), on Salt 3007.16 and 3008.4.
+
+Three masters (127.0.0.1-3) in Salt's master cluster mode (``cluster_id``, ``cluster_peers``),
+each with its own ``root_dir``, ``pki_dir``, ``cachedir`` and ``cluster_pki_dir``: no path is
+shared (:func:`test_no_two_masters_share_a_path` checks it). What every master must agree on
+travels through the raft engine instead: the job cache (``master_job_cache: raft``), Salt's
+cluster secrets (engine option ``cluster_secrets``: the committed cluster key fingerprint, the
+session key ``.aes``, the peers' public keys) and, on 3008, minion keys
+(``keys.cache_driver: raft``). The operator's one provisioned file is the cluster key pair
+(``cluster.pem``/``cluster.pub``), copied into each ``cluster_pki_dir`` before the first start,
+as docs/nothing-shared.md says.
+
+Minion keys on 3007 have no replication yet (issue 20's 3007 key store, another branch): there
+the job minions' keys are preseeded into every master's ``cluster_pki_dir/minions`` (Salt's
+documented preseeding), and the key scenarios are marked as waiting for that store (xfail with
+``strict=True``: they run, and the mark must go once they pass).
+
+The tests share one cluster and run in file order; each also runs alone (``pytest -k``). Every
+wait is bounded and says what it waited for; every daemon is stopped by its factory (PID).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import shutil
+import threading
+
+import pytest
+import salt.config
+import salt.crypt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pytestshellutils.utils import ports
+
+from saltext_raft.master.clustersecrets import AES_FILE
+from saltext_raft.master.clustersecrets import PEERS_DIR
+from saltext_raft.testing.cluster import RaftCluster
+from tests.scenarios.masters import wait_for
+
+pytest.importorskip("saltfactories")
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+#: Salt 3008 keeps minion keys behind a cache driver (``keys.cache_driver``); 3007 does not.
+KEYS_REPLICATED = "keys.cache_driver" in salt.config.DEFAULT_MASTER_OPTS
+WAITING_FOR_3007_KEYS = pytest.mark.xfail(
+    not KEYS_REPLICATED,
+    reason="Salt 3007 minion keys are not replicated yet (issue 20's 3007 key store, branch "
+    "k3007): a key accepted on one master stays on that master",
+    strict=True,
+)
+
+JOB_MINIONS = {"ns-minion-2": 1, "ns-minion-3": 2}  # minion id -> index of its master
+MINION_KEYS = "ns-keys-minion"  # the key scenarios' minion (attached to master 1)
+#: Paths a master writes that must be its own.
+PATH_OPTIONS = ("root_dir", "pki_dir", "cachedir", "cluster_pki_dir", "sock_dir")
+#: Seconds between two passes of each master's maintenance process (key rotation included).
+LOOP_INTERVAL = 3
+_names = itertools.count(1)
+
+
+def no_auto_accept(master, payload):  # pylint: disable=unused-argument
+    """pytest-salt-factories would run ``salt-key --accept`` on every pending key."""
+
+
+def key_pair() -> tuple[bytes, bytes]:
+    """A fresh RSA pair as Salt writes its own (PKCS#1 private, SubjectPublicKeyInfo public)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem, pub
+
+
+def provision_cluster_key(cluster_pki_dir: str, pair: tuple[bytes, bytes]) -> None:
+    """What the operator does once per master: copy cluster.pem and cluster.pub in."""
+    os.makedirs(cluster_pki_dir, mode=0o700, exist_ok=True)
+    for name, data, mode in (("cluster.pem", pair[0], 0o400), ("cluster.pub", pair[1], 0o644)):
+        path = os.path.join(cluster_pki_dir, name)
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(path, 0o600)
+            os.unlink(path)
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
+            fh.write(data)
+        os.chmod(path, mode)
+
+
+class NothingShared:
+    """The module's cluster: a :class:`RaftCluster` plus the per-master directories."""
+
+    def __init__(self, salt_factories, tmp_path_factory):
+        self.pair = key_pair()
+        self.cluster_pki = {}
+        pool_port = ports.get_unused_localhost_port()
+        ids = [f"127.0.0.{i}" for i in (1, 2, 3)]
+        for mid in ids:
+            self.cluster_pki[mid] = str(tmp_path_factory.mktemp(f"ns-cluster-pki-{mid}"))
+            os.chmod(self.cluster_pki[mid], 0o700)
+            provision_cluster_key(self.cluster_pki[mid], self.pair)
+
+        def master_config(mid):
+            config = {
+                "cluster_id": "nothing-shared",
+                "cluster_peers": [m for m in ids if m != mid],
+                "cluster_pki_dir": self.cluster_pki[mid],
+                "cluster_pool_port": pool_port,
+                "master_job_cache": "raft",
+                "open_mode": False,
+                "auto_accept": False,
+                "loop_interval": LOOP_INTERVAL,  # how often maintenance looks for a rotation
+            }
+            if KEYS_REPLICATED:
+                config["keys.cache_driver"] = "raft"
+            return config
+
+        self.cluster = RaftCluster(
+            salt_factories,
+            tmp_path_factory.mktemp("ns-secret"),
+            3,
+            # 3008's core consensus keeps its log through ``cache``: it must stay local there.
+            cache="localfs" if KEYS_REPLICATED else "raft",
+            engine={"cluster_secrets": True},
+            master_config=master_config,
+            name=f"ns{next(_names)}",
+            factory_kwargs={"on_auth_event_callback": no_auto_accept},
+        )
+        self.ids = ids
+        self.minions: dict = {}
+
+    @property
+    def masters(self):
+        return self.cluster.masters
+
+    def aes(self, mid) -> str:
+        with open(os.path.join(self.cluster_pki[mid], AES_FILE), encoding="ascii") as fh:
+            return fh.read().strip()
+
+    def peer_files(self, mid) -> list[str]:
+        return sorted(os.listdir(os.path.join(self.cluster_pki[mid], PEERS_DIR)))
+
+    def secrets_agree(self) -> bool:
+        try:
+            aes = {self.aes(m) for m in self.ids}
+            peers = [self.peer_files(m) for m in self.ids]
+        except OSError:
+            return False
+        return len(aes) == 1 and all(p == [f"{m}.pub" for m in self.ids] for p in peers)
+
+    def wait_ready(self, ids=None, timeout=120) -> None:
+        """Every gate of ``ids`` open, and the cluster secrets the same in every directory."""
+        self.cluster.wait_gates_open(ids, timeout=timeout)
+        wait_for(
+            self.secrets_agree,
+            60,
+            "the same .aes and every member's peers/<id>.pub in every cluster_pki_dir",
+            interval=0.5,
+        )
+
+    def key_state(self, mid, minion_id):
+        ret = self.masters[mid].salt_key_cli(timeout=60).run("-L", "--out", "json", _timeout=60)
+        assert ret.returncode == 0, ret
+        for state, names in (ret.data or {}).items():
+            if minion_id in (names or []):
+                return state
+        return None
+
+    def preseed(self, minion, minion_id) -> None:
+        """Salt's preseeding, for 3007 (no replicated keys): the minion's pair in its pki_dir,
+        its public key accepted in every master's cluster_pki_dir."""
+        pem, pub = key_pair()
+        pki = minion.config["pki_dir"]
+        os.makedirs(pki, mode=0o700, exist_ok=True)
+        for name, data in (("minion.pem", pem), ("minion.pub", pub)):
+            with open(os.path.join(pki, name), "wb") as fh:
+                fh.write(data)
+        for mid in self.ids:
+            accepted = os.path.join(self.cluster_pki[mid], "minions")
+            os.makedirs(accepted, mode=0o700, exist_ok=True)
+            with open(os.path.join(accepted, minion_id), "wb") as fh:
+                fh.write(pub)
+
+    def start_minion(self, stack, mid, minion_id, accept_on=None):
+        """A minion attached to master ``mid``. On 3008 its pending key is accepted with
+        ``salt-key`` on ``accept_on`` (default: master 1) once every master lists it; on 3007
+        it is preseeded on every master."""
+        m = self.masters[mid]
+        minion = m.salt_minion_daemon(minion_id, overrides={"master": mid})
+        if not KEYS_REPLICATED:
+            self.preseed(minion, minion_id)
+            stack.enter_context(minion.started(start_timeout=120, max_start_attempts=1))
+        else:
+            with starting(minion) as join:
+                for other in self.ids:
+                    wait_for(
+                        lambda other=other: self.key_state(other, minion_id) == "minions_pre",
+                        60,
+                        f"{minion_id} pending on {other}",
+                        interval=0.5,
+                    )
+                accept = self.masters[accept_on or self.ids[0]]
+                ret = accept.salt_key_cli(timeout=60).run("-y", "-a", minion_id, _timeout=60)
+                assert ret.returncode == 0, ret
+                assert not join(), f"{minion_id} did not start after its key was accepted"
+            stack.callback(minion.terminate)
+        self.minions[minion_id] = minion
+        return minion
+
+
+@contextlib.contextmanager
+def starting(minion, timeout=120):
+    """Start ``minion`` in a thread (it finishes starting only once its key is accepted, which
+    the test does meanwhile); ``join()`` returns the start errors."""
+    errors = []
+
+    def target():
+        try:
+            minion.start(start_timeout=timeout, max_start_attempts=1)
+        except Exception as exc:  # pylint: disable=broad-except
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name=f"start-{minion.id}", daemon=True)
+    thread.start()
+
+    def join():
+        thread.join(timeout + 30)
+        return errors or ([] if minion.is_running() else ["not running"])
+
+    try:
+        yield join
+    except BaseException:
+        minion.terminate()
+        raise
+
+
+@pytest.fixture(scope="module")
+def ns(salt_factories, tmp_path_factory):
+    state = NothingShared(salt_factories, tmp_path_factory)
+    with contextlib.ExitStack() as stack:
+        stack.callback(state.cluster.close)
+        state.cluster.start()
+        state.wait_ready()
+        state.stack = stack
+        yield state
+
+
+def published_jid(master, target, *args) -> str:
+    """Publish to the comma-separated minion list ``target`` without waiting; the job id."""
+    ret = master.salt_cli(timeout=60).run("--async", "-L", *args, minion_tgt=target, _timeout=60)
+    found = re.search(r"job ID: (\d{20})", f"{ret.stdout}{ret.stderr}")
+    assert ret.returncode == 0 and found, ret
+    return found.group(1)
+
+
+def lookup(ns, mid, jid):
+    return ns.cluster.salt_run(mid, "jobs.lookup_jid", jid)
+
+
+def ensure_job_minions(ns):
+    for minion_id, index in JOB_MINIONS.items():
+        if minion_id not in ns.minions:
+            ns.start_minion(ns.stack, ns.ids[index], minion_id)
+
+
+# ----------------------------------------------------------------------------------------------
+def test_no_two_masters_share_a_path(ns):
+    paths = {}
+    for mid in ns.ids:
+        config = ns.masters[mid].config
+        for option in PATH_OPTIONS:
+            paths[(mid, option)] = os.path.realpath(config[option])
+        for option in ("file_roots", "pillar_roots"):
+            for env, dirs in (config.get(option) or {}).items():
+                for i, d in enumerate(dirs):
+                    paths[(mid, f"{option}:{env}:{i}")] = os.path.realpath(d)
+    assert paths[(ns.ids[0], "cluster_pki_dir")] == os.path.realpath(ns.cluster_pki[ns.ids[0]])
+    for (a, pa), (b, pb) in itertools.combinations(paths.items(), 2):
+        if a[0] == b[0]:
+            continue  # one master's own paths may nest (cachedir under root_dir)
+        assert pa != pb and not pb.startswith(pa + os.sep) and not pa.startswith(pb + os.sep), (
+            f"{a} and {b} share a path: {pa}, {pb}"
+        )
+
+
+def test_every_master_holds_the_same_cluster_secrets_in_its_own_directory(ns):
+    ns.wait_ready()
+    fingerprints = set()
+    for mid in ns.ids:
+        status = ns.cluster.salt_run(mid, "raft.status")
+        secrets = status["cluster_secrets"]
+        assert secrets["refusal"] is None and status["gate"]["open"], status
+        assert secrets["cluster_pki_dir"] == ns.cluster_pki[mid]
+        fingerprints.add(secrets["cluster_key"])
+        st = os.lstat(os.path.join(ns.cluster_pki[mid], AES_FILE))
+        assert st.st_mode & 0o077 == 0, f"{mid}'s .aes is readable by others"
+    assert len(fingerprints) == 1 and next(iter(fingerprints)).startswith("sha256:")
+
+
+def test_a_job_published_on_master_1_is_complete_on_every_master(ns):
+    ensure_job_minions(ns)
+    m1 = ns.masters[ns.ids[0]]
+    jid = published_jid(m1, ",".join(JOB_MINIONS), "test.echo", "nothing-shared")
+    want = dict.fromkeys(JOB_MINIONS, "nothing-shared")
+    for mid in ns.ids:
+        wait_for(
+            lambda mid=mid: lookup(ns, mid, jid) == want,
+            90,
+            f"job {jid} complete in jobs.lookup_jid on {mid}",
+            interval=1,
+        )
+    ns.last_jid = jid
+
+
+def test_a_rotation_of_the_session_key_reaches_every_master(ns):
+    """Master 1 rotates the cluster session key as Salt does after a key delete (the dropfile
+    its maintenance process picks up): every master's ``.aes`` follows, and the job minions
+    still answer a job published on master 1."""
+    ensure_job_minions(ns)
+    ns.wait_ready()
+    before = ns.aes(ns.ids[0])
+    m1 = ns.masters[ns.ids[0]]
+    salt.crypt.dropfile(m1.config["cachedir"], m1.config["user"], m1.config["id"])
+    wait_for(
+        lambda: ns.secrets_agree() and ns.aes(ns.ids[0]) != before,
+        60 + 3 * LOOP_INTERVAL,
+        "a new .aes on master 1, the same on every master",
+        interval=0.5,
+    )
+    jid = published_jid(m1, ",".join(JOB_MINIONS), "test.echo", "after-rotation")
+    want = dict.fromkeys(JOB_MINIONS, "after-rotation")
+    wait_for(
+        lambda: lookup(ns, ns.ids[0], jid) == want,
+        120,
+        f"job {jid} answered after the rotation",
+        interval=2,
+    )
+
+
+def test_a_master_with_a_different_cluster_key_stays_closed(ns):
+    m3 = ns.ids[2]
+    ns.wait_ready()
+    ns.cluster.stop(m3)
+    provision_cluster_key(ns.cluster_pki[m3], key_pair())  # not the cluster's pair
+    try:
+        ns.cluster.restart(m3)
+
+        def refused():
+            reason = ns.cluster.status(m3).get("reason") or ""
+            return "differs from the cluster's" in reason
+
+        wait_for(refused, 90, f"{m3}'s gate closed for its cluster key", interval=0.5)
+        status = ns.cluster.salt_run(m3, "raft.status")
+        assert not status["gate"]["open"], status
+        assert "differs from the cluster's" in status["gate"]["reason"], status
+        assert "differs from the cluster's" in (status["cluster_secrets"]["refusal"] or "")
+        with open(ns.masters[m3].config["log_file"], encoding="utf-8") as fh:
+            assert "differs from the cluster's" in fh.read()
+        # still closed a while later: it never opens with the wrong key
+        for mid in ns.ids[:2]:
+            assert ns.cluster.gate_open(mid), mid
+        assert not ns.cluster.gate_open(m3)
+    finally:
+        ns.cluster.stop(m3)
+        provision_cluster_key(ns.cluster_pki[m3], ns.pair)
+        ns.cluster.restart(m3)
+    ns.wait_ready()
+
+
+def test_a_full_restart_loses_nothing_and_every_gate_reopens(ns):
+    if not getattr(ns, "last_jid", None):
+        test_a_job_published_on_master_1_is_complete_on_every_master(ns)
+    jid = ns.last_jid
+    aes = ns.aes(ns.ids[0])
+    for mid in ns.ids:
+        ns.cluster.stop(mid)
+    for mid in ns.ids:
+        ns.cluster.restart(mid)
+    ns.wait_ready(timeout=180)
+    want = dict.fromkeys(JOB_MINIONS, "nothing-shared")
+    for mid in ns.ids:
+        assert lookup(ns, mid, jid) == want, mid
+        for minion_id in JOB_MINIONS:
+            assert ns.key_state(mid, minion_id) == "minions", (mid, minion_id)
+    assert ns.aes(ns.ids[0]) == aes
+    # the minions come back to their masters and answer a job published on master 1
+    jid = published_jid(ns.masters[ns.ids[0]], ",".join(JOB_MINIONS), "test.echo", "again")
+    wait_for(
+        lambda: lookup(ns, ns.ids[2], jid) == dict.fromkeys(JOB_MINIONS, "again"),
+        180,
+        f"job {jid} complete on master 3 after the full restart",
+        interval=2,
+    )
+
+
+# --- minion keys (3008: keys.cache_driver raft; 3007: waiting for the 3007 key store) -----------
+@WAITING_FOR_3007_KEYS
+def test_a_key_accepted_on_one_master_is_accepted_on_the_others(ns):
+    if not KEYS_REPLICATED:
+        pytest.fail("no replicated minion keys on this Salt line yet")
+    ns.wait_ready()
+    ns.start_minion(ns.stack, ns.ids[0], MINION_KEYS, accept_on=ns.ids[1])
+    for mid in ns.ids:
+        wait_for(
+            lambda mid=mid: ns.key_state(mid, MINION_KEYS) == "minions",
+            30,
+            f"{MINION_KEYS} accepted on {mid}",
+            interval=0.5,
+        )
+
+
+@WAITING_FOR_3007_KEYS
+def test_a_master_down_during_an_accept_learns_it_on_restart(ns):
+    if not KEYS_REPLICATED:
+        pytest.fail("no replicated minion keys on this Salt line yet")
+    ns.wait_ready()
+    m3 = ns.ids[2]
+    minion_id = "ns-accepted-while-down"
+    ns.cluster.stop(m3)
+    try:
+        m1 = ns.masters[ns.ids[0]]
+        minion = m1.salt_minion_daemon(minion_id, overrides={"master": ns.ids[0]})
+        with starting(minion) as join:
+            wait_for(
+                lambda: ns.key_state(ns.ids[0], minion_id) == "minions_pre",
+                60,
+                f"{minion_id} pending on master 1",
+                interval=0.5,
+            )
+            ret = m1.salt_key_cli(timeout=60).run("-y", "-a", minion_id, _timeout=60)
+            assert ret.returncode == 0, ret
+            assert not join()
+        ns.stack.callback(minion.terminate)
+    finally:
+        ns.cluster.restart(m3)
+    ns.wait_ready()
+    assert ns.key_state(m3, minion_id) == "minions"
+
+
+@WAITING_FOR_3007_KEYS
+def test_a_key_deleted_while_a_master_was_down_stays_deleted_there(ns):
+    if not KEYS_REPLICATED:
+        pytest.fail("no replicated minion keys on this Salt line yet")
+    ns.wait_ready()
+    minion_id = "ns-deleted-while-down"
+    m1 = ns.masters[ns.ids[0]]
+    minion = m1.salt_minion_daemon(minion_id, overrides={"master": ns.ids[0]})
+    with starting(minion) as join:
+        wait_for(
+            lambda: all(ns.key_state(m, minion_id) == "minions_pre" for m in ns.ids),
+            60,
+            f"{minion_id} pending on every master",
+            interval=0.5,
+        )
+        ret = m1.salt_key_cli(timeout=60).run("-y", "-a", minion_id, _timeout=60)
+        assert ret.returncode == 0, ret
+        assert not join()
+    minion.terminate()  # a deleted minion would only re-register as pending
+    m2 = ns.ids[1]
+    wait_for(lambda: ns.key_state(m2, minion_id) == "minions", 30, f"{minion_id} on {m2}")
+    ns.cluster.stop(m2)
+    try:
+        ret = m1.salt_key_cli(timeout=60).run("-y", "-d", minion_id, _timeout=60)
+        assert ret.returncode == 0, ret
+    finally:
+        ns.cluster.restart(m2)
+    ns.wait_ready()
+    for mid in ns.ids:
+        assert ns.key_state(mid, minion_id) is None, mid
+    assert not os.path.exists(
+        os.path.join(ns.masters[m2].config["pki_dir"], "minions", minion_id)
+    ) and not os.path.exists(os.path.join(ns.cluster_pki[m2], "minions", minion_id))
+    shutil.rmtree(os.path.join(minion.config["pki_dir"]), ignore_errors=True)
