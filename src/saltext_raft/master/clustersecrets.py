@@ -39,11 +39,12 @@ from saltext_raft.kv.machine import STORE
 from saltext_raft.master.fileutil import UnsafeDirectory
 from saltext_raft.master.fileutil import atomic_write
 from saltext_raft.master.fileutil import check_private_dir
+from saltext_raft.replicated.config import CLUSTER_SECRETS_BANK
 
 log = logging.getLogger(__name__)
 
-#: The replicated cache bank of the cluster secrets (not a Salt cache bank).
-BANK = "saltext_raft_cluster"
+#: The replicated cache bank of the cluster secrets (reserved: no Salt cache call reaches it).
+BANK = CLUSTER_SECRETS_BANK
 #: Each member's public key (``peers/<id>.pub`` in Salt's ``cluster_pki_dir``), by node id.
 PEERS_BANK = BANK + "/peers"
 #: Key of the committed ``cluster.pub`` fingerprint (``sha256:<hex>``).

@@ -159,6 +159,10 @@ def for_bank(opts: dict, bank):
         raise SaltCacheError(
             f"raft cache: bank {bank!r} is reserved for the replicated minion key store"
         )
+    if isinstance(bank, str) and bank_parts(bank)[:1] == [cacheconfig.CLUSTER_SECRETS_BANK]:
+        raise SaltCacheError(
+            f"raft cache: bank {bank!r} is reserved for Salt's replicated cluster secrets"
+        )
     if not cacheconfig.keys_driver_enabled(opts):
         return CACHE
     if bank in keystore.REPLICATED_BANKS:

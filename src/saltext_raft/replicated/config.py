@@ -44,6 +44,9 @@ JOB_CACHE_OPTION = "master_job_cache"
 #: The replicated roots' switch (``saltext_raft.roots``), which keep their trees in this cache.
 ROOTS_OPTION = "raft_roots"
 SOCKET_NAME = "raft_cache.sock"
+#: The bank of Salt's cluster secrets (engine option ``cluster_secrets``,
+#: ``master/clustersecrets.py``): written by the engine only, reserved for every driver call.
+CLUSTER_SECRETS_BANK = "saltext_raft_cluster"
 #: Not under ``cachedir/saltext_raft/``: the engine's Raft log lives in banks
 #: ``saltext_raft/<cluster id>/...`` there, and a cluster could be called anything.
 DIR_NAME = "saltext_raft_cache"

@@ -9,6 +9,7 @@ import os
 import pytest
 from salt.exceptions import SaltCacheError
 
+from saltext_raft.master import clustersecrets
 from saltext_raft.master.settings import readiness_path
 from saltext_raft.replicated import banks
 from saltext_raft.replicated import config as cacheconfig
@@ -42,6 +43,16 @@ def test_the_mirror_banks_of_the_key_store_are_reserved(opts):
         with pytest.raises(SaltCacheError, match="reserved"):
             banks.for_bank(opts, bank)
     assert banks.for_bank(opts, keystore.MIRROR_PREFIX + "x") is banks.CACHE
+
+
+@pytest.mark.parametrize("opts", [KEYS_ON, KEYS_OFF])
+def test_the_cluster_secrets_bank_is_reserved(opts):
+    """Only the engine writes the committed cluster key fingerprint and session key: a
+    ``salt-run cache.store``/``cache.flush`` on it is refused."""
+    for bank in (clustersecrets.BANK, clustersecrets.PEERS_BANK):
+        with pytest.raises(SaltCacheError, match="reserved for Salt's replicated cluster"):
+            banks.for_bank(opts, bank)
+    assert banks.for_bank(opts, clustersecrets.BANK + "x") is banks.CACHE
 
 
 def test_the_engine_hosts_the_cache_when_raft_is_only_the_keys_driver():
