@@ -234,6 +234,8 @@ class ClusterSecrets:
         if pub is not None and self._committed(BANK, CLUSTER_PUB_KEY) is None:
             self._propose(ADD, BANK, CLUSTER_PUB_KEY, fingerprint(pub), "the cluster key")
         aes = self.files.aes()
+        # what the file holds now is this claim's business, not a rotation for poll()
+        self._aes_seen = (self.files.aes_signature(), (aes or "").strip())
         if self._committed(BANK, AES_KEY) is None and aes and not aes_problem(aes):
             self._propose(ADD, BANK, AES_KEY, aes.strip(), "the cluster session key")
         own = self.files.own_pub()
@@ -244,7 +246,9 @@ class ClusterSecrets:
         return decode(self.cache.fetch(bank, key))
 
     def _propose(self, op, bank, key, text, what, on_done=None) -> None:
-        if (bank, key, text) in self._pending:
+        if (bank, key, text) in self._pending:  # the same write is in flight: not sent again
+            if on_done is not None:
+                on_done(None)  # the caller looks again later
             return
         self._pending.add((bank, key, text))
 
@@ -320,7 +324,7 @@ class ClusterSecrets:
         def done(fut):
             self._aes_pending = False
             if fut is None or fut.cancelled() or fut.exception() is not None:
-                self._aes_seen = None  # look again (and retry) at the next poll
+                self._aes_seen = (None, None)  # look again (and retry) at the next poll
             else:
                 self.counters["aes_committed"] += 1
 

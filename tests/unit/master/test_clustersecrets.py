@@ -224,3 +224,24 @@ def test_an_aes_symlink_is_replaced_not_followed(cluster, tmp_path):
     catch_up(log, masters.values())
     assert target.read_text() == "precious"
     assert not (m3.pki / ".aes").is_symlink() and m3.aes() == masters["m1"].aes()
+
+
+def test_a_rotation_is_committed_even_when_the_first_look_came_before_the_first_commit(cluster):
+    """Regression: the readiness loop polled ``.aes`` right after the catch-up call, while the
+    first ``ADD`` of the same key was still in flight; the poll's proposal of the same value
+    was dropped as a duplicate without its completion being reported, and every later
+    rotation on that master was ignored (seen on Salt 3008.4 real masters)."""
+    log, masters = cluster
+    m1 = masters["m1"]
+    m1.secrets.changed(None, None)
+    m1.secrets.poll()  # before the ADD is applied
+    log.settle()
+    for m in list(masters.values())[1:]:
+        m.secrets.changed(None, None)
+        log.settle()
+    new = aes_key()
+    os.remove(m1.pki / ".aes")
+    (m1.pki / ".aes").write_text(new)
+    m1.secrets.poll()
+    log.settle()
+    assert {m.aes() for m in masters.values()} == {new}
