@@ -10,10 +10,9 @@ session key ``.aes``, the peers' public keys) and, on 3008, minion keys
 (``cluster.pem``/``cluster.pub``), copied into each ``cluster_pki_dir`` before the first start,
 as docs/nothing-shared.md says.
 
-Minion keys on 3007 have no replication yet (issue 20's 3007 key store, another branch): there
-the job minions' keys are preseeded into every master's ``cluster_pki_dir/minions`` (Salt's
-documented preseeding), and the key scenarios are marked as waiting for that store (xfail with
-``strict=True``: they run, and the mark must go once they pass).
+Minion keys are replicated on both lines: on 3008 by ``keys.cache_driver: raft``, on 3007 by
+the engine option ``keys: replicate`` (docs/keys.md), which keeps each master's own
+``cluster_pki_dir/minions*`` directories in step.
 
 The tests share one cluster and run in file order; each also runs alone (``pytest -k``). Every
 wait is bounded and says what it waited for; every daemon is stopped by its factory (PID).
@@ -44,14 +43,9 @@ pytest.importorskip("saltfactories")
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-#: Salt 3008 keeps minion keys behind a cache driver (``keys.cache_driver``); 3007 does not.
-KEYS_REPLICATED = "keys.cache_driver" in salt.config.DEFAULT_MASTER_OPTS
-WAITING_FOR_3007_KEYS = pytest.mark.xfail(
-    not KEYS_REPLICATED,
-    reason="Salt 3007 minion keys are not replicated yet (issue 20's 3007 key store, branch "
-    "k3007): a key accepted on one master stays on that master",
-    strict=True,
-)
+#: Salt 3008 keeps minion keys behind a cache driver (``keys.cache_driver: raft``); on 3007 the
+#: engine keeps each master's key directories in step (engine option ``keys: replicate``).
+SALT_3008 = "keys.cache_driver" in salt.config.DEFAULT_MASTER_OPTS
 
 JOB_MINIONS = {"ns-minion-2": 1, "ns-minion-3": 2}  # minion id -> index of its master
 MINION_KEYS = "ns-keys-minion"  # the key scenarios' minion (attached to master 1)
@@ -117,7 +111,7 @@ class NothingShared:
                 "auto_accept": False,
                 "loop_interval": LOOP_INTERVAL,  # how often maintenance looks for a rotation
             }
-            if KEYS_REPLICATED:
+            if SALT_3008:
                 config["keys.cache_driver"] = "raft"
             return config
 
@@ -126,8 +120,8 @@ class NothingShared:
             tmp_path_factory.mktemp("ns-secret"),
             3,
             # 3008's core consensus keeps its log through ``cache``: it must stay local there.
-            cache="localfs" if KEYS_REPLICATED else "raft",
-            engine={"cluster_secrets": True},
+            cache="localfs" if SALT_3008 else "raft",
+            engine={"cluster_secrets": True, **({} if SALT_3008 else {"keys": "replicate"})},
             master_config=master_config,
             name=f"ns{next(_names)}",
             factory_kwargs={"on_auth_event_callback": no_auto_accept},
@@ -172,44 +166,24 @@ class NothingShared:
                 return state
         return None
 
-    def preseed(self, minion, minion_id) -> None:
-        """Salt's preseeding, for 3007 (no replicated keys): the minion's pair in its pki_dir,
-        its public key accepted in every master's cluster_pki_dir."""
-        pem, pub = key_pair()
-        pki = minion.config["pki_dir"]
-        os.makedirs(pki, mode=0o700, exist_ok=True)
-        for name, data in (("minion.pem", pem), ("minion.pub", pub)):
-            with open(os.path.join(pki, name), "wb") as fh:
-                fh.write(data)
-        for mid in self.ids:
-            accepted = os.path.join(self.cluster_pki[mid], "minions")
-            os.makedirs(accepted, mode=0o700, exist_ok=True)
-            with open(os.path.join(accepted, minion_id), "wb") as fh:
-                fh.write(pub)
-
     def start_minion(self, stack, mid, minion_id, accept_on=None):
-        """A minion attached to master ``mid``. On 3008 its pending key is accepted with
-        ``salt-key`` on ``accept_on`` (default: master 1) once every master lists it; on 3007
-        it is preseeded on every master."""
+        """A minion attached to master ``mid``: its pending key is accepted with ``salt-key``
+        on ``accept_on`` (default: master 1) once every master lists it."""
         m = self.masters[mid]
         minion = m.salt_minion_daemon(minion_id, overrides={"master": mid})
-        if not KEYS_REPLICATED:
-            self.preseed(minion, minion_id)
-            stack.enter_context(minion.started(start_timeout=120, max_start_attempts=1))
-        else:
-            with starting(minion) as join:
-                for other in self.ids:
-                    wait_for(
-                        lambda other=other: self.key_state(other, minion_id) == "minions_pre",
-                        60,
-                        f"{minion_id} pending on {other}",
-                        interval=0.5,
-                    )
-                accept = self.masters[accept_on or self.ids[0]]
-                ret = accept.salt_key_cli(timeout=60).run("-y", "-a", minion_id, _timeout=60)
-                assert ret.returncode == 0, ret
-                assert not join(), f"{minion_id} did not start after its key was accepted"
-            stack.callback(minion.terminate)
+        with starting(minion) as join:
+            for other in self.ids:
+                wait_for(
+                    lambda other=other: self.key_state(other, minion_id) == "minions_pre",
+                    60,
+                    f"{minion_id} pending on {other}",
+                    interval=0.5,
+                )
+            accept = self.masters[accept_on or self.ids[0]]
+            ret = accept.salt_key_cli(timeout=60).run("-y", "-a", minion_id, _timeout=60)
+            assert ret.returncode == 0, ret
+            assert not join(), f"{minion_id} did not start after its key was accepted"
+        stack.callback(minion.terminate)
         self.minions[minion_id] = minion
         return minion
 
@@ -343,6 +317,7 @@ def test_a_rotation_of_the_session_key_reaches_every_master(ns):
     )
 
 
+@pytest.mark.timeout(600)
 def test_a_master_with_a_different_cluster_key_stays_closed(ns):
     m3 = ns.ids[2]
     ns.wait_ready()
@@ -373,6 +348,7 @@ def test_a_master_with_a_different_cluster_key_stays_closed(ns):
     ns.wait_ready()
 
 
+@pytest.mark.timeout(900)
 def test_a_full_restart_loses_nothing_and_every_gate_reopens(ns):
     if not getattr(ns, "last_jid", None):
         test_a_job_published_on_master_1_is_complete_on_every_master(ns)
@@ -399,11 +375,8 @@ def test_a_full_restart_loses_nothing_and_every_gate_reopens(ns):
     )
 
 
-# --- minion keys (3008: keys.cache_driver raft; 3007: waiting for the 3007 key store) -----------
-@WAITING_FOR_3007_KEYS
+# --- minion keys (3008: keys.cache_driver raft; 3007: the engine option keys: replicate) ------
 def test_a_key_accepted_on_one_master_is_accepted_on_the_others(ns):
-    if not KEYS_REPLICATED:
-        pytest.fail("no replicated minion keys on this Salt line yet")
     ns.wait_ready()
     ns.start_minion(ns.stack, ns.ids[0], MINION_KEYS, accept_on=ns.ids[1])
     for mid in ns.ids:
@@ -415,10 +388,8 @@ def test_a_key_accepted_on_one_master_is_accepted_on_the_others(ns):
         )
 
 
-@WAITING_FOR_3007_KEYS
+@pytest.mark.timeout(600)
 def test_a_master_down_during_an_accept_learns_it_on_restart(ns):
-    if not KEYS_REPLICATED:
-        pytest.fail("no replicated minion keys on this Salt line yet")
     ns.wait_ready()
     m3 = ns.ids[2]
     minion_id = "ns-accepted-while-down"
@@ -443,10 +414,8 @@ def test_a_master_down_during_an_accept_learns_it_on_restart(ns):
     assert ns.key_state(m3, minion_id) == "minions"
 
 
-@WAITING_FOR_3007_KEYS
+@pytest.mark.timeout(600)
 def test_a_key_deleted_while_a_master_was_down_stays_deleted_there(ns):
-    if not KEYS_REPLICATED:
-        pytest.fail("no replicated minion keys on this Salt line yet")
     ns.wait_ready()
     minion_id = "ns-deleted-while-down"
     m1 = ns.masters[ns.ids[0]]
