@@ -301,7 +301,9 @@ def test_a_burst_of_returns_shares_log_entries(cluster, opts):
     )
     print(f"burst: {n_writes} returns in {n_entries} log entries")
     assert n_writes == 600
-    assert n_entries < n_writes / 2  # batched: not one entry per return
+    # Batched: not one entry per return. How many share an entry depends on scheduling: on
+    # idle machines 2.2-3 returns per entry, in a loaded CI run 1.9, so the bound is 4 in 3.
+    assert n_entries < n_writes * 3 / 4
     for nid in IDS:
         wait_for(lambda nid=nid: len(store.get_jid(opts[nid], jid)) == 600, f"600 on {nid}")
 
