@@ -46,6 +46,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from saltext_raft import methodwrap
 from saltext_raft.master import settings as engine_settings
 from saltext_raft.master.readiness import ReadinessReader
 
@@ -208,18 +209,15 @@ def install(worker_cls=None) -> bool:
         import salt.master  # pylint: disable=import-outside-toplevel
 
         worker_cls = salt.master.MWorker
-    current = worker_cls.__dict__.get("_handle_payload") or worker_cls._handle_payload
-    if getattr(current, _MARK, False):
+    if methodwrap.is_wrapped(worker_cls, "_handle_payload", _MARK):
         return False
-    original = current
+    original = methodwrap.current(worker_cls, "_handle_payload")
 
     @functools.wraps(original)
     async def _handle_payload(self, payload):
         return await gated_call(original, self, payload)
 
-    setattr(_handle_payload, _MARK, True)
-    _handle_payload.__wrapped_original__ = original
-    worker_cls._handle_payload = _handle_payload
+    methodwrap.wrap(worker_cls, "_handle_payload", _handle_payload, original, _MARK)
     log.debug("saltext-raft gate installed on %s._handle_payload", worker_cls.__name__)
     return True
 
@@ -251,8 +249,4 @@ def install_for_master(opts: dict, worker_cls=None) -> bool:
 
 
 def uninstall(worker_cls) -> bool:
-    current = worker_cls.__dict__.get("_handle_payload")
-    if current is None or not getattr(current, _MARK, False):
-        return False
-    worker_cls._handle_payload = current.__wrapped_original__
-    return True
+    return methodwrap.unwrap(worker_cls, "_handle_payload", _MARK)

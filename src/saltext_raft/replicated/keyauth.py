@@ -32,6 +32,7 @@ import time
 
 from salt.utils.verify import valid_id
 
+from saltext_raft import methodwrap
 from saltext_raft.master import settings as engine_settings
 from saltext_raft.replicated import config as cacheconfig
 from saltext_raft.replicated.driver import EngineClient
@@ -153,27 +154,20 @@ def install(channel_cls=None) -> bool:
         import salt.channel.server  # pylint: disable=import-outside-toplevel
 
         channel_cls = salt.channel.server.ReqServerChannel
-    current = channel_cls.__dict__.get("_auth") or channel_cls._auth
-    if getattr(current, _MARK, False):
+    if methodwrap.is_wrapped(channel_cls, "_auth", _MARK):
         return False
-    original = current
+    original = methodwrap.current(channel_cls, "_auth")
 
     @functools.wraps(original)
     def _auth(self, load, *args, **kwargs):
         return confirmed_auth(original, self, load, *args, **kwargs)
 
-    setattr(_auth, _MARK, True)
-    _auth.__wrapped_original__ = original
-    channel_cls._auth = _auth
+    methodwrap.wrap(channel_cls, "_auth", _auth, original, _MARK)
     return True
 
 
 def uninstall(channel_cls) -> bool:
-    current = channel_cls.__dict__.get("_auth")
-    if current is None or not getattr(current, _MARK, False):
-        return False
-    channel_cls._auth = current.__wrapped_original__
-    return True
+    return methodwrap.unwrap(channel_cls, "_auth", _MARK)
 
 
 class KeyAuthNotInstalled(SystemExit):
