@@ -121,6 +121,10 @@ class EngineConfig:
     gate_hold: float = DEFAULT_GATE_HOLD
     #: Seconds without a known leader before an open gate closes again.
     gate_grace: float = 5.0
+    #: Salt 3008 with ``cluster_id``: once our gate opens, open Salt's own core request gate
+    #: too if its consensus has not (it never does after a restart of every master:
+    #: ``master/coregate.py``). Our gate keeps applying. Ignored with ``gate: false``.
+    core_gate: bool = True
     #: Seconds per Raft tick (the runtime's default; see docs/architecture.md).
     tick: float = DEFAULT_TICK_SECONDS
     #: Election timeout in ticks (randomized in [election_ticks, 2 * election_ticks)):
@@ -244,7 +248,7 @@ class EngineConfig:
             _check_host_port(f"peers[{nid}]", addr, wildcard_ok=False)
         if self.advertise:
             _check_host_port("advertise", self.advertise, wildcard_ok=False)
-        for name in ("gate", "gate_learners", "events", "join", "cluster_secrets"):
+        for name in ("gate", "gate_learners", "core_gate", "events", "join", "cluster_secrets"):
             if not isinstance(getattr(self, name), bool):
                 raise EngineConfigError(
                     name, f"must be true or false (got {getattr(self, name)!r})"

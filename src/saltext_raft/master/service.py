@@ -29,6 +29,7 @@ import time
 from saltext_raft.master import clustersecrets
 from saltext_raft.master import control
 from saltext_raft.master.config import EngineConfig
+from saltext_raft.master.coregate import CoreGate
 from saltext_raft.master.fileutil import ProcessLock
 from saltext_raft.master.operations import EngineOperations
 from saltext_raft.master.readiness import ReadinessWriter
@@ -205,6 +206,10 @@ class RaftService:
         self._last_contact: dict[str, float] = {}
         self._last_match: dict[str, int] = {}
         self.coexisting = core_consensus_active(opts)
+        #: Opens Salt 3008's own request gate once ours opens (``master/coregate.py``).
+        self.core_gate = (
+            CoreGate(opts, cfg.node_id) if self.coexisting and cfg.gate and cfg.core_gate else None
+        )
         self._contact_check = PeerContactCheck()
         self.cache = None  # CacheService when this engine hosts the replicated Salt cache
         #: KeyRevocation when the minion keys are replicated too (Salt 3008
@@ -416,6 +421,8 @@ class RaftService:
                 )
                 self.fire(TAG_GATE_OPEN if ready else TAG_GATE_CLOSED, {"reason": reason})
             self.ready, self.reason = ready, reason
+        if ready and self.core_gate is not None and not self.core_gate.done:
+            self.core_gate.on_ready()
         try:
             self.readiness.publish(body)
             self.readiness.heartbeat()
@@ -465,6 +472,9 @@ class RaftService:
             "listen": self.cfg.listen,
             "advertise": self.cfg.advertise,
             "salt_core_consensus": self.coexisting,
+            # Salt's own core request gate: "opened" by us, "already open", "absent", "" (not
+            # yet), or None (not ours to touch: no core consensus, gate or core_gate off).
+            "salt_core_gate": self.core_gate.outcome if self.core_gate is not None else None,
         }
         if self.cache is not None:  # the replicated Salt cache (docs/cache.md)
             st["cache"] = self.cache.status()
@@ -551,10 +561,12 @@ class RaftService:
         if self.coexisting:
             log.warning(
                 "saltext-raft %s: Salt's own core consensus is also running (cluster_id and "
-                "cluster_peers are set). Both request gates apply: minions are served only when "
-                "both consensus layers are ready. saltext-raft shares none of its resources "
-                "(port %d, tags %s*, cache bank saltext_raft/, files %s).",
+                "cluster_peers are set). Both request gates apply; %s. saltext-raft shares none "
+                "of its resources (port %d, tags %s*, cache bank saltext_raft/, files %s).",
                 cfg.node_id,
+                "Salt's is opened once ours opens (core_gate)"
+                if self.core_gate is not None
+                else "minions are served only when both consensus layers are ready",
                 cfg.port,
                 EVENT_PREFIX,
                 cfg.state_dir,
