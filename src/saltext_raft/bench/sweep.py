@@ -152,9 +152,14 @@ def one_level(level: int, o, workdir: str, with_pysyncobj: bool) -> dict:
             if name == "big_log":
                 filled = fill(leaders[name], o.big_log, o)
             _warm(leaders[name], level, o)
-        for _ in range(o.runs):  # alternating, so that a slow spell hits every system
+        for run in range(o.runs):  # alternating, so that a slow spell hits every system
             for name in clusters:
-                loads[name].append(leaders[name].call("load", **req))
+                try:
+                    loads[name].append(leaders[name].call("load", **req))
+                except (OSError, RuntimeError) as exc:
+                    raise RuntimeError(
+                        f"sweep level {level}, {name}, run {run + 1}: the load failed: {exc!r}"
+                    ) from exc
         if filled is not None:
             filled = {"before_loads": filled, "after_loads": log_size(leaders["big_log"])}
     finally:
