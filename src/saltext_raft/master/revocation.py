@@ -52,10 +52,10 @@ writes per minion id), so the loop never waits for the disk.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 
+from saltext_raft.queuethread import STOP
+from saltext_raft.queuethread import QueueThread
 from saltext_raft.replicated import keystore
 
 log = logging.getLogger(__name__)
@@ -110,27 +110,22 @@ class KeyRevocation:
         self._refresh = refresh or (lambda bank, key: keystore.refresh_view(opts, bank, key))
         self._rotate = rotate or (lambda: rotate_aes_key(opts))
         self._clock = clock
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._worker = QueueThread("raft-key-revocation", self._run)
         self._rotation_due: float | None = None
         self.counters = {"views_refreshed": 0, "revoked": 0, "rotations": 0, "errors": 0}
         self.last_rotation: str | None = None
 
     # --- loop side ------------------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="raft-key-revocation", daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self._thread is not None:
-            self._queue.put(StopIteration)
-            self._thread.join(timeout)
-            self._thread = None
+        self._worker.stop(timeout)
 
     def changed(self, bank, key) -> None:
         """The cache service's watcher: ``bank`` is the key store's mirror bank (``key`` None:
         the whole bank), or None when anything may have changed. Returns at once."""
-        self._queue.put((bank, key))
+        self._worker.put((bank, key))
 
     def status(self) -> dict:
         return dict(
@@ -147,15 +142,9 @@ class KeyRevocation:
             timeout = IDLE_POLL
             if self._rotation_due is not None:
                 timeout = max(0.0, min(timeout, self._rotation_due - self._clock()))
-            items = []
-            try:
-                items.append(self._queue.get(timeout=timeout))
-                while True:
-                    items.append(self._queue.get_nowait())
-            except queue.Empty:
-                pass
-            stop = StopIteration in items
-            work = self._expand([i for i in items if i is not StopIteration])
+            items = self._worker.take(timeout)
+            stop = STOP in items
+            work = self._expand([i for i in items if i is not STOP])
             if work:
                 self._apply(work)
             if self._rotation_due is not None and (stop or self._clock() >= self._rotation_due):

@@ -66,8 +66,6 @@ import importlib.util
 import logging
 import math
 import os
-import queue
-import threading
 import time
 
 import salt.payload
@@ -77,6 +75,8 @@ from saltext_raft.kv.machine import ADD
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
 from saltext_raft.master import settings as engine_settings
+from saltext_raft.queuethread import STOP
+from saltext_raft.queuethread import QueueThread
 from saltext_raft.replicated import keystore
 from saltext_raft.replicated.keyview import ACCEPTED
 from saltext_raft.replicated.keyview import APPLIED_FILE
@@ -447,8 +447,7 @@ class KeyReplication:
         self.poll = poll
         self.dirs = KeyDirs(opts)
         self.reconciler: Reconciler | None = None
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._worker = QueueThread("raft-keys3007", self._run)
         self.loop = None
         self.runtime = None
         self.started = False
@@ -457,21 +456,17 @@ class KeyReplication:
     # --- loop side ----------------------------------------------------------------------------
     def start(self, loop, runtime) -> None:
         self.loop, self.runtime = loop, runtime
-        self._thread = threading.Thread(target=self._run, name="raft-keys3007", daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self._thread is not None:
-            self._queue.put(StopIteration)
-            self._thread.join(timeout)
-            self._thread = None
+        self._worker.stop(timeout)
 
     def changed(self, bank, key) -> None:
         """The cache service's watcher (on the loop)."""
         if bank is None or key is None:
-            self._queue.put(("full", None))
+            self._worker.put(("full", None))
         else:
-            self._queue.put(("id", key))
+            self._worker.put(("id", key))
 
     async def handle_sync(self, rt, req: dict) -> dict:
         """``keys.sync``: confirm with the cluster (ReadIndex), then make the directories show
@@ -495,7 +490,7 @@ class KeyReplication:
         timeout = min(float(timeout), LOG_TIMEOUT)
         await rt.read(timeout)
         fut: concurrent.futures.Future = concurrent.futures.Future()
-        self._queue.put(("sync", (minion_id, fut)))
+        self._worker.put(("sync", (minion_id, fut)))
         states = await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
         return {b: (e.state if e else None) for b, e in states.items()}
 
@@ -514,32 +509,21 @@ class KeyReplication:
         waiting = []  # sync requests that came before the first pass
         caught_up = False
         while not self.started:  # nothing before the engine has caught up (the docstring)
-            try:
-                item = self._queue.get(timeout=self.poll)
-            except queue.Empty:
-                item = None
-            if item is StopIteration:
-                self._fail_waiting(waiting)
-                return
-            if item is not None and item[0] == "full":
-                caught_up = True
-            elif item is not None and item[0] == "sync":
-                waiting.append(item[1])
+            for item in self._worker.take(self.poll):
+                if item is STOP:
+                    self._fail_waiting(waiting)
+                    return
+                if item[0] == "full":
+                    caught_up = True
+                elif item[0] == "sync":
+                    waiting.append(item[1])
             if caught_up:
                 self._first_pass()  # retried every poll until it succeeds
         self._answer(waiting, None)
         while True:
-            items = []
-            try:
-                items.append(self._queue.get(timeout=self.poll))
-                while True:
-                    items.append(self._queue.get_nowait())
-            except queue.Empty:
-                pass
-            if StopIteration in items:
-                self._fail_waiting(
-                    [i[1] for i in items if i is not StopIteration and i[0] == "sync"]
-                )
+            items = self._worker.take(self.poll)
+            if STOP in items:
+                self._fail_waiting([i[1] for i in items if i is not STOP and i[0] == "sync"])
                 return
             syncs = [i[1] for i in items if i[0] == "sync"]
             try:

@@ -27,8 +27,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import queue
-import threading
 import time
 from typing import NamedTuple
 
@@ -42,6 +40,8 @@ from saltext_raft.kv.machine import bank_parts
 from saltext_raft.kv.machine import check_name
 from saltext_raft.kv.machine import decode_entry
 from saltext_raft.kv.machine import tree_contents
+from saltext_raft.queuethread import STOP
+from saltext_raft.queuethread import QueueThread
 from saltext_raft.replicated.localfs import LocalfsMirror
 
 log = logging.getLogger(__name__)
@@ -81,14 +81,14 @@ class MirrorWriter:
         self.mirror = mirror
         self.inline = inline
         self._handed = 0  # last ticket handed to the thread
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()  # lists of (ticket, job), None
+        #: The writer thread, handed lists of (ticket, job).
+        self._worker = QueueThread("raft-cache-mirror", self._run)
         self._buffer: list[tuple[int, tuple]] = []  # queued on the loop, not yet handed over
         self._seq = 0  # last ticket handed out (loop thread)
         self._done = 0  # last ticket finished (loop thread's view)
         self._waiters: list[tuple[int, int, asyncio.Future]] = []
         self._n = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         #: (bank, key) -> the mirror's slot for names that passed ``check_name``: Salt writes
         #: the same few names per minion again and again, and checking and normalising them
         #: on every write was a third of the copy's Python work per store. The slot is a pure
@@ -111,15 +111,12 @@ class MirrorWriter:
     # --- loop side --------------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._thread = threading.Thread(target=self._run, name="raft-cache-mirror", daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self._thread is not None:
+        if self._worker.started:
             self._hand_over()
-            self._queue.put(None)
-            self._thread.join(timeout)
-            self._thread = None
+            self._worker.stop(timeout)
 
     def enqueue(self, job: tuple) -> int:
         """Queue ``job`` (on the loop thread); returns its ticket.
@@ -143,7 +140,7 @@ class MirrorWriter:
         batch, self._buffer = self._buffer, []
         if (
             self.inline
-            and self._thread is not None
+            and self._worker.started
             and self._handed <= self._done
             and len(batch) <= INLINE_MAX_JOBS
             and all(job[0] != "rebuild" for _, job in batch)
@@ -153,7 +150,7 @@ class MirrorWriter:
             self._progress(batch[-1][0])
             return
         self._handed = batch[-1][0]
-        self._queue.put(batch)
+        self._worker.put(batch)
 
     @property
     def ticket(self) -> int:
@@ -188,17 +185,11 @@ class MirrorWriter:
 
     # --- writer thread ----------------------------------------------------------------------
     def _run(self) -> None:
-        q = self._queue
         while True:
-            parts = [q.get()]
-            while True:
-                try:
-                    parts.append(q.get_nowait())
-                except queue.Empty:
-                    break
-            stop = None in parts
+            parts = self._worker.take()
+            stop = STOP in parts
             if stop:
-                parts = parts[: parts.index(None)]
+                parts = parts[: parts.index(STOP)]
             batch = [item for part in parts for item in part]
             if batch:
                 self._write_batch(batch)

@@ -15,6 +15,7 @@ import multiprocessing
 import pytest
 import salt.master
 
+from saltext_raft.master import coregate
 from saltext_raft.master import service as service_mod
 from saltext_raft.master.coregate import CoreGate
 from tests.unit.master.services import ServiceCluster
@@ -92,9 +93,8 @@ def salt_core_gate(monkeypatch):
     event = multiprocessing.Event()
     monkeypatch.setitem(salt.master.SMaster.secrets, "cluster_ready", {"event": event})
     monkeypatch.setattr(service_mod, "core_consensus_active", lambda opts: True)
-    monkeypatch.setattr(
-        "salt.cluster.healthchecks.mark_cluster_ready", lambda opts: None, raising=False
-    )
+    # Salt's sentinel writer (salt.cluster exists on 3008 only): not this test's subject.
+    monkeypatch.setattr(coregate, "_mark_salt_ready", lambda opts: None)
     return event
 
 

@@ -367,7 +367,7 @@ def test_entries_applied_in_one_loop_iteration_reach_the_writer_thread_as_one_ba
             harness.index += 1
             tickets.append(harness.sm.apply(entry(harness.index, put("b", f"k{i}", i))).ticket)
         # Nothing reaches the thread while this loop iteration runs...
-        assert harness.writer._queue.qsize() == 0  # pylint: disable=protected-access
+        assert harness.writer._worker.pending() == 0  # pylint: disable=protected-access
         await asyncio.wait_for(harness.writer.wait(tickets[-1]), 5)
         return tickets
 
