@@ -184,6 +184,13 @@ class Reconciler:
     def start(self) -> str:
         """Create/check the directories, load the record; returns its status."""
         self.dirs.ensure()
+        leftovers = self.dirs.remove_leftovers()
+        if leftovers:
+            log.info(
+                "saltext-raft keys: removed %d temp file(s) an interrupted write left in %s",
+                leftovers,
+                self.dirs.root,
+            )
         self.applied.load()
         if self.applied.status == "torn":
             log.warning(

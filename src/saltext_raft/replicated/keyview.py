@@ -176,6 +176,25 @@ class KeyDirs:
         for state in KEY_DIRS:
             ensure_private_dir(self.path(state), f"the {KEY_DIRS[state]} key directory")
 
+    def remove_leftovers(self) -> int:
+        """Unlink the temp files a write killed mid-way left in the key directories (only
+        this master's engine writes them, from one thread, which calls this before its first
+        write). Salt skips dotfiles, so they are litter, not keys; a directory entry that is
+        not a regular file is left alone. Returns how many were removed."""
+        removed = 0
+        for state in KEY_DIRS:
+            with os.scandir(self.path(state)) as it:
+                names = [
+                    e.name
+                    for e in it
+                    if e.name.startswith(TMP_PREFIX) and e.is_file(follow_symlinks=False)
+                ]
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.path(state), name))
+                    removed += 1
+        return removed
+
     def valid_id(self, name: str) -> bool:
         """Salt's and the replicated cache's rule (``keystore.check_id``), and a name one key
         file can have (``_auth`` asks about any id Salt's ``valid_id`` passes, of any length)."""

@@ -4,7 +4,9 @@ reconciler's rules with several masters sharing one (fake) log, faults injected.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import signal
 
 import pytest
 
@@ -481,3 +483,42 @@ def test_workers_read_the_option_from_the_engine_entry():
     assert settings.read({"engines": [{"raft": {"keys": "replicate"}}]}).keys_replicate
     assert not settings.read({"engines": [{"raft": {}}]}).keys_replicate
     assert not settings.read({"keys": "replicate"}).keys_replicate  # not the engine's option
+
+
+def _pass_killed_before_rename(master) -> None:
+    """In a forked child: a reconcile pass whose process is SIGKILLed the moment it renames a
+    temp file into place (the temp file is written and fsynced by then)."""
+
+    def die(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    os.replace = os.rename = die
+    master.pass_()
+    os._exit(3)  # not reached: the pass must rename
+
+
+def test_a_write_killed_mid_way_leaves_no_temp_file_after_the_restart(cluster):
+    """The engine is killed between writing a key's temp file and renaming it: the restarted
+    engine removes the leftover (and no file that is not its own), then writes the key."""
+    _, masters = cluster
+    m1, m2 = masters[0], masters[1]
+    m1.auth_writes_pending("web1", pem(1))
+    m1.pass_()
+    child = multiprocessing.get_context("fork").Process(
+        target=_pass_killed_before_rename, args=(m2,)
+    )
+    child.start()
+    child.join(30)
+    if child.is_alive():
+        child.kill()
+        child.join(5)
+    assert child.exitcode == -signal.SIGKILL, child.exitcode
+    leftovers = [p for p in (m2.root / "minions_pre").iterdir() if p.name.startswith(".")]
+    assert leftovers, "the kill left no temp file: the test would check nothing"
+    foreign = m2.root / "minions" / ".operator-notes"  # a dotfile that is not ours stays
+    foreign.write_text("x")
+    m2.restart()
+    assert not [p for p in (m2.root / "minions_pre").iterdir() if p.name.startswith(".")]
+    assert foreign.exists()
+    m2.pass_()
+    assert m2.states("web1") == ["minions_pre"]
