@@ -4,12 +4,15 @@ masters on 127.0.0.1-3, ``cache: raft`` unless a module says otherwise).
 
 Lives here: the scenarios' own readiness check (:func:`start_cluster`: a first cache write
 through master 1 has committed; :func:`start_masters`, the same for a module that only states
-its masters' configuration), their ``salt-run`` wrapper that keeps a bare string answer, and a
-wait that fails the test. Must not live here: building, starting or stopping masters (the
-plugin's ``RaftCluster``).
+its masters' configuration), their ``salt-run`` wrapper that keeps a bare string answer, a
+wait that fails the test, and :func:`starting` (a minion started while its key is accepted).
+Must not live here: building, starting or stopping masters (the plugin's ``RaftCluster``).
 """
 
 from __future__ import annotations
+
+import contextlib
+import threading
 
 import pytest
 
@@ -67,3 +70,31 @@ def start_masters(
         name=prefix,
     )
     return start_cluster(stack.enter_context(cluster))
+
+
+@contextlib.contextmanager
+def starting(minion, timeout=120):
+    """Start ``minion`` in a thread: it finishes starting only once its key is accepted, which
+    the test does meanwhile. ``join()`` waits for the start and returns its errors (``["not
+    running"]`` if the minion is not running then). If the block raises, the minion is stopped
+    by its factory (PID); otherwise stopping it is the caller's."""
+    errors = []
+
+    def target():
+        try:
+            minion.start(start_timeout=timeout, max_start_attempts=1)
+        except Exception as exc:  # pylint: disable=broad-except
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name=f"start-{minion.id}", daemon=True)
+    thread.start()
+
+    def join():
+        thread.join(timeout + 30)
+        return errors or ([] if minion.is_running() else ["not running"])
+
+    try:
+        yield join
+    except BaseException:
+        minion.terminate()
+        raise

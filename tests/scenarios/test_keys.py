@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 
 import pytest
 import salt.config
@@ -22,6 +21,7 @@ import salt.config
 from tests.preconditions import require
 from tests.scenarios.masters import IDS
 from tests.scenarios.masters import start_masters
+from tests.scenarios.masters import starting
 from tests.scenarios.masters import wait_for
 
 pytest.importorskip("saltfactories")
@@ -64,27 +64,6 @@ def master_pub(master) -> str:
         return fh.read()
 
 
-@contextlib.contextmanager
-def starting(minion, timeout=120):
-    """Start ``minion`` in a thread (it only finishes starting once its key is accepted, which
-    the test does meanwhile); stop it by its factory (PID) at the end."""
-    errors = []
-
-    def target():
-        try:
-            minion.start(start_timeout=timeout, max_start_attempts=1)
-        except Exception as exc:  # pylint: disable=broad-except
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name=f"start-{minion.id}", daemon=True)
-    thread.start()
-    try:
-        yield lambda: (thread.join(timeout + 30), errors)
-    finally:
-        thread.join(timeout + 30)
-        minion.terminate()
-
-
 def accepted_minion(cluster_masters, via, accept_on, minion_id, stack):
     """A minion pointed at master ``via``: wait until its pending key is visible on every
     master, accept it with ``salt-key`` on ``accept_on``, wait until it has started."""
@@ -93,6 +72,7 @@ def accepted_minion(cluster_masters, via, accept_on, minion_id, stack):
     minion = m_via.salt_minion_daemon(
         minion_id, overrides={"master": via, "master_port": m_via.config["ret_port"]}
     )
+    stack.callback(minion.terminate)  # by its factory (PID), when the module's cluster stops
     join = stack.enter_context(starting(minion))
     for mid in IDS:  # the pending key written by master ``via``'s _auth is replicated
         wait_for(
@@ -103,9 +83,8 @@ def accepted_minion(cluster_masters, via, accept_on, minion_id, stack):
         )
     ret = masters[accept_on].salt_key_cli(timeout=60).run("-y", "-a", minion_id, _timeout=60)
     assert ret.returncode == 0, ret
-    _alive, errors = join()
-    assert not errors, errors
-    assert minion.is_running(), f"{minion_id} did not start after its key was accepted"
+    errors = join()
+    assert not errors, f"{minion_id} did not start after its key was accepted: {errors}"
     return minion
 
 

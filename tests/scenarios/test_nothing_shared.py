@@ -30,7 +30,6 @@ import itertools
 import os
 import re
 import shutil
-import threading
 
 import pytest
 import salt.config
@@ -45,6 +44,7 @@ from saltext_raft.testing.cluster import RaftCluster
 from saltext_raft.testing.cluster import run_json
 from saltext_raft.waiting import WaitTimeout
 from saltext_raft.waiting import wait_until
+from tests.scenarios.masters import starting
 from tests.scenarios.masters import wait_for
 
 pytest.importorskip("saltfactories")
@@ -198,32 +198,6 @@ class NothingShared:
         stack.callback(minion.terminate)
         self.minions[minion_id] = minion
         return minion
-
-
-@contextlib.contextmanager
-def starting(minion, timeout=120):
-    """Start ``minion`` in a thread (it finishes starting only once its key is accepted, which
-    the test does meanwhile); ``join()`` returns the start errors."""
-    errors = []
-
-    def target():
-        try:
-            minion.start(start_timeout=timeout, max_start_attempts=1)
-        except Exception as exc:  # pylint: disable=broad-except
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name=f"start-{minion.id}", daemon=True)
-    thread.start()
-
-    def join():
-        thread.join(timeout + 30)
-        return errors or ([] if minion.is_running() else ["not running"])
-
-    try:
-        yield join
-    except BaseException:
-        minion.terminate()
-        raise
 
 
 @pytest.fixture(scope="module")
