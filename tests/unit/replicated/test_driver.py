@@ -48,6 +48,47 @@ def test_a_changed_option_takes_effect_on_the_next_call(tmp_path):
     assert cachedriver._settings(opts).linearizable_reads  # pylint: disable=protected-access
 
 
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_another_mapping_is_read_again_after_the_ttl_and_not_before(tmp_path, monkeypatch):
+    """Salt 3008 hands the driver an ``OptsDict`` whose every read takes a lock: its options
+    are read once per ``OPTS_SETTINGS_TTL``, and a changed one takes effect after that."""
+    clock = Clock()
+    monkeypatch.setattr(cachedriver, "_clock", clock)
+    opts = Recording(base_opts(tmp_path, raft_cache_timeout=5))
+    assert cachedriver._settings(opts).timeout == 5  # pylint: disable=protected-access
+    opts.read.clear()
+    opts["raft_cache_timeout"] = 7
+    assert cachedriver._settings(opts).timeout == 5  # pylint: disable=protected-access
+    assert not opts.read  # served without reading the options
+    clock.now += cachedriver.OPTS_SETTINGS_TTL
+    assert cachedriver._settings(opts).timeout == 7  # pylint: disable=protected-access
+    assert opts.read  # read again
+
+
+def test_an_object_given_the_id_of_a_collected_one_gets_its_own_settings(tmp_path, monkeypatch):
+    import weakref  # pylint: disable=import-outside-toplevel
+
+    clock = Clock()
+    monkeypatch.setattr(cachedriver, "_clock", clock)
+    gone = Recording(base_opts(tmp_path, raft_cache_timeout=5))
+    stale = cachedriver._settings(gone)  # pylint: disable=protected-access
+    new = Recording(base_opts(tmp_path, raft_cache_timeout=9))
+    # As if ``new`` had been allocated where ``gone`` was: same id, another object.
+    monkeypatch.setitem(
+        cachedriver._by_opts,  # pylint: disable=protected-access
+        id(new),
+        (weakref.ref(gone), clock.now + 60, stale),
+    )
+    assert cachedriver._settings(new).timeout == 9  # pylint: disable=protected-access
+
+
 def test_an_option_set_to_none_is_not_taken_for_an_absent_one(tmp_path):
     opts = base_opts(tmp_path)
     assert cachedriver._settings(opts).timeout == cacheconfig.DEFAULT_TIMEOUT  # pylint: disable=protected-access
