@@ -588,6 +588,17 @@ def test_a_full_restart_loses_nothing_and_every_gate_reopens(ns):
     ns.restarted = True
 
 
+def log_tail(path, pattern="ERROR|WARNING|auth|Authentication|retry", lines=15) -> str:
+    """The last ``lines`` lines of a daemon's log matching ``pattern`` (for a failure message)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            hits = [line.rstrip() for line in fh if re.search(pattern, line)]
+    except OSError as exc:
+        return f"({path}: {exc})"
+    return "\n".join(hits[-lines:])
+
+
+@pytest.mark.timeout(900)
 def test_a_job_published_after_the_full_restart_is_answered(ns):
     if not getattr(ns, "restarted", False):
         test_a_full_restart_loses_nothing_and_every_gate_reopens(ns)
@@ -596,17 +607,37 @@ def test_a_job_published_after_the_full_restart_is_answered(ns):
     # forwards events once, without a queue), so a job that gets no answer is published anew.
     want = dict.fromkeys(JOB_MINIONS, "again")
     m1 = ns.masters[ns.ids[0]]
+    attempts = []  # (jid or None, the last lookup seen on master 3)
 
     def answered():
         jid = try_publish(m1, ",".join(JOB_MINIONS), "test.echo", "again")
+        attempts.append([jid, None])
         if jid is None:
             return None
+
+        def complete():
+            got = attempts[-1][1] = runner(ns, ns.ids[2], "jobs.lookup_jid", jid, timeout=30)
+            return got == want
+
         try:
-            return wait_until(lambda: lookup(ns, ns.ids[2], jid) == want, 30, f"job {jid}", 3)
+            return wait_until(complete, 30, f"job {jid}", 3)
         except WaitTimeout:
             return None
 
     # On 3008 this needs Salt's own core request gate open, which Salt's consensus never
     # reopens after a full restart: the engine opens it once ours opens (core_gate,
     # master/coregate.py). Before that it failed here on every run.
-    wait_for(answered, 300, "a job published on master 1 answered after the full restart", 1)
+    try:
+        wait_until(answered, 600, "a job published on master 1 answered after the full restart", 1)
+    except WaitTimeout as exc:
+        report = [str(exc), f"attempts (jid, last lookup on master 3): {attempts}"]
+        for mid in ns.ids:
+            report.append(f"{mid} readiness: {ns.cluster.status(mid)}")
+            report.append(f"{mid} log:\n{log_tail(ns.masters[mid].config['log_file'])}")
+        for minion_id in JOB_MINIONS:
+            minion = ns.minions[minion_id]
+            report.append(
+                f"{minion_id} running={minion.is_running()} log:\n"
+                f"{log_tail(minion.config['log_file'])}"
+            )
+        pytest.fail("\n".join(report))
