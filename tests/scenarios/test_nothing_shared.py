@@ -237,8 +237,8 @@ def runner(ns, mid, *args, timeout=120):
     return data if rc == 0 else None
 
 
-def lookup(ns, mid, jid):
-    return runner(ns, mid, "jobs.lookup_jid", jid)
+def lookup(ns, mid, jid, timeout=120):
+    return runner(ns, mid, "jobs.lookup_jid", jid, timeout=timeout)
 
 
 def status_of(ns, mid) -> dict:
@@ -616,7 +616,7 @@ def test_a_job_published_after_the_full_restart_is_answered(ns):
             return None
 
         def complete():
-            got = attempts[-1][1] = runner(ns, ns.ids[2], "jobs.lookup_jid", jid, timeout=30)
+            got = attempts[-1][1] = lookup(ns, ns.ids[2], jid, timeout=30)
             return got == want
 
         try:
