@@ -15,10 +15,11 @@ threads sharing a client id with writes in flight at once could commit out of or
 older one. A thread has at most one write in flight, so per-thread ids are safe; Salt 3008 runs
 worker handlers on executor threads, so this matters.
 
-Reads never talk to the engine unless ``raft_cache_linearizable_reads`` is on: they are Salt's
-``localfs`` functions pointed at the mirror directory (or, with ``raft_cache_backend: sqlite``,
-one indexed query of the mirror's database), so they cost what a local read costs and keep
-working while the quorum is down.
+Reads never talk to the engine unless ``raft_cache_linearizable_reads`` is on: they read the
+mirror directory (a ``fetch`` one file, ``replicated/localfs.py``'s :func:`read`; a listing
+through Salt's ``localfs`` functions; with ``raft_cache_backend: sqlite``, one indexed query of
+the mirror's database), so they cost what a local read costs and keep working while the quorum
+is down.
 
 They are served only while the engine's caught-up marker exists and the engine that wrote it
 (its pid is in the marker) is alive (``replicated/service.py``, "Caught up"): after a restart
@@ -56,6 +57,7 @@ from saltext_raft.master.fileutil import UnsafeDirectory
 from saltext_raft.master.fileutil import check_private_dir
 from saltext_raft.master.readiness import process_alive
 from saltext_raft.replicated import config as cacheconfig
+from saltext_raft.replicated import localfs as localfs_layout
 from saltext_raft.replicated.sqlite import SqliteReader
 
 #: Seconds between reconnection attempts while the engine is not reachable.
@@ -457,7 +459,7 @@ def fetch_checked(opts: dict, bank: str, key: str):
     settings = _settings(opts)
     _before_read(opts, settings, f"fetch {bank}/{key}")
     if settings.backend != "sqlite":
-        return _localfs.fetch(bank, key, settings.root)
+        return localfs_layout.read(settings.root, bank, key)
     value = _sqlite_call(f"fetch {bank}/{key}", _sqlite(settings).fetch, bank, key)
     if value is None:
         return {}  # what localfs returns for a missing key
@@ -477,7 +479,7 @@ def updated_checked(opts: dict, bank: str, key: str):
     _before_read(opts, settings, f"updated {bank}/{key}")
     if settings.backend == "sqlite":
         return _sqlite_call(f"updated {bank}/{key}", _sqlite(settings).updated, bank, key)
-    path = os.path.join(settings.root, os.path.normpath(bank), f"{key}.p")
+    path = localfs_layout.key_path(settings.root, bank, key)
     try:
         return int(os.path.getmtime(path))
     except FileNotFoundError:
