@@ -59,7 +59,9 @@ def read(root: str, bank: str, key: str):
     except _ABSENT:
         return {}
     except OSError as exc:
-        raise SaltCacheError(f"raft cache: cannot read {bank}/{key} in the local copy: {exc}") from None
+        raise SaltCacheError(
+            f"raft cache: cannot read {bank}/{key} in the local copy: {exc}"
+        ) from None
     if not data:
         return None  # what salt.payload.load returns for an empty file
     try:
