@@ -77,9 +77,7 @@ def test_an_empty_file_reads_as_none_like_localfs(mirror):
 
 
 @pytest.mark.parametrize("garbage", [b"\xc1", b"\x92\x01", b"\xdb\xff\xff\xff\xff"])
-def test_a_torn_or_corrupt_file_is_a_clear_cache_error_naming_the_key_and_the_fix(
-    mirror, garbage
-):
+def test_a_torn_or_corrupt_file_is_a_clear_cache_error_naming_the_key_and_the_fix(mirror, garbage):
     mirror.store("b", "k", garbage, 1)
     with pytest.raises(SaltCacheError, match=r"cannot read b/k .*rebuilds the copy"):
         read(mirror.root, "b", "k")
