@@ -32,6 +32,7 @@ from saltext_raft.master.settings import DEFAULT_READINESS_INTERVAL
 from saltext_raft.master.settings import MAX_GATE_HOLD
 from saltext_raft.master.settings import readiness_path
 from saltext_raft.master.settings import state_dir
+from saltext_raft.optionerror import OptionError
 from saltext_raft.replicated.config import CacheConfigError
 from saltext_raft.replicated.config import cache_enabled
 from saltext_raft.replicated.config import from_opts as cache_settings
@@ -63,13 +64,10 @@ CLUSTER_KEY_FILE = "cluster.pem"
 _WILDCARDS = {"0.0.0.0", "::", "*", ""}
 
 
-class EngineConfigError(ValueError):
-    """An engine option is invalid. ``option`` names it; the message says what is wrong."""
+class EngineConfigError(OptionError):
+    """An engine option is invalid (:class:`~saltext_raft.optionerror.OptionError`)."""
 
-    def __init__(self, option: str, why: str):
-        super().__init__(f"raft engine option {option!r}: {why}")
-        self.option = option
-        self.why = why
+    subject = "raft engine"
 
 
 @dataclass

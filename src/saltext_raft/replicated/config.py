@@ -36,6 +36,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from saltext_raft.optionerror import OptionError
+
 DRIVER_NAME = "raft"
 #: Salt 3008's option naming the driver of the minion key store (absent on 3007).
 KEYS_DRIVER_OPTION = "keys.cache_driver"
@@ -63,11 +65,10 @@ DEFAULT_ROTATE_WINDOW = 1.0
 MAX_ROTATE_WINDOW = 60.0
 
 
-class CacheConfigError(ValueError):
-    def __init__(self, option: str, why: str):
-        super().__init__(f"raft cache option {option!r}: {why}")
-        self.option = option
-        self.why = why
+class CacheConfigError(OptionError):
+    """A cache driver option is invalid (:class:`~saltext_raft.optionerror.OptionError`)."""
+
+    subject = "raft cache"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from saltext_raft.optionerror import OptionError
 from saltext_raft.replicated.config import ROOTS_OPTION
 from saltext_raft.roots import layout
 
@@ -37,11 +38,10 @@ MAX_SCAN_INTERVAL = 86400.0
 MIN_SCAN_INTERVAL = 5.0
 
 
-class RootsConfigError(ValueError):
-    def __init__(self, option: str, why: str):
-        super().__init__(f"raft roots option {option!r}: {why}")
-        self.option = option
-        self.why = why
+class RootsConfigError(OptionError):
+    """A replicated roots option is invalid (:class:`~saltext_raft.optionerror.OptionError`)."""
+
+    subject = "raft roots"
 
 
 @dataclass(frozen=True)
