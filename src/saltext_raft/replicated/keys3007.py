@@ -54,8 +54,10 @@ this imports a master's existing keys). The record unreadable (torn) means local
 cannot be told from stale files: the first pass writes the log's state everywhere (logged).
 
 Detection: the directories are listed every ``POLL_INTERVAL`` seconds (a stat signature per
-entry; a file is read only when its signature changed) and every applied change of the key
-banks is reported by the cache service; correctness depends on neither being prompt.
+entry; a file is read only when its signature changed, or when its mtime is recent enough that
+a same-size rewrite within one clock tick could hide behind it: ``keyview.RACY_WINDOW_NS``),
+and every applied change of the key banks is reported by the cache service; correctness
+depends on neither being prompt.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ from saltext_raft.replicated.keyview import IdView
 from saltext_raft.replicated.keyview import KeyDirs
 from saltext_raft.replicated.keyview import Refused
 from saltext_raft.replicated.keyview import from_log
+from saltext_raft.replicated.keyview import may_hide_a_change
 from saltext_raft.replicated.keyview import to_log
 
 log = logging.getLogger(__name__)
@@ -160,6 +163,9 @@ class Reconciler:
         self.applied = applied
         self.log = logport
         self._signatures: dict = {}
+        #: Wall clock (ns) at the start of the last listing: mtimes near it may hide a change.
+        self._listed_at: int | None = None
+        self._wall_clock_ns = time.time_ns
         self._reported: set = set()
         #: First pass after a torn record: the log wins every difference.
         self._adopt = False
@@ -214,12 +220,20 @@ class Reconciler:
     def scan(self) -> set:
         """Ids whose directory entries changed since the last scan (all of them the first
         time)."""
+        started = self._wall_clock_ns()
         listing, refusals = self.dirs.listing()
         for problem in refusals:
             self._refused(problem)
-        changed = {i for i in listing if self._signatures.get(i) != listing[i]}
+        previous = self._listed_at
+        changed = {
+            i
+            for i, sigs in listing.items()
+            if self._signatures.get(i) != sigs
+            or any(may_hide_a_change(sig, previous) for sig in sigs.values())
+        }
         changed |= set(self._signatures) - set(listing)
         self._signatures = listing
+        self._listed_at = started
         return changed
 
     def all_ids(self) -> set:

@@ -40,6 +40,7 @@ import os
 import stat
 from dataclasses import dataclass
 from dataclasses import field
+from typing import NamedTuple
 
 from salt.exceptions import SaltCacheError
 
@@ -71,6 +72,32 @@ TMP_PREFIX = ".saltext-raft-"
 APPLIED_FILE = "keys3007-view.json"
 APPLIED_FORMAT = 1
 KEY_FILE_MODE = 0o644
+#: How close to a listing an entry's mtime may be and still have been rewritten unseen after
+#: it: a file's mtime comes from a coarse clock (one kernel tick, 1-10 ms, on Linux; whole
+#: seconds on some file systems), so a same-size rewrite in place within one tick keeps every
+#: field of its :class:`Signature`. A 3007 minion key file is the same size for every key of
+#: one type. An entry whose mtime is not older than the previous listing minus this window is
+#: read again at each listing until it is (a handful of reads of a file just written).
+RACY_WINDOW_NS = 2_000_000_000
+
+
+class Signature(NamedTuple):
+    """What a listing keeps of a directory entry to tell a changed one without reading it,
+    except within :data:`RACY_WINDOW_NS` of the listing (:func:`may_hide_a_change`)."""
+
+    ino: int
+    size: int
+    mtime_ns: int
+    mode: int
+
+
+def may_hide_a_change(sig: Signature, previous_listing_ns: int | None) -> bool:
+    """Whether an entry whose signature has not changed since the listing that started at
+    ``previous_listing_ns`` (wall clock, as mtimes are; None: no listing yet) may still have
+    been rewritten after it: its mtime is within :data:`RACY_WINDOW_NS` of that listing, or
+    later (a clock set back). Older mtimes cannot: a rewrite after the listing gets a newer
+    one."""
+    return previous_listing_ns is not None and sig.mtime_ns >= previous_listing_ns - RACY_WINDOW_NS
 
 
 def pem_problem(text: str) -> str | None:
@@ -207,8 +234,7 @@ class KeyDirs:
         return True
 
     def listing(self) -> tuple[dict, list]:
-        """({id: {state: signature}}, refusals) for every entry of the four directories.
-        A signature (inode, size, mtime, mode) tells a changed entry without reading it."""
+        """({id: {state: Signature}}, refusals) for every entry of the four directories."""
         ids: dict = {}
         refusals = []
         for state, sub in KEY_DIRS.items():
@@ -224,7 +250,7 @@ class KeyDirs:
                             st = entry.stat(follow_symlinks=False)
                         except FileNotFoundError:
                             continue
-                        sig = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
+                        sig = Signature(st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
                         ids.setdefault(entry.name, {})[state] = sig
             except FileNotFoundError:
                 continue

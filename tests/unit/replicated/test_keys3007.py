@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import signal
+import time
 
 import pytest
 
@@ -522,3 +523,46 @@ def test_a_write_killed_mid_way_leaves_no_temp_file_after_the_restart(cluster):
     assert foreign.exists()
     m2.pass_()
     assert m2.states("web1") == ["minions_pre"]
+
+
+def _rewrite_in_place_keeping_the_signature(path, text) -> None:
+    """What a same-size rewrite within one mtime tick looks like to a listing: same inode
+    (written in place), same size, same mtime (set back here: the clock tick did not move)."""
+    st = os.stat(path)
+    assert len(text) == st.st_size
+    with open(path, "r+", encoding="utf-8") as fh:
+        fh.write(text)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+    )
+
+
+def test_a_same_size_rewrite_within_one_mtime_tick_is_still_seen(cluster):
+    """A pending key replaced by another of the same size (every 2048-bit RSA public key
+    file is) right after it was written keeps inode, size and mtime: a listing alone cannot
+    see it. The reconciler reads again every entry whose mtime is near its last listing."""
+    fake, (m1, m2, _) = cluster
+    m1.auth_writes_pending("web1", pem(1))
+    m1.poll()
+    assert fake.banks["keys"]["web1"]["pub"] == pem(1)
+    _rewrite_in_place_keeping_the_signature(m1.file("minions_pre", "web1"), pem(2))
+    m1.poll()
+    assert fake.banks["keys"]["web1"] == {"state": "pending", "pub": pem(2)}
+    m2.pass_()  # what an applied change of the key bank makes the engine run
+    assert m2.file("minions_pre", "web1").read_text() == pem(2)
+
+
+def test_an_old_unchanged_entry_is_not_read_again_at_every_listing(cluster):
+    _, (m1, _, _) = cluster
+    m1.auth_writes_pending("web1", pem(1))
+    hour_ago = time.time_ns() - 3600 * 10**9
+    os.utime(m1.file("minions_pre", "web1"), ns=(hour_ago, hour_ago))
+    assert m1.rec.scan() == {"web1"}  # the first listing reports everything
+    assert m1.rec.scan() == set()
+    m1.auth_writes_pending("web2", pem(2))  # just written: near the listing
+    assert m1.rec.scan() == {"web2"}
+    assert m1.rec.scan() == {"web2"}  # still within the window: read again
