@@ -7,6 +7,7 @@ stopped during a sync converging when it starts again from its own log."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -32,8 +33,9 @@ def wait_for(predicate, what, timeout=20):
         pytest.fail(str(exc))
 
 
-@pytest.fixture
-def cluster(tmp_path):
+def _started_cluster(tmp_path, scan_interval=None):
+    """The three engines; with ``scan_interval``, m1's roots service scans its trees at that
+    interval (below the option's 5 s floor, which ``test_config`` covers, to keep this short)."""
     roots_dir = tmp_path / "roots"
     services: dict[str, RootsService] = {}
 
@@ -47,7 +49,10 @@ def cluster(tmp_path):
         if old is not None:
             old.stop()
         o = opts(nid)
-        roots = RootsService(o, rootsconfig.from_opts(o), recheck=0.5)
+        settings = rootsconfig.from_opts(o)
+        if scan_interval is not None and nid == "m1":
+            settings = dataclasses.replace(settings, scan_interval=scan_interval)
+        roots = RootsService(o, settings, recheck=0.5)
         cache_service.watch(layout.ROOTS_BANK, roots.changed)
         roots.start()
         services[nid] = roots
@@ -65,6 +70,16 @@ def cluster(tmp_path):
         for service in services.values():
             service.stop()
         c.close()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    yield from _started_cluster(tmp_path)
+
+
+@pytest.fixture
+def scanning_cluster(tmp_path):
+    yield from _started_cluster(tmp_path, scan_interval=0.3)
 
 
 def writes(c) -> int:
@@ -131,3 +146,23 @@ def test_a_16_mib_file_goes_through_the_log_in_chunks_and_one_over_the_cap_is_re
     assert err.value.refused == [
         ("file_roots/base/big/over.bin", f"{cap + 1} bytes: over raft_roots_max_file_bytes ({cap})")
     ]
+
+
+def test_the_source_masters_periodic_scan_sends_changes_nobody_synced(scanning_cluster):
+    """``raft_roots_scan_interval`` on m1: its roots service runs the sync itself, through
+    m1's cache socket and the log; nobody calls ``raft.sync_roots``. A new file, a change and
+    a delete all reach the other masters' trees."""
+    c = scanning_cluster
+    src = c.roots_dir / "m1"
+    write(src, "top.sls", b"base:\n  '*': [web]\n")
+    write(src, "web/init.sls", b"nginx: pkg.installed\n")
+    for nid in ("m2", "m3"):
+        wait_for(lambda nid=nid: same_tree(c, nid), f"{nid} has m1's new files, unsynced")
+    write(src, "top.sls", b"base:\n  '*': [web, db]\n")
+    os.unlink(src / "web" / "init.sls")
+    for nid in ("m2", "m3"):
+        wait_for(lambda nid=nid: same_tree(c, nid), f"{nid} has m1's change and delete")
+    assert not (c.roots_dir / "m2" / "web").exists()
+    scan = c.roots["m1"].status()
+    assert scan["last_error"] is None, scan
+    assert c.roots["m2"].status()["scan_interval"] == 0  # only m1 scans
