@@ -6,6 +6,7 @@ another key."""
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 import salt.cache.localfs as salt_localfs
@@ -97,3 +98,34 @@ def test_the_mirror_writes_where_the_reader_reads(mirror):
     mirror.store("x/y", "z/w", salt.payload.dumps(1), 1)
     assert mirror.key_path("x/y", "z/w") == key_path(mirror.root, "x/y", "z/w")
     assert os.path.isfile(os.path.join(mirror.root, "x", "y", "z", "w.p"))
+
+
+def test_a_key_rewritten_while_it_is_read_is_seen_whole_old_or_new(mirror):
+    """The mirror replaces a key's file by rename; a reader opening it meanwhile holds one
+    inode or the other, never a file being written. 2,000 rewrites between two values of
+    different sizes while another thread reads: every read is one of the two."""
+    small, large = {"v": "a"}, {"v": "b" * 50_000}
+    blobs = [salt.payload.dumps(small), salt.payload.dumps(large)]
+    mirror.store("b", "k", blobs[0], 1)
+    done = threading.Event()
+    seen, errors = [], []
+
+    def reader():
+        while not done.is_set() and len(seen) < 200_000:
+            try:
+                seen.append(read(mirror.root, "b", "k"))
+            except Exception as exc:  # pylint: disable=broad-except
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in range(2000):
+            mirror.store("b", "k", blobs[i % 2], 1)
+    finally:
+        done.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert not errors, errors[:3]
+    assert seen and all(v in (small, large) for v in seen)
