@@ -75,10 +75,6 @@ class CoreGate:
         #: What happened, for ``raft.status``: "", "opened", "already open", "absent".
         self.outcome = ""
 
-    @property
-    def done(self) -> bool:
-        return bool(self.outcome)
-
     def on_ready(self) -> str:
         """Called each time our readiness is "ready"; acts once. Returns :attr:`outcome`."""
         if self.outcome:

@@ -421,8 +421,8 @@ class RaftService:
                 )
                 self.fire(TAG_GATE_OPEN if ready else TAG_GATE_CLOSED, {"reason": reason})
             self.ready, self.reason = ready, reason
-        if ready and self.core_gate is not None and not self.core_gate.done:
-            self.core_gate.on_ready()
+        if ready and self.core_gate is not None:
+            self.core_gate.on_ready()  # acts the first time only
         try:
             self.readiness.publish(body)
             self.readiness.heartbeat()

@@ -35,7 +35,7 @@ def test_it_opens_a_closed_gate_once_and_marks_salt_ready_once():
     event = multiprocessing.Event()
     marks = Recorder()
     gate = CoreGate({"id": "m1"}, "m1", find_event=lambda: event, mark_ready=marks)
-    assert not gate.done
+    assert gate.outcome == ""
     assert gate.on_ready() == "opened"
     assert event.is_set() and len(marks.calls) == 1
     event.clear()  # whatever Salt does later, we act once
