@@ -46,6 +46,9 @@ KNOWN_TYPES = frozenset(OPS + (BATCH,))
 # old could then apply twice, which for store/flush of a value is harmless (idempotent); an
 # add applied twice changes nothing the second time either, but answers "present".
 MAX_CLIENTS = 4096
+#: The largest sequence number a client may give a write (entries carry it as a msgpack
+#: integer, which holds 64 bits); a write outside ``0..MAX_SEQ`` is refused when it arrives.
+MAX_SEQ = (1 << 63) - 1
 #: Bank names whose node the state machine remembers (:meth:`KVStateMachine._bank`); past this
 #: many the memory starts over (a few per minion in Salt's cache, so thousands are normal).
 MAX_BANK_NAMES = 1 << 16

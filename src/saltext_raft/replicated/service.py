@@ -60,6 +60,7 @@ import time
 from saltext_raft.kv.machine import ADD
 from saltext_raft.kv.machine import EXPIRE
 from saltext_raft.kv.machine import FLUSH
+from saltext_raft.kv.machine import MAX_SEQ
 from saltext_raft.kv.machine import STORE
 from saltext_raft.kv.machine import UNION
 from saltext_raft.kv.machine import Command
@@ -306,7 +307,7 @@ class CacheService:
                 self._good_names.add((bank, key))
             value = base64.b64decode(req.get("value") or "", validate=True) if op != FLUSH else b""
             check_value(op, value)
-            client, seq = str(req.get("client") or ""), int(req.get("seq") or 0)
+            client, seq = str(req.get("client") or ""), _seq(req.get("seq"))
         except (TypeError, ValueError) as exc:
             raise Rejected(str(exc)) from None
         return self._submit(req, Command(op, bank, key, value, int(self._clock()), client, seq))
@@ -433,6 +434,19 @@ class CacheService:
             "applied_commands": self.state_machine.kv.applied_commands,
             "batching": dict(self.counters),
         }
+
+
+def _seq(raw) -> int:
+    """A write's sequence number (absent: 0). One outside ``0..MAX_SEQ`` is refused here: in a
+    batch it would break the entry's encoding, and every other write of that batch would go
+    unanswered."""
+    try:
+        seq = int(raw or 0)
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(inf)
+        raise ValueError(f"seq {raw!r:.40}: {exc}") from None
+    if not 0 <= seq <= MAX_SEQ:
+        raise ValueError(f"seq {raw!r:.40} is outside 0..{MAX_SEQ}")
+    return seq
 
 
 def _fail(batch: list, exc: BaseException) -> None:
