@@ -84,9 +84,10 @@ log = logging.getLogger(__name__)
 #: Value bytes that close a batch at once (an entry stays a modest size however many workers
 #: write big values in the same turn).
 MAX_BATCH_BYTES = 1 << 20
-#: Value bytes one entry may hold: the runtime's entry limit less room for keys and framing.
-#: A batch is proposed before a value would take it past this (a single larger value still
-#: goes alone and is refused with the runtime's "larger than max_entry_bytes" if too large).
+#: Bytes of values and names one entry may hold: the runtime's entry limit less room for
+#: framing. A batch is proposed before a write would take it past this (a single larger write
+#: still goes alone and is refused with the runtime's "larger than max_entry_bytes" if too
+#: large).
 ENTRY_VALUES_MAX = DEFAULT_MAX_ENTRY_BYTES - (256 << 10)
 #: (bank, key) pairs of checked names a service remembers (``CacheService._write``); past this
 #: many the memory starts over.
@@ -308,9 +309,11 @@ class CacheService:
             value = base64.b64decode(req.get("value") or "", validate=True) if op != FLUSH else b""
             check_value(op, value)
             client, seq = str(req.get("client") or ""), _seq(req.get("seq"))
-        except (TypeError, ValueError) as exc:
+            cmd = Command(op, bank, key, value, int(self._clock()), client, seq)
+            size = _command_bytes(cmd)
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
             raise Rejected(str(exc)) from None
-        return self._submit(req, Command(op, bank, key, value, int(self._clock()), client, seq))
+        return self._submit(req, cmd, size)
 
     # --- the engine's own writes and reads (loop thread) ---------------------------------------
     def propose(self, op: int, bank: str, key: str | None, value: bytes = b"") -> asyncio.Future:
@@ -331,15 +334,16 @@ class CacheService:
         return self.state_machine.kv.list(bank)
 
     # --- batching -----------------------------------------------------------------------------
-    def _submit(self, req: dict, cmd: Command) -> asyncio.Future:
-        """Queue ``cmd`` for this turn's batch; the future gets the command's result once its
-        entry is applied here and written to the local copy."""
+    def _submit(self, req: dict, cmd: Command, size: int) -> asyncio.Future:
+        """Queue ``cmd`` (``size``: :func:`_command_bytes`) for this turn's batch; the future
+        gets the command's result once its entry is applied here and written to the local
+        copy."""
         loop = self._loop
         fut = loop.create_future()
-        if self._batch and self._batch_bytes + len(cmd.value) > ENTRY_VALUES_MAX:
-            self._propose_batch()  # this value would take the entry past max_entry_bytes
+        if self._batch and self._batch_bytes + size > ENTRY_VALUES_MAX:
+            self._propose_batch()  # this write would take the entry past max_entry_bytes
         self._batch.append((cmd, fut, self._timeout(req)))
-        self._batch_bytes += len(cmd.value)
+        self._batch_bytes += size
         if self._awaited:
             self._awaited -= 1
         if self._batch_bytes >= MAX_BATCH_BYTES:
@@ -434,6 +438,17 @@ class CacheService:
             "applied_commands": self.state_machine.kv.applied_commands,
             "batching": dict(self.counters),
         }
+
+
+def _command_bytes(cmd: Command) -> int:
+    """What ``cmd`` adds to an entry: its value and its names (bank, key, client id), encoded
+    as the entry encodes them. A batch is closed before a write would take it past the entry
+    limit, names included (a name may be megabytes), and a name UTF-8 cannot encode (a lone
+    surrogate, valid in JSON) raises ``UnicodeEncodeError`` here, for that write alone,
+    instead of in the batch's encoding, which would leave every write of the batch
+    unanswered."""
+    names = len(cmd.bank.encode()) + len(cmd.client.encode())
+    return len(cmd.value) + names + (len(cmd.key.encode()) if cmd.key is not None else 0)
 
 
 def _seq(raw) -> int:
