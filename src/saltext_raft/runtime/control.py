@@ -35,6 +35,9 @@ from saltext_raft.runtime.errors import Stopped
 
 log = logging.getLogger(__name__)
 MAX_LINE = 16 << 20
+#: Requests one connection may have unanswered; past this its input is left unread until
+#: answers go out (clients send one at a time, or a few: this bounds a client that does not).
+MAX_IN_FLIGHT = 1024
 #: One encoder for every answer: json.dumps(..., default=str) builds a new one per call.
 _ENCODE = json.JSONEncoder(default=str).encode
 #: The answer to a request with an integer id whose result is a bool (every cache write), by
@@ -196,19 +199,61 @@ class _Connection(asyncio.Protocol):
     """One client connection: splits lines, starts a task per request, writes answers.
 
     A line longer than ``MAX_LINE`` closes the connection; so does end of input (requests
-    still running are cancelled, as their answers could not be read anyway)."""
+    still running are cancelled, as their answers could not be read anyway).
+
+    Flow control: while the transport holds more unsent answers than its high-water mark
+    (``pause_writing``), or ``MAX_IN_FLIGHT`` requests are unanswered, no further line is
+    parsed and the socket is not read; the rest of the input read so far waits in ``_held``.
+    Without it a client that sends and never reads made the engine buffer every answer: 4 MiB
+    of empty lines became 480 MB of error answers, parsed in one turn of the loop."""
 
     def __init__(self, server: ControlServer):
         self._server = server
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()  # the start of a line whose end has not arrived yet
         self._pending: set[asyncio.Task] = set()
+        self._in_flight = 0  # requests parsed and not answered yet
+        self._writing_paused = False  # the transport's buffer is above its high-water mark
+        self._held = b""  # input read but not parsed while blocked, from _held_at on
+        self._held_at = 0
 
     def connection_made(self, transport) -> None:
         self._transport = transport
         self._server._conns.add(self)  # pylint: disable=protected-access
 
+    def _blocked(self) -> bool:
+        return self._writing_paused or self._in_flight >= MAX_IN_FLIGHT
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._unblock()
+
+    def _unblock(self) -> None:
+        """Parse what was held, then read again, unless that blocked the connection again."""
+        if self._blocked() or self._transport is None:
+            return
+        held, at = self._held, self._held_at
+        self._held, self._held_at = b"", 0
+        if held:
+            self._lines(held, at)
+        if not self._blocked() and self._transport is not None:
+            self._transport.resume_reading()
+
+    def _answered(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == MAX_IN_FLIGHT - 1:
+            self._unblock()
+
     def data_received(self, data: bytes) -> None:
+        if self._held:  # not expected (reading is paused while blocked), but never reorder
+            self._held = self._held[self._held_at :] + data
+            self._held_at = 0
+            return
         if self._buf:
             # A long line comes in many chunks: collect them without parsing (or copying the
             # whole buffer per chunk) until one brings the line's end.
@@ -220,8 +265,17 @@ class _Connection(asyncio.Protocol):
                 return
             data = bytes(self._buf)
             self._buf = bytearray()
-        start = 0
+        self._lines(data, 0)
+
+    def _lines(self, data: bytes, start: int) -> None:
+        """Serve the complete lines of ``data`` from ``start``; keep an incomplete last line
+        in ``_buf``, or the rest in ``_held`` once the connection is blocked."""
         while True:
+            if self._blocked():
+                self._held, self._held_at = data, start
+                if self._transport is not None:
+                    self._transport.pause_reading()
+                return
             end = data.find(b"\n", start)
             if end < 0:
                 break
@@ -252,7 +306,8 @@ class _Connection(asyncio.Protocol):
         if fast is None:
             task = asyncio.get_running_loop().create_task(server._handle(req, self))  # pylint: disable=protected-access
             self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._in_flight += 1
+            task.add_done_callback(self._task_done)
             return
         rid = req.get("id")
         try:
@@ -260,9 +315,18 @@ class _Connection(asyncio.Protocol):
         except Exception as exc:  # pylint: disable=broad-except
             self.write(error_answer(rid, req.get("op"), exc))
             return
+        self._in_flight += 1
         fut.add_done_callback(functools.partial(self._answer, rid, req.get("op")))
 
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._pending.discard(task)
+        self._answered()
+
     def _answer(self, rid, op, fut: asyncio.Future) -> None:
+        self._write_answer(rid, op, fut)
+        self._answered()
+
+    def _write_answer(self, rid, op, fut: asyncio.Future) -> None:
         if fut.cancelled():
             self.write(error_answer(rid, op, Stopped("cancelled: the engine is stopping")))
             return
