@@ -198,6 +198,14 @@ def _parts(bank: str) -> list[str]:
 
 
 # --- names: the one rule for banks and keys, used by every edge (driver, engine socket, mirror)
+#: The longest part of a bank or key name, in bytes of UTF-8: a file name holds 255 bytes
+#: (Linux ``NAME_MAX``) and the ``localfs`` copy adds ".p" to a key's last part.
+MAX_PART_BYTES = 253
+#: The longest bank or key name, in bytes of UTF-8: the copy's paths (root, bank, key) stay
+#: well below ``PATH_MAX`` (4096).
+MAX_NAME_BYTES = 1024
+
+
 class BadName(ValueError):
     """A bank or key name the replicated cache refuses (see :func:`check_name`)."""
 
@@ -207,13 +215,35 @@ def check_name(what: str, name, *, allow_empty: bool = False) -> None:
     none of them "." or "..", not starting with "/", without NUL: it names the same place in
     the state machine, in the ``localfs`` copy (a path) and in the ``sqlite`` copy. A "."
     part would differ: the state machine keeps a bank called ".", a path drops it, so
-    ``./x`` would reach bank ``x`` in the local copy without passing the checks made on ``x``."""
+    ``./x`` would reach bank ``x`` in the local copy without passing the checks made on ``x``.
+
+    It must also be UTF-8 text (JSON carries lone surrogates, which no entry can encode) and
+    fit a file: parts of at most :data:`MAX_PART_BYTES`, the whole at most
+    :data:`MAX_NAME_BYTES`. Salt's ``valid_id`` takes a minion id of any length, and a
+    committed name too long for a file broke every master's copy: each write of it failed,
+    and each rebuild stopped there, leaving the keys after it unwritten."""
     if not isinstance(name, str) or (not name and not allow_empty):
         raise BadName(f"{what} must be a non-empty string (got {name!r})")
     if "\0" in name or name.startswith("/") or ".." in name.split("/"):
-        raise BadName(f"{what} {name!r} would leave the cache directory")
+        raise BadName(f"{what} {name!r:.100} would leave the cache directory")
     if "." in name.split("/"):
-        raise BadName(f"{what} {name!r} has a '.' part: name the bank without it")
+        raise BadName(f"{what} {name!r:.100} has a '.' part: name the bank without it")
+    if name.isascii():
+        size = len(name)
+    else:
+        try:
+            size = len(name.encode())
+        except UnicodeEncodeError:
+            raise BadName(f"{what} {name!r:.100} is not UTF-8 text (a lone surrogate)") from None
+    if size > MAX_PART_BYTES:
+        if size > MAX_NAME_BYTES:
+            raise BadName(f"{what} {name!r:.60} is {size} bytes, over {MAX_NAME_BYTES}")
+        for part in name.split("/"):
+            if len(part.encode()) > MAX_PART_BYTES:
+                raise BadName(
+                    f"{what} {name!r:.60} has a part of {len(part.encode())} bytes, over "
+                    f"{MAX_PART_BYTES} (a file name holds 255, the local copy adds '.p')"
+                )
 
 
 def check_flush(bank, key) -> None:

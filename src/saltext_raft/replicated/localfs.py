@@ -73,6 +73,29 @@ def read(root: str, bank: str, key: str):
         ) from None
 
 
+def _holdable(banks: list[str], items: list) -> tuple[list, list, int]:
+    """``banks`` and ``items`` without the names :func:`check_name` refuses (logged), and how
+    many items were left out."""
+    ok_banks = []
+    for bank in banks:
+        try:
+            check_name("bank", bank, allow_empty=True)
+        except BadName as exc:
+            log.warning("saltext-raft cache: not in the local copy: %s", exc)
+            continue
+        ok_banks.append(bank)
+    ok_items = []
+    for item in items:
+        try:
+            check_name("bank", item[0], allow_empty=True)
+            check_name("key", item[1])
+        except BadName as exc:
+            log.warning("saltext-raft cache: not in the local copy: %s", exc)
+            continue
+        ok_items.append(item)
+    return ok_banks, ok_items, len(items) - len(ok_items)
+
+
 class MirrorPathError(BadName):
     """A bank or key the mirror refuses: a bad name (:func:`check_name`, the state machine's
     rule) or a path through a symbolic link."""
@@ -191,7 +214,10 @@ class LocalfsMirror:
 
     def rebuild(self, banks: list[str], items: list[tuple[str, str, bytes, int]]) -> dict:
         """Make the tree hold exactly ``banks`` (directories) and ``items`` (bank, key, value,
-        updated): rewrite keys whose bytes or mtime differ, delete everything else."""
+        updated): rewrite keys whose bytes or mtime differ, delete everything else. A name the
+        copy cannot hold (committed by an older build, before ``check_name`` refused it) is
+        skipped with a warning, not the end of the rebuild: every other key is written."""
+        banks, items, refused = _holdable(banks, items)
         want_files = {self.key_path(b, k): (v, ts) for b, k, v, ts in items}
         want_dirs = {self.bank_dir(b) for b in banks} | {self.root}
         for path in want_files:  # parents of keys that contain "/"
@@ -200,6 +226,8 @@ class LocalfsMirror:
                 want_dirs.add(d)
                 d = os.path.dirname(d)
         stats = {"written": 0, "deleted": 0, "kept": 0}
+        if refused:
+            stats["refused"] = refused
         for dirpath, dirnames, filenames in os.walk(self.root, topdown=False):
             for name in dirnames:  # os.walk lists a link to a directory here, not below
                 path = os.path.join(dirpath, name)

@@ -1,0 +1,80 @@
+"""Hostile bank and key names against the replicated cache's edges and its ``localfs`` copy:
+names Salt lets through (a minion id of any length, JSON's lone surrogates) that no file can
+carry."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+from salt.exceptions import SaltCacheError
+
+from saltext_raft.kv.machine import BadName
+from saltext_raft.replicated.driver import check_names
+from saltext_raft.replicated.localfs import LocalfsMirror
+from saltext_raft.replicated.localfs import read
+from saltext_raft.replicated.service import CacheService
+from saltext_raft.runtime.errors import Rejected
+from tests.unit.replicated.test_service import attach
+from tests.unit.replicated.test_service import settings
+from tests.unit.replicated.test_service import store_req
+
+KEYS = "saltext_raft_keys/keys"  # the key store's bank in the copy
+#: Salt's ``valid_id`` takes this (no "/", "\\" or NUL; any length): "<id>.p" is 256 bytes.
+LONG_ID = "m" * 254
+
+HOSTILE = [
+    (KEYS, LONG_ID),
+    ("minions/" + "é" * 127, "data"),  # 254 bytes of UTF-8 in one bank part
+    ("b/" + "x/" * 600, "k"),  # parts that fit, a path that does not fit PATH_MAX with a root
+    ("b", "k\ud800"),  # valid JSON ("\ud800"), not encodable as UTF-8
+]
+IDS = ["254-char-minion-id", "254-byte-bank-part", "2 KB path", "lone-surrogate"]
+
+
+@pytest.mark.parametrize("bank,key", HOSTILE, ids=IDS)
+def test_a_name_no_file_can_carry_is_refused_at_every_edge(tmp_path, bank, key):
+    """Regression: these names passed the name rule. The driver sent them to the engine and the
+    cluster committed them; then every master's copy failed to write them (ENAMETOOLONG,
+    UnicodeEncodeError), the driver's reads raised what Salt's ``localfs`` never does, and on
+    3008 with keys in the raft cache a minion chose such a name by its id alone."""
+    with pytest.raises(SaltCacheError, match="bytes, over|not UTF-8"):
+        check_names(bank, key, key_required=True)
+    with pytest.raises(BadName, match="bytes, over|not UTF-8"):
+        LocalfsMirror(str(tmp_path / "copy")).store(bank, key, b"v", 1)
+    svc = CacheService(settings(tmp_path), clock=lambda: 1)
+
+    async def main():
+        rt = attach(svc)
+        with pytest.raises(Rejected, match="bytes, over|not UTF-8"):
+            svc._store(rt, dict(store_req("k"), bank=bank, key=key))
+        await asyncio.sleep(0)
+        return rt.proposals
+
+    try:
+        assert asyncio.run(main()) == []
+    finally:
+        svc.writer.stop()
+
+
+def test_names_that_fit_are_still_taken(tmp_path):
+    """The limits sit at what a file holds: 253 bytes a part ("<key>.p" is 255)."""
+    mirror = LocalfsMirror(str(tmp_path / "copy"))
+    for bank, key in [(KEYS, "m" * 253), ("minions/" + "é" * 126, "d" * 253), ("", "k")]:
+        check_names(bank, key, key_required=True)
+        mirror.store(bank, key, b"\xa1v", 1)  # msgpack "v"
+        assert read(mirror.root, bank, key) == "v"
+
+
+def test_a_rebuild_writes_every_key_past_a_name_the_copy_cannot_hold(tmp_path):
+    """Regression: a rebuild (every engine start, every repair, a new master's first copy)
+    stopped at the first name too long for a file (OSError: File name too long) and never
+    wrote the keys after it: the key store's accepted keys went missing from that master's
+    copy. A log written before the names were refused may still hold such a name."""
+    mirror = LocalfsMirror(str(tmp_path / "copy"))
+    items = [(KEYS, LONG_ID, b"\xa1x", 1), (KEYS, "web1", b"\xa1y", 1)]
+    stats = mirror.rebuild([KEYS], items)
+    assert read(mirror.root, KEYS, "web1") == "y"
+    assert stats["refused"] == 1 and stats["written"] == 1
+    assert os.listdir(os.path.join(mirror.root, KEYS)) == ["web1.p"]
