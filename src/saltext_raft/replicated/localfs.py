@@ -11,6 +11,7 @@ mtime = the command's timestamp), :func:`read` (one key, as the driver's ``fetch
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import os
@@ -50,27 +51,59 @@ def read(root: str, bank: str, key: str):
     through ``salt.utils.files.fopen``: 19 of its 24 us (2026-12-07, ``bench cache``'s
     100-byte values). It also falls back to a ``<bank>.p`` file holding a dict of keys, an
     old layout this mirror never writes; here that file is a *key* of the parent bank, and
-    the fallback would answer with a piece of it (or raise ``KeyError``). The names are the
-    caller's to check (``check_name``)."""
+    the fallback would answer with a piece of it (or raise ``KeyError``). Unlike Salt's, it
+    neither follows a symbolic link at the key nor waits on a FIFO there (it refuses both, and
+    anything else that is not a regular file, with a ``SaltCacheError``: the mirror writes
+    none of them). The names are the caller's to check (``check_name``)."""
     path = key_path(root, bank, key)
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        # Non-blocking: a FIFO planted where a key belongs must not hold the worker for ever
+        # (Salt's localfs answers {} for it after its isfile). No link at the key is followed.
+        fd = os.open(path, _READ_FLAGS)
     except _ABSENT:
         return {}
     except OSError as exc:
-        raise SaltCacheError(
-            f"raft cache: cannot read {bank}/{key} in the local copy: {exc}"
-        ) from None
+        if exc.errno == errno.ELOOP:
+            exc = "a symbolic link (the engine never writes symbolic links there; not followed)"
+        raise SaltCacheError(_unreadable(bank, key, path, exc)) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                return {}  # a bank where the key would be (see _ABSENT)
+            raise SaltCacheError(_unreadable(bank, key, path, "not a regular file"))
+        data = _read_all(fd, st.st_size)
+    except OSError as exc:
+        raise SaltCacheError(_unreadable(bank, key, path, exc)) from None
+    finally:
+        os.close(fd)
     if not data:
         return None  # what salt.payload.load returns for an empty file
     try:
         return salt.payload.loads(data, encoding="utf-8")
     except Exception as exc:  # pylint: disable=broad-except
-        raise SaltCacheError(
-            f"raft cache: cannot read {bank}/{key} in the local copy ({path}): {exc}; "
-            "restarting the raft engine rebuilds the copy from the replicated state"
-        ) from None
+        raise SaltCacheError(_unreadable(bank, key, path, exc)) from None
+
+
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    """The file's bytes: ``size`` (its ``fstat`` size) in one read when it has not grown."""
+    data = os.read(fd, size + 1)
+    if len(data) <= size:
+        return data
+    chunks = [data]
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _unreadable(bank: str, key: str, path: str, why) -> str:
+    return (
+        f"raft cache: cannot read {bank}/{key} in the local copy ({path}): {why}; "
+        "restarting the raft engine rebuilds the copy from the replicated state"
+    )
 
 
 def _holdable(banks: list[str], items: list) -> tuple[list, list, int]:

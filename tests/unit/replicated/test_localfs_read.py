@@ -129,3 +129,49 @@ def test_a_key_rewritten_while_it_is_read_is_seen_whole_old_or_new(mirror):
     assert not thread.is_alive()
     assert not errors, errors[:3]
     assert seen and all(v in (small, large) for v in seen)
+
+
+def test_a_fifo_planted_at_a_key_is_a_cache_error_not_a_worker_held_for_ever(mirror):
+    """Regression: ``read`` opened the key's path blocking, so a FIFO there (the mirror never
+    makes one) held the request worker's thread until something wrote to it; Salt's localfs
+    answers at once. Now the open does not wait and the FIFO is refused as no regular file."""
+    mirror.store("b", "other", salt.payload.dumps(1), 1)
+    path = key_path(mirror.root, "b", "k")
+    os.mkfifo(path, 0o600)
+    outcome = []
+
+    def reader():
+        try:
+            outcome.append(read(mirror.root, "b", "k"))
+        except SaltCacheError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():  # release the blocked open (a writer arriving), then fail
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+        pytest.fail("read() of a FIFO waited for a writer")
+    assert isinstance(outcome[0], SaltCacheError), outcome
+    assert "not a regular file" in str(outcome[0])
+
+
+def test_a_link_planted_at_a_key_is_not_followed(mirror, tmp_path):
+    """Regression: ``read`` followed a symbolic link at a key to whatever it named, a file of
+    the master's user outside the copy included (the rebuild removes links; until then the
+    driver served the target's content as the key's value)."""
+    outside = tmp_path / "outside.p"
+    outside.write_bytes(salt.payload.dumps({"secret": "not cache data"}))
+    mirror.store("b", "other", salt.payload.dumps(1), 1)
+    os.symlink(outside, key_path(mirror.root, "b", "k"))
+    with pytest.raises(SaltCacheError, match="cannot read b/k .*symbolic link"):
+        read(mirror.root, "b", "k")
+
+
+def test_a_file_larger_than_16_mib_reads_whole(mirror):
+    """The reader takes the file's size from ``fstat`` and reads it in one call: a value past
+    the control line's 16 MiB (only a rebuild or an older build writes one) still reads."""
+    value = "v" * (17 << 20)
+    mirror.store("b", "big", salt.payload.dumps(value), 1)
+    assert read(mirror.root, "b", "big") == value
