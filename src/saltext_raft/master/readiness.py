@@ -61,6 +61,21 @@ def _atomic_write(path: str, data: bytes) -> None:
     atomic_write(path, data, prefix=".ready-", mode=0o644)
 
 
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks after boot (``/proc/<pid>/stat``, field
+    22), or None (gone, or no ``/proc``). With the boot id it tells the process that wrote a
+    pid into a file from a later one the kernel gave the same pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    try:  # the command (field 2) may hold spaces and ")": count from its last ")"
+        return int(data[data.rindex(b")") + 2 :].split()[19])
+    except (ValueError, IndexError):
+        return None
+
+
 def process_alive(pid) -> bool:
     """Whether process ``pid`` exists and belongs to this user (signal 0 checks both)."""
     if type(pid) is not int or pid <= 0:

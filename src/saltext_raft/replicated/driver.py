@@ -27,8 +27,10 @@ the mirror may be older than what the cluster committed meanwhile (a key deleted
 master was down would still be there), and an engine killed without its clean stop leaves its
 marker behind. Without a live marker a read waits for one, polling, at most ``raft_cache_timeout``,
 then fails with a ``SaltCacheError`` that says to retry. The marker is looked at on every read
-(a ``stat`` and a signal-0 ``kill``; the file is read again only when it changed): a marker
-remembered for a while would let a worker read a copy its engine has just started to rebuild.
+(a ``stat`` and a signal-0 ``kill``; the file is read again only when it changed, and
+``/proc/<pid>/stat`` at most every second, so that a pid the kernel gave a later process
+does not pass for the engine): a marker remembered for a while would let a worker read a
+copy its engine has just started to rebuild.
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ from saltext_raft.kv.machine import expire_value
 from saltext_raft.kv.machine import union_value
 from saltext_raft.master.fileutil import UnsafeDirectory
 from saltext_raft.master.fileutil import check_private_dir
+from saltext_raft.master.readiness import BOOT_ID
 from saltext_raft.master.readiness import process_alive
+from saltext_raft.master.readiness import process_start
 from saltext_raft.replicated import config as cacheconfig
 from saltext_raft.replicated import localfs as localfs_layout
 from saltext_raft.replicated.sqlite import SqliteReader
@@ -375,14 +379,25 @@ class NotCaughtUp(SaltCacheError):
     """This master's local copy has not caught up with the cluster since its engine started."""
 
 
-#: marker path -> (its stat signature, the pid it names), read again when the file changes.
-_markers: dict[str, tuple[tuple, int]] = {}
+#: marker path -> [its stat signature, the pid it names, that process's start (None: not
+#: recorded), monotonic time the start was last confirmed]; read again when the file changes.
+_markers: dict[str, list] = {}
+#: Seconds a worker trusts that the marker's pid still names the engine that wrote it before
+#: it reads ``/proc/<pid>/stat`` again (a read costs about what a whole ``fetch`` does).
+PID_RECHECK = 1.0
 
 
 def marker_live(path: str) -> bool:
     """Whether the caught-up marker at ``path`` exists and names a running engine. It sits
     beside the local copy, whose parent may be shared (``/dev/shm``): only a regular file of
-    this process's user that others cannot write counts (the engine writes it mode 0600)."""
+    this process's user that others cannot write counts (the engine writes it mode 0600).
+
+    A marker an engine killed without its clean stop left behind names a pid the kernel may
+    give a later process of the same user (a new request worker, after the pids wrapped):
+    signal 0 alone would call the engine alive. The engine writes its start time and the boot
+    id too, and the pid counts only while the process holding it started then (checked at
+    most every :data:`PID_RECHECK` seconds; a marker without them, from an older build, is
+    judged by its pid alone)."""
     try:
         st = os.lstat(path)
     except OSError:
@@ -391,18 +406,25 @@ def marker_live(path: str) -> bool:
         return False
     sig = (st.st_ino, st.st_mtime_ns, st.st_size)
     known = _markers.get(path)
-    if known is not None and known[0] == sig:
-        pid = known[1]
-    else:
+    if known is None or known[0] != sig:
         try:
             with open(path, "rb") as fh:
-                pid = int(json.loads(fh.read())["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
+                body = json.loads(fh.read())
+            pid, start = int(body["pid"]), body.get("start")
+            if start is not None and (type(start) is not int or body.get("boot") != BOOT_ID):
+                return False  # another boot's engine, or a body no engine writes
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return False
         if len(_markers) >= 64:
             _markers.clear()
-        _markers[path] = (sig, pid)
-    return process_alive(pid)
+        known = _markers[path] = [sig, pid, start, float("-inf")]
+    if not process_alive(known[1]):
+        return False
+    if known[2] is not None and _clock() - known[3] >= PID_RECHECK:
+        if process_start(known[1]) != known[2]:
+            return False  # the pid now names a later process
+        known[3] = _clock()
+    return True
 
 
 def caught_up(opts: dict) -> bool:

@@ -69,6 +69,8 @@ from saltext_raft.kv.machine import check_name
 from saltext_raft.kv.machine import check_value
 from saltext_raft.kv.machine import encode_entry
 from saltext_raft.master.fileutil import atomic_write
+from saltext_raft.master.readiness import BOOT_ID
+from saltext_raft.master.readiness import process_start
 from saltext_raft.replicated.config import CacheSettings
 from saltext_raft.replicated.mirror import CacheStateMachine
 from saltext_raft.replicated.mirror import MirrorWriter
@@ -161,7 +163,18 @@ class CacheService:
         except Stopped:
             return
         await self.writer.wait(self.writer.ticket)
-        body = json.dumps({"pid": os.getpid(), "read_index": index, "at": time.time()})
+        pid = os.getpid()
+        # start and boot: a worker tells this engine from a later process given its pid
+        # (driver.marker_live), should this one die without removing the marker.
+        body = json.dumps(
+            {
+                "pid": pid,
+                "start": process_start(pid),
+                "boot": BOOT_ID,
+                "read_index": index,
+                "at": time.time(),
+            }
+        )
         try:
             atomic_write(self.settings.caught_up_path, body.encode(), prefix=".caught-up-")
         except OSError as exc:

@@ -194,3 +194,81 @@ def test_a_marker_naming_another_users_process_is_dead(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "kill", refused)
     assert not cachedriver.marker_live(str(marker))
+
+
+def test_a_marker_whose_pid_now_names_a_later_process_is_dead(tmp_path, monkeypatch):
+    """Regression: an engine killed without its clean stop leaves its marker; once the kernel
+    gave its pid to a later process of the same user (a request worker after the pids wrapped,
+    32768 by default in many containers), signal 0 called the engine alive and a copy that may
+    be behind the cluster was served. The marker now records the engine's start time and boot:
+    a live process with that pid but another start is not the engine."""
+    import json  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    from saltext_raft.master.readiness import BOOT_ID  # pylint: disable=import-outside-toplevel
+    from saltext_raft.master.readiness import process_start  # pylint: disable=C0415
+
+    later = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=-1)
+    try:
+        start = process_start(later.pid)
+        assert start is not None
+        marker = tmp_path / "caught-up"
+        planted = []
+
+        def plant(body):  # a new file each time, with its own mtime: the reader sees a change
+            planted.append(body)
+            new = tmp_path / "caught-up.new"
+            new.write_text(json.dumps(body))
+            os.chmod(new, 0o600)
+            os.utime(new, ns=(0, len(planted)))
+            os.replace(new, marker)
+
+        # the engine that wrote it started one tick before the process now holding its pid
+        plant({"pid": later.pid, "start": start - 1, "boot": BOOT_ID})
+        assert not cachedriver.marker_live(str(marker))
+        plant({"pid": later.pid, "start": start, "boot": "another boot"})
+        assert not cachedriver.marker_live(str(marker))
+        plant({"pid": later.pid, "start": start, "boot": BOOT_ID})
+        assert cachedriver.marker_live(str(marker))
+        # The pid is reused while this worker keeps the marker's body: seen at the next check.
+        monkeypatch.setattr(cachedriver, "process_start", lambda pid: start + 1)
+        clock = [1e9]
+        monkeypatch.setattr(cachedriver, "_clock", lambda: clock[0])
+        assert not cachedriver.marker_live(str(marker))
+    finally:
+        later.kill()
+        later.wait(10)
+
+
+def test_the_engines_marker_carries_its_start_and_is_live_for_the_driver(tmp_path):
+    """The other half of the check above: the marker the cache service writes names this
+    process with its start time and boot, and the driver's check accepts it."""
+    import asyncio  # pylint: disable=import-outside-toplevel
+    import json  # pylint: disable=import-outside-toplevel
+
+    from saltext_raft.master.readiness import BOOT_ID  # pylint: disable=import-outside-toplevel
+    from saltext_raft.master.readiness import process_start  # pylint: disable=C0415
+    from saltext_raft.replicated.service import CacheService  # pylint: disable=C0415
+    from tests.unit.replicated.test_service import settings  # pylint: disable=C0415
+
+    class CaughtUp:
+        async def wait_caught_up(self):
+            return 5
+
+    svc = CacheService(settings(tmp_path, backend="localfs"), clock=lambda: 1)
+
+    async def main():
+        svc.start_writer(asyncio.get_running_loop())
+        await asyncio.wait_for(svc._catch_up(CaughtUp()), 10)  # pylint: disable=protected-access
+
+    try:
+        asyncio.run(main())
+    finally:
+        svc.writer.stop()
+    path = svc.settings.caught_up_path
+    with open(path, encoding="utf-8") as fh:
+        body = json.load(fh)
+    assert (body["pid"], body["boot"]) == (os.getpid(), BOOT_ID)
+    assert body["start"] == process_start(os.getpid()) is not None
+    assert cachedriver.marker_live(path)
