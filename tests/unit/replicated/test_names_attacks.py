@@ -37,8 +37,8 @@ IDS = ["254-char-minion-id", "254-byte-bank-part", "2 KB path", "lone-surrogate"
 def test_a_name_no_file_can_carry_is_refused_at_every_edge(tmp_path, bank, key):
     """Regression: these names passed the name rule. The driver sent them to the engine and the
     cluster committed them; then every master's copy failed to write them (ENAMETOOLONG,
-    UnicodeEncodeError), the driver's reads raised what Salt's ``localfs`` never does, and on
-    3008 with keys in the raft cache a minion chose such a name by its id alone."""
+    UnicodeEncodeError). On 3008 with keys in the raft cache a minion's ``_auth`` stores
+    ``keys/<its id>``, and Salt's ``valid_id`` takes an id of any length."""
     with pytest.raises(SaltCacheError, match="bytes, over|not UTF-8"):
         check_names(bank, key, key_required=True)
     with pytest.raises(BadName, match="bytes, over|not UTF-8"):
