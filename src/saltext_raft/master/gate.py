@@ -16,7 +16,9 @@ parent before the request server forks its workers, so wrapping the class there 
 worker inherit the wrapper. Per request:
 
 1. gate switched off, or the engine not configured -> call through;
-2. ``_auth`` -> call through (minions must be able to authenticate while we are not ready);
+2. ``_auth`` -> call through (minions must be able to authenticate while we are not ready;
+   :func:`is_auth` says which payloads are one: never a minion's request with a ``cmd`` added
+   to its envelope);
 3. the readiness file says ready (cached stat, ~1 µs) -> call through;
 4. otherwise wait, polling the readiness file, for at most ``gate_hold`` seconds; call through
    as soon as it opens;
@@ -149,9 +151,14 @@ def _describe(payload) -> str:
 
 
 def is_auth(payload) -> bool:
+    """Whether ``payload`` is an ``_auth`` (passes a closed gate): a clear load with
+    ``cmd: _auth``, or Salt 3008's after-``_auth`` stats call (``{"cmd": "_auth", "_start"}``,
+    no ``enc``, no ``load``: nothing to serve). A top-level ``cmd`` beside an ``enc`` or a
+    ``load`` is not one: the outer envelope is what the minion wrote, and Salt 3007 serves such
+    a payload by its ``enc`` alone."""
     if not isinstance(payload, dict):
         return False
-    if payload.get("cmd") == "_auth":
+    if payload.get("cmd") == "_auth" and "enc" not in payload and "load" not in payload:
         return True
     load = payload.get("load")
     return payload.get("enc") == "clear" and isinstance(load, dict) and load.get("cmd") == "_auth"

@@ -256,3 +256,44 @@ def test_an_open_gate_costs_one_stat_per_cache_period_not_one_per_request(opts, 
     run(requests(1000))
     assert len(worker.calls) == 1000
     assert len(stats) == 1
+
+
+class Worker3007(FakeWorker):
+    """Salt 3007.16's ``MWorker._handle_payload``: dispatches on ``enc`` alone; a top-level
+    ``cmd`` plays no part (master.py ~1258). Its channel intercepts clear ``_auth`` loads
+    before they get here and passes every other decrypted payload on whole, extra keys and
+    all (channel/server.py ~230, ~275)."""
+
+    async def _handle_payload(self, payload):
+        if payload["enc"] == "clear":
+            self.calls.append(("clear", payload["load"]))
+        else:
+            self.calls.append(("aes", payload["load"]))
+        return {"ok": True}, {"fun": "send"}
+
+
+def test_a_minion_payload_claiming_a_top_level_auth_cmd_does_not_pass_a_closed_gate(opts, polls):
+    """Regression (red team 2026-12-07): ``is_auth`` took any payload with a top-level
+    ``"cmd": "_auth"`` for Salt 3008's after-``_auth`` stats call. The outer envelope of a
+    minion's request is plain msgpack the minion writes, so a minion added that key to an AES
+    request and a closed gate (a removed master, one without quorum) served it on 3007."""
+
+    class Worker(Worker3007):
+        pass
+
+    assert gatemod.install(Worker) is True
+    writer(opts).publish({"ready": False, "reason": "this master was removed"})
+    w = Worker(opts)
+    forged = {"enc": "aes", "load": {"cmd": "_return", "id": "minion1"}, "cmd": "_auth"}
+    ret, req_opts = run(w._handle_payload(forged))
+    assert w.calls == []  # never reached Salt's handler
+    assert req_opts == {"fun": "send_clear"} and "this master was removed" in ret
+    assert polls  # held like any other request first
+    forged_clear = {"enc": "clear", "load": {"cmd": "publish"}, "cmd": "_auth"}
+    ret, _ = run(w._handle_payload(forged_clear))
+    assert w.calls == [] and "this master was removed" in ret["error"]["message"]
+    # Salt 3008's own stats call after an _auth (no enc, no load: nothing to serve) and a
+    # real clear _auth still pass at once.
+    polls.clear()
+    run(w._handle_payload(AUTH))
+    assert w.calls == [("clear", AUTH["load"])] and polls == []
