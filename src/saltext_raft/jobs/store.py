@@ -171,13 +171,22 @@ def _log_duplicate(opts: dict, jid: str, mid: str, record: dict) -> None:
 def save_load(opts: dict, jid, clear_load, minions=None):
     """Keep the load of job ``jid`` (the first one; see the module docstring) and, when it has
     a target, merge the targeted minions into the job's minion list. A malformed ``jid`` is
-    logged and refused (False): Salt passes the job id of every minion return here."""
+    logged and refused (False): Salt passes the job id of every minion return here.
+
+    A minion's return (a load with ``return``: what ``store_job`` passes) names the job's
+    minions only when it became the job's load (a standalone ``req`` job, or a job id this
+    cache did not know, as local_cache): its ``tgt`` is the minion's to write, and for a
+    published job it would add every minion it matches and cost a target evaluation on the
+    master per return."""
     jid = _checked_jid(jid, "save_load")
     if jid is None:
         return False
     bank = layout.job_bank(jid)
+    stored = False
     if not _cache.contains(opts, bank, layout.LOAD_KEY):
-        _cache.add(opts, bank, layout.LOAD_KEY, clear_load)
+        stored = _cache.add(opts, bank, layout.LOAD_KEY, clear_load)
+    if isinstance(clear_load, dict) and "return" in clear_load and not stored:
+        return None
     if isinstance(clear_load, dict) and clear_load.get("tgt"):
         if minions is None:
             found = salt.utils.minions.CkMinions(opts).check_minions(

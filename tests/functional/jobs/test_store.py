@@ -22,6 +22,7 @@ import salt.config
 import salt.loader
 import salt.utils.jid
 import salt.utils.job
+import salt.utils.minions
 from salt.exceptions import SaltCacheError
 
 from saltext_raft.jobs import layout
@@ -447,3 +448,38 @@ def test_get_jids_filter_lists_the_most_recent_jobs_and_leaves_out_find_job(opts
     assert [j["JID"] for j in listed] == mine  # oldest first, find_job left out
     with_find_job = store.get_jids_filter(m3, 1, filter_find_job=False)
     assert with_find_job[0]["Function"] == "saltutil.find_job"
+
+
+def test_a_minions_return_naming_a_target_adds_no_minions_to_a_published_job(
+    cluster, opts, tmp_path
+):
+    """Regression (red team 2026-12-07). Salt's ``store_job`` hands every return's load to
+    ``save_load`` for job caches other than local_cache, and ``save_load`` evaluated the
+    load's ``tgt`` and merged what it matched into the job's minion list even when the job
+    already had its load. A minion that put ``tgt: "*"`` into its return made every accepted
+    minion part of a job it was the only target of (``jobs.list_job`` then showed them as
+    targeted and missing), and had a target expression of its choosing evaluated on the
+    master for every such return. local_cache never calls ``save_load`` for a job it knows."""
+    pki = tmp_path / "pki"
+    for sub in ("minions", "minions_pre", "minions_rejected", "minions_denied"):
+        (pki / sub).mkdir(parents=True)
+    for mid in ("web1", "db1", "db2"):
+        (pki / "minions" / mid).write_text("key")
+    m2 = master_opts(cluster.opts("m2"), pki_dir=str(pki))
+    checked = salt.utils.minions.CkMinions(m2).check_minions("*", "glob")["minions"]
+    assert sorted(checked) == ["db1", "db2", "web1"]  # the target would match all three
+    jid, _ = publish(opts["m1"], ["web1"])
+    wait_for(lambda: store.get_load(m2, jid), "the load on m2")
+    mminion = types.SimpleNamespace(
+        returners={f"raft.{n}": functools.partial(getattr(store, n), m2) for n in CONTRACT}
+    )
+    forged = ret_load(jid, "web1", tgt="*", tgt_type="glob")
+    salt.utils.job.store_job(m2, forged, mminion=mminion)
+    for nid in IDS:
+        wait_for(lambda nid=nid: store.get_jid(opts[nid], jid), f"web1's return on {nid}")
+        assert store.get_load(opts[nid], jid)["Minions"] == ["web1"]
+    # A standalone job ("req") still takes its minion (the target Salt sets: the minion's id)
+    # from its return, and so does a job id this cache did not know (as local_cache does).
+    salt.utils.job.store_job(m2, ret_load("req", "db1", fun="state.sls"), mminion=mminion)
+    found = [j for j, job in store.get_jids(m2).items() if job["Function"] == "state.sls"]
+    assert len(found) == 1 and store.get_load(m2, found[0])["Minions"] == ["db1"]
