@@ -10,9 +10,10 @@ rebuilt empty and join it as new masters do. docs/operations.md has the step-by-
 
 Without ``--force-new-cluster`` it only reports what it would do (nothing is written).
 
-With ``--restore FILE`` it starts instead from a backup written by ``salt-run raft.backup``,
-into a master whose Raft storage is empty: after losing every master, or to roll the cluster's
-state back to the backup (a new cluster, rebuilt around that master as above).
+With ``--restore FILE`` it starts instead from a backup written by ``salt-run raft.backup``
+of the same cluster (``cluster_id``), into a master whose Raft storage is empty: after losing
+every master, or to roll the cluster's state back to the backup (a new cluster, rebuilt around
+that master as above).
 
 Lives here: the Salt side (master config, engine options, the engine lock, the storage through
 Salt's cache), the report, and the backup files on a master (:func:`write_backup`, used by the
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 
 from saltext_raft.master.fileutil import LockHeld
@@ -106,16 +108,31 @@ def write_backup(
 
 def read_backup(path: str, secret: bytes):
     """The :class:`~saltext_raft.runtime.backup.Backup` in ``path``, authenticated with
-    ``secret``; raises ``BackupError``."""
+    ``secret``; raises ``BackupError``. Only a regular file is read: the operator names it, often
+    in a directory anyone can write (``/tmp``), so a FIFO planted there (which a plain ``open``
+    waits on for ever) or a device (``/dev/zero``, read until memory runs out) is refused at
+    once. A file whose first bytes are no backup's is refused without reading the rest."""
     # pylint: disable=import-outside-toplevel
+    from saltext_raft.runtime.backup import MAGIC
     from saltext_raft.runtime.backup import BackupError
     from saltext_raft.runtime.backup import decode
 
     try:
-        with open(path, "rb") as fh:
-            blob = fh.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         raise BackupError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BackupError(f"{path} is not a regular file: refused as a backup to restore")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            head = fh.read(len(MAGIC))
+            if len(head) == len(MAGIC) and not head.startswith(b"saltext-raft backup "):
+                return decode(head, secret, path)  # refused: not a backup at all
+            blob = head + fh.read()
+    except OSError as exc:
+        raise BackupError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     return decode(blob, secret, path)
 
 
@@ -166,6 +183,15 @@ def recover(
             backup = read_backup(restore, cfg.secret)
         except BackupError as exc:
             raise RecoverError(str(exc)) from None
+        if backup.cluster_id != cfg.cluster_id:
+            # The backup key comes from the secret alone: two clusters sharing a secret file, or
+            # --backup-secret naming another cluster's, authenticate each other's backups.
+            raise RecoverError(
+                f"{restore} is a backup of cluster {backup.cluster_id!r}; this master is of "
+                f"cluster {cfg.cluster_id!r} (engine option cluster_id, else Salt's cluster_id): "
+                "refused, nothing written. To start this cluster from it on purpose, give this "
+                f"master cluster_id {backup.cluster_id!r} first"
+            )
     try:
         with (
             ProcessLock(cfg.lock_path),

@@ -236,3 +236,25 @@ def test_a_survivor_that_was_not_a_voter_is_warned_about(master, tmp_path):
     assert "warning: m1 is not a member in its own log" in proc.stdout
     report = json.loads(recover(master, "--address", PEERS["m1"], "--json").stdout)
     assert len(report["warnings"]) == 1 and report["written"] is False
+
+
+def test_a_backup_of_another_cluster_is_refused_with_both_ids(tmp_path):
+    """Red team 2026-12-07: a backup is authenticated by the secret alone, and the restore did
+    not compare its cluster id: a backup of cluster ``prod`` (taken under the same secret
+    file, or passed with that cluster's ``--backup-secret``) was restored into a master of
+    another cluster, which then served prod's cache and minion keys."""
+    root = str(tmp_path / "m1")
+    os.makedirs(root)
+    write_config(root)
+    path, _ = write_backup(
+        "prod.bak",
+        Backup("prod", "a", 1_795_000_000.0, Snapshot(SnapshotMeta(40, 6, OLD), b"prod state")),
+        secret=SECRET_HEX.encode(),
+        backup_dir=str(tmp_path / "backups"),
+    )
+    for args in ((), ("--force-new-cluster",)):
+        proc = recover(root, "--restore", path, *args)
+        assert proc.returncode == 2, proc.stdout
+        assert "is a backup of cluster 'prod'" in proc.stderr
+        assert "this master is of cluster 'saltext-raft'" in proc.stderr
+    assert load(master_opts(root)) == (HardState(), None, [])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 
 import pytest
 
@@ -111,3 +112,36 @@ def test_a_failed_write_says_so_and_leaves_the_old_file(backups, monkeypatch):
 def test_read_file_errors_are_clear(tmp_path):
     with pytest.raises(BackupError, match="cannot read .*missing.bak"):
         read_backup(str(tmp_path / "missing.bak"), SECRET)
+
+
+def test_a_fifo_named_as_the_backup_to_restore_is_refused_at_once_not_waited_on(tmp_path):
+    """Red team 2026-12-07: ``recover --restore /tmp/x.bak`` opened the file with a plain
+    ``open``; a FIFO another local user planted at that name (``/tmp`` is anyone's) held the
+    restore for ever, waiting for a writer. The read runs in a thread here so that the old
+    code's wait ends: the test opens the FIFO for writing afterwards if it is still held."""
+    fifo = str(tmp_path / "salt-raft.bak")
+    os.mkfifo(fifo, 0o644)
+    outcome = []
+
+    def restore():
+        try:
+            outcome.append(read_backup(fifo, SECRET))
+        except BackupError as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=restore, daemon=True)
+    reader.start()
+    reader.join(10)
+    held = reader.is_alive()
+    if held:  # release the old code's open() so that the thread ends
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(10)
+    assert not held, "read_backup waited on a FIFO for a writer"
+    assert len(outcome) == 1 and isinstance(outcome[0], BackupError)
+    assert "not a regular file" in str(outcome[0]) and fifo in str(outcome[0])
+
+
+def test_a_device_named_as_the_backup_is_refused_without_reading_it(tmp_path):
+    """A character device (``/dev/zero``) would be read until memory ran out."""
+    with pytest.raises(BackupError, match="/dev/zero is not a regular file"):
+        read_backup("/dev/zero", SECRET)
