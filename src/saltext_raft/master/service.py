@@ -33,6 +33,7 @@ from saltext_raft.master.coregate import CoreGate
 from saltext_raft.master.fileutil import ProcessLock
 from saltext_raft.master.operations import EngineOperations
 from saltext_raft.master.readiness import ReadinessWriter
+from saltext_raft.runtime.config import client_timeout
 
 log = logging.getLogger(__name__)
 
@@ -453,7 +454,9 @@ class RaftService:
     # control operations (called on the control thread)
     # ------------------------------------------------------------------------------------------
     def handle_control(self, op: str, args: dict):
-        timeout = float(args.get("timeout") or OP_TIMEOUT)
+        # Checked before anything is scheduled: a NaN made ``fut.result`` give up at once
+        # while the operation went on on the loop, its own wait never ending.
+        timeout = client_timeout(args.get("timeout") or None, OP_TIMEOUT)
         fut = asyncio.run_coroutine_threadsafe(self.operations.run(op, args, timeout), self.loop)
         return fut.result(timeout + 2)
 

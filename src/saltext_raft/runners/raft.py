@@ -19,6 +19,8 @@ driver (the engine's cache socket), as any cache write does.
 
 from saltext_raft.core.nodeid import node_id_problem as _node_id_problem
 from saltext_raft.master import control as _control
+from saltext_raft.runtime.config import client_timeout as _client_timeout
+from saltext_raft.runtime.errors import Rejected as _Rejected
 
 __virtualname__ = "raft"
 
@@ -35,9 +37,23 @@ def _refused_node(op, node):
     return None
 
 
+def _number(value):
+    """``timeout=30`` arrives as a number, ``timeout=nan`` or ``timeout=abc`` as text; the
+    runner has no default of its own to put for None (each function has one)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return "None" if value is None else value
+
+
 def _call(op, timeout, runner=None, **args):
     """Send ``op`` to the engine; ``runner``: the function's name in errors if not ``op``."""
-    timeout = float(timeout)
+    try:
+        timeout = _client_timeout(_number(timeout), None)
+    except _Rejected as exc:
+        return {"result": False, "error": f"raft.{runner or op}: {exc}", "retcode": 1}
     args = {k: v for k, v in args.items() if v is not None}
     args["timeout"] = timeout
     try:

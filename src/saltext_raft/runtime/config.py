@@ -1,7 +1,8 @@
 """Runtime configuration: how long a tick is, how often to snapshot, client defaults.
 
 Lives here: :class:`RuntimeConfig` with its defaults and ``validate()``; the default tick
-(:data:`DEFAULT_TICK_SECONDS`) and :func:`default_core_config`. Re-exported for the runtime's
+(:data:`DEFAULT_TICK_SECONDS`) and :func:`default_core_config`; the rule for a client's
+``timeout`` (:func:`client_timeout`). Re-exported for the runtime's
 users: :data:`DEFAULT_ELECTION_TICKS`, :data:`DEFAULT_HEARTBEAT_TICKS` (their one home is
 ``core.config``). Must not live here: the core's own timing rules (``core.Config``), transport
 options (``transport.TransportConfig``), parsing of Salt master opts (the engine does that; it
@@ -17,11 +18,13 @@ event loop (fsync runs in a worker thread, never on the loop) does not do.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from saltext_raft.core import Config
 from saltext_raft.core.config import DEFAULT_ELECTION_TICKS
 from saltext_raft.core.config import DEFAULT_HEARTBEAT_TICKS
+from saltext_raft.runtime.errors import Rejected
 from saltext_raft.runtime.limits import DEFAULT_MAX_ENTRY_BYTES
 
 
@@ -38,6 +41,7 @@ __all__ = [
     "DEFAULT_TICK_SECONDS",
     "RuntimeConfig",
     "RuntimeConfigError",
+    "client_timeout",
     "default_core_config",
 ]
 
@@ -108,3 +112,20 @@ class RuntimeConfig:
             if type(value) is not int or value < 1:
                 bad(name, f"must be a positive integer, got {value!r}")
         return self
+
+
+def client_timeout(timeout, default: float) -> float:
+    """The seconds a client's proposal, read or membership operation may take: ``default`` for
+    None, else a finite number (not a bool). A NaN (JSON and ``salt-run ... timeout=nan``
+    carry it) or an infinite timeout gave a wait that no deadline ended: a membership change
+    without quorum stayed pending for ever, and the engine's control answered at once while it
+    did. Raises :class:`~saltext_raft.runtime.errors.Rejected` (nothing was started)."""
+    if timeout is None:
+        return default
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not math.isfinite(timeout)
+    ):
+        raise Rejected(f"timeout must be a finite number of seconds (got {timeout!r})")
+    return float(timeout)

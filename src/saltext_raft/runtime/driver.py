@@ -60,6 +60,7 @@ from saltext_raft.core import Ready
 from saltext_raft.core import Role
 from saltext_raft.core import Snapshot
 from saltext_raft.runtime.config import RuntimeConfig
+from saltext_raft.runtime.config import client_timeout
 from saltext_raft.runtime.config import default_core_config
 from saltext_raft.runtime.errors import ApplyHalted
 from saltext_raft.runtime.errors import RaftRuntimeError
@@ -441,11 +442,11 @@ class RaftRuntime:
     def submit(self, data: bytes, timeout: float | None = None) -> asyncio.Future:
         """:meth:`propose` without a coroutine, for callers that answer from a done-callback
         (the cache service): :meth:`Proposals.submit`."""
-        return self._proposals.submit(data, timeout)
+        return self._proposals.submit(data, self._timeout(timeout))
 
     async def read(self, timeout: float | None = None) -> int:
         """Linearizable read barrier (ReadIndex): :meth:`Reads.read`."""
-        return await self._reads.read(timeout)
+        return await self._reads.read(self._timeout(timeout))
 
     @property
     def caught_up_index(self) -> int | None:
@@ -455,7 +456,7 @@ class RaftRuntime:
 
     async def wait_caught_up(self, timeout: float | None = None) -> int:
         """:meth:`Reads.wait_caught_up`: until the barrier after start is passed."""
-        return await self._reads.wait_caught_up(timeout)
+        return await self._reads.wait_caught_up(self._timeout(timeout))
 
     # --- client API: membership and leadership (runtime.admin; forwarded from followers) -----
     async def add_learner(self, node_id: str, address: str, timeout: float | None = None) -> dict:
@@ -483,7 +484,13 @@ class RaftRuntime:
         bound: Callable[[RaftNode], None] | None = None,
     ) -> dict:
         """Run a leader operation here if we lead, else on the leader: :meth:`Admin.run`."""
-        return await self._admin.run(cmd, args, timeout, forward=forward, bound=bound)
+        return await self._admin.run(
+            cmd, args, self._timeout(timeout), forward=forward, bound=bound
+        )
+
+    def _timeout(self, timeout) -> float:
+        """A client's ``timeout`` under the one rule (:func:`client_timeout`)."""
+        return client_timeout(timeout, self.config.request_timeout)
 
     # --- status ------------------------------------------------------------------------------
     def view(self) -> NodeView | None:
