@@ -63,6 +63,7 @@ from saltext_raft.master.readiness import process_start
 from saltext_raft.replicated import config as cacheconfig
 from saltext_raft.replicated import localfs as localfs_layout
 from saltext_raft.replicated.sqlite import SqliteReader
+from saltext_raft.runtime.control import MAX_LINE
 
 #: Seconds between reconnection attempts while the engine is not reachable.
 RECONNECT_INTERVAL = 0.05
@@ -80,6 +81,17 @@ _CAUSES = {
 
 class EngineUnavailable(OSError):
     """The engine's socket is missing or refuses connections."""
+
+
+class RequestTooLarge(Exception):
+    """A request line longer than the engine's socket reads (``runtime.control.MAX_LINE``):
+    never sent. The engine closes a connection at such a line, so sending it was answered by
+    a broken pipe, retried until the timeout (16 MiB or more each time) and reported as
+    "may or may not have been applied" (red team 2026-12-07: a minion's 13 MiB return)."""
+
+    def __init__(self, size: int):
+        super().__init__(f"{size} bytes")
+        self.size = size
 
 
 class EngineClient:
@@ -131,7 +143,10 @@ class EngineClient:
                     # Leave the engine time to answer with its own error before we give up.
                     req["timeout"] = max(remaining - 0.2, 0.05)
                 self._sock.settimeout(remaining + 1.0)
-                self._sock.sendall(json.dumps(req).encode() + b"\n")
+                line = json.dumps(req).encode() + b"\n"
+                if len(line) > MAX_LINE:
+                    raise RequestTooLarge(len(line))
+                self._sock.sendall(line)
                 while True:
                     line = self._file.readline()
                     if not line:
@@ -250,6 +265,12 @@ def _engine_call(opts: dict, what: str, request: dict, *, write: bool):
     request["timeout"] = settings.timeout
     try:
         answer = client.call(request, settings.timeout)
+    except RequestTooLarge as exc:
+        raise SaltCacheError(
+            f"raft cache: {what} refused: the request is {exc.size} bytes, more than the "
+            f"{MAX_LINE} bytes the local raft engine reads in one request (and more than one "
+            "log entry holds); nothing was sent"
+        ) from None
     except EngineUnavailable as exc:
         raise SaltCacheError(
             f"raft cache: {what} failed: the local raft engine is not reachable at "

@@ -483,3 +483,33 @@ def test_a_minions_return_naming_a_target_adds_no_minions_to_a_published_job(
     salt.utils.job.store_job(m2, ret_load("req", "db1", fun="state.sls"), mminion=mminion)
     found = [j for j, job in store.get_jids(m2).items() if job["Function"] == "state.sls"]
     assert len(found) == 1 and store.get_load(m2, found[0])["Minions"] == ["db1"]
+
+
+def test_a_minions_return_too_large_for_the_engines_socket_is_refused_without_sending_it(
+    opts, monkeypatch
+):
+    """Regression (red team 2026-12-07): a 13 MiB return is a request line over the 16 MiB the
+    engine's cache socket reads. The engine closed the connection at it, the driver took the
+    broken pipe for a lost answer and sent it again until ``raft_cache_timeout``: 17 times in
+    the 2 s these masters wait (300 MB through the engine's loop), the worker held throughout,
+    and the error said the write "may or may not have been applied". Now it is refused
+    before it is sent, as a return over ``max_entry_bytes`` is."""
+    jid, _ = publish(opts["m1"], ["web1", "huge"])
+    connects = []
+    real_connect = store._cache.EngineClient._connect
+
+    def counting_connect(self, timeout):
+        connects.append(timeout)
+        return real_connect(self, timeout)
+
+    monkeypatch.setattr(store._cache.EngineClient, "_connect", counting_connect)
+    store._cache._client(store._cache._settings(opts["m1"])).close()  # start from no connection
+    with pytest.raises(SaltCacheError) as caught:
+        store.returner(opts["m1"], ret_load(jid, "huge", "x" * (13 << 20)))
+    message = str(caught.value)
+    assert "return of minion huge" in message and "nothing was sent" in message
+    assert "may or may not" not in message
+    assert len(connects) <= 1  # one connection at most: never a retry
+    # the same worker's next write goes through at once
+    assert store.returner(opts["m1"], ret_load(jid, "web1", 1)) is None
+    wait_for(lambda: set(store.get_jid(opts["m2"], jid)) == {"web1"}, "web1's return on m2")
