@@ -37,6 +37,12 @@ def _refused_node(op, node):
     return None
 
 
+def _flag(value) -> bool:
+    """A yes/no argument: ``salt-run`` hands over a bool, salt-api and ``salt.client`` the
+    text as the caller wrote it, where ``bool("False")`` would be True."""
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
 def _number(value):
     """``timeout=30`` arrives as a number, ``timeout=nan`` or ``timeout=abc`` as text; the
     runner has no default of its own to put for None (each function has one)."""
@@ -173,7 +179,7 @@ def backup(path=None, overwrite=False, timeout=120):
 
     CLI Example: ``salt-run raft.backup path=salt-raft.bak``
     """
-    return _call("backup", timeout, path=path or "", overwrite=bool(overwrite))
+    return _call("backup", timeout, path=path or "", overwrite=_flag(overwrite))
 
 
 def import_cache(banks=None, source="localfs", overwrite=False, workers=8):
@@ -201,7 +207,7 @@ def import_cache(banks=None, source="localfs", overwrite=False, workers=8):
             __opts__,  # pylint: disable=undefined-variable
             banks,
             source,
-            overwrite=str(overwrite).lower() in ("true", "1", "yes"),
+            overwrite=_flag(overwrite),
             workers=int(workers),
         )
     except (importer.ImportRefused, SaltCacheError, ValueError) as exc:
@@ -232,7 +238,7 @@ def sync_roots(test=False):
     try:
         report = sync.sync_from_opts(
             __opts__,  # pylint: disable=undefined-variable
-            test=str(test).lower() in ("true", "1", "yes"),
+            test=_flag(test),
         )
     except sync.SyncRefused as exc:
         ret = {"result": False, "error": f"raft.sync_roots: {exc}", "retcode": 1}
