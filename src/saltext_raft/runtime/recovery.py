@@ -14,6 +14,7 @@ from saltext_raft.core.types import HardState
 from saltext_raft.core.types import Snapshot
 from saltext_raft.runtime.errors import RaftRuntimeError
 from saltext_raft.storage.base import LogStore
+from saltext_raft.transport.config import address_problem
 
 
 class RecoveryRefused(RaftRuntimeError):
@@ -22,12 +23,21 @@ class RecoveryRefused(RaftRuntimeError):
     code = "refused"
 
 
+def _check_address(node_id: str, address: str) -> None:
+    """The address rule every way into a membership passes (``transport.config``): the
+    recovery's entry makes ``address`` the only voter's, which every master joining it uses."""
+    problem = address_problem(address) if address else ""
+    if problem:
+        raise RecoveryRefused(f"the address given for {node_id}: {problem}; nothing was written")
+
+
 def recover_store(
     store: LogStore, node_id: str, address: str = "", default_address: str = "", *, write: bool
 ) -> Recovery:
     """Decide the recovery from what ``store`` holds and, with ``write``, append its entry and
     hard state in one durable ``save()``. Without ``write`` nothing is stored (a dry run).
     The store must be freshly opened (``load()`` is called here) and is left open."""
+    _check_address(node_id, address)
     restored = store.load()
     recovery = force_new_cluster(
         node_id,
@@ -55,6 +65,7 @@ def restore_store(
     with ``write``, one durable ``save()`` stores the snapshot, the recovery entry after it and
     the hard state. ``store`` must hold nothing yet: a restore never mixes a backup with a log.
     Without ``write`` nothing is stored."""
+    _check_address(node_id, address)
     restored = store.load()
     if restored.hard_state != HardState() or restored.snapshot is not None or restored.entries:
         last = (

@@ -258,3 +258,16 @@ def test_a_backup_of_another_cluster_is_refused_with_both_ids(tmp_path):
         assert "is a backup of cluster 'prod'" in proc.stderr
         assert "this master is of cluster 'saltext-raft'" in proc.stderr
     assert load(master_opts(root)) == (HardState(), None, [])
+
+
+@pytest.mark.parametrize("address", ("garbage:", "10.0.0.4:99999", "a b:4606"))
+def test_an_address_that_is_not_host_port_is_refused_before_anything_is_written(master, address):
+    """Red team 2026-12-07: ``--address`` was the one way into a membership that did not pass
+    the address rule (docs/security.md, "Node addresses"); ``garbage:`` was written as the only
+    voter's address, which every master that joins it would then fail to connect to."""
+    before = load(master_opts(master))
+    for args in ((), ("--force-new-cluster",)):
+        proc = recover(master, "--address", address, *args)
+        assert proc.returncode == 2, proc.stdout
+        assert "the address given for m1" in proc.stderr and address in proc.stderr
+    assert load(master_opts(master)) == before
