@@ -3,11 +3,11 @@
 Lives here: the operations' vocabulary (:data:`OPS`, the one list: the client refuses anything
 else, the engine dispatches each to its ``_op_<name>`` method), the control tags, request
 signing and checking, :class:`ControlClient` (used by the ``raft`` runners inside ``salt-run``)
-and :class:`ControlRelay` (used by the engine: takes authentic requests off the bus, calls a
-handler, fires replies). Must not live here: what the operations do (the engine's handler does
-it), how results are rendered (the runners), the local socket channel of the cache and the
-standalone node (``runtime/control.py``'s ``ControlServer``, the one control *server*: this
-module only relays signed bus requests to the engine).
+and :class:`ControlRelay` (used by the engine: takes authentic requests off the bus, runs a
+handler for each, several at once, fires replies). Must not live here: what the operations do
+(the engine's handler does it), how results are rendered (the runners), the local socket
+channel of the cache and the standalone node (``runtime/control.py``'s ``ControlServer``, the
+one control *server*: this module only relays signed bus requests to the engine).
 
 Protocol
 --------
@@ -41,6 +41,8 @@ import hashlib
 import hmac
 import json
 import logging
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -60,6 +62,15 @@ MAX_REQUEST_AGE = 120.0
 #: are refused until old ones expire. Only holders of the master key can sign requests.
 MAX_REMEMBERED = 4096
 
+#: Read-only requests the engine serves at once, beside the one operation that changes
+#: something. Each waits on the engine's loop for its result, and a membership change without
+#: quorum waits its whole timeout: served one at a time, a pending ``raft.add`` left
+#: ``raft.status`` unanswered for as long (when an operator needs it most). More wait for a
+#: slot, in order.
+MAX_CONCURRENT = 8
+#: How often (seconds) the serving thread looks for finished replies while requests run.
+REPLY_POLL = 0.02
+
 #: The operations that name a master (``node=<master id>``): the runtime's membership vocabulary.
 NODE_OPS = MEMBERSHIP_OPS
 OPS = (
@@ -72,6 +83,10 @@ OPS = (
     "ping",
     "reload_secrets",
 )
+#: The operations that only look (served :data:`MAX_CONCURRENT` at once); every other one
+#: changes something and is served alone, in the order requested, as it always was (two
+#: backups to one name, two membership changes, must not race).
+READ_OPS = frozenset(("members", "status", "leader", "ping"))
 
 
 class ControlError(Exception):
@@ -229,10 +244,15 @@ class ControlClient:
 
 
 class ControlRelay:
-    """The engine's side: ``poll_once()`` from a dedicated thread, or ``serve(stop)``.
+    """The engine's side: ``serve(stop)`` on a dedicated thread (or ``handle`` for one request,
+    synchronously).
 
-    ``handler(op, args)`` returns a JSON-able result or raises; it is called on the server's
-    thread and may block (it typically waits on the runtime's event loop).
+    ``handler(op, args)`` returns a JSON-able result or raises; it may block (it typically
+    waits on the runtime's event loop). ``serve`` runs each authentic request's handler on a
+    thread of its own: the operations that change something one at a time, in order, and
+    beside them up to :data:`MAX_CONCURRENT` that only look (:data:`READ_OPS`), so a slow
+    change never holds up ``status``. The bus is used by the serving thread only (it fires the
+    replies).
     """
 
     def __init__(
@@ -252,6 +272,14 @@ class ControlRelay:
         self._ignored_log = 0.0
         self._seen = SeenRequests()
         self.served = 0
+        self._replies: queue.SimpleQueue = queue.SimpleQueue()  # from the handler threads
+        # one lane for the operations that only look, one (a single slot) for the others
+        self._slots = {
+            True: threading.BoundedSemaphore(MAX_CONCURRENT),
+            False: threading.BoundedSemaphore(1),
+        }
+        self._waiting: list[tuple] = []  # admitted requests waiting for a slot, in order
+        self._running = 0  # handler threads started and not yet replied to
 
     @property
     def bus(self):
@@ -265,16 +293,34 @@ class ControlRelay:
         return self._key
 
     def poll_once(self, wait: float = 0.5) -> bool:
-        ev = self.bus.get_event(wait=wait, tag=REQ_PREFIX, full=True)
-        if not ev:
-            return False
-        tag = ev.get("tag") or ""
-        if not tag.startswith(REQ_PREFIX):
-            return False
-        self.handle(ev.get("data"))
-        return True
+        """Take at most one request off the bus (start its handler), and fire the replies of
+        the handlers that finished. While handlers run, the bus is polled for at most
+        :data:`REPLY_POLL` seconds so their replies go out promptly."""
+        busy = self._running or self._waiting
+        ev = self.bus.get_event(wait=REPLY_POLL if busy else wait, tag=REQ_PREFIX, full=True)
+        took = False
+        if ev and (ev.get("tag") or "").startswith(REQ_PREFIX):
+            request = self.admit(ev.get("data"))
+            if request is not None:
+                self._waiting.append(request)
+            took = True
+        self._start_waiting()
+        self._fire_finished()
+        return took
 
     def handle(self, data) -> dict | None:
+        """Serve one request now, on this thread: the reply fired, and returned (None: the
+        request was ignored)."""
+        request = self.admit(data)
+        if request is None:
+            return None
+        reply = self.answer(*request)
+        self._fire(reply)
+        return reply
+
+    def admit(self, data) -> tuple | None:
+        """``(rid, op, args)`` of an authentic, fresh, new request for this node; None (and a
+        rate-limited warning for what matters) otherwise."""
         why = check_request(data, self.node_id, self.key())
         if why == "bad signature" and self._key_from_disk and self._key is not None:
             # The master key is regenerated at each master start: re-read it once.
@@ -289,19 +335,57 @@ class ControlRelay:
                     self._ignored_log = now
                     log.warning("saltext-raft: ignored a control request: %s", why)
             return None
-        rid, op, args = data["rid"], data["op"], data["args"]
+        return data["rid"], data["op"], data["args"]
+
+    def answer(self, rid: str, op: str, args: dict) -> dict:
+        """The reply to an admitted request (the handler's result or its error)."""
         try:
             if op not in OPS:
                 raise ControlError(f"unknown operation {op!r}")
-            reply = {"rid": rid, "ok": True, "result": self.handler(op, args)}
+            return {"rid": rid, "ok": True, "result": self.handler(op, args)}
         except Exception as exc:  # pylint: disable=broad-except
             msg = str(exc) or type(exc).__name__
             if not isinstance(exc, (ControlError, ValueError, TimeoutError, LookupError)):
                 log.exception("saltext-raft: control operation %s failed", op)
-            reply = {"rid": rid, "ok": False, "error": msg}
-        self.bus.fire_event(reply, reply_tag(rid))
+            return {"rid": rid, "ok": False, "error": msg}
+
+    def _start_waiting(self) -> None:
+        """Start every waiting request whose lane has a free slot; the others keep their
+        order."""
+        full = set()
+        still = []
+        for request in self._waiting:
+            lane = request[1] in READ_OPS
+            if lane in full or not self._slots[lane].acquire(blocking=False):
+                full.add(lane)
+                still.append(request)
+                continue
+            self._running += 1
+            # A daemon thread: an operation still waiting when the engine stops must not
+            # hold the process's exit (its loop is gone; the runner times out by itself).
+            threading.Thread(
+                target=self._run, args=(*request, lane), name=f"raft-ctl-{request[1]}", daemon=True
+            ).start()
+        self._waiting = still
+
+    def _run(self, rid: str, op: str, args: dict, lane: bool) -> None:
+        try:
+            self._replies.put(self.answer(rid, op, args))
+        finally:
+            self._slots[lane].release()
+
+    def _fire_finished(self) -> None:
+        while True:
+            try:
+                reply = self._replies.get_nowait()
+            except queue.Empty:
+                return
+            self._running -= 1
+            self._fire(reply)
+
+    def _fire(self, reply: dict) -> None:
+        self.bus.fire_event(reply, reply_tag(reply["rid"]))
         self.served += 1
-        return reply
 
     def serve(self, stop) -> None:
         """Serve until ``stop.is_set()`` (a threading.Event)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 
 import pytest
 
@@ -14,6 +15,7 @@ from saltext_raft.master.control import ControlRelay
 from saltext_raft.master.control import ControlTimeout
 
 KEY = "master-key-abc"
+ADD = control.NODE_OPS[0]  # adding a master (as a learner): waits for a commit
 OPTS = {"id": "m1", "engines": [{"raft": {}}]}
 
 
@@ -184,3 +186,143 @@ def test_the_engine_serves_exactly_the_vocabulary_the_client_sends():
     served = {name[len("_op_") :] for name in dir(EngineOperations) if name.startswith("_op_")}
     assert served == set(control.OPS)
     assert set(control.NODE_OPS) <= set(control.OPS)
+
+
+def test_a_slow_operation_does_not_hold_up_status_and_each_reply_reaches_its_caller():
+    """A membership change without quorum waits its whole timeout on the engine's loop. It
+    was served on the relay's one thread, so ``raft.status`` (what an operator runs in that
+    very outage) went unanswered until it gave up. The relay runs each request on its own
+    thread now."""
+    bus = Bus()
+    release = threading.Event()
+    started = threading.Event()
+
+    def engine(op, args):
+        if op == ADD:
+            started.set()
+            assert release.wait(30), "the test never released the add"
+            return {"added": args["node"]}
+        return {"op": op}
+
+    _, stop, t = serve(bus, engine)
+    results = {}
+
+    def slow_add():
+        client = ControlClient(OPTS, bus_factory=bus.handle, key=KEY)
+        results["add"] = client.call(ADD, {"node": "m4"}, timeout=30)
+
+    adder = threading.Thread(target=slow_add, daemon=True)
+    adder.start()
+    try:
+        assert started.wait(10), "the add never reached the engine"
+        client = ControlClient(OPTS, bus_factory=bus.handle, key=KEY)
+        assert client.call("status", timeout=5) == {"op": "status"}  # while the add waits
+        assert client.call("members", timeout=5) == {"op": "members"}
+        assert "add" not in results
+        release.set()
+        adder.join(10)
+        assert results["add"] == {"added": "m4"}
+    finally:
+        release.set()
+        stop.set()
+        t.join(5)
+    assert not t.is_alive()
+
+
+def test_reads_beyond_the_concurrency_bound_wait_for_a_slot_and_are_all_answered(monkeypatch):
+    monkeypatch.setattr(control, "MAX_CONCURRENT", 2)
+    bus = Bus()
+    release = threading.Event()
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def engine(op, args):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            assert release.wait(30)
+            return args["n"]
+        finally:
+            with lock:
+                running[0] -= 1
+
+    _, stop, t = serve(bus, engine)
+    answers = {}
+
+    def call(n):
+        client = ControlClient(OPTS, bus_factory=bus.handle, key=KEY)
+        answers[n] = client.call("ping", {"n": n}, timeout=30)
+
+    callers = [threading.Thread(target=call, args=(n,), daemon=True) for n in range(6)]
+    try:
+        for c in callers:
+            c.start()
+        deadline = time.monotonic() + 10
+        while most[0] < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert most[0] == 2
+        release.set()
+        for c in callers:
+            c.join(10)
+        assert answers == {n: n for n in range(6)}
+        assert most[0] == 2  # never more than the bound at once
+    finally:
+        release.set()
+        stop.set()
+        t.join(5)
+
+
+def test_operations_that_change_something_are_served_one_at_a_time_in_order():
+    """Two backups to one name, two membership changes: they must not race, as before."""
+    bus = Bus()
+    release = threading.Event()
+    running, most, order = [0], [0], []
+    lock = threading.Lock()
+
+    def engine(op, args):
+        if op == "ping":
+            with lock:
+                most[0] = max(most[0], running[0] + 1)
+            return args["n"]
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            order.append(args["n"])
+        try:
+            assert release.wait(30)
+            return args["n"]
+        finally:
+            with lock:
+                running[0] -= 1
+
+    _, stop, t = serve(bus, engine)
+    answers = {}
+
+    def call(n):
+        client = ControlClient(OPTS, bus_factory=bus.handle, key=KEY)
+        answers[n] = client.call("backup", {"n": n}, timeout=30)
+
+    callers = []
+    try:
+        for n in range(3):
+            callers.append(threading.Thread(target=call, args=(n,), daemon=True))
+            callers[-1].start()
+            deadline = time.monotonic() + 10  # each request reaches the relay before the next
+            while len(bus.fired) < n + 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        deadline = time.monotonic() + 10
+        while not order and time.monotonic() < deadline:
+            time.sleep(0.01)
+        client = ControlClient(OPTS, bus_factory=bus.handle, key=KEY)
+        assert client.call("ping", {"n": "p"}, timeout=5) == "p"  # a read beside the backup
+        release.set()
+        for c in callers:
+            c.join(10)
+        assert answers == {0: 0, 1: 1, 2: 2}
+        assert order == [0, 1, 2]
+        assert most[0] == 2  # one backup and the ping, never two backups
+    finally:
+        release.set()
+        stop.set()
+        t.join(5)
