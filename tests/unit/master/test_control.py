@@ -229,46 +229,69 @@ def test_a_slow_operation_does_not_hold_up_status_and_each_reply_reaches_its_cal
     assert not t.is_alive()
 
 
+class BlockingEngine:
+    """An engine whose operations (but ``instant`` ones) wait for ``release``; it records the
+    order they started in and how many ran at once."""
+
+    def __init__(self, instant=()):
+        self.release = threading.Event()
+        self.instant = set(instant)
+        self.running = self.most = 0
+        self.order = []
+        self._lock = threading.Lock()
+
+    def __call__(self, op, args):
+        with self._lock:
+            self.most = max(self.most, self.running + 1)
+            if op in self.instant:
+                return args["n"]
+            self.running += 1
+            self.order.append(args["n"])
+        try:
+            assert self.release.wait(30), "the test never released the engine"
+            return args["n"]
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def start_call(bus, op, n, answers) -> threading.Thread:
+    """A runner calling ``op`` with ``{"n": n}`` on a thread; its answer lands in ``answers``."""
+
+    def call():
+        client = ControlClient(OPTS, bus_factory=bus.handle, key=KEY)
+        answers[n] = client.call(op, {"n": n}, timeout=30)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_for(predicate, timeout=10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_reads_beyond_the_concurrency_bound_wait_for_a_slot_and_are_all_answered(monkeypatch):
     monkeypatch.setattr(control, "MAX_CONCURRENT", 2)
     bus = Bus()
-    release = threading.Event()
-    running, most = [0], [0]
-    lock = threading.Lock()
-
-    def engine(op, args):
-        with lock:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-        try:
-            assert release.wait(30)
-            return args["n"]
-        finally:
-            with lock:
-                running[0] -= 1
-
+    engine = BlockingEngine()
     _, stop, t = serve(bus, engine)
     answers = {}
-
-    def call(n):
-        client = ControlClient(OPTS, bus_factory=bus.handle, key=KEY)
-        answers[n] = client.call("ping", {"n": n}, timeout=30)
-
-    callers = [threading.Thread(target=call, args=(n,), daemon=True) for n in range(6)]
     try:
-        for c in callers:
-            c.start()
-        deadline = time.monotonic() + 10
-        while most[0] < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert most[0] == 2
-        release.set()
+        callers = [start_call(bus, "ping", n, answers) for n in range(6)]
+        assert wait_for(lambda: engine.most >= 2)
+        engine.release.set()
         for c in callers:
             c.join(10)
         assert answers == {n: n for n in range(6)}
-        assert most[0] == 2  # never more than the bound at once
+        assert engine.most == 2  # never more than the bound at once
     finally:
-        release.set()
+        engine.release.set()
         stop.set()
         t.join(5)
 
@@ -276,53 +299,24 @@ def test_reads_beyond_the_concurrency_bound_wait_for_a_slot_and_are_all_answered
 def test_operations_that_change_something_are_served_one_at_a_time_in_order():
     """Two backups to one name, two membership changes: they must not race, as before."""
     bus = Bus()
-    release = threading.Event()
-    running, most, order = [0], [0], []
-    lock = threading.Lock()
-
-    def engine(op, args):
-        if op == "ping":
-            with lock:
-                most[0] = max(most[0], running[0] + 1)
-            return args["n"]
-        with lock:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-            order.append(args["n"])
-        try:
-            assert release.wait(30)
-            return args["n"]
-        finally:
-            with lock:
-                running[0] -= 1
-
+    engine = BlockingEngine(instant=("ping",))
     _, stop, t = serve(bus, engine)
     answers = {}
-
-    def call(n):
-        client = ControlClient(OPTS, bus_factory=bus.handle, key=KEY)
-        answers[n] = client.call("backup", {"n": n}, timeout=30)
-
-    callers = []
     try:
-        for n in range(3):
-            callers.append(threading.Thread(target=call, args=(n,), daemon=True))
-            callers[-1].start()
-            deadline = time.monotonic() + 10  # each request reaches the relay before the next
-            while len(bus.fired) < n + 1 and time.monotonic() < deadline:
-                time.sleep(0.01)
-        deadline = time.monotonic() + 10
-        while not order and time.monotonic() < deadline:
-            time.sleep(0.01)
+        callers = []
+        for n in range(3):  # each request reaches the relay before the next is sent
+            callers.append(start_call(bus, "backup", n, answers))
+            assert wait_for(lambda n=n: len(bus.fired) >= n + 1)
+        assert wait_for(lambda: engine.order)
         client = ControlClient(OPTS, bus_factory=bus.handle, key=KEY)
         assert client.call("ping", {"n": "p"}, timeout=5) == "p"  # a read beside the backup
-        release.set()
+        engine.release.set()
         for c in callers:
             c.join(10)
         assert answers == {0: 0, 1: 1, 2: 2}
-        assert order == [0, 1, 2]
-        assert most[0] == 2  # one backup and the ping, never two backups
+        assert engine.order == [0, 1, 2]
+        assert engine.most == 2  # one backup and the ping, never two backups
     finally:
-        release.set()
+        engine.release.set()
         stop.set()
         t.join(5)
