@@ -91,6 +91,8 @@ MAX_BATCH_BYTES = 1 << 20
 #: still goes alone and is refused with the runtime's "larger than max_entry_bytes" if too
 #: large).
 ENTRY_VALUES_MAX = DEFAULT_MAX_ENTRY_BYTES - (256 << 10)
+#: Seconds before the catch-up after start is awaited again after an unexpected error.
+CATCH_UP_RETRY = 1.0
 #: (bank, key) pairs of checked names a service remembers (``CacheService._write``); past this
 #: many the memory starts over.
 MAX_GOOD_NAMES = 1 << 14
@@ -158,10 +160,17 @@ class CacheService:
     async def _catch_up(self, runtime) -> None:
         """Wait for the runtime's barrier after start, then for the mirror to show what it
         applied; then mark the copy caught up (file for the driver, flag for readiness)."""
-        try:
-            index = await runtime.wait_caught_up()
-        except Stopped:
-            return
+        while True:
+            try:
+                index = await runtime.wait_caught_up()
+                break
+            except Stopped:
+                return
+            except Exception as exc:  # pylint: disable=broad-except
+                # This task dying would leave the copy unserved until the engine restarts,
+                # with nothing in the log: say so and keep waiting.
+                log.error("saltext-raft cache: waiting to catch up failed (%r); retrying", exc)
+                await asyncio.sleep(CATCH_UP_RETRY)
         await self.writer.wait(self.writer.ticket)
         pid = os.getpid()
         # start and boot: a worker tells this engine from a later process given its pid

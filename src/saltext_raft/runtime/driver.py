@@ -455,8 +455,13 @@ class RaftRuntime:
         return self._reads.caught_up_index
 
     async def wait_caught_up(self, timeout: float | None = None) -> int:
-        """:meth:`Reads.wait_caught_up`: until the barrier after start is passed."""
-        return await self._reads.wait_caught_up(self._timeout(timeout))
+        """:meth:`Reads.wait_caught_up`: until the barrier after start is passed. ``timeout``
+        None waits without limit (the cache service's catch-up after start: a master started
+        alone waits for its quorum however long that takes), unlike the other calls here,
+        whose None is the ``request_timeout``."""
+        if timeout is not None:
+            timeout = self._timeout(timeout)
+        return await self._reads.wait_caught_up(timeout)
 
     # --- client API: membership and leadership (runtime.admin; forwarded from followers) -----
     async def add_learner(self, node_id: str, address: str, timeout: float | None = None) -> dict:

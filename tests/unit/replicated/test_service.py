@@ -4,6 +4,7 @@ waits (briefly) for workers answered a moment ago."""
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -304,3 +305,35 @@ def test_batch_wait_zero_proposes_at_the_end_of_every_turn(tmp_path):
         assert run(main()) == [["a", "b"], ["a"]]
     finally:
         svc.writer.stop()
+
+
+def test_an_unexpected_error_while_waiting_to_catch_up_is_logged_and_the_wait_goes_on(
+    tmp_path, monkeypatch, caplog
+):
+    """The catch-up task is what lets this master's copy serve reads (and starts the 3007
+    key view). An exception other than the engine stopping ended it silently: the copy stayed
+    unserved until the engine restarted. Now it is logged and the wait resumes."""
+    monkeypatch.setattr(cacheservice, "CATCH_UP_RETRY", 0.01)
+
+    class Flaky:
+        calls = 0
+
+        async def wait_caught_up(self):
+            Flaky.calls += 1
+            if Flaky.calls == 1:
+                raise asyncio.TimeoutError("not caught up within 5s")
+            return 7
+
+    svc = CacheService(settings(tmp_path, backend="localfs"), clock=lambda: 1)
+
+    async def main():
+        svc.start_writer(asyncio.get_running_loop())
+        await asyncio.wait_for(svc._catch_up(Flaky()), 10)  # pylint: disable=protected-access
+
+    try:
+        asyncio.run(main())
+    finally:
+        svc.writer.stop()
+    assert svc.caught_up and Flaky.calls == 2
+    assert os.path.exists(svc.settings.caught_up_path)
+    assert "waiting to catch up failed" in caplog.text

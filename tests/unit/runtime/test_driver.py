@@ -701,6 +701,33 @@ def test_a_restarted_node_is_caught_up_only_once_it_applied_what_the_leader_conf
             assert rt.status()["runtime"]["caught_up_index"] == index
 
 
+def test_waiting_to_catch_up_without_a_timeout_outlasts_the_request_timeout():
+    """The cache service waits for the catch-up after start with no timeout: a master started
+    alone waits for its quorum however long that takes. Giving that wait the request
+    timeout (as the other client calls have) ended the cache's catch-up task with a
+    ``TimeoutError`` on a master that came back before its peers: its local copy never
+    served a read and its key view never started (Salt 3007 scenario test, 2026-12-07)."""
+    request_timeout = 0.3
+
+    async def main():
+        async with LocalCluster(request_timeout=request_timeout) as c:
+            leader = await c.leader()
+            behind = next(n for n, rt in c.nodes.items() if rt is not leader)
+            await c.stop(behind)
+            for other in list(c.nodes):
+                c.net.cut(behind, other)
+            rt = await c.start(behind)
+            waiter = asyncio.ensure_future(rt.wait_caught_up())
+            done, _ = await asyncio.wait({waiter}, timeout=4 * request_timeout)
+            assert not done, waiter.exception()  # still waiting, not failed
+            c.net.heal()
+            assert await asyncio.wait_for(waiter, 10) >= 1
+            with pytest.raises(Rejected):
+                await rt.wait_caught_up(float("nan"))  # a given timeout is still checked
+
+    run(main())
+
+
 def test_a_proposal_larger_than_max_entry_bytes_is_refused_and_one_at_the_limit_commits():
     """The entry limit is what runtime.limits sizes the transport's frame cap from."""
 
