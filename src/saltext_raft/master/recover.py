@@ -114,6 +114,7 @@ def read_backup(path: str, secret: bytes):
     once. A file whose first bytes are no backup's is refused without reading the rest."""
     # pylint: disable=import-outside-toplevel
     from saltext_raft.runtime.backup import MAGIC
+    from saltext_raft.runtime.backup import MAGIC_PREFIX
     from saltext_raft.runtime.backup import BackupError
     from saltext_raft.runtime.backup import decode
 
@@ -126,7 +127,7 @@ def read_backup(path: str, secret: bytes):
             raise BackupError(f"{path} is not a regular file: refused as a backup to restore")
         with os.fdopen(fd, "rb", closefd=False) as fh:
             head = fh.read(len(MAGIC))
-            if len(head) == len(MAGIC) and not head.startswith(b"saltext-raft backup "):
+            if len(head) == len(MAGIC) and not head.startswith(MAGIC_PREFIX):
                 return decode(head, secret, path)  # refused: not a backup at all
             blob = head + fh.read()
     except OSError as exc:

@@ -1,11 +1,12 @@
 """The ``localfs`` layout of the replicated cache's local copy (the default).
 
-Lives here: the layout's path rule (:func:`key_path`: ``<root>/<bank>/<key>.p``),
-:class:`LocalfsMirror` (writes a copy of the cache that Salt's ``localfs`` driver can read,
-mtime = the command's timestamp), :func:`read` (one key, as the driver's ``fetch`` reads it) and
-:class:`MirrorPathError`. Must not live here: the writer thread and the state machine
-(``replicated/mirror.py``), the ``sqlite`` layout (``replicated/sqlite.py``), listing a bank
-(the driver lists with Salt's own ``localfs`` functions), the read's checks (the driver).
+Lives here: the layout's path rule (:func:`bank_dir`, :func:`key_path`:
+``<root>/<bank>/<key>.p``), :class:`LocalfsMirror` (writes a copy of the cache that Salt's
+``localfs`` driver can read, mtime = the command's timestamp), :func:`read` (one key, as the
+driver's ``fetch`` reads it) and :class:`MirrorPathError`. Must not live here: the writer
+thread and the state machine (``replicated/mirror.py``), the ``sqlite`` layout
+(``replicated/sqlite.py``), listing a bank (the driver lists with Salt's own ``localfs``
+functions), the read's checks (the driver).
 """
 
 from __future__ import annotations
@@ -32,11 +33,15 @@ log = logging.getLogger(__name__)
 SUFFIX = ".p"
 
 
+def bank_dir(root: str, bank: str) -> str:
+    """The directory of ``bank`` below ``root``: Salt's ``localfs`` rule (the bank normalised,
+    "" for the root), for the mirror's writes and the driver's reads alike."""
+    return os.path.join(root, os.path.normpath(bank)) if bank else root
+
+
 def key_path(root: str, bank: str, key: str) -> str:
-    """Where ``bank``/``key`` lives below ``root``: Salt's ``localfs`` rule (the bank
-    normalised, "" for the root), for the mirror's writes and the driver's reads alike."""
-    bank_dir = os.path.join(root, os.path.normpath(bank)) if bank else root
-    return os.path.join(bank_dir, key + SUFFIX)
+    """Where ``bank``/``key`` lives below ``root``."""
+    return os.path.join(bank_dir(root, bank), key + SUFFIX)
 
 
 #: What ``open`` raises when ``bank``/``key`` has no file: no such name, a bank where the key
@@ -109,24 +114,19 @@ def _unreadable(bank: str, key: str, path: str, why) -> str:
 def _holdable(banks: list[str], items: list) -> tuple[list, list, int]:
     """``banks`` and ``items`` without the names :func:`check_name` refuses (logged), and how
     many items were left out."""
-    ok_banks = []
-    for bank in banks:
+
+    def holds(bank: str, key: str | None = None) -> bool:
         try:
             check_name("bank", bank, allow_empty=True)
+            if key is not None:
+                check_name("key", key)
         except BadName as exc:
             log.warning("saltext-raft cache: not in the local copy: %s", exc)
-            continue
-        ok_banks.append(bank)
-    ok_items = []
-    for item in items:
-        try:
-            check_name("bank", item[0], allow_empty=True)
-            check_name("key", item[1])
-        except BadName as exc:
-            log.warning("saltext-raft cache: not in the local copy: %s", exc)
-            continue
-        ok_items.append(item)
-    return ok_banks, ok_items, len(items) - len(ok_items)
+            return False
+        return True
+
+    ok_items = [item for item in items if holds(item[0], item[1])]
+    return [bank for bank in banks if holds(bank)], ok_items, len(items) - len(ok_items)
 
 
 class MirrorPathError(BadName):
@@ -160,7 +160,7 @@ class LocalfsMirror:
         """Nothing held open between writes."""
 
     def bank_dir(self, bank: str) -> str:
-        return os.path.dirname(key_path(self.root, bank, ""))
+        return bank_dir(self.root, bank)
 
     def key_path(self, bank: str, key: str) -> str:
         return key_path(self.root, bank, key)

@@ -29,7 +29,9 @@ from saltext_raft.core.types import Snapshot
 from saltext_raft.core.types import SnapshotMeta
 from saltext_raft.transport.crypto import derive_backup_key
 
-MAGIC = b"saltext-raft backup 2\n"
+#: How every version's magic line starts: a backup of another version, not no backup at all.
+MAGIC_PREFIX = b"saltext-raft backup "
+MAGIC = MAGIC_PREFIX + b"2\n"
 #: The unauthenticated format of earlier builds.
 _MAGIC_V1 = b"saltext-raft backup 1\n"
 _DIGEST = 32
@@ -92,7 +94,7 @@ def decode(blob: bytes, secret: bytes, source: str = "the backup") -> Backup:
             "salt-run raft.backup"
         )
     if not blob.startswith(MAGIC):
-        if blob.startswith(b"saltext-raft backup "):
+        if blob.startswith(MAGIC_PREFIX):
             raise BackupError(f"{source} is in a backup format this version does not know")
         raise BackupError(f"{source} is not a saltext-raft backup file")
     signed, mac = blob[:-_MAC], blob[-_MAC:]
