@@ -244,28 +244,17 @@ def test_a_marker_whose_pid_now_names_a_later_process_is_dead(tmp_path, monkeypa
 def test_the_engines_marker_carries_its_start_and_is_live_for_the_driver(tmp_path):
     """The other half of the check above: the marker the cache service writes names this
     process with its start time and boot, and the driver's check accepts it."""
-    import asyncio  # pylint: disable=import-outside-toplevel
     import json  # pylint: disable=import-outside-toplevel
 
     from saltext_raft.master.readiness import BOOT_ID  # pylint: disable=import-outside-toplevel
     from saltext_raft.master.readiness import process_start  # pylint: disable=C0415
-    from saltext_raft.replicated.service import CacheService  # pylint: disable=C0415
-    from tests.unit.replicated.test_service import settings  # pylint: disable=C0415
+    from tests.unit.replicated.test_service import caught_up_service  # pylint: disable=C0415
 
     class CaughtUp:
         async def wait_caught_up(self):
             return 5
 
-    svc = CacheService(settings(tmp_path, backend="localfs"), clock=lambda: 1)
-
-    async def main():
-        svc.start_writer(asyncio.get_running_loop())
-        await asyncio.wait_for(svc._catch_up(CaughtUp()), 10)  # pylint: disable=protected-access
-
-    try:
-        asyncio.run(main())
-    finally:
-        svc.writer.stop()
+    svc = caught_up_service(tmp_path, CaughtUp())
     path = svc.settings.caught_up_path
     with open(path, encoding="utf-8") as fh:
         body = json.load(fh)

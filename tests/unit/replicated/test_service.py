@@ -46,6 +46,22 @@ def settings(tmp_path, backend="sqlite", batch_wait=0.002):
     )
 
 
+def caught_up_service(tmp_path, runtime) -> CacheService:
+    """A ``localfs``-layout service that has run its catch-up after start against
+    ``runtime`` (anything with ``async wait_caught_up()``), its writer stopped again."""
+    svc = CacheService(settings(tmp_path, backend="localfs"), clock=lambda: 1)
+
+    async def main():
+        svc.start_writer(asyncio.get_running_loop())
+        await asyncio.wait_for(svc._catch_up(runtime), 10)  # pylint: disable=protected-access
+
+    try:
+        asyncio.run(main())
+    finally:
+        svc.writer.stop()
+    return svc
+
+
 def store_req(key, value=b"v", timeout=None, seq=1):
     import base64  # pylint: disable=import-outside-toplevel
 
@@ -324,16 +340,7 @@ def test_an_unexpected_error_while_waiting_to_catch_up_is_logged_and_the_wait_go
                 raise asyncio.TimeoutError("not caught up within 5s")
             return 7
 
-    svc = CacheService(settings(tmp_path, backend="localfs"), clock=lambda: 1)
-
-    async def main():
-        svc.start_writer(asyncio.get_running_loop())
-        await asyncio.wait_for(svc._catch_up(Flaky()), 10)  # pylint: disable=protected-access
-
-    try:
-        asyncio.run(main())
-    finally:
-        svc.writer.stop()
+    svc = caught_up_service(tmp_path, Flaky())
     assert svc.caught_up and Flaky.calls == 2
     assert os.path.exists(svc.settings.caught_up_path)
     assert "waiting to catch up failed" in caplog.text
