@@ -24,6 +24,9 @@ Both sides read the same master config file, so every setting is a top-level mas
   one per key) or ``sqlite`` (one SQLite database, far cheaper per write).
 - ``raft_cache_batch_wait`` (0.002): longest time, in seconds, a batch of writes waits for
   workers answered a moment ago to send their next write (0: never wait).
+- ``raft_cache_relay`` (True): a follower sends its batch of writes to the leader's cache
+  service, to join the leader's next entry (``replicated.relay``), instead of proposing an
+  entry of its own.
 - ``raft_keys_rotate_window`` (1): with ``keys.cache_driver: raft``, seconds during which key
   revocations applied on this master are gathered into one AES key rotation
   (``master/revocation.py``).
@@ -79,6 +82,7 @@ class CacheSettings:
     timeout: float = DEFAULT_TIMEOUT
     linearizable_reads: bool = False
     batch_wait: float = DEFAULT_BATCH_WAIT
+    relay: bool = True
     rotate_window: float = DEFAULT_ROTATE_WINDOW
 
     @property
@@ -116,6 +120,9 @@ def from_opts(opts: dict) -> CacheSettings:
             "raft_cache_batch_wait",
             f"must be a number of seconds from 0 to {MAX_BATCH_WAIT:g} (got {wait!r})",
         )
+    relay = opts.get("raft_cache_relay", True)
+    if not isinstance(relay, bool):
+        raise CacheConfigError("raft_cache_relay", f"must be true or false (got {relay!r})")
     window = opts.get("raft_keys_rotate_window", DEFAULT_ROTATE_WINDOW)
     if (
         isinstance(window, bool)
@@ -135,6 +142,7 @@ def from_opts(opts: dict) -> CacheSettings:
         timeout=float(timeout),
         linearizable_reads=lin,
         batch_wait=float(wait),
+        relay=relay,
         rotate_window=float(window),
     )
 

@@ -181,6 +181,7 @@ _OPTION_NAMES = (
     "raft_cache_linearizable_reads",
     "raft_cache_backend",
     "raft_cache_batch_wait",
+    "raft_cache_relay",
     "raft_keys_rotate_window",
     "raft_cache_dir",
     "raft_cache_socket",

@@ -60,10 +60,12 @@ REPAIR_INTERVAL = 30.0
 
 class Applied(NamedTuple):
     """What :meth:`CacheStateMachine.apply` returns: the KV result (for a batch entry, the
-    list of its commands' results) and the mirror ticket to await before acknowledging."""
+    list of its commands' results), the mirror ticket to await before acknowledging, and the
+    entry's index (what a relayed write's follower waits to apply, ``replicated.relay``)."""
 
     result: object
     ticket: int
+    index: int = 0
 
 
 class MirrorWriter:
@@ -350,7 +352,7 @@ class CacheStateMachine:
             results = [self._apply_command(cmd) for cmd in cmds]
         else:
             results = self._apply_command(cmds[0])
-        return Applied(results, self.writer.ticket)
+        return Applied(results, self.writer.ticket, entry.index)
 
     def _apply_command(self, cmd):
         kv = self.kv

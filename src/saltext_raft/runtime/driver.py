@@ -444,6 +444,30 @@ class RaftRuntime:
         (the cache service): :meth:`Proposals.submit`."""
         return self._proposals.submit(data, self._timeout(timeout))
 
+    async def wait_applied(self, index: int, timeout: float | None = None) -> None:
+        """:meth:`Reads.wait_applied`: until this node has applied up to ``index``."""
+        await self._reads.wait_applied(index, self._timeout(timeout))
+
+    @property
+    def leader(self) -> str:
+        """The leader this node knows of ("" if none, or before ``start()``)."""
+        return self.node.leader if self.node is not None else ""
+
+    @property
+    def is_leader(self) -> bool:
+        return self.node is not None and self.node.role is Role.LEADER
+
+    # --- requests between members for the layers above (runtime.remote) ---------------------
+    def serve(self, op: str, handler) -> None:
+        """:meth:`Remote.serve`: answer ``op`` requests from members with ``handler``."""
+        self._remote.serve(op, handler)
+
+    async def ask(self, to: str, body: dict, timeout: float | None = None) -> object:
+        """Send request ``body`` (``{"op": ..., ...}``) to member ``to``; its handler's result.
+        Raises what the handler raised there (RemoteNotLeader, Rejected, ...) or CommitTimeout."""
+        self._check_running()
+        return await self._remote.request(to, body, self._timeout(timeout))
+
     async def read(self, timeout: float | None = None) -> int:
         """Linearizable read barrier (ReadIndex): :meth:`Reads.read`."""
         return await self._reads.read(self._timeout(timeout))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import logging
 from collections.abc import Callable
 
@@ -45,7 +46,10 @@ class Reads:
         self._new_context = new_context
         self._emit = emit
         self._reads: dict[bytes, asyncio.Future] = {}  # read context -> future (read index)
-        self._read_heap: list[tuple[int, int, asyncio.Future]] = []  # (index, n, future)
+        #: Callers waiting for the apply of an index: confirmed reads and :meth:`wait_applied`,
+        #: as (index, order of arrival, future).
+        self._read_heap: list[tuple[int, int, asyncio.Future]] = []
+        self._order = itertools.count()
         #: The read index confirmed by a leader after start, once applied here (None before).
         self.caught_up_index: int | None = None
         self._caught_up: asyncio.Event | None = None
@@ -104,7 +108,26 @@ class Reads:
             fut = self._reads.pop(rs.context, None)
             if fut is not None and not fut.done():
                 self._counters["reads"] += 1
-                heapq.heappush(self._read_heap, (rs.index, self._counters["reads"], fut))
+                heapq.heappush(self._read_heap, (rs.index, next(self._order), fut))
+
+    async def wait_applied(self, index: int, timeout: float) -> None:
+        """Return once this node has applied up to ``index``: an entry another member says it
+        committed there (the cache service's relayed writes, ``replicated.relay``). Raises
+        CommitTimeout after ``timeout`` seconds, Stopped if the node stops meanwhile."""
+        host = self._host
+        host.check_running()
+        if host.node.applied_index >= index:
+            return
+        fut = host.loop.create_future()
+        heapq.heappush(self._read_heap, (index, next(self._order), fut))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), max(timeout, 0.001))
+        except asyncio.TimeoutError:
+            fut.cancel()  # dropped from the heap when that index is applied (release)
+            raise CommitTimeout(
+                f"entry {index} not applied here within {timeout:.3g}s (this node lags behind "
+                "the leader)"
+            ) from None
 
     def release(self, applied: int) -> None:
         """Answer the reads whose index this node has now applied."""

@@ -6,7 +6,9 @@ leader hint), ``join`` requests (a node in no membership asks to be added as a l
 receiver adds it through the leader, unless the membership tombstones it: removed) and
 ``committed`` requests (is entry (index, term) committed? asked by a leader that removed itself
 and lost leadership before it could see the commit). Payloads are ``codec.encode_payload``
-maps in the APP message's ``context``. Must not live here: what the operations do
+maps in the APP message's ``context``. The layers above may add requests of their own
+(:meth:`Remote.serve`: the cache service's relayed writes), served to members only. Must not
+live here: what the operations do
 (``runtime.admin``, the core), proposals and reads (the core forwards those).
 
 A request is ``{"k": "req", "id": n, "op": ..., ...}``; a reply is ``{"k": "rep", "id": n,
@@ -124,6 +126,10 @@ def check_binding(node, body: dict, now: float) -> None:
         )
 
 
+#: The requests :class:`Remote` itself serves (:meth:`Remote.serve` may not take them).
+_BUILT_IN = frozenset({"admin", "join", "committed"})
+
+
 @dataclass(frozen=True)
 class RemotePort:
     """What :class:`Remote` may use of the node it serves (``RaftRuntime`` builds it)."""
@@ -149,6 +155,8 @@ class Remote:
         self._boot = int.from_bytes(os.urandom(4), "big") << 32
         self._next = 0
         self._calls: dict[int, asyncio.Future] = {}
+        #: Requests served for the layers above the runtime (:meth:`serve`): op -> handler.
+        self._handlers: dict[str, Callable[[str, dict], Awaitable[object]]] = {}
         self._serving: set[asyncio.Task] = set()
         self._counters = {
             "requests_sent": 0,
@@ -160,6 +168,14 @@ class Remote:
 
     def stats(self) -> dict:
         return dict(self._counters, in_flight=len(self._calls), serving=len(self._serving))
+
+    def serve(self, op: str, handler: Callable[[str, dict], Awaitable[object]]) -> None:
+        """Answer requests ``op`` from current members with ``await handler(sender, body)``
+        (its result must be encodable; a RaftRuntimeError it raises is the error answered).
+        Members only: a removed or unknown node is refused before the handler runs."""
+        if op in _BUILT_IN or op in self._handlers:
+            raise ValueError(f"request {op!r} is already served")
+        self._handlers[op] = handler
 
     # --- client side --------------------------------------------------------------------------
     async def request(self, to: str, body: dict, timeout: float) -> dict:
@@ -287,6 +303,10 @@ class Remote:
                 if type(index) is not int or type(term) is not int:
                     raise Rejected("committed request without an integer index and term")
                 result = {"committed": port.entry_committed(index, term)}
+            elif op in self._handlers:
+                if frm not in port.membership().members:
+                    raise Rejected(f"{op} requests are served for members only, not {frm}")
+                result = await self._handlers[op](frm, body)
             else:
                 raise Rejected(f"unknown request {op!r}")
             reply = {"k": "rep", "id": rid, "ok": True, "result": result}

@@ -21,24 +21,29 @@ from saltext_raft.replicated.keystore import mirror_bank
 from saltext_raft.replicated.service import CacheService
 from saltext_raft.runtime.errors import NoLeader
 from saltext_raft.runtime.errors import Rejected
+from tests.unit.replicated.fakeruntime import LeaderPort
 
 PEM = "-----BEGIN PUBLIC KEY-----\nMIIB{}\n-----END PUBLIC KEY-----\n"
 BOUND = 10.0
 
 
-class CommittingRuntime:
+class CommittingRuntime(LeaderPort):
     """Commits every proposal at once (a one-master cluster); ``down``: no leader."""
 
     def __init__(self, svc):
+        super().__init__()
         self.svc = svc
         self.down = False
+        self.index = 0
 
     def submit(self, data, timeout):
         fut = asyncio.get_running_loop().create_future()
         if self.down:
             fut.set_exception(NoLeader("no leader"))
         else:
-            fut.set_result(self.svc.state_machine.apply(types.SimpleNamespace(data=data)))
+            self.index += 1
+            entry = types.SimpleNamespace(data=data, index=self.index)
+            fut.set_result(self.svc.state_machine.apply(entry))
         return fut
 
     async def read(self, timeout=None):

@@ -33,6 +33,7 @@ from saltext_raft.replicated.mirror import MirrorWriter
 from saltext_raft.replicated.mirror import new_mirror
 from saltext_raft.replicated.service import CacheService
 from saltext_raft.replicated.sqlite import SqliteReader
+from tests.unit.replicated.fakeruntime import LeaderPort
 
 
 def entry(index, cmd):
@@ -462,7 +463,7 @@ def test_a_master_that_gets_no_more_writes_is_repaired_by_the_service_timer(tmp_
 
     async def go():
         service.start_writer(asyncio.get_running_loop())
-        await service.start(None)  # the socket is not used here; the timer is
+        await service.start(LeaderPort())  # the socket is not used here; the timer is
         try:
             applied = sm.apply(entry(1, put("b", "first", 1)))
             await asyncio.wait_for(writer.wait(applied.ticket), 5)

@@ -18,12 +18,14 @@ from saltext_raft.replicated.service import CacheService
 from saltext_raft.runtime.errors import CommitTimeout
 from saltext_raft.runtime.errors import NoLeader
 from saltext_raft.runtime.errors import Rejected
+from tests.unit.replicated.fakeruntime import LeaderPort
 
 
-class FakeRuntime:
+class FakeRuntime(LeaderPort):
     """Records proposals; the test settles them."""
 
     def __init__(self, refuse=None):
+        super().__init__()
         self.proposals: list[tuple[bytes, float, asyncio.Future]] = []
         self.refuse = refuse
 
@@ -118,6 +120,9 @@ def test_writes_of_one_turn_become_one_entry_and_each_gets_its_result(service):
         "largest_batch": 3,
         "waited": 0,
         "wait_expired": 0,
+        "relayed": 0,
+        "relay_fallbacks": 0,
+        "relays_served": 0,
     }
 
 

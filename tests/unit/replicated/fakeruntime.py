@@ -1,0 +1,20 @@
+"""What the cache service needs of a runtime beside proposals, for fakes that play a leader.
+
+Lives here: :class:`LeaderPort`. Must not live here: how a fake commits (each test's own).
+"""
+
+from __future__ import annotations
+
+
+class LeaderPort:
+    """A runtime that leads (so the service proposes its own batches) and records the remote
+    requests the service serves (``relay``)."""
+
+    is_leader = True
+    leader = ""
+
+    def __init__(self):
+        self.served: dict = {}
+
+    def serve(self, op, handler):
+        self.served[op] = handler
