@@ -31,6 +31,9 @@ def parse_args(argv):
     p.add_argument("--mirror-dir", help="raft_cache_dir (default: under the node's cachedir)")
     p.add_argument("--backend", default="localfs", help="raft_cache_backend: localfs or sqlite")
     p.add_argument("--batch-wait", type=float, help="raft_cache_batch_wait (default: shipped)")
+    p.add_argument(
+        "--no-relay", action="store_true", help="raft_cache_relay: false (followers propose)"
+    )
     p.add_argument("--log-level", default="warning")
     p.add_argument("--profile", help="write cProfile stats of the event loop thread here")
     return p.parse_args(argv)
@@ -41,11 +44,12 @@ def node_opts(
     mirror_dir: str | None = None,
     backend: str = "localfs",
     batch_wait: float | None = None,
+    relay: bool = True,
 ) -> dict:
     """The Salt opts of one benchmark master (shared by the node and its writers).
     ``mirror_dir``: the local copy's directory (``raft_cache_dir``), e.g. on tmpfs;
     ``backend``: its layout (``raft_cache_backend``); ``batch_wait``:
-    ``raft_cache_batch_wait`` (None: the shipped default)."""
+    ``raft_cache_batch_wait`` (None: the shipped default); ``relay``: ``raft_cache_relay``."""
     import salt.config  # pylint: disable=import-outside-toplevel
 
     opts = dict(salt.config.DEFAULT_MASTER_OPTS)
@@ -61,6 +65,8 @@ def node_opts(
         opts["raft_cache_dir"] = mirror_dir
     if batch_wait is not None:
         opts["raft_cache_batch_wait"] = batch_wait
+    if not relay:
+        opts["raft_cache_relay"] = False
     return opts
 
 
@@ -75,7 +81,7 @@ async def main(argv=None) -> int:
     from saltext_raft.runtime.assemble import assemble  # pylint: disable=import-outside-toplevel
     from saltext_raft.storage import open_store  # pylint: disable=import-outside-toplevel
 
-    opts = node_opts(args.dir, args.mirror_dir, args.backend, args.batch_wait)
+    opts = node_opts(args.dir, args.mirror_dir, args.backend, args.batch_wait, not args.no_relay)
     for key in ("cachedir", "sock_dir"):
         os.makedirs(opts[key], exist_ok=True)
     peers = dict(p.split("=", 1) for p in args.peers.split(","))

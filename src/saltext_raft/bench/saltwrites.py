@@ -69,6 +69,12 @@ def build_parser():
         help="layout of each node's local copy (raft_cache_backend; default: localfs, as shipped)",
     )
     p.add_argument(
+        "--no-relay",
+        action="store_true",
+        help="raft_cache_relay false on each node: followers propose their own batches "
+        "(default: relayed to the leader, as shipped)",
+    )
+    p.add_argument(
         "--batch-wait",
         type=float,
         help="raft_cache_batch_wait of each node, in seconds (default: the shipped default)",
@@ -176,8 +182,10 @@ class Nodes:
         mirror_base: str | None = None,
         backend: str = "localfs",
         batch_wait: float | None = None,
+        relay: bool = True,
     ):
         self.base = base
+        self.relay = relay
         self.mirror_base = mirror_base
         self.backend = backend
         self.batch_wait = batch_wait
@@ -197,7 +205,7 @@ class Nodes:
     def opts(self, nid: str) -> dict:
         from saltext_raft.bench.master_node import node_opts  # pylint: disable=import-outside-toplevel
 
-        return node_opts(self.dir(nid), self.mirror_dir(nid), self.backend)
+        return node_opts(self.dir(nid), self.mirror_dir(nid), self.backend, relay=self.relay)
 
     def start(self, timeout: float = 60.0) -> None:
         peers = ",".join(f"{n}=127.0.0.1:{p}" for n, p in self.ports.items())
@@ -205,6 +213,8 @@ class Nodes:
             extra = ["--backend", self.backend]
             if self.batch_wait is not None:
                 extra += ["--batch-wait", repr(self.batch_wait)]
+            if not self.relay:
+                extra.append("--no-relay")
             if self.mirror_base:
                 extra += ["--mirror-dir", self.mirror_dir(nid)]
             if os.environ.get("SRT_CACHE_BENCH_PROFILE"):  # a directory: cProfile per node
@@ -496,7 +506,13 @@ def main(argv=None) -> int:
     mirror_base = None
     if args.mirror_dir:
         mirror_base = tempfile.mkdtemp(prefix="srt-cbench-mirror-", dir=args.mirror_dir)
-    nodes = Nodes(base, mirror_base=mirror_base, backend=args.backend, batch_wait=args.batch_wait)
+    nodes = Nodes(
+        base,
+        mirror_base=mirror_base,
+        backend=args.backend,
+        batch_wait=args.batch_wait,
+        relay=not args.no_relay,
+    )
     result = {
         "benchmark": "cache",
         "date": time.strftime("%Y-%m-%d"),
@@ -510,6 +526,7 @@ def main(argv=None) -> int:
         "batch_wait_s": (
             args.batch_wait if args.batch_wait is not None else cacheconfig.DEFAULT_BATCH_WAIT
         ),
+        "relay": not args.no_relay,
     }
     try:
         import salt.version  # pylint: disable=import-outside-toplevel
