@@ -113,10 +113,11 @@ def atomic_write(
     the caller has a name no one else uses (the mirror: one per process and write, cheaper than
     ``mkstemp``'s random names), else a new one (``prefix``, random, ``suffix``, mode 0600) in
     ``tmp_dir`` (default: ``path``'s directory); either must be on the same file system as
-    ``path``. ``mode`` and ``mtime`` are set before the rename, so the file appears with them. With ``durable`` the file is fsynced before the
-    rename and its directory after it, so the new contents survive a crash (backups); the
-    mirror and the readiness file are rebuilt at start and skip that cost. Plain ``os`` calls on
-    the descriptor: the mirror does this once per stored key on every master."""
+    ``path``. ``mode`` and ``mtime`` are set before the rename, so the file appears with them.
+    With ``durable`` the file is fsynced before the rename and its directory after it, so the
+    new contents survive a crash (backups); the mirror and the readiness file are rebuilt at
+    start and skip that cost. Plain ``os`` calls on the descriptor: the mirror does this once
+    per stored key on every master."""
     if tmp_path is None:
         fd, tmp = tempfile.mkstemp(
             prefix=prefix, suffix=suffix, dir=tmp_dir or os.path.dirname(path)
