@@ -126,3 +126,23 @@ def test_a_rebuild_skips_a_committed_aliasing_name_and_writes_the_rest(tmp_path)
     assert stats["refused"] == 2 and stats["written"] == 1
     assert read(mirror.root, KEYS, "rogue") == {}
     assert read(mirror.root, "b", "a/k") == "z"
+
+
+@pytest.mark.parametrize("bank,key", ALIASES[1:], ids=ALIAS_IDS[1:])
+def test_a_name_with_an_empty_part_is_refused_by_the_engine_socket_too(tmp_path, bank, key):
+    """The engine's cache socket applies the same rule (``check_name``) before a write joins a
+    batch. (A root-bank key with "/" is refused by the driver, the edge Salt's callers reach;
+    the socket, 0600, serves the master's user.)"""
+    svc = CacheService(settings(tmp_path), clock=lambda: 1)
+
+    async def main():
+        rt = attach(svc)
+        with pytest.raises(Rejected, match="empty part"):
+            svc._store(rt, dict(store_req("k"), bank=bank, key=key))
+        await asyncio.sleep(0)
+        return rt.proposals
+
+    try:
+        assert asyncio.run(main()) == []
+    finally:
+        svc.writer.stop()
