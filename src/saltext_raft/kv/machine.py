@@ -221,13 +221,25 @@ def check_name(what: str, name, *, allow_empty: bool = False) -> None:
     fit a file: parts of at most :data:`MAX_PART_BYTES`, the whole at most
     :data:`MAX_NAME_BYTES`. Salt's ``valid_id`` takes a minion id of any length, and a
     committed name too long for a file broke every master's copy: each write of it failed,
-    and each rebuild stopped there, leaving the keys after it unwritten."""
+    and each rebuild stopped there, leaving the keys after it unwritten.
+
+    No part may be empty ("a//b", a trailing "/"; the root bank "" excepted): the ``localfs``
+    copy joins names as paths, so key ``a//b`` would be the file of key ``a/b`` while the state
+    machine and the ``sqlite`` copy keep two keys, and a bank ``keys/`` would pass the checks
+    that compare bank names (the key banks, the watchers' prefixes) as another bank than
+    ``keys``, where every copy stores it. Salt never builds such names."""
     if not isinstance(name, str) or (not name and not allow_empty):
         raise BadName(f"{what} must be a non-empty string (got {name!r})")
-    if "\0" in name or name.startswith("/") or ".." in name.split("/"):
+    parts = name.split("/")
+    if "\0" in name or name.startswith("/") or ".." in parts:
         raise BadName(f"{what} {name!r:.100} would leave the cache directory")
-    if "." in name.split("/"):
+    if "." in parts:
         raise BadName(f"{what} {name!r:.100} has a '.' part: name the bank without it")
+    if name and "" in parts:
+        raise BadName(
+            f"{what} {name!r:.100} has an empty part ('//' or a trailing '/'): the local copy "
+            f"would take it for another {what}; name it without"
+        )
     if name.isascii():
         size = len(name)
     else:
@@ -246,14 +258,32 @@ def check_name(what: str, name, *, allow_empty: bool = False) -> None:
                 )
 
 
-def check_flush(bank, key) -> None:
-    """:func:`check_name` for a flush; a flush without a key must name a bank below the root:
-    flushing the root ("", "/") would remove every bank of every master (every replicated
-    minion key included), which no Salt cache call means to do."""
+def check_key(bank, key) -> None:
+    """:func:`check_name` for ``bank`` and one of its keys. A key of the root bank ("") must
+    not contain "/": Salt's ``localfs`` (and this cache's ``localfs`` copy) joins the bank and
+    the key as one path, so the root's key ``saltext_raft_keys/keys/m`` would be the file of
+    the key store's key ``m``, a place the driver refuses to write as a bank (red team
+    2026-12-07). Below the root a key with "/" stays inside its own bank's directory, as with
+    Salt's ``localfs``."""
     check_name("bank", bank, allow_empty=True)
+    check_name("key", key)
+    if not bank and "/" in key:
+        raise BadName(
+            f"key {key!r:.100} of the root bank contains '/': the local copy would take it for "
+            "a key of another bank; name that bank instead"
+        )
+
+
+def check_flush(bank, key) -> None:
+    """:func:`check_name` for a flush (:func:`check_key` for a key's); a flush without a key
+    must name a bank below the root: flushing the root ("", "/") would remove every bank of
+    every master (every replicated minion key included), which no Salt cache call means to
+    do."""
     if key is not None:
-        check_name("key", key)
-    elif not _parts(bank):
+        check_key(bank, key)
+        return
+    check_name("bank", bank, allow_empty=True)
+    if not _parts(bank):
         raise BadName(
             f"flushing bank {bank!r} would remove every bank of the replicated cache; "
             "name the bank to flush"

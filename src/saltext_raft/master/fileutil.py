@@ -102,6 +102,7 @@ def atomic_write(
     *,
     tmp_dir: str | None = None,
     prefix: str = "tmp",
+    suffix: str = "",
     tmp_path: str | None = None,
     mode: int | None = None,
     mtime: float | None = None,
@@ -110,14 +111,17 @@ def atomic_write(
     """Write ``data`` to a temp file and rename it over ``path``: readers never see a partial
     file (as ``salt.utils.atomicfile.atomic_open`` does). The temp file is ``tmp_path`` when
     the caller has a name no one else uses (the mirror: one per process and write, cheaper than
-    ``mkstemp``'s random names), else a new one in ``tmp_dir`` (default: ``path``'s directory);
-    either must be on the same file system as ``path``. ``mode`` and ``mtime`` are set before
-    the rename, so the file appears with them. With ``durable`` the file is fsynced before the
-    rename and its directory after it, so the new contents survive a crash (backups); the
-    mirror and the readiness file are rebuilt at start and skip that cost. Plain ``os`` calls on
-    the descriptor: the mirror does this once per stored key on every master."""
+    ``mkstemp``'s random names), else a new one (``prefix``, random, ``suffix``, mode 0600) in
+    ``tmp_dir`` (default: ``path``'s directory); either must be on the same file system as
+    ``path``. ``mode`` and ``mtime`` are set before the rename, so the file appears with them.
+    With ``durable`` the file is fsynced before the rename and its directory after it, so the
+    new contents survive a crash (backups); the mirror and the readiness file are rebuilt at
+    start and skip that cost. Plain ``os`` calls on the descriptor: the mirror does this once
+    per stored key on every master."""
     if tmp_path is None:
-        fd, tmp = tempfile.mkstemp(prefix=prefix, dir=tmp_dir or os.path.dirname(path))
+        fd, tmp = tempfile.mkstemp(
+            prefix=prefix, suffix=suffix, dir=tmp_dir or os.path.dirname(path)
+        )
     else:
         tmp = tmp_path
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import stat
 import sys
@@ -34,6 +35,8 @@ from saltext_raft.master.fileutil import ProcessLock
 from saltext_raft.master.fileutil import UnsafeDirectory
 from saltext_raft.master.fileutil import atomic_write
 from saltext_raft.master.fileutil import ensure_private_dir
+
+log = logging.getLogger(__name__)
 
 #: What the operator does next, after the recovery entry is written.
 NEXT_STEPS = (
@@ -46,6 +49,47 @@ NEXT_STEPS = (
     "cache bank saltext_raft/ of its cache driver) and 'join: true' in its engine options, then "
     "start it: it joins as a learner, copies the log and is promoted.",
 )
+
+
+#: How a backup's temp file ends: ``.<file name>.<writer's pid>.<random>`` + this, in the backup
+#: directory, until it is renamed to the file name. The pid tells a crashed backup's leftover
+#: (:func:`remove_stale_temps`) from one being written.
+TEMP_SUFFIX = ".raft-backup-tmp"
+
+
+def _temp_writer(name: str) -> int | None:
+    """The pid in a backup temp file's ``name`` (see :data:`TEMP_SUFFIX`), None for any other
+    name."""
+    if not name.startswith(".") or not name.endswith(TEMP_SUFFIX):
+        return None
+    parts = name[: -len(TEMP_SUFFIX)].rsplit(".", 2)
+    if len(parts) != 3 or len(parts[0]) < 2 or not parts[1].isdigit() or not parts[2]:
+        return None
+    return int(parts[1])
+
+
+def remove_stale_temps(backup_dir: str) -> list[str]:
+    """Remove the temp files that backups whose process is gone (a master that crashed or was
+    killed mid-backup) left in ``backup_dir``; returns their paths. Only regular files of this
+    user named as :data:`TEMP_SUFFIX` says, whose pid no process of this user holds now: never
+    a file of another name, a link, or the temp of a backup being written."""
+    # pylint: disable=import-outside-toplevel
+    from saltext_raft.master.readiness import process_alive
+
+    removed = []
+    for name in os.listdir(backup_dir):
+        pid = _temp_writer(name)
+        if pid is None or process_alive(pid):
+            continue
+        path = os.path.join(backup_dir, name)
+        try:
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+                os.unlink(path)
+                removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def backup_path(backup_dir: str, path: str) -> str:
@@ -81,9 +125,10 @@ def write_backup(
 ) -> tuple[str, int]:
     """Write ``backup`` (a :class:`~saltext_raft.runtime.backup.Backup`), authenticated with a
     key derived from ``secret``, to ``path`` in ``backup_dir`` (:func:`backup_path`), whole or
-    not at all, durably, mode 0600; returns the path written and its size. ``backup_dir`` is
-    created 0700 and must be private to the master's user. Refuses an existing file unless
-    ``overwrite``. Raises ``BackupError``."""
+    not at all, durably, mode 0600 (its temp file too); returns the path written and its size.
+    ``backup_dir`` is created 0700 and must be private to the master's user. Refuses an
+    existing file unless ``overwrite``. Removes first what crashed backups left behind
+    (:func:`remove_stale_temps`). Raises ``BackupError``."""
     # pylint: disable=import-outside-toplevel
     from saltext_raft.runtime.backup import BackupError
     from saltext_raft.runtime.backup import encode
@@ -95,9 +140,18 @@ def write_backup(
     path = backup_path(backup_dir, path)
     if os.path.exists(path) and not overwrite:
         raise BackupError(f"{path} exists; pass overwrite=True to replace it")
+    for stale in remove_stale_temps(backup_dir):
+        log.warning("saltext-raft backup: removed %s, left by a backup that did not finish", stale)
     blob = encode(backup, secret)
     try:
-        atomic_write(path, blob, prefix=f".{os.path.basename(path)}.", mode=0o600, durable=True)
+        atomic_write(
+            path,
+            blob,
+            prefix=f".{os.path.basename(path)}.{os.getpid()}.",
+            suffix=TEMP_SUFFIX,
+            mode=0o600,
+            durable=True,
+        )
     except OSError as exc:
         raise BackupError(
             f"cannot write the backup to {path}: {exc.strerror or exc} (nothing was written "

@@ -24,6 +24,18 @@ from saltext_raft.kv.machine import bank_parts
 from saltext_raft.replicated import config as cacheconfig
 from saltext_raft.replicated import driver
 from saltext_raft.replicated import keystore
+from saltext_raft.roots.layout import ROOTS_BANK
+
+#: Top banks of saltext-raft's own stores, which decide whom Salt trusts or what minions run:
+#: no Salt cache call reads or writes them (their own code calls the driver directly). A user
+#: granted ``salt-run cache.store`` must not gain more through the ``raft`` driver than through
+#: ``localfs``: a manifest written in the roots' banks became a file in every master's
+#: ``file_roots`` (red team 2026-12-07).
+RESERVED_BANKS = {
+    keystore.MIRROR_PREFIX: "the replicated minion key store",
+    cacheconfig.CLUSTER_SECRETS_BANK: "Salt's replicated cluster secrets",
+    ROOTS_BANK: "the replicated roots (written by salt-run raft.sync_roots)",
+}
 
 
 class CacheBanks:
@@ -153,16 +165,14 @@ LOCAL = LocalBanks()
 
 def for_bank(opts: dict, bank):
     """The kind of bank ``bank`` is: :data:`KEYS`, :data:`LOCAL` or :data:`CACHE`. The key
-    banks are only special when this driver is the keys driver; the key store's own mirror
-    bank is never reachable as a plain cache bank."""
-    if isinstance(bank, str) and bank_parts(bank)[:1] == [keystore.MIRROR_PREFIX]:
-        raise SaltCacheError(
-            f"raft cache: bank {bank!r} is reserved for the replicated minion key store"
-        )
-    if isinstance(bank, str) and bank_parts(bank)[:1] == [cacheconfig.CLUSTER_SECRETS_BANK]:
-        raise SaltCacheError(
-            f"raft cache: bank {bank!r} is reserved for Salt's replicated cluster secrets"
-        )
+    banks are only special when this driver is the keys driver; the :data:`RESERVED_BANKS`
+    are never reachable as plain cache banks."""
+    if isinstance(bank, str):
+        top = bank_parts(bank)[:1]
+        if top and top[0] in RESERVED_BANKS:
+            raise SaltCacheError(
+                f"raft cache: bank {bank!r} is reserved for {RESERVED_BANKS[top[0]]}"
+            )
     if not cacheconfig.keys_driver_enabled(opts):
         return CACHE
     if bank in keystore.REPLICATED_BANKS:

@@ -52,6 +52,7 @@ from salt.exceptions import SaltCacheError
 
 from saltext_raft.kv.machine import BadName
 from saltext_raft.kv.machine import check_flush
+from saltext_raft.kv.machine import check_key
 from saltext_raft.kv.machine import check_name
 from saltext_raft.kv.machine import expire_value
 from saltext_raft.kv.machine import union_value
@@ -244,15 +245,15 @@ def _parse_settings(opts: dict):
 
 def check_names(bank, key=None, *, key_required=False, flush=False) -> None:
     """Refuse a bank or key name the replicated cache cannot hold, with a ``SaltCacheError``
-    (``kv.machine.check_name``; ``flush``: ``check_flush``). Called once per driver call, at
-    the edge."""
+    (``kv.machine.check_name``, with a key ``check_key``; ``flush``: ``check_flush``). Called
+    once per driver call, at the edge."""
     try:
         if flush:
             check_flush(bank, key)
+        elif key is not None or key_required:
+            check_key(bank, key)
         else:
             check_name("bank", bank, allow_empty=True)
-            if key is not None or key_required:
-                check_name("key", key)
     except BadName as exc:
         raise SaltCacheError(f"raft cache: {exc}") from None
 

@@ -24,6 +24,7 @@ from salt.exceptions import SaltCacheError
 
 from saltext_raft.kv.machine import BadName
 from saltext_raft.kv.machine import check_flush
+from saltext_raft.kv.machine import check_key
 from saltext_raft.kv.machine import check_name
 from saltext_raft.master.fileutil import atomic_write
 from saltext_raft.master.fileutil import ensure_private_dir
@@ -112,14 +113,15 @@ def _unreadable(bank: str, key: str, path: str, why) -> str:
 
 
 def _holdable(banks: list[str], items: list) -> tuple[list, list, int]:
-    """``banks`` and ``items`` without the names :func:`check_name` refuses (logged), and how
-    many items were left out."""
+    """``banks`` and ``items`` without the names :func:`check_name` (:func:`check_key` for an
+    item) refuses, logged, and how many items were left out."""
 
     def holds(bank: str, key: str | None = None) -> bool:
         try:
-            check_name("bank", bank, allow_empty=True)
-            if key is not None:
-                check_name("key", key)
+            if key is None:
+                check_name("bank", bank, allow_empty=True)
+            else:
+                check_key(bank, key)
         except BadName as exc:
             log.warning("saltext-raft cache: not in the local copy: %s", exc)
             return False
@@ -214,8 +216,7 @@ class LocalfsMirror:
         return True
 
     def store(self, bank: str, key: str, value: bytes, ts: int) -> None:
-        check_name("bank", bank, allow_empty=True)
-        check_name("key", key)
+        check_key(bank, key)
         path = self.key_path(bank, key)
         self._makedirs(self.bank_dir(bank))
         self._makedirs(os.path.dirname(path))  # a key may contain "/" (localfs allows it)

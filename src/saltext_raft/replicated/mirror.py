@@ -37,7 +37,7 @@ from saltext_raft.kv.machine import STORE
 from saltext_raft.kv.machine import UNION
 from saltext_raft.kv.machine import BadName
 from saltext_raft.kv.machine import bank_parts
-from saltext_raft.kv.machine import check_name
+from saltext_raft.kv.machine import check_key
 from saltext_raft.kv.machine import decode_entry
 from saltext_raft.kv.machine import tree_contents
 from saltext_raft.queuethread import STOP
@@ -241,8 +241,7 @@ class MirrorWriter:
             slot = self._slots.get(names)
             if slot is None:
                 try:
-                    check_name("bank", job[1], allow_empty=True)
-                    check_name("key", job[2])
+                    check_key(job[1], job[2])
                 except BadName:
                     return None
                 if len(self._slots) >= MAX_SLOTS:

@@ -31,7 +31,7 @@ import threading
 import time
 
 from saltext_raft.kv.machine import check_flush
-from saltext_raft.kv.machine import check_name
+from saltext_raft.kv.machine import check_key
 from saltext_raft.master.fileutil import ensure_private_dir
 
 #: File name of the database inside ``raft_cache_dir``.
@@ -185,8 +185,7 @@ class SqliteMirror:
 
     def store(self, bank: str, key: str, value: bytes, ts: int) -> None:
         # The same names as the localfs layout accepts, so the layouts never disagree.
-        check_name("bank", bank, allow_empty=True)
-        check_name("key", key)
+        check_key(bank, key)
         db = self._db()
         bank = norm_bank(bank)
         self._ensure_bank(db, bank)

@@ -43,23 +43,40 @@ def _flag(value) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes")
 
 
-def _number(value):
-    """``timeout=30`` arrives as a number, ``timeout=nan`` or ``timeout=abc`` as text; the
-    runner has no default of its own to put for None (each function has one)."""
+def _refused(runner, message):
+    return {"result": False, "error": f"raft.{runner}: {message}", "retcode": 1}
+
+
+def _seconds(value) -> float:
+    """The ``timeout`` argument: a finite number of seconds above 0. ``salt-run`` hands over
+    ``timeout=30`` as a number and ``None``/``null``/``~`` as None, salt-api and
+    ``salt.client`` the text as typed ("30", "None"). None is no default here (each function
+    has its own, given by leaving the argument out), and 0 is none either: the engine took it
+    for its own default (10 s) while this runner waited 3 s. Raises ``Rejected``."""
+    number = value
     if isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
-            return value
-    return "None" if value is None else value
+            number = None
+    try:  # the runtime's rule (finite, not a bool), then this runner's (above 0)
+        seconds = None if number is None else _client_timeout(number, None)
+    except _Rejected:
+        seconds = None
+    if seconds is None or seconds <= 0:
+        raise _Rejected(
+            f"timeout must be a number of seconds above 0 (got {value!r}); leave it out for "
+            "the default"
+        )
+    return seconds
 
 
 def _call(op, timeout, runner=None, **args):
     """Send ``op`` to the engine; ``runner``: the function's name in errors if not ``op``."""
     try:
-        timeout = _client_timeout(_number(timeout), None)
+        timeout = _seconds(timeout)
     except _Rejected as exc:
-        return {"result": False, "error": f"raft.{runner or op}: {exc}", "retcode": 1}
+        return _refused(runner or op, exc)
     args = {k: v for k, v in args.items() if v is not None}
     args["timeout"] = timeout
     try:
@@ -137,6 +154,8 @@ def remove(node, timeout=30):
 
     CLI Example: ``salt-run raft.remove node=m2``
     """
+    if isinstance(node, bool) or not isinstance(node, (str, int, float)) or not str(node).strip():
+        return _refused("remove", f"node must name the master to remove (got {node!r})")
     return _call("remove", timeout, node=node)
 
 
@@ -179,7 +198,12 @@ def backup(path=None, overwrite=False, timeout=120):
 
     CLI Example: ``salt-run raft.backup path=salt-raft.bak``
     """
-    return _call("backup", timeout, path=path or "", overwrite=_flag(overwrite))
+    if path is None:
+        path = ""
+    elif isinstance(path, bool) or not isinstance(path, (str, int, float)):
+        # salt-run reads the value as YAML: path=2026 is a number, path=[1] a list
+        return _refused("backup", f"path must be a file name (got {path!r})")
+    return _call("backup", timeout, path=str(path), overwrite=_flag(overwrite))
 
 
 def import_cache(banks=None, source="localfs", overwrite=False, workers=8):
@@ -202,13 +226,22 @@ def import_cache(banks=None, source="localfs", overwrite=False, workers=8):
 
     if isinstance(banks, str):
         banks = [b.strip() for b in banks.split(",") if b.strip()]
+    elif banks is not None and not isinstance(banks, (list, tuple)):
+        return _refused(
+            "import_cache", f"banks must be bank names, comma-separated (got {banks!r})"
+        )
+    if isinstance(workers, str):  # salt-api's text; anything else goes as it came
+        try:
+            workers = int(workers.strip())
+        except ValueError:
+            pass
     try:
         report = importer.import_cache(
             __opts__,  # pylint: disable=undefined-variable
             banks,
             source,
             overwrite=_flag(overwrite),
-            workers=int(workers),
+            workers=workers,
         )
     except (importer.ImportRefused, SaltCacheError, ValueError) as exc:
         return {"result": False, "error": f"raft.import_cache: {exc}", "retcode": 1}

@@ -28,6 +28,7 @@ import logging
 import os
 import socket
 import tempfile
+import time
 
 from saltext_raft.core.types import MEMBERSHIP_OPS
 from saltext_raft.runtime.errors import RaftRuntimeError
@@ -38,6 +39,17 @@ MAX_LINE = 16 << 20
 #: Requests one connection may have unanswered; past this its input is left unread until
 #: answers go out (clients send one at a time, or a few: this bounds a client that does not).
 MAX_IN_FLIGHT = 1024
+#: Connections served at once; a new one past this gets an ``overloaded`` answer and is closed
+#: (logged at most every :data:`REFUSED_LOG_INTERVAL` seconds). Each may hold up to
+#: ``MAX_LINE`` of an unfinished request, so without a bound whoever can open the socket (the
+#: master's user for the cache socket, mode 0600; any local user for a loopback TCP address)
+#: made the engine hold N x 16 MiB and N descriptors. Far above what Salt opens on the cache
+#: socket: one connection per thread of each process using the driver (``worker_threads``
+#: MWorkers, 5 by default, each with an executor of at most 32 threads on 3008, plus the
+#: maintenance and publisher processes and the CLI's).
+MAX_CONNECTIONS = 4096
+#: Seconds between two log lines about refused connections (the line counts them).
+REFUSED_LOG_INTERVAL = 10.0
 #: One encoder for every answer: json.dumps(..., default=str) builds a new one per call.
 _ENCODE = json.JSONEncoder(default=str).encode
 #: The answer to a request with an integer id whose result is a bool (every cache write), by
@@ -96,8 +108,10 @@ class ControlServer:
         address: str,
         handlers: dict | None = None,
         future_handlers: dict | None = None,
+        max_connections: int | None = None,
     ):
-        """``address``: "host:port" (port 0 picks one) or a filesystem path (unix socket)."""
+        """``address``: "host:port" (port 0 picks one) or a filesystem path (unix socket);
+        ``max_connections``: default :data:`MAX_CONNECTIONS`."""
         self.rt = runtime
         self.address = address
         self.handlers = dict(HANDLERS, **(handlers or {}))
@@ -106,6 +120,9 @@ class ControlServer:
         self.future_handlers = dict(future_handlers or {})
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[_Connection] = set()
+        self.max_connections = MAX_CONNECTIONS if max_connections is None else max_connections
+        self._refused = 0  # connections refused since the last log line about it
+        self._refused_logged = float("-inf")
         self.bound = ""
 
     async def start(self) -> str:
@@ -131,6 +148,32 @@ class ControlServer:
             for conn in list(self._conns):
                 conn.close()
             await self._server.wait_closed()
+
+    def admit(self, conn: _Connection, transport) -> bool:
+        """Whether ``conn`` (new, on ``transport``) is served: yes below ``max_connections``;
+        else it gets an ``overloaded`` answer, is closed and counted for the log."""
+        if len(self._conns) < self.max_connections:
+            self._conns.add(conn)
+            return True
+        message = (
+            f"{len(self._conns)} connections open, the most this engine serves; retry when "
+            "one closes"
+        )
+        answer = {"id": None, "ok": False, "error": {"code": "overloaded", "message": message}}
+        transport.write((_ENCODE(answer) + "\n").encode())
+        transport.close()
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged >= REFUSED_LOG_INTERVAL:
+            log.warning(
+                "raft control %s: %d connections open, the most it serves (MAX_CONNECTIONS); "
+                "refused %d new connection(s) since the last such line",
+                self.bound,
+                len(self._conns),
+                self._refused,
+            )
+            self._refused, self._refused_logged = 0, now
+        return False
 
     async def _handle(self, req: dict, conn: _Connection) -> None:
         rid = req.get("id")
@@ -218,8 +261,8 @@ class _Connection(asyncio.Protocol):
         self._held_at = 0
 
     def connection_made(self, transport) -> None:
-        self._transport = transport
-        self._server._conns.add(self)  # pylint: disable=protected-access
+        if self._server.admit(self, transport):
+            self._transport = transport
 
     def _blocked(self) -> bool:
         return self._writing_paused or self._in_flight >= MAX_IN_FLIGHT
@@ -250,6 +293,8 @@ class _Connection(asyncio.Protocol):
             self._unblock()
 
     def data_received(self, data: bytes) -> None:
+        if self._transport is None:  # refused or closed: nothing more is served
+            return
         if self._held:  # not expected (reading is paused while blocked), but never reorder
             self._held = self._held[self._held_at :] + data
             self._held_at = 0

@@ -8,6 +8,7 @@ matters here): every operation therefore goes through a freshly built ``Cache``.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -19,6 +20,7 @@ from salt.exceptions import SaltCacheError
 from saltext_raft.kv.machine import ADD
 from saltext_raft.kv.machine import UnknownCommand
 from saltext_raft.kv.machine import decode_entry
+from saltext_raft.replicated import config as cacheconfig
 from saltext_raft.replicated import driver as cachedriver
 from saltext_raft.waiting import WaitTimeout
 from saltext_raft.waiting import wait_until
@@ -205,6 +207,18 @@ def test_a_dot_part_cannot_reach_the_reserved_key_store_bank(caches):
         caches["m1"].store("./saltext_raft_keys/keys", "rogue", {"state": "accepted"})
     with pytest.raises(SaltCacheError, match="reserved"):
         caches["m1"].store("saltext_raft_keys//keys", "rogue", {"state": "accepted"})
+
+
+def test_a_key_of_the_root_bank_cannot_reach_the_reserved_key_store_bank(cluster, caches):
+    """Red team 2026-12-07: the root bank's key ``saltext_raft_keys/keys/rogue`` passed the
+    reserved-bank check (the bank is "") and the ``localfs`` copy wrote it where the key store
+    keeps minion ``rogue``'s key (Salt's ``localfs`` joins bank and key as one path)."""
+    with pytest.raises(SaltCacheError, match="root bank"):
+        caches["m1"].store("", "saltext_raft_keys/keys/rogue", {"state": "accepted"})
+    root = cacheconfig.from_opts(cluster.opts("m1")).root
+    assert not os.path.exists(os.path.join(root, "saltext_raft_keys", "keys", "rogue.p"))
+    with pytest.raises(SaltCacheError, match="empty part"):
+        caches["m1"].store("b", "a//k", 1)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -11,6 +11,9 @@ import dataclasses
 import os
 
 import pytest
+import salt.cache
+import salt.config
+from salt.exceptions import SaltCacheError
 
 from saltext_raft.roots import config as rootsconfig
 from saltext_raft.roots import layout
@@ -166,3 +169,53 @@ def test_the_source_masters_periodic_scan_sends_changes_nobody_synced(scanning_c
     scan = c.roots["m1"].status()
     assert scan["last_error"] is None, scan
     assert c.roots["m2"].status()["scan_interval"] == 0  # only m1 scans
+
+
+class SaltCacheStore:
+    """The replicated cache as any Salt cache caller reaches it: ``salt.cache.Cache`` with
+    ``cache: raft`` (what ``salt-run cache.store``/``cache.fetch``/``cache.list``/
+    ``cache.flush`` use, and so whoever is granted them through ``external_auth``)."""
+
+    def __init__(self, opts: dict):
+        full = salt.config.DEFAULT_MASTER_OPTS.copy()
+        full.update(opts)
+        full["__role"] = "master"
+        self._cache = salt.cache.Cache(full)
+
+    def fetch(self, bank, key):
+        return self._cache.fetch(bank, key)
+
+    def contains(self, bank, key):
+        return self._cache.contains(bank, key)
+
+    def list_(self, bank):
+        return self._cache.list(bank)
+
+    def store(self, bank, key, value):
+        self._cache.store(bank, key, value)
+
+    def flush(self, bank, key=None):
+        self._cache.flush(bank, key)
+
+
+def test_a_salt_cache_caller_cannot_write_the_roots_every_master_serves(cluster, tmp_path):
+    """Red team 2026-12-07: the roots store's banks were open to every caller of Salt's cache:
+    a user granted ``salt-run cache.store`` (and ``cache.fetch``/``cache.list``) wrote a
+    manifest and its blob, and every master put the file into its ``file_roots`` for minions
+    to run. The bank is reserved now, as the key store's and the cluster secrets' are: only
+    ``raft.sync_roots`` (the master's user) writes it."""
+    c = cluster
+    rogue = tmp_path / "rogue"
+    write(rogue, "top.sls", b"base:\n  '*': [owned]\n")
+    write(rogue, "owned.sls", b"run: cmd.run: [{name: 'id > /tmp/owned'}]\n")
+    store = SaltCacheStore(c.opts("m2"))
+    with pytest.raises(SaltCacheError, match="reserved"):
+        sync.sync(store, {"file_roots": {"base": str(rogue)}}, max_file_bytes=1 << 20)
+    with pytest.raises(SaltCacheError, match="reserved"):
+        store.flush(layout.MANIFESTS_BANK)
+    # the way that stays open: the master's user, through raft.sync_roots on master 1
+    write(c.roots_dir / "m1", "top.sls", b"base:\n  '*': [web]\n")
+    sync.sync_from_opts(c.roots_opts("m1"))
+    for nid in ("m2", "m3"):
+        wait_for(lambda nid=nid: same_tree(c, nid), f"{nid}'s tree equal to m1's")
+    assert not (c.roots_dir / "m2" / "owned.sls").exists()

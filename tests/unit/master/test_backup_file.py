@@ -5,6 +5,7 @@ back exactly when the cluster secret authenticates them, or refused with the rea
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import threading
 
@@ -13,6 +14,7 @@ import pytest
 from saltext_raft.core import Membership
 from saltext_raft.core import Snapshot
 from saltext_raft.core import SnapshotMeta
+from saltext_raft.master.recover import TEMP_SUFFIX
 from saltext_raft.master.recover import read_backup
 from saltext_raft.master.recover import write_backup
 from saltext_raft.runtime.backup import Backup
@@ -145,3 +147,43 @@ def test_a_device_named_as_the_backup_is_refused_without_reading_it(tmp_path):
     """A character device (``/dev/zero``) would be read until memory ran out."""
     with pytest.raises(BackupError, match="/dev/zero is not a regular file"):
         read_backup("/dev/zero", SECRET)
+
+
+def crash_mid_backup(backups, path) -> str:
+    """Run a backup in a child process that dies (``SIGKILL``) once the file's bytes are
+    written, before the rename: a master that crashed mid-backup. Returns the temp file it
+    left in ``backups``."""
+    before = set(os.listdir(backups)) if os.path.isdir(backups) else set()
+    pid = os.fork()
+    if pid == 0:  # the master that crashes
+        try:
+            os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)
+            write(backups, path)
+        finally:
+            os._exit(3)  # pylint: disable=protected-access  (not reached: killed first)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL
+    (left,) = set(os.listdir(backups)) - before
+    return os.path.join(backups, left)
+
+
+def test_a_temp_file_left_by_a_crashed_backup_is_private_and_the_next_backup_removes_it(
+    backups,
+):
+    """Red team 2026-12-07: a crash mid-backup left ``.<name>.<random>`` beside the target for
+    ever (the whole cluster state, one more copy per crash). The next backup removes the temp
+    files of backups whose writer is gone, and nothing else."""
+    write(backups, "first.bak")
+    left = crash_mid_backup(backups, "raft.bak")
+    assert stat.S_IMODE(os.lstat(left).st_mode) == 0o600  # never readable by others
+    assert not os.path.exists(os.path.join(backups, "raft.bak"))
+    # files that are no temp of a dead backup writer: kept (the last: one being written now)
+    others = [".raft.bak.x", "raft.bak.tmp", ".notes", os.path.basename(left) + ".keep"]
+    others.append(f".raft.bak.{os.getpid()}.abc{TEMP_SUFFIX}")
+    for name in others:
+        with open(os.path.join(backups, name), "wb") as fh:
+            fh.write(b"mine")
+    write(backups, "second.bak")
+    assert not os.path.exists(left)
+    assert sorted(os.listdir(backups)) == sorted(["first.bak", "second.bak", *others])
+    assert read_backup(os.path.join(backups, "second.bak"), SECRET) == BACKUP

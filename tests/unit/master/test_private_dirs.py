@@ -182,3 +182,35 @@ def test_a_symlinked_key_file_is_replaced_not_followed(tmp_path):
     LocalfsMirror(root).store("b", "k2", b"new", 2)
     assert target.read_bytes() == b"value"
     assert not os.path.islink(os.path.join(root, "b", "k2.p"))
+
+
+def test_another_user_cannot_plant_a_link_at_a_bank_of_the_copy(shared):
+    """Red team 2026-12-07: a symbolic link at a *bank* directory is followed by the driver's
+    reads until the engine restarts. Planting one needs write access to the bank's parent,
+    which the copy gives nobody but the master's user (root 0700, each bank created 0700): the
+    local unprivileged user tries every way to put a link there, in a copy whose root another
+    user may enter (0755), and fails each time."""
+    root = os.path.join(shared, "salt-raft-cache")
+    mirror = LocalfsMirror(root)
+    mirror.store("minions/m1", "data", b"\xa1v", 1)
+    os.chmod(root, 0o755)  # still private (nobody may write); the strictest case for us
+    bank = os.path.join(root, "minions")
+    assert stat.S_IMODE(os.stat(bank).st_mode) == 0o700
+
+    def attack():
+        failures = 0
+        for step in (
+            lambda: os.rename(bank, bank + ".old"),
+            lambda: os.symlink("/etc", os.path.join(root, "evil")),
+            lambda: os.symlink("/etc", os.path.join(bank, "m1")),
+        ):
+            try:
+                step()
+            except PermissionError:
+                failures += 1
+        if failures != 3:
+            raise AssertionError(f"only {failures} of 3 plants were refused")
+
+    as_nobody(attack)
+    assert os.path.isdir(bank) and not os.path.islink(bank)
+    assert sorted(os.listdir(root)) == ["minions"]

@@ -209,13 +209,18 @@ def test_a_key_write_and_read_check_the_names_once(cluster, pubs, monkeypatch):
     from saltext_raft.replicated import driver  # pylint: disable=import-outside-toplevel
 
     calls = []
-    real = driver.check_name
+    real, real_key = driver.check_name, driver.check_key
 
     def counting(what, name, **kw):
         calls.append((what, name))
         return real(what, name, **kw)
 
+    def counting_key(bank, key):  # a bank and its key, checked together
+        calls.extend([("bank", bank), ("key", key)])
+        return real_key(bank, key)
+
     monkeypatch.setattr(driver, "check_name", counting)
+    monkeypatch.setattr(driver, "check_key", counting_key)
     c = kcache(cluster, "m1")
     c.store("keys", "once1", {"state": "pending", "pub": pubs[0]})
     assert calls == [("bank", keystore.mirror_bank("keys")), ("key", "once1")]

@@ -39,7 +39,7 @@ def mirror(tmp_path):
 @pytest.mark.parametrize("value", VALUES, ids=range(len(VALUES)))
 @pytest.mark.parametrize(
     "bank,key",
-    [("bench/fetch", "k1"), ("", "top"), ("minions/m1", "data"), ("a//b/", "x/y"), ("b", "k.p")],
+    [("bench/fetch", "k1"), ("", "top"), ("minions/m1", "data"), ("a/b", "x/y"), ("b", "k.p")],
 )
 def test_read_answers_as_salts_localfs_fetch_for_what_the_mirror_writes(mirror, bank, key, value):
     mirror.store(bank, key, salt.payload.dumps(value), 1_700_000_000)

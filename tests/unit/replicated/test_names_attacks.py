@@ -27,7 +27,7 @@ LONG_ID = "m" * 254
 HOSTILE = [
     (KEYS, LONG_ID),
     ("minions/" + "é" * 127, "data"),  # 254 bytes of UTF-8 in one bank part
-    ("b/" + "x/" * 600, "k"),  # parts that fit, a path that does not fit PATH_MAX with a root
+    ("b/" + "x/" * 600 + "y", "k"),  # parts that fit, a path that does not fit PATH_MAX with a root
     ("b", "k\ud800"),  # valid JSON ("\ud800"), not encodable as UTF-8
 ]
 IDS = ["254-char-minion-id", "254-byte-bank-part", "2 KB path", "lone-surrogate"]
@@ -78,3 +78,71 @@ def test_a_rebuild_writes_every_key_past_a_name_the_copy_cannot_hold(tmp_path):
     assert read(mirror.root, KEYS, "web1") == "y"
     assert stats["refused"] == 1 and stats["written"] == 1
     assert os.listdir(os.path.join(mirror.root, KEYS)) == ["web1.p"]
+
+
+# --- aliasing: two names the state machine keeps apart, one file in the localfs copy --------
+#: (bank, key) the localfs copy would write where another name's file is: Salt's ``localfs``
+#: joins the bank and the key as a path, the state machine keeps them as given.
+ALIASES = [
+    ("", KEYS + "/rogue"),  # the root bank's key = the key store's "rogue"
+    ("b", "a//k"),  # key "a/k" of bank "b"
+    ("b", "a/"),  # "a/.p": a key with an empty last part
+    ("b//c", "k"),  # bank "b/c" in every layer, but "b//c" in the watchers' prefix checks
+    ("b/", "k"),
+]
+ALIAS_IDS = [
+    "root-key-into-key-store",
+    "key-double-slash",
+    "key-trailing-slash",
+    "bank-double-slash",
+    "bank-trailing-slash",
+]
+
+
+@pytest.mark.parametrize("bank,key", ALIASES, ids=ALIAS_IDS)
+def test_a_name_that_aliases_another_in_the_copy_is_refused_at_every_edge(tmp_path, bank, key):
+    """Red team 2026-12-07: these passed the name rule. ``("", "saltext_raft_keys/keys/rogue")``
+    passed the driver's reserved-bank check (the bank is the root) and the localfs copy wrote
+    it as the key store's key ``rogue`` (an accepted minion key on that master); ``a//k`` and
+    ``a/k`` are two keys in the state machine and the sqlite copy, one file in the localfs one."""
+    with pytest.raises(SaltCacheError, match="empty part|root bank"):
+        check_names(bank, key, key_required=True)
+    mirror = LocalfsMirror(str(tmp_path / "copy"))
+    with pytest.raises(BadName, match="empty part|root bank"):
+        mirror.store(bank, key, b"\xa1x", 1)
+    assert read(mirror.root, KEYS, "rogue") == {}
+
+
+def test_a_rebuild_skips_a_committed_aliasing_name_and_writes_the_rest(tmp_path):
+    """A log written by an older build may hold such a name: the rebuild leaves it out (with a
+    warning), so it neither lands in another bank's file nor stops the rebuild."""
+    mirror = LocalfsMirror(str(tmp_path / "copy"))
+    items = [
+        ("", KEYS + "/rogue", b"\xa1x", 1),
+        ("b", "a//k", b"\xa1y", 1),
+        ("b", "a/k", b"\xa1z", 2),
+    ]
+    stats = mirror.rebuild([KEYS, "b"], items)
+    assert stats["refused"] == 2 and stats["written"] == 1
+    assert read(mirror.root, KEYS, "rogue") == {}
+    assert read(mirror.root, "b", "a/k") == "z"
+
+
+@pytest.mark.parametrize("bank,key", ALIASES[1:], ids=ALIAS_IDS[1:])
+def test_a_name_with_an_empty_part_is_refused_by_the_engine_socket_too(tmp_path, bank, key):
+    """The engine's cache socket applies the same rule (``check_name``) before a write joins a
+    batch. (A root-bank key with "/" is refused by the driver, the edge Salt's callers reach;
+    the socket, 0600, serves the master's user.)"""
+    svc = CacheService(settings(tmp_path), clock=lambda: 1)
+
+    async def main():
+        rt = attach(svc)
+        with pytest.raises(Rejected, match="empty part"):
+            svc._store(rt, dict(store_req("k"), bank=bank, key=key))
+        await asyncio.sleep(0)
+        return rt.proposals
+
+    try:
+        assert asyncio.run(main()) == []
+    finally:
+        svc.writer.stop()

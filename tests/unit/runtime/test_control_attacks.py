@@ -122,3 +122,62 @@ def test_a_client_that_keeps_requests_unanswered_is_not_read_past_the_limit(tmp_
             await server.close()
 
     asyncio.run(main())
+
+
+def test_connections_past_the_limit_are_refused_with_an_answer_and_a_log_line(
+    tmp_path, monkeypatch, caplog
+):
+    """Red team 2026-12-07: nothing bounded how many connections the server held, each with up
+    to ``MAX_LINE`` (16 MiB) of an unfinished line: a process that may open the socket (the
+    cache socket is 0600, the master's user; the standalone node's ``--control host:port`` is
+    any local user) made the engine hold N x 16 MiB. Past ``MAX_CONNECTIONS`` a new connection
+    gets an ``overloaded`` answer and is closed, with a log line; the connections held go on
+    being served, and once one closes a new one is taken again."""
+    monkeypatch.setattr(control, "MAX_CONNECTIONS", 8, raising=False)  # raising: absent before
+    partial = b'{"id": 1, "op": "ping", "pad": "' + b"x" * 65536  # an unfinished line
+
+    async def pong(rt, req):
+        return "pong"
+
+    async def main():
+        server = ControlServer(None, str(tmp_path / "ctl.sock"), handlers={"ping": pong})
+        path = await server.start()
+        held = []
+        try:
+            for _ in range(8):
+                reader, writer = await asyncio.open_unix_connection(path)
+                writer.write(partial)
+                await writer.drain()
+                held.append((reader, writer))
+            for _ in range(200):  # bounded: until the server has taken all eight
+                if len(server._conns) == 8:  # pylint: disable=protected-access
+                    break
+                await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_unix_connection(path)
+            try:
+                # the refusal comes unasked (a client that wrote first may see a reset)
+                answer = await asyncio.wait_for(reader.readline(), 5)
+                assert b'"code": "overloaded"' in answer and b'"id": null' in answer, answer
+                assert await asyncio.wait_for(reader.read(), 5) == b""  # closed
+            finally:
+                writer.close()
+            assert len(server._conns) == 8  # pylint: disable=protected-access
+            # a connection held is still served: its line ends, its answer comes
+            reader, writer = held[0]
+            writer.write(b'"}\n')
+            assert b'"result": "pong"' in await asyncio.wait_for(reader.readline(), 5)
+            # one goes away: a new connection is taken again
+            held.pop()[1].close()
+            for _ in range(200):
+                if len(server._conns) < 8:  # pylint: disable=protected-access
+                    break
+                await asyncio.sleep(0.01)
+            assert await _ping(path) == b'{"id": 7, "ok": true, "result": "pong"}\n'
+        finally:
+            for _, writer in held:
+                writer.close()
+            await server.close()
+
+    with caplog.at_level("WARNING", logger=control.__name__):
+        asyncio.run(main())
+    assert any("connections open" in r.getMessage() for r in caplog.records), caplog.text
