@@ -66,7 +66,7 @@ from saltext_raft.kv.machine import STORE
 from saltext_raft.kv.machine import UNION
 from saltext_raft.kv.machine import Command
 from saltext_raft.kv.machine import check_flush
-from saltext_raft.kv.machine import check_name
+from saltext_raft.kv.machine import check_key
 from saltext_raft.kv.machine import check_value
 from saltext_raft.kv.machine import encode_entry
 from saltext_raft.master.fileutil import atomic_write
@@ -374,8 +374,7 @@ class CacheService:
             if op == EXPIRE and key is not None:
                 raise ValueError("an expire names a bank, not a key")
         elif not (type(bank) is str and type(key) is str and (bank, key) in self._good_names):
-            check_name("bank", bank, allow_empty=True)
-            check_name("key", key)
+            check_key(bank, key)
             if len(self._good_names) >= MAX_GOOD_NAMES:
                 self._good_names.clear()
             self._good_names.add((bank, key))

@@ -1,0 +1,108 @@
+"""Relayed writes through real Raft (``replicated.relay``): three in-process masters, the
+``raft`` driver through Salt's loader, workers on the followers."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from saltext_raft.core import MsgType
+from saltext_raft.replicated import driver as cachedriver
+from saltext_raft.waiting import wait_until
+from tests.functional.cache.inprocess import started_cluster
+from tests.functional.cache.test_driver import LAYOUTS
+from tests.functional.cache.test_driver import Caches
+from tests.functional.cache.test_driver import salt_opts
+
+WRITERS = 4
+WRITES = 25
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_followers_writes_join_the_leaders_entries_and_each_reads_its_own_write(tmp_path, layout):
+    with started_cluster(str(tmp_path), ("m1", "m2", "m3"), {"raft_cache_backend": layout}) as c:
+        leader = c.leader()
+        followers = [nid for nid in c.ids if nid != leader]
+        caches = Caches(c)
+        errors, stale = [], []
+
+        def writer(nid, w):
+            cache = caches[nid]
+            try:
+                for i in range(WRITES):
+                    key = f"{nid}-{w}-{i}"
+                    cache.store("relay", key, {"n": i})
+                    got = cache.fetch("relay", key)  # on the master that took the write
+                    if got != {"n": i}:
+                        stale.append((key, got))
+            except Exception as exc:  # pylint: disable=broad-except
+                errors.append(repr(exc))
+
+        threads = [
+            threading.Thread(target=writer, args=(nid, w))
+            for nid in followers
+            for w in range(WRITERS)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads), "writers still running after 60s"
+        assert errors == [] and stale == []
+        total = len(followers) * WRITERS * WRITES
+        served = c.services[leader].counters
+        assert served["relays_served"] > 0
+        for nid in followers:
+            counters = c.services[nid].counters
+            assert counters["relayed"] > 0 and counters["entries"] == 0, counters
+        # every master has every write
+        for nid in c.ids:
+            wait_until(
+                lambda nid=nid: len(caches[nid].list("relay")) == total,
+                10,
+                f"{nid} showing all {total} writes",
+                0.02,
+            )
+        assert served["entries"] < total  # writes of several workers shared entries
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_relay_whose_answer_is_lost_is_proposed_again_and_applied_once(tmp_path, layout):
+    """The leader commits the relayed ``add`` but every answer it sends is lost: the follower
+    proposes the same write itself after half its time. The add is answered True (its first
+    apply's result: a second apply would say False) and applied once on every master."""
+    with started_cluster(str(tmp_path), ("m1", "m2", "m3"), {"raft_cache_backend": layout}) as c:
+        leader = c.leader()
+        follower = next(nid for nid in c.ids if nid != leader)
+        applied_before = {nid: s.state_machine.kv.applied_commands for nid, s in c.services.items()}
+        c.net.filter = lambda m: not (m.type is MsgType.APP and m.frm == leader)
+        try:
+            opts = salt_opts(c.opts(follower))
+            assert cachedriver.add(opts, "once", "k", "first") is True
+        finally:
+            c.net.filter = None
+        counters = c.services[follower].counters
+        assert counters["relayed"] == 1 and counters["relay_fallbacks"] == 1, counters
+        assert c.services[leader].counters["relays_served"] == 1
+        for nid, svc in c.services.items():
+            wait_until(
+                lambda svc=svc, nid=nid: (
+                    svc.state_machine.kv.applied_commands == applied_before[nid] + 1
+                ),
+                10,
+                f"{nid} applying the add",
+                0.02,
+            )
+            assert svc.state_machine.kv.fetch("once", "k") is not None
+        # and nothing more arrives later: the second copy was not applied
+        c.run(_settle(c))
+        for nid, svc in c.services.items():
+            assert svc.state_machine.kv.applied_commands == applied_before[nid] + 1
+
+
+async def _settle(c) -> None:
+    """Until every master applied everything the leader committed."""
+    leader = c.runtimes[c.leader()]
+    for rt in c.runtimes.values():
+        await rt.wait_applied(leader.node.commit_index, 5)

@@ -1,0 +1,108 @@
+"""Requests the layers above serve between members (``Remote.serve``), and waiting for the
+apply of an index another member reported (``Reads.wait_applied``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from saltext_raft.core import Membership
+from saltext_raft.core import Message
+from saltext_raft.core import MsgType
+from saltext_raft.runtime.errors import CommitTimeout
+from saltext_raft.runtime.remote import Remote
+from saltext_raft.runtime.remote import RemotePort
+from saltext_raft.transport.codec import decode_payload
+from saltext_raft.transport.codec import encode_payload
+
+from .helpers import LocalCluster
+
+
+def remote(sent: list, members=("a", "b")) -> Remote:
+    async def no_admin(*args, **kwargs):
+        raise AssertionError("not an admin request")
+
+    return Remote(
+        RemotePort(
+            "a",
+            send=sent.append,
+            running=lambda: True,
+            membership=lambda: Membership(voters=frozenset(members)),
+            admin=no_admin,
+            learn_joiner_address=lambda nid, address: None,
+            entry_committed=lambda index, term: None,
+            request_timeout=lambda: 1.0,
+        )
+    )
+
+
+async def serve_one(r: Remote, sent: list, frm: str, body: dict) -> dict:
+    r.on_message(
+        Message(MsgType.APP, "a", frm, 0, context=encode_payload(dict(body, k="req", id=7)))
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while not sent:
+        assert loop.time() < deadline, "no reply within 5s"
+        await asyncio.sleep(0.001)
+    return decode_payload(sent[0].context)
+
+
+def test_a_served_request_from_a_member_gets_its_handlers_result():
+    async def main():
+        sent, calls = [], []
+
+        async def handler(frm, body):
+            calls.append((frm, body["x"]))
+            return {"echo": body["x"]}
+
+        r = remote(sent)
+        r.serve("test.echo", handler)
+        reply = await serve_one(r, sent, "b", {"op": "test.echo", "x": 3})
+        assert reply["ok"] and reply["result"] == {"echo": 3} and calls == [("b", 3)]
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("frm", ["removed", "stranger"])
+def test_a_served_request_from_a_non_member_is_refused_before_the_handler(frm):
+    async def main():
+        sent, calls = [], []
+
+        async def handler(sender, body):
+            calls.append(sender)
+            return True
+
+        r = remote(sent)
+        r.serve("test.op", handler)
+        reply = await serve_one(r, sent, frm, {"op": "test.op"})
+        assert not reply["ok"] and "members only" in reply["error"]["message"]
+        assert calls == []
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("op", ["admin", "join", "committed"])
+def test_the_runtimes_own_requests_cannot_be_taken_over(op):
+    r = remote([])
+    with pytest.raises(ValueError, match="already served"):
+        r.serve(op, None)
+
+
+def test_waiting_for_an_index_returns_once_applied_and_times_out_when_not():
+    async def main():
+        async with LocalCluster(["n1", "n2", "n3"]) as c:
+            leader = await c.leader()
+            follower = next(rt for rt in c.nodes.values() if rt is not leader)
+            await leader.propose(b"one")
+            index = leader.node.applied_index
+            await follower.wait_applied(index, 5)
+            assert follower.node.applied_index >= index
+            with pytest.raises(CommitTimeout, match="not applied here"):
+                await follower.wait_applied(index + 100, 0.05)
+            # a waiter that timed out does not break the next one
+            await leader.propose(b"two")
+            await follower.wait_applied(index + 1, 5)
+
+    asyncio.run(asyncio.wait_for(main(), 60))
