@@ -105,6 +105,9 @@ RELAY_SHARE = 0.5
 #: went as entries of their own and a write cost 0.303 ms of CPU; with 2x, 98-334 ran out
 #: (0.22-0.26 ms); with 3x, 11-25 (0.206-0.217 ms, against 0.300-0.311 without relays).
 RELAY_WAIT_FACTOR = 3
+#: Seconds a follower proposes its batches itself after its leader did not know the relay
+#: request (an older version during a rolling upgrade, or a service still starting).
+NO_RELAY_RETRY = 30.0
 #: Seconds before the catch-up after start is awaited again after an unexpected error.
 CATCH_UP_RETRY = 1.0
 #: (bank, key) pairs of checked names a service remembers (``CacheService._write``); past this
@@ -170,9 +173,9 @@ class CacheService:
             "relay_fallbacks": 0,
             "relays_served": 0,
         }
-        #: A leader found not to take relays (an older version): its batches are proposed here
-        #: until the leader changes.
-        self._no_relay_leader = ""
+        #: A leader found not to take relays (an older version, or its cache service not yet
+        #: started) and until when (loop time): batches are proposed here meanwhile.
+        self._no_relay: tuple[str, float] = ("", 0.0)
         #: Relays under way (tasks): cancelled at stop.
         self._relays: set[asyncio.Task] = set()
 
@@ -462,7 +465,7 @@ class CacheService:
         cmds = [b[0] for b in batch]
         # The batch's deadline is its most impatient writer's: nobody waits past their own.
         timeout = min(b[2] for b in batch)
-        if self._relay_to(cmds) and self._loop is not None:
+        if self._relay_to(cmds):
             task = self._loop.create_task(self._relay(batch, cmds, timeout))
             self._relays.add(task)
             task.add_done_callback(self._relays.discard)
@@ -490,7 +493,7 @@ class CacheService:
         if not self.settings.relay or runtime.is_leader:
             return False
         leader = runtime.leader
-        if not leader or leader == self._no_relay_leader:
+        if not leader or (leader == self._no_relay[0] and self._loop.time() < self._no_relay[1]):
             return False
         return relay.relayable(cmds, sum(_command_bytes(c) for c in cmds))
 
@@ -519,7 +522,8 @@ class CacheService:
             return
         except RaftRuntimeError as exc:
             if isinstance(exc, Rejected) and "unknown request" in str(exc):
-                self._no_relay_leader = leader  # an older leader: not again until it changes
+                # an older leader (or one whose service is starting): not again for a while
+                self._no_relay = (leader, loop.time() + NO_RELAY_RETRY)
             self.counters["relay_fallbacks"] += 1
             log.debug("saltext-raft cache: relay to %s not taken (%s); proposing here", leader, exc)
             left = deadline - loop.time()

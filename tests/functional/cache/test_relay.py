@@ -12,7 +12,6 @@ from saltext_raft.replicated import driver as cachedriver
 from saltext_raft.waiting import wait_until
 from tests.functional.cache.inprocess import started_cluster
 from tests.functional.cache.test_driver import LAYOUTS
-from tests.functional.cache.test_driver import Caches
 from tests.functional.cache.test_driver import salt_opts
 
 WRITERS = 4
@@ -24,16 +23,18 @@ def test_followers_writes_join_the_leaders_entries_and_each_reads_its_own_write(
     with started_cluster(str(tmp_path), ("m1", "m2", "m3"), {"raft_cache_backend": layout}) as c:
         leader = c.leader()
         followers = [nid for nid in c.ids if nid != leader]
-        caches = Caches(c)
         errors, stale = [], []
 
         def writer(nid, w):
-            cache = caches[nid]
+            # The driver itself, with this master's opts: through Salt's loader, threads that
+            # use Cache objects of different masters in one process can see each other's
+            # __opts__ (one master per process in production), and read another's copy.
+            opts = salt_opts(c.opts(nid))
             try:
                 for i in range(WRITES):
                     key = f"{nid}-{w}-{i}"
-                    cache.store("relay", key, {"n": i})
-                    got = cache.fetch("relay", key)  # on the master that took the write
+                    cachedriver.store(opts, "relay", key, {"n": i})
+                    got = cachedriver.fetch(opts, "relay", key)  # where the write was taken
                     if got != {"n": i}:
                         stale.append((key, got))
             except Exception as exc:  # pylint: disable=broad-except
@@ -59,7 +60,7 @@ def test_followers_writes_join_the_leaders_entries_and_each_reads_its_own_write(
         # every master has every write
         for nid in c.ids:
             wait_until(
-                lambda nid=nid: len(caches[nid].list("relay")) == total,
+                lambda nid=nid: len(cachedriver.list_(salt_opts(c.opts(nid)), "relay")) == total,
                 10,
                 f"{nid} showing all {total} writes",
                 0.02,

@@ -14,6 +14,7 @@ from saltext_raft.kv.machine import STORE
 from saltext_raft.kv.machine import Command
 from saltext_raft.kv.machine import KVStateMachine
 from saltext_raft.replicated import relay
+from saltext_raft.replicated import service as cacheservice
 from saltext_raft.replicated.mirror import Applied
 from saltext_raft.replicated.service import CacheService
 from saltext_raft.runtime.errors import CommitTimeout
@@ -287,6 +288,30 @@ def test_relays_can_be_turned_off(tmp_path):
             svc._store(rt, store_req("k"))
             await until("the proposal", lambda: rt.proposals)
             assert not rt.asked
+        finally:
+            svc.writer.stop()
+
+    asyncio.run(main())
+
+
+def test_a_leader_that_did_not_know_relays_is_asked_again_after_a_while(tmp_path, monkeypatch):
+    """During a rolling upgrade the old leader is upgraded (or its service was still starting):
+    the follower relays again once ``NO_RELAY_RETRY`` has passed."""
+    monkeypatch.setattr(cacheservice, "NO_RELAY_RETRY", 0.05)
+
+    async def main():
+        svc, rt = follower(tmp_path)
+        try:
+            svc._store(rt, store_req("k1"))
+            await until("the relay", lambda: rt.asked)
+            rt.asked[0][3].set_exception(Rejected("unknown request 'cache.relay'"))
+            await until("the proposal here", lambda: rt.proposals)
+            svc._store(rt, store_req("k2"))
+            await until("the second proposal", lambda: len(rt.proposals) == 2)
+            assert len(rt.asked) == 1  # within the retry time: not asked
+            await asyncio.sleep(0.06)
+            svc._store(rt, store_req("k3"))
+            await until("a relay again", lambda: len(rt.asked) == 2)
         finally:
             svc.writer.stop()
 
