@@ -9,24 +9,6 @@ import pytest
 from saltext_raft.replicated import importer
 from saltext_raft.runners import raft as runner
 
-
-@pytest.fixture
-def sent(monkeypatch):
-    calls = []
-
-    class Client:
-        def __init__(self, opts):
-            pass
-
-        def call(self, op, args, timeout):
-            calls.append((op, args, timeout))
-            return {}
-
-    monkeypatch.setattr(runner._control, "ControlClient", Client)
-    monkeypatch.setattr(runner, "__opts__", {}, raising=False)
-    return calls
-
-
 RUNNERS = [
     ("members", {}),
     ("status", {}),
