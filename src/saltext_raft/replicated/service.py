@@ -508,6 +508,11 @@ class CacheService:
         loop = self._loop
         deadline = loop.time() + timeout
         leader = self.runtime.leader
+        if self.runtime.is_leader or not leader:
+            # The leadership moved in the loop turn since the batch chose to relay: asking
+            # nobody (or ourselves) would only cost half the batch's time before the fallback.
+            self._propose(batch, cmds, timeout)
+            return
         self.counters["relayed"] += 1
         try:
             reply = await self.runtime.ask(
@@ -539,10 +544,14 @@ class CacheService:
             return
         self.counters["writes"] += len(cmds)
         ticket = self.writer.ticket  # covers the entry at ``index``: it is applied here
+        # ``index``: the batch may hold relays this master took while it led (it stepped down
+        # before proposing them); their followers wait for that entry.
         if self.writer.done(ticket):
-            self._answer(batch, results)
+            self._answer(batch, results, index)
         else:
-            self.writer.future(ticket).add_done_callback(lambda _: self._answer(batch, results))
+            self.writer.future(ticket).add_done_callback(
+                lambda _: self._answer(batch, results, index)
+            )
 
     async def _serve_relay(self, frm: str, body: dict) -> dict:
         """A follower's relay (``Remote.serve``): its commands join this leader's open batch
@@ -550,7 +559,12 @@ class CacheService:
         runtime = self.runtime
         if not runtime.is_leader:
             raise RemoteNotLeader(runtime.leader, f"{runtime.leader or 'nobody'} leads now")
-        raw, timeout = relay.commands_of(body)
+        raw, _ = relay.commands_of(body)
+        # The leader's own deadline, not the member's: the batch's deadline is its most
+        # impatient writer's, so a relay asking for a microsecond failed the leader's own
+        # workers' writes in the same entry, and one asking for an hour kept this task (and a
+        # batch of relays alone) that long. The follower waits only part of its time anyway.
+        timeout = self.settings.timeout
         cmds = []
         try:
             for op, bank, key, value, ts, client, seq in raw:

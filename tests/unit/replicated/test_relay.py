@@ -316,3 +316,95 @@ def test_a_leader_that_did_not_know_relays_is_asked_again_after_a_while(tmp_path
             svc.writer.stop()
 
     asyncio.run(main())
+
+
+def test_a_relays_timeout_does_not_shorten_the_leaders_own_writes(tmp_path):
+    """Regression: a member's relay carried the deadline of the leader's whole batch (its
+    ``min``), so a relay asking for 1 µs made the leader's own workers' writes in the same
+    entry fail with CommitTimeout, batch after batch; and one asking for 3600 s kept the
+    leader's entry and the serving task waiting an hour. A relayed write now waits on the
+    leader as long as the leader's own ``raft_cache_timeout``."""
+
+    async def main():
+        svc = CacheService(settings(tmp_path), clock=lambda: 1234)
+        svc.start_writer(asyncio.get_running_loop())
+        rt = svc.runtime = FakeRuntime()
+        try:
+            for hostile in (1e-6, 3600):
+                rt.proposals.clear()
+                body = relay.request_body([Command(STORE, "b", "r", b"x", 1, "f:1", 3)], hostile)
+                served = asyncio.ensure_future(svc._serve_relay("F", body))
+                await asyncio.sleep(0)  # the relay is queued; a worker's write in the same turn
+                local = svc._store(rt, store_req("mine", timeout=4.0))
+                await until("one proposal", lambda: rt.proposals)
+                _, timeout, proposal = rt.proposals[0]
+                assert len(decode_entry(rt.proposals[0][0])[1]) == 2
+                assert timeout == 4.0  # the worker's own, not the member's
+                proposal.set_result(Applied([True, True], svc.writer.ticket, 12))
+                assert await asyncio.wait_for(local, BOUND) is True
+                await asyncio.wait_for(served, BOUND)
+            # a batch of relays alone waits as long as the leader's own writes would
+            body = relay.request_body([Command(STORE, "b", "r", b"x", 1, "f:1", 4)], 3600)
+            rt.proposals.clear()
+            served = asyncio.ensure_future(svc._serve_relay("F", body))
+            await until("one proposal", lambda: rt.proposals)
+            assert rt.proposals[0][1] == svc.settings.timeout
+            served.cancel()
+        finally:
+            svc.writer.stop()
+
+    asyncio.run(main())
+
+
+def test_a_relay_taken_by_a_leader_that_stepped_down_is_answered_with_the_entry_index(tmp_path):
+    """Regression: a leader that took a relay and stepped down before proposing its batch
+    sends that batch to the new leader; it answered the first follower with index 0 (which
+    the follower refuses, proposing the same writes again) instead of the entry's index."""
+
+    async def main():
+        svc = CacheService(settings(tmp_path), clock=lambda: 1234)
+        svc.start_writer(asyncio.get_running_loop())
+        rt = svc.runtime = FollowerRuntime()
+        rt.is_leader, rt.leader = True, ""
+        try:
+            body = relay.request_body([Command(STORE, "b", "r", b"x", 1, "f:1", 3)], 2.0)
+            served = asyncio.ensure_future(svc._serve_relay("F", body))
+            await asyncio.sleep(0)  # queued in the open batch; then the leadership moves to M
+            rt.is_leader, rt.leader = False, "M"
+            await until("the relay to M", lambda: rt.asked)
+            to, sent, _, answer = rt.asked[0]
+            assert to == "M" and [c[5] for c in sent["cmds"]] == ["f:1"]
+            answer.set_result(relay.reply_body(20, [True]))
+            reply = await asyncio.wait_for(served, BOUND)
+            assert relay.reply_of(reply, 1) == (20, [True]) and rt.waited == [20]
+        finally:
+            svc.writer.stop()
+
+    asyncio.run(main())
+
+
+def test_a_batch_whose_leader_is_gone_when_the_relay_starts_is_proposed_at_once(tmp_path):
+    """Regression: the relay task read the leader again when it started (a loop turn after
+    the batch chose to relay); a leader lost meanwhile made it ask nobody ("") and wait half
+    the batch's time before proposing, and a node that had just become the leader asked
+    itself."""
+
+    async def main():
+        svc, rt = follower(tmp_path)
+        try:
+            for now_leader, now_leading in (("", False), ("me", True)):
+                rt.proposals.clear()
+                rt.asked.clear()
+                rt.leader, rt.is_leader = "L", False
+                fut = svc._store(rt, store_req("k", timeout=2.0))
+                svc._propose_batch()  # the batch chooses to relay to L (its task starts later)
+                assert svc._relays
+                rt.leader, rt.is_leader = now_leader, now_leading  # in the same loop turn
+                await until("the proposal", lambda: rt.proposals or rt.asked)
+                assert not rt.asked and len(rt.proposals) == 1
+                rt.proposals[0][2].set_result(Applied(True, svc.writer.ticket, 3))
+                assert await asyncio.wait_for(fut, BOUND) is True
+        finally:
+            svc.writer.stop()
+
+    asyncio.run(main())
