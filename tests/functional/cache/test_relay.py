@@ -107,3 +107,41 @@ async def _settle(c) -> None:
     leader = c.runtimes[c.leader()]
     for rt in c.runtimes.values():
         await rt.wait_applied(leader.node.commit_index, 5)
+
+
+@pytest.mark.parametrize("forwarded", [True, False])
+def test_a_relay_taken_by_a_leader_that_loses_its_leadership_applies_once(tmp_path, forwarded):
+    """The leader takes a follower's relayed ``add`` and proposes it, but none of its appends
+    or heartbeats reach anyone: the others elect a new leader. Either the old leader forwards
+    its proposal to the new one once it steps down (``forwarded``: the relay is answered), or
+    that is lost too: the follower gets no answer in half its time and proposes the add
+    itself, and the old leader's copy of the entry is replaced once it is heard again. Both
+    ways the add is answered True and applied once on every master, and the next write of the
+    same key is not undone by anything arriving late."""
+    with started_cluster(str(tmp_path), ("m1", "m2", "m3"), {"raft_cache_backend": "sqlite"}) as c:
+        old = c.leader()
+        follower = next(nid for nid in c.ids if nid != old)
+        applied_before = {nid: s.state_machine.kv.applied_commands for nid, s in c.services.items()}
+        cut = {MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT}
+        if not forwarded:
+            cut.add(MsgType.PROPOSE)
+        c.net.filter = lambda m: not (m.frm == old and m.type in cut)
+        try:
+            opts = salt_opts(c.opts(follower))
+            assert cachedriver.add(opts, "moved", "k", "first") is True
+        finally:
+            c.net.filter = None
+        assert c.services[old].counters["relays_served"] == 1  # the old leader did take it
+        assert c.services[follower].counters["relay_fallbacks"] == (0 if forwarded else 1)
+        cachedriver.store(opts, "moved", "k", "second")
+        c.run(_settle(c))
+        for nid, svc in c.services.items():
+            assert svc.state_machine.kv.applied_commands == applied_before[nid] + 2, nid
+        wait_until(
+            lambda: all(
+                cachedriver.fetch(salt_opts(c.opts(nid)), "moved", "k") == "second" for nid in c.ids
+            ),
+            10,
+            "every master showing the second write",
+            0.02,
+        )
