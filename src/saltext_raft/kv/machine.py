@@ -49,6 +49,12 @@ MAX_CLIENTS = 4096
 #: The largest sequence number a client may give a write (entries carry it as a msgpack
 #: integer, which holds 64 bits); a write outside ``0..MAX_SEQ`` is refused when it arrives.
 MAX_SEQ = (1 << 63) - 1
+#: The most bytes msgpack adds around one command's names and value in an entry: the list
+#: header (1), the op (1), the headers of bank, key and client id (5 each), the value's (5) and
+#: two 64-bit integers, time and seq (9 each). A batch counts it for each command beside its
+#: names and value (``replicated.service``), so that an entry of many small commands stays
+#: within ``max_entry_bytes`` too.
+COMMAND_FRAMING_MAX = 40
 #: Bank names whose node the state machine remembers (:meth:`KVStateMachine._bank`); past this
 #: many the memory starts over (a few per minion in Salt's cache, so thousands are normal).
 MAX_BANK_NAMES = 1 << 16

@@ -38,9 +38,9 @@ from saltext_raft.runtime.errors import Rejected
 
 #: The request a follower's cache service sends its leader's (``Remote.serve``).
 RELAY_OP = "cache.relay"
-#: Bytes of values and names a relay carries at most: a larger batch is proposed by the
-#: follower itself (one such batch fills an entry alone, so it gains nothing from the relay,
-#: and the request must stay far below the transport's frame limit).
+#: Bytes of values and names (with their framing) a relay carries at most: a larger batch is
+#: proposed by the follower itself (one such batch fills an entry alone, so it gains nothing
+#: from the relay, and the request must stay far below the transport's frame limit).
 MAX_RELAY_BYTES = 1 << 20
 #: Commands in one relay at most (a bound on what a member may make the leader queue at once).
 MAX_RELAY_COMMANDS = 4096

@@ -58,6 +58,7 @@ import os
 import time
 
 from saltext_raft.kv.machine import ADD
+from saltext_raft.kv.machine import COMMAND_FRAMING_MAX
 from saltext_raft.kv.machine import EXPIRE
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import MAX_SEQ
@@ -647,14 +648,16 @@ class CacheService:
 
 
 def _command_bytes(cmd: Command) -> int:
-    """What ``cmd`` adds to an entry: its value and its names (bank, key, client id), encoded
-    as the entry encodes them. A batch is closed before a write would take it past the entry
-    limit, names included (a name may be megabytes), and a name UTF-8 cannot encode (a lone
-    surrogate, valid in JSON) raises ``UnicodeEncodeError`` here, for that write alone,
-    instead of in the batch's encoding, which would leave every write of the batch
-    unanswered."""
+    """What ``cmd`` adds to an entry at most: its value and its names (bank, key, client id),
+    encoded as the entry encodes them, and their framing. A batch is closed before a write
+    would take it past the entry limit, names included (a name may be megabytes), and framing
+    too (a member's relays may put hundreds of thousands of tiny writes in one batch); a name
+    UTF-8 cannot encode (a lone surrogate, valid in JSON) raises ``UnicodeEncodeError`` here,
+    for that write alone, instead of in the batch's encoding, which would leave every write of
+    the batch unanswered."""
     names = len(cmd.bank.encode()) + len(cmd.client.encode())
-    return len(cmd.value) + names + (len(cmd.key.encode()) if cmd.key is not None else 0)
+    key = len(cmd.key.encode()) if cmd.key is not None else 0
+    return len(cmd.value) + names + key + COMMAND_FRAMING_MAX
 
 
 def _seq(raw) -> int:

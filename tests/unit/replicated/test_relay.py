@@ -20,6 +20,7 @@ from saltext_raft.replicated.service import CacheService
 from saltext_raft.runtime.errors import CommitTimeout
 from saltext_raft.runtime.errors import NoLeader
 from saltext_raft.runtime.errors import Rejected
+from saltext_raft.runtime.limits import DEFAULT_MAX_ENTRY_BYTES
 from saltext_raft.runtime.remote import RemoteNotLeader
 from tests.unit.replicated.test_service import FakeRuntime
 from tests.unit.replicated.test_service import settings
@@ -404,6 +405,41 @@ def test_a_batch_whose_leader_is_gone_when_the_relay_starts_is_proposed_at_once(
                 assert not rt.asked and len(rt.proposals) == 1
                 rt.proposals[0][2].set_result(Applied(True, svc.writer.ticket, 3))
                 assert await asyncio.wait_for(fut, BOUND) is True
+        finally:
+            svc.writer.stop()
+
+    asyncio.run(main())
+
+
+def test_relays_of_many_small_writes_never_make_an_entry_larger_than_the_runtime_takes(tmp_path):
+    """Regression: a batch was closed by the bytes of its names and values alone, not the
+    ~20-40 bytes msgpack adds around each command. One master's workers never wrote enough
+    commands at once for that to matter, but relays let a member (buggy or hostile) put
+    60 x 4,096 tiny writes into the leader's open batch in one turn: a 6.6 MB entry, which the
+    runtime refuses (``max_entry_bytes``) together with the leader's own workers' writes."""
+
+    async def main():
+        svc = CacheService(settings(tmp_path), clock=lambda: 1234)
+        svc.start_writer(asyncio.get_running_loop())
+        rt = svc.runtime = FakeRuntime()
+        served = []
+        try:
+            for r in range(60):
+                cmds = [
+                    Command(STORE, "b", "k", b"", 1 << 40, f"c{r}", (1 << 40) + i)
+                    for i in range(relay.MAX_RELAY_COMMANDS)
+                ]
+                body = relay.request_body(cmds, 5.0)
+                served.append(asyncio.ensure_future(svc._serve_relay("F", body)))
+            local = svc._store(rt, store_req("mine"))
+            await until("every relay queued", lambda: svc.counters["relays_served"] == 60)
+            await until("the last batch proposed", lambda: not svc._batch)
+            sizes = [len(data) for data, _, _ in rt.proposals]
+            assert sum(len(decode_entry(d)[1]) for d, _, _ in rt.proposals) == 60 * 4096 + 1
+            assert max(sizes) <= DEFAULT_MAX_ENTRY_BYTES, sizes
+            local.cancel()
+            for task in served:
+                task.cancel()
         finally:
             svc.writer.stop()
 

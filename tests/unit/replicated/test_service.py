@@ -9,6 +9,7 @@ import os
 import pytest
 
 from saltext_raft.kv import decode_entry
+from saltext_raft.kv.machine import COMMAND_FRAMING_MAX
 from saltext_raft.kv.machine import FLUSH
 from saltext_raft.kv.machine import STORE
 from saltext_raft.replicated import service as cacheservice
@@ -140,7 +141,8 @@ def test_a_lone_write_is_a_plain_command_proposed_without_delay(service):
 
 
 def test_big_values_close_the_batch_at_once(service, monkeypatch):
-    monkeypatch.setattr(cacheservice, "MAX_BATCH_BYTES", 100)
+    # a command counts its framing too (COMMAND_FRAMING_MAX)
+    monkeypatch.setattr(cacheservice, "MAX_BATCH_BYTES", 100 + 2 * COMMAND_FRAMING_MAX)
 
     async def main():
         rt = attach(service)
