@@ -28,8 +28,18 @@ TICK = 0.01
 
 
 class InProcessCluster:
-    def __init__(self, base_dir: str, ids=("m1",), founders=None, base_opts=None, on_service=None):
+    def __init__(
+        self,
+        base_dir: str,
+        ids=("m1",),
+        founders=None,
+        base_opts=None,
+        on_service=None,
+        runtime_options=None,
+    ):
         self.ids = list(ids)
+        #: RuntimeConfig fields over the defaults below (e.g. ``snapshot_keep``).
+        self.runtime_options = dict(runtime_options or {})
         self.base_dir = base_dir
         self.base_opts = dict(base_opts or {})
         #: ``on_service(nid, service)``, called before a node starts, so that what watches its
@@ -75,7 +85,14 @@ class InProcessCluster:
             self.net.transport(nid),
             service.state_machine,
             core_config=default_core_config(nid),
-            config=RuntimeConfig(tick_seconds=TICK, request_timeout=2.0, join_interval=0.05),
+            config=RuntimeConfig(
+                **{
+                    "tick_seconds": TICK,
+                    "request_timeout": 2.0,
+                    "join_interval": 0.05,
+                    **self.runtime_options,
+                }
+            ),
             founders=self.founders,
             peers=self.founders,
             rng=random.Random(hash(nid) & 0xFFFF),
@@ -116,9 +133,9 @@ class InProcessCluster:
 
 
 @contextlib.contextmanager
-def started_cluster(base_dir: str, ids, base_opts=None):
+def started_cluster(base_dir: str, ids, base_opts=None, runtime_options=None):
     """An InProcessCluster with every node started and a leader elected; closed on exit."""
-    c = InProcessCluster(base_dir, ids=ids, base_opts=base_opts)
+    c = InProcessCluster(base_dir, ids=ids, base_opts=base_opts, runtime_options=runtime_options)
     try:
         for nid in c.ids:
             c.start(nid)

@@ -145,3 +145,42 @@ def test_a_relay_taken_by_a_leader_that_loses_its_leadership_applies_once(tmp_pa
             "every master showing the second write",
             0.02,
         )
+
+
+def test_a_relayed_write_answered_while_the_follower_lags_waits_for_its_snapshot(tmp_path):
+    """The leader commits and answers a follower's relayed store, but the follower gets none of
+    the leader's appends; the leader then compacts its log, so the follower catches up from a
+    snapshot instead of the entry. The worker is answered only once the follower's own copy
+    shows its write (it reads it back there at once)."""
+    layout = {"raft_cache_backend": "sqlite"}
+    with started_cluster(str(tmp_path), ("m1", "m2", "m3"), layout, {"snapshot_keep": 0}) as c:
+        leader = c.leader()
+        follower = next(nid for nid in c.ids if nid != leader)
+        c.net.filter = lambda m: not (m.to == follower and m.type is MsgType.APPEND)
+        opts = salt_opts(c.opts(follower))
+        restored = c.runtimes[follower].counters["snapshots_restored"]
+        done = []
+
+        def write():  # and read back on the same master as soon as the write is answered
+            done.append(cachedriver.store(opts, "lag", "k", "v"))
+            done.append(cachedriver.fetch(opts, "lag", "k"))
+
+        writer = threading.Thread(target=write)
+        try:
+            writer.start()
+            wait_until(
+                lambda: c.services[leader].state_machine.kv.fetch("lag", "k") is not None,
+                10,
+                "the leader applying the relayed store",
+                0.01,
+            )
+            assert not done  # the follower has not applied it: its worker waits
+            assert c.services[follower].state_machine.kv.fetch("lag", "k") is None
+            c.run(c.runtimes[leader].take_snapshot())
+        finally:
+            c.net.filter = None
+        writer.join(10)
+        assert done == [True, "v"]
+        assert c.services[leader].counters["relays_served"] == 1
+        assert c.services[follower].counters["relay_fallbacks"] == 0
+        assert c.runtimes[follower].counters["snapshots_restored"] == restored + 1
