@@ -444,3 +444,11 @@ def test_relays_of_many_small_writes_never_make_an_entry_larger_than_the_runtime
             svc.writer.stop()
 
     asyncio.run(main())
+
+
+def test_a_relay_always_fits_the_open_batch_whole():
+    """A relay never straddles two entries: an open batch holds less than ``MAX_BATCH_BYTES``
+    when a relay arrives (it is proposed at once past that), and a relay adds at most
+    ``MAX_RELAY_BYTES``, so the leader's entry-size cut (``ENTRY_VALUES_MAX``) never falls
+    inside a relay (its writes then share one index, one fate, one answer)."""
+    assert cacheservice.MAX_BATCH_BYTES + relay.MAX_RELAY_BYTES <= cacheservice.ENTRY_VALUES_MAX
