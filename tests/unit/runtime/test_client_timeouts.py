@@ -85,5 +85,5 @@ def test_the_runners_refuse_a_timeout_that_is_no_finite_number_before_asking(tim
     monkeypatch.setattr(runner, "__opts__", {}, raising=False)
     out = runner.add("m9", "127.0.0.9:4606", timeout=timeout)
     assert out["result"] is False and out["retcode"] == 1
-    assert out["error"].startswith("raft.add: timeout must be a finite number")
+    assert out["error"].startswith("raft.add: timeout must be a number of seconds above 0")
     assert runner.status(timeout="30") == {} and sent == ["status"]  # text that is a number
