@@ -19,7 +19,7 @@ driver (the engine's cache socket), as any cache write does.
 
 from saltext_raft.core.nodeid import node_id_problem as _node_id_problem
 from saltext_raft.master import control as _control
-from saltext_raft.runtime.config import client_timeout as _client_timeout
+from saltext_raft.runtime.config import seconds_argument as _seconds
 from saltext_raft.runtime.errors import Rejected as _Rejected
 
 __virtualname__ = "raft"
@@ -45,30 +45,6 @@ def _flag(value) -> bool:
 
 def _refused(runner, message):
     return {"result": False, "error": f"raft.{runner}: {message}", "retcode": 1}
-
-
-def _seconds(value) -> float:
-    """The ``timeout`` argument: a finite number of seconds above 0. ``salt-run`` hands over
-    ``timeout=30`` as a number and ``None``/``null``/``~`` as None, salt-api and
-    ``salt.client`` the text as typed ("30", "None"). None is no default here (each function
-    has its own, given by leaving the argument out), and 0 is none either: the engine took it
-    for its own default (10 s) while this runner waited 3 s. Raises ``Rejected``."""
-    number = value
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            number = None
-    try:  # the runtime's rule (finite, not a bool), then this runner's (above 0)
-        seconds = None if number is None else _client_timeout(number, None)
-    except _Rejected:
-        seconds = None
-    if seconds is None or seconds <= 0:
-        raise _Rejected(
-            f"timeout must be a number of seconds above 0 (got {value!r}); leave it out for "
-            "the default"
-        )
-    return seconds
 
 
 def _call(op, timeout, runner=None, **args):

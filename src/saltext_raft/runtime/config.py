@@ -129,3 +129,29 @@ def client_timeout(timeout, default: float) -> float:
     ):
         raise Rejected(f"timeout must be a finite number of seconds (got {timeout!r})")
     return float(timeout)
+
+
+def seconds_argument(value, what: str = "timeout") -> float:
+    """A number of seconds above 0 given by an operator (a runner's ``timeout``, a state's
+    ``wait``): ``salt-run`` hands over ``30`` as a number and ``None``/``null``/``~`` as None,
+    salt-api and ``salt.client`` the text as typed ("30", "None"). None is no default here
+    (each function has its own, given by leaving the argument out), and 0 is none either: the
+    engine took it for its own default (10 s) while a runner waited 3 s. Then
+    :func:`client_timeout`'s rule (finite, not a bool). Raises
+    :class:`~saltext_raft.runtime.errors.Rejected`."""
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    try:
+        seconds = None if number is None else client_timeout(number, None)
+    except Rejected:
+        seconds = None
+    if seconds is None or seconds <= 0:
+        raise Rejected(
+            f"{what} must be a number of seconds above 0 (got {value!r}); leave it out for "
+            "the default"
+        )
+    return seconds

@@ -27,6 +27,8 @@ on, leadership on a master that is no voter). docs/states.md has a complete orch
 """
 
 from saltext_raft import statelogic as _logic
+from saltext_raft.runtime.config import seconds_argument as _seconds
+from saltext_raft.runtime.errors import Rejected as _Rejected
 
 __virtualname__ = "raft"
 
@@ -39,7 +41,12 @@ def _cluster(wait):
     def call(op, **kwargs):
         return __salt__["saltutil.runner"](f"raft.{op}", kwarg=kwargs)  # pylint: disable=undefined-variable
 
-    return _logic.Cluster(call, float(wait))
+    return _logic.Cluster(call, _seconds(wait, "wait"))
+
+
+def _refused(name, exc):
+    """A state whose arguments are refused: nothing is asked, nothing changes."""
+    return {"name": name, "result": False, "changes": {}, "comment": f"raft: {exc}"}
 
 
 def _test():
@@ -62,7 +69,11 @@ def member(name, address, role="voter", wait=120):
         Seconds to wait for a leader and a committed membership before planning, and again for
         the change to show on this master (a promotion included). Default 120.
     """
-    return _logic.member(_cluster(wait), name, address, role, test=_test())
+    try:
+        cluster = _cluster(wait)
+    except _Rejected as exc:
+        return _refused(name, exc)
+    return _logic.member(cluster, name, address, role, test=_test())
 
 
 def absent(name, wait=60):
@@ -73,7 +84,11 @@ def absent(name, wait=60):
         Seconds to wait for a leader and a committed membership, and for the removal to show
         on this master. Default 60.
     """
-    return _logic.absent(_cluster(wait), name, test=_test())
+    try:
+        cluster = _cluster(wait)
+    except _Rejected as exc:
+        return _refused(name, exc)
+    return _logic.absent(cluster, name, test=_test())
 
 
 def leader(name, wait=60):
@@ -84,4 +99,8 @@ def leader(name, wait=60):
         Seconds to wait for a leader and a committed membership, and for the new leader to show
         on this master. Default 60.
     """
-    return _logic.leader(_cluster(wait), name, test=_test())
+    try:
+        cluster = _cluster(wait)
+    except _Rejected as exc:
+        return _refused(name, exc)
+    return _logic.leader(cluster, name, test=_test())
