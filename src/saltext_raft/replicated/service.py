@@ -480,7 +480,8 @@ class CacheService:
         except RaftRuntimeError as exc:
             _fail(batch, exc)
             return
-        self.counters["writes"] += len(cmds)
+        # Writes received here: a follower's relayed writes are counted on that follower.
+        self.counters["writes"] += sum(1 for b in batch if not b[3])
         self.counters["entries"] += 1
         self.counters["largest_batch"] = max(self.counters["largest_batch"], len(cmds))
         proposal.add_done_callback(functools.partial(self._applied, batch))

@@ -24,6 +24,7 @@ def test_followers_writes_join_the_leaders_entries_and_each_reads_its_own_write(
         leader = c.leader()
         followers = [nid for nid in c.ids if nid != leader]
         errors, stale = [], []
+        before = sum(svc.counters["writes"] for svc in c.services.values())
 
         def writer(nid, w):
             # The driver itself, with this master's opts: through Salt's loader, threads that
@@ -52,6 +53,8 @@ def test_followers_writes_join_the_leaders_entries_and_each_reads_its_own_write(
         assert not any(t.is_alive() for t in threads), "writers still running after 60s"
         assert errors == [] and stale == []
         total = len(followers) * WRITERS * WRITES
+        # each write counted once, on the master that received it (not again by the leader)
+        assert sum(svc.counters["writes"] for svc in c.services.values()) - before == total
         served = c.services[leader].counters
         assert served["relays_served"] > 0
         for nid in followers:
