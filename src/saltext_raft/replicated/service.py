@@ -456,6 +456,7 @@ class CacheService:
         # Workers that have not come back by now are not waited for by the next batch.
         self._awaited = self._awaited_relays = 0
         batch = [b for b in self._batch if not b[1].done()]
+        size = self._batch_bytes  # counted as the writes joined (at most: some may be gone)
         self._batch = []
         self._batch_bytes = 0
         if not batch:
@@ -466,7 +467,7 @@ class CacheService:
         cmds = [b[0] for b in batch]
         # The batch's deadline is its most impatient writer's: nobody waits past their own.
         timeout = min(b[2] for b in batch)
-        if self._relay_to(cmds):
+        if self._relay_to(cmds, size):
             task = self._loop.create_task(self._relay(batch, cmds, timeout))
             self._relays.add(task)
             task.add_done_callback(self._relays.discard)
@@ -487,17 +488,17 @@ class CacheService:
         proposal.add_done_callback(functools.partial(self._applied, batch))
 
     # --- relayed writes (replicated.relay) ------------------------------------------------------
-    def _relay_to(self, cmds: list[Command]) -> bool:
-        """Whether this batch goes to the leader's cache service rather than into an entry of
-        its own: on a follower that knows a leader that takes relays, for writes that apply
-        at most once."""
+    def _relay_to(self, cmds: list[Command], size: int) -> bool:
+        """Whether this batch (``size``: its bytes as :func:`_command_bytes` counts them) goes
+        to the leader's cache service rather than into an entry of its own: on a follower
+        that knows a leader that takes relays, for writes that apply at most once."""
         runtime = self.runtime
         if not self.settings.relay or runtime.is_leader:
             return False
         leader = runtime.leader
         if not leader or (leader == self._no_relay[0] and self._loop.time() < self._no_relay[1]):
             return False
-        return relay.relayable(cmds, sum(_command_bytes(c) for c in cmds))
+        return relay.relayable(cmds, size)
 
     async def _relay(self, batch: list, cmds: list[Command], timeout: float) -> None:
         """Send ``batch`` to the leader; once it answers ``(index, results)``, wait until this
