@@ -23,6 +23,7 @@ from saltext_raft.runtime.errors import Rejected
 from saltext_raft.runtime.limits import DEFAULT_MAX_ENTRY_BYTES
 from saltext_raft.runtime.remote import RemoteNotLeader
 from tests.unit.replicated.test_service import FakeRuntime
+from tests.unit.runtime.test_remote_serve import remote as remote_for_test
 from tests.unit.replicated.test_service import settings
 from tests.unit.replicated.test_service import store_req
 
@@ -405,6 +406,36 @@ def test_a_batch_whose_leader_is_gone_when_the_relay_starts_is_proposed_at_once(
                 assert not rt.asked and len(rt.proposals) == 1
                 rt.proposals[0][2].set_result(Applied(True, svc.writer.ticket, 3))
                 assert await asyncio.wait_for(fut, BOUND) is True
+        finally:
+            svc.writer.stop()
+
+    asyncio.run(main())
+
+
+def test_a_relay_the_transport_dropped_is_proposed_here_at_once(tmp_path):
+    """Regression: ``Remote.request`` ignored a send the transport dropped (its queue to the
+    leader full, the leader down): the relay waited half the batch's time for an answer that
+    could not come before the follower proposed the batch itself."""
+
+    async def main():
+        svc, rt = follower(tmp_path)
+        sent = []
+        dropping = remote_for_test(sent, queued=False)  # a real Remote; every send dropped
+
+        async def ask(to, body, timeout):
+            return await dropping.request(to, body, timeout)
+
+        rt.ask = ask
+        try:
+            fut = svc._store(rt, store_req("k", timeout=30.0))  # half: 15 s, far past BOUND
+            await until("the proposal here", lambda: rt.proposals)
+            assert len(sent) == 1 and svc.counters["relay_fallbacks"] == 1
+            data, timeout, proposal = rt.proposals[0]
+            assert timeout > 25.0  # nearly all of the batch's time is left for it
+            proposal.set_result(Applied(True, svc.writer.ticket, 3))
+            assert await asyncio.wait_for(fut, BOUND) is True
+            # a dropped send is not an older leader: the next batch is relayed again
+            assert svc._no_relay == ("", 0.0)
         finally:
             svc.writer.stop()
 
