@@ -167,3 +167,39 @@ def test_waiting_for_an_index_returns_once_applied_and_times_out_when_not():
             await follower.wait_applied(index + 1, 5)
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_waits_given_up_on_an_index_never_applied_do_not_pile_up_in_the_read_heap():
+    """Regression: a ``wait_applied`` that timed out (or whose caller was cancelled) left its
+    future in the read heap until that index was applied here: a member answering relays with
+    an index this node never reaches grew the heap by one entry per relay, without bound."""
+
+    async def main():
+        async with LocalCluster(["n1", "n2", "n3"]) as c:
+            leader = await c.leader()
+            follower = next(rt for rt in c.nodes.values() if rt is not leader)
+            reads = follower._reads  # pylint: disable=protected-access
+            never = follower.node.applied_index + (1 << 40)
+            live = asyncio.ensure_future(follower.wait_applied(never + 1, 60))
+            for _ in range(5):  # abandoned by timeout, in rounds of many at once
+                given_up = await asyncio.gather(
+                    *(follower.wait_applied(never, 0.01) for _ in range(200)),
+                    return_exceptions=True,
+                )
+                assert all(isinstance(e, CommitTimeout) for e in given_up)
+                assert len(reads._read_heap) <= 3, len(reads._read_heap)
+            cancelled = [asyncio.ensure_future(follower.wait_applied(never, 60)) for _ in range(200)]
+            await c.until("the waits to be queued", lambda: len(reads._read_heap) >= 201)
+            for task in cancelled:  # abandoned by cancelling the caller
+                task.cancel()
+            await asyncio.gather(*cancelled, return_exceptions=True)
+            assert len(reads._read_heap) <= 3, len(reads._read_heap)
+            assert not live.done() and reads.waiting() <= 3
+            # a wait for an index that is applied still works among them
+            await leader.propose(b"one")
+            await follower.wait_applied(leader.node.applied_index, 5)
+            live.cancel()
+            await asyncio.gather(live, return_exceptions=True)
+            assert reads._read_heap == []
+
+    asyncio.run(asyncio.wait_for(main(), 60))
