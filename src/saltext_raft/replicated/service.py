@@ -363,7 +363,7 @@ class CacheService:
                 value,
                 int(self._clock()),
                 str(req.get("client") or ""),
-                req.get("seq"),
+                req.get("seq", 0),  # absent: the engine's own writes (no client id either)
             )
             size = _command_bytes(cmd)
         except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
@@ -663,16 +663,15 @@ def _command_bytes(cmd: Command) -> int:
 
 
 def _seq(raw) -> int:
-    """A write's sequence number (absent: 0). One outside ``0..MAX_SEQ`` is refused here: in a
-    batch it would break the entry's encoding, and every other write of that batch would go
-    unanswered."""
-    try:
-        seq = int(raw or 0)
-    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(inf)
-        raise ValueError(f"seq {raw!r:.40}: {exc}") from None
-    if not 0 <= seq <= MAX_SEQ:
-        raise ValueError(f"seq {raw!r:.40} is outside 0..{MAX_SEQ}")
-    return seq
+    """A write's sequence number: an integer in ``0..MAX_SEQ``, nothing else (the driver sends
+    its counter, a relay the command's own; a request without one passes 0). Not a bool, a
+    float or a numeric string: ``(client, seq)`` is what makes a retried write apply at most
+    once, so it is taken as sent or refused, never guessed (1.5 and True both read as 1).
+    Outside the range it would break the entry's encoding, and every other write of that batch
+    would go unanswered."""
+    if type(raw) is not int or not 0 <= raw <= MAX_SEQ:
+        raise ValueError(f"seq must be an integer in 0..{MAX_SEQ} (got {raw!r:.40})")
+    return raw
 
 
 def _fail(batch: list, exc: BaseException) -> None:

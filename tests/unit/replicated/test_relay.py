@@ -228,6 +228,11 @@ def cmd(**kw):
         [cmd(op=True)],  # not an int
         [cmd(ts=True)],
         [cmd(seq=-1)],
+        [cmd(seq=1.5)],  # a loose int() parse took these as 1, 1, 7, 0
+        [cmd(seq=True)],
+        [cmd(seq="7")],
+        [cmd(seq=None)],  # a relayed command always carries its own
+        [cmd(seq=2**64)],
         [cmd(value="text")],  # not bytes
         [cmd(), cmd(key=b"bytes")],  # one bad command refuses the relay, not just itself
         [cmd()[:6]],  # 6 fields
