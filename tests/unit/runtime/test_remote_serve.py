@@ -188,7 +188,9 @@ def test_waits_given_up_on_an_index_never_applied_do_not_pile_up_in_the_read_hea
                 )
                 assert all(isinstance(e, CommitTimeout) for e in given_up)
                 assert len(reads._read_heap) <= 3, len(reads._read_heap)
-            cancelled = [asyncio.ensure_future(follower.wait_applied(never, 60)) for _ in range(200)]
+            cancelled = [
+                asyncio.ensure_future(follower.wait_applied(never, 60)) for _ in range(200)
+            ]
             await c.until("the waits to be queued", lambda: len(reads._read_heap) >= 201)
             for task in cancelled:  # abandoned by cancelling the caller
                 task.cancel()
