@@ -519,7 +519,7 @@ class CacheService:
         self.counters["relayed"] += 1
         try:
             reply = await self.runtime.ask(
-                leader, relay.request_body(cmds, timeout), timeout * RELAY_SHARE
+                leader, relay.request_body(cmds), timeout * RELAY_SHARE
             )
             index, results = relay.reply_of(reply, len(cmds))
         except asyncio.CancelledError:
@@ -562,11 +562,12 @@ class CacheService:
         runtime = self.runtime
         if not runtime.is_leader:
             raise RemoteNotLeader(runtime.leader, f"{runtime.leader or 'nobody'} leads now")
-        raw, _ = relay.commands_of(body)
-        # The leader's own deadline, not the member's: the batch's deadline is its most
-        # impatient writer's, so a relay asking for a microsecond failed the leader's own
-        # workers' writes in the same entry, and one asking for an hour kept this task (and a
-        # batch of relays alone) that long. The follower waits only part of its time anyway.
+        raw = relay.commands_of(body)
+        # The leader's own deadline (a relay carries none): the batch's deadline is its most
+        # impatient writer's, so a member's deadline for its relay failed the leader's own
+        # workers' writes in the same entry when it asked for a microsecond, and kept this
+        # task (and a batch of relays alone) an hour when it asked for that. The follower
+        # bounds its own wait for the answer.
         timeout = self.settings.timeout
         cmds = []
         try:

@@ -186,8 +186,7 @@ def test_a_leader_puts_a_relay_in_its_open_batch_and_answers_the_entry_index(tmp
                 [
                     Command(STORE, "b", "r1", b"x", 1200, "f:1", 3),
                     Command(ADD, "b", "r2", b"y", 1200, "f:2", 4),
-                ],
-                2.0,
+                ]
             )
             served = asyncio.ensure_future(svc._serve_relay("F", body))
             await asyncio.sleep(0)  # the relay is queued; a worker's write in the same turn
@@ -248,7 +247,7 @@ def test_a_relay_with_a_bad_command_is_refused_whole_and_queues_nothing(tmp_path
         rt = svc.runtime = FakeRuntime()
         try:
             with pytest.raises(Rejected):
-                await svc._serve_relay("F", {"op": relay.RELAY_OP, "timeout": 1.0, "cmds": cmds})
+                await svc._serve_relay("F", {"op": relay.RELAY_OP, "cmds": cmds})
             await asyncio.sleep(0.01)
             assert not rt.proposals and not svc._batch
         finally:
@@ -261,7 +260,7 @@ def test_a_follower_sends_a_relay_back_with_its_leader(tmp_path):
     async def main():
         svc, rt = follower(tmp_path)
         try:
-            body = relay.request_body([Command(STORE, "b", "k", b"v", 1, "c", 1)], 1.0)
+            body = relay.request_body([Command(STORE, "b", "k", b"v", 1, "c", 1)])
             with pytest.raises(RemoteNotLeader) as exc:
                 await svc._serve_relay("F", body)
             assert exc.value.leader == "L" and not svc._batch
@@ -339,7 +338,8 @@ def test_a_relays_timeout_does_not_shorten_the_leaders_own_writes(tmp_path):
         try:
             for hostile in (1e-6, 3600):
                 rt.proposals.clear()
-                body = relay.request_body([Command(STORE, "b", "r", b"x", 1, "f:1", 3)], hostile)
+                cmds = [Command(STORE, "b", "r", b"x", 1, "f:1", 3)]
+                body = dict(relay.request_body(cmds), timeout=hostile)  # an older follower's
                 served = asyncio.ensure_future(svc._serve_relay("F", body))
                 await asyncio.sleep(0)  # the relay is queued; a worker's write in the same turn
                 local = svc._store(rt, store_req("mine", timeout=4.0))
@@ -351,7 +351,9 @@ def test_a_relays_timeout_does_not_shorten_the_leaders_own_writes(tmp_path):
                 assert await asyncio.wait_for(local, BOUND) is True
                 await asyncio.wait_for(served, BOUND)
             # a batch of relays alone waits as long as the leader's own writes would
-            body = relay.request_body([Command(STORE, "b", "r", b"x", 1, "f:1", 4)], 3600)
+            body = dict(
+                relay.request_body([Command(STORE, "b", "r", b"x", 1, "f:1", 4)]), timeout=3600
+            )
             rt.proposals.clear()
             served = asyncio.ensure_future(svc._serve_relay("F", body))
             await until("one proposal", lambda: rt.proposals)
@@ -361,6 +363,19 @@ def test_a_relays_timeout_does_not_shorten_the_leaders_own_writes(tmp_path):
             svc.writer.stop()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("timeout", ["absent", None, -1, "soon", True])
+def test_a_relay_carries_no_deadline_and_the_leader_reads_none(timeout):
+    """The leader gives relayed writes its own deadline, so a relay's ``timeout`` was checked
+    and returned by ``commands_of`` only to be thrown away: a relay is its commands alone,
+    and a field beside them (an older follower's timeout) is neither read nor refused."""
+    cmds = [Command(STORE, "b", "k", b"v", 1, "c", 1)]
+    body = relay.request_body(cmds)
+    assert set(body) == {"op", "cmds"}
+    if timeout != "absent":
+        body["timeout"] = timeout
+    assert relay.commands_of(body) == [[STORE, "b", "k", b"v", 1, "c", 1]]
 
 
 def test_a_relay_taken_by_a_leader_that_stepped_down_is_answered_with_the_entry_index(tmp_path):
@@ -374,7 +389,7 @@ def test_a_relay_taken_by_a_leader_that_stepped_down_is_answered_with_the_entry_
         rt = svc.runtime = FollowerRuntime()
         rt.is_leader, rt.leader = True, ""
         try:
-            body = relay.request_body([Command(STORE, "b", "r", b"x", 1, "f:1", 3)], 2.0)
+            body = relay.request_body([Command(STORE, "b", "r", b"x", 1, "f:1", 3)])
             served = asyncio.ensure_future(svc._serve_relay("F", body))
             await asyncio.sleep(0)  # queued in the open batch; then the leadership moves to M
             rt.is_leader, rt.leader = False, "M"
@@ -465,7 +480,7 @@ def test_relays_of_many_small_writes_never_make_an_entry_larger_than_the_runtime
                     Command(STORE, "b", "k", b"", 1 << 40, f"c{r}", (1 << 40) + i)
                     for i in range(relay.MAX_RELAY_COMMANDS)
                 ]
-                body = relay.request_body(cmds, 5.0)
+                body = relay.request_body(cmds)
                 served.append(asyncio.ensure_future(svc._serve_relay("F", body)))
             local = svc._store(rt, store_req("mine"))
             await until("every relay queued", lambda: svc.counters["relays_served"] == 60)
