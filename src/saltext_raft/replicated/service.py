@@ -91,11 +91,26 @@ log = logging.getLogger(__name__)
 #: Value bytes that close a batch at once (an entry stays a modest size however many workers
 #: write big values in the same turn).
 MAX_BATCH_BYTES = 1 << 20
-#: Bytes of values and names one entry may hold: the runtime's entry limit less room for
-#: framing. A batch is proposed before a write would take it past this (a single larger write
-#: still goes alone and is refused with the runtime's "larger than max_entry_bytes" if too
-#: large).
-ENTRY_VALUES_MAX = DEFAULT_MAX_ENTRY_BYTES - (256 << 10)
+#: Room an entry keeps beyond its writes' counted bytes (:func:`_command_bytes`), for the
+#: batch's own framing: at most this, and at most a quarter of a (small) ``max_entry_bytes``.
+ENTRY_ROOM = 256 << 10
+
+
+def entry_values_max(max_entry_bytes: int) -> int:
+    """Bytes of values and names (with their framing, :func:`_command_bytes`) one entry may
+    hold when the runtime takes entries of up to ``max_entry_bytes``. A batch is proposed
+    before a write would take it past this (a single larger write still goes alone and is
+    refused with the runtime's "larger than max_entry_bytes" if too large). Below about
+    2.3 MiB a follower's relay (up to ``relay.MAX_RELAY_BYTES``) may be cut in two entries:
+    safe, its answer waits for both, and a relay one of them failed is proposed again by its
+    follower, applied at most once (``(client, seq)``)."""
+    return max_entry_bytes - min(ENTRY_ROOM, max_entry_bytes // 4)
+
+
+#: :func:`entry_values_max` of the runtime's default ``max_entry_bytes``: what the engine
+#: uses (it sets no other), and the bound callers without a runtime check against
+#: (``roots.sync``). A service uses that of its runtime's configured limit.
+ENTRY_VALUES_MAX = entry_values_max(DEFAULT_MAX_ENTRY_BYTES)
 #: Share of a batch's time a follower waits for the leader to answer its relay before it
 #: proposes the batch itself with the time left (``CacheService._relay``).
 RELAY_SHARE = 0.5
@@ -132,6 +147,8 @@ class CacheService:
         self._repair_check = repair_check
         self._repair_timer = None
         self.runtime = None
+        #: :func:`entry_values_max` of the runtime's ``max_entry_bytes`` (set by :meth:`start`).
+        self.entry_bytes_limit = ENTRY_VALUES_MAX
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop (start_writer)
         #: The local copy has applied the read index confirmed after start (see the docstring).
         self.caught_up = False
@@ -278,6 +295,9 @@ class CacheService:
 
     async def start(self, runtime) -> str:
         self.runtime = runtime
+        # The configured limit, not the default: with a lower one every full batch would be
+        # refused by the runtime, with a higher one batches would be cut needlessly small.
+        self.entry_bytes_limit = entry_values_max(runtime.config.max_entry_bytes)
         server = ControlServer(runtime, self.settings.socket)
         # Only the cache operations: membership changes are not for request workers.
         server.handlers = {
@@ -418,7 +438,7 @@ class CacheService:
 
     def _enqueue(self, cmd: Command, size: int, timeout: float, relay_no: int) -> asyncio.Future:
         fut = self._loop.create_future()
-        if self._batch and self._batch_bytes + size > ENTRY_VALUES_MAX:
+        if self._batch and self._batch_bytes + size > self.entry_bytes_limit:
             self._propose_batch()  # this write would take the entry past max_entry_bytes
         self._batch.append((cmd, fut, timeout, relay_no))
         self._batch_bytes += size
@@ -518,9 +538,7 @@ class CacheService:
             return
         self.counters["relayed"] += 1
         try:
-            reply = await self.runtime.ask(
-                leader, relay.request_body(cmds), timeout * RELAY_SHARE
-            )
+            reply = await self.runtime.ask(leader, relay.request_body(cmds), timeout * RELAY_SHARE)
             index, results = relay.reply_of(reply, len(cmds))
         except asyncio.CancelledError:
             _fail(batch, Stopped("the write was cancelled: the engine is stopping"))

@@ -23,9 +23,9 @@ from saltext_raft.runtime.errors import Rejected
 from saltext_raft.runtime.limits import DEFAULT_MAX_ENTRY_BYTES
 from saltext_raft.runtime.remote import RemoteNotLeader
 from tests.unit.replicated.test_service import FakeRuntime
-from tests.unit.runtime.test_remote_serve import remote as remote_for_test
 from tests.unit.replicated.test_service import settings
 from tests.unit.replicated.test_service import store_req
+from tests.unit.runtime.test_remote_serve import remote as remote_for_test
 
 BOUND = 5.0
 
@@ -501,5 +501,9 @@ def test_a_relay_always_fits_the_open_batch_whole():
     """A relay never straddles two entries: an open batch holds less than ``MAX_BATCH_BYTES``
     when a relay arrives (it is proposed at once past that), and a relay adds at most
     ``MAX_RELAY_BYTES``, so the leader's entry-size cut (``ENTRY_VALUES_MAX``) never falls
-    inside a relay (its writes then share one index, one fate, one answer)."""
+    inside a relay (its writes then share one index, one fate, one answer). This holds for
+    the default ``max_entry_bytes`` (the engine's); a runtime configured below about 2.3 MiB
+    may cut a relay in two entries, which stays safe: its answer waits for both (the larger
+    index), and a relay one of them failed is proposed again by its follower, applied at most
+    once by ``(client, seq)``."""
     assert cacheservice.MAX_BATCH_BYTES + relay.MAX_RELAY_BYTES <= cacheservice.ENTRY_VALUES_MAX

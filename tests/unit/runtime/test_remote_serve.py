@@ -111,7 +111,7 @@ def test_a_request_the_transport_dropped_fails_at_once_instead_of_waiting_its_ti
     asyncio.run(main())
 
 
-def test_forwarding_an_admin_request_the_transport_drops_retries_with_a_pause_and_fails_definitely():
+def test_an_admin_request_the_transport_drops_is_retried_with_a_pause_and_fails_definitely():
     """A follower whose queue to the leader is full: each forwarded attempt fails at once, the
     loop pauses between attempts (no spin), and the caller gets a definite no_leader at its
     deadline (before: one attempt waited the whole timeout, then an indeterminate timeout)."""
