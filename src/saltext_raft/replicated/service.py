@@ -295,8 +295,9 @@ class CacheService:
 
     async def start(self, runtime) -> str:
         self.runtime = runtime
-        # The configured limit, not the default: with a lower one every full batch would be
-        # refused by the runtime, with a higher one batches would be cut needlessly small.
+        # The configured limit, not the default: with a lower one a turn's writes (or relays)
+        # could make an entry the runtime refuses, failing every write in it. (A higher one
+        # changes nothing in practice: MAX_BATCH_BYTES closes a batch well before either.)
         self.entry_bytes_limit = entry_values_max(runtime.config.max_entry_bytes)
         server = ControlServer(runtime, self.settings.socket)
         # Only the cache operations: membership changes are not for request workers.
