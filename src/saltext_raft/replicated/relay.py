@@ -56,27 +56,26 @@ def relayable(cmds: list[Command], size: int) -> bool:
     )
 
 
-def request_body(cmds: list[Command], timeout: float) -> dict:
-    """The relay request of ``cmds``: each command as the tuple the entry encodes."""
+def request_body(cmds: list[Command]) -> dict:
+    """The relay request of ``cmds``: each command as the tuple the entry encodes. No deadline:
+    the leader gives relayed writes its own (``CacheService._serve_relay``), and the follower
+    bounds its wait for the answer itself."""
     return {
         "op": RELAY_OP,
-        "timeout": timeout,
         "cmds": [[c.op, c.bank, c.key, c.value, c.ts, c.client, c.seq] for c in cmds],
     }
 
 
-def commands_of(body: dict) -> tuple[list[tuple], float]:
-    """The raw command tuples and the timeout of a relay request, in shape only (the service
-    checks each command as it checks a worker's write). Raises Rejected."""
-    raw, timeout = body.get("cmds"), body.get("timeout")
+def commands_of(body: dict) -> list[list]:
+    """The raw command lists of a relay request, in shape only (the service checks each
+    command as it checks a worker's write). Any other field is ignored. Raises Rejected."""
+    raw = body.get("cmds")
     if not isinstance(raw, list) or not 0 < len(raw) <= MAX_RELAY_COMMANDS:
         raise Rejected(f"a relay carries 1 to {MAX_RELAY_COMMANDS} commands")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise Rejected(f"a relay's timeout must be a positive number (got {timeout!r:.40})")
     for item in raw:
         if not isinstance(item, list) or len(item) != 7:
             raise Rejected("a relayed command is not a list of 7 fields")
-    return raw, min(float(timeout), 3600.0)
+    return raw
 
 
 def reply_body(index: int, results: list) -> dict:

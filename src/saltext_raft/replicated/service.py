@@ -91,11 +91,26 @@ log = logging.getLogger(__name__)
 #: Value bytes that close a batch at once (an entry stays a modest size however many workers
 #: write big values in the same turn).
 MAX_BATCH_BYTES = 1 << 20
-#: Bytes of values and names one entry may hold: the runtime's entry limit less room for
-#: framing. A batch is proposed before a write would take it past this (a single larger write
-#: still goes alone and is refused with the runtime's "larger than max_entry_bytes" if too
-#: large).
-ENTRY_VALUES_MAX = DEFAULT_MAX_ENTRY_BYTES - (256 << 10)
+#: Room an entry keeps beyond its writes' counted bytes (:func:`_command_bytes`), for the
+#: batch's own framing: at most this, and at most a quarter of a (small) ``max_entry_bytes``.
+ENTRY_ROOM = 256 << 10
+
+
+def entry_values_max(max_entry_bytes: int) -> int:
+    """Bytes of values and names (with their framing, :func:`_command_bytes`) one entry may
+    hold when the runtime takes entries of up to ``max_entry_bytes``. A batch is proposed
+    before a write would take it past this (a single larger write still goes alone and is
+    refused with the runtime's "larger than max_entry_bytes" if too large). Below about
+    2.3 MiB a follower's relay (up to ``relay.MAX_RELAY_BYTES``) may be cut in two entries:
+    safe, its answer waits for both, and a relay one of them failed is proposed again by its
+    follower, applied at most once (``(client, seq)``)."""
+    return max_entry_bytes - min(ENTRY_ROOM, max_entry_bytes // 4)
+
+
+#: :func:`entry_values_max` of the runtime's default ``max_entry_bytes``: what the engine
+#: uses (it sets no other), and the bound callers without a runtime check against
+#: (``roots.sync``). A service uses that of its runtime's configured limit.
+ENTRY_VALUES_MAX = entry_values_max(DEFAULT_MAX_ENTRY_BYTES)
 #: Share of a batch's time a follower waits for the leader to answer its relay before it
 #: proposes the batch itself with the time left (``CacheService._relay``).
 RELAY_SHARE = 0.5
@@ -132,6 +147,8 @@ class CacheService:
         self._repair_check = repair_check
         self._repair_timer = None
         self.runtime = None
+        #: :func:`entry_values_max` of the runtime's ``max_entry_bytes`` (set by :meth:`start`).
+        self.entry_bytes_limit = ENTRY_VALUES_MAX
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop (start_writer)
         #: The local copy has applied the read index confirmed after start (see the docstring).
         self.caught_up = False
@@ -278,6 +295,10 @@ class CacheService:
 
     async def start(self, runtime) -> str:
         self.runtime = runtime
+        # The configured limit, not the default: with a lower one a turn's writes (or relays)
+        # could make an entry the runtime refuses, failing every write in it. (A higher one
+        # changes nothing in practice: MAX_BATCH_BYTES closes a batch well before either.)
+        self.entry_bytes_limit = entry_values_max(runtime.config.max_entry_bytes)
         server = ControlServer(runtime, self.settings.socket)
         # Only the cache operations: membership changes are not for request workers.
         server.handlers = {
@@ -363,7 +384,7 @@ class CacheService:
                 value,
                 int(self._clock()),
                 str(req.get("client") or ""),
-                req.get("seq"),
+                req.get("seq", 0),  # absent: the engine's own writes (no client id either)
             )
             size = _command_bytes(cmd)
         except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
@@ -418,7 +439,7 @@ class CacheService:
 
     def _enqueue(self, cmd: Command, size: int, timeout: float, relay_no: int) -> asyncio.Future:
         fut = self._loop.create_future()
-        if self._batch and self._batch_bytes + size > ENTRY_VALUES_MAX:
+        if self._batch and self._batch_bytes + size > self.entry_bytes_limit:
             self._propose_batch()  # this write would take the entry past max_entry_bytes
         self._batch.append((cmd, fut, timeout, relay_no))
         self._batch_bytes += size
@@ -518,9 +539,7 @@ class CacheService:
             return
         self.counters["relayed"] += 1
         try:
-            reply = await self.runtime.ask(
-                leader, relay.request_body(cmds, timeout), timeout * RELAY_SHARE
-            )
+            reply = await self.runtime.ask(leader, relay.request_body(cmds), timeout * RELAY_SHARE)
             index, results = relay.reply_of(reply, len(cmds))
         except asyncio.CancelledError:
             _fail(batch, Stopped("the write was cancelled: the engine is stopping"))
@@ -562,11 +581,12 @@ class CacheService:
         runtime = self.runtime
         if not runtime.is_leader:
             raise RemoteNotLeader(runtime.leader, f"{runtime.leader or 'nobody'} leads now")
-        raw, _ = relay.commands_of(body)
-        # The leader's own deadline, not the member's: the batch's deadline is its most
-        # impatient writer's, so a relay asking for a microsecond failed the leader's own
-        # workers' writes in the same entry, and one asking for an hour kept this task (and a
-        # batch of relays alone) that long. The follower waits only part of its time anyway.
+        raw = relay.commands_of(body)
+        # The leader's own deadline (a relay carries none): the batch's deadline is its most
+        # impatient writer's, so a member's deadline for its relay failed the leader's own
+        # workers' writes in the same entry when it asked for a microsecond, and kept this
+        # task (and a batch of relays alone) an hour when it asked for that. The follower
+        # bounds its own wait for the answer.
         timeout = self.settings.timeout
         cmds = []
         try:
@@ -663,16 +683,15 @@ def _command_bytes(cmd: Command) -> int:
 
 
 def _seq(raw) -> int:
-    """A write's sequence number (absent: 0). One outside ``0..MAX_SEQ`` is refused here: in a
-    batch it would break the entry's encoding, and every other write of that batch would go
-    unanswered."""
-    try:
-        seq = int(raw or 0)
-    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(inf)
-        raise ValueError(f"seq {raw!r:.40}: {exc}") from None
-    if not 0 <= seq <= MAX_SEQ:
-        raise ValueError(f"seq {raw!r:.40} is outside 0..{MAX_SEQ}")
-    return seq
+    """A write's sequence number: an integer in ``0..MAX_SEQ``, nothing else (the driver sends
+    its counter, a relay the command's own; a request without one passes 0). Not a bool, a
+    float or a numeric string: ``(client, seq)`` is what makes a retried write apply at most
+    once, so it is taken as sent or refused, never guessed (1.5 and True both read as 1).
+    Outside the range it would break the entry's encoding, and every other write of that batch
+    would go unanswered."""
+    if type(raw) is not int or not 0 <= raw <= MAX_SEQ:
+        raise ValueError(f"seq must be an integer in 0..{MAX_SEQ} (got {raw!r:.40})")
+    return raw
 
 
 def _fail(batch: list, exc: BaseException) -> None:

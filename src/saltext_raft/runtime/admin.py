@@ -33,6 +33,7 @@ from saltext_raft.runtime.errors import NoLeader
 from saltext_raft.runtime.errors import RaftRuntimeError
 from saltext_raft.runtime.errors import Rejected
 from saltext_raft.runtime.errors import StaleRequest
+from saltext_raft.runtime.errors import Unsent
 from saltext_raft.runtime.events import Events
 from saltext_raft.runtime.host import Host
 from saltext_raft.runtime.remote import Remote
@@ -167,6 +168,11 @@ class Admin:
                 hint = exc.leader if exc.leader != leader else NONE
                 last = _keep_uncertain(last, NoLeader(f"{leader} is not the leader"))
                 await self._wait_changed(min(deadline - loop.time(), pause))
+            except Unsent as exc:
+                # Dropped here, at once: pause a full ``pause`` (not until the next Ready, which
+                # comes every few ms under load), so the loop neither spins nor floods the queue.
+                last = _keep_uncertain(last, exc)
+                await asyncio.sleep(max(min(deadline - loop.time(), pause), 0))
             except CommitTimeout as exc:
                 last = exc
         raise last or CommitTimeout(f"{cmd} not done within {timeout:g}s")
@@ -300,6 +306,10 @@ class Admin:
                 # Definite, e.g. we were removed: asking again soon would only fill two logs.
                 log.warning("raft %s: JOIN via %s refused: %s", self.id, target, exc)
                 await self._wait_for(self.is_member, interval * JOIN_REFUSED_WAIT)
+            except Unsent as exc:
+                # Dropped at once: the next target after a full interval, not at the next Ready.
+                log.info("raft %s: JOIN via %s failed: %s", self.id, target, exc)
+                await asyncio.sleep(interval)
             except RaftRuntimeError as exc:
                 log.info("raft %s: JOIN via %s failed: %s", self.id, target, exc)
                 await self._wait_changed(interval)

@@ -31,6 +31,15 @@ class NoLeader(RaftRuntimeError):
     definite = True
 
 
+class Unsent(NoLeader):
+    """A request to another member (a forwarded membership change, a relayed cache write) was
+    dropped by this node's transport instead of being sent: its queue to that member is full
+    (the member is down, not connected, or far behind) or it has no address for it. Raised at
+    once, so that the caller tries again or elsewhere instead of waiting for an answer that
+    cannot come. Definite: nothing left this node. Clients see it as ``no_leader`` (the leader
+    could not be reached)."""
+
+
 class CommitTimeout(RaftRuntimeError):
     """The request reached a leader but did not complete in time (no quorum, or leader lost),
     or a snapshot replaced the entries that would have answered it. Indeterminate: the write

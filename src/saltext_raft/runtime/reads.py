@@ -49,6 +49,10 @@ class Reads:
         #: Callers waiting for the apply of an index: confirmed reads and :meth:`wait_applied`,
         #: as (index, order of arrival, future).
         self._read_heap: list[tuple[int, int, asyncio.Future]] = []
+        #: Entries of the heap whose caller gave up (their future cancelled, :meth:`_abandon`):
+        #: the heap is rebuilt without them once they are half of it, so callers that give up
+        #: on an index never applied here (a bogus one a member answered) cannot grow it.
+        self._abandoned = 0
         self._order = itertools.count()
         #: The read index confirmed by a leader after start, once applied here (None before).
         self.caught_up_index: int | None = None
@@ -123,11 +127,24 @@ class Reads:
         try:
             await asyncio.wait_for(asyncio.shield(fut), max(timeout, 0.001))
         except asyncio.TimeoutError:
-            fut.cancel()  # dropped from the heap when that index is applied (release)
             raise CommitTimeout(
                 f"entry {index} not applied here within {timeout:.3g}s (this node lags behind "
                 "the leader)"
             ) from None
+        finally:
+            if not fut.done():  # timed out, or the caller was cancelled
+                self._abandon(fut)
+
+    def _abandon(self, fut: asyncio.Future) -> None:
+        """The caller of ``fut`` (in the heap) gave up: cancel it, and rebuild the heap without
+        such entries once they are half of it (amortised O(1) per abandoned wait)."""
+        fut.cancel()
+        self._abandoned += 1
+        heap = self._read_heap
+        if self._abandoned * 2 > len(heap):
+            heap[:] = [entry for entry in heap if not entry[2].done()]
+            heapq.heapify(heap)
+            self._abandoned = 0
 
     def release(self, applied: int) -> None:
         """Answer the reads whose index this node has now applied."""
@@ -136,6 +153,8 @@ class Reads:
             index, _, fut = heapq.heappop(heap)
             if not fut.done():
                 fut.set_result(index)
+            elif fut.cancelled() and self._abandoned:
+                self._abandoned -= 1  # an abandoned entry left the heap here
 
     async def wait_caught_up(self, timeout: float | None = None) -> int:
         """Wait until the catch-up barrier after start is passed; returns its read index.
@@ -177,6 +196,7 @@ class Reads:
     def fail_all(self, exc: RaftRuntimeError) -> None:
         futs = list(self._reads.values()) + [f for _, _, f in self._read_heap]
         self._read_heap.clear()
+        self._abandoned = 0
         for fut in futs:
             if not fut.done():
                 fut.set_exception(exc)

@@ -14,7 +14,10 @@ live here: what the operations do
 A request is ``{"k": "req", "id": n, "op": ..., ...}``; a reply is ``{"k": "rep", "id": n,
 "ok": True, "result": ...}`` or ``{"k": "rep", "id": n, "ok": False, "error": {code, message,
 leader}}``. Ids are unique per boot (a boot nonce is part of them), so a reply meant for an
-earlier incarnation of this node never matches a new request.
+earlier incarnation of this node never matches a new request. A request the transport drops
+instead of sending (its queue to that member is full, or it has no address) fails at once with
+:class:`~saltext_raft.runtime.errors.Unsent`: no answer can come, and the caller retries or
+falls back without waiting out its timeout.
 
 Replay (docs/security.md, "Replay"): the transport refuses a replayed frame only while it
 remembers the sender's epoch, and forgets on a restart (or adopts an older epoch after a long
@@ -54,6 +57,7 @@ from saltext_raft.runtime.errors import NoLeader
 from saltext_raft.runtime.errors import RaftRuntimeError
 from saltext_raft.runtime.errors import Rejected
 from saltext_raft.runtime.errors import StaleRequest
+from saltext_raft.runtime.errors import Unsent
 from saltext_raft.transport.base import RateLimitedLog
 from saltext_raft.transport.codec import CodecError
 from saltext_raft.transport.codec import decode_payload
@@ -135,8 +139,8 @@ class RemotePort:
     """What :class:`Remote` may use of the node it serves (``RaftRuntime`` builds it)."""
 
     node_id: str
-    #: Send one message to a peer (the transport's ``send``).
-    send: Callable[[Message], None]
+    #: Send one message to a peer (the transport's ``send``): False if it was dropped.
+    send: Callable[[Message], bool]
     running: Callable[[], bool]
     #: The node's current membership (the core's, as of the latest step).
     membership: Callable[[], Membership]
@@ -160,6 +164,7 @@ class Remote:
         self._serving: set[asyncio.Task] = set()
         self._counters = {
             "requests_sent": 0,
+            "requests_unsent": 0,
             "requests_served": 0,
             "replies_unmatched": 0,
             "bad_payloads": 0,
@@ -183,9 +188,13 @@ class Remote:
         rid = self._boot | self._next
         fut = asyncio.get_running_loop().create_future()
         self._calls[rid] = fut
-        self._send(to, dict(body, k="req", id=rid))
-        self._counters["requests_sent"] += 1
         try:
+            if not self._send(to, dict(body, k="req", id=rid)):
+                # Dropped (queue full, no address): no answer can come, so waiting for one
+                # would only delay the caller's retry or fallback by the whole timeout.
+                self._counters["requests_unsent"] += 1
+                raise Unsent(f"{body.get('op')} request to {to} not sent: the transport dropped it")
+            self._counters["requests_sent"] += 1
             return await asyncio.wait_for(fut, max(timeout, 0.001))
         except asyncio.TimeoutError:
             raise CommitTimeout(
@@ -214,12 +223,13 @@ class Remote:
                 return bool(answer)
         return None
 
-    def _send(self, to: str, body: dict) -> None:
+    def _send(self, to: str, body: dict) -> bool:
+        """Hand ``body`` to the transport; False if it dropped the message (counted there)."""
         try:
             ctx = encode_payload(body)
         except CodecError as exc:
             raise Rejected(f"request cannot be encoded: {exc}") from None
-        self.port.send(Message(MsgType.APP, to, self.port.node_id, 0, context=ctx))
+        return self.port.send(Message(MsgType.APP, to, self.port.node_id, 0, context=ctx))
 
     # --- receiving ----------------------------------------------------------------------------
     def on_message(self, m: Message) -> None:

@@ -5,6 +5,8 @@ Lives here: :class:`LeaderPort`. Must not live here: how a fake commits (each te
 
 from __future__ import annotations
 
+from saltext_raft.runtime import RuntimeConfig
+
 
 class LeaderPort:
     """A runtime that leads (so the service proposes its own batches) and records the remote
@@ -12,6 +14,8 @@ class LeaderPort:
 
     is_leader = True
     leader = ""
+    #: The runtime's settings (the service reads ``max_entry_bytes`` at start).
+    config = RuntimeConfig()
 
     def __init__(self):
         self.served: dict = {}

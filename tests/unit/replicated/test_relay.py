@@ -25,6 +25,7 @@ from saltext_raft.runtime.remote import RemoteNotLeader
 from tests.unit.replicated.test_service import FakeRuntime
 from tests.unit.replicated.test_service import settings
 from tests.unit.replicated.test_service import store_req
+from tests.unit.runtime.test_remote_serve import remote as remote_for_test
 
 BOUND = 5.0
 
@@ -185,8 +186,7 @@ def test_a_leader_puts_a_relay_in_its_open_batch_and_answers_the_entry_index(tmp
                 [
                     Command(STORE, "b", "r1", b"x", 1200, "f:1", 3),
                     Command(ADD, "b", "r2", b"y", 1200, "f:2", 4),
-                ],
-                2.0,
+                ]
             )
             served = asyncio.ensure_future(svc._serve_relay("F", body))
             await asyncio.sleep(0)  # the relay is queued; a worker's write in the same turn
@@ -227,6 +227,11 @@ def cmd(**kw):
         [cmd(op=True)],  # not an int
         [cmd(ts=True)],
         [cmd(seq=-1)],
+        [cmd(seq=1.5)],  # a loose int() parse took these as 1, 1, 7, 0
+        [cmd(seq=True)],
+        [cmd(seq="7")],
+        [cmd(seq=None)],  # a relayed command always carries its own
+        [cmd(seq=2**64)],
         [cmd(value="text")],  # not bytes
         [cmd(), cmd(key=b"bytes")],  # one bad command refuses the relay, not just itself
         [cmd()[:6]],  # 6 fields
@@ -242,7 +247,7 @@ def test_a_relay_with_a_bad_command_is_refused_whole_and_queues_nothing(tmp_path
         rt = svc.runtime = FakeRuntime()
         try:
             with pytest.raises(Rejected):
-                await svc._serve_relay("F", {"op": relay.RELAY_OP, "timeout": 1.0, "cmds": cmds})
+                await svc._serve_relay("F", {"op": relay.RELAY_OP, "cmds": cmds})
             await asyncio.sleep(0.01)
             assert not rt.proposals and not svc._batch
         finally:
@@ -255,7 +260,7 @@ def test_a_follower_sends_a_relay_back_with_its_leader(tmp_path):
     async def main():
         svc, rt = follower(tmp_path)
         try:
-            body = relay.request_body([Command(STORE, "b", "k", b"v", 1, "c", 1)], 1.0)
+            body = relay.request_body([Command(STORE, "b", "k", b"v", 1, "c", 1)])
             with pytest.raises(RemoteNotLeader) as exc:
                 await svc._serve_relay("F", body)
             assert exc.value.leader == "L" and not svc._batch
@@ -333,7 +338,8 @@ def test_a_relays_timeout_does_not_shorten_the_leaders_own_writes(tmp_path):
         try:
             for hostile in (1e-6, 3600):
                 rt.proposals.clear()
-                body = relay.request_body([Command(STORE, "b", "r", b"x", 1, "f:1", 3)], hostile)
+                cmds = [Command(STORE, "b", "r", b"x", 1, "f:1", 3)]
+                body = dict(relay.request_body(cmds), timeout=hostile)  # an older follower's
                 served = asyncio.ensure_future(svc._serve_relay("F", body))
                 await asyncio.sleep(0)  # the relay is queued; a worker's write in the same turn
                 local = svc._store(rt, store_req("mine", timeout=4.0))
@@ -345,7 +351,9 @@ def test_a_relays_timeout_does_not_shorten_the_leaders_own_writes(tmp_path):
                 assert await asyncio.wait_for(local, BOUND) is True
                 await asyncio.wait_for(served, BOUND)
             # a batch of relays alone waits as long as the leader's own writes would
-            body = relay.request_body([Command(STORE, "b", "r", b"x", 1, "f:1", 4)], 3600)
+            body = dict(
+                relay.request_body([Command(STORE, "b", "r", b"x", 1, "f:1", 4)]), timeout=3600
+            )
             rt.proposals.clear()
             served = asyncio.ensure_future(svc._serve_relay("F", body))
             await until("one proposal", lambda: rt.proposals)
@@ -355,6 +363,19 @@ def test_a_relays_timeout_does_not_shorten_the_leaders_own_writes(tmp_path):
             svc.writer.stop()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("timeout", ["absent", None, -1, "soon", True])
+def test_a_relay_carries_no_deadline_and_the_leader_reads_none(timeout):
+    """The leader gives relayed writes its own deadline, so a relay's ``timeout`` was checked
+    and returned by ``commands_of`` only to be thrown away: a relay is its commands alone,
+    and a field beside them (an older follower's timeout) is neither read nor refused."""
+    cmds = [Command(STORE, "b", "k", b"v", 1, "c", 1)]
+    body = relay.request_body(cmds)
+    assert set(body) == {"op", "cmds"}
+    if timeout != "absent":
+        body["timeout"] = timeout
+    assert relay.commands_of(body) == [[STORE, "b", "k", b"v", 1, "c", 1]]
 
 
 def test_a_relay_taken_by_a_leader_that_stepped_down_is_answered_with_the_entry_index(tmp_path):
@@ -368,7 +389,7 @@ def test_a_relay_taken_by_a_leader_that_stepped_down_is_answered_with_the_entry_
         rt = svc.runtime = FollowerRuntime()
         rt.is_leader, rt.leader = True, ""
         try:
-            body = relay.request_body([Command(STORE, "b", "r", b"x", 1, "f:1", 3)], 2.0)
+            body = relay.request_body([Command(STORE, "b", "r", b"x", 1, "f:1", 3)])
             served = asyncio.ensure_future(svc._serve_relay("F", body))
             await asyncio.sleep(0)  # queued in the open batch; then the leadership moves to M
             rt.is_leader, rt.leader = False, "M"
@@ -411,6 +432,36 @@ def test_a_batch_whose_leader_is_gone_when_the_relay_starts_is_proposed_at_once(
     asyncio.run(main())
 
 
+def test_a_relay_the_transport_dropped_is_proposed_here_at_once(tmp_path):
+    """Regression: ``Remote.request`` ignored a send the transport dropped (its queue to the
+    leader full, the leader down): the relay waited half the batch's time for an answer that
+    could not come before the follower proposed the batch itself."""
+
+    async def main():
+        svc, rt = follower(tmp_path)
+        sent = []
+        dropping = remote_for_test(sent, queued=False)  # a real Remote; every send dropped
+
+        async def ask(to, body, timeout):
+            return await dropping.request(to, body, timeout)
+
+        rt.ask = ask
+        try:
+            fut = svc._store(rt, store_req("k", timeout=30.0))  # half: 15 s, far past BOUND
+            await until("the proposal here", lambda: rt.proposals)
+            assert len(sent) == 1 and svc.counters["relay_fallbacks"] == 1
+            data, timeout, proposal = rt.proposals[0]
+            assert timeout > 25.0  # nearly all of the batch's time is left for it
+            proposal.set_result(Applied(True, svc.writer.ticket, 3))
+            assert await asyncio.wait_for(fut, BOUND) is True
+            # a dropped send is not an older leader: the next batch is relayed again
+            assert svc._no_relay == ("", 0.0)
+        finally:
+            svc.writer.stop()
+
+    asyncio.run(main())
+
+
 def test_relays_of_many_small_writes_never_make_an_entry_larger_than_the_runtime_takes(tmp_path):
     """Regression: a batch was closed by the bytes of its names and values alone, not the
     ~20-40 bytes msgpack adds around each command. One master's workers never wrote enough
@@ -429,7 +480,7 @@ def test_relays_of_many_small_writes_never_make_an_entry_larger_than_the_runtime
                     Command(STORE, "b", "k", b"", 1 << 40, f"c{r}", (1 << 40) + i)
                     for i in range(relay.MAX_RELAY_COMMANDS)
                 ]
-                body = relay.request_body(cmds, 5.0)
+                body = relay.request_body(cmds)
                 served.append(asyncio.ensure_future(svc._serve_relay("F", body)))
             local = svc._store(rt, store_req("mine"))
             await until("every relay queued", lambda: svc.counters["relays_served"] == 60)
@@ -450,5 +501,9 @@ def test_a_relay_always_fits_the_open_batch_whole():
     """A relay never straddles two entries: an open batch holds less than ``MAX_BATCH_BYTES``
     when a relay arrives (it is proposed at once past that), and a relay adds at most
     ``MAX_RELAY_BYTES``, so the leader's entry-size cut (``ENTRY_VALUES_MAX``) never falls
-    inside a relay (its writes then share one index, one fate, one answer)."""
+    inside a relay (its writes then share one index, one fate, one answer). This holds for
+    the default ``max_entry_bytes`` (the engine's); a runtime configured below about 2.3 MiB
+    may cut a relay in two entries, which stays safe: its answer waits for both (the larger
+    index), and a relay one of them failed is proposed again by its follower, applied at most
+    once by ``(client, seq)``."""
     assert cacheservice.MAX_BATCH_BYTES + relay.MAX_RELAY_BYTES <= cacheservice.ENTRY_VALUES_MAX

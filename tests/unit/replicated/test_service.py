@@ -15,10 +15,14 @@ from saltext_raft.kv.machine import STORE
 from saltext_raft.replicated import service as cacheservice
 from saltext_raft.replicated.config import CacheSettings
 from saltext_raft.replicated.mirror import Applied
+from saltext_raft.replicated.service import ENTRY_ROOM
 from saltext_raft.replicated.service import CacheService
+from saltext_raft.replicated.service import entry_values_max
+from saltext_raft.runtime import RuntimeConfig
 from saltext_raft.runtime.errors import CommitTimeout
 from saltext_raft.runtime.errors import NoLeader
 from saltext_raft.runtime.errors import Rejected
+from saltext_raft.runtime.limits import DEFAULT_MAX_ENTRY_BYTES
 from tests.unit.replicated.fakeruntime import LeaderPort
 
 
@@ -177,7 +181,7 @@ def test_a_bad_name_is_refused_before_it_joins_a_batch(service):
         rt = attach(service)
         with pytest.raises(Rejected):
             service._store(rt, store_req("../etc"))
-        with pytest.raises(Rejected, match="invalid literal"):
+        with pytest.raises(Rejected, match="seq must be an integer"):
             service._flush(rt, {"bank": "b", "key": None, "client": "c", "seq": "seven"})
         with pytest.raises(Rejected):
             service._store(rt, dict(store_req("k"), value="not base64!"))
@@ -351,3 +355,56 @@ def test_an_unexpected_error_while_waiting_to_catch_up_is_logged_and_the_wait_go
     assert svc.caught_up and Flaky.calls == 2
     assert os.path.exists(svc.settings.caught_up_path)
     assert "waiting to catch up failed" in caplog.text
+
+
+class SmallEntriesRuntime(FakeRuntime):
+    """A leader whose runtime takes entries of 64 KiB at most (a non-default
+    ``max_entry_bytes``), and refuses a larger one as the real runtime does."""
+
+    config = RuntimeConfig(max_entry_bytes=64 << 10)
+
+    def submit(self, data, timeout):
+        if len(data) > self.config.max_entry_bytes:
+            raise Rejected(f"a proposal of {len(data)} bytes is larger than max_entry_bytes")
+        return super().submit(data, timeout)
+
+    async def wait_caught_up(self):
+        await asyncio.Event().wait()  # never: the catch-up is not what this test is about
+
+
+def test_batches_fit_the_runtimes_configured_max_entry_bytes_not_the_default(tmp_path):
+    """Regression: the batch limit was derived from the default ``max_entry_bytes`` (4 MiB),
+    whatever the runtime was configured with: below it, a turn's writes made one entry the
+    runtime refused, and every write in it failed."""
+    svc = CacheService(settings(tmp_path), clock=lambda: 1)
+
+    async def main():
+        rt = SmallEntriesRuntime()
+        svc.start_writer(asyncio.get_running_loop())
+        await svc.start(rt)
+        try:
+            value = b"x" * (20 << 10)
+            futs = [svc._store(rt, store_req(f"k{i}", value=value)) for i in range(8)]
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while sum(len(decode_entry(d)[1]) for d, _, _ in rt.proposals) < 8:
+                assert loop.time() < deadline, "the writes were not all proposed within 5s"
+                assert not any(f.done() for f in futs), [f.exception() for f in futs if f.done()]
+                await asyncio.sleep(0.001)
+            sizes = [len(data) for data, _, _ in rt.proposals]
+            assert len(sizes) > 1 and max(sizes) <= 64 << 10, sizes
+            for data, _, proposal in rt.proposals:
+                n = len(decode_entry(data)[1])
+                proposal.set_result(Applied([True] * n if n > 1 else True, svc.writer.ticket, 1))
+            assert await asyncio.wait_for(asyncio.gather(*futs), 5) == [True] * 8
+        finally:
+            await svc.stop()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("max_entry_bytes", [1024, 64 << 10, DEFAULT_MAX_ENTRY_BYTES, 64 << 20])
+def test_the_batch_limit_follows_max_entry_bytes_and_leaves_room_for_framing(max_entry_bytes):
+    limit = entry_values_max(max_entry_bytes)
+    assert max_entry_bytes * 3 // 4 <= limit < max_entry_bytes
+    assert max_entry_bytes - limit <= ENTRY_ROOM

@@ -18,7 +18,11 @@ from tests.unit.replicated.test_service import settings
 from tests.unit.replicated.test_service import store_req
 
 
-@pytest.mark.parametrize("seq", [2**64, -1, 10**40, float("inf")])
+@pytest.mark.parametrize(
+    "seq",
+    # loose values an int() parse took (as 1, 1, 7, 0, 0, 0, 12, 0): a seq is taken as sent
+    [2**64, -1, 10**40, float("inf"), 1.5, True, "7", False, "", 0.0, " 12 ", None, [], {}],
+)
 def test_a_seq_msgpack_cannot_hold_is_refused_alone_and_the_batch_goes(tmp_path, seq):
     """Regression: a write whose ``seq`` does not fit msgpack's 64 bits joined the batch; the
     batch's encoding then raised in a loop callback, nothing was proposed and every other

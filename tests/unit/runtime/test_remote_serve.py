@@ -11,6 +11,8 @@ from saltext_raft.core import Membership
 from saltext_raft.core import Message
 from saltext_raft.core import MsgType
 from saltext_raft.runtime.errors import CommitTimeout
+from saltext_raft.runtime.errors import NoLeader
+from saltext_raft.runtime.errors import Unsent
 from saltext_raft.runtime.remote import Remote
 from saltext_raft.runtime.remote import RemotePort
 from saltext_raft.transport.codec import decode_payload
@@ -19,14 +21,21 @@ from saltext_raft.transport.codec import encode_payload
 from .helpers import LocalCluster
 
 
-def remote(sent: list, members=("a", "b")) -> Remote:
+def remote(sent: list, members=("a", "b"), queued=True) -> Remote:
+    """A Remote for node "a" whose messages go to ``sent`` (``queued`` False: the transport
+    drops every one, as with a full queue)."""
+
     async def no_admin(*args, **kwargs):
         raise AssertionError("not an admin request")
+
+    def send(m: Message) -> bool:
+        sent.append(m)
+        return queued
 
     return Remote(
         RemotePort(
             "a",
-            send=sent.append,
+            send=send,
             running=lambda: True,
             membership=lambda: Membership(voters=frozenset(members)),
             admin=no_admin,
@@ -83,6 +92,58 @@ def test_a_served_request_from_a_non_member_is_refused_before_the_handler(frm):
     asyncio.run(main())
 
 
+def test_a_request_the_transport_dropped_fails_at_once_instead_of_waiting_its_timeout():
+    async def main():
+        sent = []
+        r = remote(sent, queued=False)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(Unsent, match="not sent") as err:
+            # a bound far below the request's own timeout: a wait for an answer that cannot
+            # come shows up as a TimeoutError here
+            await asyncio.wait_for(r.request("b", {"op": "test.op"}, timeout=60), 5)
+        assert loop.time() - start < 5 and len(sent) == 1
+        # definite (nothing left this node), seen by clients as no_leader
+        assert isinstance(err.value, NoLeader) and err.value.definite
+        assert r.stats()["in_flight"] == 0 and r.stats()["requests_unsent"] == 1
+        assert r.stats()["requests_sent"] == 0
+
+    asyncio.run(main())
+
+
+def test_an_admin_request_the_transport_drops_is_retried_with_a_pause_and_fails_definitely():
+    """A follower whose queue to the leader is full: each forwarded attempt fails at once, the
+    loop pauses between attempts (no spin), and the caller gets a definite no_leader at its
+    deadline (before: one attempt waited the whole timeout, then an indeterminate timeout)."""
+
+    async def main():
+        async with LocalCluster(["n1", "n2", "n3"]) as c:
+            leader = await c.leader()
+            follower = next(rt for rt in c.nodes.values() if rt is not leader)
+            real_send = follower.transport.send
+
+            def send(m: Message) -> bool:
+                if m.type is MsgType.APP and m.to == leader.id:
+                    return False  # as the transport does when the queue is full
+                return real_send(m)
+
+            follower.transport.send = send
+            timeout = 0.5
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            with pytest.raises(NoLeader) as err:
+                await follower.admin("transfer_leader", {"node": follower.id}, timeout=timeout)
+            took = loop.time() - start
+            assert err.value.definite and "not sent" in str(err.value)
+            assert timeout * 0.9 <= took < timeout + 2
+            unsent = follower.status()["runtime"]["remote"]["requests_unsent"]
+            pause = follower.config.tick_seconds * 2
+            assert 2 <= unsent <= timeout / pause + 2  # retried, but one attempt per pause
+            assert leader.node.role is leader.node.role.LEADER  # nothing reached the leader
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
 @pytest.mark.parametrize("op", ["admin", "join", "committed"])
 def test_the_runtimes_own_requests_cannot_be_taken_over(op):
     r = remote([])
@@ -104,5 +165,43 @@ def test_waiting_for_an_index_returns_once_applied_and_times_out_when_not():
             # a waiter that timed out does not break the next one
             await leader.propose(b"two")
             await follower.wait_applied(index + 1, 5)
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_waits_given_up_on_an_index_never_applied_do_not_pile_up_in_the_read_heap():
+    """Regression: a ``wait_applied`` that timed out (or whose caller was cancelled) left its
+    future in the read heap until that index was applied here: a member answering relays with
+    an index this node never reaches grew the heap by one entry per relay, without bound."""
+
+    async def main():
+        async with LocalCluster(["n1", "n2", "n3"]) as c:
+            leader = await c.leader()
+            follower = next(rt for rt in c.nodes.values() if rt is not leader)
+            reads = follower._reads  # pylint: disable=protected-access
+            never = follower.node.applied_index + (1 << 40)
+            live = asyncio.ensure_future(follower.wait_applied(never + 1, 60))
+            for _ in range(5):  # abandoned by timeout, in rounds of many at once
+                given_up = await asyncio.gather(
+                    *(follower.wait_applied(never, 0.01) for _ in range(200)),
+                    return_exceptions=True,
+                )
+                assert all(isinstance(e, CommitTimeout) for e in given_up)
+                assert len(reads._read_heap) <= 3, len(reads._read_heap)
+            cancelled = [
+                asyncio.ensure_future(follower.wait_applied(never, 60)) for _ in range(200)
+            ]
+            await c.until("the waits to be queued", lambda: len(reads._read_heap) >= 201)
+            for task in cancelled:  # abandoned by cancelling the caller
+                task.cancel()
+            await asyncio.gather(*cancelled, return_exceptions=True)
+            assert len(reads._read_heap) <= 3, len(reads._read_heap)
+            assert not live.done() and reads.waiting() <= 3
+            # a wait for an index that is applied still works among them
+            await leader.propose(b"one")
+            await follower.wait_applied(leader.node.applied_index, 5)
+            live.cancel()
+            await asyncio.gather(live, return_exceptions=True)
+            assert reads._read_heap == []
 
     asyncio.run(asyncio.wait_for(main(), 60))
