@@ -78,7 +78,9 @@ from salt.exceptions import SaltCacheError
 from salt.utils.verify import valid_id
 
 from saltext_raft.master import settings as engine_settings
+from saltext_raft.master.fileutil import CLUSTER_KEY_SETTLE
 from saltext_raft.master.fileutil import atomic_write
+from saltext_raft.master.fileutil import complete_pem
 from saltext_raft.master.readiness import ReadinessReader
 from saltext_raft.replicated import config as cacheconfig
 from saltext_raft.replicated import driver as cachedriver
@@ -140,25 +142,12 @@ def local_call(opts: dict, kwargs: dict, fun: str, bank: str, *args, **kw):
 
 
 #: ``master_keys`` names of Salt's cluster key pair (in ``cluster_pki_dir``, cluster mode).
+#: A read waits up to ``CLUSTER_KEY_SETTLE`` (``master/fileutil.py``) for a rewrite in
+#: progress. Only a file that stays missing or incomplete costs this wait: on a first start
+#: without a provisioned pair, once, before Salt generates one.
 CLUSTER_KEY_NAMES = ("cluster.pem", "cluster.pub")
-#: Seconds a read of the cluster key pair waits for a replacement in progress to finish (Salt
-#: rewrites both files within milliseconds; a descheduled writer can take longer). Only a file
-#: that stays missing or incomplete costs this wait: on a first start without a provisioned
-#: pair, once, before Salt generates one.
-CLUSTER_KEY_SETTLE = 2.0
 #: Seconds between two looks while waiting.
 CLUSTER_KEY_POLL = 0.01
-
-
-def complete_pem(data) -> bool:
-    """``data`` is a whole PEM block (what ``localfs_key`` returns for a key file): it starts
-    with a ``-----BEGIN`` line and ends with its ``-----END ...-----`` line."""
-    if isinstance(data, bytes):
-        data = data.decode("ascii", "replace")
-    if not isinstance(data, str):
-        return False
-    text = data.strip()
-    return text.startswith("-----BEGIN ") and "\n-----END " in text and text.endswith("-----")
 
 
 def _is_cluster_key(opts: dict, bank: str, key) -> bool:

@@ -484,18 +484,3 @@ def test_a_cluster_pair_that_stays_missing_is_left_to_salt_after_the_wait(
     started = time.monotonic()
     assert kc.contains("master_keys", "no-such.pem") is False
     assert time.monotonic() - started < 0.2
-
-
-@pytest.mark.parametrize(
-    ("data", "whole"),
-    [
-        (None, False),
-        ("", False),
-        ("-----BEGIN PUBLIC KEY-----\nMIIB", False),
-        ("-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n", True),
-        (b"-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----", True),
-        ("-----BEGIN PUBLIC KEY-----\n-----END PUB", False),
-    ],
-)
-def test_complete_pem(data, whole):
-    assert keystore.complete_pem(data) is whole
