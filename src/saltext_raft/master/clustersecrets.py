@@ -30,15 +30,18 @@ import binascii
 import hashlib
 import logging
 import os
+import time
 
 import msgpack
 
 from saltext_raft.core.nodeid import node_id_problem
 from saltext_raft.kv.machine import ADD
 from saltext_raft.kv.machine import STORE
+from saltext_raft.master.fileutil import CLUSTER_KEY_SETTLE
 from saltext_raft.master.fileutil import UnsafeDirectory
 from saltext_raft.master.fileutil import atomic_write
 from saltext_raft.master.fileutil import check_private_dir
+from saltext_raft.master.fileutil import complete_pem
 from saltext_raft.replicated.config import CLUSTER_SECRETS_BANK
 
 log = logging.getLogger(__name__)
@@ -187,16 +190,20 @@ class ClusterSecrets:
 
     Ports: ``cache`` (the :class:`~saltext_raft.replicated.service.CacheService`: ``propose``,
     ``fetch``, ``list``), ``members()`` (the current Raft member ids), ``fire(tag, data)`` (the
-    master's local event bus). :meth:`changed` is the cache watcher for :data:`BANK`;
-    :meth:`poll` is called on every readiness evaluation; :meth:`membership_changed` on every
-    membership event.
+    master's local event bus), ``clock()`` (monotonic seconds). :meth:`changed` is the cache
+    watcher for :data:`BANK`; :meth:`poll` is called on every readiness evaluation;
+    :meth:`membership_changed` on every membership event.
     """
 
-    def __init__(self, files: ClusterFiles, cache, members, fire):
+    def __init__(self, files: ClusterFiles, cache, members, fire, clock=time.monotonic):
         self.files = files
         self.cache = cache
         self.members = members
         self.fire = fire
+        self._clock = clock
+        #: When ``cluster.pub`` was first found missing or incomplete, while :meth:`poll` looks
+        #: again (Salt may be rewriting it); None otherwise.
+        self._pub_gap_since = None
         #: Why this master must not serve ("" when it may): a cluster key that differs from
         #: the committed one, or none at all.
         self.refusal = "waiting for the committed cluster key fingerprint"
@@ -277,6 +284,22 @@ class ClusterSecrets:
     def _check_cluster_key(self) -> None:
         committed = self._committed(BANK, CLUSTER_PUB_KEY)
         pub = self.files.cluster_pub()
+        if pub is None or not complete_pem(pub):
+            # missing or cut short: give a rewrite in progress CLUSTER_KEY_SETTLE (poll looks
+            # again) before the refusal below, which only a restart lifts
+            now = self._clock()
+            if self._pub_gap_since is None:
+                self._pub_gap_since = now
+            if now - self._pub_gap_since < CLUSTER_KEY_SETTLE:
+                refusal = (
+                    f"waiting for {self.files.pki_dir}/{CLUSTER_PUB_FILE} to be whole "
+                    "(being replaced)"
+                )
+                if refusal != self.refusal:
+                    log.info("saltext-raft cluster secrets: %s", refusal)
+                self.refusal = refusal
+                return
+        self._pub_gap_since = None
         if pub is None:
             refusal = (
                 f"this master has no {CLUSTER_PUB_FILE} in cluster_pki_dir "
@@ -301,7 +324,10 @@ class ClusterSecrets:
 
     # --- .aes -------------------------------------------------------------------------------
     def poll(self) -> None:
-        """A change of ``.aes`` not made by us is a rotation by Salt here: commit it."""
+        """A change of ``.aes`` not made by us is a rotation by Salt here: commit it. While
+        ``cluster.pub`` was found missing or incomplete, look at it again."""
+        if self.ready and self._pub_gap_since is not None:
+            self._check_cluster_key()
         if not self.ready or self._aes_pending:
             return
         sig = self.files.aes_signature()

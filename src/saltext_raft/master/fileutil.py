@@ -1,10 +1,12 @@
 """Files and directories the engine shares with other processes on the host.
 
 Lives here: atomic file replacement (the readiness file, the cache driver's local mirror,
-backups), the engine's process lock, and the one rule for a directory the engine trusts
+backups), the engine's process lock, the one rule for a directory the engine trusts
 (:func:`ensure_private_dir`, :func:`check_private_dir`): what it reads there decides which
 minion keys are accepted and whether the master serves, so nobody but the master's user may
-have put anything in it. Must not live here: what goes into those files. No Salt import.
+have put anything in it; and the one rule for reading a key file that Salt may be rewriting
+(:func:`complete_pem`, :data:`CLUSTER_KEY_SETTLE`). Must not live here: what goes into those
+files. No Salt import.
 """
 
 from __future__ import annotations
@@ -13,6 +15,25 @@ import contextlib
 import os
 import stat
 import tempfile
+
+#: Seconds a reader of Salt's cluster key pair (``cluster.pem``/``cluster.pub``) gives a
+#: rewrite in progress to finish before it takes a missing or incomplete file for what it
+#: finds. Salt 3008.4's join handshake unlinks both files on a running master and writes them
+#: again, within milliseconds (a descheduled writer takes longer). Used by the key driver's
+#: reads (``replicated/keystore.py``) and the engine's check (``master/clustersecrets.py``).
+CLUSTER_KEY_SETTLE = 2.0
+
+
+def complete_pem(data) -> bool:
+    """``data`` (text or bytes) is a whole PEM block: it starts with a ``-----BEGIN`` line and
+    ends with its ``-----END ...-----`` line. A key file being rewritten can be empty or cut
+    short."""
+    if isinstance(data, bytes):
+        data = data.decode("ascii", "replace")
+    if not isinstance(data, str):
+        return False
+    text = data.strip()
+    return text.startswith("-----BEGIN ") and "\n-----END " in text and text.endswith("-----")
 
 
 class UnsafeDirectory(OSError):

@@ -8,7 +8,8 @@ bank, each with Salt's cache functions (``store``, ``fetch``, ``updated``, ``flu
 - :data:`KEYS` (:class:`KeyBanks`): Salt 3008's replicated minion key store, the banks ``keys``
   and ``denied_keys`` when this driver is ``keys.cache_driver`` (``replicated/keystore.py``);
 - :data:`LOCAL` (:class:`LocalBanks`): ``master_keys``, which stay on this master (Salt's
-  ``localfs_key`` in ``pki_dir``).
+  ``localfs_key`` in ``pki_dir``; reads of the cluster key pair wait out a replacement in
+  progress: ``keystore.local_read``).
 
 Must not live here: the checks of bank and key names (the driver and the key store make them,
 once, as a call enters them), the engine socket, the mirror.
@@ -132,7 +133,7 @@ class LocalBanks:
 
     @staticmethod
     def fetch(opts, kwargs, bank, key):
-        return keystore.local_call(opts, kwargs, "fetch", bank, key)
+        return keystore.local_read(opts, kwargs, "fetch", bank, key)
 
     @staticmethod
     def updated(opts, kwargs, bank, key):
@@ -155,7 +156,7 @@ class LocalBanks:
 
     @staticmethod
     def contains(opts, kwargs, bank, key=None):
-        return keystore.local_call(opts, kwargs, "contains", bank, key)
+        return keystore.local_read(opts, kwargs, "contains", bank, key)
 
 
 CACHE = CacheBanks()

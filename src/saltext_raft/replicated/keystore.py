@@ -4,7 +4,8 @@ Lives here: the key-store driver functions (:func:`store`, :func:`fetch`, :func:
 :func:`list_`, :func:`list_all`, :func:`contains`, :func:`updated`) for the banks ``keys`` and
 ``denied_keys``, each checking the minion id once (:func:`check_id`) before it calls the
 driver's already-checked functions, plus the per-master bank ``master_keys``
-(:func:`local_call`). Must not live here: which bank goes where (``replicated/banks.py``), the
+(:func:`local_call`, and :func:`local_read`, whose reads of the cluster key pair never see it
+half-replaced). Must not live here: which bank goes where (``replicated/banks.py``), the
 engine socket protocol and mirror reads (``replicated/driver.py``), anything that runs in the
 engine.
 
@@ -48,6 +49,17 @@ replicated key change it applies (:func:`refresh_view`, called by
 a start (:func:`view_ids`). :func:`refresh_view` says whether it took away an accepted key: that
 is the case where a minion may hold a session here, and the engine then rotates the AES key.
 
+**The cluster key pair is never read half-replaced.** In Salt's cluster mode ``master_keys``
+also holds the cluster key pair (``cluster.pem``/``cluster.pub`` in ``cluster_pki_dir``), which
+Salt 3008.4 replaces on a running master: its join handshake unlinks both files and writes them
+again (``cluster/peer/join-reply``, once per peer that answers a joining master), then stores
+them through this driver, which is ``localfs_key``'s flush-then-write. A process that builds
+``salt.crypt.MasterKeys`` at that moment (a request worker starting) finds no ``cluster.pem``,
+generates a pair of its own and signs every sign-in answer with it while sending the cluster's
+``cluster.pub``: each minion it answers fails with ``Unable to decrypt message``. So a read of
+either file (:func:`local_read`) that finds it missing or not a complete PEM waits up to
+:data:`CLUSTER_KEY_SETTLE` for it to be whole again before it answers.
+
 **Writes on a master that is not a member.** The engine's readiness file says so; a key write is
 then refused at once with that reason, rather than being forwarded to a cluster that this master
 does not follow (it would never see the result, and the caller would get a timeout for a write
@@ -66,7 +78,9 @@ from salt.exceptions import SaltCacheError
 from salt.utils.verify import valid_id
 
 from saltext_raft.master import settings as engine_settings
+from saltext_raft.master.fileutil import CLUSTER_KEY_SETTLE
 from saltext_raft.master.fileutil import atomic_write
+from saltext_raft.master.fileutil import complete_pem
 from saltext_raft.master.readiness import ReadinessReader
 from saltext_raft.replicated import config as cacheconfig
 from saltext_raft.replicated import driver as cachedriver
@@ -125,6 +139,59 @@ def local_call(opts: dict, kwargs: dict, fun: str, bank: str, *args, **kw):
     """``master_keys`` (and anything else per-master): Salt's own ``localfs_key``, through a
     ``salt.cache.Cache`` so that it gets its loader globals (``__opts__``) as usual."""
     return getattr(local_cache(opts, kwargs), fun)(bank, *args, **kw)
+
+
+#: ``master_keys`` names of Salt's cluster key pair (in ``cluster_pki_dir``, cluster mode).
+#: A read waits up to ``CLUSTER_KEY_SETTLE`` (``master/fileutil.py``) for a rewrite in
+#: progress. Only a file that stays missing or incomplete costs this wait: on a first start
+#: without a provisioned pair, once, before Salt generates one.
+CLUSTER_KEY_NAMES = ("cluster.pem", "cluster.pub")
+#: Seconds between two looks while waiting.
+CLUSTER_KEY_POLL = 0.01
+
+
+def _is_cluster_key(opts: dict, bank: str, key) -> bool:
+    return bank == "master_keys" and key in CLUSTER_KEY_NAMES and bool(opts.get("cluster_id"))
+
+
+def local_read(opts: dict, kwargs: dict, fun: str, bank: str, key=None):
+    """``fetch`` or ``contains`` of ``master_keys`` through :func:`local_call`; for the cluster
+    key pair, once the file is a complete PEM or :data:`CLUSTER_KEY_SETTLE` has passed (see
+    "The cluster key pair is never read half-replaced")."""
+    if fun not in ("fetch", "contains"):
+        raise ValueError(f"local_read: {fun!r} is not a read")
+    if not _is_cluster_key(opts, bank, key):
+        return local_call(opts, kwargs, fun, bank, key)
+    started = time.monotonic()
+    deadline = started + CLUSTER_KEY_SETTLE
+    first = None
+    while True:
+        data = local_call(opts, kwargs, "fetch", bank, key)
+        if complete_pem(data):
+            break
+        first = first or _what(data)
+        if time.monotonic() >= deadline:
+            log.debug(
+                "saltext-raft keys: %s is %s after %.1f s", key, _what(data), CLUSTER_KEY_SETTLE
+            )
+            break
+        time.sleep(CLUSTER_KEY_POLL)
+    if first and complete_pem(data):
+        log.info(
+            "saltext-raft keys: %s was %s; waited %.3f s for it to be whole again (Salt's "
+            "cluster join handshake rewrites the cluster key pair)",
+            key,
+            first,
+            time.monotonic() - started,
+        )
+    # localfs_key's contains is "a regular file is there"; its fetch returns its text or None
+    return data is not None if fun == "contains" else data
+
+
+def _what(data) -> str:
+    if data is None:
+        return "missing"
+    return "empty" if not data else "not a complete PEM"
 
 
 #: Salt 3008.4's cluster channel reads this master's own pair as ``pki_dir/master.pem`` and

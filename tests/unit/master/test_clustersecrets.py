@@ -19,6 +19,7 @@ import pytest
 from saltext_raft.kv.machine import Command
 from saltext_raft.kv.machine import KVStateMachine
 from saltext_raft.master import clustersecrets as cs
+from saltext_raft.master import fileutil
 from saltext_raft.master import service
 
 IDS = ("m1", "m2", "m3")
@@ -63,6 +64,7 @@ class SharedLog:
 class Master:
     def __init__(self, root, nid, log, members, pub=None):
         self.id = nid
+        self.now = 0.0  # the engine's clock (seconds), moved by the tests
         self.pki = root / nid
         (self.pki / "peers").mkdir(parents=True, mode=0o700)
         self.pki.chmod(0o700)
@@ -76,6 +78,7 @@ class Master:
             log.port(),
             lambda: self.members,
             lambda tag, data: self.fired.append((tag, data)),
+            clock=lambda: self.now,
         )
         log.watchers.append(self.secrets.changed)
 
@@ -155,7 +158,38 @@ def test_a_master_without_cluster_pub_is_refused(cluster):
     log, masters = cluster
     os.unlink(masters["m2"].pki / "cluster.pub")
     catch_up(log, masters.values())
-    assert "has no cluster.pub" in masters["m2"].secrets.refusal
+    m2 = masters["m2"]
+    assert "being replaced" in m2.secrets.refusal  # Salt may be rewriting it: looked at again
+    m2.now += fileutil.CLUSTER_KEY_SETTLE
+    m2.secrets.poll()
+    assert "has no cluster.pub" in m2.secrets.refusal
+    m2.now += 60
+    (m2.pki / "cluster.pub").write_text(PUB.format("CLUSTER"))
+    m2.secrets.poll()  # no longer looked at: Salt's processes started without the cluster's key
+    assert "has no cluster.pub" in m2.secrets.refusal
+
+
+@pytest.mark.parametrize("gap", ["missing", "cut short"])
+def test_a_cluster_pub_being_rewritten_when_the_engine_looks_does_not_close_the_gate(cluster, gap):
+    """Salt 3008.4's join handshake unlinks ``cluster.pub`` and writes it again on a master
+    joining the cluster, around the time the engine catches up and compares it. A look in that
+    gap refused the master for good ("has no cluster.pub", or "differs" for a file cut short)
+    until a restart, with the right key on disk a moment later."""
+    log, masters = cluster
+    m3 = masters["m3"]
+    path = m3.pki / "cluster.pub"
+    whole = path.read_text()
+    if gap == "missing":
+        os.unlink(path)
+    else:
+        path.write_text(whole[: len(whole) // 2])
+    catch_up(log, masters.values())
+    assert masters["m1"].secrets.refusal == ""
+    assert "being replaced" in m3.secrets.refusal
+    m3.now += 0.05
+    path.write_text(whole)
+    m3.secrets.poll()
+    assert m3.secrets.refusal == ""
 
 
 def test_a_rotation_by_salt_on_one_master_reaches_every_master(cluster):
@@ -245,3 +279,18 @@ def test_a_rotation_is_committed_even_when_the_first_look_came_before_the_first_
     m1.secrets.poll()
     log.settle()
     assert {m.aes() for m in masters.values()} == {new}
+
+
+@pytest.mark.parametrize(
+    ("data", "whole"),
+    [
+        (None, False),
+        ("", False),
+        ("-----BEGIN PUBLIC KEY-----\nMIIB", False),
+        ("-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n", True),
+        (b"-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----", True),
+        ("-----BEGIN PUBLIC KEY-----\n-----END PUB", False),
+    ],
+)
+def test_complete_pem(data, whole):
+    assert fileutil.complete_pem(data) is whole

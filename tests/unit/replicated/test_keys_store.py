@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 import salt.cache
@@ -390,3 +391,96 @@ def test_in_salt_cluster_mode_the_master_pair_is_also_where_the_cluster_channel_
     with open(pem, "rb") as fh:
         key = serialization.load_pem_private_key(fh.read(), password=None)
     assert key.public_key().public_numbers() == own
+
+
+def cluster_mode_opts(cluster, tmp_path) -> tuple[dict, str]:
+    """Master 1's opts in Salt's cluster mode, its ``cluster_pki_dir`` holding a provisioned
+    cluster key pair (as docs/nothing-shared.md asks)."""
+    cpki = tmp_path / "cluster_pki"
+    (cpki / "peers").mkdir(parents=True)
+    priv, pub = salt.crypt.gen_keys(2048)
+    for name, data in (("cluster.pem", priv), ("cluster.pub", pub)):
+        (cpki / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+    opts = master_opts(
+        cluster, IDS[0], cluster_id="c", cluster_peers=list(IDS[1:]), cluster_pki_dir=str(cpki)
+    )
+    return opts, str(cpki)
+
+
+def salt_rewrites_the_cluster_pair(cpki: str, gap: float, empty: bool) -> threading.Thread:
+    """What Salt 3008.4's ``cluster/peer/join-reply`` handler does on a running master: unlink
+    ``cluster.pem`` and ``cluster.pub`` and write them again (the same pair, from the peer).
+    ``empty``: the files are there but still empty during ``gap`` (opened, not yet written)."""
+    files = {}
+    for name in keystore.CLUSTER_KEY_NAMES:
+        path = os.path.join(cpki, name)
+        with open(path, "rb") as fh:
+            files[path] = fh.read()
+        os.unlink(path)
+        if empty:
+            open(path, "wb").close()  # pylint: disable=consider-using-with
+
+    def finish():
+        time.sleep(gap)
+        for path, data in files.items():
+            if os.path.lexists(path):
+                os.unlink(path)  # a pair another process generated meanwhile (the bug)
+            with open(path, "wb") as fh:
+                fh.write(data)
+
+    thread = threading.Thread(target=finish, name="join-reply", daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("empty", [False, True], ids=["missing", "empty"])
+def test_a_worker_starting_while_salt_rewrites_the_cluster_pair_signs_with_the_clusters_key(
+    cluster, tmp_path, empty
+):
+    """A request worker builds ``MasterKeys`` when it starts. Salt 3008.4's join handshake
+    rewrites the cluster key pair meanwhile (once per peer answering a joining master): the
+    worker found no ``cluster.pem``, generated a pair of its own and signed each sign-in answer
+    with it while the answer carried the cluster's ``cluster.pub``, so a minion signing in for
+    the first time failed with ``Unable to decrypt message`` (test_nothing_shared.py, CI).
+    Reads of the pair through the driver now wait for it to be whole again."""
+    opts, cpki = cluster_mode_opts(cluster, tmp_path)
+    with open(os.path.join(cpki, "cluster.pem"), "rb") as fh:
+        provisioned = fh.read()
+    rewrite = salt_rewrites_the_cluster_pair(cpki, gap=0.3, empty=empty)
+    try:
+        worker_keys = salt.crypt.MasterKeys(opts)
+    finally:
+        rewrite.join(10)
+    # a sign-in answer: the cluster.pub it carries, the digest signed with the worker's key
+    digest = b"d" * 64
+    sig = worker_keys.encrypt(digest)
+    try:
+        recovered = salt.crypt.PublicKeyString(worker_keys.get_pub_str()).decrypt(sig)
+    except ValueError as exc:
+        pytest.fail(f"a minion cannot verify this worker's answer with its cluster.pub: {exc}")
+    assert recovered == digest
+    with open(os.path.join(cpki, "cluster.pem"), "rb") as fh:
+        assert fh.read() == provisioned, "a pair of the worker's own replaced the cluster's"
+
+
+def test_a_cluster_pair_that_stays_missing_is_left_to_salt_after_the_wait(
+    cluster, tmp_path, monkeypatch
+):
+    """A first start without a provisioned pair: Salt generates one, after the bounded wait."""
+    monkeypatch.setattr(keystore, "CLUSTER_KEY_SETTLE", 0.2)
+    opts, cpki = cluster_mode_opts(cluster, tmp_path)
+    for name in keystore.CLUSTER_KEY_NAMES:
+        os.unlink(os.path.join(cpki, name))
+    kc = kcache(cluster, IDS[0], **{k: opts[k] for k in ("cluster_id", "cluster_pki_dir")})
+    started = time.monotonic()
+    assert kc.contains("master_keys", "cluster.pem") is False
+    assert kc.fetch("master_keys", "cluster.pub") is None
+    assert time.monotonic() - started >= 0.4
+    mk = salt.crypt.MasterKeys(opts)
+    with open(os.path.join(cpki, "cluster.pub"), encoding="ascii") as fh:
+        on_disk = serialization.load_pem_public_key(fh.read().encode()).public_numbers()
+    assert mk.cluster_key.public_key().public_numbers() == on_disk
+    # this master's own keys are not waited for
+    started = time.monotonic()
+    assert kc.contains("master_keys", "no-such.pem") is False
+    assert time.monotonic() - started < 0.2
