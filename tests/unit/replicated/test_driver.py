@@ -106,7 +106,7 @@ def test_a_bad_option_fails_on_every_call(tmp_path):
 
 
 def test_the_layout_of_the_local_copy_is_checked(tmp_path):
-    # sqlite by default since 0.1.0 (a third of the CPU per store); localfs kept when pinned
+    # sqlite by default since 0.1.0 (less CPU per store); localfs kept when pinned
     assert cacheconfig.DEFAULT_BACKEND == "sqlite"
     assert cachedriver._settings(base_opts(tmp_path)).backend == "sqlite"  # pylint: disable=protected-access
     assert cacheconfig.CacheSettings(socket="s", root="r").backend == "sqlite"
