@@ -50,7 +50,9 @@ def test_a_cache_dir_planted_by_a_local_user_is_refused_by_a_real_master(salt_fa
             1,
             cache="raft",
             keys_cache_driver="raft",
-            master_config={"raft_cache_dir": root},
+            # the planted key is in the localfs layout: the layout whose reads it could fool
+            # (tests/unit/master/test_private_dirs.py covers both layouts)
+            master_config={"raft_cache_dir": root, "raft_cache_backend": "localfs"},
             name="planted-cache",
         ) as c:
             f = c.start().masters[c.ids[0]]

@@ -34,6 +34,8 @@ from saltext_raft.bench.saltwrites import Nodes
 from saltext_raft.bench.saltwrites import pct
 from saltext_raft.bench.saltwrites import start_writers
 from saltext_raft.bench.saltwrites import wait_writable
+from saltext_raft.replicated.config import BACKENDS
+from saltext_raft.replicated.config import DEFAULT_BACKEND
 
 #: issue 20: replicated returns/s at least this fraction of one master's ``local_cache``.
 TARGET_RATIO = 0.5
@@ -50,7 +52,10 @@ def build_parser():
     p.add_argument("--lookups", type=int, default=20, help="lookups of a whole job timed")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds a phase may take")
     p.add_argument(
-        "--backend", choices=("localfs", "sqlite"), default="localfs", help="local copy layout"
+        "--backend",
+        choices=BACKENDS,
+        default=DEFAULT_BACKEND,
+        help=f"local copy layout (raft_cache_backend; default: {DEFAULT_BACKEND}, as shipped)",
     )
     p.add_argument("--writer", help=argparse.SUPPRESS)  # internal: run one writer process
     return p

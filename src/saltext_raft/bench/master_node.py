@@ -20,6 +20,9 @@ import os
 import signal
 import sys
 
+from saltext_raft.replicated.config import BACKENDS
+from saltext_raft.replicated.config import DEFAULT_BACKEND
+
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m saltext_raft.bench.master_node")
@@ -29,7 +32,12 @@ def parse_args(argv):
     p.add_argument("--dir", required=True, help="cachedir and sock_dir live here")
     p.add_argument("--secret-file", required=True)
     p.add_argument("--mirror-dir", help="raft_cache_dir (default: under the node's cachedir)")
-    p.add_argument("--backend", default="localfs", help="raft_cache_backend: localfs or sqlite")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=DEFAULT_BACKEND,
+        help=f"raft_cache_backend (default: {DEFAULT_BACKEND}, as shipped)",
+    )
     p.add_argument("--batch-wait", type=float, help="raft_cache_batch_wait (default: shipped)")
     p.add_argument(
         "--no-relay", action="store_true", help="raft_cache_relay: false (followers propose)"
@@ -42,7 +50,7 @@ def parse_args(argv):
 def node_opts(
     base: str,
     mirror_dir: str | None = None,
-    backend: str = "localfs",
+    backend: str = DEFAULT_BACKEND,
     batch_wait: float | None = None,
     relay: bool = True,
 ) -> dict:

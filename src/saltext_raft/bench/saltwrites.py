@@ -64,9 +64,10 @@ def build_parser():
     )
     p.add_argument(
         "--backend",
-        choices=("localfs", "sqlite"),
-        default="localfs",
-        help="layout of each node's local copy (raft_cache_backend; default: localfs, as shipped)",
+        choices=cacheconfig.BACKENDS,
+        default=cacheconfig.DEFAULT_BACKEND,
+        help="layout of each node's local copy "
+        f"(raft_cache_backend; default: {cacheconfig.DEFAULT_BACKEND}, as shipped)",
     )
     p.add_argument(
         "--no-relay",
@@ -104,7 +105,9 @@ def writer_main(spec: dict) -> int:
 
     from saltext_raft.bench.master_node import node_opts  # pylint: disable=import-outside-toplevel
 
-    opts = node_opts(spec["dir"], spec.get("mirror_dir"), spec.get("backend", "localfs"))
+    opts = node_opts(
+        spec["dir"], spec.get("mirror_dir"), spec.get("backend", cacheconfig.DEFAULT_BACKEND)
+    )
     if spec.get("plain_localfs"):  # the ceiling: Salt's own localfs, one master, no replication
         opts["cache"] = "localfs"
     cache = salt.cache.Cache(opts)
@@ -180,7 +183,7 @@ class Nodes:
         base: str,
         n: int = 3,
         mirror_base: str | None = None,
-        backend: str = "localfs",
+        backend: str = cacheconfig.DEFAULT_BACKEND,
         batch_wait: float | None = None,
         relay: bool = True,
     ):

@@ -19,8 +19,8 @@ Map (who uses each module):
 ``service``    the engine side: the state machine, the mirror writer, the unix socket
                (``master/service.py`` starts it)
 ``mirror``     the state machine wrapper and the writer thread of the local copy
-``localfs``    the ``localfs`` layout of the local copy (the default)
-``sqlite``     the ``sqlite`` layout of the local copy (writer and reader)
+``localfs``    the ``localfs`` layout of the local copy (``raft_cache_backend: localfs``)
+``sqlite``     the ``sqlite`` layout of the local copy, the default (writer and reader)
 ``importer``   copying an existing Salt cache in (``salt-run raft.import_cache``)
 =============  ================================================================================
 

@@ -16,10 +16,10 @@ older one. A thread has at most one write in flight, so per-thread ids are safe;
 worker handlers on executor threads, so this matters.
 
 Reads never talk to the engine unless ``raft_cache_linearizable_reads`` is on: they read the
-mirror directory (a ``fetch`` one file, ``replicated/localfs.py``'s :func:`read`; a listing
-through Salt's ``localfs`` functions; with ``raft_cache_backend: sqlite``, one indexed query of
-the mirror's database), so they cost what a local read costs and keep working while the quorum
-is down.
+mirror (with the default ``sqlite`` layout, one indexed query of the mirror's database; with
+``raft_cache_backend: localfs``, a ``fetch`` reads one file, ``replicated/localfs.py``'s
+:func:`read`, and a listing goes through Salt's ``localfs`` functions), so they cost what a
+local read costs and keep working while the quorum is down.
 
 They are served only while the engine's caught-up marker exists and the engine that wrote it
 (its pid is in the marker) is alive (``replicated/service.py``, "Caught up"): after a restart

@@ -1,4 +1,5 @@
-"""The ``localfs`` layout of the replicated cache's local copy (the default).
+"""The ``localfs`` layout of the replicated cache's local copy (``raft_cache_backend: localfs``;
+the default before 0.1.0, ``sqlite`` since).
 
 Lives here: the layout's path rule (:func:`bank_dir`, :func:`key_path`:
 ``<root>/<bank>/<key>.p``), :class:`LocalfsMirror` (writes a copy of the cache that Salt's
@@ -28,6 +29,7 @@ from saltext_raft.kv.machine import check_key
 from saltext_raft.kv.machine import check_name
 from saltext_raft.master.fileutil import atomic_write
 from saltext_raft.master.fileutil import ensure_private_dir
+from saltext_raft.replicated.config import TMP_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +145,8 @@ class LocalfsMirror:
     def __init__(self, root: str):
         self.root = ensure_private_dir(root, "the raft cache directory (raft_cache_dir)")
         self.tmpdir = ensure_private_dir(
-            self.root + ".tmp", "the raft cache's temp directory (raft_cache_dir + '.tmp')"
+            self.root + TMP_SUFFIX,
+            f"the raft cache's temp directory (raft_cache_dir + '{TMP_SUFFIX}')",
         )
         #: Directories below the root already checked to be real directories (never symlinks):
         #: nobody else can write in the private root, so one check per process is enough.

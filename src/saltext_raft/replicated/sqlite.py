@@ -1,4 +1,5 @@
-"""The ``sqlite`` layout of the replicated cache's local copy (``raft_cache_backend: sqlite``).
+"""The ``sqlite`` layout of the replicated cache's local copy (the default layout,
+``raft_cache_backend: sqlite``).
 
 Lives here: the schema, :class:`SqliteMirror` (the engine's writer: one transaction per batch
 of applied commands) and :class:`SqliteReader` (the driver's reads in Salt's worker processes).
@@ -33,6 +34,7 @@ import time
 from saltext_raft.kv.machine import check_flush
 from saltext_raft.kv.machine import check_key
 from saltext_raft.master.fileutil import ensure_private_dir
+from saltext_raft.replicated.config import TMP_SUFFIX
 
 #: File name of the database inside ``raft_cache_dir``.
 DB_NAME = "cache.sqlite3"
@@ -238,20 +240,32 @@ class SqliteMirror:
         return {"written": len(items), "deleted": before, "kept": 0}
 
     def _report_foreign(self) -> None:
-        """Say (at every rebuild, i.e. every engine start) what an earlier copy left behind.
-        Not deleted here: ``raft_cache_dir`` is the operator's choice of directory, and what
-        lies in it beside the database is theirs to remove."""
+        """Say (at every rebuild, i.e. every engine start) what an earlier copy left behind:
+        a master upgraded from a release whose default layout was ``localfs`` (or switched
+        by ``raft_cache_backend``) finds its old tree here. Not deleted here:
+        ``raft_cache_dir`` is the operator's choice of directory, and what lies in it beside
+        the database is theirs to remove; nor read: this database was just rebuilt from the
+        Raft state, which holds every committed write."""
         foreign = foreign_entries(self.root)
-        if foreign:
-            log.warning(
-                "saltext-raft cache: %s holds %d entries that the sqlite layout does not use "
-                "(%s), probably an earlier localfs-layout copy; nothing reads them, delete them "
-                "to free the space (keep %s and its -wal/-shm files)",
-                self.root,
-                len(foreign),
-                ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else ""),
-                DB_NAME,
-            )
+        if not foreign:
+            return
+        tmpdir = self.root.rstrip(os.sep) + TMP_SUFFIX
+        also = f" and the directory {tmpdir}" if os.path.isdir(tmpdir) else ""
+        log.warning(
+            "saltext-raft cache: the local copy %s is now in the sqlite layout (%s, the default "
+            "since 0.1.0 when raft_cache_backend is not set), rebuilt from the Raft state with "
+            "every committed key. It also holds %d entries that the sqlite layout does not use "
+            "(%s), probably the earlier localfs-layout copy: nothing reads them; delete "
+            "them%s to free the space (keep %s and its -wal/-shm files), or set "
+            "'raft_cache_backend: localfs' in this master's config and restart it to keep the "
+            "localfs layout (the engine then rebuilds that tree and removes the database)",
+            self.root,
+            DB_NAME,
+            len(foreign),
+            ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else ""),
+            also,
+            DB_NAME,
+        )
 
 
 class SqliteReader:

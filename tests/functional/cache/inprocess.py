@@ -42,6 +42,10 @@ class InProcessCluster:
         self.runtime_options = dict(runtime_options or {})
         self.base_dir = base_dir
         self.base_opts = dict(base_opts or {})
+        #: Per-node opts over ``base_opts`` (one master's config file, e.g. during an upgrade);
+        #: read at every ``opts(nid)``, so a change applies to the node's next start and to
+        #: the caches built for it from then on.
+        self.node_opts: dict[str, dict] = {}
         #: ``on_service(nid, service)``, called before a node starts, so that what watches its
         #: cache service (as the engine's roots service does) sees the catch-up after start.
         self.on_service = on_service
@@ -65,6 +69,7 @@ class InProcessCluster:
             "raft_cache_timeout": 2.0,
         }
         opts.update(self.base_opts)
+        opts.update(self.node_opts.get(nid, {}))
         for key in ("cachedir", "sock_dir"):
             os.makedirs(opts[key], exist_ok=True)
         return opts

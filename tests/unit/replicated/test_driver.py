@@ -106,9 +106,13 @@ def test_a_bad_option_fails_on_every_call(tmp_path):
 
 
 def test_the_layout_of_the_local_copy_is_checked(tmp_path):
-    assert cachedriver._settings(base_opts(tmp_path)).backend == "localfs"  # pylint: disable=protected-access
-    opts = base_opts(tmp_path, raft_cache_backend="sqlite")
-    assert cachedriver._settings(opts).backend == "sqlite"  # pylint: disable=protected-access
+    # sqlite by default since 0.1.0 (less CPU per store); localfs kept when pinned
+    assert cacheconfig.DEFAULT_BACKEND == "sqlite"
+    assert cachedriver._settings(base_opts(tmp_path)).backend == "sqlite"  # pylint: disable=protected-access
+    assert cacheconfig.CacheSettings(socket="s", root="r").backend == "sqlite"
+    for layout in cacheconfig.BACKENDS:
+        opts = base_opts(tmp_path, raft_cache_backend=layout)
+        assert cachedriver._settings(opts).backend == layout  # pylint: disable=protected-access
     with pytest.raises(SaltCacheError, match="raft_cache_backend.*localfs, sqlite"):
         cachedriver._settings(base_opts(tmp_path, raft_cache_backend="mysql"))  # pylint: disable=protected-access
 

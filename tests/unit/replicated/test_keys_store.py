@@ -23,6 +23,7 @@ from salt.exceptions import SaltCacheError
 
 from saltext_raft.master.revocation import KeyRevocation
 from saltext_raft.replicated import keystore
+from saltext_raft.replicated.config import BACKENDS
 from saltext_raft.waiting import WaitTimeout
 from saltext_raft.waiting import wait_until
 from tests.functional.cache.inprocess import InProcessCluster
@@ -237,8 +238,9 @@ def test_a_key_write_and_read_check_the_names_once(cluster, pubs, monkeypatch):
     assert calls == [("bank", "plainbank")]
 
 
-def test_without_quorum_key_writes_fail_clearly_and_reads_keep_working(tmp_path, pubs):
-    c = InProcessCluster(str(tmp_path), ids=IDS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_without_quorum_key_writes_fail_clearly_and_reads_keep_working(tmp_path, pubs, backend):
+    c = InProcessCluster(str(tmp_path), ids=IDS, base_opts={"raft_cache_backend": backend})
     try:
         for nid in c.ids:
             c.start(nid)
@@ -281,13 +283,14 @@ def test_importing_an_existing_pki_dir_makes_its_keys_visible_everywhere(cluster
     assert keystore.import_pki_dir(master_opts(cluster, "m3"))["imported"] == 0
 
 
-def test_a_restarted_master_never_serves_a_key_deleted_while_it_was_down(tmp_path, pubs):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_restarted_master_never_serves_a_key_deleted_while_it_was_down(tmp_path, pubs, backend):
     """Issue 17 part 4: m3 is down while m1 deletes an accepted key; m3 restarts with its old
     local copy (the key still accepted there) and is cut off from the others, so it cannot
     catch up. From the moment it starts, every lookup of that key on m3 (what ``_auth`` does
     on a minion's login) is refused or reports no key: never the deleted key. Once the cut
     heals, m3 catches up and reports the key gone."""
-    with started_cluster(str(tmp_path), IDS) as c:
+    with started_cluster(str(tmp_path), IDS, {"raft_cache_backend": backend}) as c:
         kcache(c, "m1").store("keys", "gone", {"state": "accepted", "pub": pubs[0]})
         wait_for(
             lambda: (kcache(c, "m3").fetch("keys", "gone") or {}).get("state") == "accepted",

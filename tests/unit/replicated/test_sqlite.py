@@ -177,6 +177,9 @@ def test_a_rebuild_names_what_an_earlier_localfs_copy_left_behind_and_keeps_it(t
     with caplog.at_level("WARNING"):
         mirror.rebuild(["", "b"], [("b", "k", b"v", 3)])
     assert "holds 2 entries that the sqlite layout does not use (minions, top.p)" in caplog.text
+    # the old layout's temp directory is named too, and the way to keep the old layout
+    assert f"delete them and the directory {tmp_path}.tmp" in caplog.text
+    assert "'raft_cache_backend: localfs'" in caplog.text
     assert (tmp_path / "minions" / "web1" / "data.p").exists() and damaged.exists()
     caplog.clear()
     for name in ("minions", "top.p"):
