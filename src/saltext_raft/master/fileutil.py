@@ -4,9 +4,10 @@ Lives here: atomic file replacement (the readiness file, the cache driver's loca
 backups), the engine's process lock, the one rule for a directory the engine trusts
 (:func:`ensure_private_dir`, :func:`check_private_dir`): what it reads there decides which
 minion keys are accepted and whether the master serves, so nobody but the master's user may
-have put anything in it; and the one rule for reading a key file that Salt may be rewriting
-(:func:`complete_pem`, :data:`CLUSTER_KEY_SETTLE`). Must not live here: what goes into those
-files. No Salt import.
+have put anything in it; the one rule for reading a key file that Salt may be rewriting
+(:func:`complete_pem`, :data:`CLUSTER_KEY_SETTLE`); and which filesystem a path is on
+(:func:`filesystem_type`, :data:`NETWORK_FILESYSTEMS`). Must not live here: what goes into
+those files. No Salt import.
 """
 
 from __future__ import annotations
@@ -34,6 +35,64 @@ def complete_pem(data) -> bool:
         return False
     text = data.strip()
     return text.startswith("-----BEGIN ") and "\n-----END " in text and text.endswith("-----")
+
+
+#: Filesystem types (as ``/proc/self/mountinfo`` names them) that are shared over a network:
+#: SQLite's WAL mode, which the ``sqlite`` layout of the local copy uses, needs memory shared
+#: through the file system between the processes of one host and is not supported there.
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "ceph",
+        "glusterfs",
+        "fuse.glusterfs",
+        "lustre",
+        "9p",
+        "afs",
+        "fuse.sshfs",
+        "fuse.s3fs",
+        "davfs",
+        "fuse.davfs",
+    }
+)
+MOUNTINFO = "/proc/self/mountinfo"
+
+
+def _mount_field(text: str) -> str:
+    """A mount point as mountinfo writes it: space, tab, newline and backslash octal-escaped."""
+    return (
+        text.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+    )
+
+
+def filesystem_type(path: str, mountinfo: str | None = None) -> str | None:
+    """The type of the filesystem ``path`` (resolved) is on, from the mount with the longest
+    mount point that contains it; None when that cannot be told (no ``/proc``, not Linux)."""
+    try:
+        with open(mountinfo or MOUNTINFO, encoding="utf-8", errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best, best_type = "", None
+    for line in lines:
+        fields = line.split()
+        try:
+            point = _mount_field(fields[4])
+            fstype = fields[fields.index("-", 6) + 1]
+        except (IndexError, ValueError):
+            continue  # not a mountinfo line
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, best_type = point, fstype
+    return best_type
 
 
 class UnsafeDirectory(OSError):

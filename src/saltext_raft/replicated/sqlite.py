@@ -33,7 +33,9 @@ import time
 
 from saltext_raft.kv.machine import check_flush
 from saltext_raft.kv.machine import check_key
+from saltext_raft.master.fileutil import NETWORK_FILESYSTEMS
 from saltext_raft.master.fileutil import ensure_private_dir
+from saltext_raft.master.fileutil import filesystem_type
 from saltext_raft.replicated.config import TMP_SUFFIX
 
 #: File name of the database inside ``raft_cache_dir``.
@@ -91,6 +93,24 @@ def foreign_entries(root: str) -> list[str]:
     return sorted(n for n in names if n not in ours and not n.startswith(f"{DB_NAME}.damaged-"))
 
 
+def warn_network_filesystem(root: str) -> str | None:
+    """Log a warning when ``root`` is on a network filesystem, where SQLite's WAL mode is not
+    supported (reads may fail, or see a torn copy): this layout became the default in 0.1.0,
+    so a master upgraded with its ``raft_cache_dir`` on NFS meets it without having chosen it.
+    Returns the filesystem type warned about (None: none)."""
+    fstype = filesystem_type(root)
+    if fstype not in NETWORK_FILESYSTEMS:
+        return None
+    log.warning(
+        "saltext-raft cache: raft_cache_dir %s is on a network filesystem (%s), where the "
+        "sqlite layout of the local copy is not supported (SQLite's WAL mode needs a local "
+        "disk): set raft_cache_dir to a local directory, or set 'raft_cache_backend: localfs'",
+        root,
+        fstype,
+    )
+    return fstype
+
+
 class SqliteMirror:
     """The engine side: used by one thread at a time (the mirror writer thread)."""
 
@@ -99,6 +119,7 @@ class SqliteMirror:
         self.path = db_path(self.root)
         self._conn: sqlite3.Connection | None = None
         self._banks: set[str] = set()
+        warn_network_filesystem(self.root)
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
