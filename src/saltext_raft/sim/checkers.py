@@ -51,7 +51,9 @@ Checked (Raft paper Figure 3 and thesis §3, §4, §6.4):
 - match_index_true: a leader's match index for a follower (or learner) is a fact about that
   follower's disk: whenever it rises, the follower's disk holds the leader's entry there (or a
   snapshot covering it), unless the follower has moved to a later term meanwhile (a newer
-  leader may legitimately overwrite uncommitted entries it had acknowledged).
+  leader may legitimately overwrite uncommitted entries it had acknowledged): its term is
+  later, or its log ends in an entry of a later term (a torn save can keep a newer leader's
+  entries and lose the hard state that came with them).
 - leader_steps_down (checked by the simulator, which knows the network): with check-quorum on,
   a leader that cannot reach a quorum of its voters steps down within a bounded number of its
   own ticks.
@@ -269,7 +271,13 @@ class Checkers:
                 continue
             seen[key] = match
             disk = self.disks.get(fid)
-            if disk is None or term_of(fid) > term or match <= disk.offset:
+            if disk is None or match <= disk.offset:
+                continue
+            # Moved to a later term meanwhile: its current term says so, or its log does. A
+            # save that failed part-way keeps the entries a newer leader sent and loses the
+            # hard state that went with them, so after a restart the term alone can lag the
+            # log (KV seed 2400872: entry 58 of term 4 on disk, hard state still term 3).
+            if max(term_of(fid), disk.term_at(disk.last_index) or 0) > term:
                 continue
             have = disk.term_at(match)
             want = view.term_at(match)

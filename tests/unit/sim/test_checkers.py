@@ -415,6 +415,29 @@ def test_match_index_true_ignores_a_follower_in_a_later_term():
     c.on_leader_progress(lead, lambda nid: 3)
 
 
+def test_match_index_true_ignores_a_follower_whose_log_is_in_a_later_term():
+    """KV seed 2400872: a term-3 follower acknowledged entry 3; a term-4 leader then made it
+    replace entry 3 with its own, and the save failed after the entry reached the disk but
+    before the hard state (term 4) did. Restarted, its term is 3 again, but its log shows it
+    left term 3: the late acknowledgement reaching the term-3 leader is stale, not a lie."""
+    b_disk = disk_with(1, 2, 4)  # entry 3 is term 4's: a term-4 leader wrote it
+    c = Checkers({"b": b_disk})
+    lead = leader("a", 2, {1: 1, 2: 2, 3: 2})
+    lead.progress = {"a": _Pr(3), "b": _Pr(3)}
+    c.on_leader_progress(lead, lambda nid: 2)  # b's hard state still says term 2
+
+
+def test_match_index_true_still_catches_an_inflated_ack_below_a_later_term_entry():
+    """The exemption needs a later term on the follower's disk, not merely a different one:
+    a term-2 entry the leader never sent, at the acknowledged index, is still a lie."""
+    b_disk = disk_with(1, 1, 1)
+    c = Checkers({"b": b_disk})
+    lead = leader("a", 2, {1: 1, 2: 2, 3: 2})
+    lead.progress = {"a": _Pr(3), "b": _Pr(3)}
+    with raises("match_index_true"):
+        c.on_leader_progress(lead, lambda nid: 2)
+
+
 def test_durable_when_sent_skips_an_ack_of_a_term_the_node_has_left():
     """Stepped while a save was in flight, a follower acknowledged index 3 of term 2, then a
     term-3 leader made it truncate index 3; the ack leaves after that save: stale, not a lie
