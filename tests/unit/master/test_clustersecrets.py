@@ -339,3 +339,29 @@ def test_a_lone_master_whose_cluster_pub_was_cut_short_at_the_first_look_claims_
     log.settle()
     assert cs.decode(log.kv.fetch(cs.BANK, cs.CLUSTER_PUB_KEY)) == cs.fingerprint(whole.encode())
     assert m1.secrets.refusal == ""
+
+
+@pytest.mark.parametrize(
+    ("data", "whole"),
+    [
+        (
+            "Bag Attributes\n    localKeyID: 01\n-----BEGIN PUBLIC KEY-----\nMIIB\n"
+            "-----END PUBLIC KEY-----\n",
+            True,
+        ),
+        ("-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n# from m1\n", True),
+        ("-----BEGIN PUBLIC KEY-----\r\nMIIB\r\n-----END PUBLIC KEY-----\r\n", True),
+        # a second block cut short: the file is still being written
+        ("-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n-----BEGIN CERT", False),
+        (
+            "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n-----BEGIN X-----\nMI",
+            False,
+        ),
+        ("Bag Attributes\n    localKeyID: 01\n", False),
+        ("-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY---", False),
+    ],
+)
+def test_complete_pem_with_text_beside_the_block(data, whole):
+    """Text beside a whole block (which Salt's loaders accept) is not a rewrite in progress;
+    an unclosed last block is."""
+    assert fileutil.complete_pem(data) is whole
