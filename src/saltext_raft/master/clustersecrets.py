@@ -237,9 +237,7 @@ class ClusterSecrets:
     # --- first values and this master's own pub -----------------------------------------------
     def _claim(self) -> None:
         """Commit this master's values where none is committed yet, and its own peer key."""
-        pub = self.files.cluster_pub()
-        if pub is not None and self._committed(BANK, CLUSTER_PUB_KEY) is None:
-            self._propose(ADD, BANK, CLUSTER_PUB_KEY, fingerprint(pub), "the cluster key")
+        self._claim_cluster_key(self.files.cluster_pub())
         aes = self.files.aes()
         # what the file holds now is this claim's business, not a rotation for poll()
         self._aes_seen = (self.files.aes_signature(), (aes or "").strip())
@@ -248,6 +246,16 @@ class ClusterSecrets:
         own = self.files.own_pub()
         if own and not pub_problem(own) and self._committed(PEERS_BANK, self.files.own_id) != own:
             self._propose(STORE, PEERS_BANK, self.files.own_id, own, "this master's peer key")
+
+    def _claim_cluster_key(self, pub: bytes | None) -> None:
+        """Commit this master's ``cluster.pub`` fingerprint where none is committed yet, only
+        from a whole file: one cut short by Salt's rewrite would become the cluster's key, and
+        every master would be refused once its file is whole. A file found cut short is
+        claimed when the look again (:meth:`poll`) finds it whole."""
+        if pub is None or not complete_pem(pub):
+            return
+        if self._committed(BANK, CLUSTER_PUB_KEY) is None:
+            self._propose(ADD, BANK, CLUSTER_PUB_KEY, fingerprint(pub), "the cluster key")
 
     def _committed(self, bank: str, key: str) -> str | None:
         return decode(self.cache.fetch(bank, key))
@@ -299,6 +307,8 @@ class ClusterSecrets:
                     log.info("saltext-raft cluster secrets: %s", refusal)
                 self.refusal = refusal
                 return
+        if self._pub_gap_since is not None and self.ready:
+            self._claim_cluster_key(pub)  # found incomplete at the first look, whole now
         self._pub_gap_since = None
         if pub is None:
             refusal = (

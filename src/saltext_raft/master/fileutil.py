@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import tempfile
 
@@ -25,16 +26,30 @@ import tempfile
 CLUSTER_KEY_SETTLE = 2.0
 
 
+#: A PEM ``-----BEGIN <label>-----`` line (the label in group 1).
+_PEM_BEGIN = re.compile(r"^-----BEGIN ([^\r\n]+?)-----\r?$", re.MULTILINE)
+
+
 def complete_pem(data) -> bool:
-    """``data`` (text or bytes) is a whole PEM block: it starts with a ``-----BEGIN`` line and
-    ends with its ``-----END ...-----`` line. A key file being rewritten can be empty or cut
-    short."""
+    """``data`` (text or bytes) holds a PEM block and its last block is closed: its
+    ``-----END <label>-----`` line follows. A key file being rewritten can be empty or cut
+    short (a prefix of the file). Text before or after the blocks does not count: Salt's key
+    loaders accept it (``openssl`` writes ``Bag Attributes`` or a text dump before the block,
+    an operator may add a comment), and waiting on it would cost every read the whole
+    :data:`CLUSTER_KEY_SETTLE`. Only completeness is judged, not whether the key is usable
+    (Salt's loader says that, as without this extension)."""
     if isinstance(data, bytes):
         data = data.decode("ascii", "replace")
     if not isinstance(data, str):
         return False
-    text = data.strip()
-    return text.startswith("-----BEGIN ") and "\n-----END " in text and text.endswith("-----")
+    begins = list(_PEM_BEGIN.finditer(data))
+    if not begins:
+        return False
+    last = begins[-1]
+    end = re.compile(rf"^-----END {re.escape(last.group(1))}-----\r?$", re.MULTILINE)
+    closed = end.search(data, last.end())
+    # a next block whose BEGIN line is itself cut short
+    return closed is not None and "-----BEGIN" not in data[closed.end() :]
 
 
 #: Filesystem types (as ``/proc/self/mountinfo`` names them) that are shared over a network:

@@ -294,3 +294,74 @@ def test_a_rotation_is_committed_even_when_the_first_look_came_before_the_first_
 )
 def test_complete_pem(data, whole):
     assert fileutil.complete_pem(data) is whole
+
+
+def test_a_cut_short_cluster_pub_at_the_first_look_is_not_committed_as_the_cluster_key(cluster):
+    """The first master to catch up claims the cluster key (first ADD wins). If Salt's join
+    handshake is rewriting its ``cluster.pub`` at that moment, the claim must not commit the
+    fingerprint of half a file: every master, this one included once its file is whole, would
+    be refused ("differs") until the operator wiped the committed value."""
+    log, masters = cluster
+    m1 = masters["m1"]
+    path = m1.pki / "cluster.pub"
+    whole = path.read_text()
+    path.write_text(whole[: len(whole) // 2])
+    m1.secrets.changed(None, None)  # m1 catches up first, mid-rewrite
+    log.settle()
+    assert "being replaced" in m1.secrets.refusal
+    m1.now += 0.05
+    path.write_text(whole)  # the rewrite finishes
+    m1.secrets.poll()
+    log.settle()
+    for m in masters.values():
+        if m is not m1:
+            m.secrets.changed(None, None)
+            log.settle()
+    committed = cs.decode(log.kv.fetch(cs.BANK, cs.CLUSTER_PUB_KEY))
+    assert committed == cs.fingerprint(whole.encode())
+    assert {m.id: m.secrets.refusal for m in masters.values()} == dict.fromkeys(IDS, "")
+
+
+def test_a_lone_master_whose_cluster_pub_was_cut_short_at_the_first_look_claims_it_when_whole(
+    tmp_path,
+):
+    """Nobody else will claim: the look again (poll) commits the whole file's fingerprint."""
+    log = SharedLog()
+    m1 = Master(tmp_path, "m1", log, {"m1"})
+    path = m1.pki / "cluster.pub"
+    whole = path.read_text()
+    path.write_text(whole[:20])
+    m1.secrets.changed(None, None)
+    log.settle()
+    m1.now += 0.05
+    path.write_text(whole)
+    m1.secrets.poll()
+    log.settle()
+    assert cs.decode(log.kv.fetch(cs.BANK, cs.CLUSTER_PUB_KEY)) == cs.fingerprint(whole.encode())
+    assert m1.secrets.refusal == ""
+
+
+@pytest.mark.parametrize(
+    ("data", "whole"),
+    [
+        (
+            "Bag Attributes\n    localKeyID: 01\n-----BEGIN PUBLIC KEY-----\nMIIB\n"
+            "-----END PUBLIC KEY-----\n",
+            True,
+        ),
+        ("-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n# from m1\n", True),
+        ("-----BEGIN PUBLIC KEY-----\r\nMIIB\r\n-----END PUBLIC KEY-----\r\n", True),
+        # a second block cut short: the file is still being written
+        ("-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n-----BEGIN CERT", False),
+        (
+            "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n-----BEGIN X-----\nMI",
+            False,
+        ),
+        ("Bag Attributes\n    localKeyID: 01\n", False),
+        ("-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY---", False),
+    ],
+)
+def test_complete_pem_with_text_beside_the_block(data, whole):
+    """Text beside a whole block (which Salt's loaders accept) is not a rewrite in progress;
+    an unclosed last block is."""
+    assert fileutil.complete_pem(data) is whole

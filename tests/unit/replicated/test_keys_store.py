@@ -487,3 +487,26 @@ def test_a_cluster_pair_that_stays_missing_is_left_to_salt_after_the_wait(
     started = time.monotonic()
     assert kc.contains("master_keys", "no-such.pem") is False
     assert time.monotonic() - started < 0.2
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_a_cluster_pair_with_text_beside_its_pem_block_is_read_without_the_wait(
+    cluster, tmp_path, where
+):
+    """Salt loads a key file with text before or after its PEM block (``openssl`` writes
+    ``Bag Attributes`` or a text dump before it; an operator may add a comment line). Such a
+    pair is whole: a read through the driver must not wait out ``CLUSTER_KEY_SETTLE`` each
+    time (``get_pub_str`` reads ``cluster.pub`` twice per minion sign-in)."""
+    opts, cpki = cluster_mode_opts(cluster, tmp_path)
+    note = "# cluster pair provisioned from m1\n"
+    for name in keystore.CLUSTER_KEY_NAMES:
+        path = os.path.join(cpki, name)
+        with open(path, encoding="ascii") as fh:
+            pem = fh.read()
+        with open(path, "w", encoding="ascii") as fh:
+            fh.write(note + pem if where == "before" else pem + note)
+    kc = kcache(cluster, IDS[0], **{k: opts[k] for k in ("cluster_id", "cluster_pki_dir")})
+    started = time.monotonic()
+    assert kc.contains("master_keys", "cluster.pem") is True
+    assert "PUBLIC KEY-----" in kc.fetch("master_keys", "cluster.pub")
+    assert time.monotonic() - started < 0.5 * keystore.CLUSTER_KEY_SETTLE
