@@ -38,6 +38,7 @@ from saltext_raft.core.nodeid import node_id_problem
 from saltext_raft.kv.machine import ADD
 from saltext_raft.kv.machine import STORE
 from saltext_raft.master.fileutil import CLUSTER_KEY_SETTLE
+from saltext_raft.master.fileutil import CLUSTER_PUB_FILE
 from saltext_raft.master.fileutil import UnsafeDirectory
 from saltext_raft.master.fileutil import atomic_write
 from saltext_raft.master.fileutil import check_private_dir
@@ -55,7 +56,6 @@ CLUSTER_PUB_KEY = "cluster_pub"
 #: Key of the committed cluster session key (the ``.aes`` file's contents).
 AES_KEY = "aes"
 # Salt's file names inside cluster_pki_dir (salt/crypt.py MasterKeys, salt/master.py).
-CLUSTER_PUB_FILE = "cluster.pub"
 AES_FILE = ".aes"
 PEERS_DIR = "peers"
 #: Salt's event that makes a master's event monitor re-read ``.aes`` (when it carries

@@ -22,6 +22,7 @@ from dataclasses import field
 from dataclasses import fields
 
 from saltext_raft.core.nodeid import node_id_problem
+from saltext_raft.master.fileutil import CLUSTER_PEM_FILE
 from saltext_raft.master.readiness import stale_after
 from saltext_raft.master.secret import HOW_TO_GENERATE
 from saltext_raft.master.secret import MIN_SECRET_BYTES
@@ -58,9 +59,6 @@ RESERVED_PORTS = {
 DEFAULT_CLUSTER_ID = "saltext-raft"
 #: Default directory of ``raft.backup`` files, relative to ``cachedir``.
 BACKUP_DIRNAME = "saltext_raft_backups"
-#: The file inside ``cluster_pki_dir`` the default secret is derived from (Salt's shared
-#: cluster private key: the same on every master of a Salt cluster).
-CLUSTER_KEY_FILE = "cluster.pem"
 _WILDCARDS = {"0.0.0.0", "::", "*", ""}
 
 
@@ -541,7 +539,7 @@ def read_secret(secret_file: str, opts: dict) -> tuple[bytes, str]:
             + HOW_TO_GENERATE.format(path="/etc/salt/raft.secret")
             + "), copy it to every master and set secret_file to its path",
         )
-    path = os.path.join(pki_dir, CLUSTER_KEY_FILE)
+    path = os.path.join(pki_dir, CLUSTER_PEM_FILE)
     try:
         with open(path, "rb") as fh:
             material = fh.read()

@@ -24,6 +24,12 @@ import tempfile
 #: again, within milliseconds (a descheduled writer takes longer). Used by the key driver's
 #: reads (``replicated/keystore.py``) and the engine's check (``master/clustersecrets.py``).
 CLUSTER_KEY_SETTLE = 2.0
+#: Salt's names of the cluster key pair inside ``cluster_pki_dir`` (``salt/crypt.py``
+#: ``MasterKeys``): the engine's default secret and cluster-key check read them, and the keys
+#: driver's reads of them wait out a rewrite (:data:`CLUSTER_KEY_SETTLE`).
+CLUSTER_PEM_FILE = "cluster.pem"
+CLUSTER_PUB_FILE = "cluster.pub"
+CLUSTER_KEY_FILES = (CLUSTER_PEM_FILE, CLUSTER_PUB_FILE)
 
 
 #: A PEM ``-----BEGIN <label>-----`` line (the label in group 1).

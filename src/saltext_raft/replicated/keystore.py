@@ -78,6 +78,7 @@ from salt.exceptions import SaltCacheError
 from salt.utils.verify import valid_id
 
 from saltext_raft.master import settings as engine_settings
+from saltext_raft.master.fileutil import CLUSTER_KEY_FILES
 from saltext_raft.master.fileutil import CLUSTER_KEY_SETTLE
 from saltext_raft.master.fileutil import atomic_write
 from saltext_raft.master.fileutil import complete_pem
@@ -141,17 +142,15 @@ def local_call(opts: dict, kwargs: dict, fun: str, bank: str, *args, **kw):
     return getattr(local_cache(opts, kwargs), fun)(bank, *args, **kw)
 
 
-#: ``master_keys`` names of Salt's cluster key pair (in ``cluster_pki_dir``, cluster mode).
-#: A read waits up to ``CLUSTER_KEY_SETTLE`` (``master/fileutil.py``) for a rewrite in
-#: progress. Only a file that stays missing or incomplete costs this wait: on a first start
-#: without a provisioned pair, once, before Salt generates one.
-CLUSTER_KEY_NAMES = ("cluster.pem", "cluster.pub")
-#: Seconds between two looks while waiting.
+#: Seconds between two looks while a read of the cluster key pair (``CLUSTER_KEY_FILES``,
+#: ``master/fileutil.py``) waits up to ``CLUSTER_KEY_SETTLE`` for a rewrite in progress. Only
+#: a file that stays missing or incomplete costs the whole wait: on a first start without a
+#: provisioned pair, once, before Salt generates one.
 CLUSTER_KEY_POLL = 0.01
 
 
 def _is_cluster_key(opts: dict, bank: str, key) -> bool:
-    return bank == "master_keys" and key in CLUSTER_KEY_NAMES and bool(opts.get("cluster_id"))
+    return bank == "master_keys" and key in CLUSTER_KEY_FILES and bool(opts.get("cluster_id"))
 
 
 def local_read(opts: dict, kwargs: dict, fun: str, bank: str, key=None):

@@ -21,6 +21,7 @@ import salt.key
 from cryptography.hazmat.primitives import serialization
 from salt.exceptions import SaltCacheError
 
+from saltext_raft.master.fileutil import CLUSTER_KEY_FILES
 from saltext_raft.master.revocation import KeyRevocation
 from saltext_raft.replicated import keystore
 from saltext_raft.replicated.config import BACKENDS
@@ -415,7 +416,7 @@ def salt_rewrites_the_cluster_pair(cpki: str, gap: float, empty: bool) -> thread
     ``cluster.pem`` and ``cluster.pub`` and write them again (the same pair, from the peer).
     ``empty``: the files are there but still empty during ``gap`` (opened, not yet written)."""
     files = {}
-    for name in keystore.CLUSTER_KEY_NAMES:
+    for name in CLUSTER_KEY_FILES:
         path = os.path.join(cpki, name)
         with open(path, "rb") as fh:
             files[path] = fh.read()
@@ -472,7 +473,7 @@ def test_a_cluster_pair_that_stays_missing_is_left_to_salt_after_the_wait(
     """A first start without a provisioned pair: Salt generates one, after the bounded wait."""
     monkeypatch.setattr(keystore, "CLUSTER_KEY_SETTLE", 0.2)
     opts, cpki = cluster_mode_opts(cluster, tmp_path)
-    for name in keystore.CLUSTER_KEY_NAMES:
+    for name in CLUSTER_KEY_FILES:
         os.unlink(os.path.join(cpki, name))
     kc = kcache(cluster, IDS[0], **{k: opts[k] for k in ("cluster_id", "cluster_pki_dir")})
     started = time.monotonic()
@@ -499,7 +500,7 @@ def test_a_cluster_pair_with_text_beside_its_pem_block_is_read_without_the_wait(
     time (``get_pub_str`` reads ``cluster.pub`` twice per minion sign-in)."""
     opts, cpki = cluster_mode_opts(cluster, tmp_path)
     note = "# cluster pair provisioned from m1\n"
-    for name in keystore.CLUSTER_KEY_NAMES:
+    for name in CLUSTER_KEY_FILES:
         path = os.path.join(cpki, name)
         with open(path, encoding="ascii") as fh:
             pem = fh.read()
