@@ -70,11 +70,16 @@ MAX_BATCH_WAIT = 0.1
 #: with the cluster since the engine started (docs/cache.md, "Consistency").
 CAUGHT_UP_SUFFIX = ".caught-up"
 #: Beside the local copy (``<raft_cache_dir>`` + this): the ``localfs`` layout's temp files,
-#: out of the tree so that a listing never sees them.
+#: out of the tree so that a listing never sees them (:func:`tmp_dir`).
 TMP_SUFFIX = ".tmp"
 DEFAULT_ROTATE_WINDOW = 1.0
 #: A longer window leaves a revoked minion its publishes for longer than it saves.
 MAX_ROTATE_WINDOW = 60.0
+
+
+def tmp_dir(root: str) -> str:
+    """The ``localfs`` layout's temp directory beside the local copy ``root``."""
+    return root.rstrip(os.sep) + TMP_SUFFIX
 
 
 class CacheConfigError(OptionError):

@@ -30,6 +30,7 @@ from saltext_raft.kv.machine import check_name
 from saltext_raft.master.fileutil import atomic_write
 from saltext_raft.master.fileutil import ensure_private_dir
 from saltext_raft.replicated.config import TMP_SUFFIX
+from saltext_raft.replicated.config import tmp_dir
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class LocalfsMirror:
     def __init__(self, root: str):
         self.root = ensure_private_dir(root, "the raft cache directory (raft_cache_dir)")
         self.tmpdir = ensure_private_dir(
-            self.root + TMP_SUFFIX,
+            tmp_dir(self.root),
             f"the raft cache's temp directory (raft_cache_dir + '{TMP_SUFFIX}')",
         )
         #: Directories below the root already checked to be real directories (never symlinks):

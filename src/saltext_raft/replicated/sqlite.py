@@ -36,7 +36,7 @@ from saltext_raft.kv.machine import check_key
 from saltext_raft.master.fileutil import NETWORK_FILESYSTEMS
 from saltext_raft.master.fileutil import ensure_private_dir
 from saltext_raft.master.fileutil import filesystem_type
-from saltext_raft.replicated.config import TMP_SUFFIX
+from saltext_raft.replicated.config import tmp_dir
 
 #: File name of the database inside ``raft_cache_dir``.
 DB_NAME = "cache.sqlite3"
@@ -270,7 +270,7 @@ class SqliteMirror:
         foreign = foreign_entries(self.root)
         if not foreign:
             return
-        tmpdir = self.root.rstrip(os.sep) + TMP_SUFFIX
+        tmpdir = tmp_dir(self.root)
         also = f" and the directory {tmpdir}" if os.path.isdir(tmpdir) else ""
         log.warning(
             "saltext-raft cache: the local copy %s is now in the sqlite layout (%s, the default "
