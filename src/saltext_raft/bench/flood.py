@@ -1,10 +1,11 @@
 """Flood a 3-node cluster's leader with forged maximum-size frames; report what it cost.
 
 Lives here: :func:`flood` (start three ``python -m saltext_raft node`` processes on loopback,
-send ``count`` frames of the largest size the leader accepts, with a plausible header — right
-cluster id, a known peer as sender, the leader as receiver, a fresh epoch — but sealed under a
-wrong secret; watch the leader meanwhile) and ``main`` for ``python -m saltext_raft bench
-flood``. The functional test tests/functional/cluster/test_flood.py runs the same function.
+send ``count`` frames of the largest size the leader accepts, in turn over ``connections``
+connections, with a plausible header — right cluster id, a known peer as sender, the leader
+as receiver, a fresh epoch — but sealed under a wrong secret; watch the leader meanwhile) and
+``main`` for ``python -m saltext_raft bench flood``. The functional test
+tests/functional/cluster/test_flood.py runs the same function.
 Must not live here: the defences (``transport``), the size rule (``runtime.limits``).
 
 Figures: whether the leader kept its leadership (same node, same term, every poll), the
@@ -53,6 +54,7 @@ def flood(
     timeout: float = 120.0,
     baseline: float = 3.0,
     settle: float = 5.0,
+    connections: int = 1,
 ) -> dict:
     import zmq  # pylint: disable=import-outside-toplevel
 
@@ -73,17 +75,20 @@ def flood(
         frame = forged_frame(leader.id, sender, size)
         dropped_before = sum(before["transport"]["dropped"].values())
         ctx = zmq.Context()
-        sock = ctx.socket(zmq.PUSH)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, count + 1)
-        sock.connect(f"tcp://{leader.listen}")
+        socks = []
+        for _ in range(connections):
+            sock = ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, count + 1)
+            sock.connect(f"tcp://{leader.listen}")
+            socks.append(sock)
         lost = []  # polls that saw another leader, another term, or no answer
         polls = 0
         refused = 0
         try:
             start = changed = time.monotonic()
-            for _ in range(count):
-                sock.send(frame, copy=False)  # one buffer, sent count times
+            for i in range(count):  # one buffer, sent count times, over the connections in turn
+                socks[i % connections].send(frame, copy=False)
             while refused < count:
                 st = leader.try_status()
                 polls += 1
@@ -105,12 +110,14 @@ def flood(
                 time.sleep(poll)
             refused_in = changed - start
         finally:
-            sock.close(linger=0)
+            for sock in socks:
+                sock.close(linger=0)
             ctx.term()
         after = leader.call("status")
         statuses = cluster.statuses()
         return {
             "frames": count,
+            "connections": connections,
             "frames_refused": refused,
             "frame_bytes": size,
             "leader": leader.id,
@@ -142,13 +149,22 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=200)
     p.add_argument("--runs", type=int, default=1)
     p.add_argument(
+        "--connections",
+        type=int,
+        default=1,
+        help="send the frames over this many connections in turn (zmq queues up to recv_hwm "
+        "frames per connection)",
+    )
+    p.add_argument(
         "--baseline", type=float, default=3.0, help="seconds of loop-lag without the flood first"
     )
     args = p.parse_args(argv)
     out = []
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="flood-") as workdir:
-            result = flood(workdir, args.frames, baseline=args.baseline)
+            result = flood(
+                workdir, args.frames, baseline=args.baseline, connections=args.connections
+            )
         result["load_average"] = os.getloadavg()
         print(json.dumps(result), flush=True)
         out.append(result)
