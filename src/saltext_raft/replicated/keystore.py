@@ -5,9 +5,10 @@ Lives here: the key-store driver functions (:func:`store`, :func:`fetch`, :func:
 ``denied_keys``, each checking the minion id once (:func:`check_id`) before it calls the
 driver's already-checked functions, plus the per-master bank ``master_keys``
 (:func:`local_call`, and :func:`local_read`, whose reads of the cluster key pair never see it
-half-replaced). Must not live here: which bank goes where (``replicated/banks.py``), the
-engine socket protocol and mirror reads (``replicated/driver.py``), anything that runs in the
-engine.
+half-replaced), and where this master's pki_dir view is (:func:`view_root`,
+:func:`view_kwargs`) and how it is kept (:func:`sync_view`, :func:`refresh_view`). Must not
+live here: which bank goes where (``replicated/banks.py``), the engine socket protocol and
+mirror reads (``replicated/driver.py``), anything that runs in the engine.
 
 Theory of operation
 -------------------
@@ -32,7 +33,9 @@ reconciled for one minion id whenever this master writes that id and whenever it
 finds its key file on master 2 the first time it authenticates there, before its first AES
 request. Listings (``list``/``list_all``, i.e. ``salt-key -L`` and targeting) read the mirror
 and do not touch the view: during a log replay the mirror can be briefly incomplete, and a
-listing must not delete key files because of that.
+listing must not delete key files because of that. Every read and write of the view names its
+pki dir from the opts of the call (:func:`view_kwargs`), never from the ``__opts__`` that Salt's
+loader last gave the ``localfs_key`` module.
 
 **Stale "no key" reads.** ``_auth`` treats a missing key as a new minion and writes it as
 pending. If this master's mirror lagged (just restarted and replaying its log, or partitioned),
@@ -259,7 +262,7 @@ def sync_view(opts: dict, kwargs: dict, bank: str, key: str, want) -> None:
     have been overwritten by ours, so we repeat with the newer value."""
     for _ in range(VIEW_RETRIES):
         try:
-            local = local_cache(opts, kwargs)
+            local = local_cache(opts, view_kwargs(opts, kwargs))
             view = local.fetch(bank, key)
             if _same(bank, view, want):
                 return
@@ -291,11 +294,19 @@ def view_root(opts: dict) -> str:
     return opts.get("pki_dir") or ""
 
 
-def _engine_kwargs(opts: dict) -> dict:
-    """The ``pki_dir`` the engine's view updates use, named explicitly (as Salt's request
-    server passes it) rather than left to whichever opts ``localfs_key`` was loaded with."""
-    pki_dir = view_root(opts)
-    return {"pki_dir": pki_dir} if pki_dir else {}
+def view_kwargs(opts: dict, kwargs: dict | None = None) -> dict:
+    """The ``localfs_key`` kwargs of every read and write of this master's view (engine and
+    driver side): ``pki_dir``/``user`` as the caller passed them, else named from ``opts``
+    (:func:`view_root`, ``user``), the opts whose pki dir Salt's token check reads. Never left
+    to ``localfs_key.init_kwargs``: it falls back on the module's ``__opts__``, which Salt's
+    loader sets on the one module object of the process each time a loader loads it, so they
+    are the opts of whichever loader loaded it last, not necessarily the caller's."""
+    out = local_kwargs(kwargs or {})
+    if "pki_dir" not in out and view_root(opts):
+        out["pki_dir"] = view_root(opts)
+    if "user" not in out and opts.get("user") is not None:
+        out["user"] = opts["user"]
+    return out
 
 
 def refresh_view(opts: dict, bank: str, key: str) -> bool:
@@ -304,7 +315,7 @@ def refresh_view(opts: dict, bank: str, key: str) -> bool:
     True when the view held an accepted key for ``key`` that is no longer accepted with that
     public key (deleted, rejected, changed): a minion may have a session with this master on
     the strength of it."""
-    kwargs = _engine_kwargs(opts)
+    kwargs = view_kwargs(opts)
     before = None
     if bank == "keys":
         try:
@@ -325,7 +336,7 @@ def refresh_view(opts: dict, bank: str, key: str) -> bool:
 def view_ids(opts: dict, bank: str) -> set:
     """Every minion id ``bank`` has in this master's ``pki_dir`` view or in the mirror."""
     try:
-        ids = set(local_cache(opts, _engine_kwargs(opts)).list(bank))
+        ids = set(local_cache(opts, view_kwargs(opts)).list(bank))
     except (OSError, SaltCacheError) as exc:
         _view_warning(f"{bank} (listing)", exc)
         ids = set()
@@ -430,7 +441,7 @@ def flush(opts: dict, kwargs: dict, bank: str, key=None) -> bool:
         what = f"removing every entry of {bank}"
         result = _write(opts, what, lambda: cachedriver.flush(opts, mirror_bank(bank), None))
         try:
-            local = local_cache(opts, kwargs)
+            local = local_cache(opts, view_kwargs(opts, kwargs))
             for name in local.list(bank):
                 local.flush(bank, name)
         except (OSError, SaltCacheError) as exc:

@@ -18,6 +18,7 @@ import salt.cache
 import salt.config
 import salt.crypt
 import salt.key
+import salt.loader
 from cryptography.hazmat.primitives import serialization
 from salt.exceptions import SaltCacheError
 
@@ -372,6 +373,67 @@ def test_a_delete_through_one_master_revokes_the_key_on_the_others_with_one_rota
         finally:
             for rev in watchers.values():
                 rev.stop()
+
+
+def another_masters_loader_loads_localfs_key_first(monkeypatch, cluster, nid, other):
+    """Every cache loader built for ``nid`` from now on: just before it looks up
+    ``localfs_key.init_kwargs``, a loader built for master ``other`` loads ``localfs_key``.
+
+    This is what another master's revocation worker did now and then when it built its first
+    view cache at the moment this one wrote its view (three masters in one process): Salt's
+    loader keeps one ``localfs_key`` module per process and sets its ``__opts__`` at each load,
+    and ``init_kwargs`` reads the ``pki_dir`` from them when the caller names none."""
+    real = salt.loader.cache
+    other_opts = master_opts(cluster, other)
+
+    class Interleaved:
+        def __init__(self, loader):
+            self.loader = loader
+
+        def __getitem__(self, name):
+            if name == "localfs_key.init_kwargs":
+                real(other_opts)["localfs_key.fetch"]  # pylint: disable=expression-not-assigned
+            return self.loader[name]
+
+        def __getattr__(self, name):
+            return getattr(self.loader, name)
+
+    def cache_loader(opts, *args, **kwargs):
+        loader = real(opts, *args, **kwargs)
+        return Interleaved(loader) if opts.get("id") == nid else loader
+
+    monkeypatch.setattr(salt.loader, "cache", cache_loader)
+
+
+def test_a_master_writes_its_own_view_whichever_master_loaded_localfs_key_last(
+    cluster, pubs, monkeypatch
+):
+    """The flake of the test above: m1's store of r1 wrote r1 into m3's pki_dir view (m3's
+    worker had just loaded ``localfs_key``), so m3 later "revoked" a key it never held and
+    rotated its AES key. A write or delete through one master changes that master's view
+    only."""
+    views = {nid: os.path.join(master_opts(cluster, nid)["pki_dir"], "minions") for nid in IDS}
+
+    def in_view(nid, name):
+        return os.path.exists(os.path.join(views[nid], name))
+
+    # m3's view holds lv1 (its minion logged in there); m1's does not (removed here, so that
+    # m1's fetch below has to write it)
+    kcache(cluster, "m1").store("keys", "lv1", {"state": "accepted", "pub": pubs[0]})
+    wait_for(lambda: kcache(cluster, "m3").fetch("keys", "lv1") is not None, 5, "lv1 on m3")
+    os.remove(os.path.join(views["m1"], "lv1"))
+    another_masters_loader_loads_localfs_key_first(monkeypatch, cluster, "m1", "m3")
+    kcache(cluster, "m1").store("keys", "lv2", {"state": "accepted", "pub": pubs[1]})
+    assert in_view("m1", "lv2") and not in_view("m3", "lv2")
+    assert kcache(cluster, "m1").fetch("keys", "lv1")["state"] == "accepted"
+    assert in_view("m1", "lv1")
+    # a delete through m1 takes the key out of m1's view; m3's is its engine's to change
+    assert kcache(cluster, "m1").flush("keys", "lv1")
+    assert not in_view("m1", "lv1") and in_view("m3", "lv1")
+    monkeypatch.undo()
+    assert kcache(cluster, "m3").fetch("keys", "lv1") is None  # m3's next look at lv1
+    assert not in_view("m3", "lv1")
+    assert kcache(cluster, "m1").flush("keys", "lv2")
 
 
 def test_in_salt_cluster_mode_the_master_pair_is_also_where_the_cluster_channel_reads_it(
