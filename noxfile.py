@@ -132,6 +132,22 @@ def storage_crash_long(session: nox.Session) -> None:
     )
 
 
+@nox.session(name="scenario-layouts")
+@nox.parametrize("salt", SALT_VERSIONS, ids=SALT_VERSIONS)
+def scenario_layouts(session: nox.Session, salt: str) -> None:
+    """The cache scenarios on real masters once per layout of the local copies, every master
+    in it (not part of CI, which runs them once on a cluster of mixed layouts; ~3 min each)."""
+    _install_with_salt(session, salt, extras="tests")
+    session.run(
+        "pytest",
+        "tests/scenarios/test_cache.py",
+        "-ra",
+        "-s",
+        *session.posargs,
+        env={"SALTEXT_RAFT_SCENARIO_LAYOUTS": "localfs,sqlite"},
+    )
+
+
 @nox.session(name="fuzz-long")
 def fuzz_long(session: nox.Session) -> None:
     """The transport decoder fuzz test with 100,000 hypothesis inputs per target."""

@@ -2,8 +2,16 @@
 
 One three-master cluster (127.0.0.1-3, ``cache: raft`` on every master, no shared filesystem:
 each master has its own root_dir, cachedir and pki_dir) is shared by the whole module; the tests
-run in file order and the last ones stop masters. A minion is attached to master 1 only. The
-module runs twice: local copies in the ``localfs`` layout, then in the ``sqlite`` layout.
+run in file order and the last ones stop masters. A minion is attached to master 1 only.
+
+Layouts of the local copies (``raft_cache_backend``): by default one run, ``mixed``, where
+masters 1 and 3 keep the shipped ``sqlite`` layout and master 2 ``localfs``, as in a cluster
+half-way through an upgrade. Every write crosses layouts, and each layout takes part in the
+recovery tail (master 1 forced into a new cluster and master 3 restored from a backup:
+``sqlite``; master 2 rebuilt empty: ``localfs``). One cluster instead of one per layout saves
+a cluster start and the module's real-master time (about 2.5 of CI's ~45 minutes).
+``SALTEXT_RAFT_SCENARIO_LAYOUTS=localfs,sqlite`` runs the module once per named layout instead
+(every master in that layout; ``nox -s scenario-layouts``).
 
 Every test runs alone (``pytest -k``) as well as in file order. The destructive tail builds the
 situation it needs when no earlier test left it: :func:`ensure_backup` (a backup older than the
@@ -28,6 +36,8 @@ import pytest
 import salt.cache
 import yaml
 
+from saltext_raft.replicated.config import BACKENDS
+from saltext_raft.replicated.config import DEFAULT_BACKEND
 from saltext_raft.testing.cluster import RaftCluster
 from tests.childpython import run_python
 from tests.preconditions import require
@@ -40,7 +50,27 @@ pytest.importorskip("saltfactories")
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-MINION = "cache-minion-1"  # + the layout: each run has its own minion (and minion pki_dir)
+MINION = "cache-minion-1"  # + the run: each run has its own minion (and minion pki_dir)
+
+#: Runs of the module, comma-separated: a layout's name (every master in it) or ``mixed``.
+LAYOUTS_ENV = "SALTEXT_RAFT_SCENARIO_LAYOUTS"
+#: ``mixed``: each master's layout (the shipped default on master 1, which the minion uses).
+MIXED = {IDS[0]: DEFAULT_BACKEND, IDS[1]: "localfs", IDS[2]: DEFAULT_BACKEND}
+
+
+def layout_runs() -> list[str]:
+    runs = [r.strip() for r in os.environ.get(LAYOUTS_ENV, "mixed").split(",") if r.strip()]
+    unknown = sorted(set(runs) - set(BACKENDS) - {"mixed"})
+    if unknown or not runs:
+        raise pytest.UsageError(
+            f"{LAYOUTS_ENV}={os.environ.get(LAYOUTS_ENV)!r}: name runs from"
+            f" {', '.join(['mixed', *BACKENDS])}, comma-separated"
+        )
+    return runs
+
+
+def layout_of(run_name: str, mid: str) -> str:
+    return MIXED[mid] if run_name == "mixed" else run_name
 
 
 def fetch(master, bank, key):
@@ -65,9 +95,9 @@ def fetch_until(master, bank, key, want, timeout, what):
         raise
 
 
-@pytest.fixture(scope="module", params=["localfs", "sqlite"])
+@pytest.fixture(scope="module", params=layout_runs())
 def cluster(salt_factories, tmp_path_factory, request):
-    """The cluster, once per layout of the local copies (``raft_cache_backend``)."""
+    """The cluster, once per run of :func:`layout_runs` (layouts of the local copies)."""
     with contextlib.ExitStack() as stack:
         masters = start_cluster(
             stack.enter_context(
@@ -78,7 +108,7 @@ def cluster(salt_factories, tmp_path_factory, request):
                     master_config=lambda mid: {
                         "raft_cache_timeout": 3,
                         "auto_accept": mid == IDS[0],
-                        "raft_cache_backend": request.param,
+                        "raft_cache_backend": layout_of(request.param, mid),
                     },
                     name=f"cache-{request.param}",
                 )
@@ -116,12 +146,14 @@ def test_a_value_stored_on_master_1_is_read_on_masters_2_and_3(cluster):
             15,
             f"the value on {mid}",
         )
-    # The operator's view of the local copy: its layout, and no failed mirror writes.
-    rc, status, ret = run(m1, "raft.status")
-    assert rc == 0, ret
-    assert status["cache"]["layout"] == m1.config["raft_cache_backend"], status["cache"]
-    assert status["cache"]["mirror_counters"]["errors"] == 0, status["cache"]
-    assert status["cache"]["applied_commands"] >= 2, status["cache"]
+    # The operator's view of each local copy: its own layout, and no failed mirror writes.
+    for mid in IDS:
+        rc, status, ret = run(masters[mid], "raft.status")
+        assert rc == 0, ret
+        cache = status["cache"]
+        assert cache["layout"] == masters[mid].config["raft_cache_backend"], (mid, cache)
+        assert cache["mirror_counters"]["errors"] == 0, (mid, cache)
+        assert cache["applied_commands"] >= 2, (mid, cache)
 
 
 def backup_path(master) -> str:
