@@ -28,8 +28,9 @@ with two refinements of that order (docs/architecture.md, "The runtime"): a lead
 appends before its own save; a commit-only hard state is applied at once and rides with the
 next save (or is written after an idle tick). And two savings that keep the order: a leader's
 empty commit-index appends wait up to ``COMMIT_UPDATE_HOLD`` (or until the next message to
-that member) so the next proposal's append can carry the commit index instead; and, opt-in (``follower_inline_saves``), a follower saves a small Ready on
-the loop itself (no thread hand-offs).
+that member) so the next proposal's append can carry the commit index instead; and, opt-in
+(``follower_inline_saves``), a follower saves a small Ready on the loop itself (no thread
+hand-offs).
 
 While one Ready is being persisted the loop keeps stepping inbound messages and queueing
 proposals; they all land in the next Ready and share its single fsync (group commit). That is
