@@ -344,7 +344,11 @@ class RaftRuntime:
                         await asyncio.sleep(0)
                     self._flush_proposals()
                 if self._held:
-                    self._hold()
+                    if node.last_index == node.commit_index:
+                        self._hold()  # nothing in flight: only a new proposal can carry it
+                    else:  # under load: as they come (a held one measured slower at 20,000)
+                        held, self._held = self._held, []
+                        self.transport.send_many(held)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # storage failure or a bug: stop rather than run unsafely
@@ -353,6 +357,8 @@ class RaftRuntime:
     def _hold(self) -> None:
         """Keep the leader's empty commit-index appends (``_held``) for up to
         ``COMMIT_UPDATE_HOLD``, for the next proposal's append to carry the commit index.
+        Only when a pass ends with every entry committed (nothing else in flight); under load
+        they go at the end of the pass, as they did before.
 
         A caller outside the process (a control-channel client, a Salt master's cache
         service answering its own client) proposes again one round trip after its answer,
