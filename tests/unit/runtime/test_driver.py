@@ -632,9 +632,10 @@ class QuietHeartbeatCluster(LocalCluster):
 
 
 def test_commit_updates_ride_on_the_next_append_and_are_sent_when_nothing_follows():
-    """The leader holds its empty commit-index appends for one loop pass after answering a
-    proposer; the proposer's next entry carries the commit index instead. The last one, with
-    nothing after it, must still go out (not wait for a heartbeat)."""
+    """The leader holds its empty commit-index appends after answering a proposer (the rest
+    of the loop pass, then up to COMMIT_UPDATE_HOLD); the proposer's next entry carries the
+    commit index instead. The last one, with nothing after it, must still go out (not wait for
+    a heartbeat)."""
 
     async def main():
         async with QuietHeartbeatCluster() as c:
