@@ -27,9 +27,10 @@ Ready loop, one task that does::
 with two refinements of that order (docs/architecture.md, "The runtime"): a leader sends its
 appends before its own save; a commit-only hard state is applied at once and rides with the
 next save (or is written after an idle tick). And two savings that keep the order: a leader's
-empty commit-index appends wait one loop pass so the next proposal's append can carry the
-commit index instead; and, opt-in (``follower_inline_saves``), a follower saves a small Ready on
-the loop itself (no thread hand-offs).
+empty commit-index appends wait up to ``COMMIT_UPDATE_HOLD`` (or until the next message to
+that member) so the next proposal's append can carry the commit index instead; and, opt-in
+(``follower_inline_saves``), a follower saves a small Ready on the loop itself (no thread
+hand-offs).
 
 While one Ready is being persisted the loop keeps stepping inbound messages and queueing
 proposals; they all land in the next Ready and share its single fsync (group commit). That is
@@ -76,6 +77,10 @@ log = logging.getLogger(__name__)
 
 #: A follower's Ready with at most this many entries is saved on the loop (follower_inline_saves).
 _INLINE_SAVE_ENTRIES = 8
+#: Seconds a leader holds its empty commit-index appends after answering proposers, waiting for
+#: the next proposal's append to carry the commit index instead (:meth:`RaftRuntime._hold`).
+#: Longer than an outside client's round trip on loopback (~0.3 ms), short against a tick.
+COMMIT_UPDATE_HOLD = 0.001
 
 
 class RaftRuntime:
@@ -131,6 +136,10 @@ class RaftRuntime:
         self._storage_jobs = 0  # background saves and compactions queued in the storage thread
         self._save_seconds = 0.0
         self._save_max = 0.0
+        # Empty commit-index appends held for the next proposal's append (_hold) and the timer
+        # that sends them if none comes.
+        self._held: list[Message] = []
+        self._held_timer: asyncio.TimerHandle | None = None
         running = lambda: self._running  # noqa: E731
         host = self._host = Host(node_id, config, self._kick, self._check_running, running)
         self.counters = host.counters
@@ -138,6 +147,7 @@ class RaftRuntime:
             host,
             peers=self.peers,
             transport=lambda: self.transport,
+            send=self._send_request,
             state_machine=lambda: self.sm,
             admin=self.admin,
             compact=lambda snap: self._in_storage_thread(self.store.compact, snap),
@@ -183,6 +193,7 @@ class RaftRuntime:
         self._running = False
         if self._tick_handle is not None:
             self._tick_handle.cancel()
+        self._drop_held()
         await _cancel(self._tasks)
         await self._snapshots.settle()
         self._fail_all(
@@ -266,14 +277,13 @@ class RaftRuntime:
                 wake.clear()
                 self._kicked = False
                 self._flush_proposals()
-                held: list[Message] = []
                 while node.has_ready():
                     rd = node.ready()
                     self.counters["readies"] += 1
                     messages = rd.messages
-                    if held:
-                        messages = self._merge_held(held, messages)
-                        held = []
+                    if self._held:  # this Ready's appends may carry them (_hold)
+                        messages = self._merge_held(self._held, messages)
+                        self._held = []
                     if rd.must_sync:
                         hs = rd.hard_state
                         if rd.commit_only:
@@ -319,7 +329,7 @@ class RaftRuntime:
                             self.counters["saves"] += 1
                             self.counters["entries_saved"] += len(rd.entries)
                     if messages and rd.committed_entries and _commit_updates_only(messages):
-                        held = messages  # see _merge_held
+                        self._held = messages  # see _hold
                     elif messages:
                         self.transport.send_many(messages)
                     install = None
@@ -328,17 +338,65 @@ class RaftRuntime:
                     resolved = self._apply(rd, install)
                     node.advance(rd)
                     self._after_advance(rd)
-                    if held and resolved:
+                    if self._held and resolved:
                         # Let the callers whose proposals were just applied propose again, so
                         # the commit index rides on their append instead of a message of its own.
                         await asyncio.sleep(0)
                     self._flush_proposals()
-                if held:
-                    self.transport.send_many(held)
+                if self._held:
+                    if node.last_index == node.commit_index:
+                        self._hold()  # nothing in flight: only a new proposal can carry it
+                    else:  # under load: as they come (a held one measured slower at 20,000)
+                        held, self._held = self._held, []
+                        self.transport.send_many(held)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # storage failure or a bug: stop rather than run unsafely
             self._fatal(exc)
+
+    def _hold(self) -> None:
+        """Keep the leader's empty commit-index appends (``_held``) for up to
+        ``COMMIT_UPDATE_HOLD``, for the next proposal's append to carry the commit index.
+        Only when a pass ends with every entry committed (nothing else in flight); under load
+        they go at the end of the pass, as they did before.
+
+        A caller outside the process (a control-channel client, a Salt master's cache
+        service answering its own client) proposes again one round trip after its answer,
+        not in the loop pass after it; sent at once, the updates woke both followers, which
+        applied and acknowledged them while that next request was on its way, and on two
+        CPUs the request waited for them (docs/benchmarks.md, issue 21, seventh pass). Held,
+        they are merged into the next Ready's appends (:meth:`_merge_held`), sent before any
+        other message to the same member (:meth:`_send_request`: a follower waiting to apply
+        what a relay was answered with learns the commit index first), or sent when the
+        timer runs out. Holding a message is always safe (the network may delay any); it only
+        delays when an idle follower applies, by at most ``COMMIT_UPDATE_HOLD``.
+        """
+        if self._held_timer is None:
+            self._held_timer = self._loop.call_later(COMMIT_UPDATE_HOLD, self._release_held)
+
+    def _release_held(self) -> None:
+        """The hold ran out: send what is still held."""
+        self._held_timer = None
+        held, self._held = self._held, []
+        if held and self._running:
+            self.transport.send_many(held)
+
+    def _send_request(self, m: Message) -> bool:
+        """Send a request or answer between members (``runtime.remote``), after the commit
+        index held for the same member: an answer must not overtake the commit index of what
+        it answers about."""
+        if self._held:
+            mine = [h for h in self._held if h.to == m.to]
+            if mine:
+                self._held = [h for h in self._held if h.to != m.to]
+                self.transport.send_many(mine)
+        return self.transport.send(m)
+
+    def _drop_held(self) -> None:
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        self._held = []
 
     def _merge_held(self, held: list[Message], messages: list[Message]) -> list[Message]:
         """Held commit-index updates, minus those the next Ready's appends make redundant.
@@ -395,6 +453,7 @@ class RaftRuntime:
         self._running = False
         if self._tick_handle is not None:
             self._tick_handle.cancel()
+        self._drop_held()
         self._fail_all(self._failure_error())
         for task in self._tasks:
             if task is not asyncio.current_task():

@@ -15,6 +15,7 @@ from collections.abc import Awaitable
 from collections.abc import Callable
 from typing import NamedTuple
 
+from saltext_raft.core import Message
 from saltext_raft.core import Snapshot
 from saltext_raft.runtime.admin import Admin
 from saltext_raft.runtime.apply import Applier
@@ -45,13 +46,15 @@ def wire(
     *,
     peers: dict[str, str],
     transport: Callable[[], object],
+    send: Callable[[Message], bool],
     state_machine: Callable[[], object],
     admin: Callable[..., Awaitable[dict]],
     compact: Callable[[Snapshot], asyncio.Future],
 ) -> Parts:
     """The parts of one runtime. ``peers`` is the runtime's own (shared) dict; ``transport``
     and ``state_machine`` are getters, looked up at each use (a test may wrap or swap them);
-    ``admin`` is ``RaftRuntime.admin`` (what a request from another node runs)."""
+    ``admin`` is ``RaftRuntime.admin`` (what a request from another node runs); ``send`` is
+    how ``Remote`` sends (the runtime's: held commit-index updates to that member go first)."""
 
     def membership():
         return host.node.membership
@@ -63,7 +66,7 @@ def wire(
     remote = Remote(
         RemotePort(
             host.node_id,
-            send=lambda m: transport().send(m),
+            send=send,
             running=host.running,
             membership=membership,
             admin=admin,
