@@ -630,6 +630,24 @@ class QuietHeartbeatCluster(LocalCluster):
         rt.core_config = default_core_config(nid, election_ticks=2000, heartbeat_ticks=1000)
         return rt
 
+    async def elect_first(self):
+        """n1 campaigns at once (its election timeout is 100 s); returns the leader."""
+        first = self.nodes["n1"]
+        first.node.campaign()
+        first._kick()  # pylint: disable=protected-access
+        return await self.leader()
+
+    async def until_all_know_commit(self, leader):
+        """Every node learns the leader's commit index, which the leader must send on its own
+        (heartbeats are 5 s apart)."""
+        await self.until(
+            "every follower knows the last commit index (heartbeats are 5 s apart)",
+            lambda: all(
+                rt.node.commit_index == leader.node.commit_index for rt in self.nodes.values()
+            ),
+            timeout=3.0,
+        )
+
 
 def test_commit_updates_ride_on_the_next_append_and_are_sent_when_nothing_follows():
     """The leader holds its empty commit-index appends after answering a proposer (the rest
@@ -639,21 +657,12 @@ def test_commit_updates_ride_on_the_next_append_and_are_sent_when_nothing_follow
 
     async def main():
         async with QuietHeartbeatCluster() as c:
-            first = c.nodes["n1"]
-            first.node.campaign()
-            first._kick()  # pylint: disable=protected-access
-            leader = await c.leader()
+            leader = await c.elect_first()
             before = leader.counters["commit_updates_merged"]
             for i in range(20):
                 await leader.propose(b"y%d" % i)
             assert leader.counters["commit_updates_merged"] > before, leader.counters
-            await c.until(
-                "every follower knows the last commit index (heartbeats are 5 s apart)",
-                lambda: all(
-                    rt.node.commit_index == leader.node.commit_index for rt in c.nodes.values()
-                ),
-                timeout=3.0,
-            )
+            await c.until_all_know_commit(leader)
 
     run(main())
 
@@ -667,10 +676,7 @@ def test_commit_updates_wait_for_a_proposer_that_comes_back_a_few_loop_passes_la
 
     async def main():
         async with QuietHeartbeatCluster() as c:
-            first = c.nodes["n1"]
-            first.node.campaign()
-            first._kick()  # pylint: disable=protected-access
-            leader = await c.leader()
+            leader = await c.elect_first()
             before = leader.counters["commit_updates_merged"]
             for i in range(20):
                 await leader.propose(b"w%d" % i)
@@ -680,13 +686,7 @@ def test_commit_updates_wait_for_a_proposer_that_comes_back_a_few_loop_passes_la
             # two followers, one update each per commit; a loop stalled past the hold on a
             # busy machine sends some instead of merging them
             assert merged >= 20, leader.counters
-            await c.until(
-                "every follower knows the last commit index (heartbeats are 5 s apart)",
-                lambda: all(
-                    rt.node.commit_index == leader.node.commit_index for rt in c.nodes.values()
-                ),
-                timeout=3.0,
-            )
+            await c.until_all_know_commit(leader)
 
     run(main())
 
@@ -699,10 +699,7 @@ def test_an_answer_to_a_follower_does_not_overtake_the_commit_index_it_answers_a
 
     async def main():
         async with QuietHeartbeatCluster() as c:
-            first = c.nodes["n1"]
-            first.node.campaign()
-            first._kick()  # pylint: disable=protected-access
-            leader = await c.leader()
+            leader = await c.elect_first()
             follower = c.nodes["n2"]
             await leader.propose(b"warm")
 
