@@ -133,6 +133,10 @@ class EngineConfig:
     #: This master's proposals (cache writes, batched) waiting for their answer beyond which a
     #: new one is refused at once as ``overloaded`` (the runtime's ``max_pending_proposals``).
     max_pending_proposals: int = RuntimeConfig.max_pending_proposals
+    #: A follower saves small batches of log entries on its event loop instead of handing them
+    #: to the storage thread (the runtime's ``follower_inline_saves``; docs/architecture.md,
+    #: "The loop"): lower commit latency; false keeps every fsync off the loop.
+    follower_inline_saves: bool = RuntimeConfig.follower_inline_saves
     #: Seconds between refreshes of the readiness file (workers treat a file older than three
     #: intervals plus one second as "not ready": a dead engine fails closed).
     readiness_interval: float = DEFAULT_READINESS_INTERVAL
@@ -244,7 +248,15 @@ class EngineConfig:
             _check_host_port(f"peers[{nid}]", addr, wildcard_ok=False)
         if self.advertise:
             _check_host_port("advertise", self.advertise, wildcard_ok=False)
-        for name in ("gate", "gate_learners", "core_gate", "events", "join", "cluster_secrets"):
+        for name in (
+            "gate",
+            "gate_learners",
+            "core_gate",
+            "events",
+            "join",
+            "cluster_secrets",
+            "follower_inline_saves",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise EngineConfigError(
                     name, f"must be true or false (got {getattr(self, name)!r})"

@@ -310,6 +310,7 @@ class RaftService:
             tick_seconds=cfg.tick,
             snapshot_interval=cfg.snapshot_entries,
             max_pending_proposals=cfg.max_pending_proposals,
+            follower_inline_saves=cfg.follower_inline_saves,
         )
         return assemble(
             spec,

@@ -73,13 +73,15 @@ class RuntimeConfig:
     #: the ~5,000 commits/s a busy 2-CPU machine still does, the last one in waits ~1.6 s,
     #: well within ``request_timeout``.
     max_pending_proposals: int = 8192
-    #: A follower writes its log on the event loop thread instead of the storage thread (when
-    #: no background storage work is queued): two thread hand-offs fewer on the commit path. The
-    #: loop then waits for the fsync, as a follower's answers do anyway; a leader always saves
-    #: in the storage thread, so it keeps stepping acknowledgements and sending heartbeats.
-    #: Off by default: the loop must never block on disk (in a Salt engine it also serves the
-    #: cache socket and the readiness file); on, it trades that for ~0.4 ms less commit latency.
-    follower_inline_saves: bool = False
+    #: A follower writes a small Ready (at most 8 entries) on the event loop thread instead of
+    #: the storage thread, when no background storage work is queued: two thread hand-offs fewer
+    #: on the commit path (~0.1-0.2 ms a put, docs/benchmarks.md). Its answers wait for that
+    #: save anyway; what waits besides is the rest of the loop (in a Salt engine the cache
+    #: socket and the readiness file) for one small ``fdatasync``. A save slower than
+    #: ``runtime.driver.INLINE_SAVE_SLOW`` (a slow or stalling disk) sends the saves to the
+    #: storage thread for ``INLINE_SAVE_PAUSE`` seconds. A leader always saves in the storage
+    #: thread, so it keeps stepping acknowledgements and sending heartbeats.
+    follower_inline_saves: bool = True
     #: Largest payload of one proposal, bytes; a larger one is refused when proposed. It sets
     #: the largest frame the transport accepts (``runtime.limits``), so it is also what an
     #: attacker can make a node decrypt per forged frame: keep it near the largest real write.

@@ -28,9 +28,9 @@ with two refinements of that order (docs/architecture.md, "The runtime"): a lead
 appends before its own save; a commit-only hard state is applied at once and rides with the
 next save (or is written after an idle tick). And two savings that keep the order: a leader's
 empty commit-index appends wait up to ``COMMIT_UPDATE_HOLD`` (or until the next message to
-that member) so the next proposal's append can carry the commit index instead; and, opt-in
-(``follower_inline_saves``), a follower saves a small Ready on the loop itself (no thread
-hand-offs).
+that member) so the next proposal's append can carry the commit index instead; and
+(``follower_inline_saves``, on by default) a follower saves a small Ready on the loop itself
+(no thread hand-offs) unless a recent one was slow (``INLINE_SAVE_SLOW``).
 
 While one Ready is being persisted the loop keeps stepping inbound messages and queueing
 proposals; they all land in the next Ready and share its single fsync (group commit). That is
@@ -77,6 +77,13 @@ log = logging.getLogger(__name__)
 
 #: A follower's Ready with at most this many entries is saved on the loop (follower_inline_saves).
 _INLINE_SAVE_ENTRIES = 8
+#: An inline save slower than this (seconds) means the disk is slow or stalling: the loop must
+#: not wait on it again, so saves go to the storage thread for ``INLINE_SAVE_PAUSE`` seconds.
+#: Far above a healthy small save here (``fdatasync`` p99 2-12 ms on the shared virtual disk,
+#: docs/benchmarks.md), well below a tick's worth of missed heartbeats adding up.
+INLINE_SAVE_SLOW = 0.025
+#: Seconds inline saves stay off after a slow one (:data:`INLINE_SAVE_SLOW`).
+INLINE_SAVE_PAUSE = 30.0
 #: Seconds a leader holds its empty commit-index appends after answering proposers, waiting for
 #: the next proposal's append to carry the commit index instead (:meth:`RaftRuntime._hold`).
 #: Longer than an outside client's round trip on loopback (~0.3 ms), short against a tick.
@@ -136,6 +143,7 @@ class RaftRuntime:
         self._storage_jobs = 0  # background saves and compactions queued in the storage thread
         self._save_seconds = 0.0
         self._save_max = 0.0
+        self._inline_paused_until = 0.0  # loop time; see INLINE_SAVE_SLOW
         # Empty commit-index appends held for the next proposal's append (_hold) and the timer
         # that sends them if none comes.
         self._held: list[Message] = []
@@ -308,12 +316,8 @@ class RaftRuntime:
                             if early:
                                 self.transport.send_many(early)
                             t0 = time.perf_counter()
-                            if (
-                                self.config.follower_inline_saves
-                                and node.role is not Role.LEADER
-                                and len(rd.entries) <= _INLINE_SAVE_ENTRIES
-                                and not self._storage_jobs
-                            ):
+                            inline = self._inline_save(rd)
+                            if inline:
                                 # A follower has nothing to do until this save is done but
                                 # queue what arrives meanwhile (zmq holds it); a save on the
                                 # loop skips two thread hand-offs on the commit path. Large
@@ -324,6 +328,8 @@ class RaftRuntime:
                             else:
                                 await storage.submit(self.store.save, hs, rd.entries, rd.snapshot)
                             dt = time.perf_counter() - t0
+                            if inline and dt > INLINE_SAVE_SLOW:
+                                self._pause_inline_saves(dt)
                             self._save_seconds += dt
                             self._save_max = max(self._save_max, dt)
                             self.counters["saves"] += 1
@@ -353,6 +359,34 @@ class RaftRuntime:
             raise
         except BaseException as exc:  # storage failure or a bug: stop rather than run unsafely
             self._fatal(exc)
+
+    def _inline_save(self, rd: Ready) -> bool:
+        """Whether this Ready is saved on the loop (``follower_inline_saves``): a follower's
+        (or candidate's) small Ready with no snapshot (one can be megabytes), nothing queued
+        in the storage thread ahead of it (order), and no slow inline save in the last
+        ``INLINE_SAVE_PAUSE`` seconds."""
+        return (
+            self.config.follower_inline_saves
+            and self.node.role is not Role.LEADER
+            and len(rd.entries) <= _INLINE_SAVE_ENTRIES
+            and rd.snapshot is None
+            and not self._storage_jobs
+            and self._loop.time() >= self._inline_paused_until
+        )
+
+    def _pause_inline_saves(self, seconds: float) -> None:
+        """An inline save took ``seconds`` (over ``INLINE_SAVE_SLOW``): the disk is slow, and
+        the loop (heartbeats, the cache socket, the readiness file) must not wait on it again;
+        saves go to the storage thread for ``INLINE_SAVE_PAUSE`` seconds."""
+        self._inline_paused_until = self._loop.time() + INLINE_SAVE_PAUSE
+        self.counters["inline_saves_paused"] += 1
+        log.warning(
+            "raft %s: a save on the event loop took %.0f ms; saving in the storage thread "
+            "for the next %.0f s",
+            self.id,
+            seconds * 1000,
+            INLINE_SAVE_PAUSE,
+        )
 
     def _hold(self) -> None:
         """Keep the leader's empty commit-index appends (``_held``) for up to

@@ -37,6 +37,7 @@ COUNTERS = (
     "hard_states_deferred",
     "commit_updates_merged",
     "inline_saves",
+    "inline_saves_paused",
 )
 
 

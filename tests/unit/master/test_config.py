@@ -114,6 +114,7 @@ def test_explicit_peers_as_mapping_and_list(tmp_path, secret_file):
         ({"port": True}, "port", "1..65535"),
         ({"gate_learners": 1}, "gate_learners", "true or false"),
         ({"events": "no"}, "events", "true or false"),
+        ({"follower_inline_saves": "off"}, "follower_inline_saves", "true or false"),
         ({"join": None}, "join", "true or false"),
         ({"cache": "yes"}, "cache", "true or false"),
         ({"gate_hold": True}, "gate_hold", ">= 0"),

@@ -23,6 +23,7 @@ from saltext_raft.master.config import from_opts
 from saltext_raft.master.readiness import ReadinessReader
 from saltext_raft.master.readiness import ReadinessWriter
 from saltext_raft.master.service import EVENT_PREFIX
+from saltext_raft.master.service import RaftService
 from tests.unit.master.services import ServiceCluster
 
 IDS = ("m1", "m2", "m3")
@@ -215,3 +216,15 @@ def test_the_runners_operations_reach_the_runtime_through_the_engine(tmp_path):
                 await svc.operations.run("add_learner", {"node": "m9"}, 5)
 
     run(main())
+
+
+@pytest.mark.parametrize("option, inline", [({}, True), ({"follower_inline_saves": False}, False)])
+def test_the_inline_saves_option_reaches_the_runtime_the_engine_builds(tmp_path, option, inline):
+    """``follower_inline_saves`` (on unless the engine options say false) is what the
+    runtime the engine builds for a real master is configured with."""
+    sc = ServiceCluster(tmp_path)
+    opts = sc.master_opts("m1", **option)
+    cfg = from_opts(opts, opts["engines"][0]["raft"])
+    os.makedirs(cfg.state_dir, mode=0o700)  # the engine creates it before building the runtime
+    rt = RaftService(opts, cfg).build_runtime()
+    assert rt.config.follower_inline_saves is inline

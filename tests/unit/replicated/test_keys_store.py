@@ -341,11 +341,20 @@ def test_a_delete_through_one_master_revokes_the_key_on_the_others_with_one_rota
     three deletes; m3, whose view never held them, does not rotate."""
     with started_cluster(str(tmp_path), IDS) as c:
         rotations = {nid: [] for nid in IDS}
+        refreshed = {nid: [] for nid in IDS}  # (bank, key) in the order each watcher took them
         watchers = {}
         for nid in IDS:
             opts = master_opts(c, nid)
+
+            def refresh(bank, key, nid=nid, opts=opts):
+                refreshed[nid].append((bank, key))
+                return keystore.refresh_view(opts, bank, key)
+
             rev = watchers[nid] = KeyRevocation(
-                opts, window=5.0, rotate=lambda nid=nid: rotations[nid].append(1) or "rotated"
+                opts,
+                window=5.0,
+                refresh=refresh,
+                rotate=lambda nid=nid: rotations[nid].append(1) or "rotated",
             )
             rev.start()
             c.services[nid].watch(keystore.MIRROR_PREFIX, rev.changed)
@@ -369,6 +378,13 @@ def test_a_delete_through_one_master_revokes_the_key_on_the_others_with_one_rota
             wait_for(lambda: rotations["m2"], 30, "m2 rotating its AES key")
             wait_for(lambda: watchers["m2"].status()["revoked"] == 3, 30, "three revocations")
             assert rotations["m2"] == [1], "three deletes within the 5 s window: one rotation"
+            # m3 must have taken the deletes before "it revoked nothing" means anything: a key
+            # written after them reaches its watcher after them (one log, one watcher thread).
+            kcache(c, "m1").store("keys", "marker", {"state": "pending", "pub": pubs[0]})
+            wait_for(
+                lambda: ("keys", "marker") in refreshed["m3"], 30, "m3's watcher taking the marker"
+            )
+            assert {("keys", name) for name in names} <= set(refreshed["m3"]), refreshed["m3"]
             assert watchers["m3"].status()["revoked"] == 0 and not rotations["m3"]
         finally:
             for rev in watchers.values():

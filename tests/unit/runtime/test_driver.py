@@ -4,6 +4,8 @@ membership, JOIN, snapshots, restart and failure reporting."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
@@ -169,6 +171,41 @@ def test_snapshot_compaction_and_install_snapshot_to_a_lagging_node():
                 "restart from a snapshot", lambda: rt.node.applied_index >= leader.node.commit_index
             )
             assert rt.sm.data == leader.sm.data
+
+    run(main())
+
+
+def test_a_follower_saves_a_snapshot_it_receives_in_the_storage_thread():
+    """Inline saves are for small Readies: a snapshot sent to a lagging follower
+    (megabytes in a real cluster) is written by the storage thread, never on the loop."""
+
+    async def main():
+        async with LocalCluster(
+            snapshot_interval=20, snapshot_keep=2, follower_inline_saves=True
+        ) as c:
+            leader = await c.leader()
+            lagging = next(rt.id for rt in c.nodes.values() if rt is not leader)
+            await c.stop(lagging)
+            for i in range(60):
+                await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v"))
+            rt = c.nodes[lagging] = c.make(lagging)
+            threads = []
+            save = rt.store.save
+
+            def recording_save(hs, entries, snapshot=None):
+                if snapshot is not None:
+                    threads.append(threading.current_thread())
+                return save(hs, entries, snapshot)
+
+            rt.store.save = recording_save
+            await rt.start()
+            await c.until(
+                "the lagging node restored a snapshot and caught up",
+                lambda: rt.node.applied_index >= leader.node.commit_index,
+            )
+            assert rt.counters["snapshots_restored"] >= 1 and threads, rt.counters
+            assert threading.main_thread() not in threads, threads
+            assert rt.counters["inline_saves"] > 0, "small Readies were still saved inline"
 
     run(main())
 
@@ -731,6 +768,58 @@ def test_followers_save_small_readies_on_the_loop_and_the_leader_never_does(inli
             grew = {n: rt.counters["inline_saves"] - before[n] for n, rt in c.nodes.items()}
             assert grew.pop(leader.id) == 0, grew
             assert all(n > 0 for n in grew.values()) if inline else not any(grew.values()), grew
+
+    run(main())
+
+
+def test_a_slow_save_on_the_loop_sends_the_next_saves_to_the_storage_thread(monkeypatch):
+    """A follower's inline save that takes longer than ``INLINE_SAVE_SLOW`` (a stalling disk:
+    the sleep blocks the loop, as a slow ``fdatasync`` there would) pauses inline saves for
+    ``INLINE_SAVE_PAUSE``: the writes meanwhile are saved in the storage thread and lose
+    nothing; after the pause the loop saves small Readies again."""
+    from saltext_raft.runtime import driver  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.setattr(driver, "INLINE_SAVE_PAUSE", 2.0)
+
+    async def main():
+        async with LocalCluster(follower_inline_saves=True) as c:
+            leader = await c.leader()
+            follower = next(rt for rt in c.nodes.values() if rt is not leader)
+            await leader.propose(b"warm")
+            await c.until("the follower saved inline", lambda: follower.counters["inline_saves"])
+            slow = {"armed": True}
+            save = follower.store.save
+
+            def stalling_save(*args):
+                if slow["armed"]:
+                    slow["armed"] = False
+                    time.sleep(driver.INLINE_SAVE_SLOW * 2)
+                return save(*args)
+
+            follower.store.save = stalling_save
+            await leader.propose(b"slow")
+            await c.until("the slow save ran", lambda: not slow["armed"])
+            await c.until("the pause began", lambda: follower.counters["inline_saves_paused"])
+            inline, saves = follower.counters["inline_saves"], follower.counters["saves"]
+            for i in range(5):
+                await leader.propose(b"during %d" % i)
+            await c.until("the follower saved them", lambda: follower.counters["saves"] > saves)
+            assert follower.counters["inline_saves"] == inline, follower.counters
+            assert follower.counters["inline_saves_paused"] == 1, follower.counters
+            n = 0
+
+            def inline_again():
+                return follower.counters["inline_saves"] > inline
+
+            while not inline_again() and n < 200:  # bounded: 200 writes, ~10 s at most
+                await leader.propose(b"after %d" % n)
+                n += 1
+                await asyncio.sleep(0.05)
+            assert inline_again(), ("inline saves never resumed", follower.counters)
+            await c.until(
+                "every node applied every write",
+                lambda: all(rt.sm.count == leader.sm.count for rt in c.nodes.values()),
+            )
 
     run(main())
 
