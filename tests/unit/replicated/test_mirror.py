@@ -601,9 +601,7 @@ def test_a_master_that_fell_behind_installs_the_leaders_snapshot_into_its_local_
         async with LocalCluster(
             snapshot_interval=30, snapshot_keep=3, sm_factory=cache_machine
         ) as c:
-            leader = await c.leader()
-            lagging = next(rt.id for rt in c.nodes.values() if rt is not leader)
-            await c.stop(lagging)
+            leader, lagging = await c.stop_a_follower()
             await leader.propose(write(0, put("gone", "k", "flushed while it was away")))
             for i in range(1, 80):
                 await leader.propose(write(i, put(f"minions/m{i % 20}", "data", {"n": i})))

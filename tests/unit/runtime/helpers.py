@@ -108,6 +108,13 @@ class LocalCluster:
         )
         return index
 
+    async def stop_a_follower(self) -> tuple[RaftRuntime, str]:
+        """Stop one follower of the elected leader: (the leader, the stopped follower's id)."""
+        leader = await self.leader()
+        lagging = next(rt.id for rt in self.nodes.values() if rt is not leader)
+        await self.stop(lagging)
+        return leader, lagging
+
     async def leader(self, timeout: float = 5.0) -> RaftRuntime:
         await self.until(
             "one leader that committed in its term",

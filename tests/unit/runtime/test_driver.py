@@ -149,9 +149,7 @@ def test_leader_failover_and_restart_catches_up():
 def test_snapshot_compaction_and_install_snapshot_to_a_lagging_node():
     async def main():
         async with LocalCluster(snapshot_interval=50, snapshot_keep=5) as c:
-            leader = await c.leader()
-            lagging = next(rt.id for rt in c.nodes.values() if rt is not leader)
-            await c.stop(lagging)
+            leader, lagging = await c.stop_a_follower()
             for i in range(300):
                 await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v"))
             assert leader.counters["snapshots_taken"] >= 1
@@ -183,9 +181,7 @@ def test_a_follower_saves_a_snapshot_it_receives_in_the_storage_thread():
         async with LocalCluster(
             snapshot_interval=20, snapshot_keep=2, follower_inline_saves=True
         ) as c:
-            leader = await c.leader()
-            lagging = next(rt.id for rt in c.nodes.values() if rt is not leader)
-            await c.stop(lagging)
+            leader, lagging = await c.stop_a_follower()
             for i in range(60):
                 await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v"))
             rt = c.nodes[lagging] = c.make(lagging)
@@ -361,9 +357,7 @@ class SlowRestores(Held):
 async def _lag_behind_a_snapshot(c: LocalCluster):
     """In the started ``c``, stop a follower, commit past two snapshots, restart the follower:
     it must install the leader's snapshot. Returns (leader, the follower's runtime)."""
-    leader = await c.leader()
-    lagging = next(rt.id for rt in c.nodes.values() if rt is not leader)
-    await c.stop(lagging)
+    leader, lagging = await c.stop_a_follower()
     for i in range(120):
         await leader.propose(DictStateMachine.set_command(b"k%d" % i, b"v"))
     await c.until("the leader snapshotted", lambda: leader.counters["snapshots_taken"] >= 1)
