@@ -33,16 +33,22 @@ def _read(trace_dir: str) -> list[tuple[int, str, str, str, int]]:
 
 #: The segments of one commit at one outstanding proposal, in the order a commit passes them;
 #: each is (name, (node role, event), (node role, event)). "leader" and "follower" is the
-#: follower whose acknowledgement came first (the one that made the commit).
+#: follower whose acknowledgement came first (the one that made the commit). "of which" splits
+#: the segment above it: the core's ``step``, then the loop pass to the next Ready and what it
+#: does (the save's hand-off to the storage thread when the save is not inline).
 SEGMENTS = (
     ("leader: submit -> Ready", ("L", "submit"), ("L", "ready")),
     ("leader: Ready -> append sent", ("L", "ready"), ("L", "send_append")),
     ("hop 1: leader send -> follower receive", ("L", "send_append"), ("F", "recv_append")),
-    ("follower: receive -> save starts (hand-off)", ("F", "recv_append"), ("F", "save_start")),
+    ("follower: receive -> save starts", ("F", "recv_append"), ("F", "save_start")),
+    ("follower, of which: stepping the append", ("F", "recv_append"), ("F", "stepped_append")),
+    ("follower, of which: stepped -> save starts", ("F", "stepped_append"), ("F", "save_start")),
     ("follower: save (write + fdatasync)", ("F", "save_start"), ("F", "save_end")),
-    ("follower: save done -> ack sent (hand-off)", ("F", "save_end"), ("F", "send_resp")),
+    ("follower: save done -> ack sent", ("F", "save_end"), ("F", "send_resp")),
     ("hop 2: follower send -> leader receive", ("F", "send_resp"), ("L", "recv_resp")),
     ("leader: ack received -> apply", ("L", "recv_resp"), ("L", "apply")),
+    ("leader, of which: stepping the ack", ("L", "recv_resp"), ("L", "stepped_resp")),
+    ("leader, of which: stepped -> apply", ("L", "stepped_resp"), ("L", "apply")),
     ("leader, in parallel: Ready -> own save starts", ("L", "ready"), ("L", "save_start")),
     ("leader, in parallel: own save", ("L", "save_start"), ("L", "save_end")),
     ("leader: own save done -> ack from follower", ("L", "save_end"), ("L", "recv_resp")),
@@ -69,7 +75,7 @@ def analyse(events, leader: str) -> dict:
             if what == "ready" and pending_submit is not None:
                 slot[("L", "submit")] = pending_submit
                 pending_submit = None
-            if what == "recv_resp" and ("L", "recv_resp") in slot:
+            if what in ("recv_resp", "stepped_resp") and key in slot:
                 continue  # the second follower's ack: not the one that committed
             slot.setdefault(key, t)
         else:

@@ -1,8 +1,8 @@
 """A standalone node with the commit-path trace installed (``bench trace`` starts three).
 
 Lives here: :func:`install` (wraps, in this process only, the points a commit passes: a
-proposal submitted, a Ready taken, append messages sent and received, the store's save and its
-``fdatasync``/``fsync``, the apply) and :func:`main` (``python -m
+proposal submitted, a Ready taken, append messages sent, received and stepped into the core,
+the store's save and its ``fdatasync``/``fsync``, the apply) and :func:`main` (``python -m
 saltext_raft.bench.tracednode`` with ``saltext_raft node``'s arguments). Must not live here: the
 analysis (``bench.trace``), the runtime, transport or storage themselves: nothing there knows
 about the trace, it is installed by wrapping their methods in a process started for it, so it
@@ -88,6 +88,14 @@ def install(trace_dir: str, node: str) -> None:
 
     wrap(ZmqTransport, "send", before=sent)
     wrap(Transport, "_deliver", before=received)
+
+    def stepped(_result, msg):
+        if msg.type is append and msg.entries:
+            rec("stepped_append", _last_entry_index(msg.entries))
+        elif msg.type is append_resp and not msg.reject:
+            rec("stepped_resp", msg.index)
+
+    wrap(RaftNode, "step", after=stepped)
 
     def save_start(hs, entries, snapshot=None):
         if entries:

@@ -17,10 +17,13 @@ def _commit(index, t0, f_save_us, f2_delay_us):
         (t0 + 100 * us, "n1", "store", "save_start", index),
         (t0 + 400 * us, "n1", "store", "save_end", index),
         (t0 + 260 * us, "n2", "loop", "recv_append", index),
+        (t0 + 275 * us, "n2", "loop", "stepped_append", index),
         (t0 + 300 * us, "n2", "store", "save_start", index),
         (t0 + (300 + f_save_us) * us, "n2", "store", "save_end", index),
         (t0 + (400 + f_save_us) * us, "n2", "loop", "send_resp", index),
         (t0 + (600 + f_save_us) * us, "n1", "loop", "recv_resp", index),
+        (t0 + (630 + f_save_us) * us, "n1", "loop", "stepped_resp", index),
+        (t0 + (630 + f_save_us + f2_delay_us) * us, "n1", "loop", "stepped_resp", index),
         (t0 + (600 + f_save_us + f2_delay_us) * us, "n1", "loop", "recv_resp", index),
         (t0 + (700 + f_save_us) * us, "n1", "loop", "apply", index),
         (t0 + 270 * us, "n3", "loop", "recv_append", index),
@@ -38,7 +41,11 @@ def test_segments_of_each_commit_are_taken_from_the_leader_and_the_first_followe
     assert out["commits"] == 2
     seg = out["segments_us"]
     assert seg["hop 1: leader send -> follower receive"]["p50_us"] == 200.0
-    assert seg["follower: receive -> save starts (hand-off)"]["p50_us"] == 40.0
+    assert seg["follower: receive -> save starts"]["p50_us"] == 40.0
+    assert seg["follower, of which: stepping the append"]["p50_us"] == 15.0
+    assert seg["follower, of which: stepped -> save starts"]["p50_us"] == 25.0
+    assert seg["leader, of which: stepping the ack"]["p50_us"] == 30.0  # the first ack's
+    assert seg["leader, of which: stepped -> apply"]["p50_us"] == 70.0
     assert seg["follower: save (write + fdatasync)"]["p50_us"] == 600.0  # median of 500, 700
     assert seg["hop 2: follower send -> leader receive"]["p50_us"] == 200.0
     assert seg["leader, in parallel: own save"]["p50_us"] == 300.0
