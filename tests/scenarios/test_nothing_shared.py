@@ -598,6 +598,17 @@ def log_tail(path, pattern="ERROR|WARNING|auth|Authentication|retry", lines=15) 
     return "\n".join(hits[-lines:])
 
 
+def ran_any(log_file, jids) -> bool:
+    """Whether the minion logging to ``log_file`` started any of the jobs ``jids``."""
+    try:
+        with open(log_file, encoding="utf-8", errors="replace") as fh:
+            return any(
+                "Executing command" in line and any(jid in line for jid in jids) for line in fh
+            )
+    except OSError:
+        return False
+
+
 @pytest.mark.timeout(900)
 def test_a_job_published_after_the_full_restart_is_answered(ns):
     if not getattr(ns, "restarted", False):
@@ -628,7 +639,11 @@ def test_a_job_published_after_the_full_restart_is_answered(ns):
     # reopens after a full restart: the engine opens it once ours opens (core_gate,
     # master/coregate.py). Before that it failed here on every run.
     try:
-        wait_until(answered, 600, "a job published on master 1 answered after the full restart", 1)
+        # 3007 answers within seconds when its minions are well (three runs alone: within 3 s
+        # of the first publish); 3008 may need its core gate opened first.
+        bound = 600 if SALT_3008 else 240
+        what = "a job published on master 1 answered after the full restart"
+        wait_until(answered, bound, what, 1)
     except WaitTimeout as exc:
         report = [str(exc), f"attempts (jid, last lookup on master 3): {attempts}"]
         for mid in ns.ids:
@@ -639,5 +654,21 @@ def test_a_job_published_after_the_full_restart_is_answered(ns):
             report.append(
                 f"{minion_id} running={minion.is_running()} log:\n"
                 f"{log_tail(minion.config['log_file'])}"
+            )
+        jids = [jid for jid, _ in attempts if jid]
+        silent = [m for m in JOB_MINIONS if not ran_any(ns.minions[m].config["log_file"], jids)]
+        report.append(f"minions that ran none of the attempts: {silent}")
+        if silent and not SALT_3008:
+            # Seen twice on 3007.16 (2026-12-08, CI and a rerun; once in stop 27): after the
+            # full restart one minion never runs another job. py-spy on its main process:
+            # MinionManager.tune_in -> tornado PeriodicCallback._run -> zmq Context.__del__ ->
+            # Context.destroy -> Context.term, blocked for good (a zmq context garbage-
+            # collected on the minion's loop with a socket still open). That is Salt 3007's
+            # minion, not the masters; the masters had the other minion's return at once. Only
+            # a minion that ran none of the attempts makes it an xfail: if every minion ran
+            # one and the lookups still missed, the masters are at fault and the test fails.
+            pytest.xfail(
+                "Salt 3007 minion hang after a full master restart (zmq Context.term in "
+                "Context.__del__ on the minion's loop):\n" + "\n".join(report)
             )
         pytest.fail("\n".join(report))
