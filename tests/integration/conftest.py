@@ -129,25 +129,6 @@ class GateWatch(threading.Thread):
         self.join(5)
 
 
-def in_threads(*calls):
-    """Run the calls concurrently; re-raise the first failure."""
-    errors = []
-
-    def wrap(fn):
-        try:
-            fn()
-        except BaseException as exc:  # pylint: disable=broad-except
-            errors.append(exc)
-
-    threads = [threading.Thread(target=wrap, args=(fn,), daemon=True) for fn in calls]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(300)
-    if errors:
-        raise errors[0]
-
-
 def start_with_early_minion(cluster, minion_id="minion-early", timeout=180):
     """Start the first master of ``cluster`` (a ``RaftCluster``) alone (its gate closed: no
     quorum), start a minion on it, check it authenticates while the gate is closed, then start

@@ -26,11 +26,11 @@ import pytest
 from saltext_raft.master.secret import generate as generate_secret
 from saltext_raft.master.settings import readiness_path
 from saltext_raft.testing.cluster import RaftCluster
+from saltext_raft.testing.cluster import in_threads
 from saltext_raft.testing.cluster import port_bindable
 from saltext_raft.testing.cluster import run_json
 from tests.integration.conftest import GateWatch
 from tests.integration.conftest import gates_vs_ports
-from tests.integration.conftest import in_threads
 from tests.integration.conftest import log_text
 from tests.integration.conftest import ready_state
 from tests.integration.conftest import start_with_early_minion

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from saltext_raft.testing.cluster import RaftCluster
+from saltext_raft.testing.cluster import in_threads
 from saltext_raft.testing.cluster import run_json
-from tests.integration.conftest import in_threads
 from tests.integration.conftest import log_text
 from tests.integration.conftest import ready_state
 from tests.integration.conftest import wait_for

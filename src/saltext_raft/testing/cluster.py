@@ -15,11 +15,13 @@ Every wait is bounded and polls a condition; a wait that runs out raises
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import os
 import socket
 import threading
+import time
 
 import psutil
 from pytestshellutils.utils import ports
@@ -189,7 +191,7 @@ class RaftCluster:
         stopped by :meth:`close`. Raises the first start that failed, once all have ended."""
         factories = [self.masters[mid] for mid in ids or self.ids]
         self._daemons.extend(factories)
-        _in_parallel(lambda f: f.start(start_timeout=timeout), factories)
+        in_threads(*(functools.partial(f.start, start_timeout=timeout) for f in factories))
         return self
 
     def minion(
@@ -244,7 +246,7 @@ class RaftCluster:
         takes seconds to stop; one stuck until its SIGKILL no longer holds up the rest)."""
         daemons, self._daemons = self._daemons, []
         unique = list({id(f): f for f in daemons}.values())
-        _in_parallel(_terminate, unique)
+        in_threads(*(functools.partial(_terminate, f) for f in unique))
 
     def __enter__(self):
         return self
@@ -351,24 +353,24 @@ def _terminate(factory) -> None:
         factory.terminate()
 
 
-def _in_parallel(fn, items) -> None:
-    """``fn(item)`` for every item, each in its own thread; waits for all of them (each start
-    and stop is bounded by its factory's own timeouts), then raises the first error."""
-    if len(items) == 1:
-        fn(items[0])
-        return
+def in_threads(*calls, limit: float = 600) -> None:
+    """Run the calls side by side, each in its own thread, and wait for all of them (at most
+    ``limit`` seconds); then raise the first error, or RuntimeError if one is still running."""
     errors: list[BaseException] = []
 
-    def run(item):
+    def run(fn):
         try:
-            fn(item)
+            fn()
         except BaseException as exc:  # pylint: disable=broad-except
             errors.append(exc)
 
-    threads = [threading.Thread(target=run, args=(item,), daemon=True) for item in items]
+    threads = [threading.Thread(target=run, args=(fn,), daemon=True) for fn in calls]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + limit
     for t in threads:
-        t.join()
+        t.join(max(0.0, deadline - time.monotonic()))
     if errors:
         raise errors[0]
+    if any(t.is_alive() for t in threads):
+        raise RuntimeError(f"still running after {limit} s: {[t.name for t in threads]}")

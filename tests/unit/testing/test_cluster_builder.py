@@ -94,3 +94,10 @@ def test_a_restarted_master_is_stopped_once_at_close(tmp_path, monkeypatch):
     assert (m2.started, m2.terminated) == (2, 1)
     c.close()
     assert m2.terminated == 2
+
+
+def test_in_threads_says_when_a_call_outlives_its_limit():
+    release = threading.Event()
+    with pytest.raises(RuntimeError, match="still running after 0.2 s"):
+        cluster_mod.in_threads(lambda: release.wait(10), lambda: None, limit=0.2)
+    release.set()
