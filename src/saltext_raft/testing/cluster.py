@@ -191,7 +191,10 @@ class RaftCluster:
         stopped by :meth:`close`. Raises the first start that failed, once all have ended."""
         factories = [self.masters[mid] for mid in ids or self.ids]
         self._daemons.extend(factories)
-        in_threads(*(functools.partial(f.start, start_timeout=timeout) for f in factories))
+        # Bounded by each factory (its start_timeout per attempt, its max_start_attempts): a
+        # limit of our own could cut short a start the caller gave more time.
+        starts = (functools.partial(f.start, start_timeout=timeout) for f in factories)
+        in_threads(*starts, limit=None)
         return self
 
     def minion(
@@ -246,7 +249,7 @@ class RaftCluster:
         takes seconds to stop; one stuck until its SIGKILL no longer holds up the rest)."""
         daemons, self._daemons = self._daemons, []
         unique = list({id(f): f for f in daemons}.values())
-        in_threads(*(functools.partial(_terminate, f) for f in unique))
+        in_threads(*(functools.partial(_terminate, f) for f in unique), limit=None)
 
     def __enter__(self):
         return self
@@ -353,9 +356,10 @@ def _terminate(factory) -> None:
         factory.terminate()
 
 
-def in_threads(*calls, limit: float = 600) -> None:
+def in_threads(*calls, limit: float | None = 600) -> None:
     """Run the calls side by side, each in its own thread, and wait for all of them (at most
-    ``limit`` seconds); then raise the first error, or RuntimeError if one is still running."""
+    ``limit`` seconds; None for calls bounded by themselves); then raise the first error, or
+    RuntimeError if one is still running."""
     errors: list[BaseException] = []
 
     def run(fn):
@@ -367,9 +371,9 @@ def in_threads(*calls, limit: float = 600) -> None:
     threads = [threading.Thread(target=run, args=(fn,), daemon=True) for fn in calls]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + limit
+    deadline = None if limit is None else time.monotonic() + limit
     for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
+        t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
     if errors:
         raise errors[0]
     if any(t.is_alive() for t in threads):
